@@ -1,0 +1,291 @@
+"""The CKKS engine: SEAL's evaluator behind a small, checked, counted interface.
+
+TenSEAL owns keys and contexts; the arithmetic goes straight to SEAL (``tenseal.sealapi``) because
+TenSEAL's vectors expose no rotation and rescale with a scale of exactly 2**k although the primes are
+only close to 2**k. Here every ciphertext keeps its true scale, every plaintext operand is encoded at the
+scale that brings the product back to exactly 2**scale_bits, and no operation modifies its operands.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import tenseal as ts
+from tenseal import sealapi
+
+from core.errors import LevelError, MalformedInputError, SecretKeyError
+from core.params import CKKSParameters
+
+Ciphertext = sealapi.Ciphertext
+# Two scales within this relative distance are treated as equal when adding (the cost is an error of
+# that relative size on the smaller-scale operand; products of ~40-bit primes differ by ~1e-7).
+_SCALE_TOLERANCE = 1e-4
+
+
+@dataclass
+class OpCounts:
+    """Homomorphic operations performed, for reports and benchmarks."""
+
+    multiplications: int = 0
+    plain_multiplications: int = 0
+    rotations: int = 0
+    additions: int = 0
+    refreshes: int = 0
+
+    def snapshot(self) -> OpCounts:
+        return OpCounts(**vars(self))
+
+    def since(self, earlier: OpCounts) -> OpCounts:
+        return OpCounts(**{k: v - getattr(earlier, k) for k, v in vars(self).items()})
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+@dataclass
+class Engine:
+    """Evaluation keys and SEAL evaluator for one CKKS context (public or private)."""
+
+    context: ts.Context
+    counts: OpCounts = field(default_factory=OpCounts)
+
+    def __post_init__(self) -> None:
+        self.seal = self.context.seal_context().data
+        self.evaluator = sealapi.Evaluator(self.seal)
+        self.encoder = sealapi.CKKSEncoder(self.seal)
+        self.encryptor = sealapi.Encryptor(self.seal, self.context.data.public_key())
+        self.relin_keys = self.context.data.relin_keys()
+        self.galois_keys = self.context.data.galois_keys() if self.context.has_galois_keys() else None
+        self.slots = self.encoder.slot_count()
+        self.scale = float(self.context.global_scale)
+        first = self.seal.first_context_data()
+        self.top_level = first.chain_index()
+        self._primes = [m.value() for m in first.parms().coeff_modulus()]
+        self._parms_ids = {}
+        data = first
+        while data is not None:
+            self._parms_ids[data.chain_index()] = data.parms_id()
+            data = data.next_context_data()
+        self.params = CKKSParameters(
+            poly_modulus_degree=first.parms().poly_modulus_degree(),
+            coeff_mod_bit_sizes=(
+                *[m.bit_count() for m in first.parms().coeff_modulus()],
+                self.seal.key_context_data().parms().coeff_modulus()[-1].bit_count(),
+            ),
+            scale_bits=round(math.log2(self.scale)),
+        )
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_public_context(cls, data: bytes) -> Engine:
+        """The computing party's engine. Refuses a context that carries a secret key."""
+        try:
+            context = ts.context_from(data)
+        except Exception as exc:  # TenSEAL raises bare ValueError/RuntimeError on garbage
+            raise MalformedInputError(f"not a serialized TenSEAL CKKS context: {exc}") from exc
+        if context.has_secret_key():
+            raise SecretKeyError(
+                "the context carries a secret key: the computing party must never hold it; "
+                "export it with KeyHolder.public_context()"
+            )
+        if not context.has_relin_keys() or not context.has_public_key():
+            raise MalformedInputError("the context lacks its public key or relinearization keys")
+        return cls(context)
+
+    # -- levels and scales -------------------------------------------------------------------
+    # A product is left unrescaled (scale ~ 2**(2k)) until something needs it rescaled: rotations
+    # done at that scale add key-switching noise that the rescale then divides away (lazy rescaling).
+    def pending(self, ct: Ciphertext) -> bool:
+        """Whether ``ct`` still carries an unrescaled product."""
+        return ct.scale > self.scale**1.5
+
+    def level(self, ct: Ciphertext) -> int:
+        """Multiplicative levels left (a pending rescale already counts as spent)."""
+        return self.seal.get_context_data(ct.parms_id()).chain_index() - self.pending(ct)
+
+    def _chain_index(self, ct: Ciphertext) -> int:
+        return self.seal.get_context_data(ct.parms_id()).chain_index()
+
+    def _require(self, ct: Ciphertext, levels: int, what: str) -> None:
+        if self.level(ct) < levels:
+            raise LevelError(
+                f"{what} needs {levels} multiplicative level(s) but the ciphertext has "
+                f"{self.level(ct)} left: refresh it with the key holder, or plan a deeper chain"
+            )
+
+    def rescale(self, ct: Ciphertext) -> Ciphertext:
+        """Finish a pending product (a no-op for anything else)."""
+        if not self.pending(ct):
+            return ct
+        out = Ciphertext(self.seal)
+        self.evaluator.rescale_to_next(ct, out)
+        if abs(out.scale / self.scale - 1) < 1e-9:
+            out.scale = self.scale  # plaintext factors are encoded so that this is exact
+        return out
+
+    def mod_switch(self, ct: Ciphertext, level: int) -> Ciphertext:
+        """A copy of ``ct`` at a lower level (same scale)."""
+        ct = self.rescale(ct)
+        current = self.level(ct)
+        if level > current:
+            raise LevelError(f"cannot raise a ciphertext from level {current} to {level}; refresh it")
+        out = Ciphertext(self.seal)
+        self.evaluator.mod_switch_to(ct, self._parms_ids[level], out)  # a copy when level == current
+        return out
+
+    def _align(self, a: Ciphertext, b: Ciphertext) -> tuple[Ciphertext, Ciphertext]:
+        if self.pending(a) != self.pending(b):
+            a, b = self.rescale(a), self.rescale(b)
+        level = min(self._chain_index(a), self._chain_index(b))
+        if self._chain_index(a) != level:
+            a = self._switch_raw(a, level)
+        if self._chain_index(b) != level:
+            b = self._switch_raw(b, level)
+        if a.scale != b.scale:
+            if abs(a.scale / b.scale - 1) > _SCALE_TOLERANCE:
+                raise LevelError(
+                    f"operands have incompatible scales 2^{math.log2(a.scale):.3f} and "
+                    f"2^{math.log2(b.scale):.3f}: multiply both to the same level first"
+                )
+            if b is a:
+                return a, b
+            b = self._switch_raw(b, level)
+            b.scale = a.scale
+        return a, b
+
+    def _switch_raw(self, ct: Ciphertext, chain_index: int) -> Ciphertext:
+        out = Ciphertext(self.seal)
+        self.evaluator.mod_switch_to(ct, self._parms_ids[chain_index], out)
+        return out
+
+    # -- encoding ------------------------------------------------------------------------------
+    def encode(self, values: np.ndarray, level: int, scale: float) -> sealapi.Plaintext:
+        plain = sealapi.Plaintext()
+        self.encoder.encode(np.asarray(values, dtype=np.float64).tolist(), self._parms_ids[level], scale, plain)
+        return plain
+
+    def encrypt(self, values: np.ndarray, level: int | None = None) -> Ciphertext:
+        """Encrypt one slot vector with the public key (no secret needed)."""
+        level = self.top_level if level is None else level
+        out = Ciphertext(self.seal)
+        self.encryptor.encrypt(self.encode(values, level, self.scale), out)
+        return out
+
+    # -- arithmetic (never in place on an operand) ---------------------------------------------
+    def add(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
+        a, b = self._align(a, b)
+        out = Ciphertext(self.seal)
+        self.evaluator.add(a, b, out)
+        self.counts.additions += 1
+        return out
+
+    def sub(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
+        a, b = self._align(a, b)
+        out = Ciphertext(self.seal)
+        self.evaluator.sub(a, b, out)
+        self.counts.additions += 1
+        return out
+
+    def negate(self, a: Ciphertext) -> Ciphertext:
+        out = Ciphertext(self.seal)
+        self.evaluator.negate(a, out)
+        return out
+
+    def add_plain(self, a: Ciphertext, values: np.ndarray) -> Ciphertext:
+        out = Ciphertext(self.seal)
+        self.evaluator.add_plain(a, self.encode(values, self._chain_index(a), a.scale), out)
+        self.counts.additions += 1
+        return out
+
+    def multiply(self, a: Ciphertext, b: Ciphertext, rescale: bool = True) -> Ciphertext:
+        a, b = self.rescale(a), self.rescale(b)
+        self._require(a, 1, "a multiplication")
+        self._require(b, 1, "a multiplication")
+        a, b = self._align(a, b)
+        out = Ciphertext(self.seal)
+        if a is b:
+            self.evaluator.square(a, out)
+        else:
+            self.evaluator.multiply(a, b, out)
+        self.evaluator.relinearize_inplace(out, self.relin_keys)
+        self.counts.multiplications += 1
+        return self.rescale(out) if rescale else out
+
+    def multiply_plain(self, a: Ciphertext, values: np.ndarray, rescale: bool = True) -> Ciphertext:
+        """``a * values`` slot-wise; once rescaled the result has exactly the nominal scale."""
+        a = self.rescale(a)
+        self._require(a, 1, "a multiplication by a plaintext")
+        level = self._chain_index(a)
+        if not np.any(values):
+            # SEAL refuses to produce a transparent ciphertext; an encryption of zero is the same value.
+            return self.encrypt(np.zeros(self.slots), level - 1)
+        plain_scale = self.scale * self._primes[level] / a.scale
+        out = Ciphertext(self.seal)
+        self.evaluator.multiply_plain(a, self.encode(values, level, plain_scale), out)
+        self.counts.plain_multiplications += 1
+        return self.rescale(out) if rescale else out
+
+    def rotate(self, a: Ciphertext, steps: int) -> Ciphertext:
+        """Cyclic left rotation of the slots by ``steps`` (negative: right)."""
+        if self.galois_keys is None:
+            raise LevelError("this context has no Galois keys; the key holder must generate them")
+        out = Ciphertext(self.seal)
+        self.evaluator.rotate_vector(a, steps, self.galois_keys, out)
+        self.counts.rotations += 1
+        return out
+
+    def rotate_sum(self, a: Ciphertext, stride: int, count: int) -> Ciphertext:
+        """Slot i receives sum_{k<count} a[i + k*stride] (count a power of two): log2(count) rotations."""
+        total = a
+        step = stride
+        while step < stride * count:
+            total = self.add(total, self.rotate(total, step))
+            step *= 2
+        return total
+
+    # -- serialization ---------------------------------------------------------------------------
+    def ciphertext_to_bytes(self, ct: Ciphertext) -> bytes:
+        # SEAL's Python binding serializes to files only; tmpfs keeps that a memory copy.
+        path = _scratch_path()
+        try:
+            ct.save(path)
+            with open(path, "rb") as handle:
+                return handle.read()
+        finally:
+            _unlink(path)
+
+    def ciphertext_from_bytes(self, data: bytes) -> Ciphertext:
+        path = _scratch_path()
+        try:
+            with open(path, "wb") as handle:
+                handle.write(data)
+            ct = Ciphertext(self.seal)
+            try:
+                ct.load(self.seal, path)
+            except Exception as exc:  # SEAL validates structure and parameters on load
+                raise MalformedInputError(f"not a ciphertext of this context: {exc}") from exc
+        finally:
+            _unlink(path)
+        if ct.size() != 2:
+            raise MalformedInputError(f"ciphertext has {ct.size()} polynomials; expected 2 (relinearized)")
+        return ct
+
+
+_SCRATCH = tempfile.mkdtemp(prefix="ciphergrad-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+
+
+def _scratch_path() -> str:
+    return os.path.join(_SCRATCH, uuid.uuid4().hex)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

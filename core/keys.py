@@ -1,0 +1,88 @@
+"""The key holder: the only party with the secret key. It encrypts, decrypts and refreshes."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import tenseal as ts
+from tenseal import sealapi
+
+from core import layout
+from core.engine import Engine
+from core.params import CKKSParameters
+from core.tensor import EncryptedMatrix
+
+
+class KeyHolder:
+    """Creates a CKKS context and keeps its secret key in this process.
+
+    ``rotations`` limits the Galois keys to the rotation steps an algorithm uses (see
+    ``core.layout.rotation_steps``); by default every power-of-two step is covered.
+    """
+
+    def __init__(self, params: CKKSParameters, rotations: Iterable[int] | None = None) -> None:
+        self.params = params
+        context = ts.context(
+            ts.SCHEME_TYPE.CKKS,
+            poly_modulus_degree=params.poly_modulus_degree,
+            coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes),
+        )
+        context.global_scale = 2.0**params.scale_bits
+        # TenSEAL only creates the Galois key container with the full power-of-two set; overwrite it.
+        context.generate_galois_keys()
+        if rotations is not None:
+            steps = sorted({int(s) for s in rotations if s % params.slots})
+            galois = context.seal_context().data.key_context_data().galois_tool()
+            sealapi.KeyGenerator(context.seal_context().data, context.secret_key().data).create_galois_keys(
+                [galois.get_elt_from_step(s) for s in steps], context.data.galois_keys()
+            )
+        self._context = context
+        self.engine = Engine(context)
+        self._decryptor = sealapi.Decryptor(self.engine.seal, context.secret_key().data)
+
+    @classmethod
+    def for_tiles(cls, params: CKKSParameters, tiles: Iterable[layout.Tile]) -> KeyHolder:
+        """A key holder with Galois keys for exactly the rotations these tiles need."""
+        steps: set[int] = set()
+        for tile in tiles:
+            steps.update(layout.rotation_steps(tile))
+        return cls(params, rotations=steps)
+
+    def public_context(self) -> bytes:
+        """Public key, relinearization and Galois keys: everything a computing party needs, no secret."""
+        return self._context.serialize(
+            save_public_key=True, save_secret_key=False, save_galois_keys=True, save_relin_keys=True
+        )
+
+    def encrypt(self, array: Any, *, tile: layout.Tile | None = None, packing: str = "rows") -> EncryptedMatrix:
+        return EncryptedMatrix.encrypt(self.engine, array, tile=tile, packing=packing)
+
+    def decrypt(self, matrix: EncryptedMatrix) -> np.ndarray:
+        vectors = []
+        for line in matrix._tiles:
+            decoded = []
+            for ct in line:
+                plain = sealapi.Plaintext()
+                self._decryptor.decrypt(ct, plain)
+                decoded.append(np.asarray(self.engine.encoder.decode_double(plain)))
+            vectors.append(decoded)
+        return layout.unpack(vectors, matrix.shape, matrix.tile)
+
+    def refresh(self, matrix: EncryptedMatrix) -> EncryptedMatrix:
+        """Decrypt and re-encrypt at the top level: the CKKS stand-in for bootstrapping."""
+        return self.encrypt(self.decrypt(matrix), tile=matrix.tile)
+
+    def save(self, path: str) -> None:
+        """Write the full context, secret key included, readable by the owner only."""
+        warnings.warn(
+            f"writing the SECRET key to {path}: anyone who reads this file can decrypt your data",
+            stacklevel=2,
+        )
+        data = self._context.serialize(save_secret_key=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)

@@ -1,0 +1,357 @@
+"""``EncryptedMatrix``: a 2-D CKKS-encrypted matrix with numpy semantics.
+
+Arithmetic broadcasts like numpy (shapes ``(n, d)``, ``(1, d)``, ``(n, 1)``, ``(1, 1)``, plain scalars and
+arrays); ``sum`` reduces an axis with rotations; ``@`` multiplies by a plaintext matrix. Each operation
+checks shapes and remaining levels first and never changes its operands.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from core import layout
+from core.engine import Ciphertext, Engine
+from core.errors import MalformedInputError, ShapeError
+from core.layout import Tile
+
+_FORMAT = "ciphergrad.EncryptedMatrix/1"
+_MAGIC = b"CGEM"
+Grid = list[list[Ciphertext]]
+
+
+class EncryptedMatrix:
+    """Ciphertext tiles of a matrix, plus what is needed to compute on them without the secret key."""
+
+    __slots__ = ("_tiles", "engine", "shape", "tile", "zero_padding")
+
+    def __init__(
+        self,
+        engine: Engine,
+        tiles: Grid,
+        shape: tuple[int, int],
+        tile: Tile,
+        zero_padding: tuple[bool, bool] = (True, True),
+    ) -> None:
+        self.engine = engine
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.tile = tile
+        self._tiles = tiles
+        # Whether slots past the last row / column of the matrix hold zero (sums rely on it).
+        self.zero_padding = zero_padding
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def encrypt(
+        cls,
+        engine: Engine,
+        array: Any,
+        *,
+        tile: Tile | None = None,
+        packing: str = "rows",
+        level: int | None = None,
+    ) -> EncryptedMatrix:
+        """Encrypt a plaintext array with the public key (1-D input becomes a ``(n, 1)`` column)."""
+        values = _as_2d(array, "array", column=True)
+        tile = tile or layout.choose_tile(values.shape, engine.slots, packing)
+        tile.check(engine.slots)
+        vectors = layout.pack(values, tile, engine.slots)
+        tiles = [[engine.encrypt(v, level) for v in line] for line in vectors]
+        return cls(engine, tiles, values.shape, tile)
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def level(self) -> int:
+        """Multiplicative levels left (the minimum over tiles)."""
+        return min(self.engine.level(ct) for line in self._tiles for ct in line)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return len(self._tiles), len(self._tiles[0])
+
+    @property
+    def ciphertexts(self) -> list[Ciphertext]:
+        return [ct for line in self._tiles for ct in line]
+
+    def __repr__(self) -> str:
+        return (
+            f"EncryptedMatrix(shape={self.shape}, tile={self.tile.rows}x{self.tile.cols}, "
+            f"ciphertexts={len(self.ciphertexts)}, level={self.level})"
+        )
+
+    def _like(self, tiles: Grid, shape: tuple[int, int] | None = None, zero_padding=None) -> EncryptedMatrix:
+        return EncryptedMatrix(
+            self.engine, tiles, shape or self.shape, self.tile, zero_padding or self.zero_padding
+        )
+
+    # -- elementwise arithmetic ------------------------------------------------------------------
+    def __add__(self, other: Any) -> EncryptedMatrix:
+        return self._elementwise(other, "add")
+
+    __radd__ = __add__
+
+    def __sub__(self, other: Any) -> EncryptedMatrix:
+        return self._elementwise(other, "sub")
+
+    def __rsub__(self, other: Any) -> EncryptedMatrix:
+        return (-self)._elementwise(other, "add")
+
+    def __mul__(self, other: Any) -> EncryptedMatrix:
+        return self._elementwise(other, "mul")
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> EncryptedMatrix:
+        return self._like([[self.engine.negate(ct) for ct in line] for line in self._tiles])
+
+    def _elementwise(self, other: Any, op: str) -> EncryptedMatrix:
+        if isinstance(other, EncryptedMatrix):
+            return self._with_encrypted(other, op)
+        values = _as_2d(other, "operand")
+        shape = _broadcast(self.shape, values.shape)
+        # Plain operands are packed at the result's shape, so their padding is zero.
+        plain = layout.pack(np.broadcast_to(values, shape), self.tile, self.engine.slots)
+        engine = self.engine
+        tiles = []
+        for i, line in enumerate(plain):
+            out = []
+            for j, vector in enumerate(line):
+                ct = self._at(i, j)
+                if op == "add":
+                    out.append(engine.add_plain(ct, vector))
+                elif op == "sub":
+                    out.append(engine.add_plain(ct, -vector))
+                else:
+                    out.append(engine.multiply_plain(ct, vector, rescale=False))
+            tiles.append(out)
+        pads = self._pads_into(shape)
+        if op == "mul":
+            pads = (True, True)
+        return self._like(tiles, shape, pads)
+
+    def _with_encrypted(self, other: EncryptedMatrix, op: str) -> EncryptedMatrix:
+        if other.tile != self.tile:
+            raise ShapeError(
+                f"operands are packed differently (tile {self.tile.rows}x{self.tile.cols} vs "
+                f"{other.tile.rows}x{other.tile.cols}); encrypt them with the same tile"
+            )
+        shape = _broadcast(self.shape, other.shape)
+        rows, cols = layout.grid(shape, self.tile)
+        method: Callable[[Ciphertext, Ciphertext], Ciphertext] = {
+            "add": self.engine.add,
+            "sub": self.engine.sub,
+            "mul": lambda a, b: self.engine.multiply(a, b, rescale=False),
+        }[op]
+        tiles = [[method(self._at(i, j), other._at(i, j)) for j in range(cols)] for i in range(rows)]
+        mine, theirs = self._pads_into(shape), other._pads_into(shape)
+        if op == "mul":  # a zero on either side makes the product zero
+            pads = (mine[0] or theirs[0], mine[1] or theirs[1])
+        else:
+            pads = (mine[0] and theirs[0], mine[1] and theirs[1])
+        return self._like(tiles, shape, pads)
+
+    def _at(self, i: int, j: int) -> Ciphertext:
+        """Tile (i, j) of this matrix broadcast over a larger grid."""
+        return self._tiles[i if len(self._tiles) > 1 else 0][j if len(self._tiles[0]) > 1 else 0]
+
+    def _pads_into(self, shape: tuple[int, int]) -> tuple[bool, bool]:
+        """Whether this operand has zeros in the padding of a result of ``shape``."""
+        return tuple(  # type: ignore[return-value]
+            (mine == theirs and pad) or theirs % size == 0
+            for mine, theirs, pad, size in zip(
+                self.shape, shape, self.zero_padding, (self.tile.rows, self.tile.cols), strict=True
+            )
+        )
+
+    # -- reductions --------------------------------------------------------------------------------
+    def sum(self, axis: int | None = None) -> EncryptedMatrix:
+        """Sum over ``axis`` keeping two dimensions (numpy's ``keepdims=True``); ``None`` sums all."""
+        if axis is None:
+            return self.sum(axis=0).sum(axis=1)
+        if axis not in (0, 1, -1, -2):
+            raise ShapeError(f"axis {axis} is out of bounds for a 2-D matrix")
+        return self._sum_rows() if axis % 2 == 0 else self._sum_cols()
+
+    def _sum_rows(self) -> EncryptedMatrix:
+        if self.shape[0] == 1:
+            return self
+        source = self if self.zero_padding[0] else self._zero_padding()
+        engine, tile = self.engine, self.tile
+        tiles = []
+        for j in range(source.grid[1]):
+            column = [line[j] for line in source._tiles]
+            total = column[0]
+            for ct in column[1:]:
+                total = engine.add(total, ct)
+            tiles.append(engine.rescale(engine.rotate_sum(total, tile.cols, tile.rows)))
+        return self._like([tiles], (1, self.shape[1]), (True, source.zero_padding[1]))
+
+    def _sum_cols(self) -> EncryptedMatrix:
+        if self.shape[1] == 1:
+            return self
+        source = self if self.zero_padding[1] else self._zero_padding()
+        engine, tile = self.engine, self.tile
+        tiles = []
+        for line in source._tiles:
+            total = line[0]
+            for ct in line[1:]:
+                total = engine.add(total, ct)
+            tiles.append(engine.rotate_sum(total, 1, tile.cols))
+        if tile.cols > 1 and self.shape[0] > 1:
+            # Only the first slot of each tile row holds the row sum; the others mix neighbouring rows.
+            masks = layout.row_mask(self.shape, tile, engine.slots)
+            tiles = [
+                _replicate(engine, engine.multiply_plain(ct, mask, rescale=False), tile.cols)
+                for ct, mask in zip(tiles, masks, strict=True)
+            ]
+        tiles = [engine.rescale(ct) for ct in tiles]
+        return self._like([[ct] for ct in tiles], (self.shape[0], 1), (True, True))
+
+    def _zero_padding(self) -> EncryptedMatrix:
+        """Multiply by the validity mask (one level) so padding slots hold zero."""
+        return self * np.ones(self.shape)
+
+    # -- products with plaintext matrices ---------------------------------------------------------------
+    def __matmul__(self, other: Any) -> EncryptedMatrix:
+        if isinstance(other, EncryptedMatrix):
+            raise TypeError(
+                "encrypted @ encrypted is not supported; for encrypted weights w of shape (1, d) "
+                "write (X * w).sum(axis=1), which is what X @ w.T computes"
+            )
+        weights = np.asarray(other, dtype=np.float64)
+        if weights.ndim == 1:
+            weights = weights[:, None]
+        if weights.ndim != 2 or weights.shape[0] != self.shape[1]:
+            raise ShapeError(
+                f"matmul: input operand 1 has a mismatch in its core dimension 0 "
+                f"(size {weights.shape[0] if weights.ndim else 0} is different from {self.shape[1]})"
+            )
+        if weights.shape[1] == 1:
+            return (self * weights.T).sum(axis=1)
+        outputs = weights.shape[1]
+        engine, tile = self.engine, self.tile
+        shape = (self.shape[0], outputs)
+        rows, cols = layout.grid(shape, tile)
+        tiles: Grid = [[None] * cols for _ in range(rows)]  # type: ignore[list-item]
+        for k in range(outputs):
+            product = self * weights[:, k][None, :]
+            j, offset = divmod(k, tile.cols)
+            for i, line in enumerate(product._tiles):
+                total = line[0]
+                for ct in line[1:]:
+                    total = engine.add(total, ct)
+                total = engine.rotate_sum(total, 1, tile.cols)
+                if tile.cols > 1:
+                    mask = layout.row_mask(self.shape, tile, engine.slots)[i]
+                    total = engine.multiply_plain(total, mask)
+                    if offset:
+                        total = engine.rotate(total, -offset)
+                tiles[i][j] = total if tiles[i][j] is None else engine.add(tiles[i][j], total)
+        return self._like(tiles, shape, (True, True))
+
+    # -- row blocks (minibatches) ---------------------------------------------------------------------
+    def row_block(self, index: int) -> EncryptedMatrix:
+        """Rows ``[index*tile.rows, (index+1)*tile.rows)`` as a matrix of their own."""
+        if not 0 <= index < self.grid[0] or self.shape[0] == 1:
+            raise ShapeError(f"row block {index} out of range for {self.grid[0]} blocks")
+        rows = min(self.tile.rows, self.shape[0] - index * self.tile.rows)
+        return self._like([self._tiles[index]], (rows, self.shape[1]))
+
+    # -- serialization ------------------------------------------------------------------------------
+    def header(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "shape": list(self.shape),
+            "tile": [self.tile.rows, self.tile.cols],
+            "grid": list(self.grid),
+            "zero_padding": list(self.zero_padding),
+            "level": self.level,
+        }
+
+    def blobs(self) -> list[bytes]:
+        return [self.engine.ciphertext_to_bytes(ct) for ct in self.ciphertexts]
+
+    @classmethod
+    def from_parts(cls, engine: Engine, header: dict[str, Any], blobs: list[bytes]) -> EncryptedMatrix:
+        try:
+            if header.get("format") != _FORMAT:
+                raise MalformedInputError(f"header format {header.get('format')!r} is not {_FORMAT!r}")
+            shape = (int(header["shape"][0]), int(header["shape"][1]))
+            tile = Tile(int(header["tile"][0]), int(header["tile"][1]))
+            pads = (bool(header["zero_padding"][0]), bool(header["zero_padding"][1]))
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise MalformedInputError(f"malformed EncryptedMatrix header: {exc}") from exc
+        if min(shape) < 1:
+            raise ShapeError(f"shape {shape} must have positive dimensions")
+        tile.check(engine.slots)
+        rows, cols = layout.grid(shape, tile)
+        if len(blobs) != rows * cols:
+            raise ShapeError(
+                f"a {shape[0]}x{shape[1]} matrix in {tile.rows}x{tile.cols} tiles needs {rows * cols} "
+                f"ciphertexts, got {len(blobs)}"
+            )
+        cts = [engine.ciphertext_from_bytes(blob) for blob in blobs]
+        tiles = [cts[i * cols : (i + 1) * cols] for i in range(rows)]
+        return cls(engine, tiles, shape, tile, pads)
+
+    def to_bytes(self) -> bytes:
+        head = json.dumps(self.header()).encode()
+        parts = [_MAGIC, struct.pack("<I", len(head)), head]
+        for blob in self.blobs():
+            parts += [struct.pack("<Q", len(blob)), blob]
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, engine: Engine, data: bytes) -> EncryptedMatrix:
+        view = memoryview(data)
+        try:
+            if bytes(view[:4]) != _MAGIC:
+                raise MalformedInputError("not a serialized EncryptedMatrix (bad magic)")
+            (size,) = struct.unpack_from("<I", view, 4)
+            header = json.loads(bytes(view[8 : 8 + size]))
+            offset, blobs = 8 + size, []
+            while offset < len(view):
+                (length,) = struct.unpack_from("<Q", view, offset)
+                if offset + 8 + length > len(view):
+                    raise MalformedInputError("truncated EncryptedMatrix")
+                blobs.append(bytes(view[offset + 8 : offset + 8 + length]))
+                offset += 8 + length
+        except (struct.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise MalformedInputError(f"malformed EncryptedMatrix bytes: {exc}") from exc
+        return cls.from_parts(engine, header, blobs)
+
+
+def _replicate(engine: Engine, ct: Ciphertext, width: int) -> Ciphertext:
+    """Copy the first slot of each ``width``-wide group across the group (others must be zero)."""
+    step = 1
+    while step < width:
+        ct = engine.add(ct, engine.rotate(ct, -step))
+        step *= 2
+    return ct
+
+
+def _as_2d(value: Any, name: str, column: bool = False) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a number or a numeric array, got {type(value).__name__}") from exc
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    if array.ndim == 0:
+        return array.reshape(1, 1)
+    if array.ndim == 1:
+        return array[:, None] if column else array[None, :]
+    if array.ndim != 2:
+        raise ShapeError(f"{name} has {array.ndim} dimensions; EncryptedMatrix is 2-D")
+    return array
+
+
+def _broadcast(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    try:
+        return tuple(np.broadcast_shapes(a, b))  # type: ignore[return-value]
+    except ValueError as exc:
+        raise ShapeError(f"operands could not be broadcast together with shapes {a} {b}") from exc
