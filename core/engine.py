@@ -8,6 +8,7 @@ scale that brings the product back to exactly 2**scale_bits, and no operation mo
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -285,7 +286,5 @@ def _scratch_path() -> str:
 
 
 def _unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
