@@ -1,0 +1,377 @@
+"""The key holder's side of ciphergrad's gRPC API.
+
+``Client`` keeps the secret key in this process (``core.keys.KeyHolder``) and sends the server only the
+public context and ciphertexts. During training it answers the server's masked refresh requests with
+fresh encryptions (never decryptions: see GUIDE.md on IND-CPA-D) and decrypts the per-epoch loss.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from core.keys import KeyHolder
+from core.layout import Tile, choose_tile, rotation_steps
+from core.linear import LEVELS_PER_STEP, LinearRegressionConfig, decode_weights
+from core.params import CKKSParameters, plan
+from core.tensor import EncryptedMatrix
+from server.proto_gen.ciphergrad.v1 import (
+    dataset_service_pb2,
+    dataset_service_pb2_grpc,
+    model_service_pb2,
+    model_service_pb2_grpc,
+    session_service_pb2,
+    session_service_pb2_grpc,
+    training_service_pb2,
+    training_service_pb2_grpc,
+    types_pb2,
+)
+
+CHUNK_BYTES = 1 << 20
+MAX_MESSAGE_BYTES = 64 * 2**20
+JobState = training_service_pb2.JobState
+
+
+@dataclass
+class Transfer:
+    """Bytes sent and received through this client, by purpose."""
+
+    sent: dict[str, int] = field(default_factory=dict)
+    received: dict[str, int] = field(default_factory=dict)
+
+    def add(self, direction: str, what: str, size: int) -> None:
+        book = self.sent if direction == "sent" else self.received
+        book[what] = book.get(what, 0) + size
+
+    @property
+    def total(self) -> int:
+        return sum(self.sent.values()) + sum(self.received.values())
+
+
+@dataclass
+class TrainingRun:
+    """What a Train stream produced, decrypted where the key holder may decrypt."""
+
+    job: Any = None
+    model: Any = None
+    losses: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    refreshes: int = 0
+    refresh_seconds: float = 0.0
+    operation_counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def default_parameters() -> CKKSParameters:
+    """The planner's choice for linear regression: one step's levels, refresh in between."""
+    return plan(LEVELS_PER_STEP, slots=1)
+
+
+def matrix_to_proto(matrix: EncryptedMatrix) -> types_pb2.EncryptedMatrix:
+    return types_pb2.EncryptedMatrix(header_json=json.dumps(matrix.header()), ciphertexts=matrix.blobs())
+
+
+def _chunks(data: bytes) -> Iterator[types_pb2.MatrixChunk]:
+    for start in range(0, max(len(data), 1), CHUNK_BYTES):
+        end = start + CHUNK_BYTES
+        yield types_pb2.MatrixChunk(data=data[start:end], last=end >= len(data))
+
+
+def _as_matrix(values: Any) -> np.ndarray:
+    """numpy, pandas or torch input as a float64 2-D array."""
+    if hasattr(values, "detach"):  # torch.Tensor
+        values = values.detach().cpu().numpy()
+    elif hasattr(values, "to_numpy"):  # pandas
+        values = values.to_numpy()
+    array = np.asarray(values, dtype=np.float64)
+    return array[:, None] if array.ndim == 1 else array
+
+
+class Client:
+    """A connection to a ciphergrad server plus the key holder of one session.
+
+    ``tls``: False for plaintext (loopback, tests), True for TLS with the system roots, or the path of a
+    PEM CA certificate to trust.
+    """
+
+    def __init__(self, address: str, *, tls: bool | str | Path = False) -> None:
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+        if tls:
+            roots = Path(tls).read_bytes() if isinstance(tls, (str, Path)) else None
+            self.channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(roots), options)
+        else:
+            self.channel = grpc.insecure_channel(address, options)
+        self.sessions = session_service_pb2_grpc.SessionServiceStub(self.channel)
+        self.datasets = dataset_service_pb2_grpc.DatasetServiceStub(self.channel)
+        self.training = training_service_pb2_grpc.TrainingServiceStub(self.channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self.key_holder: KeyHolder | None = None
+        self.session_id = ""
+        self.token = ""
+        self.transfer = Transfer()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),)
+
+    def _holder(self) -> KeyHolder:
+        if self.key_holder is None:
+            raise RuntimeError("no session: call create_session() (or use_session()) first")
+        return self.key_holder
+
+    # -- sessions -----------------------------------------------------------------------------------
+    def create_session(
+        self,
+        params: CKKSParameters | dict | None = None,
+        *,
+        key_holder: KeyHolder | None = None,
+        tiles: Sequence[Tile] = (),
+        display_name: str = "",
+        progress: Callable[[int], None] | None = None,
+    ) -> session_service_pb2.Session:
+        """Make keys (planner defaults unless ``params``) and register their public half.
+
+        ``tiles``: the layouts you will encrypt with; only their rotation keys are generated, which keeps
+        the context small. Without tiles every power-of-two rotation key is made.
+        """
+        if key_holder is None:
+            if isinstance(params, dict):
+                params = CKKSParameters.from_dict(params)
+            params = params or default_parameters()
+            key_holder = KeyHolder.for_tiles(params, tiles) if tiles else KeyHolder(params)
+        context = key_holder.public_context()
+
+        def requests() -> Iterator[session_service_pb2.CreateSessionRequest]:
+            manifest = session_service_pb2.SessionManifest(display_name=display_name, context_size_bytes=len(context))
+            yield session_service_pb2.CreateSessionRequest(manifest=manifest)
+            for start in range(0, len(context), CHUNK_BYTES):
+                piece = context[start : start + CHUNK_BYTES]
+                yield session_service_pb2.CreateSessionRequest(context_chunk=piece)
+                if progress:
+                    progress(len(piece))
+
+        response = self.sessions.CreateSession(requests())
+        self.transfer.add("sent", "public context", len(context))
+        self.key_holder, self.session_id, self.token = key_holder, response.session.session_id, response.token
+        return response.session
+
+    def use_session(self, session_id: str, token: str, key_holder: KeyHolder) -> None:
+        """Continue an existing session (e.g. after reconnecting) with its key holder."""
+        self.session_id, self.token, self.key_holder = session_id, token, key_holder
+
+    def get_session(self) -> session_service_pb2.Session:
+        return self.sessions.GetSession(session_service_pb2.GetSessionRequest(), metadata=self.metadata).session
+
+    def delete_session(self) -> None:
+        self.sessions.DeleteSession(session_service_pb2.DeleteSessionRequest(), metadata=self.metadata)
+
+    # -- datasets -----------------------------------------------------------------------------------
+    def tile_for(self, shape: tuple[int, int], batch_size: int | None = None) -> Tile:
+        slots = self._holder().params.slots
+        return choose_tile(shape, slots, "rows", block_rows=batch_size)
+
+    def upload(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        tile: Tile | None = None,
+        shuffle_orders: Sequence[np.ndarray] = (),
+        column_names: Sequence[str] = (),
+        display_name: str = "",
+        progress: Callable[[int], None] | None = None,
+    ) -> dataset_service_pb2.Dataset:
+        """Encrypt ``X`` (n, d) and ``y`` (n,) and upload them, plus one copy per row order."""
+        holder = self._holder()
+        X, y = _as_matrix(X), _as_matrix(y)
+        tile = tile or self.tile_for(X.shape)
+        pairs = [(X, y)] + [(X[order], y[order]) for order in shuffle_orders]
+        blobs = []
+        for Xs, ys in pairs:
+            blobs.append(holder.encrypt(Xs, tile=tile).to_bytes())
+            blobs.append(holder.encrypt(ys, tile=tile).to_bytes())
+        total = sum(len(b) for b in blobs)
+
+        def requests() -> Iterator[dataset_service_pb2.UploadDatasetRequest]:
+            manifest = dataset_service_pb2.DatasetManifest(
+                display_name=display_name,
+                column_names=list(column_names),
+                shuffle_count=len(shuffle_orders),
+                total_size_bytes=total,
+            )
+            yield dataset_service_pb2.UploadDatasetRequest(manifest=manifest)
+            for blob in blobs:
+                for chunk in _chunks(blob):
+                    yield dataset_service_pb2.UploadDatasetRequest(chunk=chunk)
+                    if progress:
+                        progress(len(chunk.data))
+
+        response = self.datasets.UploadDataset(requests(), metadata=self.metadata)
+        self.transfer.add("sent", "data upload", total)
+        return response.dataset
+
+    def list_datasets(self) -> list[dataset_service_pb2.Dataset]:
+        request = dataset_service_pb2.ListDatasetsRequest()
+        return list(self.datasets.ListDatasets(request, metadata=self.metadata).datasets)
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        request = dataset_service_pb2.DeleteDatasetRequest(dataset_id=dataset_id)
+        self.datasets.DeleteDataset(request, metadata=self.metadata)
+
+    # -- training -----------------------------------------------------------------------------------
+    def train(
+        self,
+        dataset_id: str = "",
+        config: LinearRegressionConfig | dict | None = None,
+        *,
+        job_id: str = "",
+        on_epoch: Callable[[int, float], None] | None = None,
+        on_refresh: Callable[[np.ndarray], None] | None = None,
+    ) -> TrainingRun:
+        """Run (or with ``job_id``, resume) a training job, answering refreshes until it ends.
+
+        ``on_epoch(epoch, loss)`` gets each decrypted loss; ``on_refresh(values)`` the (masked) values
+        the key holder decrypted for a refresh.
+        """
+        holder = self._holder()
+        if job_id:
+            first = training_service_pb2.TrainRequest(attach=training_service_pb2.AttachJob(job_id=job_id))
+        else:
+            if isinstance(config, LinearRegressionConfig):
+                config = config.to_dict()
+            spec = training_service_pb2.JobSpec(
+                dataset_id=dataset_id, algorithm=types_pb2.ALGORITHM_LINEAR_REGRESSION
+            )
+            spec.hyperparameters.update(dict(config or {}))
+            first = training_service_pb2.TrainRequest(start=spec)
+        outbox: queue.Queue = queue.Queue()
+        outbox.put(first)
+
+        def requests() -> Iterator[training_service_pb2.TrainRequest]:
+            # The request stream stays open until training ends: closing it means "client gone".
+            while (item := outbox.get()) is not None:
+                yield item
+
+        run = TrainingRun()
+        start = time.perf_counter()
+        responses = self.training.Train(requests(), metadata=self.metadata)
+        try:
+            for response in responses:
+                kind = response.WhichOneof("event")
+                if kind == "job":
+                    run.job = response.job
+                elif kind == "epoch":
+                    event = response.epoch
+                    self.transfer.add("received", "losses", event.ByteSize())
+                    loss = float(holder.decrypt(self._matrix(event.loss))[0, 0]) * event.loss_scale
+                    run.losses.append(loss)
+                    run.epoch_seconds.append(event.seconds)
+                    for key, value in event.operation_counts.items():
+                        run.operation_counts[key] = run.operation_counts.get(key, 0) + value
+                    if on_epoch:
+                        on_epoch(event.epoch, loss)
+                elif kind == "refresh_request":
+                    tick = time.perf_counter()
+                    reply = self._refresh(response.refresh_request, on_refresh)
+                    outbox.put(training_service_pb2.TrainRequest(refresh_reply=reply))
+                    run.refreshes += 1
+                    run.refresh_seconds += time.perf_counter() - tick
+                elif kind == "result":
+                    run.job, run.model = response.result.job, response.result.model
+                    self.transfer.add("received", "model", response.result.model.ByteSize())
+        finally:
+            outbox.put(None)
+        run.seconds = time.perf_counter() - start
+        return run
+
+    def _matrix(self, message: types_pb2.EncryptedMatrix) -> EncryptedMatrix:
+        header = json.loads(message.header_json)
+        return EncryptedMatrix.from_parts(self._holder().engine, header, list(message.ciphertexts))
+
+    def _refresh(
+        self, request: training_service_pb2.RefreshRequest, observe: Callable[[np.ndarray], None] | None
+    ) -> training_service_pb2.RefreshReply:
+        holder = self._holder()
+        masked = self._matrix(request.masked)
+        values = holder.decrypt(masked)
+        if observe:
+            observe(values)
+        fresh = matrix_to_proto(holder.encrypt(values, tile=masked.tile))
+        self.transfer.add("received", "refreshes", request.ByteSize())
+        self.transfer.add("sent", "refreshes", fresh.ByteSize())
+        return training_service_pb2.RefreshReply(refresh_id=request.refresh_id, refreshed=fresh)
+
+    def get_job(self, job_id: str) -> training_service_pb2.Job:
+        request = training_service_pb2.GetJobRequest(job_id=job_id)
+        return self.training.GetJob(request, metadata=self.metadata).job
+
+    def list_jobs(self) -> list[training_service_pb2.Job]:
+        return list(self.training.ListJobs(training_service_pb2.ListJobsRequest(), metadata=self.metadata).jobs)
+
+    def cancel_job(self, job_id: str) -> training_service_pb2.Job:
+        request = training_service_pb2.CancelJobRequest(job_id=job_id)
+        return self.training.CancelJob(request, metadata=self.metadata).job
+
+    # -- models -------------------------------------------------------------------------------------
+    def get_model(self, model_id: str) -> model_service_pb2.Model:
+        request = model_service_pb2.GetModelRequest(model_id=model_id)
+        model = self.models.GetModel(request, metadata=self.metadata).model
+        self.transfer.add("received", "model", model.ByteSize())
+        return model
+
+    def list_models(self) -> list[model_service_pb2.Model]:
+        return list(self.models.ListModels(model_service_pb2.ListModelsRequest(), metadata=self.metadata).models)
+
+    def weights(self, model: model_service_pb2.Model) -> np.ndarray:
+        """The model's decrypted coefficients (one per feature column, the intercept column included)."""
+        values = self._holder().decrypt(self._matrix(model.weights))
+        return decode_weights(values, model.weight_scale)
+
+    def predict(self, model: model_service_pb2.Model, X: Any, *, batch_rows: int | None = None) -> np.ndarray:
+        """Encrypted inference: rows go out encrypted, predictions come back encrypted and are decrypted."""
+        holder = self._holder()
+        X = _as_matrix(X)
+        tile = self._matrix(model.weights).tile
+        batch_rows = batch_rows or max(tile.rows * 16, 1)
+        batches = [X[i : i + batch_rows] for i in range(0, len(X), batch_rows)]
+
+        def requests() -> Iterator[model_service_pb2.PredictRequest]:
+            yield model_service_pb2.PredictRequest(model_id=model.model_id)
+            for batch in batches:
+                data = holder.encrypt(batch, tile=tile).to_bytes()
+                self.transfer.add("sent", "predict rows", len(data))
+                for chunk in _chunks(data):
+                    yield model_service_pb2.PredictRequest(rows=chunk)
+
+        out, buffer = [], bytearray()
+        for response in self.models.Predict(requests(), metadata=self.metadata):
+            buffer += response.predictions.data
+            if response.predictions.last:
+                self.transfer.add("received", "predictions", len(buffer))
+                matrix = EncryptedMatrix.from_bytes(holder.engine, bytes(buffer))
+                out.append(holder.decrypt(matrix).reshape(-1) / model.weight_scale)
+                buffer.clear()
+        return np.concatenate(out) if out else np.empty(0)
+
+
+__all__ = ["Client", "JobState", "TrainingRun", "Transfer", "default_parameters", "rotation_steps"]

@@ -1,0 +1,40 @@
+"""Bearer tokens: one per session, stored only as a hash (a stolen disk yields no credentials)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+import grpc
+
+from server.errors import ServiceError
+
+HEADER = "authorization"
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def bearer_token(context: grpc.ServicerContext) -> str:
+    """The token from ``authorization: Bearer <token>`` metadata, or UNAUTHENTICATED."""
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() == HEADER:
+            scheme, _, token = str(value).partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            break
+    raise ServiceError(
+        grpc.StatusCode.UNAUTHENTICATED,
+        "missing credentials: send the session token as metadata 'authorization: Bearer <token>' "
+        "(CreateSession returns it)",
+    )
+
+
+def same_hash(a: str, b: str) -> bool:
+    return hmac.compare_digest(a, b)

@@ -1,0 +1,57 @@
+"""Server settings: command-line flags, each with an environment-variable fallback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "127.0.0.1:50051"
+    data_dir: str = "./var/ciphergrad"
+    workers: int = 2
+    max_upload_mb: int = 1024
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    grace_seconds: float = 10.0
+
+
+# flag -> (environment variable, type, help)
+_FLAGS = {
+    "listen": ("CIPHERGRAD_LISTEN", str, "HOST:PORT to serve on (port 0 picks a free one)"),
+    "data_dir": ("CIPHERGRAD_DATA_DIR", str, "directory for the SQLite metadata and ciphertext blobs"),
+    "workers": ("CIPHERGRAD_WORKERS", int, "training jobs run at once (more wait in JOB_STATE_QUEUED)"),
+    "max_upload_mb": ("CIPHERGRAD_MAX_UPLOAD_MB", int, "largest context, dataset or prediction batch, MiB"),
+    "tls_cert": ("CIPHERGRAD_TLS_CERT", str, "PEM certificate chain; enables TLS together with --tls-key"),
+    "tls_key": ("CIPHERGRAD_TLS_KEY", str, "PEM private key for --tls-cert"),
+    "grace_seconds": ("CIPHERGRAD_GRACE_SECONDS", float, "on SIGTERM, seconds in-flight calls may finish"),
+}
+
+
+def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> ServerConfig:
+    env = os.environ if env is None else env
+    defaults = ServerConfig()
+    parser = argparse.ArgumentParser(
+        prog="ciphergrad-server",
+        description="Serve ciphergrad's gRPC API: training and inference on CKKS-encrypted data.",
+    )
+    for name, (variable, kind, text) in _FLAGS.items():
+        default = env.get(variable, getattr(defaults, name))
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=kind,
+            default=kind(default) if default is not None else None,
+            help=f"{text} [env {variable}; default {getattr(defaults, name)}]",
+        )
+    args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.max_upload_mb < 1:
+        parser.error("--max-upload-mb must be at least 1")
+    return ServerConfig(**vars(args))

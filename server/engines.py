@@ -1,0 +1,42 @@
+"""Per-session CKKS engines, loaded from the stored public context and kept in a small LRU.
+
+Deserializing a context with Galois keys takes a noticeable fraction of a second and tens of MB, so
+uploads and predictions reuse engines; training jobs load their own (their operation counters are
+reported per epoch and must not mix with other calls).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from core.engine import Engine
+from server.storage import Store
+
+
+class EngineCache:
+    def __init__(self, store: Store, size: int = 4) -> None:
+        self._store = store
+        self._size = size
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, session_id: str) -> Engine:
+        with self._lock:
+            if session_id in self._engines:
+                self._engines.move_to_end(session_id)
+                return self._engines[session_id]
+        engine = self.load(session_id)
+        with self._lock:
+            self._engines[session_id] = engine
+            while len(self._engines) > self._size:
+                self._engines.popitem(last=False)
+        return engine
+
+    def load(self, session_id: str) -> Engine:
+        """A fresh engine of its own (not cached)."""
+        return Engine.from_public_context(self._store.context_path(session_id).read_bytes())
+
+    def forget(self, session_id: str) -> None:
+        with self._lock:
+            self._engines.pop(session_id, None)

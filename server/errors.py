@@ -1,0 +1,82 @@
+"""Map failures to gRPC status codes with messages a user can act on."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from core.errors import LevelError, MalformedInputError, ParameterError, SecretKeyError, ShapeError
+
+log = logging.getLogger("ciphergrad.server")
+
+
+class ServiceError(Exception):
+    """A failure with the gRPC status the caller should see."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def invalid(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def not_found(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def precondition(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status a core or service error maps to; anything unexpected is INTERNAL (and logged)."""
+    if isinstance(exc, ServiceError):
+        return exc.code, exc.message
+    if isinstance(exc, (SecretKeyError, LevelError)):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+    if isinstance(exc, (MalformedInputError, ShapeError, ParameterError)):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    log.exception("unexpected error", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
+
+
+def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn exceptions raised by a servicer method (plain or generator) into gRPC statuses.
+
+    Servicers raise ``ServiceError`` or core errors instead of calling ``context.abort`` themselves,
+    which keeps them testable without a live RPC.
+    """
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def stream(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                yield from method(self, request, context)
+            except Exception as exc:
+                _abort(context, exc)
+
+        return stream
+
+    @functools.wraps(method)
+    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as exc:
+            _abort(context, exc)
+
+    return unary
+
+
+def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
+    if not context.is_active():
+        return  # the client is gone (cancelled or disconnected): nobody to tell
+    code, message = status_for(exc)
+    context.abort(code, message)

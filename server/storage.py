@@ -1,0 +1,244 @@
+"""Embedded storage: SQLite for metadata, a directory tree for ciphertext blobs.
+
+Crash safety (SIGKILL included) comes from ordering: blobs are written to ``tmp/``, fsynced and renamed
+into place *before* the metadata row that points at them is committed; deletions commit the metadata
+first and remove blobs after. A crash therefore leaves at worst unreferenced blobs, which the next
+start sweeps away, never a row pointing at a missing or half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    display_name TEXT NOT NULL,
+    params_json TEXT NOT NULL,
+    context_size INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS datasets (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    display_name TEXT NOT NULL,
+    column_names_json TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    columns INTEGER NOT NULL,
+    shuffle_count INTEGER NOT NULL,
+    matrices INTEGER NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    level INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    dataset_id TEXT NOT NULL,
+    algorithm INTEGER NOT NULL,
+    config_json TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    epochs INTEGER NOT NULL,
+    refreshes INTEGER NOT NULL DEFAULT 0,
+    model_id TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS models (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    job_id TEXT NOT NULL,
+    dataset_id TEXT NOT NULL,
+    algorithm INTEGER NOT NULL,
+    weight_scale REAL NOT NULL,
+    metadata_json TEXT NOT NULL,
+    column_names_json TEXT NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+_TABLES = ("sessions", "datasets", "jobs", "models")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Store:
+    """Thread-safe metadata and blob storage rooted at one data directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.blob_root = self.root / "blobs"
+        self.tmp = self.root / "tmp"
+        for path in (self.root, self.blob_root):
+            path.mkdir(parents=True, exist_ok=True)
+        # Anything in tmp/ is an upload that never completed.
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir()
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.root / "metadata.sqlite3", check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a committed row survives power loss
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        self._sweep_orphans()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- generic row access -------------------------------------------------------------------
+    def insert(self, table: str, row: dict[str, Any]) -> None:
+        assert table in _TABLES
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self._lock:
+            self._db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
+
+    def get(self, table: str, row_id: str) -> dict[str, Any] | None:
+        assert table in _TABLES
+        with self._lock:
+            found = self._db.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchone()
+        return dict(found) if found else None
+
+    def list(self, table: str, session_id: str) -> list[dict[str, Any]]:
+        assert table in _TABLES
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM {table} WHERE session_id = ? ORDER BY created", (session_id,)
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def update(self, table: str, row_id: str, **values: Any) -> None:
+        assert table in _TABLES
+        if table == "jobs":
+            values.setdefault("updated", time.time())
+        sets = ", ".join(f"{k} = ?" for k in values)
+        with self._lock:
+            self._db.execute(f"UPDATE {table} SET {sets} WHERE id = ?", (*values.values(), row_id))
+
+    def delete(self, table: str, row_id: str) -> None:
+        assert table in _TABLES
+        with self._lock:
+            self._db.execute(f"DELETE FROM {table} WHERE id = ?", (row_id,))
+
+    def session_by_token_hash(self, digest: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._db.execute("SELECT * FROM sessions WHERE token_hash = ?", (digest,)).fetchone()
+        return dict(found) if found else None
+
+    def jobs_in_states(self, states: tuple[int, ...]) -> list[dict[str, Any]]:
+        marks = ", ".join("?" for _ in states)
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM jobs WHERE state IN ({marks})", states).fetchall()
+        return [dict(r) for r in rows]
+
+    # -- blob paths ---------------------------------------------------------------------------
+    def session_dir(self, session_id: str) -> Path:
+        return self.blob_root / session_id
+
+    def context_path(self, session_id: str) -> Path:
+        return self.session_dir(session_id) / "context.bin"
+
+    def dataset_dir(self, session_id: str, dataset_id: str) -> Path:
+        return self.session_dir(session_id) / "datasets" / dataset_id
+
+    def model_path(self, session_id: str, model_id: str) -> Path:
+        return self.session_dir(session_id) / "models" / f"{model_id}.bin"
+
+    def checkpoint_path(self, session_id: str, job_id: str) -> Path:
+        return self.session_dir(session_id) / "jobs" / f"{job_id}.ckpt"
+
+    # -- atomic blob writes -------------------------------------------------------------------
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A scratch directory that is removed unless its contents were moved into place."""
+        path = self.tmp / new_id()
+        path.mkdir()
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def publish(self, staged: Path, final: Path) -> None:
+        """Move a fully written file or directory into place (fsynced, then renamed)."""
+        for item in [staged, *staged.rglob("*")] if staged.is_dir() else [staged]:
+            if item.is_file():
+                _fsync(item)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.is_dir():
+            shutil.rmtree(final)
+        os.replace(staged, final)
+        _fsync_dir(final.parent)
+
+    def write_blob(self, final: Path, data: bytes) -> None:
+        """Write ``data`` to ``final`` atomically: readers see the old file or the whole new one."""
+        staged = self.tmp / new_id()
+        with open(staged, "wb") as handle:
+            handle.write(data)
+        self.publish(staged, final)
+
+    def remove(self, path: Path) -> None:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    # -- recovery -----------------------------------------------------------------------------
+    def _sweep_orphans(self) -> None:
+        """Remove blobs no committed row refers to (a crash between rename and commit)."""
+        sessions = {r["id"] for r in self._all("sessions")}
+        datasets = {r["id"] for r in self._all("datasets")}
+        models = {r["id"] for r in self._all("models")}
+        jobs = {r["id"] for r in self._all("jobs")}
+        for session in self.blob_root.iterdir():
+            if session.name not in sessions:
+                self.remove(session)
+                continue
+            for item in (session / "datasets").glob("*"):
+                if item.name not in datasets:
+                    self.remove(item)
+            for item in (session / "models").glob("*.bin"):
+                if item.stem not in models:
+                    self.remove(item)
+            for item in (session / "jobs").glob("*.ckpt"):
+                if item.stem not in jobs:
+                    self.remove(item)
+
+    def _all(self, table: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self._db.execute(f"SELECT id FROM {table}").fetchall()]
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    # Some filesystems refuse fsync on directories; the rename is still atomic there.
+    with contextlib.suppress(OSError):
+        _fsync(path)

@@ -1,0 +1,76 @@
+"""TrainingService: the bidirectional training stream plus job bookkeeping."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import grpc
+
+from server.access import Access
+from server.errors import ServiceError, invalid, rpc
+from server.jobs import End, JobRunner, Link, job_to_proto
+from server.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
+from server.proto_gen.ciphergrad.v1 import training_service_pb2_grpc as pb_grpc
+from server.storage import Store
+
+
+def _read_replies(requests: Iterator[pb.TrainRequest], link: Link) -> None:
+    """Feed refresh replies to the job; the stream's end (or failure) detaches the client."""
+    try:
+        for request in requests:
+            if request.WhichOneof("kind") == "refresh_reply":
+                link.replies.put(request.refresh_reply)
+            else:
+                link.replies.put(invalid("after the first message a Train stream carries only refresh_reply"))
+    except Exception:  # grpc raises on cancellation/disconnect: both mean the client is gone
+        pass
+    finally:
+        link.detach()
+
+
+class TrainingServicer(pb_grpc.TrainingServiceServicer):
+    def __init__(self, store: Store, access: Access, runner: JobRunner) -> None:
+        self.store, self.access, self.runner = store, access, runner
+
+    @rpc
+    def Train(
+        self, request_iterator: Iterator[pb.TrainRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.TrainResponse]:
+        session = self.access.session(context)
+        first = next(request_iterator, None)
+        kind = first.WhichOneof("kind") if first is not None else None
+        if kind == "start":
+            dataset = self.access.owned("datasets", first.start.dataset_id, session)
+            job = self.runner.create(session, dataset, first.start)
+        elif kind == "attach":
+            job = self.access.owned("jobs", first.attach.job_id, session)
+            self.runner.prepare_attach(job)
+        else:
+            raise invalid("the first TrainRequest must be `start` (a new job) or `attach` (resume a job)")
+        link = Link()
+        context.add_callback(link.detach)
+        threading.Thread(target=_read_replies, args=(request_iterator, link), daemon=True).start()
+        self.runner.launch(job["id"], link)
+        while True:
+            item = link.events.get()
+            if isinstance(item, End):
+                if item.code not in (None, grpc.StatusCode.OK):
+                    raise ServiceError(item.code, item.message)
+                return
+            yield item
+
+    @rpc
+    def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.GetJobResponse:
+        row = self.access.owned("jobs", request.job_id, self.access.session(context))
+        return pb.GetJobResponse(job=job_to_proto(row))
+
+    @rpc
+    def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
+        session = self.access.session(context)
+        return pb.ListJobsResponse(jobs=[job_to_proto(r) for r in self.store.list("jobs", session["id"])])
+
+    @rpc
+    def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.CancelJobResponse:
+        row = self.access.owned("jobs", request.job_id, self.access.session(context))
+        return pb.CancelJobResponse(job=job_to_proto(self.runner.cancel(row["id"])))
