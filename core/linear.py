@@ -33,6 +33,7 @@ class LinearRegressionConfig:
     batch_size: int | None = None  # None: full batch; else the row-block size of the encrypted shuffles
     momentum: float = 0.0  # heavy-ball momentum (0 = plain gradient descent, as in the original)
     seed: int = 0  # initial weights ~ N(0, 1) from this seed (shuffle orders use it too)
+    init: str = "normal"  # "normal" (the original's N(0, 1)) or "zeros"
     intercept_column: int | None = 0  # column of ones (not penalized by l2), or None
 
     def __post_init__(self) -> None:
@@ -42,6 +43,8 @@ class LinearRegressionConfig:
             raise ParameterError(f"epochs={self.epochs} must be at least 1")
         if self.l2 < 0:
             raise ParameterError(f"l2={self.l2} must be >= 0")
+        if self.init not in ("normal", "zeros"):
+            raise ParameterError(f"init={self.init!r} must be 'normal' or 'zeros'")
         if not 0 <= self.momentum < 1:
             raise ParameterError(f"momentum={self.momentum} must lie in [0, 1)")
         if self.batch_size is not None and (self.batch_size < 1 or self.batch_size & (self.batch_size - 1)):
@@ -59,8 +62,10 @@ class LinearRegressionConfig:
         return cls(**known)
 
 
-def initial_weights(features: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).normal(size=features)
+def initial_weights(features: int, config: LinearRegressionConfig) -> np.ndarray:
+    if config.init == "zeros":
+        return np.zeros(features)
+    return np.random.default_rng(config.seed).normal(size=features)
 
 
 def shuffle_orders(rows: int, count: int, seed: int) -> list[np.ndarray]:
@@ -120,7 +125,7 @@ class LinearTrainer:
         self.epoch = epoch
         self._epochs_data = self._prepare(X, y, shuffles)
         if weights is None:
-            start = initial_weights(self.features, config.seed) * self.weight_scale
+            start = initial_weights(self.features, config) * self.weight_scale
             weights = EncryptedMatrix.encrypt(engine, start[None, :], tile=X.tile)
         self.weights = weights
         self.velocity = velocity
@@ -235,7 +240,7 @@ def fit_torch(
     Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
     yt = torch.as_tensor(np.asarray(y, dtype=np.float64).reshape(-1, 1))
     rows, features = Xt.shape
-    w = torch.as_tensor(initial_weights(features, config.seed)).reshape(1, -1)
+    w = torch.as_tensor(initial_weights(features, config)).reshape(1, -1)
     velocity = None
     shrink = torch.full((1, features), 1.0 - config.learning_rate * config.l2, dtype=torch.float64)
     if config.intercept_column is not None:
