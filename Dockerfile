@@ -1,0 +1,65 @@
+# ciphergrad server image: Debian bookworm + Python 3.11, non-root, data dir as a volume,
+# healthcheck through the standard gRPC health service.
+#
+# Offline build (no registry, no index): see the "Docker" section of README.md.
+#   docker/build-base.sh        -> ciphergrad-base:bookworm (debootstrap minbase + python3)
+#   docker/fetch-wheels.sh      -> build/wheelhouse (cp311 manylinux wheels, torch==2.13.0 CPU)
+#   docker build -t ciphergrad:latest .        (or simply: docker/build-image.sh)
+# With registry access, any Debian-based Python 3.11 image works as the base:
+#   docker build --build-arg BASE_IMAGE=python:3.11-slim-bookworm -t ciphergrad:latest .
+ARG BASE_IMAGE=ciphergrad-base:bookworm
+
+# ---- build stage: a virtualenv with ciphergrad and its pinned dependencies, from wheels only ----
+FROM ${BASE_IMAGE} AS build
+ENV PIP_NO_INDEX=1 \
+    PIP_FIND_LINKS=/wheels \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+COPY build/wheelhouse/ /wheels/
+# Dependencies first (their own cached layer): the wheelhouse holds exactly pyproject's pinned
+# dependency closure, torch==2.13.0 CPU included, so nothing can pull CUDA wheels.
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install /wheels/*.whl
+COPY pyproject.toml setup.py* setup.cfg* MANIFEST.in* README* LICENSE* /src/
+COPY core/ /src/core/
+COPY server/ /src/server/
+COPY client/ /src/client/
+COPY proto/ /src/proto/
+# Slimming: torch's C++ headers and CMake files only serve to compile extensions, and the
+# libraries' own test suites (numpy/scipy/sklearn/sympy `tests` dirs) are never imported (~170 MB).
+RUN /opt/venv/bin/pip install /src \
+ && cd /opt/venv/lib/python3.11/site-packages \
+ && rm -rf torch/include torch/share/cmake \
+ && find . -depth -type d -name tests -exec rm -rf {} + \
+ && cd / \
+ && /opt/venv/bin/python -c "import grpc, grpc_health.v1, tenseal, torch, core; print('imports ok')"
+
+# ---- runtime stage ----
+FROM ${BASE_IMAGE}
+ARG UID=10001
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    CIPHERGRAD_LISTEN=0.0.0.0:50051 \
+    CIPHERGRAD_DATA_DIR=/var/lib/ciphergrad
+RUN groupadd --system --gid ${UID} ciphergrad \
+ && useradd --system --uid ${UID} --gid ciphergrad --no-create-home \
+            --home-dir /var/lib/ciphergrad --shell /usr/sbin/nologin ciphergrad \
+ && mkdir -p /var/lib/ciphergrad \
+ && chown ciphergrad:ciphergrad /var/lib/ciphergrad \
+ && chmod 0700 /var/lib/ciphergrad
+COPY --from=build /opt/venv /opt/venv
+COPY docker/healthcheck.py /usr/local/bin/ciphergrad-healthcheck
+RUN sed -i '1s|.*|#!/opt/venv/bin/python|' /usr/local/bin/ciphergrad-healthcheck \
+ && chmod 0755 /usr/local/bin/ciphergrad-healthcheck
+
+USER ciphergrad
+WORKDIR /var/lib/ciphergrad
+# Sessions, contexts, datasets, models and job records (SQLite + ciphertext blobs).
+VOLUME ["/var/lib/ciphergrad"]
+EXPOSE 50051
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["ciphergrad-healthcheck"]
+# Flags are also read from CIPHERGRAD_* variables (CIPHERGRAD_LISTEN, CIPHERGRAD_DATA_DIR, ...).
+ENTRYPOINT ["ciphergrad-server"]
+CMD []

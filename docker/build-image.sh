@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Build the ciphergrad image offline: base image (if missing), wheelhouse (refreshed), image.
+# Usage: docker/build-image.sh [TAG]            (default ciphergrad:latest)
+# Env:   BASE_IMAGE (default ciphergrad-base:bookworm; any Debian-based Python 3.11 image works,
+#        e.g. python:3.11-slim-bookworm where registries are reachable). Extra `docker build`
+#        arguments can be passed in DOCKER_BUILD_ARGS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TAG="${1:-ciphergrad:latest}"
+BASE_IMAGE="${BASE_IMAGE:-ciphergrad-base:bookworm}"
+
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  if [ "$BASE_IMAGE" = ciphergrad-base:bookworm ]; then
+    docker/build-base.sh "$BASE_IMAGE"
+  else
+    docker pull "$BASE_IMAGE"
+  fi
+fi
+docker/fetch-wheels.sh build/wheelhouse
+
+start=$(date +%s)
+# shellcheck disable=SC2086
+docker build --build-arg BASE_IMAGE="$BASE_IMAGE" ${DOCKER_BUILD_ARGS:-} -t "$TAG" .
+echo "built $TAG in $(( $(date +%s) - start )) s; size $(docker image inspect -f '{{.Size}}' "$TAG" \
+  | awk '{printf "%.0f MB", $1/1e6}')"

