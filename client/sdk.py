@@ -301,6 +301,8 @@ class Client:
                     self.transfer.add("received", "model", response.result.model.ByteSize())
         finally:
             outbox.put(None)
+            if run.model is None:
+                responses.cancel()  # we are leaving early: the server pauses the job at its checkpoint
         run.seconds = time.perf_counter() - start
         return run
 

@@ -65,7 +65,7 @@ class ServerProcess:
             line = self.process.stdout.readline()
             if not line:
                 raise RuntimeError(f"server exited with {self.process.wait()}")
-            found = re.search(r"listening on (\S+)", line)
+            found = re.search(r"^ciphergrad-server listening on (\S+)$", line.strip())
             if found:
                 self.address = found.group(1)
                 return
