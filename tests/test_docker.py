@@ -21,6 +21,7 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health, health_pb2
 
@@ -289,16 +290,55 @@ class ComposeProject:
         return f"127.0.0.1:{self.port}"
 
 
-def _train_from_host(address: str) -> subprocess.CompletedProcess[str]:
-    """The client CLI from this checkout, against the containerized server."""
-    code = "import sys; from client.cli import main; sys.exit(main())"
-    return _run([sys.executable, "-c", code, "demo", "--server", address], timeout=900, cwd=ROOT)
+def _ames() -> tuple:
+    import numpy as np
+
+    from core.data import load_ames
+
+    data = load_ames()
+    return np.hstack([np.ones((len(data.X), 1)), data.X]), data.y
+
+
+def _train_from_host(address: str) -> dict:
+    """The client SDK of this checkout trains Ames on the containerized server."""
+    from client.sdk import Client, default_parameters
+    from core.layout import choose_tile
+    from core.linear import LinearRegressionConfig
+
+    X, y = _ames()
+    params = default_parameters()
+    client = Client(address)
+    try:
+        client.create_session(params, tiles=[choose_tile(X.shape, params.slots, "rows")])
+        dataset = client.upload(X, y)
+        run = client.train(dataset.dataset_id, LinearRegressionConfig())
+        return {
+            "session": (client.session_id, client.token, client.key_holder),
+            "model_id": run.model.model_id,
+            "weights": client.weights(run.model),
+            "losses": list(run.losses),
+            "refreshes": run.refreshes,
+            "seconds": run.seconds,
+        }
+    finally:
+        client.close()
+
+
+def _fetch_model(address: str, trained: dict):
+    from client.sdk import Client
+
+    with Client(address) as client:
+        client.use_session(*trained["session"])
+        return client.weights(client.get_model(trained["model_id"]))
 
 
 @pytest.mark.docker
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_image_builds_serves_and_trains(compose: list[str]) -> None:
+    from core.compare import compare_linear_regression
+    from core.linear import LinearRegressionConfig
+
     docker = _docker_engine()
     if _run([docker, "image", "inspect", BASE_IMAGE], timeout=30).returncode != 0 and (
         os.geteuid() != 0 or shutil.which("debootstrap") is None
@@ -327,24 +367,34 @@ def test_image_builds_serves_and_trains(compose: list[str]) -> None:
         uid = project("exec", "-T", "server", "id", "-u").stdout.strip()
         assert uid != "0", "the server must not run as root"
 
+        trained = _train_from_host(project.address())
+        X, y = _ames()
+        local = compare_linear_regression(X, y, LinearRegressionConfig())
+        gap_core = float(np.max(np.abs(trained["weights"] - local.encrypted_weights)))
+        gap_torch = float(np.max(np.abs(trained["weights"] - local.torch_weights)))
+        print(
+            f"[docker] SDK trained Ames through the container in {trained['seconds']:.2f} s, "
+            f"{trained['refreshes']} refreshes, final loss {trained['losses'][-1]:.6g}; "
+            f"max |w - core| = {gap_core:.2e}, max |w - torch| = {gap_torch:.2e}"
+        )
+        assert len(trained["losses"]) == LinearRegressionConfig().epochs
+        assert gap_core < 1e-4 and gap_torch < 1e-4
+
+        # The compose `demo` service: the client CLI in a second container, against the server.
         demo = project("run", "--rm", "demo", timeout=900, check=False)
         print(f"[docker] `compose run demo` exit {demo.returncode}:\n{demo.stdout[-3000:]}")
         assert demo.returncode == 0, f"demo client in a container failed:\n{demo.stdout}\n{demo.stderr}"
 
-        host = _train_from_host(project.address())
-        print(f"[docker] host CLI demo exit {host.returncode}:\n{host.stdout[-3000:]}")
-        assert host.returncode == 0, f"host client against the container failed:\n{host.stdout}\n{host.stderr}"
-
         stored = project("exec", "-T", "server", "ls", "-A", DATA_DIR).stdout.split()
         assert stored, "the server stored nothing in its data volume"
 
-        # The named volume outlives the container: recreate it and the data is still there.
+        # The named volume outlives the container: recreate it; session and model are still there.
         project("down")
         project("up", "-d", "--no-build", "server")
         project.wait_healthy()
-        again = project("exec", "-T", "server", "ls", "-A", DATA_DIR).stdout.split()
-        assert set(stored) <= set(again)
+        fetched = _fetch_model(project.address(), trained)
+        assert float(np.max(np.abs(fetched - trained["weights"]))) < 1e-12
         status = _run([docker, "inspect", "-f", "{{.State.Health.Status}}", project.container()]).stdout.strip()
-        print(f"[docker] after recreate: {status}; data dir entries: {sorted(again)}")
+        print(f"[docker] after down/up: {status}; model {trained['model_id']} fetched from the volume again")
     finally:
         project("down", "-v", "--remove-orphans", timeout=120, check=False)
