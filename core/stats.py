@@ -1,0 +1,191 @@
+"""Encrypted statistics: column moments, covariance, standardization parameters, regression metrics.
+
+Everything the server computes stays encrypted; what CKKS cannot do cheaply (square roots, divisions by
+encrypted values) is finished by the key holder after decryption with the ``finish_*`` helpers, which
+work on plain numpy arrays. Divisions by the public row count are plaintext multiplications.
+
+Level costs (fresh inputs): mean 1, variance 2, covariance 3, MSE 2, MAE 3 (degree-6 |x| polynomial);
+a depth-3 plan (N = 8192) holds every one of them. Values that end at the last level must stay below
+``params.max_abs_value`` (256 for plan(3)): scale raw data so that variances and covariances do.
+
+Variance uses the expansion ``(sum(x**2) - sum(x)**2 / n) / (n - ddof)``:
+two levels instead of three for the centred form (centring by a broadcast mean would also put the mean
+into the padding slots and cost a masking level). CKKS error is ~1e-9 relative to the largest
+intermediate (``sum(x**2)/n``), so the cancellation matters only when |mean| >> std by ~1e4 or more.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.errors import ShapeError
+from core.polynomial import Polynomial, evaluate, fit_abs
+from core.tensor import EncryptedMatrix
+
+__all__ = [
+    "column_mean",
+    "column_variance",
+    "covariance",
+    "finish_correlation",
+    "finish_r2",
+    "finish_std",
+    "mae",
+    "mse",
+    "r2_parts",
+    "standardization_params",
+]
+
+
+def column_mean(X: EncryptedMatrix) -> EncryptedMatrix:
+    """``(1, d)`` column means (1 level)."""
+    return X.sum(axis=0) * (1.0 / X.shape[0])
+
+
+def column_variance(X: EncryptedMatrix, ddof: int = 0) -> EncryptedMatrix:
+    """``(1, d)`` column variances, numpy's ``var(axis=0, ddof=ddof)`` (2 levels)."""
+    n = _rows_after_ddof(X, ddof)
+    a2 = 1.0 / n
+    total = X.sum(axis=0)
+    # Both terms end in a plaintext multiplication: that lands each on exactly the nominal scale. Ending
+    # one in a ciphertext product would leave its scale off by the prime's distance from 2**40 (~7e-7
+    # relative), an error of that relative size on sum(x**2)/n once the two are subtracted.
+    return (X * X).sum(axis=0) * a2 - (total * total) * (a2 / X.shape[0])
+
+
+def standardization_params(X: EncryptedMatrix, ddof: int = 0) -> tuple[EncryptedMatrix, EncryptedMatrix]:
+    """Batch-norm style ``(mean, variance)``, each ``(1, d)``; the key holder takes ``finish_std``."""
+    return column_mean(X), column_variance(X, ddof)
+
+
+def finish_std(variance: np.ndarray) -> np.ndarray:
+    """Key-holder side: standard deviation from a decrypted variance (CKKS noise can make ~0 negative)."""
+    return np.sqrt(np.maximum(np.asarray(variance, dtype=np.float64), 0.0))
+
+
+def covariance(X: EncryptedMatrix, ddof: int = 1) -> EncryptedMatrix:
+    """``(d, d)`` covariance matrix, numpy's ``cov(X, rowvar=False, ddof=ddof)`` (3 levels).
+
+    Needs column packing (``packing='columns'``, tile ``(R, 1)`` with ``R >= d``) so that every column is
+    a ciphertext of its own. Cost: d(d+1)/2 ciphertext products and rotate-and-sums (symmetry halves it),
+    d**2 plaintext masks; ~1.5 s for 13 features at N = 8192.
+    """
+    n, d = X.shape
+    if X.tile.cols != 1 or X.tile.rows < d:
+        raise ShapeError(
+            f"covariance needs column packing with at least {d} tile rows; encrypt X with "
+            f"packing='columns' (got tile {X.tile.rows}x{X.tile.cols})"
+        )
+    scale = 1.0 / _rows_after_ddof(X, ddof)
+    columns = [_column(X, j) for j in range(d)]
+    # gram[j][k] (j <= k): a (1, 1) matrix holding sum_i x_ij x_ik in every slot.
+    gram: dict[tuple[int, int], EncryptedMatrix] = {}
+    for k in range(d):
+        for j in range(k + 1):
+            gram[j, k] = (columns[j] * columns[k]).sum(axis=0)
+    sums = X.sum(axis=0)  # (1, d): tile k holds sum_i x_ik everywhere
+    # Output tile k must hold entry (j, k) at row slot j: a plaintext unit vector per j moves each
+    # everywhere-replicated scalar into its row, with 1/(n - ddof) folded into the same factor.
+    result = None
+    sums_column = None  # (d, 1): sum_j at row j
+    for j in range(d):
+        unit = np.zeros((d, 1))
+        unit[j, 0] = 1.0
+        part = _scalar(sums, j) * unit
+        sums_column = part if sums_column is None else sums_column + part
+    for k in range(d):
+        column = None
+        for j in range(d):
+            unit = np.zeros((d, 1))
+            unit[j, 0] = scale
+            part = gram[min(j, k), max(j, k)] * unit
+            column = part if column is None else column + part
+        result = column if result is None else _hstack(result, column)
+    # The correction S_j S_k / (n (n - ddof)) ends in a plaintext factor (a third level) so that its scale
+    # is exact, like the Gram term's (see column_variance).
+    outer = (sums_column * sums) * (scale / n)
+    return result - outer
+
+
+def finish_correlation(cov: np.ndarray) -> np.ndarray:
+    """Key-holder side: correlation matrix from a decrypted covariance matrix."""
+    cov = np.asarray(cov, dtype=np.float64)
+    std = finish_std(np.diag(cov))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = cov / np.outer(std, std)
+    return np.clip(corr, -1.0, 1.0)
+
+
+# -- metrics between encrypted predictions and encrypted targets ------------------------------------
+def mse(predictions: EncryptedMatrix, targets: EncryptedMatrix) -> EncryptedMatrix:
+    """``(1, 1)`` mean squared error (2 levels); RMSE is ``sqrt`` of it on the key holder's side."""
+    _check_pair(predictions, targets)
+    residual = predictions - targets
+    return (residual * residual).sum() * (1.0 / residual.shape[0] / residual.shape[1])
+
+
+def r2_parts(predictions: EncryptedMatrix, targets: EncryptedMatrix) -> tuple[EncryptedMatrix, EncryptedMatrix]:
+    """``(MSE, variance of targets)``, both ``(1, 1)``; ``finish_r2`` divides them after decryption."""
+    _check_pair(predictions, targets)
+    if targets.shape[1] != 1:
+        raise ShapeError(f"R² takes one target column, got {targets.shape[1]}")
+    return mse(predictions, targets), column_variance(targets)
+
+
+def finish_r2(mse_value: np.ndarray | float, target_variance: np.ndarray | float) -> float:
+    return float(1.0 - np.asarray(mse_value).reshape(-1)[0] / np.asarray(target_variance).reshape(-1)[0])
+
+
+def mae(
+    predictions: EncryptedMatrix,
+    targets: EncryptedMatrix,
+    *,
+    bound: float = 1.0,
+    degree: int = 6,
+) -> tuple[EncryptedMatrix, Polynomial]:
+    """``(1, 1)`` mean absolute error through a least-squares |x| polynomial on ``[-bound, bound]``.
+
+    Returns the encrypted value and the polynomial used; its ``max_error`` bounds the error of the
+    result when every residual lies in ``[-bound, bound]`` (the mean of per-row errors is at most their
+    maximum). Degree 6 costs 3 levels; 1/n is folded into the coefficients so it costs none.
+    """
+    _check_pair(predictions, targets)
+    poly = fit_abs(degree, bound)
+    count = predictions.shape[0] * predictions.shape[1]
+    averaged = Polynomial(tuple(c / count for c in poly.coefficients), poly.bound, poly.name, poly.max_error)
+    # Padding slots hold residual 0; their constant term is packed as 0 there, so they add nothing.
+    return evaluate(averaged, predictions - targets).sum(), poly
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+def _rows_after_ddof(X: EncryptedMatrix, ddof: int) -> int:
+    n = X.shape[0] - ddof
+    if n < 1:
+        raise ShapeError(f"{X.shape[0]} rows with ddof={ddof} leave no degrees of freedom")
+    return n
+
+
+def _check_pair(a: EncryptedMatrix, b: EncryptedMatrix) -> None:
+    if a.shape != b.shape:
+        raise ShapeError(f"predictions {a.shape} and targets {b.shape} differ in shape")
+
+
+def _column(X: EncryptedMatrix, j: int) -> EncryptedMatrix:
+    """Column ``j`` of a column-packed matrix as an ``(n, 1)`` matrix: the same ciphertexts, no work.
+
+    Reads the tile grid directly (EncryptedMatrix has no column accessor yet); with tile columns of
+    width 1, tile column j *is* matrix column j, replicated as the ``(n, 1)`` layout requires.
+    """
+    tiles = [[line[j]] for line in X._tiles]
+    return EncryptedMatrix(X.engine, tiles, (X.shape[0], 1), X.tile, (X.zero_padding[0], True))
+
+
+def _scalar(row: EncryptedMatrix, k: int) -> EncryptedMatrix:
+    """Entry k of a column-packed ``(1, d)`` matrix as ``(1, 1)`` (its tile holds it in every slot)."""
+    return EncryptedMatrix(row.engine, [[row._tiles[0][k]]], (1, 1), row.tile, (True, True))
+
+
+def _hstack(left: EncryptedMatrix, right: EncryptedMatrix) -> EncryptedMatrix:
+    """Append a column-packed ``(m, 1)`` column to a column-packed ``(m, k)`` matrix (no work)."""
+    tiles = [a + b for a, b in zip(left._tiles, right._tiles, strict=True)]
+    pads = (left.zero_padding[0] and right.zero_padding[0], True)
+    return EncryptedMatrix(left.engine, tiles, (left.shape[0], left.shape[1] + 1), left.tile, pads)
