@@ -1,0 +1,155 @@
+"""A scikit-learn-style estimator that trains on the server without showing it the data."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from client.sdk import Client, _as_matrix, default_parameters
+from core.data import with_intercept
+from core.layout import choose_tile
+from core.linear import LinearRegressionConfig, shuffle_orders
+from core.params import CKKSParameters
+
+
+@contextmanager
+def local_server() -> Iterator[str]:
+    """A throwaway in-process server on a free loopback port (when no address is given)."""
+    from server.app import CipherGradServer
+    from server.config import ServerConfig
+
+    with tempfile.TemporaryDirectory(prefix="ciphergrad-") as data_dir:
+        server = CipherGradServer(ServerConfig(listen="127.0.0.1:0", data_dir=data_dir)).start()
+        try:
+            yield server.address
+        finally:
+            server.stop(grace=1.0)
+
+
+def _bar(progress: bool | None, **kwargs: Any) -> tqdm:
+    # disable=None lets tqdm switch itself off when stderr is not a terminal (logs, CI).
+    return tqdm(disable=None if progress is None else not progress, file=sys.stderr, leave=False, **kwargs)
+
+
+class EncryptedLinearRegression:
+    """Linear regression by encrypted gradient descent on a ciphergrad server.
+
+    ``fit`` makes CKKS keys here, encrypts X and y, uploads them, trains remotely (answering the server's
+    masked refresh requests) and decrypts the result. Without ``server`` a temporary in-process server
+    is started. Inputs may be numpy arrays, pandas frames/series or torch tensors; keep features and
+    target roughly in [-1, 1] (min-max or standard scaling): CKKS holds only a bounded range.
+
+    After ``fit``: ``coef_``, ``intercept_``, ``history_`` (decrypted loss per epoch) and ``report_``
+    (timings, bytes moved, refreshes, HE operation counts).
+    """
+
+    def __init__(
+        self,
+        *,
+        server: str | None = None,
+        tls: bool | str = False,
+        learning_rate: float = 0.5,
+        epochs: int = 50,
+        l2: float = 0.0,
+        momentum: float = 0.0,
+        batch_size: int | None = None,
+        shuffles: int = 4,
+        seed: int = 0,
+        init: str = "normal",
+        fit_intercept: bool = True,
+        params: CKKSParameters | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.server, self.tls = server, tls
+        self.learning_rate, self.epochs, self.l2, self.momentum = learning_rate, epochs, l2, momentum
+        self.batch_size, self.shuffles, self.seed, self.init = batch_size, shuffles, seed, init
+        self.fit_intercept, self.params, self.progress = fit_intercept, params, progress
+
+    def config(self) -> LinearRegressionConfig:
+        return LinearRegressionConfig(
+            learning_rate=self.learning_rate,
+            epochs=self.epochs,
+            l2=self.l2,
+            batch_size=self.batch_size,
+            momentum=self.momentum,
+            seed=self.seed,
+            init=self.init,
+            intercept_column=0 if self.fit_intercept else None,
+        )
+
+    def _design(self, X: Any) -> np.ndarray:
+        X = _as_matrix(X)
+        return with_intercept(X) if self.fit_intercept else X
+
+    def shuffle_orders(self, rows: int) -> list[np.ndarray]:
+        """Row orders of the encrypted copies minibatch training visits (the torch twin needs them too)."""
+        return shuffle_orders(rows, self.shuffles, self.seed) if self.batch_size else []
+
+    def fit(self, X: Any, y: Any) -> EncryptedLinearRegression:
+        config = self.config()  # validates hyperparameters before any key is made
+        design, target = self._design(X), _as_matrix(y).reshape(-1)
+        if len(design) != len(target):
+            raise ValueError(f"X has {len(design)} rows but y has {len(target)}")
+        if self.server is None:
+            with local_server() as address:
+                return self._fit(address, design, target, config)
+        return self._fit(self.server, design, target, config)
+
+    def _fit(self, address: str, X: np.ndarray, y: np.ndarray, config: LinearRegressionConfig) -> Any:
+        params = self.params or default_parameters()
+        tile = choose_tile(X.shape, params.slots, "rows", block_rows=config.batch_size)
+        timings: dict[str, float] = {}
+        tick = time.perf_counter()
+        with Client(address, tls=self.tls) as client:
+            session = client.create_session(params, tiles=[tile], display_name="EncryptedLinearRegression")
+            timings["session_seconds"] = time.perf_counter() - tick
+            tick = time.perf_counter()
+            with _bar(self.progress, desc="upload", unit="B", unit_scale=True) as bar:
+                orders = self.shuffle_orders(len(X))
+                dataset = client.upload(X, y, tile=tile, shuffle_orders=orders, progress=bar.update)
+            timings["upload_seconds"] = time.perf_counter() - tick
+            with _bar(self.progress, desc="train", total=config.epochs, unit="epoch") as bar:
+
+                def on_epoch(epoch: int, loss: float) -> None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.6g}")
+
+                run = client.train(dataset.dataset_id, config, on_epoch=on_epoch)
+            weights = client.weights(run.model)
+            client.delete_session()  # the server keeps nothing of this fit
+            transfer = client.transfer
+        self.coef_ = weights[1:] if self.fit_intercept else weights
+        self.intercept_ = float(weights[0]) if self.fit_intercept else 0.0
+        self.history_ = list(run.losses)
+        self.report_ = {
+            **timings,
+            "train_seconds": run.seconds,
+            "epoch_seconds": list(run.epoch_seconds),
+            "refreshes": run.refreshes,
+            "refresh_seconds": run.refresh_seconds,
+            "operation_counts": dict(run.operation_counts),
+            "bytes_sent": dict(transfer.sent),
+            "bytes_received": dict(transfer.received),
+            "bytes_total": transfer.total,
+            "parameters": params.summary(),
+            "context_bytes": session.context_size_bytes,
+        }
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predictions from the decrypted model (the key holder's side; nothing leaves this process)."""
+        return _as_matrix(X) @ self.coef_ + self.intercept_
+
+    def score(self, X: Any, y: Any) -> float:
+        """R² of the predictions, as in scikit-learn."""
+        target = _as_matrix(y).reshape(-1)
+        residual = target - self.predict(X)
+        centred = target - target.mean()
+        return float(1.0 - residual @ residual / (centred @ centred))
