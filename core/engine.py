@@ -8,9 +8,11 @@ scale that brings the product back to exactly 2**scale_bits, and no operation mo
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
+import shutil
 import tempfile
 import threading
 import uuid
@@ -278,11 +280,15 @@ class Engine:
         return ct
 
 
-_SCRATCH = tempfile.mkdtemp(prefix="ciphergrad-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+_scratch_dir: str | None = None
 
 
 def _scratch_path() -> str:
-    return os.path.join(_SCRATCH, uuid.uuid4().hex)
+    global _scratch_dir
+    if _scratch_dir is None:
+        _scratch_dir = tempfile.mkdtemp(prefix="ciphergrad-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        atexit.register(shutil.rmtree, _scratch_dir, True)
+    return os.path.join(_scratch_dir, uuid.uuid4().hex)
 
 
 def _unlink(path: str) -> None:
