@@ -14,7 +14,6 @@ import math
 import os
 import shutil
 import tempfile
-import threading
 import uuid
 from dataclasses import dataclass, field
 
@@ -83,7 +82,6 @@ class Engine:
             ),
             scale_bits=round(math.log2(self.scale)),
         )
-        self._lock = threading.Lock()
 
     @classmethod
     def from_public_context(cls, data: bytes) -> Engine:
