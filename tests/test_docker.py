@@ -210,6 +210,34 @@ def test_healthcheck_reports_serving_and_not_serving(health_server) -> None:
     assert bad.returncode == 1 and "NOT_SERVING" in bad.stdout
 
 
+def test_healthcheck_speaks_tls_when_the_server_does(tmp_path: Path) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl CLI to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    made = _run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    from grpc_health.v1 import health_pb2_grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    credentials = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    try:
+        listen = f"0.0.0.0:{port}"
+        tls = _probe(CIPHERGRAD_LISTEN=listen, CIPHERGRAD_TLS_CERT=str(cert))
+        assert tls.returncode == 0 and "SERVING" in tls.stdout, tls.stderr
+        assert _probe(CIPHERGRAD_LISTEN=listen, CIPHERGRAD_HEALTH_TIMEOUT="2").returncode == 1  # plaintext
+    finally:
+        server.stop(None)
+
+
 def test_healthcheck_fails_when_nothing_listens() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
