@@ -1,0 +1,307 @@
+"""Binary logistic regression by gradient descent on encrypted data, and its torch twins.
+
+The sigmoid is a least-squares polynomial on ``[-bound, bound]`` (``core.polynomial.fit_sigmoid``;
+degree 3 by default, 5 and 7 available). ``bound`` comes from the data scaling: for standardized features
+the logit of a row is a weighted sum of ~N(0, 1) values, and ``default_bound`` sizes the interval from the
+feature count so that logits of a reasonably regularized model stay inside it.
+
+The encrypted model is kept divided by ``bound`` (``w' = w / bound``): the logit then arrives already in
+[-1, 1] where the polynomial's powers cannot blow up CKKS noise, at no level cost. Learning rate, batch
+size and ``bound`` are folded into one pre-scaled copy of X, computed once.
+
+One step, rows packed side by side (the default tile):
+    z' = (X * w').sum(axis=1)          2 levels (product, row-sum mask)   -> z' is refreshed (masked)
+    s  = sigmoid_poly(z')              ceil(log2(degree + 1)) levels (2 for degree 3)
+    g  = (Xg * (s - y)).sum(axis=0)    1 level
+    w' = w' - g                        (+ Nesterov momentum in Bengio's form, gradient at w' only)
+At N = 8192 (depth 3) that is two refreshes per step (z' and w'), three with momentum (the velocity);
+degree 5 or 7 adds one for the residual. ``refresh`` is the key holder's, wrapped in ``MaskedRefresh``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.engine import Engine, OpCounts
+from core.errors import ParameterError, ShapeError
+from core.polynomial import Polynomial, fit_sigmoid
+from core.polynomial import evaluate as evaluate_polynomial
+from core.refresh import MaskedRefresh, Refresh
+from core.tensor import EncryptedMatrix
+
+__all__ = [
+    "LogisticRegressionConfig",
+    "LogisticTrainer",
+    "decode_weights",
+    "default_bound",
+    "fit_torch",
+    "predict_proba",
+    "shuffle_orders",
+]
+
+
+@dataclass(frozen=True)
+class LogisticRegressionConfig:
+    learning_rate: float = 1.0
+    epochs: int = 30
+    degree: int = 3  # sigmoid polynomial degree: 3, 5 or 7
+    bound: float | None = None  # polynomial range [-bound, bound]; None: default_bound(features)
+    batch_size: int | None = None  # None: full batch; else the row-block size of the encrypted shuffles
+    momentum: float = 0.0  # Nesterov momentum (0 = plain gradient descent)
+    l2: float = 0.0  # ridge penalty (the intercept column is not penalized)
+    intercept_column: int | None = 0  # column of ones, or None
+    seed: int = 0  # shuffle orders
+
+    def __post_init__(self) -> None:
+        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
+            raise ParameterError(f"learning_rate={self.learning_rate} must be a positive number (e.g. 1.0)")
+        if self.epochs < 1:
+            raise ParameterError(f"epochs={self.epochs} must be at least 1")
+        if self.degree not in (3, 5, 7):
+            raise ParameterError(f"degree={self.degree}: the sigmoid polynomial has degree 3, 5 or 7")
+        if self.bound is not None and not self.bound > 0:
+            raise ParameterError(f"bound={self.bound} must be positive")
+        if not 0 <= self.momentum < 1:
+            raise ParameterError(f"momentum={self.momentum} must lie in [0, 1)")
+        if self.l2 < 0:
+            raise ParameterError(f"l2={self.l2} must be >= 0")
+        if self.batch_size is not None and (self.batch_size < 1 or self.batch_size & (self.batch_size - 1)):
+            raise ParameterError(f"batch_size={self.batch_size} must be a power of two (e.g. 128) or None")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LogisticRegressionConfig:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        unknown = set(data) - set(known)
+        if unknown:
+            raise ParameterError(f"unknown logistic-regression settings: {sorted(unknown)}")
+        return cls(**known)
+
+    def polynomial(self, features: int) -> Polynomial:
+        return fit_sigmoid(self.degree, self.bound if self.bound is not None else default_bound(features))
+
+
+def default_bound(features: int) -> float:
+    """Sigmoid range for standardized features: 8 (the usual choice, sigmoid(8) = 0.9997) up to 30
+    features, growing like sqrt(features) beyond, as the spread of a logit over independent features does."""
+    return max(8.0, 8.0 * math.sqrt(features / 30.0))
+
+
+def shuffle_orders(rows: int, count: int, seed: int) -> list[np.ndarray]:
+    """Row orders of the key holder's encrypted shuffles."""
+    rng = np.random.default_rng([seed, 2])
+    return [rng.permutation(rows) for _ in range(count)]
+
+
+def decode_weights(values: np.ndarray, bound: float) -> np.ndarray:
+    """Decrypted ``w'`` (the model divided by ``bound``) to the model's weights."""
+    return np.asarray(values, dtype=np.float64).reshape(-1) * bound
+
+
+def predict_proba(X: np.ndarray, weights: np.ndarray, poly: Polynomial | None = None) -> np.ndarray:
+    """Plaintext probabilities: exact sigmoid, or the polynomial."""
+    z = np.asarray(X, dtype=np.float64) @ np.asarray(weights, dtype=np.float64)
+    return poly(z) if poly is not None else 1.0 / (1.0 + np.exp(-z))
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    counts: OpCounts
+    refreshes: int
+    seconds: float
+
+
+@dataclass
+class _Batch:
+    X: EncryptedMatrix
+    Xg: EncryptedMatrix  # X * (step / rows / bound): the gradient's copy
+    y: EncryptedMatrix
+    rows: int
+
+
+class LogisticTrainer:
+    """Encrypted logistic regression, one epoch at a time (a server can checkpoint between epochs)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        X: EncryptedMatrix,
+        y: EncryptedMatrix,
+        config: LogisticRegressionConfig,
+        refresh: Refresh,
+        shuffles: tuple[tuple[EncryptedMatrix, EncryptedMatrix], ...] = (),
+        *,
+        weights: EncryptedMatrix | None = None,
+        velocity: EncryptedMatrix | None = None,
+        epoch: int = 0,
+        mask_refreshes: bool = True,
+    ) -> None:
+        _check_data(X, y)
+        self.engine, self.config = engine, config
+        self.rows, self.features = X.shape
+        self.poly = config.polynomial(self.features)
+        self.bound = self.poly.bound
+        self.refresh = MaskedRefresh(refresh) if mask_refreshes else refresh
+        self.epoch = epoch
+        self._epochs_data = self._prepare(X, y, shuffles)
+        if weights is None:
+            # Zero start: every logit begins at 0, the centre of the polynomial's range.
+            weights = EncryptedMatrix.encrypt(engine, np.zeros((1, self.features)), tile=X.tile)
+        self.weights = weights
+        self.velocity = velocity
+        self.counts = OpCounts()
+        mu = config.momentum
+        self._shrink = None
+        if config.l2:
+            # Applied to w' each step; in the Bengio form the gradient's (1 + mu) covers the penalty too.
+            shrink = np.full((1, self.features), 1.0 - (1.0 + mu) * config.learning_rate * config.l2)
+            if config.intercept_column is not None:
+                shrink[0, config.intercept_column] = 1.0
+            self._shrink = shrink
+
+    def _prepare(self, X, y, shuffles) -> list[list[_Batch]]:
+        sources = [(X, y)] if not shuffles else list(shuffles)
+        for Xs, ys in sources:
+            _check_data(Xs, ys)
+            if Xs.shape != X.shape or Xs.tile != X.tile:
+                raise ShapeError(f"shuffle of shape {Xs.shape} differs from the data's {X.shape}")
+        # Nesterov in Bengio's form uses (1 + mu) * gradient for the weights; fold it in here.
+        factor = self.config.learning_rate * (1.0 + self.config.momentum) / self.bound
+        prepared = []
+        for Xs, ys in sources:
+            blocks = [(Xs, ys)]
+            if self.config.batch_size is not None:
+                if Xs.tile.rows != self.config.batch_size:
+                    raise ShapeError(
+                        f"batch_size={self.config.batch_size} needs data encrypted in tiles of "
+                        f"{self.config.batch_size} rows (got {Xs.tile.rows})"
+                    )
+                blocks = [(Xs.row_block(i), ys.row_block(i)) for i in range(Xs.grid[0])]
+            prepared.append([_Batch(bx, bx * (factor / bx.shape[0]), by, bx.shape[0]) for bx, by in blocks])
+        return prepared
+
+    @classmethod
+    def resume(cls, engine, X, y, config, refresh, state: dict[str, Any], shuffles=()) -> LogisticTrainer:
+        weights = EncryptedMatrix.from_bytes(engine, state["weights"])
+        velocity = EncryptedMatrix.from_bytes(engine, state["velocity"]) if state.get("velocity") else None
+        return cls(
+            engine, X, y, config, refresh, shuffles, weights=weights, velocity=velocity, epoch=int(state["epoch"])
+        )
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "weights": self.weights.to_bytes(),
+            "velocity": self.velocity.to_bytes() if self.velocity is not None else None,
+        }
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.config.epochs
+
+    def run_epoch(self) -> EpochResult:
+        start = time.perf_counter()
+        before = self.engine.counts.snapshot()
+        for batch in self._epochs_data[self.epoch % len(self._epochs_data)]:
+            self._step(batch)
+        self.epoch += 1
+        delta = self.engine.counts.since(before)
+        self.counts = OpCounts(**{k: getattr(self.counts, k) + v for k, v in vars(delta).items()})
+        return EpochResult(self.epoch, delta, delta.refreshes, time.perf_counter() - start)
+
+    def _step(self, batch: _Batch) -> None:
+        config, poly = self.config, self.poly
+        if self.weights.level < 2:  # product + row-sum mask
+            self.weights = self.refresh(self.weights)
+        z = (batch.X * self.weights).sum(axis=1)  # = logit / bound
+        if z.level < poly.depth + 1:  # the polynomial, then the gradient product
+            z = self.refresh(z)
+        residual = evaluate_polynomial(poly, z, input_scale=1.0 / self.bound) - batch.y
+        if residual.level < 1:
+            residual = self.refresh(residual)
+        step = (batch.Xg * residual).sum(axis=0)  # (1 + mu) * lr * gradient / bound
+        weights = self.weights if self._shrink is None else self.weights * self._shrink
+        mu = config.momentum
+        if mu:
+            if self.velocity is None:
+                self.velocity = -step
+                weights = weights - step
+            else:
+                if self.velocity.level < 1:
+                    self.velocity = self.refresh(self.velocity)
+                weights = weights + self.velocity * (mu * mu / (1.0 + mu)) - step
+                self.velocity = self.velocity * mu - step
+        else:
+            weights = weights - step
+        self.weights = weights
+
+
+def _check_data(X: EncryptedMatrix, y: EncryptedMatrix) -> None:
+    if y.shape != (X.shape[0], 1):
+        raise ShapeError(f"y has shape {y.shape}; expected ({X.shape[0]}, 1) to match X {X.shape}")
+    if y.tile != X.tile:
+        raise ShapeError("X and y must be encrypted with the same tile (pass tile=X.tile)")
+
+
+# -- the plaintext twins -------------------------------------------------------------------------------
+@dataclass
+class TorchFit:
+    weights: np.ndarray
+    epoch_seconds: list[float] = field(default_factory=list)
+
+
+def fit_torch(
+    X: np.ndarray,
+    y: np.ndarray,
+    config: LogisticRegressionConfig,
+    orders: list[np.ndarray] | None = None,
+    *,
+    exact_sigmoid: bool = False,
+) -> TorchFit:
+    """The same algorithm in float64 (same start, batches, order and updates); the polynomial sigmoid
+    by default, the exact one with ``exact_sigmoid=True``."""
+    Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
+    yt = torch.as_tensor(np.asarray(y, dtype=np.float64).reshape(-1, 1))
+    rows, features = Xt.shape
+    poly = config.polynomial(features)
+    mu, lr = config.momentum, config.learning_rate
+    w = torch.zeros((1, features), dtype=torch.float64)
+    velocity = None
+    shrink = torch.full((1, features), 1.0 - (1.0 + mu) * lr * config.l2, dtype=torch.float64)
+    if config.intercept_column is not None:
+        shrink[0, config.intercept_column] = 1.0
+    orders = orders or [np.arange(rows)]
+    fit = TorchFit(weights=np.empty(0))
+    for epoch in range(config.epochs):
+        start = time.perf_counter()
+        order = torch.as_tensor(orders[epoch % len(orders)])
+        size = config.batch_size or rows
+        for begin in range(0, rows, size):
+            index = order[begin : begin + size]
+            xb, yb = Xt[index], yt[index]
+            z = xb @ w.T
+            s = torch.sigmoid(z) if exact_sigmoid else poly(z)
+            step = ((1.0 + mu) * lr / len(index)) * ((s - yb).T @ xb)
+            new = w * shrink if config.l2 else w
+            if mu:
+                if velocity is None:
+                    velocity = -step
+                    new = new - step
+                else:
+                    new = new + velocity * (mu * mu / (1.0 + mu)) - step
+                    velocity = velocity * mu - step
+            else:
+                new = new - step
+            w = new
+        fit.epoch_seconds.append(time.perf_counter() - start)
+    fit.weights = w.numpy().reshape(-1)
+    return fit
