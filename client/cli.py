@@ -25,6 +25,7 @@ def _add_training_flags(parser: argparse.ArgumentParser, epochs: int) -> None:
     parser.add_argument("--momentum", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, help="power-of-two minibatch (default: full batch)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", choices=("normal", "zeros"), default="normal", help="initial weights")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -38,6 +39,7 @@ def _estimator(args: argparse.Namespace, server: str | None) -> EncryptedLinearR
         momentum=args.momentum,
         batch_size=args.batch_size,
         seed=args.seed,
+        init=args.init,
         progress=False if args.no_progress else None,
     )
 
