@@ -1,0 +1,59 @@
+"""Encrypted nearest neighbours against the torch twin and plaintext kNN (scikit-learn).
+
+Tolerance: squared distances within 1e-4 * (1 + distance) of torch; classification equal to
+scikit-learn's KNeighborsClassifier (brute force) with the same k and projection on every query.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits, load_iris, load_wine
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import KNeighborsClassifier
+
+from core import KeyHolder, Tile, plan
+from core.errors import ShapeError
+from core.neighbors import knn_vote, pca_projection, squared_distances, squared_distances_torch
+
+
+@pytest.fixture(scope="module")
+def kh() -> KeyHolder:
+    return KeyHolder(plan(2))
+
+
+def _split(loader, queries: int | None = None):
+    data = loader()
+    Xtr, Xte, ytr, _ = train_test_split(data.data, data.target, test_size=0.2, stratify=data.target, random_state=0)
+    mean, std = Xtr.mean(axis=0), np.maximum(Xtr.std(axis=0), 1e-9)
+    Xtr, Xte = (Xtr - mean) / std, (Xte - mean) / std
+    return Xtr, (Xte[:queries] if queries else Xte), ytr
+
+
+@pytest.mark.parametrize(
+    ("loader", "k", "components", "queries"),
+    [
+        (load_iris, 5, None, None),
+        (load_wine, 3, None, None),
+        (load_digits, 5, 16, 64),
+    ],
+)
+def test_knn_equals_plaintext(kh: KeyHolder, loader, k: int, components: int | None, queries: int | None) -> None:
+    Xtr, Xte, ytr = _split(loader, queries)
+    P = pca_projection(Xtr, components) if components else None
+    q = 1 << int(np.ceil(np.log2(len(Xte))))
+    E = kh.encrypt(Xte, tile=Tile(q, 1))
+    D = squared_distances(E, Xtr, P)
+    assert D.shape == (len(Xtr), len(Xte))
+    got = kh.decrypt(D)
+    want = squared_distances_torch(Xte, Xtr, P)
+    assert np.all(np.abs(got - want) <= 1e-4 * (1 + want))
+    plain = KNeighborsClassifier(n_neighbors=k, algorithm="brute")
+    plain.fit(Xtr if P is None else Xtr @ P, ytr)
+    expected = plain.predict(Xte if P is None else Xte @ P)
+    np.testing.assert_array_equal(knn_vote(got, ytr, k), expected)
+
+
+def test_rejects_row_packed_queries(kh: KeyHolder) -> None:
+    with pytest.raises(ShapeError, match="column-packed"):
+        squared_distances(kh.encrypt(np.ones((4, 3))), np.ones((5, 3)))
