@@ -84,5 +84,6 @@ class KeyHolder:
         )
         data = self._context.serialize(save_secret_key=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # the mode given to open() only applies when the file is new
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -115,6 +115,7 @@ def valid_mask(shape: tuple[int, int], tile: Tile, slots: int) -> list[list[np.n
 
 def rotation_steps(tile: Tile) -> list[int]:
     """Rotation steps the matrix operations on this tile use (for generating only those Galois keys)."""
-    inner = [1 << k for k in range(int(math.log2(tile.cols)))]
+    # Up to and including tile.cols: SEAL splits a rotation by -offset (offset < cols) into signed powers of two.
+    inner = [1 << k for k in range(int(math.log2(tile.cols)) + 1)] if tile.cols > 1 else []
     outer = [tile.cols << k for k in range(int(math.log2(tile.rows)))]
     return sorted({*inner, *(-s for s in inner), *outer})

@@ -43,7 +43,7 @@ class CKKSParameters:
             raise ParameterError(
                 f"coeff_mod_bit_sizes sum to {sum(chain)} bits, above the 128-bit security bound of "
                 f"{SECURITY_BOUND_BITS[n]} for poly_modulus_degree={n}; lower the depth or the scale, "
-                f"or raise poly_modulus_degree to {_next_ring(n)}"
+                f"or raise poly_modulus_degree to {_ring_for(sum(chain))}"
             )
         if chain[0] <= self.scale_bits:
             raise ParameterError(
@@ -109,9 +109,9 @@ class CKKSParameters:
         )
 
 
-def _next_ring(n: int) -> int | str:
-    larger = [m for m in SECURITY_BOUND_BITS if m > n]
-    return min(larger) if larger else "(none: the circuit is too deep for CKKS without refreshes)"
+def _ring_for(total_bits: int) -> int | str:
+    fitting = [m for m, bound in SECURITY_BOUND_BITS.items() if bound >= total_bits]
+    return min(fitting) if fitting else "(none: the chain is too long for CKKS without refreshes)"
 
 
 def plan(
@@ -164,4 +164,13 @@ def from_original(mult_depth: int, scale_bits: int, batch_size: int) -> CKKSPara
             f"{[n // 2 for n in sorted(SECURITY_BOUND_BITS)]}"
         )
     first = min(_MAX_PRIME_BITS, scale_bits + 15)
-    return CKKSParameters(ring, (first, *[scale_bits] * mult_depth, first), scale_bits)
+    chain = (first, *[scale_bits] * mult_depth, first)
+    if sum(chain) > SECURITY_BOUND_BITS[ring]:
+        fits = _ring_for(sum(chain))
+        deepest = (SECURITY_BOUND_BITS[ring] - 2 * first) // scale_bits
+        raise ParameterError(
+            f"mult_depth={mult_depth} at scale_bits={scale_bits} needs {sum(chain)} modulus bits, above the "
+            f"128-bit bound of {SECURITY_BOUND_BITS[ring]} for batch_size={batch_size}; lower mult_depth to "
+            f"{deepest}" + (f" or raise batch_size to {fits // 2}" if isinstance(fits, int) else "")
+        )
+    return CKKSParameters(ring, chain, scale_bits)

@@ -28,6 +28,8 @@ class EncryptedMatrix:
     """Ciphertext tiles of a matrix, plus what is needed to compute on them without the secret key."""
 
     __slots__ = ("_tiles", "engine", "shape", "tile", "zero_padding")
+    # Make `ndarray <op> EncryptedMatrix` call our reflected operators instead of looping element-wise.
+    __array_ufunc__ = None
 
     def __init__(
         self,
@@ -208,8 +210,11 @@ class EncryptedMatrix:
                 _replicate(engine, engine.multiply_plain(ct, mask, rescale=False), tile.cols)
                 for ct, mask in zip(tiles, masks, strict=True)
             ]
+            pads = (True, True)
+        else:  # nothing was masked: padding rows hold whatever the source had there
+            pads = (source.zero_padding[0], True)
         tiles = [engine.rescale(ct) for ct in tiles]
-        return self._like([[ct] for ct in tiles], (self.shape[0], 1), (True, True))
+        return self._like([[ct] for ct in tiles], (self.shape[0], 1), pads)
 
     def _zero_padding(self) -> EncryptedMatrix:
         """Multiply by the validity mask (one level) so padding slots hold zero."""
@@ -232,6 +237,16 @@ class EncryptedMatrix:
             )
         if weights.shape[1] == 1:
             return (self * weights.T).sum(axis=1)
+        if self.shape[1] == 1:  # an outer product: broadcasting does it without rotations
+            return self * weights
+        if self.shape[0] == 1:  # keep the (1, k) result replicated over tile rows, as broadcasting expects
+            result = None
+            for k in range(weights.shape[1]):
+                one_hot = np.zeros((1, weights.shape[1]))
+                one_hot[0, k] = 1.0
+                column = (self * weights[:, k][None, :]).sum(axis=1) * one_hot
+                result = column if result is None else result + column
+            return result
         outputs = weights.shape[1]
         engine, tile = self.engine, self.tile
         shape = (self.shape[0], outputs)
@@ -277,6 +292,8 @@ class EncryptedMatrix:
 
     @classmethod
     def from_parts(cls, engine: Engine, header: dict[str, Any], blobs: list[bytes]) -> EncryptedMatrix:
+        if not isinstance(header, dict):
+            raise MalformedInputError(f"EncryptedMatrix header must be a JSON object, got {type(header).__name__}")
         try:
             if header.get("format") != _FORMAT:
                 raise MalformedInputError(f"header format {header.get('format')!r} is not {_FORMAT!r}")

@@ -206,12 +206,6 @@ def test_sum_rows_then_columns(enc, dec, rng, shape, layout):
     close(dec(A.sum(axis=1).sum(axis=0)), (a * w).sum(keepdims=True))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/tensor.py:212: _sum_cols marks its result zero-padded in rows, but with tile.cols == 1 "
-    "(column packing) no mask is applied, so rows past n still hold the broadcast operand's values; "
-    "a following sum(axis=0) adds them",
-)
 def test_sum_columns_of_broadcast_sum_in_column_packing(enc, dec):
     x = np.arange(15.0).reshape(5, 3) / 10
     w = np.array([[1.0, -1.0, 0.5]])
@@ -269,23 +263,11 @@ def test_dot_with_encrypted_vector(enc, dec, rng, shape, layout):
     close(dec((enc(a, tile=tile) * enc(w, tile=tile)).sum(axis=1)), a @ w.T)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/tensor.py:247: for a (n, 1) matrix in a tile with cols > 1 the single column is replicated "
-    "across the tile row, so rotate_sum(total, 1, tile.cols) adds it tile.cols times: X @ W (W of shape "
-    "(1, k), k >= 2) comes out multiplied by tile.cols",
-)
 def test_matmul_single_column_in_wide_tile(enc, dec):
     x, w = np.array([[0.5], [1.0], [2.0]]), np.array([[1.0, 2.0]])
     close(dec(enc(x, tile=Tile(4, 2)) @ w), x @ w)  # got 2 * (x @ w)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/tensor.py:249: matmul masks with row_mask(self.shape), so a (1, d) @ (d, k) result holds "
-    "its row only in tile row 0 instead of replicated across the tile rows (the (1, k) invariant that "
-    "broadcasting relies on); adding it to an (n, k) matrix gives wrong rows 1..n-1",
-)
 def test_matmul_row_result_broadcasts(enc, dec):
     r, w, big = np.array([[1.0, 2.0, 3.0]]), np.arange(6.0).reshape(3, 2), np.ones((3, 2))
     R = enc(r, tile=Tile(4, 4))
@@ -446,11 +428,6 @@ def test_ndarray_scalar_on_the_left(enc, dec):
     close(dec(result), np.ones((2, 2)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/tensor.py:27: EncryptedMatrix defines neither __array_ufunc__ = None nor __array_priority__, "
-    "so `ndarray - EncryptedMatrix` is computed by numpy as an object array of per-element matrices",
-)
 def test_ndarray_on_the_left(enc, dec):
     a, b = np.arange(6.0).reshape(2, 3), np.ones((2, 3))
     result = b - enc(a)
@@ -557,12 +534,6 @@ def test_ciphertext_of_other_parameters_is_refused(engine):
         EncryptedMatrix.from_bytes(engine, blob)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="core/tensor.py:281: from_parts calls header.get() before checking that the JSON header is an "
-    "object, so a list/number header raises AttributeError instead of MalformedInputError",
-)
 def test_from_bytes_non_object_header(engine):
     with pytest.raises(MalformedInputError):
         EncryptedMatrix.from_bytes(engine, _framed([1, 2]))
