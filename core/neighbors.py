@@ -20,17 +20,9 @@ import numpy as np
 import torch
 
 from core.errors import ShapeError
-from core.layout import Tile
 from core.tensor import EncryptedMatrix
 
 __all__ = ["knn_vote", "pca_projection", "squared_distances", "squared_distances_torch"]
-
-
-def _as_rows(Q: EncryptedMatrix, j: int) -> EncryptedMatrix:
-    """Feature j of all queries as a ``(1, m)`` matrix in tile ``(slots / q, q)`` (same ciphertexts)."""
-    q = Q.tile.rows
-    tiles = [[line[j] for line in Q._tiles]]
-    return EncryptedMatrix(Q.engine, tiles, (1, Q.shape[0]), Tile(Q.engine.slots // q, q), (True, Q.zero_padding[0]))
 
 
 def squared_distances(
@@ -54,7 +46,7 @@ def squared_distances(
     cross = None
     square = None
     for j in range(R.shape[1]):
-        column = _as_rows(queries, j)
+        column = queries.column(j).T  # feature j of every query, as a row
         part = column * (-2.0 * R[:, j : j + 1])
         cross = part if cross is None else cross + part
         sq = column * column

@@ -131,7 +131,9 @@ def plan(
         raise ParameterError(f"depth={depth}: a circuit needs at least one multiplicative level")
     if not 20 <= precision_bits <= 50:
         raise ParameterError(f"precision_bits={precision_bits} must lie in 20..50 (40 is a good default)")
-    if integer_bits < 1 or precision_bits + integer_bits > _MAX_PRIME_BITS:
+    if integer_bits < 1:
+        raise ParameterError(f"integer_bits={integer_bits} must be at least 1 (9 holds values up to ±256)")
+    if precision_bits + integer_bits > _MAX_PRIME_BITS:
         raise ParameterError(
             f"precision_bits + integer_bits = {precision_bits + integer_bits} must be at most 60; "
             f"lower integer_bits to {_MAX_PRIME_BITS - precision_bits}"

@@ -20,7 +20,7 @@ import numpy as np
 
 from core.errors import ShapeError
 from core.polynomial import Polynomial, evaluate, fit_abs
-from core.tensor import EncryptedMatrix
+from core.tensor import EncryptedMatrix, hstack
 
 __all__ = [
     "column_mean",
@@ -76,7 +76,7 @@ def covariance(X: EncryptedMatrix, ddof: int = 1) -> EncryptedMatrix:
             f"packing='columns' (got tile {X.tile.rows}x{X.tile.cols})"
         )
     scale = 1.0 / _rows_after_ddof(X, ddof)
-    columns = [_column(X, j) for j in range(d)]
+    columns = [X.column(j) for j in range(d)]
     # gram[j][k] (j <= k): a (1, 1) matrix holding sum_i x_ij x_ik in every slot.
     gram: dict[tuple[int, int], EncryptedMatrix] = {}
     for k in range(d):
@@ -85,12 +85,12 @@ def covariance(X: EncryptedMatrix, ddof: int = 1) -> EncryptedMatrix:
     sums = X.sum(axis=0)  # (1, d): tile k holds sum_i x_ik everywhere
     # Output tile k must hold entry (j, k) at row slot j: a plaintext unit vector per j moves each
     # everywhere-replicated scalar into its row, with 1/(n - ddof) folded into the same factor.
-    result = None
+    result_columns = []
     sums_column = None  # (d, 1): sum_j at row j
     for j in range(d):
         unit = np.zeros((d, 1))
         unit[j, 0] = 1.0
-        part = _scalar(sums, j) * unit
+        part = sums.column(j) * unit
         sums_column = part if sums_column is None else sums_column + part
     for k in range(d):
         column = None
@@ -99,7 +99,8 @@ def covariance(X: EncryptedMatrix, ddof: int = 1) -> EncryptedMatrix:
             unit[j, 0] = scale
             part = gram[min(j, k), max(j, k)] * unit
             column = part if column is None else column + part
-        result = column if result is None else _hstack(result, column)
+        result_columns.append(column)
+    result = hstack(result_columns)
     # The correction S_j S_k / (n (n - ddof)) ends in a plaintext factor (a third level) so that its scale
     # is exact, like the Gram term's (see column_variance).
     outer = (sums_column * sums) * (scale / n)
@@ -167,25 +168,3 @@ def _rows_after_ddof(X: EncryptedMatrix, ddof: int) -> int:
 def _check_pair(a: EncryptedMatrix, b: EncryptedMatrix) -> None:
     if a.shape != b.shape:
         raise ShapeError(f"predictions {a.shape} and targets {b.shape} differ in shape")
-
-
-def _column(X: EncryptedMatrix, j: int) -> EncryptedMatrix:
-    """Column ``j`` of a column-packed matrix as an ``(n, 1)`` matrix: the same ciphertexts, no work.
-
-    Reads the tile grid directly (EncryptedMatrix has no column accessor yet); with tile columns of
-    width 1, tile column j *is* matrix column j, replicated as the ``(n, 1)`` layout requires.
-    """
-    tiles = [[line[j]] for line in X._tiles]
-    return EncryptedMatrix(X.engine, tiles, (X.shape[0], 1), X.tile, (X.zero_padding[0], True))
-
-
-def _scalar(row: EncryptedMatrix, k: int) -> EncryptedMatrix:
-    """Entry k of a column-packed ``(1, d)`` matrix as ``(1, 1)`` (its tile holds it in every slot)."""
-    return EncryptedMatrix(row.engine, [[row._tiles[0][k]]], (1, 1), row.tile, (True, True))
-
-
-def _hstack(left: EncryptedMatrix, right: EncryptedMatrix) -> EncryptedMatrix:
-    """Append a column-packed ``(m, 1)`` column to a column-packed ``(m, k)`` matrix (no work)."""
-    tiles = [a + b for a, b in zip(left._tiles, right._tiles, strict=True)]
-    pads = (left.zero_padding[0] and right.zero_padding[0], True)
-    return EncryptedMatrix(left.engine, tiles, (left.shape[0], left.shape[1] + 1), left.tile, pads)

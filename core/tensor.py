@@ -268,6 +268,39 @@ class EncryptedMatrix:
                 tiles[i][j] = total if tiles[i][j] is None else engine.add(tiles[i][j], total)
         return self._like(tiles, shape, (True, True))
 
+    # -- views (no homomorphic work where the layout allows it) ------------------------------------
+    def column(self, j: int) -> EncryptedMatrix:
+        """Column ``j`` as an ``(n, 1)`` matrix: free in column packing, one masked row sum otherwise."""
+        if not -self.shape[1] <= j < self.shape[1]:
+            raise ShapeError(f"index {j} is out of bounds for axis 1 with size {self.shape[1]}")
+        j %= self.shape[1]
+        if self.shape[1] == 1:
+            return self
+        if self.tile.cols == 1:  # tile column j *is* matrix column j, replicated as (n, 1) requires
+            return self._like([[line[j]] for line in self._tiles], (self.shape[0], 1), (self.zero_padding[0], True))
+        one_hot = np.zeros((1, self.shape[1]))
+        one_hot[0, j] = 1.0
+        return (self * one_hot).sum(axis=1)
+
+    @property
+    def T(self) -> EncryptedMatrix:
+        """Transpose of a vector held in one tile: the same ciphertexts read as a row instead of a column.
+
+        An ``(n, 1)`` column in tile ``(h, 1)`` and an ``(1, n)`` row in tile ``(slots/h, h)`` have identical
+        slots (the values repeated with period h), so this costs nothing.
+        """
+        rows, cols = self.shape
+        if cols == 1 and self.grid[0] == 1 and self.tile.cols == 1:
+            tile = Tile(self.engine.slots // self.tile.rows, self.tile.rows)
+            return EncryptedMatrix(self.engine, [[self._tiles[0][0]]], (1, rows), tile, (True, self.zero_padding[0]))
+        if rows == 1 and self.grid[1] == 1 and self.tile.rows * self.tile.cols == self.engine.slots:
+            tile = Tile(self.tile.cols, 1)
+            return EncryptedMatrix(self.engine, [[self._tiles[0][0]]], (cols, 1), tile, (self.zero_padding[1], True))
+        raise ShapeError(
+            f"transpose of a {rows}x{cols} matrix in {self.tile.rows}x{self.tile.cols} tiles is not supported: "
+            "only a vector held in a single tile transposes for free"
+        )
+
     # -- row blocks (minibatches) ---------------------------------------------------------------------
     def row_block(self, index: int) -> EncryptedMatrix:
         """Rows ``[index*tile.rows, (index+1)*tile.rows)`` as a matrix of their own."""
@@ -340,6 +373,22 @@ class EncryptedMatrix:
         except (struct.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise MalformedInputError(f"malformed EncryptedMatrix bytes: {exc}") from exc
         return cls.from_parts(engine, header, blobs)
+
+
+def hstack(columns: list[EncryptedMatrix]) -> EncryptedMatrix:
+    """Side by side, like ``np.hstack``, for column-packed matrices (tile width 1): no homomorphic work."""
+    if not columns:
+        raise ShapeError("need at least one matrix to stack")
+    first = columns[0]
+    for other in columns:
+        if other.tile.cols != 1 or other.tile != first.tile:
+            raise ShapeError("hstack needs column-packed matrices with the same tile (packing='columns')")
+        if other.shape[0] != first.shape[0]:
+            raise ShapeError(f"all the input array dimensions except for the concatenation axis must match exactly, "
+                             f"but along dimension 0 the arrays have sizes {first.shape[0]} and {other.shape[0]}")
+    tiles = [[ct for matrix in columns for ct in matrix._tiles[i]] for i in range(first.grid[0])]
+    pads = (all(m.zero_padding[0] for m in columns), True)
+    return EncryptedMatrix(first.engine, tiles, (first.shape[0], sum(m.shape[1] for m in columns)), first.tile, pads)
 
 
 def _replicate(engine: Engine, ct: Ciphertext, width: int) -> Ciphertext:
