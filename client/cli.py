@@ -7,6 +7,7 @@ ciphergrad demo [--server HOST:PORT]      # starts an in-process server when non
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 import time
 from collections.abc import Sequence
@@ -14,18 +15,24 @@ from collections.abc import Sequence
 import numpy as np
 
 from client.estimator import EncryptedLinearRegression, local_server
+from core.conditioning import Standardizer
+from core.data import with_intercept
 
 
-def _add_training_flags(parser: argparse.ArgumentParser, epochs: int) -> None:
+def _add_training_flags(
+    parser: argparse.ArgumentParser, epochs: int, learning_rate: float | None, momentum: float, init: str
+) -> None:
     parser.add_argument("--server", help="HOST:PORT of a ciphergrad server (default: start one in-process)")
     parser.add_argument("--tls", metavar="CA.pem", help="use TLS, trusting this CA certificate")
     parser.add_argument("--epochs", type=int, default=epochs)
-    parser.add_argument("--learning-rate", type=float, default=0.5)
+    parser.add_argument(
+        "--learning-rate", type=float, default=learning_rate, help="default: 1/largest eigenvalue of X^T X / n"
+    )
     parser.add_argument("--l2", type=float, default=0.0)
-    parser.add_argument("--momentum", type=float, default=0.0)
+    parser.add_argument("--momentum", type=float, default=momentum)
     parser.add_argument("--batch-size", type=int, help="power-of-two minibatch (default: full batch)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--init", choices=("normal", "zeros"), default="normal", help="initial weights")
+    parser.add_argument("--init", choices=("normal", "zeros"), default=init, help="initial weights")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -50,24 +57,60 @@ def _minmax(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (values - low) / span, low, span
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    import pandas as pd
+def _read_csv(path: str, target: str, features: str | None) -> tuple[list[str], np.ndarray, np.ndarray, int]:
+    """Feature and target columns of a CSV file as floats.
 
-    frame = pd.read_csv(args.file)
-    if args.target not in frame.columns:
-        print(f"error: no column {args.target!r} in {args.file}; columns: {list(frame.columns)}", file=sys.stderr)
+    Without ``features``, every column whose non-empty values are all numbers is used. Rows with a missing
+    or non-numeric value in a used column are dropped (the count is returned).
+    """
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = list(reader.fieldnames or [])
+        records = list(reader)
+    if target not in columns:
+        raise SystemExit(f"error: no column {target!r} in {path}; columns: {columns}")
+    if features:
+        names = [c for c in features.split(",") if c != target]
+        missing = [c for c in names if c not in columns]
+        if missing:
+            raise SystemExit(f"error: no column(s) {missing} in {path}; columns: {columns}")
+    else:
+        names = [c for c in columns if c != target and all(_is_number(r[c]) for r in records if r[c] not in ("", "NA"))]
+    rows = []
+    for record in records:
+        values = [record[c] for c in (*names, target)]
+        if all(_is_number(v) for v in values):
+            rows.append([float(v) for v in values])
+    table = np.asarray(rows, dtype=np.float64).reshape(-1, len(names) + 1)
+    return names, table[:, :-1], table[:, -1], len(records) - len(rows)
+
+
+def _is_number(text: str | None) -> bool:
+    try:
+        return text is not None and np.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    features, X, y, dropped = _read_csv(args.file, args.target, args.features)
+    if dropped:
+        print(f"dropped {dropped} rows with missing or non-numeric values", file=sys.stderr)
+    if len(X) < 2:
+        print(f"error: {args.file} has fewer than 2 usable rows", file=sys.stderr)
         return 2
-    features = [c for c in (args.features.split(",") if args.features else frame.columns) if c != args.target]
-    numeric = frame[[*features, args.target]].apply(pd.to_numeric, errors="coerce").dropna()
-    if len(numeric) < len(frame):
-        print(f"dropped {len(frame) - len(numeric)} rows with missing or non-numeric values", file=sys.stderr)
-    X, y = numeric[features].to_numpy(float), numeric[args.target].to_numpy(float)
-    # CKKS holds a bounded range: train on min-max scaled columns, report coefficients in data units.
-    Xs, x_low, x_span = _minmax(X)
+    # The key holder conditions the problem before encrypting: standardized features (CKKS holds a bounded
+    # range, and gradient descent converges at a rate set by the conditioning), target scaled to [0, 1], and a
+    # step size from the plaintext spectrum. Coefficients are mapped back to data units afterwards.
+    scaler = Standardizer.fit(X)
+    Xs = scaler.transform(X)
     ys, y_low, y_span = _minmax(y[:, None])
+    if args.learning_rate is None:
+        design = with_intercept(Xs)
+        args.learning_rate = float(1.0 / np.linalg.eigvalsh(design.T @ design / len(design))[-1])
     model = _estimator(args, args.server).fit(Xs, ys[:, 0])
-    coef = model.coef_ * y_span[0] / x_span
-    intercept = y_low[0] + y_span[0] * (model.intercept_ - float(model.coef_ @ (x_low / x_span)))
+    intercept, coef = scaler.original_weights(model.intercept_, model.coef_)
+    intercept, coef = y_low[0] + y_span[0] * intercept, y_span[0] * coef
     print(f"trained on {len(X)} rows x {len(features)} features through {args.server or 'an in-process server'}")
     print(f"final training MSE (scaled): {model.history_[-1]:.6g}   R^2: {model.score(Xs, ys[:, 0]):.4f}")
     print(f"{'feature':>24} {'coefficient':>16}")
@@ -147,10 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("file", help="CSV file with a header row")
     train.add_argument("--target", required=True, help="column to predict")
     train.add_argument("--features", help="comma-separated feature columns (default: all numeric others)")
-    _add_training_flags(train, epochs=50)
+    _add_training_flags(train, epochs=60, learning_rate=None, momentum=0.5, init="zeros")
     train.set_defaults(handler=cmd_train)
     demo = commands.add_parser("demo", help="Ames: encrypted training through a server vs the torch twin")
-    _add_training_flags(demo, epochs=50)
+    # The original write-up's setup: plain gradient descent, learning rate 0.5, N(0, 1) initial weights.
+    _add_training_flags(demo, epochs=50, learning_rate=0.5, momentum=0.0, init="normal")
     demo.set_defaults(handler=cmd_demo)
     return parser
 

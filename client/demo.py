@@ -1,25 +1,20 @@
-"""`make demo`: the Ames reference training, encrypted vs its torch twin.
+"""`make demo`: the Ames reference training through a real gRPC server on loopback, next to its torch twin.
 
-The key holder and the computing party are separate objects that exchange only bytes; the computing
-party never holds the secret key.
+Starts an in-process server on 127.0.0.1 (the computing party: public keys only), then the client SDK
+creates keys, encrypts, uploads, trains over the bidirectional stream answering masked refreshes, and
+prints the encrypted-vs-torch comparison. `ciphergrad demo --server HOST:PORT` runs it against any server.
 """
 
 from __future__ import annotations
 
-from core.compare import compare_linear_regression, r2_score
-from core.data import load_ames, with_intercept
-from core.linear import LinearRegressionConfig
+import sys
+
+from client.cli import main as cli_main
 
 
-def main() -> None:
-    data = load_ames()
-    X = with_intercept(data.X)
-    print(f"Ames housing: {X.shape[0]} rows x {X.shape[1] - 1} features + bias, min-max scaled")
-    print("full-batch gradient descent, learning rate 0.5, 50 epochs, weights ~ N(0, 1) (seed 0)\n")
-    run = compare_linear_regression(X, data.y, LinearRegressionConfig(learning_rate=0.5, epochs=50, seed=0))
-    print(run.table())
-    print(f"\nR^2 encrypted {r2_score(X, data.y, run.encrypted_weights):.6f}, torch {r2_score(X, data.y, run.torch_weights):.6f}")
+def main() -> int:
+    return cli_main(["demo", "--no-progress"])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
