@@ -1,6 +1,6 @@
-"""ciphergrad client: the key holder's SDK (``Client``), a scikit-learn-style estimator and the CLI."""
+"""ciphergrad client: the key holder's SDK (``Client``), scikit-learn-style estimators and the CLI."""
 
-from client.estimator import EncryptedLinearRegression
+from client.estimator import EncryptedLinearRegression, EncryptedLogisticRegression
 from client.sdk import Client, TrainingRun, default_parameters
 
-__all__ = ["Client", "EncryptedLinearRegression", "TrainingRun", "default_parameters"]
+__all__ = ["Client", "EncryptedLinearRegression", "EncryptedLogisticRegression", "TrainingRun", "default_parameters"]

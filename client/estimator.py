@@ -1,4 +1,4 @@
-"""A scikit-learn-style estimator that trains on the server without showing it the data."""
+"""Scikit-learn-style estimators that train on the server without showing it the data."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ from tqdm import tqdm
 from client.sdk import Client, _as_matrix, default_parameters
 from core.data import with_intercept
 from core.layout import choose_tile
-from core.linear import LinearRegressionConfig, shuffle_orders
+from core.linear import LinearRegressionConfig
+from core.linear import shuffle_orders as linear_shuffle_orders
+from core.logistic import LogisticRegressionConfig
+from core.logistic import shuffle_orders as logistic_shuffle_orders
 from core.params import CKKSParameters
 
 
@@ -38,7 +41,88 @@ def _bar(progress: bool | None, **kwargs: Any) -> tqdm:
     return tqdm(disable=None if progress is None else not progress, file=sys.stderr, leave=False, **kwargs)
 
 
-class EncryptedLinearRegression:
+class _EncryptedGradientDescent:
+    """What the gradient-descent estimators share: keys, encryption, upload, remote training with refresh
+    answering, decryption and the report. Subclasses name the algorithm and build its core config."""
+
+    algorithm = ""
+    _shuffle_orders: Any = None
+
+    def config(self) -> Any:
+        raise NotImplementedError
+
+    def _design(self, X: Any) -> np.ndarray:
+        X = _as_matrix(X)
+        return with_intercept(X) if self.fit_intercept else X
+
+    def shuffle_orders(self, rows: int) -> list[np.ndarray]:
+        """Row orders of the encrypted copies minibatch training visits (the torch twin needs them too)."""
+        return type(self)._shuffle_orders(rows, self.shuffles, self.seed) if self.batch_size else []
+
+    def _target(self, y: Any) -> np.ndarray:
+        return _as_matrix(y).reshape(-1)
+
+    def fit(self, X: Any, y: Any) -> Any:
+        config = self.config()  # validates hyperparameters before any key is made
+        design, target = self._design(X), self._target(y)
+        if len(design) != len(target):
+            raise ValueError(f"X has {len(design)} rows but y has {len(target)}")
+        if self.server is None:
+            with local_server() as address:
+                return self._fit(address, design, target, config)
+        return self._fit(self.server, design, target, config)
+
+    def _fit(self, address: str, X: np.ndarray, y: np.ndarray, config: Any) -> Any:
+        params = self.params or default_parameters()
+        tile = choose_tile(X.shape, params.slots, "rows", block_rows=config.batch_size)
+        timings: dict[str, float] = {}
+        tick = time.perf_counter()
+        with Client(address, tls=self.tls) as client:
+            session = client.create_session(params, tiles=[tile], display_name=type(self).__name__)
+            timings["session_seconds"] = time.perf_counter() - tick
+            tick = time.perf_counter()
+            with _bar(self.progress, desc="upload", unit="B", unit_scale=True) as bar:
+                orders = self.shuffle_orders(len(X))
+                dataset = client.upload(X, y, tile=tile, shuffle_orders=orders, progress=bar.update)
+            timings["upload_seconds"] = time.perf_counter() - tick
+            with _bar(self.progress, desc="train", total=config.epochs, unit="epoch") as bar:
+
+                def on_epoch(epoch: int, loss: float | None) -> None:
+                    bar.update(1)
+                    if loss is not None:
+                        bar.set_postfix(loss=f"{loss:.6g}")
+
+                run = client.train(dataset.dataset_id, config, algorithm=self.algorithm, on_epoch=on_epoch)
+            weights = client.weights(run.model)
+            client.delete_session()  # the server keeps nothing of this fit
+            transfer = client.transfer
+        self.coef_ = weights[1:] if self.fit_intercept else weights
+        self.intercept_ = float(weights[0]) if self.fit_intercept else 0.0
+        self.history_ = self._history(run)
+        self.report_ = {
+            **timings,
+            "train_seconds": run.seconds,
+            "epoch_seconds": list(run.epoch_seconds),
+            "refreshes": run.refreshes,
+            "refresh_seconds": run.refresh_seconds,
+            "operation_counts": dict(run.operation_counts),
+            "bytes_sent": dict(transfer.sent),
+            "bytes_received": dict(transfer.received),
+            "bytes_total": transfer.total,
+            "parameters": params.summary(),
+            "context_bytes": session.context_size_bytes,
+        }
+        return self
+
+    def _history(self, run: Any) -> list:
+        return list(run.losses)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """``X @ coef_ + intercept_`` with the decrypted model (the key holder's side; nothing leaves)."""
+        return _as_matrix(X) @ self.coef_ + self.intercept_
+
+
+class EncryptedLinearRegression(_EncryptedGradientDescent):
     """Linear regression by encrypted gradient descent on a ciphergrad server.
 
     ``fit`` makes CKKS keys here, encrypts X and y, uploads them, trains remotely (answering the server's
@@ -49,6 +133,9 @@ class EncryptedLinearRegression:
     After ``fit``: ``coef_``, ``intercept_``, ``history_`` (decrypted loss per epoch) and ``report_``
     (timings, bytes moved, refreshes, HE operation counts).
     """
+
+    algorithm = "linear"
+    _shuffle_orders = staticmethod(linear_shuffle_orders)
 
     def __init__(
         self,
@@ -84,68 +171,9 @@ class EncryptedLinearRegression:
             intercept_column=0 if self.fit_intercept else None,
         )
 
-    def _design(self, X: Any) -> np.ndarray:
-        X = _as_matrix(X)
-        return with_intercept(X) if self.fit_intercept else X
-
-    def shuffle_orders(self, rows: int) -> list[np.ndarray]:
-        """Row orders of the encrypted copies minibatch training visits (the torch twin needs them too)."""
-        return shuffle_orders(rows, self.shuffles, self.seed) if self.batch_size else []
-
-    def fit(self, X: Any, y: Any) -> EncryptedLinearRegression:
-        config = self.config()  # validates hyperparameters before any key is made
-        design, target = self._design(X), _as_matrix(y).reshape(-1)
-        if len(design) != len(target):
-            raise ValueError(f"X has {len(design)} rows but y has {len(target)}")
-        if self.server is None:
-            with local_server() as address:
-                return self._fit(address, design, target, config)
-        return self._fit(self.server, design, target, config)
-
-    def _fit(self, address: str, X: np.ndarray, y: np.ndarray, config: LinearRegressionConfig) -> Any:
-        params = self.params or default_parameters()
-        tile = choose_tile(X.shape, params.slots, "rows", block_rows=config.batch_size)
-        timings: dict[str, float] = {}
-        tick = time.perf_counter()
-        with Client(address, tls=self.tls) as client:
-            session = client.create_session(params, tiles=[tile], display_name="EncryptedLinearRegression")
-            timings["session_seconds"] = time.perf_counter() - tick
-            tick = time.perf_counter()
-            with _bar(self.progress, desc="upload", unit="B", unit_scale=True) as bar:
-                orders = self.shuffle_orders(len(X))
-                dataset = client.upload(X, y, tile=tile, shuffle_orders=orders, progress=bar.update)
-            timings["upload_seconds"] = time.perf_counter() - tick
-            with _bar(self.progress, desc="train", total=config.epochs, unit="epoch") as bar:
-
-                def on_epoch(epoch: int, loss: float) -> None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.6g}")
-
-                run = client.train(dataset.dataset_id, config, on_epoch=on_epoch)
-            weights = client.weights(run.model)
-            client.delete_session()  # the server keeps nothing of this fit
-            transfer = client.transfer
-        self.coef_ = weights[1:] if self.fit_intercept else weights
-        self.intercept_ = float(weights[0]) if self.fit_intercept else 0.0
-        self.history_ = list(run.losses)
-        self.report_ = {
-            **timings,
-            "train_seconds": run.seconds,
-            "epoch_seconds": list(run.epoch_seconds),
-            "refreshes": run.refreshes,
-            "refresh_seconds": run.refresh_seconds,
-            "operation_counts": dict(run.operation_counts),
-            "bytes_sent": dict(transfer.sent),
-            "bytes_received": dict(transfer.received),
-            "bytes_total": transfer.total,
-            "parameters": params.summary(),
-            "context_bytes": session.context_size_bytes,
-        }
-        return self
-
     def predict(self, X: Any) -> np.ndarray:
         """Predictions from the decrypted model (the key holder's side; nothing leaves this process)."""
-        return _as_matrix(X) @ self.coef_ + self.intercept_
+        return self.decision_function(X)
 
     def score(self, X: Any, y: Any) -> float:
         """R² of the predictions, as in scikit-learn."""
@@ -153,3 +181,79 @@ class EncryptedLinearRegression:
         residual = target - self.predict(X)
         centred = target - target.mean()
         return float(1.0 - residual @ residual / (centred @ centred))
+
+
+class EncryptedLogisticRegression(_EncryptedGradientDescent):
+    """Binary logistic regression by encrypted gradient descent on a ciphergrad server.
+
+    The server evaluates the sigmoid as a least-squares polynomial of ``degree`` (3, 5 or 7) on
+    ``[-bound, bound]`` (``bound=None``: sized from the feature count, see core.logistic.default_bound);
+    standardize the features first. Labels are 0/1 (any two classes are mapped onto them, in sorted
+    order, as ``classes_``). ``predict_proba`` applies the exact sigmoid to the decrypted model.
+
+    After ``fit``: ``coef_``, ``intercept_``, ``classes_``, ``history_`` (per epoch: seconds and refreshes;
+    the server computes no encrypted loss for logistic regression, as that would cost levels) and
+    ``report_`` (as for EncryptedLinearRegression).
+    """
+
+    algorithm = "logistic"
+    _shuffle_orders = staticmethod(logistic_shuffle_orders)
+
+    def __init__(
+        self,
+        *,
+        server: str | None = None,
+        tls: bool | str = False,
+        learning_rate: float = 1.0,
+        epochs: int = 30,
+        degree: int = 3,
+        bound: float | None = None,
+        l2: float = 0.0,
+        momentum: float = 0.0,
+        batch_size: int | None = None,
+        shuffles: int = 4,
+        seed: int = 0,
+        fit_intercept: bool = True,
+        params: CKKSParameters | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.server, self.tls = server, tls
+        self.learning_rate, self.epochs, self.degree, self.bound = learning_rate, epochs, degree, bound
+        self.l2, self.momentum, self.batch_size, self.shuffles, self.seed = l2, momentum, batch_size, shuffles, seed
+        self.fit_intercept, self.params, self.progress = fit_intercept, params, progress
+
+    def config(self) -> LogisticRegressionConfig:
+        return LogisticRegressionConfig(
+            learning_rate=self.learning_rate,
+            epochs=self.epochs,
+            degree=self.degree,
+            bound=self.bound,
+            batch_size=self.batch_size,
+            momentum=self.momentum,
+            l2=self.l2,
+            seed=self.seed,
+            intercept_column=0 if self.fit_intercept else None,
+        )
+
+    def _target(self, y: Any) -> np.ndarray:
+        labels = np.asarray(_as_matrix(y).reshape(-1))
+        classes = np.unique(labels)
+        if len(classes) != 2:
+            raise ValueError(f"binary logistic regression needs two classes in y, got {len(classes)}")
+        self.classes_ = classes
+        return (labels == classes[1]).astype(np.float64)
+
+    def _history(self, run: Any) -> list:
+        return [{"epoch": k + 1, "seconds": seconds} for k, seconds in enumerate(run.epoch_seconds)]
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """``(n, 2)`` class probabilities (exact sigmoid of the decrypted model's logit)."""
+        positive = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        return np.stack([1.0 - positive, positive], axis=1)
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[(self.decision_function(X) > 0).astype(int)]
+
+    def score(self, X: Any, y: Any) -> float:
+        """Accuracy, as in scikit-learn."""
+        return float(np.mean(self.predict(X) == np.asarray(_as_matrix(y).reshape(-1))))

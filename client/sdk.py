@@ -21,6 +21,7 @@ import numpy as np
 from core.keys import KeyHolder
 from core.layout import Tile, choose_tile, rotation_steps
 from core.linear import LEVELS_PER_STEP, LinearRegressionConfig, decode_weights
+from core.logistic import LogisticRegressionConfig
 from core.params import CKKSParameters, plan
 from core.tensor import EncryptedMatrix
 from server.proto_gen.ciphergrad.v1 import (
@@ -38,6 +39,11 @@ from server.proto_gen.ciphergrad.v1 import (
 CHUNK_BYTES = 1 << 20
 MAX_MESSAGE_BYTES = 64 * 2**20
 JobState = training_service_pb2.JobState
+ALGORITHMS = {
+    "linear": types_pb2.ALGORITHM_LINEAR_REGRESSION,
+    "logistic": types_pb2.ALGORITHM_LOGISTIC_REGRESSION,
+}
+PACKINGS = {"rows": types_pb2.PACKING_ROWS, "columns": types_pb2.PACKING_COLUMNS}
 
 
 @dataclass
@@ -193,23 +199,41 @@ class Client:
     def upload(
         self,
         X: Any,
-        y: Any,
+        y: Any = None,
         *,
         tile: Tile | None = None,
+        packing: str = "rows",
         shuffle_orders: Sequence[np.ndarray] = (),
         column_names: Sequence[str] = (),
         display_name: str = "",
         progress: Callable[[int], None] | None = None,
     ) -> dataset_service_pb2.Dataset:
-        """Encrypt ``X`` (n, d) and ``y`` (n,) and upload them, plus one copy per row order."""
+        """Encrypt ``X`` (n, d) and ``y`` (n,) and upload them, plus one copy per row order.
+
+        Without ``y`` only the features go up (``features_only``: for ``describe``, not for training).
+        ``packing``: 'rows' (training, the default) or 'columns' (one ciphertext per column: what the
+        covariance/correlation of ``describe`` needs); an explicit ``tile`` overrides it.
+        """
         holder = self._holder()
-        X, y = _as_matrix(X), _as_matrix(y)
-        tile = tile or self.tile_for(X.shape)
-        pairs = [(X, y)] + [(X[order], y[order]) for order in shuffle_orders]
-        blobs = []
-        for Xs, ys in pairs:
-            blobs.append(holder.encrypt(Xs, tile=tile).to_bytes())
-            blobs.append(holder.encrypt(ys, tile=tile).to_bytes())
+        X = _as_matrix(X)
+        if packing not in PACKINGS:
+            raise ValueError(f"packing={packing!r}: use 'rows' or 'columns'")
+        if tile is None:
+            tile = self.tile_for(X.shape) if packing == "rows" else choose_tile(X.shape, holder.params.slots, packing)
+        if tile.cols == 1 and X.shape[1] > 1:
+            packing = "columns"
+        features_only = y is None
+        if features_only:
+            if len(shuffle_orders):
+                raise ValueError("shuffle_orders need targets: pass y")
+            blobs = [holder.encrypt(X, tile=tile).to_bytes()]
+        else:
+            y = _as_matrix(y)
+            pairs = [(X, y)] + [(X[order], y[order]) for order in shuffle_orders]
+            blobs = []
+            for Xs, ys in pairs:
+                blobs.append(holder.encrypt(Xs, tile=tile).to_bytes())
+                blobs.append(holder.encrypt(ys, tile=tile).to_bytes())
         total = sum(len(b) for b in blobs)
 
         def requests() -> Iterator[dataset_service_pb2.UploadDatasetRequest]:
@@ -218,6 +242,8 @@ class Client:
                 column_names=list(column_names),
                 shuffle_count=len(shuffle_orders),
                 total_size_bytes=total,
+                packing=PACKINGS[packing],
+                features_only=features_only,
             )
             yield dataset_service_pb2.UploadDatasetRequest(manifest=manifest)
             for blob in blobs:
@@ -242,26 +268,30 @@ class Client:
     def train(
         self,
         dataset_id: str = "",
-        config: LinearRegressionConfig | dict | None = None,
+        config: LinearRegressionConfig | LogisticRegressionConfig | dict | None = None,
         *,
+        algorithm: str | None = None,
         job_id: str = "",
         on_epoch: Callable[[int, float], None] | None = None,
         on_refresh: Callable[[np.ndarray], None] | None = None,
     ) -> TrainingRun:
         """Run (or with ``job_id``, resume) a training job, answering refreshes until it ends.
 
-        ``on_epoch(epoch, loss)`` gets each decrypted loss; ``on_refresh(values)`` the (masked) values
-        the key holder decrypted for a refresh.
+        ``algorithm``: 'linear' or 'logistic' (by default the kind of ``config``, else linear).
+        ``on_epoch(epoch, loss)`` gets each decrypted loss (None for logistic regression, whose loss the
+        server does not compute); ``on_refresh(values)`` the (masked) values the key holder decrypted.
         """
         holder = self._holder()
         if job_id:
             first = training_service_pb2.TrainRequest(attach=training_service_pb2.AttachJob(job_id=job_id))
         else:
-            if isinstance(config, LinearRegressionConfig):
+            if algorithm is None:
+                algorithm = "logistic" if isinstance(config, LogisticRegressionConfig) else "linear"
+            if algorithm not in ALGORITHMS:
+                raise ValueError(f"algorithm={algorithm!r}: use one of {sorted(ALGORITHMS)}")
+            if isinstance(config, LinearRegressionConfig | LogisticRegressionConfig):
                 config = config.to_dict()
-            spec = training_service_pb2.JobSpec(
-                dataset_id=dataset_id, algorithm=types_pb2.ALGORITHM_LINEAR_REGRESSION
-            )
+            spec = training_service_pb2.JobSpec(dataset_id=dataset_id, algorithm=ALGORITHMS[algorithm])
             spec.hyperparameters.update(dict(config or {}))
             first = training_service_pb2.TrainRequest(start=spec)
         outbox: queue.Queue = queue.Queue()
@@ -283,8 +313,10 @@ class Client:
                 elif kind == "epoch":
                     event = response.epoch
                     self.transfer.add("received", "losses", event.ByteSize())
-                    loss = float(holder.decrypt(self._matrix(event.loss))[0, 0]) * event.loss_scale
-                    run.losses.append(loss)
+                    loss = None
+                    if event.loss.header_json:
+                        loss = float(holder.decrypt(self._matrix(event.loss))[0, 0]) * event.loss_scale
+                        run.losses.append(loss)
                     run.epoch_seconds.append(event.seconds)
                     for key, value in event.operation_counts.items():
                         run.operation_counts[key] = run.operation_counts.get(key, 0) + value

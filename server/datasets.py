@@ -17,13 +17,33 @@ from server.engines import EngineCache
 from server.errors import invalid, rpc
 from server.proto_gen.ciphergrad.v1 import dataset_service_pb2 as pb
 from server.proto_gen.ciphergrad.v1 import dataset_service_pb2_grpc as pb_grpc
+from server.proto_gen.ciphergrad.v1 import types_pb2
 from server.storage import Store, dumps, new_id
 from server.uploads import Budget, receive_matrix
 
 MAX_SHUFFLES = 1024
 
 
+PACKING_NAMES = {types_pb2.PACKING_ROWS: "rows", types_pb2.PACKING_COLUMNS: "columns"}
+
+
+def layout(row: dict[str, Any]) -> dict[str, Any]:
+    """A dataset's layout: ``packing`` ('rows'/'columns'), ``tile`` [rows, cols], ``features_only``
+    (empty for datasets stored before layouts were recorded; ``load_matrices`` gives their tiles)."""
+    return json.loads(row.get("layout_json") or "{}")
+
+
+def describe_layout(tile: Any, features_only: bool) -> dict[str, Any]:
+    return {
+        "packing": "columns" if tile.cols == 1 else "rows",
+        "tile": [tile.rows, tile.cols],
+        "features_only": features_only,
+    }
+
+
 def dataset_to_proto(row: dict[str, Any]) -> pb.Dataset:
+    found = layout(row)
+    tile = found.get("tile", [0, 0])
     return pb.Dataset(
         dataset_id=row["id"],
         display_name=row["display_name"],
@@ -34,6 +54,14 @@ def dataset_to_proto(row: dict[str, Any]) -> pb.Dataset:
         size_bytes=row["size_bytes"],
         level=row["level"],
         create_time=convert.timestamp(row["created"]),
+        packing=types_pb2.PACKING_COLUMNS
+        if found.get("packing") == "columns"
+        else types_pb2.PACKING_ROWS
+        if found.get("packing") == "rows"
+        else types_pb2.PACKING_UNSPECIFIED,
+        tile_rows=tile[0],
+        tile_cols=tile[1],
+        features_only=bool(found.get("features_only")),
     )
 
 
@@ -55,8 +83,23 @@ def check_pairs(matrices: list[EncryptedMatrix], columns: int) -> None:
             raise ShapeError(
                 f"targets of {what} have shape {ys.shape}; expected ({X.shape[0]}, 1) in the features' tile"
             )
+    check_columns(X, columns)
+
+
+def check_columns(X: EncryptedMatrix, columns: int) -> None:
     if columns and columns != X.shape[1]:
         raise ShapeError(f"{columns} column names for {X.shape[1]} feature columns")
+
+
+def check_packing(X: EncryptedMatrix, declared: int) -> None:
+    """The declared packing (if any) must be the one the features were encrypted with."""
+    actual = "columns" if X.tile.cols == 1 else "rows"
+    wanted = PACKING_NAMES.get(declared)
+    if wanted is not None and wanted != actual and X.shape[1] > 1:
+        raise ShapeError(
+            f"the manifest declares packing={wanted!r} but the features are encrypted in {X.tile.rows}x"
+            f"{X.tile.cols} tiles ({actual} packing): encrypt them with packing={wanted!r} or declare {actual!r}"
+        )
 
 
 class DatasetServicer(pb_grpc.DatasetServiceServicer):
@@ -76,7 +119,9 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
             raise invalid(f"shuffle_count={manifest.shuffle_count} must lie in 0..{MAX_SHUFFLES}")
         budget = Budget(self.max_upload)
         budget.announce(manifest.total_size_bytes, "the dataset")
-        count = 2 * (1 + manifest.shuffle_count)
+        if manifest.features_only and manifest.shuffle_count:
+            raise invalid("a features_only dataset (for statistics) takes no shuffles; set shuffle_count=0")
+        count = 1 if manifest.features_only else 2 * (1 + manifest.shuffle_count)
         with self.store.staging() as scratch:
             for index in range(count):
                 role = "features" if index % 2 == 0 else "targets"
@@ -86,7 +131,11 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
             engine = self.engines.get(session["id"])
             # Parsing checks every ciphertext against the session's context before anything is kept.
             matrices = [EncryptedMatrix.from_bytes(engine, (scratch / f"{i}.bin").read_bytes()) for i in range(count)]
-            check_pairs(matrices, len(manifest.column_names))
+            if manifest.features_only:
+                check_columns(matrices[0], len(manifest.column_names))
+            else:
+                check_pairs(matrices, len(manifest.column_names))
+            check_packing(matrices[0], manifest.packing)
             dataset_id = new_id()
             self.store.publish(scratch, self.store.dataset_dir(session["id"], dataset_id))
         row = {
@@ -101,6 +150,7 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
             "size_bytes": budget.used,
             "level": min(m.level for m in matrices),
             "created": time.time(),
+            "layout_json": dumps(describe_layout(matrices[0].tile, manifest.features_only)),
         }
         self.store.insert("datasets", row)
         return pb.UploadDatasetResponse(dataset=dataset_to_proto(row))

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from core.linear import LinearRegressionConfig, LinearTrainer
+from core.logistic import LogisticRegressionConfig, LogisticTrainer
 from core.tensor import EncryptedMatrix
 from server import convert
 from server.datasets import load_matrices
@@ -36,6 +37,30 @@ S = pb.JobState
 FINISHED = (S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED)
 # A linear prediction, (X * w).sum(axis=1), spends one level on the product and one on the row-sum mask.
 PREDICT_LEVELS = 2
+
+
+@dataclass(frozen=True)
+class Trainable:
+    """What the job runner needs to know about a trainable algorithm (core config and trainer types)."""
+
+    config: type
+    trainer: type
+
+    def weight_scale(self, trainer: Any) -> float:
+        """The factor the decrypted weights carry (Model.weight_scale; the client divides it out)."""
+        return trainer.weight_scale if hasattr(trainer, "weight_scale") else 1.0 / trainer.bound
+
+    def metadata(self, trainer: Any) -> dict[str, Any]:
+        meta = {"intercept_column": trainer.config.intercept_column, "features": trainer.features}
+        if hasattr(trainer, "poly"):
+            meta.update(bound=trainer.bound, degree=trainer.poly.degree, sigmoid=trainer.poly.to_dict())
+        return meta
+
+
+TRAINABLE = {
+    types_pb2.ALGORITHM_LINEAR_REGRESSION: Trainable(LinearRegressionConfig, LinearTrainer),
+    types_pb2.ALGORITHM_LOGISTIC_REGRESSION: Trainable(LogisticRegressionConfig, LogisticTrainer),
+}
 
 
 class Detached(Exception):
@@ -140,7 +165,15 @@ def job_to_proto(row: dict[str, Any]) -> pb.Job:
     )
 
 
+def _algorithm_name(value: int) -> str:
+    try:
+        return types_pb2.Algorithm.Name(value)
+    except ValueError:
+        return str(value)
+
+
 def model_to_proto(row: dict[str, Any], weights: EncryptedMatrix | None = None) -> model_pb.Model:
+    meta = json.loads(row["metadata_json"] or "{}")
     return model_pb.Model(
         model_id=row["id"],
         job_id=row["job_id"],
@@ -151,6 +184,10 @@ def model_to_proto(row: dict[str, Any], weights: EncryptedMatrix | None = None) 
         column_names=json.loads(row["column_names_json"]),
         create_time=convert.timestamp(row["created"]),
         metadata_json=row["metadata_json"],
+        server_owned=bool(meta.get("server_owned")),
+        input_columns=int(meta.get("inputs", meta.get("features", 0))),
+        output_columns=int(meta.get("outputs", 1)),
+        display_name=str(meta.get("display_name", "")),
     )
 
 
@@ -169,12 +206,13 @@ class JobRunner:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def create(self, session: dict[str, Any], dataset: dict[str, Any], spec: pb.JobSpec) -> dict[str, Any]:
-        if spec.algorithm != types_pb2.ALGORITHM_LINEAR_REGRESSION:
-            raise invalid(
-                f"algorithm {types_pb2.Algorithm.Name(spec.algorithm)} is not supported; "
-                "use ALGORITHM_LINEAR_REGRESSION"
-            )
-        config = convert.config_from_struct(spec.hyperparameters, LinearRegressionConfig)
+        algorithm = TRAINABLE.get(spec.algorithm)
+        if algorithm is None:
+            names = " or ".join(types_pb2.Algorithm.Name(a) for a in TRAINABLE)
+            raise invalid(f"algorithm {_algorithm_name(spec.algorithm)} cannot be trained; use {names}")
+        if json.loads(dataset.get("layout_json") or "{}").get("features_only"):
+            raise invalid(f"dataset {dataset['id']} has no targets (uploaded features_only); upload X and y to train")
+        config = convert.config_from_struct(spec.hyperparameters, algorithm.config)
         now = time.time()
         row = {
             "id": new_id(),
@@ -291,14 +329,15 @@ class JobRunner:
         matrices = load_matrices(self.store, dataset, engine)
         X, y = matrices[0], matrices[1]
         shuffles = tuple((matrices[k], matrices[k + 1]) for k in range(2, len(matrices), 2))
-        config = LinearRegressionConfig.from_dict(json.loads(job["config_json"]))
+        algorithm = TRAINABLE[job["algorithm"]]
+        config = algorithm.config.from_dict(json.loads(job["config_json"]))
         refresh = StreamRefresh(link, engine, self.refresh_timeout)
         checkpoint = self.store.checkpoint_path(job["session_id"], job_id)
         if checkpoint.exists():
             state = unpack_state(checkpoint.read_bytes())
-            trainer = LinearTrainer.resume(engine, X, y, config, refresh, state, shuffles)
+            trainer = algorithm.trainer.resume(engine, X, y, config, refresh, state, shuffles)
         else:
-            trainer = LinearTrainer(engine, X, y, config, refresh, shuffles)
+            trainer = algorithm.trainer(engine, X, y, config, refresh, shuffles)
         self._emit_job(link, self._set(job_id, S.JOB_STATE_RUNNING, epoch=trainer.epoch))
         refreshes = job["refreshes"]
         while not trainer.done:
@@ -309,15 +348,17 @@ class JobRunner:
             refreshes += result.refreshes
             self.store.write_blob(checkpoint, pack_state(trainer.state()))
             self.store.update("jobs", job_id, epoch=trainer.epoch, refreshes=refreshes)
+            # Logistic regression computes no encrypted loss (it would cost levels): the field stays empty.
+            loss = getattr(result, "loss", None)
             link.events.put(
                 pb.TrainResponse(
                     epoch=pb.EpochProgress(
                         epoch=result.epoch,
-                        loss=convert.matrix_to_proto(result.loss),
+                        loss=convert.matrix_to_proto(loss) if loss is not None else None,
                         refreshes=result.refreshes,
                         seconds=seconds,
                         operation_counts=result.counts.to_dict(),
-                        loss_scale=result.loss_scale,
+                        loss_scale=getattr(result, "loss_scale", 0.0),
                     )
                 )
             )
@@ -326,18 +367,18 @@ class JobRunner:
             # One more (masked) refresh so the stored model can serve predictions.
             weights = trainer.refresh(weights)
             refreshes += 1
-        self._finish(job, dataset, weights, trainer, refreshes, link)
+        self._finish(job, dataset, weights, trainer, algorithm, refreshes, link)
         self.store.remove(checkpoint)
 
-    def _finish(self, job, dataset, weights, trainer, refreshes, link) -> None:
+    def _finish(self, job, dataset, weights, trainer, algorithm, refreshes, link) -> None:
         model = {
             "id": new_id(),
             "session_id": job["session_id"],
             "job_id": job["id"],
             "dataset_id": dataset["id"],
             "algorithm": job["algorithm"],
-            "weight_scale": trainer.weight_scale,
-            "metadata_json": dumps({"intercept_column": trainer.config.intercept_column, "features": trainer.features}),
+            "weight_scale": algorithm.weight_scale(trainer),
+            "metadata_json": dumps(algorithm.metadata(trainer)),
             "column_names_json": dataset["column_names_json"],
             "created": time.time(),
         }

@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS datasets (
     matrices INTEGER NOT NULL,
     size_bytes INTEGER NOT NULL,
     level INTEGER NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    layout_json TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -72,6 +73,8 @@ CREATE TABLE IF NOT EXISTS models (
 """
 
 _TABLES = ("sessions", "datasets", "jobs", "models")
+# Columns added after the first release: (table, column, definition) for data dirs made before them.
+_ADDED_COLUMNS = (("datasets", "layout_json", "TEXT NOT NULL DEFAULT '{}'"),)
 
 
 def new_id() -> str:
@@ -97,11 +100,18 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")  # a committed row survives power loss
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._sweep_orphans()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _migrate(self) -> None:
+        for table, column, definition in _ADDED_COLUMNS:
+            present = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})").fetchall()}
+            if column not in present:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     # -- generic row access -------------------------------------------------------------------
     def insert(self, table: str, row: dict[str, Any]) -> None:

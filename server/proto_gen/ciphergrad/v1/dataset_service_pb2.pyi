@@ -19,19 +19,23 @@ class UploadDatasetRequest(_message.Message):
     def __init__(self, manifest: _Optional[_Union[DatasetManifest, _Mapping]] = ..., chunk: _Optional[_Union[_types_pb2.MatrixChunk, _Mapping]] = ...) -> None: ...
 
 class DatasetManifest(_message.Message):
-    __slots__ = ("display_name", "column_names", "shuffle_count", "total_size_bytes")
+    __slots__ = ("display_name", "column_names", "shuffle_count", "total_size_bytes", "packing", "features_only")
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     COLUMN_NAMES_FIELD_NUMBER: _ClassVar[int]
     SHUFFLE_COUNT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PACKING_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_ONLY_FIELD_NUMBER: _ClassVar[int]
     display_name: str
     column_names: _containers.RepeatedScalarFieldContainer[str]
     shuffle_count: int
     total_size_bytes: int
-    def __init__(self, display_name: _Optional[str] = ..., column_names: _Optional[_Iterable[str]] = ..., shuffle_count: _Optional[int] = ..., total_size_bytes: _Optional[int] = ...) -> None: ...
+    packing: _types_pb2.Packing
+    features_only: bool
+    def __init__(self, display_name: _Optional[str] = ..., column_names: _Optional[_Iterable[str]] = ..., shuffle_count: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., packing: _Optional[_Union[_types_pb2.Packing, str]] = ..., features_only: _Optional[bool] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("dataset_id", "display_name", "column_names", "rows", "columns", "shuffle_count", "size_bytes", "level", "create_time")
+    __slots__ = ("dataset_id", "display_name", "column_names", "rows", "columns", "shuffle_count", "size_bytes", "level", "create_time", "packing", "tile_rows", "tile_cols", "features_only")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     COLUMN_NAMES_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +45,10 @@ class Dataset(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PACKING_FIELD_NUMBER: _ClassVar[int]
+    TILE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    TILE_COLS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_ONLY_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     display_name: str
     column_names: _containers.RepeatedScalarFieldContainer[str]
@@ -50,7 +58,11 @@ class Dataset(_message.Message):
     size_bytes: int
     level: int
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, dataset_id: _Optional[str] = ..., display_name: _Optional[str] = ..., column_names: _Optional[_Iterable[str]] = ..., rows: _Optional[int] = ..., columns: _Optional[int] = ..., shuffle_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., level: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    packing: _types_pb2.Packing
+    tile_rows: int
+    tile_cols: int
+    features_only: bool
+    def __init__(self, dataset_id: _Optional[str] = ..., display_name: _Optional[str] = ..., column_names: _Optional[_Iterable[str]] = ..., rows: _Optional[int] = ..., columns: _Optional[int] = ..., shuffle_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., level: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., packing: _Optional[_Union[_types_pb2.Packing, str]] = ..., tile_rows: _Optional[int] = ..., tile_cols: _Optional[int] = ..., features_only: _Optional[bool] = ...) -> None: ...
 
 class UploadDatasetResponse(_message.Message):
     __slots__ = ("dataset",)

@@ -26,7 +26,7 @@ from server.proto_gen.ciphergrad.v1 import types_pb2 as ciphergrad_dot_v1_dot_ty
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!ciphergrad/v1/model_service.proto\x12\rciphergrad.v1\x1a\x19\x63iphergrad/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x02\n\x05Model\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x12\n\ndataset_id\x18\x03 \x01(\t\x12+\n\talgorithm\x18\x04 \x01(\x0e\x32\x18.ciphergrad.v1.Algorithm\x12/\n\x07weights\x18\x05 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\x12\x14\n\x0cweight_scale\x18\x06 \x01(\x01\x12\x14\n\x0c\x63olumn_names\x18\x07 \x03(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rmetadata_json\x18\t \x01(\t\"#\n\x0fGetModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"7\n\x10GetModelResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.ciphergrad.v1.Model\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.ciphergrad.v1.Model\"&\n\x12\x44\x65leteModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse\"X\n\x0ePredictRequest\x12\x12\n\x08model_id\x18\x01 \x01(\tH\x00\x12*\n\x04rows\x18\x02 \x01(\x0b\x32\x1a.ciphergrad.v1.MatrixChunkH\x00\x42\x06\n\x04kind\"B\n\x0fPredictResponse\x12/\n\x0bpredictions\x18\x01 \x01(\x0b\x32\x1a.ciphergrad.v1.MatrixChunk2\xd2\x02\n\x0cModelService\x12K\n\x08GetModel\x12\x1e.ciphergrad.v1.GetModelRequest\x1a\x1f.ciphergrad.v1.GetModelResponse\x12Q\n\nListModels\x12 .ciphergrad.v1.ListModelsRequest\x1a!.ciphergrad.v1.ListModelsResponse\x12T\n\x0b\x44\x65leteModel\x12!.ciphergrad.v1.DeleteModelRequest\x1a\".ciphergrad.v1.DeleteModelResponse\x12L\n\x07Predict\x12\x1d.ciphergrad.v1.PredictRequest\x1a\x1e.ciphergrad.v1.PredictResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!ciphergrad/v1/model_service.proto\x12\rciphergrad.v1\x1a\x19\x63iphergrad/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xea\x02\n\x05Model\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x12\n\ndataset_id\x18\x03 \x01(\t\x12+\n\talgorithm\x18\x04 \x01(\x0e\x32\x18.ciphergrad.v1.Algorithm\x12/\n\x07weights\x18\x05 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\x12\x14\n\x0cweight_scale\x18\x06 \x01(\x01\x12\x14\n\x0c\x63olumn_names\x18\x07 \x03(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rmetadata_json\x18\t \x01(\t\x12\x14\n\x0cserver_owned\x18\n \x01(\x08\x12\x15\n\rinput_columns\x18\x0b \x01(\x05\x12\x16\n\x0eoutput_columns\x18\x0c \x01(\x05\x12\x14\n\x0c\x64isplay_name\x18\r \x01(\t\"#\n\x0fGetModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"7\n\x10GetModelResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.ciphergrad.v1.Model\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.ciphergrad.v1.Model\"&\n\x12\x44\x65leteModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse\"\x8a\x01\n\x0ePredictRequest\x12\x12\n\x08model_id\x18\x01 \x01(\tH\x00\x12*\n\x04rows\x18\x02 \x01(\x0b\x32\x1a.ciphergrad.v1.MatrixChunkH\x00\x12\x30\n\x07options\x18\x03 \x01(\x0b\x32\x1d.ciphergrad.v1.PredictOptionsH\x00\x42\x06\n\x04kind\":\n\x0ePredictOptions\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x16\n\x0eserver_sigmoid\x18\x02 \x01(\x08\"R\n\nPolynomial\x12\x14\n\x0c\x63oefficients\x18\x01 \x03(\x01\x12\r\n\x05\x62ound\x18\x02 \x01(\x01\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tmax_error\x18\x04 \x01(\x01\"H\n\x0bLinearModel\x12+\n\x07weights\x18\x01 \x01(\x0b\x32\x1a.ciphergrad.v1.PlainMatrix\x12\x0c\n\x04\x62ias\x18\x02 \x03(\x01\"]\n\rLogisticModel\x12\x0f\n\x07weights\x18\x01 \x03(\x01\x12\x0c\n\x04\x62ias\x18\x02 \x01(\x01\x12\x16\n\x0esigmoid_degree\x18\x03 \x01(\x05\x12\x15\n\rsigmoid_bound\x18\x04 \x01(\x01\"E\n\x08MlpLayer\x12+\n\x07weights\x18\x01 \x01(\x0b\x32\x1a.ciphergrad.v1.PlainMatrix\x12\x0c\n\x04\x62ias\x18\x02 \x03(\x01\">\n\rMlpActivation\x12-\n\npolynomial\x18\x01 \x01(\x0b\x32\x19.ciphergrad.v1.Polynomial\"f\n\x08MlpModel\x12\'\n\x06layers\x18\x01 \x03(\x0b\x32\x17.ciphergrad.v1.MlpLayer\x12\x31\n\x0b\x61\x63tivations\x18\x02 \x03(\x0b\x32\x1c.ciphergrad.v1.MlpActivation\"o\n\x0eNeighborsModel\x12-\n\treference\x18\x01 \x01(\x0b\x32\x1a.ciphergrad.v1.PlainMatrix\x12.\n\nprojection\x18\x02 \x01(\x0b\x32\x1a.ciphergrad.v1.PlainMatrix\"\xee\x01\n\x12UploadModelRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12,\n\x06linear\x18\x02 \x01(\x0b\x32\x1a.ciphergrad.v1.LinearModelH\x00\x12\x30\n\x08logistic\x18\x03 \x01(\x0b\x32\x1c.ciphergrad.v1.LogisticModelH\x00\x12&\n\x03mlp\x18\x04 \x01(\x0b\x32\x17.ciphergrad.v1.MlpModelH\x00\x12\x32\n\tneighbors\x18\x05 \x01(\x0b\x32\x1d.ciphergrad.v1.NeighborsModelH\x00\x42\x06\n\x04kind\":\n\x13UploadModelResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.ciphergrad.v1.Model\"B\n\x0fPredictResponse\x12/\n\x0bpredictions\x18\x01 \x01(\x0b\x32\x1a.ciphergrad.v1.MatrixChunk2\xa8\x03\n\x0cModelService\x12K\n\x08GetModel\x12\x1e.ciphergrad.v1.GetModelRequest\x1a\x1f.ciphergrad.v1.GetModelResponse\x12Q\n\nListModels\x12 .ciphergrad.v1.ListModelsRequest\x1a!.ciphergrad.v1.ListModelsResponse\x12T\n\x0b\x44\x65leteModel\x12!.ciphergrad.v1.DeleteModelRequest\x1a\".ciphergrad.v1.DeleteModelResponse\x12L\n\x07Predict\x12\x1d.ciphergrad.v1.PredictRequest\x1a\x1e.ciphergrad.v1.PredictResponse(\x01\x30\x01\x12T\n\x0bUploadModel\x12!.ciphergrad.v1.UploadModelRequest\x1a\".ciphergrad.v1.UploadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,23 +34,43 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ciphergrad.v1.model_service
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODEL']._serialized_start=113
-  _globals['_MODEL']._serialized_end=384
-  _globals['_GETMODELREQUEST']._serialized_start=386
-  _globals['_GETMODELREQUEST']._serialized_end=421
-  _globals['_GETMODELRESPONSE']._serialized_start=423
-  _globals['_GETMODELRESPONSE']._serialized_end=478
-  _globals['_LISTMODELSREQUEST']._serialized_start=480
-  _globals['_LISTMODELSREQUEST']._serialized_end=499
-  _globals['_LISTMODELSRESPONSE']._serialized_start=501
-  _globals['_LISTMODELSRESPONSE']._serialized_end=559
-  _globals['_DELETEMODELREQUEST']._serialized_start=561
-  _globals['_DELETEMODELREQUEST']._serialized_end=599
-  _globals['_DELETEMODELRESPONSE']._serialized_start=601
-  _globals['_DELETEMODELRESPONSE']._serialized_end=622
-  _globals['_PREDICTREQUEST']._serialized_start=624
-  _globals['_PREDICTREQUEST']._serialized_end=712
-  _globals['_PREDICTRESPONSE']._serialized_start=714
-  _globals['_PREDICTRESPONSE']._serialized_end=780
-  _globals['_MODELSERVICE']._serialized_start=783
-  _globals['_MODELSERVICE']._serialized_end=1121
+  _globals['_MODEL']._serialized_end=475
+  _globals['_GETMODELREQUEST']._serialized_start=477
+  _globals['_GETMODELREQUEST']._serialized_end=512
+  _globals['_GETMODELRESPONSE']._serialized_start=514
+  _globals['_GETMODELRESPONSE']._serialized_end=569
+  _globals['_LISTMODELSREQUEST']._serialized_start=571
+  _globals['_LISTMODELSREQUEST']._serialized_end=590
+  _globals['_LISTMODELSRESPONSE']._serialized_start=592
+  _globals['_LISTMODELSRESPONSE']._serialized_end=650
+  _globals['_DELETEMODELREQUEST']._serialized_start=652
+  _globals['_DELETEMODELREQUEST']._serialized_end=690
+  _globals['_DELETEMODELRESPONSE']._serialized_start=692
+  _globals['_DELETEMODELRESPONSE']._serialized_end=713
+  _globals['_PREDICTREQUEST']._serialized_start=716
+  _globals['_PREDICTREQUEST']._serialized_end=854
+  _globals['_PREDICTOPTIONS']._serialized_start=856
+  _globals['_PREDICTOPTIONS']._serialized_end=914
+  _globals['_POLYNOMIAL']._serialized_start=916
+  _globals['_POLYNOMIAL']._serialized_end=998
+  _globals['_LINEARMODEL']._serialized_start=1000
+  _globals['_LINEARMODEL']._serialized_end=1072
+  _globals['_LOGISTICMODEL']._serialized_start=1074
+  _globals['_LOGISTICMODEL']._serialized_end=1167
+  _globals['_MLPLAYER']._serialized_start=1169
+  _globals['_MLPLAYER']._serialized_end=1238
+  _globals['_MLPACTIVATION']._serialized_start=1240
+  _globals['_MLPACTIVATION']._serialized_end=1302
+  _globals['_MLPMODEL']._serialized_start=1304
+  _globals['_MLPMODEL']._serialized_end=1406
+  _globals['_NEIGHBORSMODEL']._serialized_start=1408
+  _globals['_NEIGHBORSMODEL']._serialized_end=1519
+  _globals['_UPLOADMODELREQUEST']._serialized_start=1522
+  _globals['_UPLOADMODELREQUEST']._serialized_end=1760
+  _globals['_UPLOADMODELRESPONSE']._serialized_start=1762
+  _globals['_UPLOADMODELRESPONSE']._serialized_end=1820
+  _globals['_PREDICTRESPONSE']._serialized_start=1822
+  _globals['_PREDICTRESPONSE']._serialized_end=1888
+  _globals['_MODELSERVICE']._serialized_start=1891
+  _globals['_MODELSERVICE']._serialized_end=2315
 # @@protoc_insertion_point(module_scope)

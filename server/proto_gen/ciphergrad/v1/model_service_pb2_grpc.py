@@ -55,6 +55,11 @@ class ModelServiceStub:
                 request_serializer=ciphergrad_dot_v1_dot_model__service__pb2.PredictRequest.SerializeToString,
                 response_deserializer=ciphergrad_dot_v1_dot_model__service__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.UploadModel = channel.unary_unary(
+                '/ciphergrad.v1.ModelService/UploadModel',
+                request_serializer=ciphergrad_dot_v1_dot_model__service__pb2.UploadModelRequest.SerializeToString,
+                response_deserializer=ciphergrad_dot_v1_dot_model__service__pb2.UploadModelResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -80,9 +85,20 @@ class ModelServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Predict(self, request_iterator, context):
-        """Bidirectional stream: first `model_id`, then batches of encrypted rows (each a MatrixChunk
-        stream, packed with the tile of the model's weights). For every batch the server streams
-        back the encrypted predictions, an (rows, 1) matrix, as MatrixChunks.
+        """Bidirectional stream: first `model_id` (or `options`), then batches of encrypted rows (each a
+        MatrixChunk stream). Rows for a client-owned (trained, encrypted) model are packed with the tile of
+        the model's weights; rows for a server-owned model are column-packed (tile (R, 1)). For every batch
+        the server streams back the encrypted predictions, an (rows, outputs) matrix, as MatrixChunks:
+        the logit for logistic models unless `options.server_sigmoid` asks for the polynomial sigmoid.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadModel(self, request, context):
+        """Registers a plaintext model the server owns (linear, logistic, an MLP exported from torch with
+        core.inference.mlp_from_torch, or a nearest-neighbour reference set). Its weights are never sent
+        back: GetModel returns its shape only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -110,6 +126,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=ciphergrad_dot_v1_dot_model__service__pb2.PredictRequest.FromString,
                     response_serializer=ciphergrad_dot_v1_dot_model__service__pb2.PredictResponse.SerializeToString,
+            ),
+            'UploadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UploadModel,
+                    request_deserializer=ciphergrad_dot_v1_dot_model__service__pb2.UploadModelRequest.FromString,
+                    response_serializer=ciphergrad_dot_v1_dot_model__service__pb2.UploadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +242,33 @@ class ModelService:
             '/ciphergrad.v1.ModelService/Predict',
             ciphergrad_dot_v1_dot_model__service__pb2.PredictRequest.SerializeToString,
             ciphergrad_dot_v1_dot_model__service__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ciphergrad.v1.ModelService/UploadModel',
+            ciphergrad_dot_v1_dot_model__service__pb2.UploadModelRequest.SerializeToString,
+            ciphergrad_dot_v1_dot_model__service__pb2.UploadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

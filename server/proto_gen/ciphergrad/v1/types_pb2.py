@@ -24,19 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63iphergrad/v1/types.proto\x12\rciphergrad.v1\"^\n\x0e\x43kksParameters\x12\x1b\n\x13poly_modulus_degree\x18\x01 \x01(\x05\x12\x1b\n\x13\x63oeff_mod_bit_sizes\x18\x02 \x03(\x05\x12\x12\n\nscale_bits\x18\x03 \x01(\x05\";\n\x0f\x45ncryptedMatrix\x12\x13\n\x0bheader_json\x18\x01 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x02 \x03(\x0c\")\n\x0bMatrixChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04last\x18\x02 \x01(\x08*G\n\tAlgorithm\x12\x19\n\x15\x41LGORITHM_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41LGORITHM_LINEAR_REGRESSION\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63iphergrad/v1/types.proto\x12\rciphergrad.v1\"^\n\x0e\x43kksParameters\x12\x1b\n\x13poly_modulus_degree\x18\x01 \x01(\x05\x12\x1b\n\x13\x63oeff_mod_bit_sizes\x18\x02 \x03(\x05\x12\x12\n\nscale_bits\x18\x03 \x01(\x05\";\n\x0f\x45ncryptedMatrix\x12\x13\n\x0bheader_json\x18\x01 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x02 \x03(\x0c\")\n\x0bMatrixChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04last\x18\x02 \x01(\x08\"9\n\x0bPlainMatrix\x12\x0c\n\x04rows\x18\x01 \x01(\x05\x12\x0c\n\x04\x63ols\x18\x02 \x01(\x05\x12\x0e\n\x06values\x18\x03 \x03(\x01*\x9e\x01\n\tAlgorithm\x12\x19\n\x15\x41LGORITHM_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41LGORITHM_LINEAR_REGRESSION\x10\x01\x12!\n\x1d\x41LGORITHM_LOGISTIC_REGRESSION\x10\x02\x12\x11\n\rALGORITHM_MLP\x10\x03\x12\x1f\n\x1b\x41LGORITHM_NEAREST_NEIGHBORS\x10\x04*I\n\x07Packing\x12\x17\n\x13PACKING_UNSPECIFIED\x10\x00\x12\x10\n\x0cPACKING_ROWS\x10\x01\x12\x13\n\x0fPACKING_COLUMNS\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ciphergrad.v1.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ALGORITHM']._serialized_start=244
-  _globals['_ALGORITHM']._serialized_end=315
+  _globals['_ALGORITHM']._serialized_start=304
+  _globals['_ALGORITHM']._serialized_end=462
+  _globals['_PACKING']._serialized_start=464
+  _globals['_PACKING']._serialized_end=537
   _globals['_CKKSPARAMETERS']._serialized_start=44
   _globals['_CKKSPARAMETERS']._serialized_end=138
   _globals['_ENCRYPTEDMATRIX']._serialized_start=140
   _globals['_ENCRYPTEDMATRIX']._serialized_end=199
   _globals['_MATRIXCHUNK']._serialized_start=201
   _globals['_MATRIXCHUNK']._serialized_end=242
+  _globals['_PLAINMATRIX']._serialized_start=244
+  _globals['_PLAINMATRIX']._serialized_end=301
 # @@protoc_insertion_point(module_scope)

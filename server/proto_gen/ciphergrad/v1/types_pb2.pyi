@@ -11,8 +11,23 @@ class Algorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ALGORITHM_UNSPECIFIED: _ClassVar[Algorithm]
     ALGORITHM_LINEAR_REGRESSION: _ClassVar[Algorithm]
+    ALGORITHM_LOGISTIC_REGRESSION: _ClassVar[Algorithm]
+    ALGORITHM_MLP: _ClassVar[Algorithm]
+    ALGORITHM_NEAREST_NEIGHBORS: _ClassVar[Algorithm]
+
+class Packing(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PACKING_UNSPECIFIED: _ClassVar[Packing]
+    PACKING_ROWS: _ClassVar[Packing]
+    PACKING_COLUMNS: _ClassVar[Packing]
 ALGORITHM_UNSPECIFIED: Algorithm
 ALGORITHM_LINEAR_REGRESSION: Algorithm
+ALGORITHM_LOGISTIC_REGRESSION: Algorithm
+ALGORITHM_MLP: Algorithm
+ALGORITHM_NEAREST_NEIGHBORS: Algorithm
+PACKING_UNSPECIFIED: Packing
+PACKING_ROWS: Packing
+PACKING_COLUMNS: Packing
 
 class CkksParameters(_message.Message):
     __slots__ = ("poly_modulus_degree", "coeff_mod_bit_sizes", "scale_bits")
@@ -39,3 +54,13 @@ class MatrixChunk(_message.Message):
     data: bytes
     last: bool
     def __init__(self, data: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
+
+class PlainMatrix(_message.Message):
+    __slots__ = ("rows", "cols", "values")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    cols: int
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, rows: _Optional[int] = ..., cols: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
