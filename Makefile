@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow lint bench docker-image docker-test clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,15 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ames.py
+	$(BIN)/python benchmarks/logreg.py
+	$(BIN)/python benchmarks/inference.py
+
+# Needs a Docker engine (see README, Docker).
+docker-image:
+	docker/build-image.sh
+
+docker-test: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m docker tests/test_docker.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

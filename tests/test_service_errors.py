@@ -57,8 +57,8 @@ def test_secret_key_context_is_refused(tmp_path: Path) -> None:
 
 
 def test_upload_limits_and_atomicity(tmp_path: Path) -> None:
-    # A context with only the rotation keys a small tile needs is ~19 MB.
-    with local_server(tmp_path, max_upload_mb=20) as server:
+    # A context with only the rotation keys a small tile needs is ~21 MB.
+    with local_server(tmp_path, max_upload_mb=25) as server:
         client = session_client(server.address, X.shape)
         # Announced too big: refused before sending.
         error = _error(lambda: client.upload(np.tile(X, (4000, 1)), np.tile(Y, 4000)))
@@ -68,7 +68,7 @@ def test_upload_limits_and_atomicity(tmp_path: Path) -> None:
         def lying() -> object:
             manifest = dataset_service_pb2.DatasetManifest(total_size_bytes=10)
             yield dataset_service_pb2.UploadDatasetRequest(manifest=manifest)
-            for _ in range(40):
+            for _ in range(60):  # 36 MB, past the 25 MB limit
                 chunk = types_pb2.MatrixChunk(data=b"\0" * (600 * 1024))
                 yield dataset_service_pb2.UploadDatasetRequest(chunk=chunk)
 
