@@ -1,32 +1,74 @@
-"""ModelService: encrypted models and batched encrypted inference."""
+"""ModelService: encrypted (client-owned) and plaintext (server-owned) models, batched encrypted inference."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
+import numpy as np
 
-from core.errors import ShapeError
+from core.errors import LevelError, ShapeError
+from core.inference import (
+    predict_linear,
+    predict_linear_encrypted,
+    predict_logistic,
+    predict_logistic_encrypted,
+    predict_mlp,
+)
 from core.tensor import EncryptedMatrix
-from server import convert
+from server import convert, plainmodels
 from server.access import Access
 from server.engines import EngineCache
-from server.errors import invalid, rpc
+from server.errors import invalid, precondition, rpc
 from server.jobs import model_to_proto
 from server.proto_gen.ciphergrad.v1 import model_service_pb2 as pb
 from server.proto_gen.ciphergrad.v1 import model_service_pb2_grpc as pb_grpc
-from server.storage import Store
+from server.proto_gen.ciphergrad.v1 import types_pb2
+from server.storage import Store, dumps, new_id
 from server.uploads import Budget
+
+
+def receive_batches(requests: Iterator[Any], field: str, engine: Any, max_upload: int, what: str):
+    """Encrypted matrices sent as MatrixChunk streams (``request.<field>``), one at a time."""
+    budget, buffer = Budget(max_upload), bytearray()
+    for request in requests:
+        if request.WhichOneof("kind") != field:
+            raise invalid(f"only `{field}` chunks may follow the first message")
+        chunk = getattr(request, field)
+        budget.spend(len(chunk.data), what)
+        buffer += chunk.data
+        if chunk.last:
+            yield EncryptedMatrix.from_bytes(engine, bytes(buffer))
+            buffer.clear()
+            budget = Budget(max_upload)  # the limit applies per batch, not per stream
+    if buffer:
+        raise invalid(f"the stream ended inside {what} (no chunk marked `last`)")
+
+
+def _column_packed(rows: EncryptedMatrix, inputs: int) -> None:
+    if rows.shape[1] != inputs:
+        raise ShapeError(f"rows have {rows.shape[1]} columns; the model takes {inputs}")
+    if rows.tile.cols != 1:
+        raise ShapeError(
+            f"a server-owned model takes column-packed rows: encrypt them with packing='columns' "
+            f"(tile (R, 1)); got tile {rows.tile.rows}x{rows.tile.cols}"
+        )
 
 
 class ModelServicer(pb_grpc.ModelServiceServicer):
     def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int) -> None:
         self.store, self.access, self.engines, self.max_upload = store, access, engines, max_upload
 
-    def _weights(self, row: dict[str, Any]) -> EncryptedMatrix:
-        engine = self.engines.get(row["session_id"])
-        return EncryptedMatrix.from_bytes(engine, self.store.model_path(row["session_id"], row["id"]).read_bytes())
+    def _blob(self, row: dict[str, Any]) -> bytes:
+        return self.store.model_path(row["session_id"], row["id"]).read_bytes()
+
+    def _weights(self, row: dict[str, Any]) -> EncryptedMatrix | None:
+        if json.loads(row["metadata_json"] or "{}").get("server_owned"):
+            return None  # the server's plaintext model is never sent out
+        return EncryptedMatrix.from_bytes(self.engines.get(row["session_id"]), self._blob(row))
 
     @rpc
     def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.GetModelResponse:
@@ -46,36 +88,105 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         return pb.DeleteModelResponse()
 
     @rpc
+    def UploadModel(self, request: pb.UploadModelRequest, context: grpc.ServicerContext) -> pb.UploadModelResponse:
+        session = self.access.session(context)
+        model = plainmodels.from_request(request)
+        row = {
+            "id": new_id(),
+            "session_id": session["id"],
+            "job_id": "",
+            "dataset_id": "",
+            "algorithm": plainmodels.KINDS[model["kind"]],
+            "weight_scale": 1.0,
+            "metadata_json": dumps(
+                {
+                    "server_owned": True,
+                    "kind": model["kind"],
+                    "inputs": model["inputs"],
+                    "outputs": model["outputs"],
+                    "display_name": request.display_name,
+                }
+            ),
+            "column_names_json": "[]",
+            "created": time.time(),
+        }
+        self.store.write_blob(self.store.model_path(session["id"], row["id"]), plainmodels.dumps(model))
+        self.store.insert("models", row)
+        return pb.UploadModelResponse(model=model_to_proto(row))
+
+    @rpc
     def Predict(
         self, request_iterator: Iterator[pb.PredictRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.PredictResponse]:
         session = self.access.session(context)
         first = next(request_iterator, None)
-        if first is None or first.WhichOneof("kind") != "model_id":
-            raise invalid("Predict: send the model_id first, then batches of encrypted rows")
-        row = self.access.owned("models", first.model_id, session)
+        kind = first.WhichOneof("kind") if first is not None else None
+        if kind == "model_id":
+            options = pb.PredictOptions(model_id=first.model_id)
+        elif kind == "options":
+            options = first.options
+        else:
+            raise invalid("Predict: send the model_id (or options) first, then batches of encrypted rows")
+        row = self.access.owned("models", options.model_id, session)
+        engine = self.engines.get(row["session_id"])
+        predict = self._predictor(row, options)
+        for rows in receive_batches(request_iterator, "rows", engine, self.max_upload, "the prediction input"):
+            predictions = predict(rows)
+            for chunk in convert.chunks(predictions.to_bytes()):
+                yield pb.PredictResponse(predictions=chunk)
+
+    def _predictor(self, row: dict[str, Any], options: pb.PredictOptions):
+        """The function from an encrypted batch of rows to its encrypted predictions."""
+        logistic = row["algorithm"] == types_pb2.ALGORITHM_LOGISTIC_REGRESSION
+        if options.server_sigmoid and not logistic:
+            raise invalid("server_sigmoid applies to logistic models only")
+        meta = json.loads(row["metadata_json"] or "{}")
+        if meta.get("server_owned"):
+            return self._plain_predictor(plainmodels.loads(self._blob(row)), options)
         weights = self._weights(row)
-        engine = weights.engine
-        budget = Budget(self.max_upload)
-        buffer = bytearray()
-        for request in request_iterator:
-            if request.WhichOneof("kind") != "rows":
-                raise invalid("Predict: only `rows` chunks may follow the model_id")
-            budget.spend(len(request.rows.data), "the prediction input")
-            buffer += request.rows.data
-            if not request.rows.last:
-                continue
-            rows = EncryptedMatrix.from_bytes(engine, bytes(buffer))
-            buffer.clear()
-            budget = Budget(self.max_upload)  # the limit applies per batch, not per stream
+        assert weights is not None
+
+        def predict(rows: EncryptedMatrix) -> EncryptedMatrix:
             if rows.shape[1] != weights.shape[1] or rows.tile != weights.tile:
                 raise ShapeError(
                     f"rows of shape {rows.shape} in tile {rows.tile.rows}x{rows.tile.cols} do not fit the "
                     f"model: expected {weights.shape[1]} columns in tile {weights.tile.rows}x{weights.tile.cols}"
                 )
-            # The linear model's prediction, still multiplied by the model's weight_scale.
-            predictions = (rows * weights).sum(axis=1)
-            for chunk in convert.chunks(predictions.to_bytes()):
-                yield pb.PredictResponse(predictions=chunk)
-        if buffer:
-            raise invalid("Predict: the stream ended inside a batch (no chunk marked `last`)")
+            if not options.server_sigmoid:
+                # The linear prediction or logit, still multiplied by the model's weight_scale.
+                return predict_linear_encrypted(rows, weights)
+            sigmoid = plainmodels.polynomial(meta["sigmoid"])
+            try:
+                return predict_logistic_encrypted(rows, weights, sigmoid=sigmoid, input_scale=row["weight_scale"])
+            except LevelError as exc:
+                raise precondition(
+                    f"the server-side sigmoid needs {sigmoid.depth} levels after the encrypted-model logit and "
+                    f"these parameters leave fewer ({exc}); apply the sigmoid on the client after decryption "
+                    "(Client.predict_proba) or use a deeper plan"
+                ) from exc
+
+        return predict
+
+    def _plain_predictor(self, model: dict[str, Any], options: pb.PredictOptions):
+        kind = model["kind"]
+        if kind == "neighbors":
+            raise invalid("a nearest-neighbour reference set has no predictions: use ComputeService.Distances")
+        if kind == "mlp":
+            mlp = plainmodels.to_mlp(model)
+
+            def run_mlp(rows: EncryptedMatrix) -> EncryptedMatrix:
+                _column_packed(rows, model["inputs"])
+                return predict_mlp(rows, mlp)
+
+            return run_mlp
+        weights = np.asarray(model["weights"], dtype=np.float64)
+        bias = model["bias"]
+        sigmoid = plainmodels.polynomial(model["sigmoid"]) if options.server_sigmoid else None
+
+        def run(rows: EncryptedMatrix) -> EncryptedMatrix:
+            _column_packed(rows, model["inputs"])
+            if kind == "logistic":
+                return predict_logistic(rows, weights, bias, sigmoid=sigmoid)
+            return predict_linear(rows, weights, np.asarray(bias))
+
+        return run

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from service_support import local_server
@@ -80,5 +81,16 @@ def test_minibatch_job_through_client_matches_twin(server, cancer) -> None:
         assert run.model.algorithm == 2 and run.losses == [] and len(run.epoch_seconds) == 2
         weights = client.weights(run.model)
         meta = run.model.metadata_json
-    np.testing.assert_allclose(weights, fit_torch(X, y, config, orders).weights, atol=TOL)
+        # Encrypted inference with the client-owned encrypted model: the logit, sigmoid by the client.
+        logits = client.predict(run.model, X[:100])
+        proba = client.predict_proba(run.model, X[:100])
+        # The server-side sigmoid does not fit after an encrypted-model logit at depth 3: an actionable error.
+        with pytest.raises(grpc.RpcError) as caught:
+            client.predict(run.model, X[:8], server_sigmoid=True)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "predict_proba" in caught.value.details()
+    twin = fit_torch(X, y, config, orders).weights
+    np.testing.assert_allclose(weights, twin, atol=TOL)
     assert '"degree": 3' in meta
+    np.testing.assert_allclose(logits, X[:100] @ twin, atol=TOL)
+    np.testing.assert_allclose(proba, 1 / (1 + np.exp(-(X[:100] @ twin))), atol=TOL)
