@@ -17,10 +17,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.engine import Engine, OpCounts
-from core.errors import ParameterError, ShapeError
-from core.refresh import MaskedRefresh, Refresh
+from core.errors import ParameterError
 from core.tensor import EncryptedMatrix
+from core.training import Batch, EpochResult, GradientTrainer
+
+__all__ = [
+    "LEVELS_PER_STEP",
+    "EpochResult",
+    "LinearRegressionConfig",
+    "LinearTrainer",
+    "TorchFit",
+    "decode_weights",
+    "fit_torch",
+    "initial_weights",
+    "shuffle_orders",
+    "weight_scale",
+]
 
 LEVELS_PER_STEP = 3
 
@@ -83,116 +95,25 @@ def decode_weights(values: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).reshape(-1) / scale
 
 
-@dataclass
-class EpochResult:
-    epoch: int
-    loss: EncryptedMatrix  # (1, 1); decrypted value * loss_scale is the epoch's mean squared error
-    loss_scale: float
-    counts: OpCounts
-    refreshes: int
+class LinearTrainer(GradientTrainer):
+    """Encrypted gradient descent for least squares (optionally ridge and heavy-ball momentum)."""
 
-
-@dataclass
-class _Batch:
-    X: EncryptedMatrix
-    Xg: EncryptedMatrix  # X * (learning_rate / rows): the gradient's copy
-    y: EncryptedMatrix  # y * weight_scale
-    rows: int
-
-
-class LinearTrainer:
-    """Encrypted gradient descent, one epoch at a time (so a server can checkpoint between epochs)."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        X: EncryptedMatrix,
-        y: EncryptedMatrix,
-        config: LinearRegressionConfig,
-        refresh: Refresh,
-        shuffles: tuple[tuple[EncryptedMatrix, EncryptedMatrix], ...] = (),
-        *,
-        weights: EncryptedMatrix | None = None,
-        velocity: EncryptedMatrix | None = None,
-        epoch: int = 0,
-        mask_refreshes: bool = True,
-    ) -> None:
-        _check_data(X, y)
-        self.engine, self.config = engine, config
-        self.rows, self.features = X.shape
+    def _setup(self) -> None:
         self.weight_scale = weight_scale(self.rows)
-        self.refresh = MaskedRefresh(refresh, seed=None) if mask_refreshes else refresh
-        self.epoch = epoch
-        self._epochs_data = self._prepare(X, y, shuffles)
-        if weights is None:
-            start = initial_weights(self.features, config) * self.weight_scale
-            weights = EncryptedMatrix.encrypt(engine, start[None, :], tile=X.tile)
-        self.weights = weights
-        self.velocity = velocity
-        self.counts = OpCounts()
 
-    def _prepare(self, X, y, shuffles) -> list[list[_Batch]]:
-        """Per shuffle, the batches with their pre-scaled copies (computed once, not per epoch)."""
-        sources = [(X, y)] if not shuffles else list(shuffles)
-        for Xs, ys in sources:
-            _check_data(Xs, ys)
-            if Xs.shape != X.shape or Xs.tile != X.tile:
-                raise ShapeError(f"shuffle of shape {Xs.shape} differs from the data's {X.shape}")
-        lr = self.config.learning_rate
-        prepared = []
-        for Xs, ys in sources:
-            blocks = [(Xs, ys)]
-            if self.config.batch_size is not None:
-                if Xs.tile.rows != self.config.batch_size:
-                    raise ShapeError(
-                        f"batch_size={self.config.batch_size} needs data encrypted in tiles of "
-                        f"{self.config.batch_size} rows (got {Xs.tile.rows})"
-                    )
-                blocks = [(Xs.row_block(i), ys.row_block(i)) for i in range(Xs.grid[0])]
-            prepared.append(
-                [_Batch(bx, bx * (lr / bx.shape[0]), by * self.weight_scale, bx.shape[0]) for bx, by in blocks]
-            )
-        return prepared
+    def _initial_weights(self) -> np.ndarray:
+        return initial_weights(self.features, self.config) * self.weight_scale
 
-    @classmethod
-    def resume(cls, engine, X, y, config, refresh, state: dict[str, Any], shuffles=()) -> LinearTrainer:
-        weights = EncryptedMatrix.from_bytes(engine, state["weights"])
-        velocity = EncryptedMatrix.from_bytes(engine, state["velocity"]) if state.get("velocity") else None
-        return cls(
-            engine, X, y, config, refresh, shuffles, weights=weights, velocity=velocity, epoch=int(state["epoch"])
-        )
+    def _gradient_factor(self) -> float:
+        return self.config.learning_rate
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "weights": self.weights.to_bytes(),
-            "velocity": self.velocity.to_bytes() if self.velocity is not None else None,
-        }
+    def _target(self, y: EncryptedMatrix) -> EncryptedMatrix:
+        return y * self.weight_scale
 
-    @property
-    def done(self) -> bool:
-        return self.epoch >= self.config.epochs
+    def _loss_scale(self) -> float:
+        return 1.0 / (self.weight_scale**2 * self.rows)
 
-    def run_epoch(self) -> EpochResult:
-        before = self.engine.counts.snapshot()
-        refreshes_before = self.engine.counts.refreshes
-        batches = self._epochs_data[self.epoch % len(self._epochs_data)]
-        loss = None
-        for batch in batches:
-            step_loss = self._step(batch)
-            loss = step_loss if loss is None else loss + step_loss
-        self.epoch += 1
-        delta = self.engine.counts.since(before)
-        self.counts = OpCounts(**{k: getattr(self.counts, k) + v for k, v in vars(delta).items()})
-        return EpochResult(
-            epoch=self.epoch,
-            loss=loss,
-            loss_scale=1.0 / (self.weight_scale**2 * self.rows),
-            counts=delta,
-            refreshes=self.engine.counts.refreshes - refreshes_before,
-        )
-
-    def _step(self, batch: _Batch) -> EncryptedMatrix:
+    def _step(self, batch: Batch) -> EncryptedMatrix:
         if self.weights.level < LEVELS_PER_STEP:
             self.weights = self.refresh(self.weights)
         if self.velocity is not None and self.velocity.level < 1:
@@ -211,13 +132,6 @@ class LinearTrainer:
             step = self.velocity
         self.weights = self.weights - step
         return loss
-
-
-def _check_data(X: EncryptedMatrix, y: EncryptedMatrix) -> None:
-    if y.shape != (X.shape[0], 1):
-        raise ShapeError(f"y has shape {y.shape}; expected ({X.shape[0]}, 1) to match X {X.shape}")
-    if y.tile != X.tile:
-        raise ShapeError("X and y must be encrypted with the same tile (pass tile=X.tile)")
 
 
 # -- the plaintext twin ----------------------------------------------------------------------------

@@ -28,12 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.engine import Engine, OpCounts
-from core.errors import ParameterError, ShapeError
+from core.errors import ParameterError
 from core.polynomial import Polynomial, fit_sigmoid
 from core.polynomial import evaluate as evaluate_polynomial
-from core.refresh import MaskedRefresh, Refresh
-from core.tensor import EncryptedMatrix
+from core.training import Batch, GradientTrainer
 
 __all__ = [
     "LogisticRegressionConfig",
@@ -112,113 +110,31 @@ def predict_proba(X: np.ndarray, weights: np.ndarray, poly: Polynomial | None = 
     return poly(z) if poly is not None else 1.0 / (1.0 + np.exp(-z))
 
 
-@dataclass
-class EpochResult:
-    epoch: int
-    counts: OpCounts
-    refreshes: int
-    seconds: float
+class LogisticTrainer(GradientTrainer):
+    """Encrypted logistic regression with a polynomial sigmoid (Nesterov momentum and l2 optional)."""
 
-
-@dataclass
-class _Batch:
-    X: EncryptedMatrix
-    Xg: EncryptedMatrix  # X * (step / rows / bound): the gradient's copy
-    y: EncryptedMatrix
-    rows: int
-
-
-class LogisticTrainer:
-    """Encrypted logistic regression, one epoch at a time (a server can checkpoint between epochs)."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        X: EncryptedMatrix,
-        y: EncryptedMatrix,
-        config: LogisticRegressionConfig,
-        refresh: Refresh,
-        shuffles: tuple[tuple[EncryptedMatrix, EncryptedMatrix], ...] = (),
-        *,
-        weights: EncryptedMatrix | None = None,
-        velocity: EncryptedMatrix | None = None,
-        epoch: int = 0,
-        mask_refreshes: bool = True,
-    ) -> None:
-        _check_data(X, y)
-        self.engine, self.config = engine, config
-        self.rows, self.features = X.shape
+    def _setup(self) -> None:
+        config = self.config
         self.poly = config.polynomial(self.features)
         self.bound = self.poly.bound
-        self.refresh = MaskedRefresh(refresh) if mask_refreshes else refresh
-        self.epoch = epoch
-        self._epochs_data = self._prepare(X, y, shuffles)
-        if weights is None:
-            # Zero start: every logit begins at 0, the centre of the polynomial's range.
-            weights = EncryptedMatrix.encrypt(engine, np.zeros((1, self.features)), tile=X.tile)
-        self.weights = weights
-        self.velocity = velocity
-        self.counts = OpCounts()
-        mu = config.momentum
+        self.weight_scale = 1.0 / self.bound  # the model is kept divided by the polynomial's range
         self._shrink = None
         if config.l2:
             # Applied to w' each step; in the Bengio form the gradient's (1 + mu) covers the penalty too.
-            shrink = np.full((1, self.features), 1.0 - (1.0 + mu) * config.learning_rate * config.l2)
+            shrink = np.full((1, self.features), 1.0 - (1.0 + config.momentum) * config.learning_rate * config.l2)
             if config.intercept_column is not None:
                 shrink[0, config.intercept_column] = 1.0
             self._shrink = shrink
 
-    def _prepare(self, X, y, shuffles) -> list[list[_Batch]]:
-        sources = [(X, y)] if not shuffles else list(shuffles)
-        for Xs, ys in sources:
-            _check_data(Xs, ys)
-            if Xs.shape != X.shape or Xs.tile != X.tile:
-                raise ShapeError(f"shuffle of shape {Xs.shape} differs from the data's {X.shape}")
+    def _initial_weights(self) -> np.ndarray:
+        # Zero start: every logit begins at 0, the centre of the polynomial's range.
+        return np.zeros(self.features)
+
+    def _gradient_factor(self) -> float:
         # Nesterov in Bengio's form uses (1 + mu) * gradient for the weights; fold it in here.
-        factor = self.config.learning_rate * (1.0 + self.config.momentum) / self.bound
-        prepared = []
-        for Xs, ys in sources:
-            blocks = [(Xs, ys)]
-            if self.config.batch_size is not None:
-                if Xs.tile.rows != self.config.batch_size:
-                    raise ShapeError(
-                        f"batch_size={self.config.batch_size} needs data encrypted in tiles of "
-                        f"{self.config.batch_size} rows (got {Xs.tile.rows})"
-                    )
-                blocks = [(Xs.row_block(i), ys.row_block(i)) for i in range(Xs.grid[0])]
-            prepared.append([_Batch(bx, bx * (factor / bx.shape[0]), by, bx.shape[0]) for bx, by in blocks])
-        return prepared
+        return self.config.learning_rate * (1.0 + self.config.momentum) / self.bound
 
-    @classmethod
-    def resume(cls, engine, X, y, config, refresh, state: dict[str, Any], shuffles=()) -> LogisticTrainer:
-        weights = EncryptedMatrix.from_bytes(engine, state["weights"])
-        velocity = EncryptedMatrix.from_bytes(engine, state["velocity"]) if state.get("velocity") else None
-        return cls(
-            engine, X, y, config, refresh, shuffles, weights=weights, velocity=velocity, epoch=int(state["epoch"])
-        )
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "weights": self.weights.to_bytes(),
-            "velocity": self.velocity.to_bytes() if self.velocity is not None else None,
-        }
-
-    @property
-    def done(self) -> bool:
-        return self.epoch >= self.config.epochs
-
-    def run_epoch(self) -> EpochResult:
-        start = time.perf_counter()
-        before = self.engine.counts.snapshot()
-        for batch in self._epochs_data[self.epoch % len(self._epochs_data)]:
-            self._step(batch)
-        self.epoch += 1
-        delta = self.engine.counts.since(before)
-        self.counts = OpCounts(**{k: getattr(self.counts, k) + v for k, v in vars(delta).items()})
-        return EpochResult(self.epoch, delta, delta.refreshes, time.perf_counter() - start)
-
-    def _step(self, batch: _Batch) -> None:
+    def _step(self, batch: Batch) -> None:
         config, poly = self.config, self.poly
         if self.weights.level < 2:  # product + row-sum mask
             self.weights = self.refresh(self.weights)
@@ -243,13 +159,6 @@ class LogisticTrainer:
         else:
             weights = weights - step
         self.weights = weights
-
-
-def _check_data(X: EncryptedMatrix, y: EncryptedMatrix) -> None:
-    if y.shape != (X.shape[0], 1):
-        raise ShapeError(f"y has shape {y.shape}; expected ({X.shape[0]}, 1) to match X {X.shape}")
-    if y.tile != X.tile:
-        raise ShapeError("X and y must be encrypted with the same tile (pass tile=X.tile)")
 
 
 # -- the plaintext twins -------------------------------------------------------------------------------

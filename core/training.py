@@ -1,0 +1,159 @@
+"""What the encrypted gradient-descent trainers share: batches over the key holder's encrypted shuffles,
+gradient copies of X pre-scaled once, masked refreshes, checkpoints and the epoch loop.
+
+A trainer subclass says how one step is computed (``_step``), how its weights start and how its data is
+pre-scaled; everything a server needs to run, checkpoint and resume it lives here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+
+from core.engine import Engine, OpCounts
+from core.errors import ShapeError
+from core.refresh import MaskedRefresh, Refresh
+from core.tensor import EncryptedMatrix
+
+Shuffles = tuple[tuple[EncryptedMatrix, EncryptedMatrix], ...]
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    counts: OpCounts
+    refreshes: int
+    seconds: float
+    loss: EncryptedMatrix | None = None  # (1, 1) when the algorithm computes one; decrypted * loss_scale
+    loss_scale: float = 0.0
+
+
+@dataclass
+class Batch:
+    X: EncryptedMatrix
+    Xg: EncryptedMatrix  # X times the step's constant factor / rows: the gradient's copy
+    y: EncryptedMatrix  # the target, pre-scaled as the algorithm needs
+    rows: int
+
+
+class GradientTrainer:
+    """One epoch at a time over encrypted data, so a server can checkpoint between epochs."""
+
+    weight_scale: float  # decrypted weights / weight_scale = the model's weights
+
+    def __init__(
+        self,
+        engine: Engine,
+        X: EncryptedMatrix,
+        y: EncryptedMatrix,
+        config: Any,
+        refresh: Refresh,
+        shuffles: Shuffles = (),
+        *,
+        weights: EncryptedMatrix | None = None,
+        velocity: EncryptedMatrix | None = None,
+        epoch: int = 0,
+        mask_refreshes: bool = True,
+    ) -> None:
+        check_data(X, y)
+        self.engine, self.config = engine, config
+        self.rows, self.features = X.shape
+        self._setup()
+        self.refresh = MaskedRefresh(refresh) if mask_refreshes else refresh
+        self.epoch = epoch
+        self._epochs_data = self._prepare(X, y, shuffles)
+        if weights is None:
+            weights = EncryptedMatrix.encrypt(engine, self._initial_weights()[None, :], tile=X.tile)
+        self.weights = weights
+        self.velocity = velocity
+        self.counts = OpCounts()
+
+    # -- what a subclass defines ----------------------------------------------------------------------
+    def _setup(self) -> None:
+        """Derived constants (scales, polynomials), before the data is pre-scaled."""
+
+    def _initial_weights(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _gradient_factor(self) -> float:
+        """The constant of the step (learning rate, momentum form, scales); divided by the batch's rows."""
+        raise NotImplementedError
+
+    def _target(self, y: EncryptedMatrix) -> EncryptedMatrix:
+        return y
+
+    def _step(self, batch: Batch) -> EncryptedMatrix | None:
+        """Update ``self.weights`` (and ``self.velocity``); return this batch's encrypted loss, if any."""
+        raise NotImplementedError
+
+    def _loss_scale(self) -> float:
+        return 0.0
+
+    # -- shared machinery ---------------------------------------------------------------------------------
+    def _prepare(self, X: EncryptedMatrix, y: EncryptedMatrix, shuffles: Shuffles) -> list[list[Batch]]:
+        """Per shuffle, its batches with their pre-scaled copies (computed once, not per epoch)."""
+        sources = [(X, y)] if not shuffles else list(shuffles)
+        for Xs, ys in sources:
+            check_data(Xs, ys)
+            if Xs.shape != X.shape or Xs.tile != X.tile:
+                raise ShapeError(f"shuffle of shape {Xs.shape} differs from the data's {X.shape}")
+        batch_size, factor = self.config.batch_size, self._gradient_factor()
+        prepared = []
+        for Xs, ys in sources:
+            blocks = [(Xs, ys)]
+            if batch_size is not None:
+                if Xs.tile.rows != batch_size:
+                    raise ShapeError(
+                        f"batch_size={batch_size} needs data encrypted in tiles of {batch_size} rows "
+                        f"(got {Xs.tile.rows})"
+                    )
+                blocks = [(Xs.row_block(i), ys.row_block(i)) for i in range(Xs.grid[0])]
+            prepared.append(
+                [Batch(bx, bx * (factor / bx.shape[0]), self._target(by), bx.shape[0]) for bx, by in blocks]
+            )
+        return prepared
+
+    @classmethod
+    def resume(
+        cls, engine: Engine, X, y, config, refresh: Refresh, state: dict[str, Any], shuffles: Shuffles = ()
+    ) -> Self:
+        weights = EncryptedMatrix.from_bytes(engine, state["weights"])
+        velocity = EncryptedMatrix.from_bytes(engine, state["velocity"]) if state.get("velocity") else None
+        return cls(
+            engine, X, y, config, refresh, shuffles, weights=weights, velocity=velocity, epoch=int(state["epoch"])
+        )
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "weights": self.weights.to_bytes(),
+            "velocity": self.velocity.to_bytes() if self.velocity is not None else None,
+        }
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.config.epochs
+
+    def run_epoch(self) -> EpochResult:
+        start = time.perf_counter()
+        before = self.engine.counts.snapshot()
+        loss = None
+        for batch in self._epochs_data[self.epoch % len(self._epochs_data)]:
+            part = self._step(batch)
+            if part is not None:
+                loss = part if loss is None else loss + part
+        self.epoch += 1
+        delta = self.engine.counts.since(before)
+        self.counts = OpCounts(**{k: getattr(self.counts, k) + v for k, v in vars(delta).items()})
+        scale = self._loss_scale() if loss is not None else 0.0
+        return EpochResult(self.epoch, delta, delta.refreshes, time.perf_counter() - start, loss, scale)
+
+
+def check_data(X: EncryptedMatrix, y: EncryptedMatrix) -> None:
+    if y.shape != (X.shape[0], 1):
+        raise ShapeError(f"y has shape {y.shape}; expected ({X.shape[0]}, 1) to match X {X.shape}")
+    if y.tile != X.tile:
+        raise ShapeError("X and y must be encrypted with the same tile (pass tile=X.tile)")
