@@ -1,6 +1,13 @@
 """ciphergrad client: the key holder's SDK (``Client``), scikit-learn-style estimators and the CLI."""
 
-from client.estimator import EncryptedLinearRegression, EncryptedLogisticRegression
+from client.estimator import EncryptedKNeighborsClassifier, EncryptedLinearRegression, EncryptedLogisticRegression
 from client.sdk import Client, TrainingRun, default_parameters
 
-__all__ = ["Client", "EncryptedLinearRegression", "EncryptedLogisticRegression", "TrainingRun", "default_parameters"]
+__all__ = [
+    "Client",
+    "EncryptedKNeighborsClassifier",
+    "EncryptedLinearRegression",
+    "EncryptedLogisticRegression",
+    "TrainingRun",
+    "default_parameters",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 import time
@@ -257,3 +258,100 @@ class EncryptedLogisticRegression(_EncryptedGradientDescent):
     def score(self, X: Any, y: Any) -> float:
         """Accuracy, as in scikit-learn."""
         return float(np.mean(self.predict(X) == np.asarray(_as_matrix(y).reshape(-1))))
+
+
+class EncryptedKNeighborsClassifier:
+    """k-nearest-neighbour classification of encrypted queries against a plaintext reference set on a server.
+
+    ``fit`` stores the reference rows (and the optional projection) on the server; the labels stay here.
+    ``predict`` encrypts the queries (column-packed), the server returns their encrypted squared distances
+    to every reference, and this process decrypts them and takes the majority label of the ``n_neighbors``
+    nearest (ties: the smallest label). The server never sees a query or an ordering.
+
+    ``projection``: None, a ``(d, c)`` matrix (e.g. NCA learned in torch) or ``'pca'`` (``n_components``
+    principal axes of the reference set, core.neighbors.pca_projection). Without ``server`` an in-process
+    server is started at ``fit`` and stopped by ``close()``.
+    """
+
+    def __init__(
+        self,
+        n_neighbors: int = 5,
+        *,
+        server: str | None = None,
+        tls: bool | str = False,
+        projection: Any = None,
+        n_components: int | None = None,
+        params: CKKSParameters | None = None,
+        batch_rows: int = 256,
+    ) -> None:
+        self.n_neighbors, self.server, self.tls = n_neighbors, server, tls
+        self.projection, self.n_components, self.params, self.batch_rows = projection, n_components, params, batch_rows
+        self._client: Client | None = None
+        self._local: Any = None
+
+    def fit(self, X: Any, y: Any) -> EncryptedKNeighborsClassifier:
+        from core.neighbors import pca_projection
+        from core.params import plan
+
+        if self.n_neighbors < 1:
+            raise ValueError(f"n_neighbors={self.n_neighbors} must be at least 1")
+        reference, labels = _as_matrix(X), np.asarray(y).reshape(-1)
+        if len(reference) != len(labels):
+            raise ValueError(f"X has {len(reference)} rows but y has {len(labels)}")
+        projection = self.projection
+        if isinstance(projection, str):
+            if projection != "pca" or not self.n_components:
+                raise ValueError("projection='pca' needs n_components")
+            projection = pca_projection(reference, self.n_components)
+        self.close()
+        address = self.server
+        if address is None:
+            from server.app import CipherGradServer
+            from server.config import ServerConfig
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="ciphergrad-")
+            config = ServerConfig(listen="127.0.0.1:0", data_dir=self._tmp.name)
+            self._local = CipherGradServer(config).start()
+            address = self._local.address
+        self._client = Client(address, tls=self.tls)
+        # One level for the distances, one more for a projection; column packing needs no rotation keys.
+        params = self.params or plan(2)
+        self._client.create_session(params, tiles=[choose_tile((2, 1), params.slots, "columns")])
+        self.reference_ = self._client.upload_reference(reference, projection, display_name="kNN reference")
+        self.projection_ = projection
+        self.labels_ = labels
+        self.classes_ = np.unique(labels)
+        return self
+
+    def kneighbors_distances(self, X: Any) -> np.ndarray:
+        """Decrypted squared distances ``(references, queries)``."""
+        if self._client is None:
+            raise RuntimeError("call fit() first")
+        return self._client.distances(self.reference_, X, batch_rows=self.batch_rows)
+
+    def predict(self, X: Any) -> np.ndarray:
+        from core.neighbors import knn_vote
+
+        return knn_vote(self.kneighbors_distances(X), self.labels_, self.n_neighbors)
+
+    def score(self, X: Any, y: Any) -> float:
+        """Accuracy, as in scikit-learn."""
+        return float(np.mean(self.predict(X) == np.asarray(y).reshape(-1)))
+
+    def close(self) -> None:
+        """Delete the session (the reference set with it) and stop the in-process server, if any."""
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.delete_session()
+            self._client.close()
+            self._client = None
+        if self._local is not None:
+            self._local.stop(grace=1.0)
+            self._local = None
+            self._tmp.cleanup()
+
+    def __enter__(self) -> EncryptedKNeighborsClassifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

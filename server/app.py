@@ -1,4 +1,4 @@
-"""Assemble the gRPC server: our four services, health checking and reflection."""
+"""Assemble the gRPC server: our five services, health checking and reflection."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server.access import Access
+from server.compute import ComputeServicer
 from server.config import ServerConfig
 from server.datasets import DatasetServicer
 from server.engines import EngineCache
 from server.jobs import JobRunner
 from server.models import ModelServicer
 from server.proto_gen.ciphergrad.v1 import (
+    compute_service_pb2,
+    compute_service_pb2_grpc,
     dataset_service_pb2,
     dataset_service_pb2_grpc,
     model_service_pb2,
@@ -41,6 +44,7 @@ SERVICE_NAMES = (
     dataset_service_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name,
     training_service_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name,
     model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+    compute_service_pb2.DESCRIPTOR.services_by_name["ComputeService"].full_name,
 )
 
 
@@ -74,6 +78,9 @@ class CipherGradServer:
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.store, access, self.engines, max_upload), self.server
+        )
+        compute_service_pb2_grpc.add_ComputeServiceServicer_to_server(
+            ComputeServicer(self.store, access, self.engines, max_upload), self.server
         )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

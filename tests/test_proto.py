@@ -53,4 +53,5 @@ def test_every_service_has_health_and_reflection() -> None:
         "ciphergrad.v1.DatasetService",
         "ciphergrad.v1.TrainingService",
         "ciphergrad.v1.ModelService",
+        "ciphergrad.v1.ComputeService",
     )

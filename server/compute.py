@@ -1,0 +1,122 @@
+"""ComputeService: encrypted statistics (core.stats) and nearest-neighbour distances (core.neighbors).
+
+Results stay encrypted; the client decrypts them and finishes square roots, divisions and the top-k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import numpy as np
+
+from core import stats
+from core.errors import ShapeError
+from core.neighbors import squared_distances
+from core.tensor import EncryptedMatrix
+from server import convert, plainmodels
+from server.access import Access
+from server.datasets import layout
+from server.engines import EngineCache
+from server.errors import invalid, rpc
+from server.models import receive_batches
+from server.proto_gen.ciphergrad.v1 import compute_service_pb2 as pb
+from server.proto_gen.ciphergrad.v1 import compute_service_pb2_grpc as pb_grpc
+from server.proto_gen.ciphergrad.v1 import types_pb2
+from server.storage import Store
+
+
+class ComputeServicer(pb_grpc.ComputeServiceServicer):
+    def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int) -> None:
+        self.store, self.access, self.engines, self.max_upload = store, access, engines, max_upload
+
+    def _matrix(self, dataset: dict[str, Any], index: int) -> EncryptedMatrix:
+        """Matrix ``index`` of a dataset (0: features, 1: targets)."""
+        engine = self.engines.get(dataset["session_id"])
+        path = self.store.dataset_dir(dataset["session_id"], dataset["id"]) / f"{index}.bin"
+        return EncryptedMatrix.from_bytes(engine, path.read_bytes())
+
+    @rpc
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> Iterator[pb.DescribeResponse]:
+        dataset = self.access.owned("datasets", request.dataset_id, self.access.session(context))
+        X = self._matrix(dataset, 0)
+        if request.covariance and X.tile.cols != 1:
+            raise ShapeError(
+                f"the covariance needs a dataset uploaded with packing='columns' (one ciphertext per column); "
+                f"dataset {dataset['id']} is packed by rows (tile {X.tile.rows}x{X.tile.cols}): upload it again "
+                "with Client.upload(X, packing='columns')"
+            )
+        mean, variance = stats.standardization_params(X, ddof=request.ddof)
+        yield pb.DescribeResponse(statistic="mean", value=convert.matrix_to_proto(mean))
+        yield pb.DescribeResponse(statistic="variance", value=convert.matrix_to_proto(variance))
+        if request.covariance:
+            cov = stats.covariance(X, ddof=request.ddof)
+            yield pb.DescribeResponse(statistic="covariance", value=convert.matrix_to_proto(cov))
+
+    @rpc
+    def Metrics(
+        self, request_iterator: Iterator[pb.MetricsRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.MetricsResponse]:
+        session = self.access.session(context)
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("kind") != "spec":
+            raise invalid("Metrics: send a MetricsSpec first, then the predictions (and targets) as chunks")
+        spec = first.spec
+        if spec.mae_bound < 0 or spec.mae_degree < 0:
+            raise invalid("mae_bound and mae_degree must not be negative (0 means: no MAE / the default degree)")
+        dataset = self.access.owned("datasets", spec.dataset_id, session) if spec.dataset_id else None
+        if dataset is not None and layout(dataset).get("features_only"):
+            raise invalid(f"dataset {dataset['id']} has no targets (uploaded features_only)")
+        engine = self.engines.get(session["id"])
+        matrices = receive_batches(request_iterator, "chunk", engine, self.max_upload, "the metrics input")
+        predictions = next(matrices, None)
+        if predictions is None:
+            raise invalid("Metrics: the predictions are missing")
+        if dataset is not None:
+            targets = self._matrix(dataset, 1)
+            what = f"the targets of dataset {dataset['id']}"
+        else:
+            targets = next(matrices, None)
+            if targets is None:
+                raise invalid("Metrics: without a dataset_id the targets must follow the predictions")
+            what = "the targets"
+        if next(matrices, None) is not None:
+            raise invalid("Metrics: more matrices than the predictions and targets")
+        if predictions.shape != targets.shape or predictions.tile != targets.tile:
+            raise ShapeError(
+                f"predictions of shape {predictions.shape} in tile {predictions.tile.rows}x{predictions.tile.cols} "
+                f"do not match {what}: shape {targets.shape} in tile {targets.tile.rows}x{targets.tile.cols}; "
+                "encrypt the predictions with that shape and tile"
+            )
+        mse, target_variance = stats.r2_parts(predictions, targets)
+        yield pb.MetricsResponse(metric="mse", value=convert.matrix_to_proto(mse))
+        yield pb.MetricsResponse(metric="target_variance", value=convert.matrix_to_proto(target_variance))
+        if spec.mae_bound:
+            value, poly = stats.mae(predictions, targets, bound=spec.mae_bound, degree=spec.mae_degree or 6)
+            yield pb.MetricsResponse(metric="mae", value=convert.matrix_to_proto(value), max_error=poly.max_error)
+
+    @rpc
+    def Distances(
+        self, request_iterator: Iterator[pb.DistancesRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.DistancesResponse]:
+        session = self.access.session(context)
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("kind") != "model_id":
+            raise invalid("Distances: send the reference set's model_id first, then batches of encrypted queries")
+        row = self.access.owned("models", first.model_id, session)
+        if row["algorithm"] != types_pb2.ALGORITHM_NEAREST_NEIGHBORS:
+            raise invalid(f"model {row['id']} is not a nearest-neighbour reference set (ModelService.UploadModel)")
+        model = plainmodels.loads(self.store.model_path(row["session_id"], row["id"]).read_bytes())
+        reference = np.asarray(model["reference"], dtype=np.float64)
+        projection = np.asarray(model["projection"], dtype=np.float64) if "projection" in model else None
+        engine = self.engines.get(session["id"])
+        for queries in receive_batches(request_iterator, "queries", engine, self.max_upload, "the queries"):
+            if queries.tile.cols != 1:
+                raise ShapeError(
+                    f"queries must be column-packed: encrypt them with packing='columns' (tile=Tile(q, 1)); "
+                    f"got tile {queries.tile.rows}x{queries.tile.cols}"
+                )
+            distances = squared_distances(queries, reference, projection)
+            for chunk in convert.chunks(distances.to_bytes()):
+                yield pb.DistancesResponse(distances=chunk)

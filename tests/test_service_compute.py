@@ -1,0 +1,149 @@
+"""Encrypted statistics and nearest neighbours through ComputeService over 127.0.0.1.
+
+Tolerances (as tests/test_stats.py): means to 1e-6, variances and covariances to 1e-6 times the largest
+column mean square, correlations to twice that over the smallest variance (uncentred data: the
+variance expansion cancels, see core.stats), MSE/RMSE/R² to 1e-6, MAE equal to the |x|-polynomial twin to 1e-6
+and to the exact MAE within the polynomial's documented bound; kNN labels equal scikit-learn's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from service_support import local_server
+from sklearn.datasets import load_iris, load_wine
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import KNeighborsClassifier
+
+from client import Client, EncryptedKNeighborsClassifier
+from core import plan
+from core.neighbors import pca_projection
+from core.polynomial import fit_abs
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    with local_server(Path(tmp_path_factory.mktemp("data"))) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with Client(server.address) as connected:
+        connected.create_session(plan(3))  # every power-of-two rotation key: any tile works
+        yield connected
+
+
+@pytest.fixture(scope="module")
+def wine() -> np.ndarray:
+    X = load_wine().data
+    return X / X.std(axis=0)
+
+
+def _tol(X: np.ndarray) -> float:
+    return 1e-6 * float(np.max(np.mean(X**2, axis=0)))
+
+
+def test_describe_column_packed(client, wine) -> None:
+    X = wine[:, :6]
+    dataset = client.upload(X, packing="columns", column_names=[f"c{i}" for i in range(6)])
+    assert dataset.features_only and dataset.packing == 2 and (dataset.tile_rows, dataset.tile_cols) == (256, 1)
+    got = client.describe(dataset)
+    np.testing.assert_allclose(got["mean"], X.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(got["variance"], X.var(axis=0, ddof=1), atol=_tol(X))
+    np.testing.assert_allclose(got["std"], X.std(axis=0, ddof=1), atol=_tol(X))
+    np.testing.assert_allclose(got["covariance"], np.cov(X, rowvar=False), atol=_tol(X))
+    # Correlation = cov / (std std): its error is the covariance's relative to the smallest variance.
+    corr_tol = 2 * _tol(X) / float(np.min(X.var(axis=0)))
+    np.testing.assert_allclose(got["correlation"], np.corrcoef(X, rowvar=False), atol=corr_tol)
+
+
+def test_describe_row_packed_and_wrong_layout(server, client, wine) -> None:
+    dataset = client.upload(wine, wine[:, 0])  # the training layout: rows side by side
+    got = client.describe(dataset.dataset_id, ddof=0)
+    assert set(got) == {"mean", "variance", "std"}
+    np.testing.assert_allclose(got["mean"], wine.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(got["variance"], wine.var(axis=0), atol=_tol(wine))
+    with pytest.raises(grpc.RpcError) as caught:
+        client.describe(dataset, correlation=True)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "packing='columns'" in caught.value.details()
+    with Client(server.address) as other:
+        other.create_session(plan(3), tiles=[client.tile_for(wine.shape)])
+        with pytest.raises(grpc.RpcError) as caught:
+            other.describe(dataset.dataset_id)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as caught:
+            other.metrics(wine[:, 1], dataset=dataset)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_metrics_streamed_and_from_dataset(client, wine) -> None:
+    Z = (wine - wine.mean(axis=0)) / wine.std(axis=0)
+    y, p = Z[:, 0], 0.6 * Z[:, 1] + 0.2 * Z[:, 2]
+    mse = float(np.mean((p - y) ** 2))
+    r2 = 1 - mse / float(np.var(y))
+    got = client.metrics(p, y, mae_bound=4.0)
+    assert abs(got["mse"] - mse) < 1e-6 and abs(got["rmse"] - np.sqrt(mse)) < 1e-6 and abs(got["r2"] - r2) < 1e-6
+    poly = fit_abs(6, 4.0)
+    assert got["mae_error_bound"] == pytest.approx(poly.max_error)
+    assert abs(got["mae"] - float(np.mean(poly(p - y)))) < 1e-6
+    assert abs(got["mae"] - float(np.mean(np.abs(p - y)))) <= poly.max_error
+    # Targets from an uploaded dataset: the predictions are encrypted in its tile.
+    dataset = client.upload(Z[:, 1:4], y)
+    from_dataset = client.metrics(p, dataset=dataset)
+    assert "mae" not in from_dataset
+    assert abs(from_dataset["mse"] - mse) < 1e-6 and abs(from_dataset["r2"] - r2) < 1e-6
+    with pytest.raises(grpc.RpcError) as caught:
+        client.metrics(p, dataset=client.upload(Z[:, 1:4]))  # features only: no targets
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "no targets" in caught.value.details()
+
+
+def _iris():
+    data = load_iris()
+    Xtr, Xte, ytr, _ = train_test_split(data.data, data.target, test_size=0.2, stratify=data.target, random_state=0)
+    mean, std = Xtr.mean(axis=0), Xtr.std(axis=0)
+    return (Xtr - mean) / std, (Xte - mean) / std, ytr
+
+
+@pytest.mark.parametrize("components", [None, 2])
+def test_knn_equals_sklearn_on_iris(server, components: int | None) -> None:
+    Xtr, Xte, ytr = _iris()
+    projection = "pca" if components else None
+    with EncryptedKNeighborsClassifier(5, server=server.address, projection=projection, n_components=components) as knn:
+        knn.fit(Xtr, ytr)
+        got = knn.predict(Xte)
+        distances = knn.kneighbors_distances(Xte[:7])
+    P = pca_projection(Xtr, components) if components else np.eye(Xtr.shape[1])
+    plain = KNeighborsClassifier(n_neighbors=5, algorithm="brute").fit(Xtr @ P, ytr)
+    np.testing.assert_array_equal(got, plain.predict(Xte @ P))
+    want = ((Xtr @ P)[:, None, :] - (Xte[:7] @ P)[None, :, :]) ** 2
+    np.testing.assert_allclose(distances, want.sum(axis=2), atol=1e-4)
+
+
+def test_knn_in_process_server_and_errors(server, client) -> None:
+    Xtr, Xte, ytr = _iris()
+    with EncryptedKNeighborsClassifier(3, batch_rows=8) as knn:  # in-process server, several query batches
+        assert knn.fit(Xtr, ytr).score(Xte, KNeighborsClassifier(3).fit(Xtr, ytr).predict(Xte)) == 1.0
+    reference = client.upload_reference(Xtr)
+    from client.sdk import _chunks
+    from server.proto_gen.ciphergrad.v1 import compute_service_pb2
+
+    rows = client.key_holder.encrypt(Xte[:4], packing="rows").to_bytes()
+
+    def requests():
+        yield compute_service_pb2.DistancesRequest(model_id=reference.model_id)
+        for chunk in _chunks(rows):
+            yield compute_service_pb2.DistancesRequest(queries=chunk)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        list(client.compute.Distances(requests(), metadata=client.metadata))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "packing='columns'" in caught.value.details()
+    with Client(server.address) as other:
+        other.create_session(plan(2), tiles=[])
+        with pytest.raises(grpc.RpcError) as caught:
+            other.distances(reference, Xte[:4])
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
