@@ -94,7 +94,7 @@ def main() -> None:
         "params": run.params.to_dict(),
     }
     print()
-    print(f"per-sample method (TenSEAL tutorial): {per_sample:.2f} s/epoch -> ours is {per_sample / epoch:,.0f}x faster")
+    print(f"per-sample method (TenSEAL tutorial): {per_sample:.2f} s/epoch; ours is {per_sample / epoch:,.0f}x faster")
     print(
         f"to convergence (standardized by the key holder, momentum 0.5, {args.converge_epochs} epochs): "
         f"R2 {r2_converged:.5f} vs least squares {figures['r2_least_squares']:.5f} in "

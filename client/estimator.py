@@ -99,7 +99,7 @@ class _EncryptedGradientDescent:
             transfer = client.transfer
         self.coef_ = weights[1:] if self.fit_intercept else weights
         self.intercept_ = float(weights[0]) if self.fit_intercept else 0.0
-        self.history_ = self._history(run)
+        self.history_ = list(run.losses)
         self.report_ = {
             **timings,
             "train_seconds": run.seconds,
@@ -114,9 +114,6 @@ class _EncryptedGradientDescent:
             "context_bytes": session.context_size_bytes,
         }
         return self
-
-    def _history(self, run: Any) -> list:
-        return list(run.losses)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """``X @ coef_ + intercept_`` with the decrypted model (the key holder's side; nothing leaves)."""
@@ -192,9 +189,9 @@ class EncryptedLogisticRegression(_EncryptedGradientDescent):
     standardize the features first. Labels are 0/1 (any two classes are mapped onto them, in sorted
     order, as ``classes_``). ``predict_proba`` applies the exact sigmoid to the decrypted model.
 
-    After ``fit``: ``coef_``, ``intercept_``, ``classes_``, ``history_`` (per epoch: seconds and refreshes;
-    the server computes no encrypted loss for logistic regression, as that would cost levels) and
-    ``report_`` (as for EncryptedLinearRegression).
+    After ``fit``: ``coef_``, ``intercept_``, ``classes_``, ``history_`` (decrypted per-epoch training loss:
+    the mean squared error of the polynomial probabilities, i.e. the Brier score) and ``report_`` (as for
+    EncryptedLinearRegression).
     """
 
     algorithm = "logistic"
@@ -243,9 +240,6 @@ class EncryptedLogisticRegression(_EncryptedGradientDescent):
             raise ValueError(f"binary logistic regression needs two classes in y, got {len(classes)}")
         self.classes_ = classes
         return (labels == classes[1]).astype(np.float64)
-
-    def _history(self, run: Any) -> list:
-        return [{"epoch": k + 1, "seconds": seconds} for k, seconds in enumerate(run.epoch_seconds)]
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """``(n, 2)`` class probabilities (exact sigmoid of the decrypted model's logit)."""

@@ -283,8 +283,9 @@ class Client:
         """Run (or with ``job_id``, resume) a training job, answering refreshes until it ends.
 
         ``algorithm``: 'linear' or 'logistic' (by default the kind of ``config``, else linear).
-        ``on_epoch(epoch, loss)`` gets each decrypted loss (None for logistic regression, whose loss the
-        server does not compute); ``on_refresh(values)`` the (masked) values the key holder decrypted.
+        ``on_epoch(epoch, loss)`` gets each decrypted training loss (MSE for linear, the Brier score of the
+        polynomial probabilities for logistic); ``on_refresh(values)`` the (masked) values the key holder
+        decrypted.
         """
         holder = self._holder()
         if job_id:

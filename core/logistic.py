@@ -16,13 +16,17 @@ One step, rows packed side by side (the default tile):
     w' = w' - g                        (+ Nesterov momentum in Bengio's form, gradient at w' only)
 At N = 8192 (depth 3) that is two refreshes per step (z' and w'), three with momentum (the velocity);
 degree 5 or 7 adds one for the residual. ``refresh`` is the key holder's, wrapped in ``MaskedRefresh``.
+
+The training loss is the mean squared error of the (polynomial) probabilities, the Brier score, computed
+encrypted every epoch from the residual the gradient needs anyway: the polynomial's coefficients and y carry
+1/sqrt(rows) (and Xg sqrt(rows)), so sum(residual**2) is already the mean and fits the last level.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +35,7 @@ import torch
 from core.errors import ParameterError
 from core.polynomial import Polynomial, fit_sigmoid
 from core.polynomial import evaluate as evaluate_polynomial
+from core.tensor import EncryptedMatrix
 from core.training import Batch, GradientTrainer
 
 __all__ = [
@@ -117,6 +122,9 @@ class LogisticTrainer(GradientTrainer):
         config = self.config
         self.poly = config.polynomial(self.features)
         self.bound = self.poly.bound
+        self._loss_factor = 1.0 / math.sqrt(self.rows)
+        scaled = tuple(c * self._loss_factor for c in self.poly.coefficients)
+        self._scaled_poly = replace(self.poly, coefficients=scaled)
         self.weight_scale = 1.0 / self.bound  # the model is kept divided by the polynomial's range
         self._shrink = None
         if config.l2:
@@ -132,18 +140,25 @@ class LogisticTrainer(GradientTrainer):
 
     def _gradient_factor(self) -> float:
         # Nesterov in Bengio's form uses (1 + mu) * gradient for the weights; fold it in here.
-        return self.config.learning_rate * (1.0 + self.config.momentum) / self.bound
+        return self.config.learning_rate * (1.0 + self.config.momentum) / self.bound / self._loss_factor
 
-    def _step(self, batch: Batch) -> None:
-        config, poly = self.config, self.poly
+    def _target(self, y: EncryptedMatrix) -> EncryptedMatrix:
+        return y * self._loss_factor
+
+    def _loss_scale(self) -> float:
+        return 1.0
+
+    def _step(self, batch: Batch) -> EncryptedMatrix:
+        config, poly = self.config, self._scaled_poly
         if self.weights.level < 2:  # product + row-sum mask
             self.weights = self.refresh(self.weights)
         z = (batch.X * self.weights).sum(axis=1)  # = logit / bound
         if z.level < poly.depth + 1:  # the polynomial, then the gradient product
             z = self.refresh(z)
-        residual = evaluate_polynomial(poly, z, input_scale=1.0 / self.bound) - batch.y
+        residual = evaluate_polynomial(poly, z, input_scale=1.0 / self.bound) - batch.y  # / sqrt(rows)
         if residual.level < 1:
             residual = self.refresh(residual)
+        loss = (residual * residual).sum()
         step = (batch.Xg * residual).sum(axis=0)  # (1 + mu) * lr * gradient / bound
         weights = self.weights if self._shrink is None else self.weights * self._shrink
         mu = config.momentum
@@ -159,6 +174,7 @@ class LogisticTrainer(GradientTrainer):
         else:
             weights = weights - step
         self.weights = weights
+        return loss
 
 
 # -- the plaintext twins -------------------------------------------------------------------------------
@@ -166,6 +182,7 @@ class LogisticTrainer(GradientTrainer):
 class TorchFit:
     weights: np.ndarray
     epoch_seconds: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)  # mean squared error of the probabilities (Brier)
 
 
 def fit_torch(
@@ -194,11 +211,13 @@ def fit_torch(
         start = time.perf_counter()
         order = torch.as_tensor(orders[epoch % len(orders)])
         size = config.batch_size or rows
+        total = 0.0
         for begin in range(0, rows, size):
             index = order[begin : begin + size]
             xb, yb = Xt[index], yt[index]
             z = xb @ w.T
             s = torch.sigmoid(z) if exact_sigmoid else poly(z)
+            total += float(((s - yb) ** 2).sum())
             step = ((1.0 + mu) * lr / len(index)) * ((s - yb).T @ xb)
             new = w * shrink if config.l2 else w
             if mu:
@@ -212,5 +231,6 @@ def fit_torch(
                 new = new - step
             w = new
         fit.epoch_seconds.append(time.perf_counter() - start)
+        fit.losses.append(total / rows)
     fit.weights = w.numpy().reshape(-1)
     return fit

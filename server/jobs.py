@@ -22,6 +22,7 @@ import grpc
 from core.linear import LinearRegressionConfig, LinearTrainer
 from core.logistic import LogisticRegressionConfig, LogisticTrainer
 from core.tensor import EncryptedMatrix
+from core.training import GradientTrainer
 from server import convert
 from server.datasets import load_matrices
 from server.engines import EngineCache
@@ -46,9 +47,9 @@ class Trainable:
     config: type
     trainer: type
 
-    def weight_scale(self, trainer: Any) -> float:
+    def weight_scale(self, trainer: GradientTrainer) -> float:
         """The factor the decrypted weights carry (Model.weight_scale; the client divides it out)."""
-        return trainer.weight_scale if hasattr(trainer, "weight_scale") else 1.0 / trainer.bound
+        return trainer.weight_scale
 
     def metadata(self, trainer: Any) -> dict[str, Any]:
         meta = {"intercept_column": trainer.config.intercept_column, "features": trainer.features}
@@ -348,8 +349,7 @@ class JobRunner:
             refreshes += result.refreshes
             self.store.write_blob(checkpoint, pack_state(trainer.state()))
             self.store.update("jobs", job_id, epoch=trainer.epoch, refreshes=refreshes)
-            # Logistic regression computes no encrypted loss (it would cost levels): the field stays empty.
-            loss = getattr(result, "loss", None)
+            loss = result.loss
             link.events.put(
                 pb.TrainResponse(
                     epoch=pb.EpochProgress(
@@ -358,7 +358,7 @@ class JobRunner:
                         refreshes=result.refreshes,
                         seconds=seconds,
                         operation_counts=result.counts.to_dict(),
-                        loss_scale=getattr(result, "loss_scale", 0.0),
+                        loss_scale=result.loss_scale,
                     )
                 )
             )

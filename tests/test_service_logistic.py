@@ -78,7 +78,7 @@ def test_minibatch_job_through_client_matches_twin(server, cancer) -> None:
         client.create_session(plan(3), tiles=[tile])
         dataset = client.upload(X, y, tile=tile, shuffle_orders=orders)
         run = client.train(dataset.dataset_id, config)
-        assert run.model.algorithm == 2 and run.losses == [] and len(run.epoch_seconds) == 2
+        assert run.model.algorithm == 2 and len(run.losses) == len(run.epoch_seconds) == 2
         weights = client.weights(run.model)
         meta = run.model.metadata_json
         # Encrypted inference with the client-owned encrypted model: the logit, sigmoid by the client.
@@ -89,8 +89,11 @@ def test_minibatch_job_through_client_matches_twin(server, cancer) -> None:
             client.predict(run.model, X[:8], server_sigmoid=True)
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "predict_proba" in caught.value.details()
-    twin = fit_torch(X, y, config, orders).weights
+    twin_fit = fit_torch(X, y, config, orders)
+    twin = twin_fit.weights
     np.testing.assert_allclose(weights, twin, atol=TOL)
+    # Encrypted per-epoch Brier score of the polynomial probabilities vs the twin's: 1e-4 relative.
+    np.testing.assert_allclose(run.losses, twin_fit.losses, rtol=1e-4)
     assert '"degree": 3' in meta
     np.testing.assert_allclose(logits, X[:100] @ twin, atol=TOL)
     np.testing.assert_allclose(proba, 1 / (1 + np.exp(-(X[:100] @ twin))), atol=TOL)
