@@ -1,0 +1,136 @@
+"""Encrypted k-nearest-neighbour classification (core.neighbors) on digits, iris and wine, vs scikit-learn.
+
+Each dataset: stratified 80/20 split (``--seed``), features standardized with the training split's
+statistics; digits' 64 pixels are projected onto ``--components`` principal axes learned in torch
+(core.neighbors.pca_projection on the training split), applied to the encrypted queries by the server.
+The queries are encrypted column-packed in blocks of ``--batch-rows``; the server returns encrypted squared
+distances to every training row; the key holder decrypts them and votes (core.neighbors.knn_vote). The
+plaintext peer is scikit-learn's brute-force KNeighborsClassifier with the same k on the same projection:
+its labels must equal the encrypted ones. ``ms_per_query`` is the server's compute time per query (the key
+holder's encryption, decryption and vote are reported apart); ``max_abs_distance_err`` is against torch.
+
+    .venv/bin/python benchmarks/neighbors.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.datasets import load_digits, load_iris, load_wine
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import KNeighborsClassifier
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core import Engine, KeyHolder, Tile, plan
+from core.layout import next_pow2
+from core.neighbors import knn_vote, pca_projection, squared_distances, squared_distances_torch
+from core.tensor import EncryptedMatrix
+
+# name -> (loader, k, PCA components or None)
+DATASETS = {"digits": (load_digits, 5, True), "iris": (load_iris, 5, False), "wine": (load_wine, 3, False)}
+
+
+def split(loader, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    data = loader()
+    Xtr, Xte, ytr, yte = train_test_split(
+        data.data, data.target, test_size=0.2, stratify=data.target, random_state=seed
+    )
+    mean, std = Xtr.mean(axis=0), Xtr.std(axis=0)
+    std = np.where(std > 0, std, 1.0)  # digits has constant (always-blank) pixels
+    return (Xtr - mean) / std, (Xte - mean) / std, ytr, yte
+
+
+def run_dataset(
+    keys: KeyHolder, server: Engine, loader, k: int, components: int | None, seed: int, batch_rows: int
+) -> dict:
+    Xtr, Xte, ytr, yte = split(loader, seed)
+    P = pca_projection(Xtr, components) if components else None
+    encrypt_s = compute_s = decrypt_s = 0.0
+    blocks = []
+    for start in range(0, len(Xte), batch_rows):
+        Q = Xte[start : start + batch_rows]
+        tick = time.perf_counter()
+        E = keys.encrypt(Q, tile=Tile(next_pow2(len(Q)), 1))
+        E = EncryptedMatrix.from_bytes(server, E.to_bytes())
+        encrypt_s += time.perf_counter() - tick
+        tick = time.perf_counter()
+        D = squared_distances(E, Xtr, P)
+        compute_s += time.perf_counter() - tick
+        tick = time.perf_counter()
+        blocks.append(keys.decrypt(EncryptedMatrix.from_bytes(keys.engine, D.to_bytes())))
+        decrypt_s += time.perf_counter() - tick
+    distances = np.hstack(blocks)  # (references, queries)
+    tick = time.perf_counter()
+    encrypted_labels = knn_vote(distances, ytr, k)
+    vote_s = time.perf_counter() - tick
+
+    plain = KNeighborsClassifier(n_neighbors=k, algorithm="brute")
+    plain.fit(Xtr if P is None else Xtr @ P, ytr)
+    plain_labels = plain.predict(Xte if P is None else Xte @ P)
+    want = squared_distances_torch(Xte, Xtr, P)
+    return {
+        "train_rows": len(Xtr),
+        "queries": len(Xte),
+        "features": Xtr.shape[1],
+        "components": components,
+        "k": k,
+        "accuracy_encrypted": float(np.mean(encrypted_labels == yte)),
+        "accuracy_plain": float(np.mean(plain_labels == yte)),
+        "labels_equal": bool(np.array_equal(encrypted_labels, plain_labels)),
+        "ms_per_query": round(1e3 * compute_s / len(Xte), 4),
+        "encrypt_ms_per_query": round(1e3 * encrypt_s / len(Xte), 4),
+        "decrypt_vote_ms_per_query": round(1e3 * (decrypt_s + vote_s) / len(Xte), 4),
+        "max_abs_distance_err": float(np.max(np.abs(distances - want))),
+        "max_rel_distance_err": float(np.max(np.abs(distances - want) / (1.0 + want))),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--components", type=int, default=16, help="PCA components for digits")
+    parser.add_argument("--batch-rows", type=int, default=128, help="queries per encrypted block")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = parser.parse_args(argv)
+
+    # Distances cost one level, the projection one more: depth 2 (core.neighbors, the SDK's default).
+    keys = KeyHolder(plan(2))
+    server = Engine.from_public_context(keys.public_context())
+    result: dict = {}
+    for name, (loader, k, project) in DATASETS.items():
+        components = args.components if project else None
+        result[name] = run_dataset(keys, server, loader, k, components, args.seed, args.batch_rows)
+    result["params"] = keys.params.summary()
+
+    columns = [
+        ("train_rows", "{}"),
+        ("queries", "{}"),
+        ("features", "{}"),
+        ("components", "{}"),
+        ("k", "{}"),
+        ("accuracy_encrypted", "{:.4f}"),
+        ("accuracy_plain", "{:.4f}"),
+        ("labels_equal", "{}"),
+        ("ms_per_query", "{:.3f}"),
+        ("encrypt_ms_per_query", "{:.3f}"),
+        ("decrypt_vote_ms_per_query", "{:.3f}"),
+        ("max_abs_distance_err", "{:.1e}"),
+    ]
+    names = list(DATASETS)
+    print(f"CKKS: {result['params']}\n")
+    print(f"{'':26}" + "".join(f"{n:>12}" for n in names))
+    for key, fmt in columns:
+        print(f"{key:26}" + "".join(f"{fmt.format(result[n][key]):>12}" for n in names))
+    if args.json:
+        print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
