@@ -26,10 +26,10 @@ test: lint
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+BENCHMARKS := ames logreg inference stats neighbors scaling service
+
 bench: $(STAMP)
-	$(BIN)/python benchmarks/ames.py
-	$(BIN)/python benchmarks/logreg.py
-	$(BIN)/python benchmarks/inference.py
+	for name in $(BENCHMARKS); do $(BIN)/python benchmarks/$$name.py --json || exit 1; done
 
 # Needs a Docker engine (see README, Docker).
 docker-image:
