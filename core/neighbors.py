@@ -12,6 +12,18 @@ The result is the ``(K, m)`` matrix of squared distances (transposed: references
 one level (two with a projection). The key holder decrypts it and takes the top k (``knn_vote``): the
 server never sees an ordering. An optional plaintext projection (PCA, NCA learned in torch) is applied
 to the encrypted queries first (``Q @ P``: plaintext products only, column-packed).
+
+Encrypted reference (the client owns queries and reference; the server sees neither): the same
+ciphertext trick needs each reference column as a ``(K, 1)`` matrix in the queries' row tile
+``(slots / q, q)`` -- every reference value repeated q times, next to the q queries it is compared
+with. ``encrypt_reference`` packs all d columns at once as the ``(K, d*q)`` matrix ``np.repeat(R, q, 1)``
+in tile ``(slots / q, q)``: ciphertext column j *is* reference column j broadcast across the tile, so
+
+    D.T = sum_j (q_j (1, m) - r_j (K, 1))**2
+
+is one ciphertext product per feature (one level). It is an ordinary EncryptedMatrix (serializes, uploads
+as a dataset); it only fits queries encrypted with ``tile=Tile(q, 1)``. A projection is applied by the
+client to the reference before encrypting (``encrypt_reference(..., projection=P)``).
 """
 
 from __future__ import annotations
@@ -19,18 +31,37 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from core.engine import Engine
 from core.errors import ShapeError
+from core.keys import KeyHolder
+from core.layout import Tile, next_pow2
 from core.tensor import EncryptedMatrix
 
-__all__ = ["knn_vote", "pca_projection", "squared_distances", "squared_distances_torch"]
+__all__ = [
+    "check_reference",
+    "encrypt_reference",
+    "knn_vote",
+    "pca_projection",
+    "reference_tile",
+    "squared_distances",
+    "squared_distances_encrypted_torch",
+    "squared_distances_torch",
+]
 
 
 def squared_distances(
-    queries: EncryptedMatrix, reference: np.ndarray, projection: np.ndarray | None = None
+    queries: EncryptedMatrix, reference: np.ndarray | EncryptedMatrix, projection: np.ndarray | None = None
 ) -> EncryptedMatrix:
-    """``(K, m)``: entry (k, i) = |P^T q_i - P^T r_k|**2 (P the projection, identity by default)."""
+    """``(K, m)``: entry (k, i) = |P^T q_i - P^T r_k|**2 (P the projection, identity by default).
+
+    ``reference`` is a plaintext ``(K, d)`` array, or a reference set encrypted by the key holder with
+    ``encrypt_reference`` for the queries' tile (then already projected: ``projection`` applies to the
+    queries only).
+    """
     if queries.tile.cols != 1:
         raise ShapeError("queries must be column-packed: encrypt them with tile=Tile(q, 1) (e.g. packing='columns')")
+    if isinstance(reference, EncryptedMatrix):
+        return _encrypted_reference_distances(queries, reference, projection)
     R = np.asarray(reference, dtype=np.float64)
     if R.ndim != 2 or R.shape[1] != queries.shape[1]:
         raise ShapeError(f"reference of shape {R.shape} does not match {queries.shape[1]} query features")
@@ -56,6 +87,87 @@ def squared_distances(
     return cross + norms + square
 
 
+def reference_tile(slots: int, query_rows: int) -> Tile:
+    """The tile of a reference set encrypted for query blocks of ``query_rows`` (rounded up to a power of
+    two, q): ``(slots / q, q)``, the tile in which a column-packed query block reads as a row."""
+    q = next_pow2(query_rows)
+    if q > slots:
+        raise ShapeError(f"query blocks of {query_rows} rows do not fit in the {slots} slots of a ciphertext")
+    return Tile(slots // q, q)
+
+
+def encrypt_reference(
+    keys: KeyHolder | Engine, reference: np.ndarray, query_rows: int | Tile, projection: np.ndarray | None = None
+) -> EncryptedMatrix:
+    """Encrypt a ``(K, d)`` reference set (projected by ``projection`` first, if given) so that
+    ``squared_distances`` scores it against queries encrypted with ``tile=Tile(q, 1)``.
+
+    ``query_rows``: the rows of a query block (q is the next power of two) or the queries' tile. The result
+    is the ``(K, d*q)`` matrix ``np.repeat(R, q, axis=1)`` in tile ``(slots/q, q)``: d ciphertexts per
+    ``slots/q`` references. Encrypting needs only the public key (a KeyHolder or a public Engine).
+    """
+    engine = keys.engine if isinstance(keys, KeyHolder) else keys
+    R = np.asarray(reference, dtype=np.float64)
+    if R.ndim != 2:
+        raise ShapeError(f"the reference set must be a (K, d) matrix, got {R.ndim} dimensions")
+    if projection is not None:
+        R = R @ np.asarray(projection, dtype=np.float64)
+    rows = query_rows.rows if isinstance(query_rows, Tile) else int(query_rows)
+    tile = reference_tile(engine.slots, rows)
+    R = np.where(np.abs(R) < 1e-12, 0.0, R)  # values that encode to nothing would make SEAL refuse products
+    return EncryptedMatrix.encrypt(engine, np.repeat(R, tile.cols, axis=1), tile=tile)
+
+
+def check_reference(reference: EncryptedMatrix, queries_tile: Tile | None = None, features: int | None = None) -> int:
+    """The number of features of an encrypted reference set; ShapeError (saying what to do) if its layout is
+    not ``encrypt_reference``'s or does not fit queries in ``queries_tile`` with ``features`` columns."""
+    tile, slots = reference.tile, reference.engine.slots
+    q = tile.cols
+    if tile.rows * q != slots or reference.shape[1] % q:
+        raise ShapeError(
+            f"the encrypted reference set ({reference.shape[0]}x{reference.shape[1]} in tile {tile.rows}x{q}) is "
+            "not laid out for distances: encrypt it with core.neighbors.encrypt_reference (each column repeated "
+            "q times in tile (slots/q, q)), e.g. Client.upload_encrypted_reference(R, query_rows=q)"
+        )
+    d = reference.shape[1] // q
+    if queries_tile is not None and queries_tile != Tile(q, 1):
+        raise ShapeError(
+            f"the reference set was encrypted for query blocks of {q} rows (tile {tile.rows}x{q}) but the queries "
+            f"are in tile {queries_tile.rows}x{queries_tile.cols}: encrypt the queries with tile=Tile({q}, 1), or "
+            f"encrypt the reference again with query_rows={queries_tile.rows}"
+        )
+    if features is not None and features != d:
+        raise ShapeError(
+            f"the encrypted reference set has {d} features but the queries have {features}: encrypt the "
+            "reference and the queries with the same columns (and the same projection)"
+        )
+    return d
+
+
+def _encrypted_reference_distances(
+    queries: EncryptedMatrix, reference: EncryptedMatrix, projection: np.ndarray | None
+) -> EncryptedMatrix:
+    if projection is not None:
+        P = np.asarray(projection, dtype=np.float64)
+        queries = queries @ np.where(np.abs(P) < 1e-12, 0.0, P)
+    d = check_reference(reference, queries.tile, queries.shape[1])
+    K = reference.shape[0]
+    total = None
+    for j in range(d):
+        # Ciphertext column j of the reference: column j of R repeated across the tile, i.e. a (K, 1) matrix.
+        r_j = EncryptedMatrix(
+            reference.engine,
+            [[line[j]] for line in reference._tiles],
+            (K, 1),
+            reference.tile,
+            (reference.zero_padding[0], True),
+        )
+        diff = queries.column(j).T - r_j  # (1, m) - (K, 1) -> (K, m), same tile: no rotation
+        part = diff * diff
+        total = part if total is None else total + part
+    return total
+
+
 def knn_vote(distances_km: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """Key-holder side: majority label of the k nearest references per query (ties: smallest label).
 
@@ -79,6 +191,13 @@ def squared_distances_torch(
         P = torch.as_tensor(np.asarray(projection, dtype=np.float64))
         Q, R = Q @ P, R @ P
     return (torch.cdist(R, Q) ** 2).numpy()
+
+
+def squared_distances_encrypted_torch(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Torch twin of the encrypted-reference computation, term by term: sum_j (q_j - r_j)**2, ``(K, m)``."""
+    Q = torch.as_tensor(np.asarray(queries, dtype=np.float64))
+    R = torch.as_tensor(np.asarray(reference, dtype=np.float64))
+    return ((Q.T[None, :, :] - R[:, :, None]) ** 2).sum(dim=1).numpy()
 
 
 def pca_projection(X: np.ndarray, components: int) -> np.ndarray:
