@@ -265,6 +265,10 @@ class EncryptedKNeighborsClassifier:
     ``projection``: None, a ``(d, c)`` matrix (e.g. NCA learned in torch) or ``'pca'`` (``n_components``
     principal axes of the reference set, core.neighbors.pca_projection). Without ``server`` an in-process
     server is started at ``fit`` and stopped by ``close()``.
+
+    ``encrypt_reference=True``: the reference set is encrypted here too (Client.upload_encrypted_reference,
+    for query blocks of ``batch_rows``) and any projection is applied here, so the server sees neither the
+    queries nor the reference rows -- only ciphertexts and their shapes.
     """
 
     def __init__(
@@ -277,8 +281,10 @@ class EncryptedKNeighborsClassifier:
         n_components: int | None = None,
         params: CKKSParameters | None = None,
         batch_rows: int = 256,
+        encrypt_reference: bool = False,
     ) -> None:
         self.n_neighbors, self.server, self.tls = n_neighbors, server, tls
+        self.encrypt_reference = encrypt_reference
         self.projection, self.n_components, self.params, self.batch_rows = projection, n_components, params, batch_rows
         self._client: Client | None = None
         self._local: Any = None
@@ -311,7 +317,12 @@ class EncryptedKNeighborsClassifier:
         # One level for the distances, one more for a projection; column packing needs no rotation keys.
         params = self.params or plan(2)
         self._client.create_session(params, tiles=[choose_tile((2, 1), params.slots, "columns")])
-        self.reference_ = self._client.upload_reference(reference, projection, display_name="kNN reference")
+        if self.encrypt_reference:
+            self.reference_ = self._client.upload_encrypted_reference(
+                reference, query_rows=self.batch_rows, projection=projection, display_name="kNN reference"
+            )
+        else:
+            self.reference_ = self._client.upload_reference(reference, projection, display_name="kNN reference")
         self.projection_ = projection
         self.labels_ = labels
         self.classes_ = np.unique(labels)
@@ -321,6 +332,8 @@ class EncryptedKNeighborsClassifier:
         """Decrypted squared distances ``(references, queries)``."""
         if self._client is None:
             raise RuntimeError("call fit() first")
+        if self.encrypt_reference:  # the projection is the client's here: applied before encrypting
+            return self._client.distances(self.reference_, X, projection=self.projection_)
         return self._client.distances(self.reference_, X, batch_rows=self.batch_rows)
 
     def predict(self, X: Any) -> np.ndarray:

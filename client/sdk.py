@@ -458,6 +458,41 @@ class Client:
         request = model_service_pb2.UploadModelRequest(display_name=display_name, neighbors=neighbors)
         return self.models.UploadModel(request, metadata=self.metadata).model
 
+    def upload_encrypted_reference(
+        self,
+        reference: Any,
+        *,
+        query_rows: int = 256,
+        projection: Any = None,
+        column_names: Sequence[str] = (),
+        display_name: str = "",
+    ) -> dataset_service_pb2.Dataset:
+        """Encrypt a ``(K, d)`` nearest-neighbour reference set here and store it as a dataset: the server
+        sees neither it nor the queries. ``query_rows``: rows per query block (q, rounded up to a power of
+        two; ``distances`` then sends queries in blocks of q). ``projection`` (d, c) is applied here before
+        encrypting; pass the same one to ``distances``. See core.neighbors.encrypt_reference for the layout."""
+        from core.neighbors import encrypt_reference
+
+        holder = self._holder()
+        query_rows = max(1, min(int(query_rows), holder.params.slots))
+        blob = encrypt_reference(holder, _as_matrix(reference), query_rows, projection).to_bytes()
+
+        def requests() -> Iterator[dataset_service_pb2.UploadDatasetRequest]:
+            manifest = dataset_service_pb2.DatasetManifest(
+                display_name=display_name,
+                column_names=list(column_names),
+                total_size_bytes=len(blob),
+                features_only=True,
+                reference_set=True,
+            )
+            yield dataset_service_pb2.UploadDatasetRequest(manifest=manifest)
+            for chunk in _chunks(blob):
+                yield dataset_service_pb2.UploadDatasetRequest(chunk=chunk)
+
+        response = self.datasets.UploadDataset(requests(), metadata=self.metadata)
+        self.transfer.add("sent", "reference upload", len(blob))
+        return response.dataset
+
     def _input_tile(self, model: model_service_pb2.Model, batch_rows: int | None) -> Tile:
         """Client-owned models take rows in their weights' tile; server-owned ones column-packed rows."""
         if model.server_owned:
@@ -618,15 +653,38 @@ class Client:
             out.update(mae=values["mae"], mae_error_bound=error_bound)
         return out
 
-    def distances(self, model: model_service_pb2.Model, queries: Any, *, batch_rows: int = 256) -> np.ndarray:
-        """Squared distances ``(references, queries)`` from encrypted queries to a server-held reference set
-        (``upload_reference``), decrypted; the queries travel column-packed in batches of ``batch_rows``."""
+    def distances(
+        self,
+        reference: model_service_pb2.Model | dataset_service_pb2.Dataset,
+        queries: Any,
+        *,
+        batch_rows: int = 256,
+        projection: Any = None,
+    ) -> np.ndarray:
+        """Squared distances ``(references, queries)`` from encrypted queries to a reference set, decrypted.
+
+        ``reference``: a server-held plaintext set (``upload_reference``; the queries travel column-packed in
+        batches of ``batch_rows``) or a client-encrypted one (``upload_encrypted_reference``; the batches are
+        then its ``query_rows``, and ``projection``, if it was uploaded with one, is applied to the queries
+        here before they are encrypted)."""
         Q = _as_matrix(queries)
-        batch_rows = max(1, min(batch_rows, self._holder().params.slots))
-        tile = Tile(next_pow2(min(batch_rows, len(Q))), 1)
-        first = compute_service_pb2.DistancesRequest(model_id=model.model_id)
+        if isinstance(reference, dataset_service_pb2.Dataset):
+            if not reference.reference_set:
+                raise ValueError(f"dataset {reference.dataset_id} is not a reference set (upload_encrypted_reference)")
+            if projection is not None:
+                Q = Q @ np.asarray(projection, dtype=np.float64)
+            tile = Tile(reference.tile_cols, 1)  # the query block the reference was encrypted for
+            first = compute_service_pb2.DistancesRequest(reference_dataset_id=reference.dataset_id)
+            empty = (reference.rows, 0)
+        else:
+            if projection is not None:
+                raise ValueError("a server-held reference set carries its projection (upload_reference)")
+            batch_rows = max(1, min(batch_rows, self._holder().params.slots))
+            tile = Tile(next_pow2(min(batch_rows, len(Q))), 1)
+            first = compute_service_pb2.DistancesRequest(model_id=reference.model_id)
+            empty = (reference.output_columns, 0)
         parts = list(self._stream_batches(self.compute.Distances, first, "queries", Q, tile, tile.rows, "queries"))
-        return np.concatenate(parts, axis=1) if parts else np.empty((model.output_columns, 0))
+        return np.concatenate(parts, axis=1) if parts else np.empty(empty)
 
 
 def _is_torch_module(value: Any) -> bool:

@@ -13,7 +13,7 @@ import numpy as np
 
 from core import stats
 from core.errors import ShapeError
-from core.neighbors import squared_distances
+from core.neighbors import check_reference, squared_distances
 from core.tensor import EncryptedMatrix
 from server import convert, plainmodels
 from server.access import Access
@@ -102,14 +102,16 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
     ) -> Iterator[pb.DistancesResponse]:
         session = self.access.session(context)
         first = next(request_iterator, None)
-        if first is None or first.WhichOneof("kind") != "model_id":
-            raise invalid("Distances: send the reference set's model_id first, then batches of encrypted queries")
-        row = self.access.owned("models", first.model_id, session)
-        if row["algorithm"] != types_pb2.ALGORITHM_NEAREST_NEIGHBORS:
-            raise invalid(f"model {row['id']} is not a nearest-neighbour reference set (ModelService.UploadModel)")
-        model = plainmodels.loads(self.store.model_path(row["session_id"], row["id"]).read_bytes())
-        reference = np.asarray(model["reference"], dtype=np.float64)
-        projection = np.asarray(model["projection"], dtype=np.float64) if "projection" in model else None
+        kind = first.WhichOneof("kind") if first is not None else None
+        if kind == "reference_dataset_id":
+            reference, projection = self._encrypted_reference(first.reference_dataset_id, session), None
+        elif kind == "model_id":
+            reference, projection = self._plain_reference(first.model_id, session)
+        else:
+            raise invalid(
+                "Distances: send the reference set first (model_id of a plaintext one, or reference_dataset_id "
+                "of one the client encrypted), then batches of encrypted queries"
+            )
         engine = self.engines.get(session["id"])
         for queries in receive_batches(request_iterator, "queries", engine, self.max_upload, "the queries"):
             if queries.tile.cols != 1:
@@ -120,3 +122,23 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
             distances = squared_distances(queries, reference, projection)
             for chunk in convert.chunks(distances.to_bytes()):
                 yield pb.DistancesResponse(distances=chunk)
+
+    def _plain_reference(self, model_id: str, session: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        row = self.access.owned("models", model_id, session)
+        if row["algorithm"] != types_pb2.ALGORITHM_NEAREST_NEIGHBORS:
+            raise invalid(f"model {row['id']} is not a nearest-neighbour reference set (ModelService.UploadModel)")
+        model = plainmodels.loads(self.store.model_path(row["session_id"], row["id"]).read_bytes())
+        reference = np.asarray(model["reference"], dtype=np.float64)
+        projection = np.asarray(model["projection"], dtype=np.float64) if "projection" in model else None
+        return reference, projection
+
+    def _encrypted_reference(self, dataset_id: str, session: dict[str, Any]) -> EncryptedMatrix:
+        dataset = self.access.owned("datasets", dataset_id, session)
+        if not layout(dataset).get("reference_set"):
+            raise invalid(
+                f"dataset {dataset['id']} is not an encrypted reference set: upload one with "
+                "Client.upload_encrypted_reference (DatasetManifest.reference_set, core.neighbors.encrypt_reference)"
+            )
+        reference = self._matrix(dataset, 0)
+        check_reference(reference)
+        return reference

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 
 from core.errors import ShapeError
+from core.neighbors import check_reference
 from core.tensor import EncryptedMatrix
 from server import convert
 from server.access import Access
@@ -33,12 +34,15 @@ def layout(row: dict[str, Any]) -> dict[str, Any]:
     return json.loads(row.get("layout_json") or "{}")
 
 
-def describe_layout(tile: Any, features_only: bool) -> dict[str, Any]:
-    return {
+def describe_layout(tile: Any, features_only: bool, reference_set: bool = False) -> dict[str, Any]:
+    found = {
         "packing": "columns" if tile.cols == 1 else "rows",
         "tile": [tile.rows, tile.cols],
         "features_only": features_only,
     }
+    if reference_set:  # an encrypted kNN reference set (core.neighbors.encrypt_reference)
+        found["reference_set"] = True
+    return found
 
 
 def dataset_to_proto(row: dict[str, Any]) -> pb.Dataset:
@@ -62,6 +66,7 @@ def dataset_to_proto(row: dict[str, Any]) -> pb.Dataset:
         tile_rows=tile[0],
         tile_cols=tile[1],
         features_only=bool(found.get("features_only")),
+        reference_set=bool(found.get("reference_set")),
     )
 
 
@@ -121,6 +126,8 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
         budget.announce(manifest.total_size_bytes, "the dataset")
         if manifest.features_only and manifest.shuffle_count:
             raise invalid("a features_only dataset (for statistics) takes no shuffles; set shuffle_count=0")
+        if manifest.reference_set and not manifest.features_only:
+            raise invalid("a reference_set dataset is one encrypted matrix: set features_only (no targets)")
         count = 1 if manifest.features_only else 2 * (1 + manifest.shuffle_count)
         with self.store.staging() as scratch:
             for index in range(count):
@@ -131,11 +138,17 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
             engine = self.engines.get(session["id"])
             # Parsing checks every ciphertext against the session's context before anything is kept.
             matrices = [EncryptedMatrix.from_bytes(engine, (scratch / f"{i}.bin").read_bytes()) for i in range(count)]
-            if manifest.features_only:
+            columns = matrices[0].shape[1]
+            if manifest.reference_set:
+                columns = check_reference(matrices[0])  # its layout, or a message saying how to encrypt it
+                if manifest.column_names and len(manifest.column_names) != columns:
+                    raise ShapeError(f"{len(manifest.column_names)} column names for {columns} reference features")
+            elif manifest.features_only:
                 check_columns(matrices[0], len(manifest.column_names))
             else:
                 check_pairs(matrices, len(manifest.column_names))
-            check_packing(matrices[0], manifest.packing)
+            if not manifest.reference_set:
+                check_packing(matrices[0], manifest.packing)
             dataset_id = new_id()
             self.store.publish(scratch, self.store.dataset_dir(session["id"], dataset_id))
         row = {
@@ -144,13 +157,13 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
             "display_name": manifest.display_name,
             "column_names_json": dumps(list(manifest.column_names)),
             "rows": matrices[0].shape[0],
-            "columns": matrices[0].shape[1],
+            "columns": columns,
             "shuffle_count": manifest.shuffle_count,
             "matrices": count,
             "size_bytes": budget.used,
             "level": min(m.level for m in matrices),
             "created": time.time(),
-            "layout_json": dumps(describe_layout(matrices[0].tile, manifest.features_only)),
+            "layout_json": dumps(describe_layout(matrices[0].tile, manifest.features_only, manifest.reference_set)),
         }
         self.store.insert("datasets", row)
         return pb.UploadDatasetResponse(dataset=dataset_to_proto(row))

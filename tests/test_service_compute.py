@@ -147,3 +147,77 @@ def test_knn_in_process_server_and_errors(server, client) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             other.distances(reference, Xte[:4])
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("components", [None, 2])
+def test_knn_encrypted_reference_equals_sklearn_on_iris(server, components: int | None) -> None:
+    Xtr, Xte, ytr = _iris()
+    projection = "pca" if components else None
+    with EncryptedKNeighborsClassifier(
+        5, server=server.address, projection=projection, n_components=components, encrypt_reference=True, batch_rows=16
+    ) as knn:
+        knn.fit(Xtr, ytr)
+        assert knn.reference_.reference_set and knn.reference_.rows == len(Xtr)
+        assert knn.reference_.columns == (components or Xtr.shape[1]) and knn.reference_.tile_cols == 16
+        got = knn.predict(Xte)  # two query blocks of 16
+        distances = knn.kneighbors_distances(Xte[:7])
+        assert knn._client.transfer.sent.get("reference upload", 0) > 0
+        assert knn._client.list_models() == []  # no plaintext reference set on the server
+    P = pca_projection(Xtr, components) if components else np.eye(Xtr.shape[1])
+    plain = KNeighborsClassifier(n_neighbors=5, algorithm="brute").fit(Xtr @ P, ytr)
+    np.testing.assert_array_equal(got, plain.predict(Xte @ P))
+    want = ((Xtr @ P)[:, None, :] - (Xte[:7] @ P)[None, :, :]) ** 2
+    np.testing.assert_allclose(distances, want.sum(axis=2), atol=1e-4 * (1 + want.sum(axis=2).max()))
+
+
+def test_encrypted_reference_isolation_and_layout_errors(server, client) -> None:
+    from client.sdk import _chunks
+    from core import Tile
+    from server.proto_gen.ciphergrad.v1 import compute_service_pb2, dataset_service_pb2
+
+    Xtr, Xte, _ = _iris()
+    reference = client.upload_encrypted_reference(Xtr, query_rows=8, column_names=["a", "b", "c", "d"])
+    assert (reference.rows, reference.columns, reference.tile_cols) == (len(Xtr), 4, 8)
+    assert [d.reference_set for d in client.list_datasets() if d.dataset_id == reference.dataset_id] == [True]
+
+    def distances(queries: bytes, first: compute_service_pb2.DistancesRequest):
+        def requests():
+            yield first
+            for chunk in _chunks(queries):
+                yield compute_service_pb2.DistancesRequest(queries=chunk)
+
+        return list(client.compute.Distances(requests(), metadata=client.metadata))
+
+    by_dataset = compute_service_pb2.DistancesRequest(reference_dataset_id=reference.dataset_id)
+    # Queries in blocks of 16 against a reference encrypted for blocks of 8: told which tile to use.
+    with pytest.raises(grpc.RpcError) as caught:
+        distances(client.key_holder.encrypt(Xte[:10], tile=Tile(16, 1)).to_bytes(), by_dataset)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "tile=Tile(8, 1)" in caught.value.details() and "query_rows=16" in caught.value.details()
+    # A dataset that is not a reference set.
+    plain = client.upload(Xtr, packing="columns")
+    with pytest.raises(grpc.RpcError) as caught:
+        distances(b"", compute_service_pb2.DistancesRequest(reference_dataset_id=plain.dataset_id))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "upload_encrypted_reference" in caught.value.details()
+    # Declared a reference set but not encrypted in its layout: refused at upload, saying how to encrypt it.
+    blob = client.key_holder.encrypt(Xtr, packing="columns").to_bytes()
+
+    def upload():
+        manifest = dataset_service_pb2.DatasetManifest(
+            total_size_bytes=len(blob), features_only=True, reference_set=True
+        )
+        yield dataset_service_pb2.UploadDatasetRequest(manifest=manifest)
+        for chunk in _chunks(blob):
+            yield dataset_service_pb2.UploadDatasetRequest(chunk=chunk)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        client.datasets.UploadDataset(upload(), metadata=client.metadata)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "encrypt_reference" in caught.value.details()
+    # Another session can neither read it nor score against it.
+    with Client(server.address) as other:
+        other.create_session(plan(2), tiles=[])
+        with pytest.raises(grpc.RpcError) as caught:
+            other.distances(reference, Xte[:4])
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from server.proto_gen.ciphergrad.v1 import types_pb2 as ciphergrad_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ciphergrad/v1/compute_service.proto\x12\rciphergrad.v1\x1a\x19\x63iphergrad/v1/types.proto\"G\n\x0f\x44\x65scribeRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x64of\x18\x02 \x01(\x05\x12\x12\n\ncovariance\x18\x03 \x01(\x08\"T\n\x10\x44\x65scribeResponse\x12\x11\n\tstatistic\x18\x01 \x01(\t\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\"H\n\x0bMetricsSpec\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x11\n\tmae_bound\x18\x02 \x01(\x01\x12\x12\n\nmae_degree\x18\x03 \x01(\x05\"q\n\x0eMetricsRequest\x12*\n\x04spec\x18\x01 \x01(\x0b\x32\x1a.ciphergrad.v1.MetricsSpecH\x00\x12+\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1a.ciphergrad.v1.MatrixChunkH\x00\x42\x06\n\x04kind\"c\n\x0fMetricsResponse\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\x12\x11\n\tmax_error\x18\x03 \x01(\x01\"]\n\x10\x44istancesRequest\x12\x12\n\x08model_id\x18\x01 \x01(\tH\x00\x12-\n\x07queries\x18\x02 \x01(\x0b\x32\x1a.ciphergrad.v1.MatrixChunkH\x00\x42\x06\n\x04kind\"B\n\x11\x44istancesResponse\x12-\n\tdistances\x18\x01 \x01(\x0b\x32\x1a.ciphergrad.v1.MatrixChunk2\x81\x02\n\x0e\x43omputeService\x12M\n\x08\x44\x65scribe\x12\x1e.ciphergrad.v1.DescribeRequest\x1a\x1f.ciphergrad.v1.DescribeResponse0\x01\x12L\n\x07Metrics\x12\x1d.ciphergrad.v1.MetricsRequest\x1a\x1e.ciphergrad.v1.MetricsResponse(\x01\x30\x01\x12R\n\tDistances\x12\x1f.ciphergrad.v1.DistancesRequest\x1a .ciphergrad.v1.DistancesResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ciphergrad/v1/compute_service.proto\x12\rciphergrad.v1\x1a\x19\x63iphergrad/v1/types.proto\"G\n\x0f\x44\x65scribeRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x64of\x18\x02 \x01(\x05\x12\x12\n\ncovariance\x18\x03 \x01(\x08\"T\n\x10\x44\x65scribeResponse\x12\x11\n\tstatistic\x18\x01 \x01(\t\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\"H\n\x0bMetricsSpec\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x11\n\tmae_bound\x18\x02 \x01(\x01\x12\x12\n\nmae_degree\x18\x03 \x01(\x05\"q\n\x0eMetricsRequest\x12*\n\x04spec\x18\x01 \x01(\x0b\x32\x1a.ciphergrad.v1.MetricsSpecH\x00\x12+\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1a.ciphergrad.v1.MatrixChunkH\x00\x42\x06\n\x04kind\"c\n\x0fMetricsResponse\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\x12\x11\n\tmax_error\x18\x03 \x01(\x01\"}\n\x10\x44istancesRequest\x12\x12\n\x08model_id\x18\x01 \x01(\tH\x00\x12-\n\x07queries\x18\x02 \x01(\x0b\x32\x1a.ciphergrad.v1.MatrixChunkH\x00\x12\x1e\n\x14reference_dataset_id\x18\x03 \x01(\tH\x00\x42\x06\n\x04kind\"B\n\x11\x44istancesResponse\x12-\n\tdistances\x18\x01 \x01(\x0b\x32\x1a.ciphergrad.v1.MatrixChunk2\x81\x02\n\x0e\x43omputeService\x12M\n\x08\x44\x65scribe\x12\x1e.ciphergrad.v1.DescribeRequest\x1a\x1f.ciphergrad.v1.DescribeResponse0\x01\x12L\n\x07Metrics\x12\x1d.ciphergrad.v1.MetricsRequest\x1a\x1e.ciphergrad.v1.MetricsResponse(\x01\x30\x01\x12R\n\tDistances\x12\x1f.ciphergrad.v1.DistancesRequest\x1a .ciphergrad.v1.DistancesResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,9 +43,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METRICSRESPONSE']._serialized_start=429
   _globals['_METRICSRESPONSE']._serialized_end=528
   _globals['_DISTANCESREQUEST']._serialized_start=530
-  _globals['_DISTANCESREQUEST']._serialized_end=623
-  _globals['_DISTANCESRESPONSE']._serialized_start=625
-  _globals['_DISTANCESRESPONSE']._serialized_end=691
-  _globals['_COMPUTESERVICE']._serialized_start=694
-  _globals['_COMPUTESERVICE']._serialized_end=951
+  _globals['_DISTANCESREQUEST']._serialized_end=655
+  _globals['_DISTANCESRESPONSE']._serialized_start=657
+  _globals['_DISTANCESRESPONSE']._serialized_end=723
+  _globals['_COMPUTESERVICE']._serialized_start=726
+  _globals['_COMPUTESERVICE']._serialized_end=983
 # @@protoc_insertion_point(module_scope)

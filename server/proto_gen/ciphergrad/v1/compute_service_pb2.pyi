@@ -53,12 +53,14 @@ class MetricsResponse(_message.Message):
     def __init__(self, metric: _Optional[str] = ..., value: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., max_error: _Optional[float] = ...) -> None: ...
 
 class DistancesRequest(_message.Message):
-    __slots__ = ("model_id", "queries")
+    __slots__ = ("model_id", "queries", "reference_dataset_id")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     queries: _types_pb2.MatrixChunk
-    def __init__(self, model_id: _Optional[str] = ..., queries: _Optional[_Union[_types_pb2.MatrixChunk, _Mapping]] = ...) -> None: ...
+    reference_dataset_id: str
+    def __init__(self, model_id: _Optional[str] = ..., queries: _Optional[_Union[_types_pb2.MatrixChunk, _Mapping]] = ..., reference_dataset_id: _Optional[str] = ...) -> None: ...
 
 class DistancesResponse(_message.Message):
     __slots__ = ("distances",)

@@ -77,9 +77,11 @@ class ComputeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Distances(self, request_iterator, context):
-        """Bidirectional stream: first `model_id` of a nearest-neighbour reference set (ModelService.UploadModel),
-        then batches of encrypted queries, column-packed with tile (q, 1), each a MatrixChunk stream. For every
-        batch the server streams back the (references, queries) matrix of squared distances as MatrixChunks.
+        """Bidirectional stream: first the reference set -- `model_id` of a plaintext one (ModelService.UploadModel)
+        or `reference_dataset_id` of one encrypted by the client (DatasetManifest.reference_set) -- then batches
+        of encrypted queries, column-packed with tile (q, 1), each a MatrixChunk stream (for an encrypted
+        reference set q must be its Dataset.tile_cols). For every batch the server streams back the
+        (references, queries) matrix of squared distances as MatrixChunks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

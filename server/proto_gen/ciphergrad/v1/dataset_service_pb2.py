@@ -26,7 +26,7 @@ from server.proto_gen.ciphergrad.v1 import types_pb2 as ciphergrad_dot_v1_dot_ty
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ciphergrad/v1/dataset_service.proto\x12\rciphergrad.v1\x1a\x19\x63iphergrad/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x7f\n\x14UploadDatasetRequest\x12\x32\n\x08manifest\x18\x01 \x01(\x0b\x32\x1e.ciphergrad.v1.DatasetManifestH\x00\x12+\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1a.ciphergrad.v1.MatrixChunkH\x00\x42\x06\n\x04kind\"\xae\x01\n\x0f\x44\x61tasetManifest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x14\n\x0c\x63olumn_names\x18\x02 \x03(\t\x12\x15\n\rshuffle_count\x18\x03 \x01(\x05\x12\x18\n\x10total_size_bytes\x18\x04 \x01(\x03\x12\'\n\x07packing\x18\x05 \x01(\x0e\x32\x16.ciphergrad.v1.Packing\x12\x15\n\rfeatures_only\x18\x06 \x01(\x08\"\xb9\x02\n\x07\x44\x61taset\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x14\n\x0c\x63olumn_names\x18\x03 \x03(\t\x12\x0c\n\x04rows\x18\x04 \x01(\x03\x12\x0f\n\x07\x63olumns\x18\x05 \x01(\x03\x12\x15\n\rshuffle_count\x18\x06 \x01(\x05\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\x12\r\n\x05level\x18\x08 \x01(\x05\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x07packing\x18\n \x01(\x0e\x32\x16.ciphergrad.v1.Packing\x12\x11\n\ttile_rows\x18\x0b \x01(\x05\x12\x11\n\ttile_cols\x18\x0c \x01(\x05\x12\x15\n\rfeatures_only\x18\r \x01(\x08\"@\n\x15UploadDatasetResponse\x12\'\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x16.ciphergrad.v1.Dataset\"\'\n\x11GetDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"=\n\x12GetDatasetResponse\x12\'\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x16.ciphergrad.v1.Dataset\"\x15\n\x13ListDatasetsRequest\"@\n\x14ListDatasetsResponse\x12(\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x16.ciphergrad.v1.Dataset\"*\n\x14\x44\x65leteDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteDatasetResponse2\xf6\x02\n\x0e\x44\x61tasetService\x12\\\n\rUploadDataset\x12#.ciphergrad.v1.UploadDatasetRequest\x1a$.ciphergrad.v1.UploadDatasetResponse(\x01\x12Q\n\nGetDataset\x12 .ciphergrad.v1.GetDatasetRequest\x1a!.ciphergrad.v1.GetDatasetResponse\x12W\n\x0cListDatasets\x12\".ciphergrad.v1.ListDatasetsRequest\x1a#.ciphergrad.v1.ListDatasetsResponse\x12Z\n\rDeleteDataset\x12#.ciphergrad.v1.DeleteDatasetRequest\x1a$.ciphergrad.v1.DeleteDatasetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ciphergrad/v1/dataset_service.proto\x12\rciphergrad.v1\x1a\x19\x63iphergrad/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x7f\n\x14UploadDatasetRequest\x12\x32\n\x08manifest\x18\x01 \x01(\x0b\x32\x1e.ciphergrad.v1.DatasetManifestH\x00\x12+\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1a.ciphergrad.v1.MatrixChunkH\x00\x42\x06\n\x04kind\"\xc5\x01\n\x0f\x44\x61tasetManifest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x14\n\x0c\x63olumn_names\x18\x02 \x03(\t\x12\x15\n\rshuffle_count\x18\x03 \x01(\x05\x12\x18\n\x10total_size_bytes\x18\x04 \x01(\x03\x12\'\n\x07packing\x18\x05 \x01(\x0e\x32\x16.ciphergrad.v1.Packing\x12\x15\n\rfeatures_only\x18\x06 \x01(\x08\x12\x15\n\rreference_set\x18\x07 \x01(\x08\"\xd0\x02\n\x07\x44\x61taset\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x14\n\x0c\x63olumn_names\x18\x03 \x03(\t\x12\x0c\n\x04rows\x18\x04 \x01(\x03\x12\x0f\n\x07\x63olumns\x18\x05 \x01(\x03\x12\x15\n\rshuffle_count\x18\x06 \x01(\x05\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\x12\r\n\x05level\x18\x08 \x01(\x05\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x07packing\x18\n \x01(\x0e\x32\x16.ciphergrad.v1.Packing\x12\x11\n\ttile_rows\x18\x0b \x01(\x05\x12\x11\n\ttile_cols\x18\x0c \x01(\x05\x12\x15\n\rfeatures_only\x18\r \x01(\x08\x12\x15\n\rreference_set\x18\x0e \x01(\x08\"@\n\x15UploadDatasetResponse\x12\'\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x16.ciphergrad.v1.Dataset\"\'\n\x11GetDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"=\n\x12GetDatasetResponse\x12\'\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x16.ciphergrad.v1.Dataset\"\x15\n\x13ListDatasetsRequest\"@\n\x14ListDatasetsResponse\x12(\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x16.ciphergrad.v1.Dataset\"*\n\x14\x44\x65leteDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteDatasetResponse2\xf6\x02\n\x0e\x44\x61tasetService\x12\\\n\rUploadDataset\x12#.ciphergrad.v1.UploadDatasetRequest\x1a$.ciphergrad.v1.UploadDatasetResponse(\x01\x12Q\n\nGetDataset\x12 .ciphergrad.v1.GetDatasetRequest\x1a!.ciphergrad.v1.GetDatasetResponse\x12W\n\x0cListDatasets\x12\".ciphergrad.v1.ListDatasetsRequest\x1a#.ciphergrad.v1.ListDatasetsResponse\x12Z\n\rDeleteDataset\x12#.ciphergrad.v1.DeleteDatasetRequest\x1a$.ciphergrad.v1.DeleteDatasetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,23 +36,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADDATASETREQUEST']._serialized_start=114
   _globals['_UPLOADDATASETREQUEST']._serialized_end=241
   _globals['_DATASETMANIFEST']._serialized_start=244
-  _globals['_DATASETMANIFEST']._serialized_end=418
-  _globals['_DATASET']._serialized_start=421
-  _globals['_DATASET']._serialized_end=734
-  _globals['_UPLOADDATASETRESPONSE']._serialized_start=736
-  _globals['_UPLOADDATASETRESPONSE']._serialized_end=800
-  _globals['_GETDATASETREQUEST']._serialized_start=802
-  _globals['_GETDATASETREQUEST']._serialized_end=841
-  _globals['_GETDATASETRESPONSE']._serialized_start=843
-  _globals['_GETDATASETRESPONSE']._serialized_end=904
-  _globals['_LISTDATASETSREQUEST']._serialized_start=906
-  _globals['_LISTDATASETSREQUEST']._serialized_end=927
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=929
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=993
-  _globals['_DELETEDATASETREQUEST']._serialized_start=995
-  _globals['_DELETEDATASETREQUEST']._serialized_end=1037
-  _globals['_DELETEDATASETRESPONSE']._serialized_start=1039
-  _globals['_DELETEDATASETRESPONSE']._serialized_end=1062
-  _globals['_DATASETSERVICE']._serialized_start=1065
-  _globals['_DATASETSERVICE']._serialized_end=1439
+  _globals['_DATASETMANIFEST']._serialized_end=441
+  _globals['_DATASET']._serialized_start=444
+  _globals['_DATASET']._serialized_end=780
+  _globals['_UPLOADDATASETRESPONSE']._serialized_start=782
+  _globals['_UPLOADDATASETRESPONSE']._serialized_end=846
+  _globals['_GETDATASETREQUEST']._serialized_start=848
+  _globals['_GETDATASETREQUEST']._serialized_end=887
+  _globals['_GETDATASETRESPONSE']._serialized_start=889
+  _globals['_GETDATASETRESPONSE']._serialized_end=950
+  _globals['_LISTDATASETSREQUEST']._serialized_start=952
+  _globals['_LISTDATASETSREQUEST']._serialized_end=973
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=975
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=1039
+  _globals['_DELETEDATASETREQUEST']._serialized_start=1041
+  _globals['_DELETEDATASETREQUEST']._serialized_end=1083
+  _globals['_DELETEDATASETRESPONSE']._serialized_start=1085
+  _globals['_DELETEDATASETRESPONSE']._serialized_end=1108
+  _globals['_DATASETSERVICE']._serialized_start=1111
+  _globals['_DATASETSERVICE']._serialized_end=1485
 # @@protoc_insertion_point(module_scope)

@@ -19,23 +19,25 @@ class UploadDatasetRequest(_message.Message):
     def __init__(self, manifest: _Optional[_Union[DatasetManifest, _Mapping]] = ..., chunk: _Optional[_Union[_types_pb2.MatrixChunk, _Mapping]] = ...) -> None: ...
 
 class DatasetManifest(_message.Message):
-    __slots__ = ("display_name", "column_names", "shuffle_count", "total_size_bytes", "packing", "features_only")
+    __slots__ = ("display_name", "column_names", "shuffle_count", "total_size_bytes", "packing", "features_only", "reference_set")
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     COLUMN_NAMES_FIELD_NUMBER: _ClassVar[int]
     SHUFFLE_COUNT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     PACKING_FIELD_NUMBER: _ClassVar[int]
     FEATURES_ONLY_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_SET_FIELD_NUMBER: _ClassVar[int]
     display_name: str
     column_names: _containers.RepeatedScalarFieldContainer[str]
     shuffle_count: int
     total_size_bytes: int
     packing: _types_pb2.Packing
     features_only: bool
-    def __init__(self, display_name: _Optional[str] = ..., column_names: _Optional[_Iterable[str]] = ..., shuffle_count: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., packing: _Optional[_Union[_types_pb2.Packing, str]] = ..., features_only: _Optional[bool] = ...) -> None: ...
+    reference_set: bool
+    def __init__(self, display_name: _Optional[str] = ..., column_names: _Optional[_Iterable[str]] = ..., shuffle_count: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., packing: _Optional[_Union[_types_pb2.Packing, str]] = ..., features_only: _Optional[bool] = ..., reference_set: _Optional[bool] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("dataset_id", "display_name", "column_names", "rows", "columns", "shuffle_count", "size_bytes", "level", "create_time", "packing", "tile_rows", "tile_cols", "features_only")
+    __slots__ = ("dataset_id", "display_name", "column_names", "rows", "columns", "shuffle_count", "size_bytes", "level", "create_time", "packing", "tile_rows", "tile_cols", "features_only", "reference_set")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     COLUMN_NAMES_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +51,7 @@ class Dataset(_message.Message):
     TILE_ROWS_FIELD_NUMBER: _ClassVar[int]
     TILE_COLS_FIELD_NUMBER: _ClassVar[int]
     FEATURES_ONLY_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_SET_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     display_name: str
     column_names: _containers.RepeatedScalarFieldContainer[str]
@@ -62,7 +65,8 @@ class Dataset(_message.Message):
     tile_rows: int
     tile_cols: int
     features_only: bool
-    def __init__(self, dataset_id: _Optional[str] = ..., display_name: _Optional[str] = ..., column_names: _Optional[_Iterable[str]] = ..., rows: _Optional[int] = ..., columns: _Optional[int] = ..., shuffle_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., level: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., packing: _Optional[_Union[_types_pb2.Packing, str]] = ..., tile_rows: _Optional[int] = ..., tile_cols: _Optional[int] = ..., features_only: _Optional[bool] = ...) -> None: ...
+    reference_set: bool
+    def __init__(self, dataset_id: _Optional[str] = ..., display_name: _Optional[str] = ..., column_names: _Optional[_Iterable[str]] = ..., rows: _Optional[int] = ..., columns: _Optional[int] = ..., shuffle_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., level: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., packing: _Optional[_Union[_types_pb2.Packing, str]] = ..., tile_rows: _Optional[int] = ..., tile_cols: _Optional[int] = ..., features_only: _Optional[bool] = ..., reference_set: _Optional[bool] = ...) -> None: ...
 
 class UploadDatasetResponse(_message.Message):
     __slots__ = ("dataset",)
