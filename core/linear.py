@@ -11,15 +11,14 @@ into a copy of X once, and y into a pre-scaled copy, so no level is spent on con
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from core.errors import ParameterError
 from core.tensor import EncryptedMatrix
-from core.training import Batch, EpochResult, GradientTrainer
+from core.training import Batch, EpochResult, GradientDescentConfig, GradientTrainer
 
 __all__ = [
     "LEVELS_PER_STEP",
@@ -38,40 +37,15 @@ LEVELS_PER_STEP = 3
 
 
 @dataclass(frozen=True)
-class LinearRegressionConfig:
-    learning_rate: float = 0.5
-    epochs: int = 50
-    l2: float = 0.0
-    batch_size: int | None = None  # None: full batch; else the row-block size of the encrypted shuffles
-    momentum: float = 0.0  # heavy-ball momentum (0 = plain gradient descent, as in the original)
-    seed: int = 0  # initial weights ~ N(0, 1) from this seed (shuffle orders use it too)
-    init: str = "normal"  # "normal" (the original's N(0, 1)) or "zeros"
-    intercept_column: int | None = 0  # column of ones (not penalized by l2), or None
+class LinearRegressionConfig(GradientDescentConfig):
+    """Least squares by gradient descent; momentum is heavy-ball."""
+
+    init: str = "normal"  # "normal" (the original's N(0, 1) from ``seed``) or "zeros"
 
     def __post_init__(self) -> None:
-        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
-            raise ParameterError(f"learning_rate={self.learning_rate} must be a positive number (e.g. 0.5)")
-        if self.epochs < 1:
-            raise ParameterError(f"epochs={self.epochs} must be at least 1")
-        if self.l2 < 0:
-            raise ParameterError(f"l2={self.l2} must be >= 0")
+        super().__post_init__()
         if self.init not in ("normal", "zeros"):
             raise ParameterError(f"init={self.init!r} must be 'normal' or 'zeros'")
-        if not 0 <= self.momentum < 1:
-            raise ParameterError(f"momentum={self.momentum} must lie in [0, 1)")
-        if self.batch_size is not None and (self.batch_size < 1 or self.batch_size & (self.batch_size - 1)):
-            raise ParameterError(f"batch_size={self.batch_size} must be a power of two (e.g. 128) or None")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LinearRegressionConfig:
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        unknown = set(data) - set(known)
-        if unknown:
-            raise ParameterError(f"unknown linear-regression settings: {sorted(unknown)}")
-        return cls(**known)
 
 
 def initial_weights(features: int, config: LinearRegressionConfig) -> np.ndarray:

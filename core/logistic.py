@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -36,7 +35,7 @@ from core.errors import ParameterError
 from core.polynomial import Polynomial, fit_sigmoid
 from core.polynomial import evaluate as evaluate_polynomial
 from core.tensor import EncryptedMatrix
-from core.training import Batch, GradientTrainer
+from core.training import Batch, GradientDescentConfig, GradientTrainer
 
 __all__ = [
     "LogisticRegressionConfig",
@@ -50,43 +49,20 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class LogisticRegressionConfig:
+class LogisticRegressionConfig(GradientDescentConfig):
+    """Binary logistic regression; momentum is Nesterov's (Bengio's form), ``seed`` orders the shuffles."""
+
     learning_rate: float = 1.0
     epochs: int = 30
     degree: int = 3  # sigmoid polynomial degree: 3, 5 or 7
     bound: float | None = None  # polynomial range [-bound, bound]; None: default_bound(features)
-    batch_size: int | None = None  # None: full batch; else the row-block size of the encrypted shuffles
-    momentum: float = 0.0  # Nesterov momentum (0 = plain gradient descent)
-    l2: float = 0.0  # ridge penalty (the intercept column is not penalized)
-    intercept_column: int | None = 0  # column of ones, or None
-    seed: int = 0  # shuffle orders
 
     def __post_init__(self) -> None:
-        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
-            raise ParameterError(f"learning_rate={self.learning_rate} must be a positive number (e.g. 1.0)")
-        if self.epochs < 1:
-            raise ParameterError(f"epochs={self.epochs} must be at least 1")
+        super().__post_init__()
         if self.degree not in (3, 5, 7):
             raise ParameterError(f"degree={self.degree}: the sigmoid polynomial has degree 3, 5 or 7")
         if self.bound is not None and not self.bound > 0:
             raise ParameterError(f"bound={self.bound} must be positive")
-        if not 0 <= self.momentum < 1:
-            raise ParameterError(f"momentum={self.momentum} must lie in [0, 1)")
-        if self.l2 < 0:
-            raise ParameterError(f"l2={self.l2} must be >= 0")
-        if self.batch_size is not None and (self.batch_size < 1 or self.batch_size & (self.batch_size - 1)):
-            raise ParameterError(f"batch_size={self.batch_size} must be a power of two (e.g. 128) or None")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LogisticRegressionConfig:
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        unknown = set(data) - set(known)
-        if unknown:
-            raise ParameterError(f"unknown logistic-regression settings: {sorted(unknown)}")
-        return cls(**known)
 
     def polynomial(self, features: int) -> Polynomial:
         return fit_sigmoid(self.degree, self.bound if self.bound is not None else default_bound(features))

@@ -7,18 +7,55 @@ pre-scaled; everything a server needs to run, checkpoint and resume it lives her
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Self
 
 import numpy as np
 
 from core.engine import Engine, OpCounts
-from core.errors import ShapeError
+from core.errors import ParameterError, ShapeError
 from core.refresh import MaskedRefresh, Refresh
 from core.tensor import EncryptedMatrix
 
 Shuffles = tuple[tuple[EncryptedMatrix, EncryptedMatrix], ...]
+
+
+@dataclass(frozen=True)
+class GradientDescentConfig:
+    """Hyperparameters every gradient-descent trainer takes; algorithms add their own fields."""
+
+    learning_rate: float = 0.5
+    epochs: int = 50
+    l2: float = 0.0  # ridge penalty (the intercept column is not penalized)
+    batch_size: int | None = None  # None: full batch; else the row-block size of the encrypted shuffles
+    momentum: float = 0.0  # 0 = plain gradient descent, as in the original
+    seed: int = 0  # initial weights and shuffle orders
+    intercept_column: int | None = 0  # column of ones, or None
+
+    def __post_init__(self) -> None:
+        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
+            raise ParameterError(f"learning_rate={self.learning_rate} must be a positive number (e.g. 0.5)")
+        if self.epochs < 1:
+            raise ParameterError(f"epochs={self.epochs} must be at least 1")
+        if self.l2 < 0:
+            raise ParameterError(f"l2={self.l2} must be >= 0")
+        if not 0 <= self.momentum < 1:
+            raise ParameterError(f"momentum={self.momentum} must lie in [0, 1)")
+        if self.batch_size is not None and (self.batch_size < 1 or self.batch_size & (self.batch_size - 1)):
+            raise ParameterError(f"batch_size={self.batch_size} must be a power of two (e.g. 128) or None")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        unknown = set(data) - set(known)
+        if unknown:
+            raise ParameterError(f"unknown {cls.__name__} settings: {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**known)
 
 
 @dataclass
