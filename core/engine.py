@@ -130,16 +130,6 @@ class Engine:
             out.scale = self.scale  # plaintext factors are encoded so that this is exact
         return out
 
-    def mod_switch(self, ct: Ciphertext, level: int) -> Ciphertext:
-        """A copy of ``ct`` at a lower level (same scale)."""
-        ct = self.rescale(ct)
-        current = self.level(ct)
-        if level > current:
-            raise LevelError(f"cannot raise a ciphertext from level {current} to {level}; refresh it")
-        out = Ciphertext(self.seal)
-        self.evaluator.mod_switch_to(ct, self._parms_ids[level], out)  # a copy when level == current
-        return out
-
     def _align(self, a: Ciphertext, b: Ciphertext) -> tuple[Ciphertext, Ciphertext]:
         """Bring two ciphertexts to one level and one scale without spending a level of the result.
 

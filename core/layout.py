@@ -108,11 +108,6 @@ def row_mask(shape: tuple[int, int], tile: Tile, slots: int, column: int = 0, va
     return vectors
 
 
-def valid_mask(shape: tuple[int, int], tile: Tile, slots: int) -> list[list[np.ndarray]]:
-    """1 where a slot holds a matrix entry, 0 in padding."""
-    return pack(np.ones(shape), tile, slots)
-
-
 def rotation_steps(tile: Tile) -> list[int]:
     """Rotation steps the matrix operations on this tile use (for generating only those Galois keys)."""
     # Up to and including tile.cols: SEAL splits a rotation by -offset (offset < cols) into signed powers of two.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 
 import grpc
@@ -36,5 +35,3 @@ def bearer_token(context: grpc.ServicerContext) -> str:
     )
 
 
-def same_hash(a: str, b: str) -> bool:
-    return hmac.compare_digest(a, b)

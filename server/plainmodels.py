@@ -98,12 +98,6 @@ def _polynomial_from_proto(message: pb.Polynomial) -> Polynomial:
     return Polynomial(tuple(message.coefficients), message.bound, message.name or "custom", message.max_error)
 
 
-def polynomial_to_proto(poly: Polynomial) -> pb.Polynomial:
-    return pb.Polynomial(
-        coefficients=list(poly.coefficients), bound=poly.bound, name=poly.name, max_error=poly.max_error
-    )
-
-
 def polynomial(data: dict[str, Any]) -> Polynomial:
     return Polynomial(tuple(data["coefficients"]), data["bound"], data["name"], data["max_error"])
 
