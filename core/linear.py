@@ -11,6 +11,7 @@ into a copy of X once, and y into a pre-scaled copy, so no level is spent on con
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,6 +75,7 @@ class LinearTrainer(GradientTrainer):
 
     def _setup(self) -> None:
         self.weight_scale = weight_scale(self.rows)
+        self._decay = self.config.shrink(self.features, self.config.learning_rate) - 1.0 if self.config.l2 else None
 
     def _initial_weights(self) -> np.ndarray:
         return initial_weights(self.features, self.config) * self.weight_scale
@@ -96,11 +98,8 @@ class LinearTrainer(GradientTrainer):
         loss = (residual * residual).sum()
         step = (batch.Xg * residual).sum(axis=0)
         config = self.config
-        if config.l2:
-            shrink = np.full((1, self.features), 1.0 - config.learning_rate * config.l2)
-            if config.intercept_column is not None:
-                shrink[0, config.intercept_column] = 1.0
-            step = step - self.weights * (shrink - 1.0)
+        if self._decay is not None:
+            step = step - self.weights * self._decay
         if config.momentum:
             self.velocity = step if self.velocity is None else self.velocity * config.momentum + step
             step = self.velocity
@@ -123,25 +122,19 @@ def fit_torch(
     orders: list[np.ndarray] | None = None,
 ) -> TorchFit:
     """The same algorithm in float64: same initial weights, shuffle order, batches and updates."""
-    import time
-
     Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
     yt = torch.as_tensor(np.asarray(y, dtype=np.float64).reshape(-1, 1))
     rows, features = Xt.shape
     w = torch.as_tensor(initial_weights(features, config)).reshape(1, -1)
     velocity = None
-    shrink = torch.full((1, features), 1.0 - config.learning_rate * config.l2, dtype=torch.float64)
-    if config.intercept_column is not None:
-        shrink[0, config.intercept_column] = 1.0
+    shrink = torch.as_tensor(config.shrink(features, config.learning_rate))
     orders = orders or [np.arange(rows)]
     fit = TorchFit(weights=np.empty(0))
     for epoch in range(config.epochs):
         start = time.perf_counter()
-        order = torch.as_tensor(orders[epoch % len(orders)])
-        size = config.batch_size or rows
         total = 0.0
-        for begin in range(0, rows, size):
-            index = order[begin : begin + size]
+        for batch in config.batches(orders, epoch, rows):
+            index = torch.as_tensor(batch)
             xb, yb = Xt[index], yt[index]
             residual = xb @ w.T - yb
             total += float((residual**2).sum())

@@ -102,13 +102,9 @@ class LogisticTrainer(GradientTrainer):
         scaled = tuple(c * self._loss_factor for c in self.poly.coefficients)
         self._scaled_poly = replace(self.poly, coefficients=scaled)
         self.weight_scale = 1.0 / self.bound  # the model is kept divided by the polynomial's range
-        self._shrink = None
-        if config.l2:
-            # Applied to w' each step; in the Bengio form the gradient's (1 + mu) covers the penalty too.
-            shrink = np.full((1, self.features), 1.0 - (1.0 + config.momentum) * config.learning_rate * config.l2)
-            if config.intercept_column is not None:
-                shrink[0, config.intercept_column] = 1.0
-            self._shrink = shrink
+        # Applied to w' each step; in the Bengio form the gradient's (1 + mu) covers the penalty too.
+        rate = (1.0 + config.momentum) * config.learning_rate
+        self._shrink = config.shrink(self.features, rate) if config.l2 else None
 
     def _initial_weights(self) -> np.ndarray:
         # Zero start: every logit begins at 0, the centre of the polynomial's range.
@@ -178,18 +174,14 @@ def fit_torch(
     mu, lr = config.momentum, config.learning_rate
     w = torch.zeros((1, features), dtype=torch.float64)
     velocity = None
-    shrink = torch.full((1, features), 1.0 - (1.0 + mu) * lr * config.l2, dtype=torch.float64)
-    if config.intercept_column is not None:
-        shrink[0, config.intercept_column] = 1.0
+    shrink = torch.as_tensor(config.shrink(features, (1.0 + mu) * lr))
     orders = orders or [np.arange(rows)]
     fit = TorchFit(weights=np.empty(0))
     for epoch in range(config.epochs):
         start = time.perf_counter()
-        order = torch.as_tensor(orders[epoch % len(orders)])
-        size = config.batch_size or rows
         total = 0.0
-        for begin in range(0, rows, size):
-            index = order[begin : begin + size]
+        for batch in config.batches(orders, epoch, rows):
+            index = torch.as_tensor(batch)
             xb, yb = Xt[index], yt[index]
             z = xb @ w.T
             s = torch.sigmoid(z) if exact_sigmoid else poly(z)

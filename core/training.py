@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Self
 
@@ -45,6 +46,20 @@ class GradientDescentConfig:
             raise ParameterError(f"momentum={self.momentum} must lie in [0, 1)")
         if self.batch_size is not None and (self.batch_size < 1 or self.batch_size & (self.batch_size - 1)):
             raise ParameterError(f"batch_size={self.batch_size} must be a power of two (e.g. 128) or None")
+
+    def shrink(self, features: int, rate: float) -> np.ndarray:
+        """``(1, features)`` weight decay factors ``1 - rate * l2``; the intercept column is not penalized."""
+        factors = np.full((1, features), 1.0 - rate * self.l2)
+        if self.intercept_column is not None:
+            factors[0, self.intercept_column] = 1.0
+        return factors
+
+    def batches(self, orders: list[np.ndarray], epoch: int, rows: int) -> Iterator[np.ndarray]:
+        """Row indices of each batch of ``epoch``, in the order the encrypted shuffles present them."""
+        order = orders[epoch % len(orders)]
+        size = self.batch_size or rows
+        for begin in range(0, rows, size):
+            yield order[begin : begin + size]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
