@@ -2,12 +2,12 @@
 
 ``Client`` keeps the secret key in this process (``core.keys.KeyHolder``) and sends the server only the
 public context and ciphertexts. During training it answers the server's masked refresh requests with
-fresh encryptions (never decryptions: see GUIDE.md on IND-CPA-D) and decrypts the per-epoch loss.
+fresh encryptions (never decryptions, which would let the server recover the key: IND-CPA-D attacks; see
+docs/threat-model.md) and decrypts the per-epoch loss.
 """
 
 from __future__ import annotations
 
-import json
 import queue
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +26,9 @@ from core.logistic import LogisticRegressionConfig
 from core.params import CKKSParameters, plan
 from core.polynomial import Polynomial
 from core.tensor import EncryptedMatrix
-from server.proto_gen.ciphergrad.v1 import (
+from wire import chunks, codec
+from wire.chunks import CHANNEL_OPTIONS, CHUNK_BYTES
+from wire.proto_gen.ciphergrad.v1 import (
     compute_service_pb2,
     compute_service_pb2_grpc,
     dataset_service_pb2,
@@ -40,13 +42,13 @@ from server.proto_gen.ciphergrad.v1 import (
     types_pb2,
 )
 
-CHUNK_BYTES = 1 << 20
-MAX_MESSAGE_BYTES = 64 * 2**20
 JobState = training_service_pb2.JobState
 ALGORITHMS = {
     "linear": types_pb2.ALGORITHM_LINEAR_REGRESSION,
     "logistic": types_pb2.ALGORITHM_LOGISTIC_REGRESSION,
 }
+# The response field that carries the chunked results of each streaming request type.
+_RESULT_FIELDS = {"PredictRequest": "predictions", "DistancesRequest": "distances"}
 PACKINGS = {"rows": types_pb2.PACKING_ROWS, "columns": types_pb2.PACKING_COLUMNS}
 
 
@@ -85,16 +87,6 @@ def default_parameters() -> CKKSParameters:
     return plan(LEVELS_PER_STEP, slots=1)
 
 
-def matrix_to_proto(matrix: EncryptedMatrix) -> types_pb2.EncryptedMatrix:
-    return types_pb2.EncryptedMatrix(header_json=json.dumps(matrix.header()), ciphertexts=matrix.blobs())
-
-
-def _chunks(data: bytes) -> Iterator[types_pb2.MatrixChunk]:
-    for start in range(0, max(len(data), 1), CHUNK_BYTES):
-        end = start + CHUNK_BYTES
-        yield types_pb2.MatrixChunk(data=data[start:end], last=end >= len(data))
-
-
 def _as_matrix(values: Any) -> np.ndarray:
     """numpy, pandas or torch input as a float64 2-D array."""
     if hasattr(values, "detach"):  # torch.Tensor
@@ -113,10 +105,7 @@ class Client:
     """
 
     def __init__(self, address: str, *, tls: bool | str | Path = False) -> None:
-        options = [
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ]
+        options = list(CHANNEL_OPTIONS)
         if tls:
             roots = Path(tls).read_bytes() if isinstance(tls, (str, Path)) else None
             self.channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(roots), options)
@@ -251,11 +240,7 @@ class Client:
                 features_only=features_only,
             )
             yield dataset_service_pb2.UploadDatasetRequest(manifest=manifest)
-            for blob in blobs:
-                for chunk in _chunks(blob):
-                    yield dataset_service_pb2.UploadDatasetRequest(chunk=chunk)
-                    if progress:
-                        progress(len(chunk.data))
+            yield from chunks.send(dataset_service_pb2.UploadDatasetRequest, "chunk", blobs, progress)
 
         response = self.datasets.UploadDataset(requests(), metadata=self.metadata)
         self.transfer.add("sent", "data upload", total)
@@ -320,7 +305,7 @@ class Client:
                     event = response.epoch
                     self.transfer.add("received", "losses", event.ByteSize())
                     loss = None
-                    if event.loss.header_json:
+                    if codec.has_matrix(event.loss):
                         loss = float(holder.decrypt(self._matrix(event.loss))[0, 0]) * event.loss_scale
                         run.losses.append(loss)
                     run.epoch_seconds.append(event.seconds)
@@ -345,8 +330,7 @@ class Client:
         return run
 
     def _matrix(self, message: types_pb2.EncryptedMatrix) -> EncryptedMatrix:
-        header = json.loads(message.header_json)
-        return EncryptedMatrix.from_parts(self._holder().engine, header, list(message.ciphertexts))
+        return codec.matrix_from_proto(self._holder().engine, message)
 
     def _refresh(
         self, request: training_service_pb2.RefreshRequest, observe: Callable[[np.ndarray], None] | None
@@ -356,7 +340,7 @@ class Client:
         values = holder.decrypt(masked)
         if observe:
             observe(values)
-        fresh = matrix_to_proto(holder.encrypt(values, tile=masked.tile))
+        fresh = codec.matrix_to_proto(holder.encrypt(values, tile=masked.tile))
         self.transfer.add("received", "refreshes", request.ByteSize())
         self.transfer.add("sent", "refreshes", fresh.ByteSize())
         return training_service_pb2.RefreshReply(refresh_id=request.refresh_id, refreshed=fresh)
@@ -424,7 +408,7 @@ class Client:
             model = mlp_from_torch(model)
         if isinstance(model, MLP):
             layers = [
-                model_service_pb2.MlpLayer(weights=_plain(w), bias=np.asarray(b).reshape(-1).tolist())
+                model_service_pb2.MlpLayer(weights=codec.plain_to_proto(w), bias=np.asarray(b).reshape(-1).tolist())
                 for w, b in model.layers
             ]
             activations = [
@@ -446,15 +430,15 @@ class Client:
             weights = np.asarray(model, dtype=np.float64)
             weights = weights[:, None] if weights.ndim == 1 else weights
             values = [] if bias is None else np.broadcast_to(np.asarray(bias, float), (weights.shape[1],)).tolist()
-            request.linear.CopyFrom(model_service_pb2.LinearModel(weights=_plain(weights), bias=values))
+            request.linear.CopyFrom(model_service_pb2.LinearModel(weights=codec.plain_to_proto(weights), bias=values))
         return self.models.UploadModel(request, metadata=self.metadata).model
 
     def upload_reference(self, reference: Any, projection: Any = None, *, display_name: str = "") -> Any:
         """Store a plaintext nearest-neighbour reference set (server-owned) with an optional ``(d, c)``
         projection applied to queries and references; ``distances`` then scores encrypted queries."""
-        neighbors = model_service_pb2.NeighborsModel(reference=_plain(_as_matrix(reference)))
+        neighbors = model_service_pb2.NeighborsModel(reference=codec.plain_to_proto(_as_matrix(reference)))
         if projection is not None:
-            neighbors.projection.CopyFrom(_plain(_as_matrix(projection)))
+            neighbors.projection.CopyFrom(codec.plain_to_proto(_as_matrix(projection)))
         request = model_service_pb2.UploadModelRequest(display_name=display_name, neighbors=neighbors)
         return self.models.UploadModel(request, metadata=self.metadata).model
 
@@ -486,8 +470,7 @@ class Client:
                 reference_set=True,
             )
             yield dataset_service_pb2.UploadDatasetRequest(manifest=manifest)
-            for chunk in _chunks(blob):
-                yield dataset_service_pb2.UploadDatasetRequest(chunk=chunk)
+            yield from chunks.send(dataset_service_pb2.UploadDatasetRequest, "chunk", [blob])
 
         response = self.datasets.UploadDataset(requests(), metadata=self.metadata)
         self.transfer.add("sent", "reference upload", len(blob))
@@ -503,24 +486,21 @@ class Client:
         """Encrypt ``X`` in batches, stream them through a bidirectional ``call``; yield the decrypted results."""
         holder = self._holder()
         batches = [X[i : i + batch_rows] for i in range(0, len(X), batch_rows)]
-        message = type(first)
 
-        def requests() -> Iterator[Any]:
-            yield first
+        def encrypted() -> Iterator[bytes]:
             for batch in batches:
                 data = holder.encrypt(batch, tile=tile).to_bytes()
                 self.transfer.add("sent", what, len(data))
-                for chunk in _chunks(data):
-                    yield message(**{field: chunk})
+                yield data
 
-        buffer = bytearray()
-        for response in call(requests(), metadata=self.metadata):
-            chunk = getattr(response, response.DESCRIPTOR.fields[0].name)
-            buffer += chunk.data
-            if chunk.last:
-                self.transfer.add("received", f"{what} results", len(buffer))
-                yield holder.decrypt(EncryptedMatrix.from_bytes(holder.engine, bytes(buffer)))
-                buffer.clear()
+        def requests() -> Iterator[Any]:
+            yield first
+            yield from chunks.send(type(first), field, encrypted())
+
+        responses = call(requests(), metadata=self.metadata)
+        for data in chunks.receive(responses, _RESULT_FIELDS[type(first).__name__], f"{what} results"):
+            self.transfer.add("received", f"{what} results", len(data))
+            yield holder.decrypt(EncryptedMatrix.from_bytes(holder.engine, data))
 
     def predict(
         self,
@@ -633,10 +613,9 @@ class Client:
 
         def requests() -> Iterator[compute_service_pb2.MetricsRequest]:
             yield compute_service_pb2.MetricsRequest(spec=spec)
-            for blob in blobs:
-                self.transfer.add("sent", "metrics input", len(blob))
-                for chunk in _chunks(blob):
-                    yield compute_service_pb2.MetricsRequest(chunk=chunk)
+            yield from chunks.send(compute_service_pb2.MetricsRequest, "chunk", blobs)
+
+        self.transfer.add("sent", "metrics input", sum(len(blob) for blob in blobs))
 
         values: dict[str, float] = {}
         error_bound = None
@@ -689,11 +668,6 @@ class Client:
 
 def _is_torch_module(value: Any) -> bool:
     return type(value).__module__.startswith("torch") or hasattr(value, "named_parameters")
-
-
-def _plain(array: Any) -> types_pb2.PlainMatrix:
-    array = np.asarray(array, dtype=np.float64)
-    return types_pb2.PlainMatrix(rows=array.shape[0], cols=array.shape[1], values=array.reshape(-1).tolist())
 
 
 def _polynomial(poly: Polynomial) -> model_service_pb2.Polynomial:

@@ -172,17 +172,24 @@ class GradientTrainer:
     def resume(
         cls, engine: Engine, X, y, config, refresh: Refresh, state: dict[str, Any], shuffles: Shuffles = ()
     ) -> Self:
-        weights = EncryptedMatrix.from_bytes(engine, state["weights"])
-        velocity = EncryptedMatrix.from_bytes(engine, state["velocity"]) if state.get("velocity") else None
         return cls(
-            engine, X, y, config, refresh, shuffles, weights=weights, velocity=velocity, epoch=int(state["epoch"])
+            engine,
+            X,
+            y,
+            config,
+            refresh,
+            shuffles,
+            weights=state["weights"],
+            velocity=state.get("velocity"),
+            epoch=int(state["epoch"]),
         )
 
     def state(self) -> dict[str, Any]:
+        """What ``resume`` needs: the epoch and the encrypted weights and velocity (immutable, so shared)."""
         return {
             "epoch": self.epoch,
-            "weights": self.weights.to_bytes(),
-            "velocity": self.velocity.to_bytes() if self.velocity is not None else None,
+            "weights": self.weights,
+            "velocity": self.velocity,
         }
 
     @property

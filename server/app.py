@@ -17,7 +17,11 @@ from server.datasets import DatasetServicer
 from server.engines import EngineCache
 from server.jobs import JobRunner
 from server.models import ModelServicer
-from server.proto_gen.ciphergrad.v1 import (
+from server.sessions import SessionServicer
+from server.storage import Store
+from server.training import TrainingServicer
+from wire.chunks import CHANNEL_OPTIONS
+from wire.proto_gen.ciphergrad.v1 import (
     compute_service_pb2,
     compute_service_pb2_grpc,
     dataset_service_pb2,
@@ -29,15 +33,8 @@ from server.proto_gen.ciphergrad.v1 import (
     training_service_pb2,
     training_service_pb2_grpc,
 )
-from server.sessions import SessionServicer
-from server.storage import Store
-from server.training import TrainingServicer
 
 log = logging.getLogger("ciphergrad.server")
-
-# Single messages carry at most one EncryptedMatrix (weights, a loss, a refresh operand): a few
-# ciphertexts of up to ~13 MB each at N=32768. Bulk data is chunked and limited by --max-upload-mb.
-MAX_MESSAGE_BYTES = 64 * 2**20
 
 SERVICE_NAMES = (
     session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
@@ -62,10 +59,7 @@ class CipherGradServer:
         # Each open stream (training, upload, predict) holds a thread for its lifetime.
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max(16, 8 * config.workers), thread_name_prefix="grpc"),
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
+            options=list(CHANNEL_OPTIONS),  # bulk data is chunked and limited by --max-upload-mb
         )
         session_service_pb2_grpc.add_SessionServiceServicer_to_server(
             SessionServicer(self.store, access, self.engines, self.runner, max_upload), self.server

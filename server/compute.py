@@ -15,16 +15,17 @@ from core import stats
 from core.errors import ShapeError
 from core.neighbors import check_reference, squared_distances
 from core.tensor import EncryptedMatrix
-from server import convert, plainmodels
+from server import plainmodels
 from server.access import Access
 from server.datasets import layout
 from server.engines import EngineCache
 from server.errors import invalid, rpc
-from server.models import receive_batches
-from server.proto_gen.ciphergrad.v1 import compute_service_pb2 as pb
-from server.proto_gen.ciphergrad.v1 import compute_service_pb2_grpc as pb_grpc
-from server.proto_gen.ciphergrad.v1 import types_pb2
 from server.storage import Store
+from server.uploads import receive_matrices
+from wire import chunks, codec
+from wire.proto_gen.ciphergrad.v1 import compute_service_pb2 as pb
+from wire.proto_gen.ciphergrad.v1 import compute_service_pb2_grpc as pb_grpc
+from wire.proto_gen.ciphergrad.v1 import types_pb2
 
 
 class ComputeServicer(pb_grpc.ComputeServiceServicer):
@@ -48,11 +49,11 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                 "with Client.upload(X, packing='columns')"
             )
         mean, variance = stats.standardization_params(X, ddof=request.ddof)
-        yield pb.DescribeResponse(statistic="mean", value=convert.matrix_to_proto(mean))
-        yield pb.DescribeResponse(statistic="variance", value=convert.matrix_to_proto(variance))
+        yield pb.DescribeResponse(statistic="mean", value=codec.matrix_to_proto(mean))
+        yield pb.DescribeResponse(statistic="variance", value=codec.matrix_to_proto(variance))
         if request.covariance:
             cov = stats.covariance(X, ddof=request.ddof)
-            yield pb.DescribeResponse(statistic="covariance", value=convert.matrix_to_proto(cov))
+            yield pb.DescribeResponse(statistic="covariance", value=codec.matrix_to_proto(cov))
 
     @rpc
     def Metrics(
@@ -69,7 +70,7 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         if dataset is not None and layout(dataset).get("features_only"):
             raise invalid(f"dataset {dataset['id']} has no targets (uploaded features_only)")
         engine = self.engines.get(session["id"])
-        matrices = receive_batches(request_iterator, "chunk", engine, self.max_upload, "the metrics input")
+        matrices = receive_matrices(request_iterator, "chunk", engine, self.max_upload, "the metrics input")
         predictions = next(matrices, None)
         if predictions is None:
             raise invalid("Metrics: the predictions are missing")
@@ -90,11 +91,11 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                 "encrypt the predictions with that shape and tile"
             )
         mse, target_variance = stats.r2_parts(predictions, targets)
-        yield pb.MetricsResponse(metric="mse", value=convert.matrix_to_proto(mse))
-        yield pb.MetricsResponse(metric="target_variance", value=convert.matrix_to_proto(target_variance))
+        yield pb.MetricsResponse(metric="mse", value=codec.matrix_to_proto(mse))
+        yield pb.MetricsResponse(metric="target_variance", value=codec.matrix_to_proto(target_variance))
         if spec.mae_bound:
             value, poly = stats.mae(predictions, targets, bound=spec.mae_bound, degree=spec.mae_degree or 6)
-            yield pb.MetricsResponse(metric="mae", value=convert.matrix_to_proto(value), max_error=poly.max_error)
+            yield pb.MetricsResponse(metric="mae", value=codec.matrix_to_proto(value), max_error=poly.max_error)
 
     @rpc
     def Distances(
@@ -113,15 +114,14 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                 "of one the client encrypted), then batches of encrypted queries"
             )
         engine = self.engines.get(session["id"])
-        for queries in receive_batches(request_iterator, "queries", engine, self.max_upload, "the queries"):
+        for queries in receive_matrices(request_iterator, "queries", engine, self.max_upload, "the queries"):
             if queries.tile.cols != 1:
                 raise ShapeError(
                     f"queries must be column-packed: encrypt them with packing='columns' (tile=Tile(q, 1)); "
                     f"got tile {queries.tile.rows}x{queries.tile.cols}"
                 )
             distances = squared_distances(queries, reference, projection)
-            for chunk in convert.chunks(distances.to_bytes()):
-                yield pb.DistancesResponse(distances=chunk)
+            yield from chunks.send(pb.DistancesResponse, "distances", [distances.to_bytes()])
 
     def _plain_reference(self, model_id: str, session: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
         row = self.access.owned("models", model_id, session)

@@ -12,15 +12,15 @@ import grpc
 from core.errors import ShapeError
 from core.neighbors import check_reference
 from core.tensor import EncryptedMatrix
-from server import convert
 from server.access import Access
 from server.engines import EngineCache
 from server.errors import invalid, rpc
-from server.proto_gen.ciphergrad.v1 import dataset_service_pb2 as pb
-from server.proto_gen.ciphergrad.v1 import dataset_service_pb2_grpc as pb_grpc
-from server.proto_gen.ciphergrad.v1 import types_pb2
 from server.storage import Store, dumps, new_id
 from server.uploads import Budget, receive_matrix
+from wire import codec
+from wire.proto_gen.ciphergrad.v1 import dataset_service_pb2 as pb
+from wire.proto_gen.ciphergrad.v1 import dataset_service_pb2_grpc as pb_grpc
+from wire.proto_gen.ciphergrad.v1 import types_pb2
 
 MAX_SHUFFLES = 1024
 
@@ -57,7 +57,7 @@ def dataset_to_proto(row: dict[str, Any]) -> pb.Dataset:
         shuffle_count=row["shuffle_count"],
         size_bytes=row["size_bytes"],
         level=row["level"],
-        create_time=convert.timestamp(row["created"]),
+        create_time=codec.timestamp(row["created"]),
         packing=types_pb2.PACKING_COLUMNS
         if found.get("packing") == "columns"
         else types_pb2.PACKING_ROWS

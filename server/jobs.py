@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,14 +22,14 @@ from core.linear import LinearRegressionConfig, LinearTrainer
 from core.logistic import LogisticRegressionConfig, LogisticTrainer
 from core.tensor import EncryptedMatrix
 from core.training import GradientTrainer
-from server import convert
 from server.datasets import load_matrices
 from server.engines import EngineCache
 from server.errors import ServiceError, invalid, precondition, status_for
-from server.proto_gen.ciphergrad.v1 import model_service_pb2 as model_pb
-from server.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
-from server.proto_gen.ciphergrad.v1 import types_pb2
 from server.storage import Store, dumps, new_id
+from wire import codec
+from wire.proto_gen.ciphergrad.v1 import model_service_pb2 as model_pb
+from wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
+from wire.proto_gen.ciphergrad.v1 import types_pb2
 
 log = logging.getLogger("ciphergrad.server")
 
@@ -109,7 +108,7 @@ class StreamRefresh:
     def __call__(self, masked: EncryptedMatrix) -> EncryptedMatrix:
         self.link.check()
         self._next_id += 1
-        request = pb.RefreshRequest(refresh_id=self._next_id, masked=convert.matrix_to_proto(masked))
+        request = pb.RefreshRequest(refresh_id=self._next_id, masked=codec.matrix_to_proto(masked))
         self.link.events.put(pb.TrainResponse(refresh_request=request))
         deadline = time.monotonic() + self.timeout
         while True:
@@ -125,28 +124,10 @@ class StreamRefresh:
             raise reply
         if reply.refresh_id != self._next_id:
             raise invalid(f"refresh_reply answers request {reply.refresh_id}; expected {self._next_id}")
-        fresh = convert.matrix_from_proto(self.engine, reply.refreshed)
+        fresh = codec.matrix_from_proto(self.engine, reply.refreshed)
         if fresh.shape != masked.shape or fresh.tile != masked.tile:
             raise invalid(f"refreshed matrix has shape {fresh.shape}; expected {masked.shape} in the same tile")
         return fresh
-
-
-def pack_state(state: dict[str, Any]) -> bytes:
-    """A trainer checkpoint: JSON for scalars, length-prefixed sections for bytes."""
-    scalars = {k: v for k, v in state.items() if not isinstance(v, bytes)}
-    blobs = {k: v for k, v in state.items() if isinstance(v, bytes)}
-    head = json.dumps({"scalars": scalars, "blobs": {k: len(v) for k, v in blobs.items()}}).encode()
-    return struct.pack("<I", len(head)) + head + b"".join(blobs.values())
-
-
-def unpack_state(data: bytes) -> dict[str, Any]:
-    (size,) = struct.unpack_from("<I", data)
-    head = json.loads(data[4 : 4 + size])
-    state, offset = dict(head["scalars"]), 4 + size
-    for key, length in head["blobs"].items():
-        state[key] = data[offset : offset + length]
-        offset += length
-    return state
 
 
 def job_to_proto(row: dict[str, Any]) -> pb.Job:
@@ -159,10 +140,10 @@ def job_to_proto(row: dict[str, Any]) -> pb.Job:
         epochs=row["epochs"],
         model_id=row["model_id"],
         error_message=row["error"],
-        hyperparameters=convert.struct_from_dict(json.loads(row["config_json"])),
+        hyperparameters=codec.struct_from_dict(json.loads(row["config_json"])),
         refreshes=row["refreshes"],
-        create_time=convert.timestamp(row["created"]),
-        update_time=convert.timestamp(row["updated"]),
+        create_time=codec.timestamp(row["created"]),
+        update_time=codec.timestamp(row["updated"]),
     )
 
 
@@ -180,10 +161,10 @@ def model_to_proto(row: dict[str, Any], weights: EncryptedMatrix | None = None) 
         job_id=row["job_id"],
         dataset_id=row["dataset_id"],
         algorithm=row["algorithm"],
-        weights=convert.matrix_to_proto(weights) if weights is not None else None,
+        weights=codec.matrix_to_proto(weights) if weights is not None else None,
         weight_scale=row["weight_scale"],
         column_names=json.loads(row["column_names_json"]),
-        create_time=convert.timestamp(row["created"]),
+        create_time=codec.timestamp(row["created"]),
         metadata_json=row["metadata_json"],
         server_owned=bool(meta.get("server_owned")),
         input_columns=int(meta.get("inputs", meta.get("features", 0))),
@@ -213,7 +194,7 @@ class JobRunner:
             raise invalid(f"algorithm {_algorithm_name(spec.algorithm)} cannot be trained; use {names}")
         if json.loads(dataset.get("layout_json") or "{}").get("features_only"):
             raise invalid(f"dataset {dataset['id']} has no targets (uploaded features_only); upload X and y to train")
-        config = convert.config_from_struct(spec.hyperparameters, algorithm.config)
+        config = codec.config_from_struct(spec.hyperparameters, algorithm.config)
         now = time.time()
         row = {
             "id": new_id(),
@@ -335,7 +316,7 @@ class JobRunner:
         refresh = StreamRefresh(link, engine, self.refresh_timeout)
         checkpoint = self.store.checkpoint_path(job["session_id"], job_id)
         if checkpoint.exists():
-            state = unpack_state(checkpoint.read_bytes())
+            state = codec.checkpoint_from_bytes(engine, checkpoint.read_bytes())
             trainer = algorithm.trainer.resume(engine, X, y, config, refresh, state, shuffles)
         else:
             trainer = algorithm.trainer(engine, X, y, config, refresh, shuffles)
@@ -347,14 +328,14 @@ class JobRunner:
             result = trainer.run_epoch()
             seconds = time.perf_counter() - start
             refreshes += result.refreshes
-            self.store.write_blob(checkpoint, pack_state(trainer.state()))
+            self.store.write_blob(checkpoint, codec.checkpoint_to_bytes(trainer.state()))
             self.store.update("jobs", job_id, epoch=trainer.epoch, refreshes=refreshes)
             loss = result.loss
             link.events.put(
                 pb.TrainResponse(
                     epoch=pb.EpochProgress(
                         epoch=result.epoch,
-                        loss=convert.matrix_to_proto(loss) if loss is not None else None,
+                        loss=codec.matrix_to_proto(loss) if loss is not None else None,
                         refreshes=result.refreshes,
                         seconds=seconds,
                         operation_counts=result.counts.to_dict(),

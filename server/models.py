@@ -19,33 +19,17 @@ from core.inference import (
     predict_mlp,
 )
 from core.tensor import EncryptedMatrix
-from server import convert, plainmodels
+from server import plainmodels
 from server.access import Access
 from server.engines import EngineCache
 from server.errors import invalid, precondition, rpc
 from server.jobs import model_to_proto
-from server.proto_gen.ciphergrad.v1 import model_service_pb2 as pb
-from server.proto_gen.ciphergrad.v1 import model_service_pb2_grpc as pb_grpc
-from server.proto_gen.ciphergrad.v1 import types_pb2
 from server.storage import Store, dumps, new_id
-from server.uploads import Budget
-
-
-def receive_batches(requests: Iterator[Any], field: str, engine: Any, max_upload: int, what: str):
-    """Encrypted matrices sent as MatrixChunk streams (``request.<field>``), one at a time."""
-    budget, buffer = Budget(max_upload), bytearray()
-    for request in requests:
-        if request.WhichOneof("kind") != field:
-            raise invalid(f"only `{field}` chunks may follow the first message")
-        chunk = getattr(request, field)
-        budget.spend(len(chunk.data), what)
-        buffer += chunk.data
-        if chunk.last:
-            yield EncryptedMatrix.from_bytes(engine, bytes(buffer))
-            buffer.clear()
-            budget = Budget(max_upload)  # the limit applies per batch, not per stream
-    if buffer:
-        raise invalid(f"the stream ended inside {what} (no chunk marked `last`)")
+from server.uploads import receive_matrices
+from wire import chunks
+from wire.proto_gen.ciphergrad.v1 import model_service_pb2 as pb
+from wire.proto_gen.ciphergrad.v1 import model_service_pb2_grpc as pb_grpc
+from wire.proto_gen.ciphergrad.v1 import types_pb2
 
 
 def _column_packed(rows: EncryptedMatrix, inputs: int) -> None:
@@ -130,10 +114,9 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         row = self.access.owned("models", options.model_id, session)
         engine = self.engines.get(row["session_id"])
         predict = self._predictor(row, options)
-        for rows in receive_batches(request_iterator, "rows", engine, self.max_upload, "the prediction input"):
+        for rows in receive_matrices(request_iterator, "rows", engine, self.max_upload, "the prediction input"):
             predictions = predict(rows)
-            for chunk in convert.chunks(predictions.to_bytes()):
-                yield pb.PredictResponse(predictions=chunk)
+            yield from chunks.send(pb.PredictResponse, "predictions", [predictions.to_bytes()])
 
     def _predictor(self, row: dict[str, Any], options: pb.PredictOptions):
         """The function from an encrypted batch of rows to its encrypted predictions."""

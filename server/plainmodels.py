@@ -14,8 +14,9 @@ import numpy as np
 from core.errors import MalformedInputError, ShapeError
 from core.inference import MLP
 from core.polynomial import Polynomial, fit_sigmoid
-from server.proto_gen.ciphergrad.v1 import model_service_pb2 as pb
-from server.proto_gen.ciphergrad.v1 import types_pb2
+from wire import codec
+from wire.proto_gen.ciphergrad.v1 import model_service_pb2 as pb
+from wire.proto_gen.ciphergrad.v1 import types_pb2
 
 KINDS = {
     "linear": types_pb2.ALGORITHM_LINEAR_REGRESSION,
@@ -23,20 +24,6 @@ KINDS = {
     "mlp": types_pb2.ALGORITHM_MLP,
     "neighbors": types_pb2.ALGORITHM_NEAREST_NEIGHBORS,
 }
-
-
-def matrix_from_proto(message: types_pb2.PlainMatrix, what: str) -> np.ndarray:
-    values = np.asarray(message.values, dtype=np.float64)
-    if message.rows < 1 or message.cols < 1 or values.size != message.rows * message.cols:
-        raise ShapeError(f"{what}: {values.size} values do not fill a {message.rows}x{message.cols} matrix (row-major)")
-    if not np.all(np.isfinite(values)):
-        raise MalformedInputError(f"{what} contains NaN or infinity")
-    return values.reshape(message.rows, message.cols)
-
-
-def matrix_to_proto(array: np.ndarray) -> types_pb2.PlainMatrix:
-    array = np.asarray(array, dtype=np.float64)
-    return types_pb2.PlainMatrix(rows=array.shape[0], cols=array.shape[1], values=array.reshape(-1).tolist())
 
 
 def _bias(values: Any, outputs: int, what: str) -> list[float]:
@@ -50,7 +37,7 @@ def from_request(request: pb.UploadModelRequest) -> dict[str, Any]:
     """The request's model as a JSON-ready dict with ``kind``, ``inputs`` and ``outputs``; checks shapes."""
     kind = request.WhichOneof("kind")
     if kind == "linear":
-        W = matrix_from_proto(request.linear.weights, "linear weights")
+        W = codec.plain_from_proto(request.linear.weights, "linear weights")
         bias = _bias(request.linear.bias, W.shape[1], "linear model")
         return {"kind": kind, "inputs": W.shape[0], "outputs": W.shape[1], "weights": W.tolist(), "bias": bias}
     if kind == "logistic":
@@ -70,7 +57,7 @@ def from_request(request: pb.UploadModelRequest) -> dict[str, Any]:
     if kind == "mlp":
         layers = []
         for index, layer in enumerate(request.mlp.layers):
-            W = matrix_from_proto(layer.weights, f"layer {index} weights")
+            W = codec.plain_from_proto(layer.weights, f"layer {index} weights")
             layers.append({"weights": W.tolist(), "bias": _bias(layer.bias, W.shape[1], f"layer {index}")})
         activations = [
             _polynomial_from_proto(a.polynomial).to_dict() if a.HasField("polynomial") else None
@@ -81,10 +68,10 @@ def from_request(request: pb.UploadModelRequest) -> dict[str, Any]:
         model.update(inputs=mlp.layers[0][0].shape[0], outputs=mlp.layers[-1][0].shape[1])
         return model
     if kind == "neighbors":
-        R = matrix_from_proto(request.neighbors.reference, "reference set")
+        R = codec.plain_from_proto(request.neighbors.reference, "reference set")
         model = {"kind": kind, "inputs": R.shape[1], "outputs": R.shape[0], "reference": R.tolist()}
         if request.neighbors.HasField("projection") and request.neighbors.projection.rows:
-            P = matrix_from_proto(request.neighbors.projection, "projection")
+            P = codec.plain_from_proto(request.neighbors.projection, "projection")
             if P.shape[0] != R.shape[1]:
                 raise ShapeError(f"projection of shape {P.shape} does not match {R.shape[1]} reference features")
             model["projection"] = P.tolist()

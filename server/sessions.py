@@ -9,15 +9,16 @@ from typing import Any
 import grpc
 
 from core.engine import Engine
-from server import auth, convert
+from server import auth
 from server.access import Access
 from server.engines import EngineCache
 from server.errors import invalid, rpc
 from server.jobs import JobRunner
-from server.proto_gen.ciphergrad.v1 import session_service_pb2 as pb
-from server.proto_gen.ciphergrad.v1 import session_service_pb2_grpc as pb_grpc
 from server.storage import Store, dumps, new_id
 from server.uploads import Budget
+from wire import codec
+from wire.proto_gen.ciphergrad.v1 import session_service_pb2 as pb
+from wire.proto_gen.ciphergrad.v1 import session_service_pb2_grpc as pb_grpc
 
 
 def session_to_proto(row: dict[str, Any]) -> pb.Session:
@@ -28,9 +29,9 @@ def session_to_proto(row: dict[str, Any]) -> pb.Session:
     return pb.Session(
         session_id=row["id"],
         display_name=row["display_name"],
-        parameters=convert.params_to_proto(CKKSParameters.from_dict(json.loads(row["params_json"]))),
+        parameters=codec.params_to_proto(CKKSParameters.from_dict(json.loads(row["params_json"]))),
         context_size_bytes=row["context_size"],
-        create_time=convert.timestamp(row["created"]),
+        create_time=codec.timestamp(row["created"]),
     )
 
 

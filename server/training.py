@@ -10,9 +10,9 @@ import grpc
 from server.access import Access
 from server.errors import ServiceError, invalid, rpc
 from server.jobs import End, JobRunner, Link, job_to_proto
-from server.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
-from server.proto_gen.ciphergrad.v1 import training_service_pb2_grpc as pb_grpc
 from server.storage import Store
+from wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
+from wire.proto_gen.ciphergrad.v1 import training_service_pb2_grpc as pb_grpc
 
 
 def _read_replies(requests: Iterator[pb.TrainRequest], link: Link) -> None:

@@ -1,4 +1,5 @@
-"""Receiving client streams to disk under a size limit (never whole uploads in memory)."""
+"""Receiving client streams under a size limit: uploads go to disk (never whole in memory), prediction
+and query batches are parsed one matrix at a time. The chunk protocol itself is ``wire.chunks``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from typing import Any
 
 import grpc
 
-from server.errors import ServiceError, invalid
+from core.engine import Engine
+from core.tensor import EncryptedMatrix
+from server.errors import ServiceError
+from wire import chunks
 
 
 class Budget:
@@ -36,16 +40,17 @@ class Budget:
 
 
 def receive_matrix(requests: Iterator[Any], field: str, path: Path, budget: Budget, what: str) -> int:
-    """Write MatrixChunks (``request.<field>``) to ``path`` up to the one flagged last; returns bytes."""
-    size = 0
+    """Write one matrix's chunks (``request.<field>``) to ``path``; returns its size in bytes."""
     with open(path, "wb") as handle:
-        for request in requests:
-            if request.WhichOneof("kind") != field:
-                raise invalid(f"{what}: expected a `{field}` message, got `{request.WhichOneof('kind')}`")
-            chunk = getattr(request, field)
-            budget.spend(len(chunk.data), what)
-            handle.write(chunk.data)
-            size += len(chunk.data)
-            if chunk.last:
-                return size
-    raise invalid(f"{what}: the stream ended before the chunk marked `last`")
+        return chunks.receive_into(requests, field, handle, what, lambda size: budget.spend(size, what))
+
+
+def receive_matrices(
+    requests: Iterator[Any], field: str, engine: Engine, max_upload: int, what: str
+) -> Iterator[EncryptedMatrix]:
+    """Encrypted matrices sent as chunk streams (``request.<field>``), parsed one at a time; the limit
+    applies per matrix, not per stream."""
+    budget = Budget(max_upload)
+    for data in chunks.receive(requests, field, what, lambda size: budget.spend(size, what)):
+        budget.used = 0
+        yield EncryptedMatrix.from_bytes(engine, data)

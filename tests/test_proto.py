@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server import codegen
+from wire import codegen
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,10 +38,10 @@ def test_generated_stubs_are_fresh(tmp_path: Path) -> None:
         for p in codegen.OUTPUT.rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     )
-    assert names == checked_in, "stale stubs: run `python -m server.codegen`"
+    assert names == checked_in, "stale stubs: run `python -m wire.codegen`"
     for name in names:
         assert filecmp.cmp(fresh / name, codegen.OUTPUT / name, shallow=False), (
-            f"server/proto_gen/{name} is stale: run `python -m server.codegen`"
+            f"wire/proto_gen/{name} is stale: run `python -m wire.codegen`"
         )
 
 

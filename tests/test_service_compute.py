@@ -129,8 +129,8 @@ def test_knn_in_process_server_and_errors(server, client) -> None:
     with EncryptedKNeighborsClassifier(3, batch_rows=8) as knn:  # in-process server, several query batches
         assert knn.fit(Xtr, ytr).score(Xte, KNeighborsClassifier(3).fit(Xtr, ytr).predict(Xte)) == 1.0
     reference = client.upload_reference(Xtr)
-    from client.sdk import _chunks
-    from server.proto_gen.ciphergrad.v1 import compute_service_pb2
+    from wire.chunks import chunks as _chunks
+    from wire.proto_gen.ciphergrad.v1 import compute_service_pb2
 
     rows = client.key_holder.encrypt(Xte[:4], packing="rows").to_bytes()
 
@@ -171,9 +171,9 @@ def test_knn_encrypted_reference_equals_sklearn_on_iris(server, components: int 
 
 
 def test_encrypted_reference_isolation_and_layout_errors(server, client) -> None:
-    from client.sdk import _chunks
     from core import Tile
-    from server.proto_gen.ciphergrad.v1 import compute_service_pb2, dataset_service_pb2
+    from wire.chunks import chunks as _chunks
+    from wire.proto_gen.ciphergrad.v1 import compute_service_pb2, dataset_service_pb2
 
     Xtr, Xte, _ = _iris()
     reference = client.upload_encrypted_reference(Xtr, query_rows=8, column_names=["a", "b", "c", "d"])

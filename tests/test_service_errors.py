@@ -14,7 +14,7 @@ from client.sdk import Client, default_parameters
 from core.keys import KeyHolder
 from core.layout import choose_tile
 from core.linear import LinearRegressionConfig
-from server.proto_gen.ciphergrad.v1 import (
+from wire.proto_gen.ciphergrad.v1 import (
     dataset_service_pb2,
     session_service_pb2,
     training_service_pb2,
@@ -138,7 +138,7 @@ def test_bad_requests(tmp_path: Path) -> None:
 
 
 def _predict(**kwargs: object) -> object:
-    from server.proto_gen.ciphergrad.v1 import model_service_pb2
+    from wire.proto_gen.ciphergrad.v1 import model_service_pb2
 
     return model_service_pb2.PredictRequest(**kwargs)
 

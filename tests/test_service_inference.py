@@ -108,8 +108,8 @@ def test_wrong_layout_and_other_sessions(server, client, cancer) -> None:
 
 def _row_packed_predict(client: Client, model, X: np.ndarray) -> None:
     """Rows encrypted side by side (the training layout) sent to a server-owned model."""
-    from client.sdk import _chunks
-    from server.proto_gen.ciphergrad.v1 import model_service_pb2
+    from wire.chunks import chunks as _chunks
+    from wire.proto_gen.ciphergrad.v1 import model_service_pb2
 
     data = client.key_holder.encrypt(X, tile=Tile(8, 32)).to_bytes()
 

@@ -11,7 +11,7 @@ from service_support import local_server, session_client
 
 from client.sdk import Client
 from core.linear import LinearRegressionConfig
-from server.proto_gen.ciphergrad.v1 import (
+from wire.proto_gen.ciphergrad.v1 import (
     dataset_service_pb2,
     model_service_pb2,
     session_service_pb2,

@@ -15,7 +15,7 @@ from service_support import ServerProcess, local_server, session_client
 
 from client.sdk import Client
 from core.linear import LinearRegressionConfig, fit_torch
-from server.proto_gen.ciphergrad.v1 import training_service_pb2
+from wire.proto_gen.ciphergrad.v1 import training_service_pb2
 
 RNG = np.random.default_rng(3)
 X = np.hstack([np.ones((64, 1)), RNG.uniform(size=(64, 4))])

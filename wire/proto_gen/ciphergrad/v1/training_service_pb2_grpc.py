@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from server.proto_gen.ciphergrad.v1 import training_service_pb2 as ciphergrad_dot_v1_dot_training__service__pb2
+from wire.proto_gen.ciphergrad.v1 import training_service_pb2 as ciphergrad_dot_v1_dot_training__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -28,7 +28,7 @@ if _version_not_supported:
 class TrainingServiceStub:
     """Training on encrypted data. The server never holds the secret key: when the weights run out
     of multiplicative levels it sends them, masked with a random vector only it knows, to the
-    client, which answers with a fresh encryption (never a decryption, see GUIDE.md).
+    client, which answers with a fresh encryption (never a decryption: see docs/threat-model.md).
     """
 
     def __init__(self, channel):
@@ -62,7 +62,7 @@ class TrainingServiceStub:
 class TrainingServiceServicer:
     """Training on encrypted data. The server never holds the secret key: when the weights run out
     of multiplicative levels it sends them, masked with a random vector only it knows, to the
-    client, which answers with a fresh encryption (never a decryption, see GUIDE.md).
+    client, which answers with a fresh encryption (never a decryption: see docs/threat-model.md).
     """
 
     def Train(self, request_iterator, context):
@@ -129,7 +129,7 @@ def add_TrainingServiceServicer_to_server(servicer, server):
 class TrainingService:
     """Training on encrypted data. The server never holds the secret key: when the weights run out
     of multiplicative levels it sends them, masked with a random vector only it knows, to the
-    client, which answers with a fresh encryption (never a decryption, see GUIDE.md).
+    client, which answers with a fresh encryption (never a decryption: see docs/threat-model.md).
     """
 
     @staticmethod

@@ -1,0 +1,88 @@
+"""Matrices too large for one gRPC message travel as ``MatrixChunk`` streams; this is the one sender and
+the one receiver.
+
+Invariant: a matrix is ``core.tensor.EncryptedMatrix.to_bytes()`` cut into chunks of at most ``CHUNK_BYTES``
+bytes; the last chunk of each matrix carries ``last=True`` (an empty payload still sends one chunk). Each
+stream message holds its chunk in one named field (``field``); anything else in its place is refused with
+``MalformedInputError``, which the server answers with INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, BinaryIO
+
+from core.errors import MalformedInputError
+from wire.proto_gen.ciphergrad.v1 import types_pb2
+
+# Well under gRPC's 4 MB default so that chunks pass any proxy with default limits.
+CHUNK_BYTES = 1 << 20
+# Single messages carry at most one EncryptedMatrix (weights, a loss, a refresh operand): a few
+# ciphertexts of up to ~13 MB each at N=32768. Bulk data is chunked.
+MAX_MESSAGE_BYTES = 64 * 2**20
+CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
+
+
+def chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[types_pb2.MatrixChunk]:
+    """``data`` as MatrixChunks, the last one flagged."""
+    view = memoryview(data)
+    for start in range(0, max(len(view), 1), size):
+        end = start + size
+        yield types_pb2.MatrixChunk(data=bytes(view[start:end]), last=end >= len(view))
+
+
+def send(message_type: type, field: str, blobs: Iterable[bytes], sent: Callable[[int], None] | None = None):
+    """Stream messages of ``message_type`` whose ``field`` holds the chunks of each blob in turn;
+    ``sent(size)`` is told each chunk's payload size (progress bars, transfer counts)."""
+    for blob in blobs:
+        for chunk in chunks(blob):
+            yield message_type(**{field: chunk})
+            if sent is not None:
+                sent(len(chunk.data))
+
+
+def _chunk_of(message: Any, field: str, what: str) -> types_pb2.MatrixChunk:
+    oneof = message.DESCRIPTOR.oneofs_by_name.get("kind")
+    kind = message.WhichOneof("kind") if oneof is not None else field
+    if kind != field:
+        raise MalformedInputError(f"{what}: expected a `{field}` message, got `{kind}`")
+    return getattr(message, field)
+
+
+def receive(
+    messages: Iterator[Any], field: str, what: str, spend: Callable[[int], None] | None = None
+) -> Iterator[bytes]:
+    """The matrices of a chunk stream, one ``bytes`` each, as their last chunk arrives.
+
+    ``spend(size)`` is called with every chunk's size before it is kept (an upload limit raises there).
+    """
+    buffer = bytearray()
+    for message in messages:
+        chunk = _chunk_of(message, field, what)
+        if spend is not None:
+            spend(len(chunk.data))
+        buffer += chunk.data
+        if chunk.last:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        raise MalformedInputError(f"{what}: the stream ended before the chunk marked `last`")
+
+
+def receive_into(
+    messages: Iterator[Any], field: str, handle: BinaryIO, what: str, spend: Callable[[int], None] | None = None
+) -> int:
+    """Write one matrix's chunks to ``handle`` (never the whole upload in memory); returns its size."""
+    size = 0
+    for message in messages:
+        chunk = _chunk_of(message, field, what)
+        if spend is not None:
+            spend(len(chunk.data))
+        handle.write(chunk.data)
+        size += len(chunk.data)
+        if chunk.last:
+            return size
+    raise MalformedInputError(f"{what}: the stream ended before the chunk marked `last`")
