@@ -18,10 +18,11 @@ from typing import Any
 import grpc
 import numpy as np
 
+from core import algorithms
 from core.inference import MLP
 from core.keys import KeyHolder
 from core.layout import Tile, choose_tile, next_pow2, rotation_steps
-from core.linear import LEVELS_PER_STEP, LinearRegressionConfig, decode_weights
+from core.linear import LinearRegressionConfig
 from core.logistic import LogisticRegressionConfig
 from core.params import CKKSParameters, plan
 from core.polynomial import Polynomial
@@ -43,10 +44,6 @@ from wire.proto_gen.ciphergrad.v1 import (
 )
 
 JobState = training_service_pb2.JobState
-ALGORITHMS = {
-    "linear": types_pb2.ALGORITHM_LINEAR_REGRESSION,
-    "logistic": types_pb2.ALGORITHM_LOGISTIC_REGRESSION,
-}
 # The response field that carries the chunked results of each streaming request type.
 _RESULT_FIELDS = {"PredictRequest": "predictions", "DistancesRequest": "distances"}
 PACKINGS = {"rows": types_pb2.PACKING_ROWS, "columns": types_pb2.PACKING_COLUMNS}
@@ -82,9 +79,9 @@ class TrainingRun:
     seconds: float = 0.0
 
 
-def default_parameters() -> CKKSParameters:
-    """The planner's choice for linear regression: one step's levels, refresh in between."""
-    return plan(LEVELS_PER_STEP, slots=1)
+def default_parameters(algorithm: str = "linear") -> CKKSParameters:
+    """The planner's choice for training ``algorithm``: one step's levels, refresh in between."""
+    return plan(algorithms.get(algorithm).levels_per_step, slots=1)
 
 
 def _as_matrix(values: Any) -> np.ndarray:
@@ -276,13 +273,11 @@ class Client:
         if job_id:
             first = training_service_pb2.TrainRequest(attach=training_service_pb2.AttachJob(job_id=job_id))
         else:
-            if algorithm is None:
-                algorithm = "logistic" if isinstance(config, LogisticRegressionConfig) else "linear"
-            if algorithm not in ALGORITHMS:
-                raise ValueError(f"algorithm={algorithm!r}: use one of {sorted(ALGORITHMS)}")
-            if isinstance(config, LinearRegressionConfig | LogisticRegressionConfig):
+            known = algorithms.for_config(config)
+            entry = algorithms.get(algorithm or (known.name if known else "linear"))
+            if known is not None:
                 config = config.to_dict()
-            spec = training_service_pb2.JobSpec(dataset_id=dataset_id, algorithm=ALGORITHMS[algorithm])
+            spec = training_service_pb2.JobSpec(dataset_id=dataset_id, algorithm=codec.algorithm_to_proto(entry))
             spec.hyperparameters.update(dict(config or {}))
             first = training_service_pb2.TrainRequest(start=spec)
         outbox: queue.Queue = queue.Queue()
@@ -368,8 +363,10 @@ class Client:
 
     def weights(self, model: model_service_pb2.Model) -> np.ndarray:
         """The model's decrypted coefficients (one per feature column, the intercept column included)."""
-        values = self._holder().decrypt(self._matrix(model.weights))
-        return decode_weights(values, model.weight_scale)
+        entry = codec.algorithm_from_proto(model.algorithm)
+        if entry is None or model.server_owned:
+            raise ValueError(f"model {model.model_id} is server-owned: its plaintext weights stay on the server")
+        return entry.decode(self._holder().decrypt(self._matrix(model.weights)), model.weight_scale)
 
     def upload_model(
         self,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,14 +39,21 @@ from core.tensor import EncryptedMatrix
 from core.training import Batch, GradientDescentConfig, GradientTrainer
 
 __all__ = [
+    "LEVELS_PER_STEP",
     "LogisticRegressionConfig",
     "LogisticTrainer",
+    "decode_model",
     "decode_weights",
     "default_bound",
     "fit_torch",
     "predict_proba",
     "shuffle_orders",
 ]
+
+
+# The weights' product and row-sum mask (2), or after a refresh of the logit the degree-3 sigmoid (2) and the
+# gradient product (1); higher degrees refresh the residual once more rather than ask for a deeper chain.
+LEVELS_PER_STEP = 3
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,11 @@ def decode_weights(values: np.ndarray, bound: float) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).reshape(-1) * bound
 
 
+def decode_model(values: np.ndarray, weight_scale: float) -> np.ndarray:
+    """Decrypted model weights carrying ``Model.weight_scale`` (``1 / bound``) to the model's weights."""
+    return decode_weights(values, 1.0 / weight_scale)
+
+
 def predict_proba(X: np.ndarray, weights: np.ndarray, poly: Polynomial | None = None) -> np.ndarray:
     """Plaintext probabilities: exact sigmoid, or the polynomial."""
     z = np.asarray(X, dtype=np.float64) @ np.asarray(weights, dtype=np.float64)
@@ -105,6 +118,9 @@ class LogisticTrainer(GradientTrainer):
         # Applied to w' each step; in the Bengio form the gradient's (1 + mu) covers the penalty too.
         rate = (1.0 + config.momentum) * config.learning_rate
         self._shrink = config.shrink(self.features, rate) if config.l2 else None
+
+    def metadata(self) -> dict[str, Any]:
+        return {**super().metadata(), "bound": self.bound, "degree": self.poly.degree, "sigmoid": self.poly.to_dict()}
 
     def _initial_weights(self) -> np.ndarray:
         # Zero start: every logit begins at 0, the centre of the polynomial's range.

@@ -184,6 +184,10 @@ class GradientTrainer:
             epoch=int(state["epoch"]),
         )
 
+    def metadata(self) -> dict[str, Any]:
+        """What a stored model records about its training (the server keeps it beside the weights)."""
+        return {"intercept_column": self.config.intercept_column, "features": self.features}
+
     def state(self) -> dict[str, Any]:
         """What ``resume`` needs: the epoch and the encrypted weights and velocity (immutable, so shared)."""
         return {

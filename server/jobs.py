@@ -18,10 +18,8 @@ from typing import Any
 
 import grpc
 
-from core.linear import LinearRegressionConfig, LinearTrainer
-from core.logistic import LogisticRegressionConfig, LogisticTrainer
+from core.algorithms import ALGORITHMS
 from core.tensor import EncryptedMatrix
-from core.training import GradientTrainer
 from server.datasets import load_matrices
 from server.engines import EngineCache
 from server.errors import ServiceError, invalid, precondition, status_for
@@ -37,30 +35,6 @@ S = pb.JobState
 FINISHED = (S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED)
 # A linear prediction, (X * w).sum(axis=1), spends one level on the product and one on the row-sum mask.
 PREDICT_LEVELS = 2
-
-
-@dataclass(frozen=True)
-class Trainable:
-    """What the job runner needs to know about a trainable algorithm (core config and trainer types)."""
-
-    config: type
-    trainer: type
-
-    def weight_scale(self, trainer: GradientTrainer) -> float:
-        """The factor the decrypted weights carry (Model.weight_scale; the client divides it out)."""
-        return trainer.weight_scale
-
-    def metadata(self, trainer: Any) -> dict[str, Any]:
-        meta = {"intercept_column": trainer.config.intercept_column, "features": trainer.features}
-        if hasattr(trainer, "poly"):
-            meta.update(bound=trainer.bound, degree=trainer.poly.degree, sigmoid=trainer.poly.to_dict())
-        return meta
-
-
-TRAINABLE = {
-    types_pb2.ALGORITHM_LINEAR_REGRESSION: Trainable(LinearRegressionConfig, LinearTrainer),
-    types_pb2.ALGORITHM_LOGISTIC_REGRESSION: Trainable(LogisticRegressionConfig, LogisticTrainer),
-}
 
 
 class Detached(Exception):
@@ -188,9 +162,9 @@ class JobRunner:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def create(self, session: dict[str, Any], dataset: dict[str, Any], spec: pb.JobSpec) -> dict[str, Any]:
-        algorithm = TRAINABLE.get(spec.algorithm)
+        algorithm = codec.algorithm_from_proto(spec.algorithm)
         if algorithm is None:
-            names = " or ".join(types_pb2.Algorithm.Name(a) for a in TRAINABLE)
+            names = " or ".join(entry.wire_name for entry in ALGORITHMS.values())
             raise invalid(f"algorithm {_algorithm_name(spec.algorithm)} cannot be trained; use {names}")
         if json.loads(dataset.get("layout_json") or "{}").get("features_only"):
             raise invalid(f"dataset {dataset['id']} has no targets (uploaded features_only); upload X and y to train")
@@ -311,15 +285,16 @@ class JobRunner:
         matrices = load_matrices(self.store, dataset, engine)
         X, y = matrices[0], matrices[1]
         shuffles = tuple((matrices[k], matrices[k + 1]) for k in range(2, len(matrices), 2))
-        algorithm = TRAINABLE[job["algorithm"]]
+        algorithm = codec.algorithm_from_proto(job["algorithm"])
+        assert algorithm is not None  # create() admitted only trainable algorithms
         config = algorithm.config.from_dict(json.loads(job["config_json"]))
         refresh = StreamRefresh(link, engine, self.refresh_timeout)
         checkpoint = self.store.checkpoint_path(job["session_id"], job_id)
         if checkpoint.exists():
             state = codec.checkpoint_from_bytes(engine, checkpoint.read_bytes())
-            trainer = algorithm.trainer.resume(engine, X, y, config, refresh, state, shuffles)
+            trainer = algorithm.trainer_for(config).resume(engine, X, y, config, refresh, state, shuffles)
         else:
-            trainer = algorithm.trainer(engine, X, y, config, refresh, shuffles)
+            trainer = algorithm.trainer_for(config)(engine, X, y, config, refresh, shuffles)
         self._emit_job(link, self._set(job_id, S.JOB_STATE_RUNNING, epoch=trainer.epoch))
         refreshes = job["refreshes"]
         while not trainer.done:
@@ -348,18 +323,18 @@ class JobRunner:
             # One more (masked) refresh so the stored model can serve predictions.
             weights = trainer.refresh(weights)
             refreshes += 1
-        self._finish(job, dataset, weights, trainer, algorithm, refreshes, link)
+        self._finish(job, dataset, weights, trainer, refreshes, link)
         self.store.remove(checkpoint)
 
-    def _finish(self, job, dataset, weights, trainer, algorithm, refreshes, link) -> None:
+    def _finish(self, job, dataset, weights, trainer, refreshes, link) -> None:
         model = {
             "id": new_id(),
             "session_id": job["session_id"],
             "job_id": job["id"],
             "dataset_id": dataset["id"],
             "algorithm": job["algorithm"],
-            "weight_scale": algorithm.weight_scale(trainer),
-            "metadata_json": dumps(algorithm.metadata(trainer)),
+            "weight_scale": trainer.weight_scale,
+            "metadata_json": dumps(trainer.metadata()),
             "column_names_json": dataset["column_names_json"],
             "created": time.time(),
         }

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from core.algorithms import ALGORITHMS
 from core.errors import MalformedInputError, ShapeError
 from core.inference import MLP
 from core.polynomial import Polynomial, fit_sigmoid
@@ -18,9 +19,9 @@ from wire import codec
 from wire.proto_gen.ciphergrad.v1 import model_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import types_pb2
 
+# Plaintext linear and logistic models share the trainable algorithms' enum values (the registry's).
 KINDS = {
-    "linear": types_pb2.ALGORITHM_LINEAR_REGRESSION,
-    "logistic": types_pb2.ALGORITHM_LOGISTIC_REGRESSION,
+    **{entry.name: codec.algorithm_to_proto(entry) for entry in ALGORITHMS.values()},
     "mlp": types_pb2.ALGORITHM_MLP,
     "neighbors": types_pb2.ALGORITHM_NEAREST_NEIGHBORS,
 }

@@ -16,6 +16,8 @@ import numpy as np
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError
 
+from core import algorithms
+from core.algorithms import Algorithm
 from core.engine import Engine
 from core.errors import MalformedInputError, ShapeError
 from core.params import CKKSParameters
@@ -144,3 +146,16 @@ def checkpoint_from_bytes(engine: Engine, data: bytes) -> dict[str, Any]:
     for key, matrix in message.matrices.items():
         state[key] = matrix_from_proto(engine, matrix)
     return state
+
+
+# -- algorithms -----------------------------------------------------------------------------------------
+def algorithm_to_proto(entry: Algorithm) -> int:
+    return types_pb2.Algorithm.Value(entry.wire_name)
+
+
+def algorithm_from_proto(value: int) -> Algorithm | None:
+    """The trainable algorithm an enum value names (None: unknown, or not trainable)."""
+    try:
+        return algorithms.by_wire_name(types_pb2.Algorithm.Name(value))
+    except ValueError:
+        return None

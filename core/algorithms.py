@@ -1,0 +1,88 @@
+"""The one registry of trainable algorithms: adding one means its core module (config, trainer, twin) and a
+line in ``ALGORITHMS``. The wire enum, the server's job runner, the SDK, the estimators and the CLI read it.
+
+Each entry names its config dataclass, the trainer class for a config (``trainer_for``: an algorithm may
+offer several solvers), the plaintext twin (torch, imported only when called), how decrypted weights become
+coefficients, the row orders of its encrypted shuffles and the levels one step needs between refreshes
+(what ``default_parameters`` plans for). Trainers report their own model metadata (``metadata()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from core import linear, logistic
+from core.errors import ParameterError
+from core.training import GradientDescentConfig, GradientTrainer
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str  # what users type: Client.train(algorithm=...), the CLI
+    wire_name: str  # the ciphergrad.v1.Algorithm enum value's name
+    config: type[GradientDescentConfig]
+    trainer: type[GradientTrainer]
+    twin: Callable[..., Any]  # fit_torch(X, y, config, orders): the float64 torch twin
+    decode: Callable[[np.ndarray, float], np.ndarray]  # (decrypted weights, Model.weight_scale) -> coefficients
+    shuffle_orders: Callable[[int, int, int], list[np.ndarray]]  # (rows, count, seed) -> the key holder's orders
+    levels_per_step: int
+
+    def trainer_for(self, config: GradientDescentConfig) -> type[GradientTrainer]:
+        """The trainer class that runs ``config`` (one per solver, when an algorithm has several)."""
+        return self.trainer
+
+    def config_fields(self) -> tuple[str, ...]:
+        """The hyperparameters, in declaration order (``intercept_column`` included)."""
+        return tuple(f.name for f in fields(self.config))
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    entry.name: entry
+    for entry in (
+        Algorithm(
+            "linear",
+            "ALGORITHM_LINEAR_REGRESSION",
+            linear.LinearRegressionConfig,
+            linear.LinearTrainer,
+            linear.fit_torch,
+            linear.decode_weights,
+            linear.shuffle_orders,
+            linear.LEVELS_PER_STEP,
+        ),
+        Algorithm(
+            "logistic",
+            "ALGORITHM_LOGISTIC_REGRESSION",
+            logistic.LogisticRegressionConfig,
+            logistic.LogisticTrainer,
+            logistic.fit_torch,
+            logistic.decode_model,
+            logistic.shuffle_orders,
+            logistic.LEVELS_PER_STEP,
+        ),
+    )
+}
+
+
+def get(name: str) -> Algorithm:
+    if name not in ALGORITHMS:
+        raise ParameterError(f"algorithm={name!r}: use one of {sorted(ALGORITHMS)}")
+    return ALGORITHMS[name]
+
+
+def for_config(config: Any) -> Algorithm | None:
+    """The algorithm whose config ``config`` is (None for a dict or None)."""
+    for entry in ALGORITHMS.values():
+        if type(config) is entry.config:
+            return entry
+    return None
+
+
+def by_wire_name(wire_name: str) -> Algorithm | None:
+    for entry in ALGORITHMS.values():
+        if entry.wire_name == wire_name:
+            return entry
+    return None
