@@ -10,34 +10,32 @@ encrypted by the client (``predict_linear_encrypted``: weights as a ``(1, d)`` m
 Logistic models return the encrypted logit by default (the client applies sigmoid or a threshold after
 decryption, exactly); pass a polynomial to get an approximate probability computed on the server.
 
-Each function has a torch twin (``*_torch``) used by the tests and the benchmark.
+Each function has a torch twin (``*_torch``) used by the tests and the benchmark. torch is imported only by
+the twins and the torch-facing names (``Square``, ``PolynomialActivation``, ``mlp_from_torch``, ``mlp_torch``,
+from ``core.torch_models`` on first use), so a server evaluates models without it.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from core.errors import ParameterError, ShapeError
 from core.polynomial import Polynomial, evaluate
 from core.tensor import EncryptedMatrix
 
+_TORCH_NAMES = ("PolynomialActivation", "Square", "mlp_from_torch", "mlp_torch")
 __all__ = [
     "MLP",
-    "PolynomialActivation",
-    "Square",
     "linear_torch",
-    "mlp_from_torch",
-    "mlp_torch",
     "predict_linear",
     "predict_linear_encrypted",
     "predict_logistic",
     "predict_logistic_encrypted",
     "predict_mlp",
+    *_TORCH_NAMES,
 ]
 
 
@@ -102,6 +100,8 @@ def predict_logistic_encrypted(
 
 def linear_torch(X: np.ndarray, weights: np.ndarray, bias: float | np.ndarray = 0.0) -> np.ndarray:
     """Torch twin of ``predict_linear`` (float64)."""
+    import torch
+
     Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
     w = torch.as_tensor(_weights(weights, Xt.shape[1]))
     b = torch.as_tensor(np.asarray(bias, dtype=np.float64).reshape(1, -1))
@@ -109,24 +109,6 @@ def linear_torch(X: np.ndarray, weights: np.ndarray, bias: float | np.ndarray = 
 
 
 # -- MLP with polynomial activations ------------------------------------------------------------------
-class Square(nn.Module):
-    """x**2: the cheapest activation on ciphertexts (1 level), as in CryptoNets."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * x
-
-
-class PolynomialActivation(nn.Module):
-    """``sum_k c_k x**k`` (e.g. a ``core.polynomial`` fit) as a torch activation."""
-
-    def __init__(self, poly: Polynomial) -> None:
-        super().__init__()
-        self.poly = poly
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.poly(x)
-
-
 @dataclass(frozen=True)
 class MLP:
     """A plaintext network the server evaluates on ciphertexts: linear layers and activations in order."""
@@ -138,34 +120,6 @@ class MLP:
     def depth(self) -> int:
         """Levels on column-packed input: one per linear layer plus each activation's."""
         return len(self.layers) + sum(1 if a is None else a.depth for a in self.activations)
-
-
-def mlp_from_torch(module: nn.Module) -> MLP:
-    """Export an ``nn.Sequential`` of ``nn.Linear`` layers separated by ``Square`` / ``PolynomialActivation``."""
-    layers: list[tuple[np.ndarray, np.ndarray]] = []
-    activations: list[Polynomial | None] = []
-    expect_linear = True
-    for child in module.children() if isinstance(module, nn.Sequential) else [module]:
-        if isinstance(child, nn.Linear):
-            if not expect_linear:
-                raise ParameterError("two linear layers in a row: merge them or put an activation between")
-            w = child.weight.detach().to(torch.float64).numpy().T.copy()
-            b = child.bias.detach().to(torch.float64).numpy().copy() if child.bias is not None else np.zeros(w.shape[1])
-            layers.append((w, b))
-            expect_linear = False
-        elif isinstance(child, Square | PolynomialActivation):
-            if expect_linear:
-                raise ParameterError("an activation must follow a linear layer")
-            activations.append(child.poly if isinstance(child, PolynomialActivation) else None)
-            expect_linear = True
-        else:
-            raise ParameterError(
-                f"{type(child).__name__} has no ciphertext form: use nn.Linear with Square or "
-                "PolynomialActivation (ReLU/tanh/sigmoid need a polynomial stand-in)"
-            )
-    if not layers or expect_linear:
-        raise ParameterError("the network must start and end with an nn.Linear layer")
-    return MLP(tuple(layers), tuple(activations))
 
 
 def predict_mlp(X: EncryptedMatrix, mlp: MLP) -> EncryptedMatrix:
@@ -182,9 +136,10 @@ def predict_mlp(X: EncryptedMatrix, mlp: MLP) -> EncryptedMatrix:
             h = h * h if act is None else evaluate(act, h)
     return h
 
+def __getattr__(name: str) -> Any:
+    # The torch-facing names load torch on first use only (see the module docstring).
+    if name in _TORCH_NAMES:
+        from core import torch_models
 
-def mlp_torch(module: nn.Module, X: np.ndarray) -> np.ndarray:
-    """Torch twin: the module itself in float64."""
-    twin = copy.deepcopy(module).to(torch.float64)  # a copy: the caller's module keeps its dtype
-    with torch.no_grad():
-        return twin(torch.as_tensor(np.asarray(X, dtype=np.float64))).numpy()
+        return getattr(torch_models, name)
+    raise AttributeError(f"module 'core.inference' has no attribute {name!r}")

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from core.errors import ParameterError
 from core.tensor import EncryptedMatrix
@@ -122,6 +121,8 @@ def fit_torch(
     orders: list[np.ndarray] | None = None,
 ) -> TorchFit:
     """The same algorithm in float64: same initial weights, shuffle order, batches and updates."""
+    import torch  # only the twin needs torch; the encrypted path runs without it
+
     Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
     yt = torch.as_tensor(np.asarray(y, dtype=np.float64).reshape(-1, 1))
     rows, features = Xt.shape

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import torch
 
 from core.errors import ParameterError
 from core.polynomial import Polynomial, fit_sigmoid
@@ -183,6 +182,8 @@ def fit_torch(
 ) -> TorchFit:
     """The same algorithm in float64 (same start, batches, order and updates); the polynomial sigmoid
     by default, the exact one with ``exact_sigmoid=True``."""
+    import torch  # only the twin needs torch; the encrypted path runs without it
+
     Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
     yt = torch.as_tensor(np.asarray(y, dtype=np.float64).reshape(-1, 1))
     rows, features = Xt.shape

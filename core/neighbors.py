@@ -29,7 +29,6 @@ client to the reference before encrypting (``encrypt_reference(..., projection=P
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from core.engine import Engine
 from core.errors import ShapeError
@@ -185,6 +184,8 @@ def squared_distances_torch(
     queries: np.ndarray, reference: np.ndarray, projection: np.ndarray | None = None
 ) -> np.ndarray:
     """Torch twin (float64), in the same ``(K, m)`` orientation."""
+    import torch  # only the twin needs torch; the encrypted path runs without it
+
     Q = torch.as_tensor(np.asarray(queries, dtype=np.float64))
     R = torch.as_tensor(np.asarray(reference, dtype=np.float64))
     if projection is not None:
@@ -195,6 +196,8 @@ def squared_distances_torch(
 
 def squared_distances_encrypted_torch(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Torch twin of the encrypted-reference computation, term by term: sum_j (q_j - r_j)**2, ``(K, m)``."""
+    import torch
+
     Q = torch.as_tensor(np.asarray(queries, dtype=np.float64))
     R = torch.as_tensor(np.asarray(reference, dtype=np.float64))
     return ((Q.T[None, :, :] - R[:, :, None]) ** 2).sum(dim=1).numpy()
@@ -202,6 +205,8 @@ def squared_distances_encrypted_torch(queries: np.ndarray, reference: np.ndarray
 
 def pca_projection(X: np.ndarray, components: int) -> np.ndarray:
     """A ``(d, components)`` PCA projection learned in torch (the key holder's or the model owner's)."""
+    import torch
+
     Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
     centred = Xt - Xt.mean(dim=0, keepdim=True)
     _, _, V = torch.linalg.svd(centred, full_matrices=False)

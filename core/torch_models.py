@@ -1,0 +1,71 @@
+"""The torch side of encrypted inference: polynomial activations as ``nn.Module``s, the export of an
+``nn.Sequential`` to ``core.inference.MLP`` and its float64 twin. Importing this module imports torch;
+``core.inference`` re-exports these names and loads this module on first use.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.errors import ParameterError
+from core.inference import MLP
+from core.polynomial import Polynomial
+
+__all__ = ["PolynomialActivation", "Square", "mlp_from_torch", "mlp_torch"]
+
+
+class Square(nn.Module):
+    """x**2: the cheapest activation on ciphertexts (1 level), as in CryptoNets."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x
+
+
+class PolynomialActivation(nn.Module):
+    """``sum_k c_k x**k`` (e.g. a ``core.polynomial`` fit) as a torch activation."""
+
+    def __init__(self, poly: Polynomial) -> None:
+        super().__init__()
+        self.poly = poly
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.poly(x)
+
+
+def mlp_from_torch(module: nn.Module) -> MLP:
+    """Export an ``nn.Sequential`` of ``nn.Linear`` layers separated by ``Square`` / ``PolynomialActivation``."""
+    layers: list[tuple[np.ndarray, np.ndarray]] = []
+    activations: list[Polynomial | None] = []
+    expect_linear = True
+    for child in module.children() if isinstance(module, nn.Sequential) else [module]:
+        if isinstance(child, nn.Linear):
+            if not expect_linear:
+                raise ParameterError("two linear layers in a row: merge them or put an activation between")
+            w = child.weight.detach().to(torch.float64).numpy().T.copy()
+            b = child.bias.detach().to(torch.float64).numpy().copy() if child.bias is not None else np.zeros(w.shape[1])
+            layers.append((w, b))
+            expect_linear = False
+        elif isinstance(child, Square | PolynomialActivation):
+            if expect_linear:
+                raise ParameterError("an activation must follow a linear layer")
+            activations.append(child.poly if isinstance(child, PolynomialActivation) else None)
+            expect_linear = True
+        else:
+            raise ParameterError(
+                f"{type(child).__name__} has no ciphertext form: use nn.Linear with Square or "
+                "PolynomialActivation (ReLU/tanh/sigmoid need a polynomial stand-in)"
+            )
+    if not layers or expect_linear:
+        raise ParameterError("the network must start and end with an nn.Linear layer")
+    return MLP(tuple(layers), tuple(activations))
+
+
+def mlp_torch(module: nn.Module, X: np.ndarray) -> np.ndarray:
+    """Torch twin: the module itself in float64."""
+    twin = copy.deepcopy(module).to(torch.float64)  # a copy: the caller's module keeps its dtype
+    with torch.no_grad():
+        return twin(torch.as_tensor(np.asarray(X, dtype=np.float64))).numpy()
