@@ -3,9 +3,8 @@
 Training: Ames (core.data.load_ames, intercept column; LinearRegressionConfig(learning_rate=0.5, epochs=50))
 in-process with core.compare.compare_linear_regression (key holder and computing party exchange bytes,
 no network) and through the service with client.EncryptedLinearRegression against
-client.estimator.local_server() (an in-process server on a loopback port: client and server share this
-process and its GIL). The same parameters, tile, seed and initial weights on both paths, alternated
-``--repeats`` times; medians reported.
+client.local_server() (a server child process on a loopback port). The same parameters, tile, seed and
+initial weights on both paths, alternated ``--repeats`` times; medians reported.
 
   in_process_train_s  sum of the epoch times (refreshes included) — the trainer's work, nothing else;
   service_train_s     the client's wall time of the Train stream (report_['train_seconds']): job setup,
@@ -34,7 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from client.estimator import EncryptedLinearRegression, local_server
+from client.estimator import EncryptedLinearRegression
+from client.local import local_server
 from client.sdk import Client, default_parameters
 from core.compare import compare_linear_regression
 from core.data import load_ames, with_intercept

@@ -1,6 +1,7 @@
 """ciphergrad client: the key holder's SDK (``Client``), scikit-learn-style estimators and the CLI."""
 
 from client.estimator import EncryptedKNeighborsClassifier, EncryptedLinearRegression, EncryptedLogisticRegression
+from client.local import local_server
 from client.sdk import Client, TrainingRun, default_parameters
 
 __all__ = [
@@ -10,4 +11,5 @@ __all__ = [
     "EncryptedLogisticRegression",
     "TrainingRun",
     "default_parameters",
+    "local_server",
 ]

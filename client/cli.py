@@ -1,7 +1,7 @@
 """``ciphergrad``: train on a CSV file through a server, or run the Ames demo.
 
 ciphergrad train FILE.csv --target COLUMN --server HOST:PORT
-ciphergrad demo [--server HOST:PORT]      # starts an in-process server when none is given
+ciphergrad demo [--server HOST:PORT]      # starts a local server when none is given
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from client.estimator import EncryptedLinearRegression, local_server
+from client.estimator import EncryptedLinearRegression
+from client.local import local_server
 from core.conditioning import Standardizer
 from core.data import with_intercept
 
@@ -22,7 +23,7 @@ from core.data import with_intercept
 def _add_training_flags(
     parser: argparse.ArgumentParser, epochs: int, learning_rate: float | None, momentum: float, init: str
 ) -> None:
-    parser.add_argument("--server", help="HOST:PORT of a ciphergrad server (default: start one in-process)")
+    parser.add_argument("--server", help="HOST:PORT of a ciphergrad server (default: start a local one)")
     parser.add_argument("--tls", metavar="CA.pem", help="use TLS, trusting this CA certificate")
     parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument(
@@ -111,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = _estimator(args, args.server).fit(Xs, ys[:, 0])
     intercept, coef = scaler.original_weights(model.intercept_, model.coef_)
     intercept, coef = y_low[0] + y_span[0] * intercept, y_span[0] * coef
-    print(f"trained on {len(X)} rows x {len(features)} features through {args.server or 'an in-process server'}")
+    print(f"trained on {len(X)} rows x {len(features)} features through {args.server or 'a local server'}")
     print(f"final training MSE (scaled): {model.history_[-1]:.6g}   R^2: {model.score(Xs, ys[:, 0]):.4f}")
     print(f"{'feature':>24} {'coefficient':>16}")
     print(f"{'(intercept)':>24} {intercept:>16.6g}")
@@ -178,7 +179,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(run_demo(args.server, args))
     else:
         with local_server() as address:
-            print(f"started an in-process server on {address}", file=sys.stderr)
+            print(f"started a local server on {address}", file=sys.stderr)
             print(run_demo(address, args))
     return 0
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from client.sdk import Client, _as_matrix, default_parameters
+from client.local import local_server
+from client.sdk import Client, default_parameters
+from client.session import as_matrix
 from core.data import with_intercept
 from core.layout import choose_tile
 from core.linear import LinearRegressionConfig
@@ -21,20 +20,6 @@ from core.linear import shuffle_orders as linear_shuffle_orders
 from core.logistic import LogisticRegressionConfig
 from core.logistic import shuffle_orders as logistic_shuffle_orders
 from core.params import CKKSParameters
-
-
-@contextmanager
-def local_server() -> Iterator[str]:
-    """A throwaway in-process server on a free loopback port (when no address is given)."""
-    from server.app import CipherGradServer
-    from server.config import ServerConfig
-
-    with tempfile.TemporaryDirectory(prefix="ciphergrad-") as data_dir:
-        server = CipherGradServer(ServerConfig(listen="127.0.0.1:0", data_dir=data_dir)).start()
-        try:
-            yield server.address
-        finally:
-            server.stop(grace=1.0)
 
 
 def _bar(progress: bool | None, **kwargs: Any) -> tqdm:
@@ -53,7 +38,7 @@ class _EncryptedGradientDescent:
         raise NotImplementedError
 
     def _design(self, X: Any) -> np.ndarray:
-        X = _as_matrix(X)
+        X = as_matrix(X)
         return with_intercept(X) if self.fit_intercept else X
 
     def shuffle_orders(self, rows: int) -> list[np.ndarray]:
@@ -61,7 +46,7 @@ class _EncryptedGradientDescent:
         return type(self)._shuffle_orders(rows, self.shuffles, self.seed) if self.batch_size else []
 
     def _target(self, y: Any) -> np.ndarray:
-        return _as_matrix(y).reshape(-1)
+        return as_matrix(y).reshape(-1)
 
     def fit(self, X: Any, y: Any) -> Any:
         config = self.config()  # validates hyperparameters before any key is made
@@ -117,16 +102,16 @@ class _EncryptedGradientDescent:
 
     def decision_function(self, X: Any) -> np.ndarray:
         """``X @ coef_ + intercept_`` with the decrypted model (the key holder's side; nothing leaves)."""
-        return _as_matrix(X) @ self.coef_ + self.intercept_
+        return as_matrix(X) @ self.coef_ + self.intercept_
 
 
 class EncryptedLinearRegression(_EncryptedGradientDescent):
     """Linear regression by encrypted gradient descent on a ciphergrad server.
 
     ``fit`` makes CKKS keys here, encrypts X and y, uploads them, trains remotely (answering the server's
-    masked refresh requests) and decrypts the result. Without ``server`` a temporary in-process server
-    is started. Inputs may be numpy arrays, pandas frames/series or torch tensors; keep features and
-    target roughly in [-1, 1] (min-max or standard scaling): CKKS holds only a bounded range.
+    masked refresh requests) and decrypts the result. Without ``server`` a temporary local server
+    (``client.local_server``) is started. Inputs may be numpy arrays, pandas frames/series or torch tensors;
+    keep features and target roughly in [-1, 1] (min-max or standard scaling): CKKS holds only a bounded range.
 
     After ``fit``: ``coef_``, ``intercept_``, ``history_`` (decrypted loss per epoch) and ``report_``
     (timings, bytes moved, refreshes, HE operation counts).
@@ -175,7 +160,7 @@ class EncryptedLinearRegression(_EncryptedGradientDescent):
 
     def score(self, X: Any, y: Any) -> float:
         """R² of the predictions, as in scikit-learn."""
-        target = _as_matrix(y).reshape(-1)
+        target = as_matrix(y).reshape(-1)
         residual = target - self.predict(X)
         centred = target - target.mean()
         return float(1.0 - residual @ residual / (centred @ centred))
@@ -234,7 +219,7 @@ class EncryptedLogisticRegression(_EncryptedGradientDescent):
         )
 
     def _target(self, y: Any) -> np.ndarray:
-        labels = np.asarray(_as_matrix(y).reshape(-1))
+        labels = np.asarray(as_matrix(y).reshape(-1))
         classes = np.unique(labels)
         if len(classes) != 2:
             raise ValueError(f"binary logistic regression needs two classes in y, got {len(classes)}")
@@ -251,7 +236,7 @@ class EncryptedLogisticRegression(_EncryptedGradientDescent):
 
     def score(self, X: Any, y: Any) -> float:
         """Accuracy, as in scikit-learn."""
-        return float(np.mean(self.predict(X) == np.asarray(_as_matrix(y).reshape(-1))))
+        return float(np.mean(self.predict(X) == np.asarray(as_matrix(y).reshape(-1))))
 
 
 class EncryptedKNeighborsClassifier:
@@ -263,7 +248,7 @@ class EncryptedKNeighborsClassifier:
     nearest (ties: the smallest label). The server never sees a query or an ordering.
 
     ``projection``: None, a ``(d, c)`` matrix (e.g. NCA learned in torch) or ``'pca'`` (``n_components``
-    principal axes of the reference set, core.neighbors.pca_projection). Without ``server`` an in-process
+    principal axes of the reference set, core.neighbors.pca_projection). Without ``server`` a local
     server is started at ``fit`` and stopped by ``close()``.
 
     ``encrypt_reference=True``: the reference set is encrypted here too (Client.upload_encrypted_reference,
@@ -295,7 +280,7 @@ class EncryptedKNeighborsClassifier:
 
         if self.n_neighbors < 1:
             raise ValueError(f"n_neighbors={self.n_neighbors} must be at least 1")
-        reference, labels = _as_matrix(X), np.asarray(y).reshape(-1)
+        reference, labels = as_matrix(X), np.asarray(y).reshape(-1)
         if len(reference) != len(labels):
             raise ValueError(f"X has {len(reference)} rows but y has {len(labels)}")
         projection = self.projection
@@ -306,13 +291,8 @@ class EncryptedKNeighborsClassifier:
         self.close()
         address = self.server
         if address is None:
-            from server.app import CipherGradServer
-            from server.config import ServerConfig
-
-            self._tmp = tempfile.TemporaryDirectory(prefix="ciphergrad-")
-            config = ServerConfig(listen="127.0.0.1:0", data_dir=self._tmp.name)
-            self._local = CipherGradServer(config).start()
-            address = self._local.address
+            self._local = contextlib.ExitStack()
+            address = self._local.enter_context(local_server())
         self._client = Client(address, tls=self.tls)
         # One level for the distances, one more for a projection; column packing needs no rotation keys.
         params = self.params or plan(2)
@@ -346,16 +326,15 @@ class EncryptedKNeighborsClassifier:
         return float(np.mean(self.predict(X) == np.asarray(y).reshape(-1)))
 
     def close(self) -> None:
-        """Delete the session (the reference set with it) and stop the in-process server, if any."""
+        """Delete the session (the reference set with it) and stop the local server, if any."""
         if self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.delete_session()
             self._client.close()
             self._client = None
         if self._local is not None:
-            self._local.stop(grace=1.0)
+            self._local.close()
             self._local = None
-            self._tmp.cleanup()
 
     def __enter__(self) -> EncryptedKNeighborsClassifier:
         return self

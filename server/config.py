@@ -17,6 +17,7 @@ class ServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     grace_seconds: float = 10.0
+    port_file: str | None = None
 
 
 # flag -> (environment variable, type, help)
@@ -28,6 +29,7 @@ _FLAGS = {
     "tls_cert": ("CIPHERGRAD_TLS_CERT", str, "PEM certificate chain; enables TLS together with --tls-key"),
     "tls_key": ("CIPHERGRAD_TLS_KEY", str, "PEM private key for --tls-cert"),
     "grace_seconds": ("CIPHERGRAD_GRACE_SECONDS", float, "on SIGTERM, seconds in-flight calls may finish"),
+    "port_file": ("CIPHERGRAD_PORT_FILE", str, "once serving, write HOST:PORT here (for --listen HOST:0)"),
 }
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from server.app import CipherGradServer
 from server.config import parse_args
@@ -16,8 +18,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = CipherGradServer(config).start()
-    # Tests and wrappers read this line to learn the port when --listen ends in :0.
+    # Tests and wrappers read this line (or --port-file) to learn the port when --listen ends in :0.
     print(f"ciphergrad-server listening on {server.address}", flush=True)
+    if config.port_file:
+        _write_atomically(Path(config.port_file), server.address)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -25,6 +29,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("ciphergrad.server").info("stopping: pausing jobs and draining calls")
     server.stop()
     return 0
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # A reader polling for the file sees nothing or the whole address, never half of it.
+    staged = path.with_name(path.name + ".tmp")
+    staged.write_text(text)
+    os.replace(staged, path)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,122 @@
+"""DatasetService calls: encrypt here, upload in chunks (features and targets, shuffled copies, an encrypted
+nearest-neighbour reference set)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from client.session import Connection, as_matrix
+from core.layout import Tile, choose_tile
+from wire import chunks
+from wire.proto_gen.ciphergrad.v1 import dataset_service_pb2, types_pb2
+
+PACKINGS = {"rows": types_pb2.PACKING_ROWS, "columns": types_pb2.PACKING_COLUMNS}
+
+
+class DatasetCalls(Connection):
+    # -- datasets -----------------------------------------------------------------------------------
+    def tile_for(self, shape: tuple[int, int], batch_size: int | None = None) -> Tile:
+        slots = self._holder().params.slots
+        return choose_tile(shape, slots, "rows", block_rows=batch_size)
+
+    def upload(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        tile: Tile | None = None,
+        packing: str = "rows",
+        shuffle_orders: Sequence[np.ndarray] = (),
+        column_names: Sequence[str] = (),
+        display_name: str = "",
+        progress: Callable[[int], None] | None = None,
+    ) -> dataset_service_pb2.Dataset:
+        """Encrypt ``X`` (n, d) and ``y`` (n,) and upload them, plus one copy per row order.
+
+        Without ``y`` only the features go up (``features_only``: for ``describe``, not for training).
+        ``packing``: 'rows' (training, the default) or 'columns' (one ciphertext per column: what the
+        covariance/correlation of ``describe`` needs); an explicit ``tile`` overrides it.
+        """
+        holder = self._holder()
+        X = as_matrix(X)
+        if packing not in PACKINGS:
+            raise ValueError(f"packing={packing!r}: use 'rows' or 'columns'")
+        if tile is None:
+            tile = self.tile_for(X.shape) if packing == "rows" else choose_tile(X.shape, holder.params.slots, packing)
+        if tile.cols == 1 and X.shape[1] > 1:
+            packing = "columns"
+        features_only = y is None
+        if features_only:
+            if len(shuffle_orders):
+                raise ValueError("shuffle_orders need targets: pass y")
+            blobs = [holder.encrypt(X, tile=tile).to_bytes()]
+        else:
+            y = as_matrix(y)
+            pairs = [(X, y)] + [(X[order], y[order]) for order in shuffle_orders]
+            blobs = []
+            for Xs, ys in pairs:
+                blobs.append(holder.encrypt(Xs, tile=tile).to_bytes())
+                blobs.append(holder.encrypt(ys, tile=tile).to_bytes())
+        total = sum(len(b) for b in blobs)
+
+        def requests() -> Iterator[dataset_service_pb2.UploadDatasetRequest]:
+            manifest = dataset_service_pb2.DatasetManifest(
+                display_name=display_name,
+                column_names=list(column_names),
+                shuffle_count=len(shuffle_orders),
+                total_size_bytes=total,
+                packing=PACKINGS[packing],
+                features_only=features_only,
+            )
+            yield dataset_service_pb2.UploadDatasetRequest(manifest=manifest)
+            yield from chunks.send(dataset_service_pb2.UploadDatasetRequest, "chunk", blobs, progress)
+
+        response = self.datasets.UploadDataset(requests(), metadata=self.metadata)
+        self.transfer.add("sent", "data upload", total)
+        return response.dataset
+
+    def list_datasets(self) -> list[dataset_service_pb2.Dataset]:
+        request = dataset_service_pb2.ListDatasetsRequest()
+        return list(self.datasets.ListDatasets(request, metadata=self.metadata).datasets)
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        request = dataset_service_pb2.DeleteDatasetRequest(dataset_id=dataset_id)
+        self.datasets.DeleteDataset(request, metadata=self.metadata)
+
+    def upload_encrypted_reference(
+        self,
+        reference: Any,
+        *,
+        query_rows: int = 256,
+        projection: Any = None,
+        column_names: Sequence[str] = (),
+        display_name: str = "",
+    ) -> dataset_service_pb2.Dataset:
+        """Encrypt a ``(K, d)`` nearest-neighbour reference set here and store it as a dataset: the server
+        sees neither it nor the queries. ``query_rows``: rows per query block (q, rounded up to a power of
+        two; ``distances`` then sends queries in blocks of q). ``projection`` (d, c) is applied here before
+        encrypting; pass the same one to ``distances``. See core.neighbors.encrypt_reference for the layout."""
+        from core.neighbors import encrypt_reference
+
+        holder = self._holder()
+        query_rows = max(1, min(int(query_rows), holder.params.slots))
+        blob = encrypt_reference(holder, as_matrix(reference), query_rows, projection).to_bytes()
+
+        def requests() -> Iterator[dataset_service_pb2.UploadDatasetRequest]:
+            manifest = dataset_service_pb2.DatasetManifest(
+                display_name=display_name,
+                column_names=list(column_names),
+                total_size_bytes=len(blob),
+                features_only=True,
+                reference_set=True,
+            )
+            yield dataset_service_pb2.UploadDatasetRequest(manifest=manifest)
+            yield from chunks.send(dataset_service_pb2.UploadDatasetRequest, "chunk", [blob])
+
+        response = self.datasets.UploadDataset(requests(), metadata=self.metadata)
+        self.transfer.add("sent", "reference upload", len(blob))
+        return response.dataset
+

@@ -1,0 +1,135 @@
+"""TrainingService calls: run or resume a job over the bidirectional stream, answering the server's masked
+refresh requests with fresh encryptions (``KeyHolder.refresh``) and decrypting each epoch's loss."""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from client.session import Connection
+from core import algorithms
+from core.linear import LinearRegressionConfig
+from core.logistic import LogisticRegressionConfig
+from wire import codec
+from wire.proto_gen.ciphergrad.v1 import training_service_pb2
+
+JobState = training_service_pb2.JobState
+
+
+@dataclass
+class TrainingRun:
+    """What a Train stream produced, decrypted where the key holder may decrypt."""
+
+    job: Any = None
+    model: Any = None
+    losses: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    refreshes: int = 0
+    refresh_seconds: float = 0.0
+    operation_counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+
+class TrainingCalls(Connection):
+    # -- training -----------------------------------------------------------------------------------
+    def train(
+        self,
+        dataset_id: str = "",
+        config: LinearRegressionConfig | LogisticRegressionConfig | dict | None = None,
+        *,
+        algorithm: str | None = None,
+        job_id: str = "",
+        on_epoch: Callable[[int, float], None] | None = None,
+        on_refresh: Callable[[np.ndarray], None] | None = None,
+    ) -> TrainingRun:
+        """Run (or with ``job_id``, resume) a training job, answering refreshes until it ends.
+
+        ``algorithm``: 'linear' or 'logistic' (by default the kind of ``config``, else linear).
+        ``on_epoch(epoch, loss)`` gets each decrypted training loss (MSE for linear, the Brier score of the
+        polynomial probabilities for logistic); ``on_refresh(values)`` the (masked) values the key holder
+        decrypted.
+        """
+        holder = self._holder()
+        if job_id:
+            first = training_service_pb2.TrainRequest(attach=training_service_pb2.AttachJob(job_id=job_id))
+        else:
+            known = algorithms.for_config(config)
+            entry = algorithms.get(algorithm or (known.name if known else "linear"))
+            if known is not None:
+                config = config.to_dict()
+            spec = training_service_pb2.JobSpec(dataset_id=dataset_id, algorithm=codec.algorithm_to_proto(entry))
+            spec.hyperparameters.update(dict(config or {}))
+            first = training_service_pb2.TrainRequest(start=spec)
+        outbox: queue.Queue = queue.Queue()
+        outbox.put(first)
+
+        def requests() -> Iterator[training_service_pb2.TrainRequest]:
+            # The request stream stays open until training ends: closing it means "client gone".
+            while (item := outbox.get()) is not None:
+                yield item
+
+        run = TrainingRun()
+        start = time.perf_counter()
+        responses = self.training.Train(requests(), metadata=self.metadata)
+        try:
+            for response in responses:
+                kind = response.WhichOneof("event")
+                if kind == "job":
+                    run.job = response.job
+                elif kind == "epoch":
+                    event = response.epoch
+                    self.transfer.add("received", "losses", event.ByteSize())
+                    loss = None
+                    if codec.has_matrix(event.loss):
+                        loss = float(holder.decrypt(self._matrix(event.loss))[0, 0]) * event.loss_scale
+                        run.losses.append(loss)
+                    run.epoch_seconds.append(event.seconds)
+                    for key, value in event.operation_counts.items():
+                        run.operation_counts[key] = run.operation_counts.get(key, 0) + value
+                    if on_epoch:
+                        on_epoch(event.epoch, loss)
+                elif kind == "refresh_request":
+                    tick = time.perf_counter()
+                    reply = self._refresh(response.refresh_request, on_refresh)
+                    outbox.put(training_service_pb2.TrainRequest(refresh_reply=reply))
+                    run.refreshes += 1
+                    run.refresh_seconds += time.perf_counter() - tick
+                elif kind == "result":
+                    run.job, run.model = response.result.job, response.result.model
+                    self.transfer.add("received", "model", response.result.model.ByteSize())
+        finally:
+            outbox.put(None)
+            if run.model is None:
+                responses.cancel()  # we are leaving early: the server pauses the job at its checkpoint
+        run.seconds = time.perf_counter() - start
+        return run
+
+    def _refresh(
+        self, request: training_service_pb2.RefreshRequest, observe: Callable[[np.ndarray], None] | None
+    ) -> training_service_pb2.RefreshReply:
+        holder = self._holder()
+        masked = self._matrix(request.masked)
+        if observe:
+            observe(holder.decrypt(masked))
+        fresh = codec.matrix_to_proto(holder.refresh(masked))
+        self.transfer.add("received", "refreshes", request.ByteSize())
+        self.transfer.add("sent", "refreshes", fresh.ByteSize())
+        return training_service_pb2.RefreshReply(refresh_id=request.refresh_id, refreshed=fresh)
+
+    def get_job(self, job_id: str) -> training_service_pb2.Job:
+        request = training_service_pb2.GetJobRequest(job_id=job_id)
+        return self.training.GetJob(request, metadata=self.metadata).job
+
+    def list_jobs(self) -> list[training_service_pb2.Job]:
+        return list(self.training.ListJobs(training_service_pb2.ListJobsRequest(), metadata=self.metadata).jobs)
+
+    def cancel_job(self, job_id: str) -> training_service_pb2.Job:
+        request = training_service_pb2.CancelJobRequest(job_id=job_id)
+        return self.training.CancelJob(request, metadata=self.metadata).job
+
