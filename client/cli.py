@@ -8,47 +8,52 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from client.estimator import EncryptedLinearRegression
 from client.local import local_server
+from core import algorithms
 from core.conditioning import Standardizer
 from core.data import with_intercept
 
+# Command-specific defaults and help for some hyperparameters; every field of the config becomes a flag.
+_FLAG_HELP = {
+    "learning_rate": "default: 1/largest eigenvalue of X^T X / n",
+    "batch_size": "power-of-two minibatch (default: full batch)",
+    "init": "initial weights: normal (N(0, 1) from --seed) or zeros",
+}
 
-def _add_training_flags(
-    parser: argparse.ArgumentParser, epochs: int, learning_rate: float | None, momentum: float, init: str
-) -> None:
+
+def _add_training_flags(parser: argparse.ArgumentParser, **defaults: Any) -> None:
+    """Connection flags plus one flag per field of the linear algorithm's config (``core.algorithms``)."""
     parser.add_argument("--server", help="HOST:PORT of a ciphergrad server (default: start a local one)")
     parser.add_argument("--tls", metavar="CA.pem", help="use TLS, trusting this CA certificate")
-    parser.add_argument("--epochs", type=int, default=epochs)
-    parser.add_argument(
-        "--learning-rate", type=float, default=learning_rate, help="default: 1/largest eigenvalue of X^T X / n"
-    )
-    parser.add_argument("--l2", type=float, default=0.0)
-    parser.add_argument("--momentum", type=float, default=momentum)
-    parser.add_argument("--batch-size", type=int, help="power-of-two minibatch (default: full batch)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--init", choices=("normal", "zeros"), default=init, help="initial weights")
+    entry = algorithms.get("linear")
+    for spec in dataclasses.fields(entry.config):
+        if spec.name == "intercept_column":
+            continue  # the CLI always fits an intercept
+        default = defaults.get(spec.name, spec.default)
+        kind = str(spec.type)
+        flag = "--" + spec.name.replace("_", "-")
+        parse = str if "str" in kind else int if "int" in kind and "float" not in kind else float
+        parser.add_argument(flag, type=parse, default=default, help=_FLAG_HELP.get(spec.name))
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _estimator(args: argparse.Namespace, server: str | None) -> EncryptedLinearRegression:
+    names = [name for name in algorithms.get("linear").config_fields() if name != "intercept_column"]
+    hyperparameters = {name: getattr(args, name) for name in names}
     return EncryptedLinearRegression(
         server=server,
         tls=args.tls or False,
-        learning_rate=args.learning_rate,
-        epochs=args.epochs,
-        l2=args.l2,
-        momentum=args.momentum,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        init=args.init,
         progress=False if args.no_progress else None,
+        **hyperparameters,
     )
 
 

@@ -1,25 +1,60 @@
-"""Scikit-learn-style estimators that train on the server without showing it the data."""
+"""scikit-learn estimators that train on a ciphergrad server without showing it the data.
+
+They are ``sklearn.base.BaseEstimator``s with the regressor or classifier mixin, so ``clone``,
+``get_params``/``set_params``, ``Pipeline``, ``GridSearchCV`` and ``cross_val_score`` work. The gradient-
+descent estimators take their hyperparameters from the algorithm's core config (``core.algorithms``): the
+constructor's keyword parameters are the config's fields (``fit_intercept`` stands for ``intercept_column``)
+plus the connection settings, so a new config field is a new estimator parameter without code here.
+
+``fit`` makes CKKS keys in this process, encrypts, uploads, trains remotely (answering masked refresh
+requests) and decrypts the model; ``predict`` then runs on the decrypted model here. Without ``server`` a
+throwaway local server (``client.local_server``) is started for the fit.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm import tqdm
 
 from client.local import local_server
 from client.sdk import Client, default_parameters
-from client.session import as_matrix
+from core import algorithms
 from core.data import with_intercept
 from core.layout import choose_tile
-from core.linear import LinearRegressionConfig
-from core.linear import shuffle_orders as linear_shuffle_orders
-from core.logistic import LogisticRegressionConfig
-from core.logistic import shuffle_orders as logistic_shuffle_orders
 from core.params import CKKSParameters
+
+# Estimator parameters beyond the algorithm's hyperparameters, with their defaults.
+_CONNECTION = {"server": None, "tls": False, "shuffles": 4, "fit_intercept": True, "params": None, "progress": None}
+
+
+def _init_for(algorithm: algorithms.Algorithm) -> Callable[..., None]:
+    """An ``__init__`` whose keyword parameters are ``_CONNECTION`` and the algorithm config's fields, stored
+    as given (scikit-learn reads them back through the signature, as for any estimator)."""
+    names = [f for f in dataclasses.fields(algorithm.config) if f.name != "intercept_column"]
+    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    parameters += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in _CONNECTION.items()]
+    parameters += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default) for f in names]
+    signature = inspect.Signature(parameters)
+
+    def __init__(self: Any, **params: Any) -> None:
+        bound = signature.bind(self, **params)  # an unknown name raises TypeError naming it
+        bound.apply_defaults()
+        for name, value in list(bound.arguments.items())[1:]:
+            setattr(self, name, value)
+
+    __init__.__signature__ = signature  # type: ignore[attr-defined]
+    return __init__
 
 
 def _bar(progress: bool | None, **kwargs: Any) -> tqdm:
@@ -27,39 +62,42 @@ def _bar(progress: bool | None, **kwargs: Any) -> tqdm:
     return tqdm(disable=None if progress is None else not progress, file=sys.stderr, leave=False, **kwargs)
 
 
-class _EncryptedGradientDescent:
+class _EncryptedGradientDescent(BaseEstimator):
     """What the gradient-descent estimators share: keys, encryption, upload, remote training with refresh
-    answering, decryption and the report. Subclasses name the algorithm and build its core config."""
+    answering, decryption and the report. Subclasses name the algorithm and how targets are encoded."""
 
     algorithm = ""
-    _shuffle_orders: Any = None
 
     def config(self) -> Any:
-        raise NotImplementedError
-
-    def _design(self, X: Any) -> np.ndarray:
-        X = as_matrix(X)
-        return with_intercept(X) if self.fit_intercept else X
+        """The core config of this estimator's hyperparameters (validates them)."""
+        entry = algorithms.get(self.algorithm)
+        values = {name: getattr(self, name) for name in entry.config_fields() if name != "intercept_column"}
+        return entry.config(**values, intercept_column=0 if self.fit_intercept else None)
 
     def shuffle_orders(self, rows: int) -> list[np.ndarray]:
         """Row orders of the encrypted copies minibatch training visits (the torch twin needs them too)."""
-        return type(self)._shuffle_orders(rows, self.shuffles, self.seed) if self.batch_size else []
+        if not self.batch_size:
+            return []
+        return algorithms.get(self.algorithm).shuffle_orders(rows, self.shuffles, self.seed)
 
-    def _target(self, y: Any) -> np.ndarray:
-        return as_matrix(y).reshape(-1)
+    def _encode_target(self, y: np.ndarray) -> np.ndarray:
+        return y
 
     def fit(self, X: Any, y: Any) -> Any:
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=not self._is_classifier())
         config = self.config()  # validates hyperparameters before any key is made
-        design, target = self._design(X), self._target(y)
-        if len(design) != len(target):
-            raise ValueError(f"X has {len(design)} rows but y has {len(target)}")
+        design = with_intercept(X) if self.fit_intercept else X
+        target = self._encode_target(y)
         if self.server is None:
             with local_server() as address:
                 return self._fit(address, design, target, config)
         return self._fit(self.server, design, target, config)
 
+    def _is_classifier(self) -> bool:
+        return isinstance(self, ClassifierMixin)
+
     def _fit(self, address: str, X: np.ndarray, y: np.ndarray, config: Any) -> Any:
-        params = self.params or default_parameters()
+        params = self.params or default_parameters(self.algorithm)
         tile = choose_tile(X.shape, params.slots, "rows", block_rows=config.batch_size)
         timings: dict[str, float] = {}
         tick = time.perf_counter()
@@ -100,131 +138,70 @@ class _EncryptedGradientDescent:
         }
         return self
 
-    def decision_function(self, X: Any) -> np.ndarray:
+    def _linear_output(self, X: Any) -> np.ndarray:
         """``X @ coef_ + intercept_`` with the decrypted model (the key holder's side; nothing leaves)."""
-        return as_matrix(X) @ self.coef_ + self.intercept_
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return X @ self.coef_ + self.intercept_
 
 
-class EncryptedLinearRegression(_EncryptedGradientDescent):
+class EncryptedLinearRegression(RegressorMixin, _EncryptedGradientDescent):
     """Linear regression by encrypted gradient descent on a ciphergrad server.
 
-    ``fit`` makes CKKS keys here, encrypts X and y, uploads them, trains remotely (answering the server's
-    masked refresh requests) and decrypts the result. Without ``server`` a temporary local server
-    (``client.local_server``) is started. Inputs may be numpy arrays, pandas frames/series or torch tensors;
-    keep features and target roughly in [-1, 1] (min-max or standard scaling): CKKS holds only a bounded range.
+    Parameters: ``server`` (``HOST:PORT``; None starts a local one), ``tls``, ``shuffles`` (encrypted row
+    orders for minibatches), ``fit_intercept``, ``params`` (CKKS parameters; None: the planner's), ``progress``,
+    and the fields of ``core.linear.LinearRegressionConfig`` (learning_rate, epochs, l2, batch_size, momentum,
+    seed, init, ...). Keep features and target roughly in [-1, 1] (or standardized): CKKS holds a bounded range.
 
-    After ``fit``: ``coef_``, ``intercept_``, ``history_`` (decrypted loss per epoch) and ``report_``
-    (timings, bytes moved, refreshes, HE operation counts).
+    After ``fit``: ``coef_``, ``intercept_``, ``n_features_in_``, ``history_`` (decrypted loss per epoch) and
+    ``report_`` (timings, bytes moved, refreshes, HE operation counts). ``score`` is R², as in scikit-learn.
     """
 
     algorithm = "linear"
-    _shuffle_orders = staticmethod(linear_shuffle_orders)
-
-    def __init__(
-        self,
-        *,
-        server: str | None = None,
-        tls: bool | str = False,
-        learning_rate: float = 0.5,
-        epochs: int = 50,
-        l2: float = 0.0,
-        momentum: float = 0.0,
-        batch_size: int | None = None,
-        shuffles: int = 4,
-        seed: int = 0,
-        init: str = "normal",
-        fit_intercept: bool = True,
-        params: CKKSParameters | None = None,
-        progress: bool | None = None,
-    ) -> None:
-        self.server, self.tls = server, tls
-        self.learning_rate, self.epochs, self.l2, self.momentum = learning_rate, epochs, l2, momentum
-        self.batch_size, self.shuffles, self.seed, self.init = batch_size, shuffles, seed, init
-        self.fit_intercept, self.params, self.progress = fit_intercept, params, progress
-
-    def config(self) -> LinearRegressionConfig:
-        return LinearRegressionConfig(
-            learning_rate=self.learning_rate,
-            epochs=self.epochs,
-            l2=self.l2,
-            batch_size=self.batch_size,
-            momentum=self.momentum,
-            seed=self.seed,
-            init=self.init,
-            intercept_column=0 if self.fit_intercept else None,
-        )
+    __init__ = _init_for(algorithms.get("linear"))
 
     def predict(self, X: Any) -> np.ndarray:
         """Predictions from the decrypted model (the key holder's side; nothing leaves this process)."""
-        return self.decision_function(X)
-
-    def score(self, X: Any, y: Any) -> float:
-        """R² of the predictions, as in scikit-learn."""
-        target = as_matrix(y).reshape(-1)
-        residual = target - self.predict(X)
-        centred = target - target.mean()
-        return float(1.0 - residual @ residual / (centred @ centred))
+        return self._linear_output(X)
 
 
-class EncryptedLogisticRegression(_EncryptedGradientDescent):
+class EncryptedLogisticRegression(ClassifierMixin, _EncryptedGradientDescent):
     """Binary logistic regression by encrypted gradient descent on a ciphergrad server.
 
-    The server evaluates the sigmoid as a least-squares polynomial of ``degree`` (3, 5 or 7) on
-    ``[-bound, bound]`` (``bound=None``: sized from the feature count, see core.logistic.default_bound);
-    standardize the features first. Labels are 0/1 (any two classes are mapped onto them, in sorted
-    order, as ``classes_``). ``predict_proba`` applies the exact sigmoid to the decrypted model.
+    Parameters as for EncryptedLinearRegression, with the fields of ``core.logistic.LogisticRegressionConfig``
+    (``degree`` 3, 5 or 7 of the sigmoid polynomial on ``[-bound, bound]``; ``bound=None`` sizes it from the
+    feature count). Standardize the features first. Any two labels are mapped onto 0/1 in sorted order
+    (``classes_``); ``predict_proba`` applies the exact sigmoid to the decrypted model's logit.
 
-    After ``fit``: ``coef_``, ``intercept_``, ``classes_``, ``history_`` (decrypted per-epoch training loss:
-    the mean squared error of the polynomial probabilities, i.e. the Brier score) and ``report_`` (as for
-    EncryptedLinearRegression).
+    After ``fit``: ``coef_``, ``intercept_``, ``classes_``, ``history_`` (per-epoch Brier score of the
+    polynomial probabilities) and ``report_``. ``score`` is the accuracy.
     """
 
     algorithm = "logistic"
-    _shuffle_orders = staticmethod(logistic_shuffle_orders)
+    __init__ = _init_for(algorithms.get("logistic"))
 
-    def __init__(
-        self,
-        *,
-        server: str | None = None,
-        tls: bool | str = False,
-        learning_rate: float = 1.0,
-        epochs: int = 30,
-        degree: int = 3,
-        bound: float | None = None,
-        l2: float = 0.0,
-        momentum: float = 0.0,
-        batch_size: int | None = None,
-        shuffles: int = 4,
-        seed: int = 0,
-        fit_intercept: bool = True,
-        params: CKKSParameters | None = None,
-        progress: bool | None = None,
-    ) -> None:
-        self.server, self.tls = server, tls
-        self.learning_rate, self.epochs, self.degree, self.bound = learning_rate, epochs, degree, bound
-        self.l2, self.momentum, self.batch_size, self.shuffles, self.seed = l2, momentum, batch_size, shuffles, seed
-        self.fit_intercept, self.params, self.progress = fit_intercept, params, progress
-
-    def config(self) -> LogisticRegressionConfig:
-        return LogisticRegressionConfig(
-            learning_rate=self.learning_rate,
-            epochs=self.epochs,
-            degree=self.degree,
-            bound=self.bound,
-            batch_size=self.batch_size,
-            momentum=self.momentum,
-            l2=self.l2,
-            seed=self.seed,
-            intercept_column=0 if self.fit_intercept else None,
-        )
-
-    def _target(self, y: Any) -> np.ndarray:
-        labels = np.asarray(as_matrix(y).reshape(-1))
-        classes = np.unique(labels)
+    def _encode_target(self, y: np.ndarray) -> np.ndarray:
+        check_classification_targets(y)
+        kind = type_of_target(y, input_name="y")
+        classes = np.unique(y)
+        if kind == "multiclass":
+            raise ValueError(
+                f"Only binary classification is supported. The type of the target is {kind}: y holds "
+                f"{len(classes)} classes; train one model per class (one-vs-rest) for more"
+            )
         if len(classes) != 2:
-            raise ValueError(f"binary logistic regression needs two classes in y, got {len(classes)}")
+            raise ValueError(f"binary logistic regression needs two classes in y; got 1 class: {classes}")
         self.classes_ = classes
-        return (labels == classes[1]).astype(np.float64)
+        return (y == classes[1]).astype(np.float64)
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """The logit ``X @ coef_ + intercept_`` of the decrypted model."""
+        return self._linear_output(X)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """``(n, 2)`` class probabilities (exact sigmoid of the decrypted model's logit)."""
@@ -232,15 +209,12 @@ class EncryptedLogisticRegression(_EncryptedGradientDescent):
         return np.stack([1.0 - positive, positive], axis=1)
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[(self.decision_function(X) > 0).astype(int)]
-
-    def score(self, X: Any, y: Any) -> float:
-        """Accuracy, as in scikit-learn."""
-        return float(np.mean(self.predict(X) == np.asarray(as_matrix(y).reshape(-1))))
+        positive = self.decision_function(X) > 0  # checks that the model is fitted before classes_ is read
+        return self.classes_[positive.astype(int)]
 
 
-class EncryptedKNeighborsClassifier:
-    """k-nearest-neighbour classification of encrypted queries against a plaintext reference set on a server.
+class EncryptedKNeighborsClassifier(ClassifierMixin, BaseEstimator):
+    """k-nearest-neighbour classification of encrypted queries against a reference set on a server.
 
     ``fit`` stores the reference rows (and the optional projection) on the server; the labels stay here.
     ``predict`` encrypts the queries (column-packed), the server returns their encrypted squared distances
@@ -271,8 +245,6 @@ class EncryptedKNeighborsClassifier:
         self.n_neighbors, self.server, self.tls = n_neighbors, server, tls
         self.encrypt_reference = encrypt_reference
         self.projection, self.n_components, self.params, self.batch_rows = projection, n_components, params, batch_rows
-        self._client: Client | None = None
-        self._local: Any = None
 
     def fit(self, X: Any, y: Any) -> EncryptedKNeighborsClassifier:
         from core.neighbors import pca_projection
@@ -280,9 +252,8 @@ class EncryptedKNeighborsClassifier:
 
         if self.n_neighbors < 1:
             raise ValueError(f"n_neighbors={self.n_neighbors} must be at least 1")
-        reference, labels = as_matrix(X), np.asarray(y).reshape(-1)
-        if len(reference) != len(labels):
-            raise ValueError(f"X has {len(reference)} rows but y has {len(labels)}")
+        reference, labels = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(labels)
         projection = self.projection
         if isinstance(projection, str):
             if projection != "pca" or not self.n_components:
@@ -310,8 +281,10 @@ class EncryptedKNeighborsClassifier:
 
     def kneighbors_distances(self, X: Any) -> np.ndarray:
         """Decrypted squared distances ``(references, queries)``."""
-        if self._client is None:
-            raise RuntimeError("call fit() first")
+        check_is_fitted(self)
+        if getattr(self, "_client", None) is None:
+            raise RuntimeError("this classifier's session is closed (close() or a copy): call fit() again")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
         if self.encrypt_reference:  # the projection is the client's here: applied before encrypting
             return self._client.distances(self.reference_, X, projection=self.projection_)
         return self._client.distances(self.reference_, X, batch_rows=self.batch_rows)
@@ -321,20 +294,16 @@ class EncryptedKNeighborsClassifier:
 
         return knn_vote(self.kneighbors_distances(X), self.labels_, self.n_neighbors)
 
-    def score(self, X: Any, y: Any) -> float:
-        """Accuracy, as in scikit-learn."""
-        return float(np.mean(self.predict(X) == np.asarray(y).reshape(-1)))
-
     def close(self) -> None:
         """Delete the session (the reference set with it) and stop the local server, if any."""
-        if self._client is not None:
+        client, local = getattr(self, "_client", None), getattr(self, "_local", None)
+        if client is not None:
             with contextlib.suppress(Exception):
-                self._client.delete_session()
-            self._client.close()
-            self._client = None
-        if self._local is not None:
-            self._local.close()
-            self._local = None
+                client.delete_session()
+            client.close()
+        if local is not None:
+            local.close()
+        self._client = self._local = None
 
     def __enter__(self) -> EncryptedKNeighborsClassifier:
         return self
