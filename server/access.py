@@ -8,16 +8,15 @@ import grpc
 
 from server import auth
 from server.errors import ServiceError, not_found
+from server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
 from server.storage import Store
-
-_NAMES = {"datasets": "dataset", "jobs": "job", "models": "model", "sessions": "session"}
 
 
 class Access:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def session(self, context: grpc.ServicerContext) -> dict[str, Any]:
+    def session(self, context: grpc.ServicerContext) -> SessionRecord:
         """The session whose bearer token the call carries, or UNAUTHENTICATED."""
         token = auth.bearer_token(context)
         session = self.store.session_by_token_hash(auth.token_hash(token))
@@ -29,18 +28,28 @@ class Access:
             )
         return session
 
-    def owned(self, table: str, row_id: str, session: dict[str, Any]) -> dict[str, Any]:
-        """A row of ``table`` that belongs to ``session``: NOT_FOUND or PERMISSION_DENIED otherwise."""
-        what = _NAMES[table]
+    def own_session(self, session_id: str, caller: SessionRecord) -> SessionRecord:
+        return self._owned("session", session_id, self.store.session(session_id) if session_id else None, caller)
+
+    def dataset(self, dataset_id: str, caller: SessionRecord) -> DatasetRecord:
+        return self._owned("dataset", dataset_id, self.store.dataset(dataset_id) if dataset_id else None, caller)
+
+    def job(self, job_id: str, caller: SessionRecord) -> JobRecord:
+        return self._owned("job", job_id, self.store.job(job_id) if job_id else None, caller)
+
+    def model(self, model_id: str, caller: SessionRecord) -> ModelRecord:
+        return self._owned("model", model_id, self.store.model(model_id) if model_id else None, caller)
+
+    def _owned(self, what: str, row_id: str, record: Any, caller: SessionRecord) -> Any:
+        """``record`` if it belongs to ``caller``: INVALID_ARGUMENT, NOT_FOUND or PERMISSION_DENIED otherwise."""
         if not row_id:
             raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"{what}_id is required")
-        row = self.store.get(table, row_id)
-        if row is None:
+        if record is None:
             raise not_found(f"no {what} with id {row_id!r}")
-        owner = row["id"] if table == "sessions" else row["session_id"]
-        if owner != session["id"]:
+        owner = record.id if isinstance(record, SessionRecord) else record.session_id
+        if owner != caller.id:
             raise ServiceError(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{what} {row_id!r} belongs to another session; this token reaches only its own",
             )
-        return row
+        return record

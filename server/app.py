@@ -62,7 +62,7 @@ class CipherGradServer:
             options=list(CHANNEL_OPTIONS),  # bulk data is chunked and limited by --max-upload-mb
         )
         session_service_pb2_grpc.add_SessionServiceServicer_to_server(
-            SessionServicer(self.store, access, self.engines, self.runner, max_upload), self.server
+            SessionServicer(self.store, access, self.engines, self.runner.stop, max_upload), self.server
         )
         dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
             DatasetServicer(self.store, access, self.engines, max_upload), self.server

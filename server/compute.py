@@ -6,7 +6,6 @@ Results stay encrypted; the client decrypts them and finishes square roots, divi
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import grpc
 import numpy as np
@@ -17,9 +16,9 @@ from core.neighbors import check_reference, squared_distances
 from core.tensor import EncryptedMatrix
 from server import plainmodels
 from server.access import Access
-from server.datasets import layout
 from server.engines import EngineCache
 from server.errors import invalid, rpc
+from server.records import SessionRecord
 from server.storage import Store
 from server.uploads import receive_matrices
 from wire import chunks, codec
@@ -32,20 +31,14 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
     def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int) -> None:
         self.store, self.access, self.engines, self.max_upload = store, access, engines, max_upload
 
-    def _matrix(self, dataset: dict[str, Any], index: int) -> EncryptedMatrix:
-        """Matrix ``index`` of a dataset (0: features, 1: targets)."""
-        engine = self.engines.get(dataset["session_id"])
-        path = self.store.dataset_dir(dataset["session_id"], dataset["id"]) / f"{index}.bin"
-        return EncryptedMatrix.from_bytes(engine, path.read_bytes())
-
     @rpc
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> Iterator[pb.DescribeResponse]:
-        dataset = self.access.owned("datasets", request.dataset_id, self.access.session(context))
-        X = self._matrix(dataset, 0)
+        dataset = self.access.dataset(request.dataset_id, self.access.session(context))
+        X = self.store.read_matrix(dataset, 0, self.engines.get(dataset.session_id))
         if request.covariance and X.tile.cols != 1:
             raise ShapeError(
                 f"the covariance needs a dataset uploaded with packing='columns' (one ciphertext per column); "
-                f"dataset {dataset['id']} is packed by rows (tile {X.tile.rows}x{X.tile.cols}): upload it again "
+                f"dataset {dataset.id} is packed by rows (tile {X.tile.rows}x{X.tile.cols}): upload it again "
                 "with Client.upload(X, packing='columns')"
             )
         mean, variance = stats.standardization_params(X, ddof=request.ddof)
@@ -66,17 +59,17 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         spec = first.spec
         if spec.mae_bound < 0 or spec.mae_degree < 0:
             raise invalid("mae_bound and mae_degree must not be negative (0 means: no MAE / the default degree)")
-        dataset = self.access.owned("datasets", spec.dataset_id, session) if spec.dataset_id else None
-        if dataset is not None and layout(dataset).get("features_only"):
-            raise invalid(f"dataset {dataset['id']} has no targets (uploaded features_only)")
-        engine = self.engines.get(session["id"])
+        dataset = self.access.dataset(spec.dataset_id, session) if spec.dataset_id else None
+        if dataset is not None and dataset.layout.features_only:
+            raise invalid(f"dataset {dataset.id} has no targets (uploaded features_only)")
+        engine = self.engines.get(session.id)
         matrices = receive_matrices(request_iterator, "chunk", engine, self.max_upload, "the metrics input")
         predictions = next(matrices, None)
         if predictions is None:
             raise invalid("Metrics: the predictions are missing")
         if dataset is not None:
-            targets = self._matrix(dataset, 1)
-            what = f"the targets of dataset {dataset['id']}"
+            targets = self.store.read_matrix(dataset, 1, engine)
+            what = f"the targets of dataset {dataset.id}"
         else:
             targets = next(matrices, None)
             if targets is None:
@@ -113,7 +106,7 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                 "Distances: send the reference set first (model_id of a plaintext one, or reference_dataset_id "
                 "of one the client encrypted), then batches of encrypted queries"
             )
-        engine = self.engines.get(session["id"])
+        engine = self.engines.get(session.id)
         for queries in receive_matrices(request_iterator, "queries", engine, self.max_upload, "the queries"):
             if queries.tile.cols != 1:
                 raise ShapeError(
@@ -123,22 +116,22 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
             distances = squared_distances(queries, reference, projection)
             yield from chunks.send(pb.DistancesResponse, "distances", [distances.to_bytes()])
 
-    def _plain_reference(self, model_id: str, session: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
-        row = self.access.owned("models", model_id, session)
-        if row["algorithm"] != types_pb2.ALGORITHM_NEAREST_NEIGHBORS:
-            raise invalid(f"model {row['id']} is not a nearest-neighbour reference set (ModelService.UploadModel)")
-        model = plainmodels.loads(self.store.model_path(row["session_id"], row["id"]).read_bytes())
-        reference = np.asarray(model["reference"], dtype=np.float64)
-        projection = np.asarray(model["projection"], dtype=np.float64) if "projection" in model else None
+    def _plain_reference(self, model_id: str, session: SessionRecord) -> tuple[np.ndarray, np.ndarray | None]:
+        model = self.access.model(model_id, session)
+        if model.algorithm != types_pb2.ALGORITHM_NEAREST_NEIGHBORS:
+            raise invalid(f"model {model.id} is not a nearest-neighbour reference set (ModelService.UploadModel)")
+        plain = plainmodels.loads(self.store.model_blob(model))
+        reference = np.asarray(plain["reference"], dtype=np.float64)
+        projection = np.asarray(plain["projection"], dtype=np.float64) if "projection" in plain else None
         return reference, projection
 
-    def _encrypted_reference(self, dataset_id: str, session: dict[str, Any]) -> EncryptedMatrix:
-        dataset = self.access.owned("datasets", dataset_id, session)
-        if not layout(dataset).get("reference_set"):
+    def _encrypted_reference(self, dataset_id: str, session: SessionRecord) -> EncryptedMatrix:
+        dataset = self.access.dataset(dataset_id, session)
+        if not dataset.layout.reference_set:
             raise invalid(
-                f"dataset {dataset['id']} is not an encrypted reference set: upload one with "
+                f"dataset {dataset.id} is not an encrypted reference set: upload one with "
                 "Client.upload_encrypted_reference (DatasetManifest.reference_set, core.neighbors.encrypt_reference)"
             )
-        reference = self._matrix(dataset, 0)
+        reference = self.store.read_matrix(dataset, 0, self.engines.get(dataset.session_id))
         check_reference(reference)
         return reference

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import grpc
 
@@ -15,9 +13,9 @@ from core.tensor import EncryptedMatrix
 from server.access import Access
 from server.engines import EngineCache
 from server.errors import invalid, rpc
-from server.storage import Store, dumps, new_id
+from server.records import DatasetLayout, DatasetRecord
+from server.storage import Store, matrix_file, new_id
 from server.uploads import Budget, receive_matrix
-from wire import codec
 from wire.proto_gen.ciphergrad.v1 import dataset_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import dataset_service_pb2_grpc as pb_grpc
 from wire.proto_gen.ciphergrad.v1 import types_pb2
@@ -26,54 +24,6 @@ MAX_SHUFFLES = 1024
 
 
 PACKING_NAMES = {types_pb2.PACKING_ROWS: "rows", types_pb2.PACKING_COLUMNS: "columns"}
-
-
-def layout(row: dict[str, Any]) -> dict[str, Any]:
-    """A dataset's layout: ``packing`` ('rows'/'columns'), ``tile`` [rows, cols], ``features_only``
-    (empty for datasets stored before layouts were recorded; ``load_matrices`` gives their tiles)."""
-    return json.loads(row.get("layout_json") or "{}")
-
-
-def describe_layout(tile: Any, features_only: bool, reference_set: bool = False) -> dict[str, Any]:
-    found = {
-        "packing": "columns" if tile.cols == 1 else "rows",
-        "tile": [tile.rows, tile.cols],
-        "features_only": features_only,
-    }
-    if reference_set:  # an encrypted kNN reference set (core.neighbors.encrypt_reference)
-        found["reference_set"] = True
-    return found
-
-
-def dataset_to_proto(row: dict[str, Any]) -> pb.Dataset:
-    found = layout(row)
-    tile = found.get("tile", [0, 0])
-    return pb.Dataset(
-        dataset_id=row["id"],
-        display_name=row["display_name"],
-        column_names=json.loads(row["column_names_json"]),
-        rows=row["rows"],
-        columns=row["columns"],
-        shuffle_count=row["shuffle_count"],
-        size_bytes=row["size_bytes"],
-        level=row["level"],
-        create_time=codec.timestamp(row["created"]),
-        packing=types_pb2.PACKING_COLUMNS
-        if found.get("packing") == "columns"
-        else types_pb2.PACKING_ROWS
-        if found.get("packing") == "rows"
-        else types_pb2.PACKING_UNSPECIFIED,
-        tile_rows=tile[0],
-        tile_cols=tile[1],
-        features_only=bool(found.get("features_only")),
-        reference_set=bool(found.get("reference_set")),
-    )
-
-
-def load_matrices(store: Store, row: dict[str, Any], engine: Any) -> list[EncryptedMatrix]:
-    """The stored matrices in upload order: X, y, then (X, y) of each shuffle."""
-    folder = store.dataset_dir(row["session_id"], row["id"])
-    return [EncryptedMatrix.from_bytes(engine, (folder / f"{i}.bin").read_bytes()) for i in range(row["matrices"])]
 
 
 def check_pairs(matrices: list[EncryptedMatrix], columns: int) -> None:
@@ -132,12 +82,13 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
         with self.store.staging() as scratch:
             for index in range(count):
                 role = "features" if index % 2 == 0 else "targets"
-                receive_matrix(request_iterator, "chunk", scratch / f"{index}.bin", budget, f"{role} #{index}")
+                receive_matrix(request_iterator, "chunk", scratch / matrix_file(index), budget, f"{role} #{index}")
             if next(request_iterator, None) is not None:
                 raise invalid(f"UploadDataset: more than the {count} matrices the manifest announced")
-            engine = self.engines.get(session["id"])
+            engine = self.engines.get(session.id)
             # Parsing checks every ciphertext against the session's context before anything is kept.
-            matrices = [EncryptedMatrix.from_bytes(engine, (scratch / f"{i}.bin").read_bytes()) for i in range(count)]
+            files = [scratch / matrix_file(i) for i in range(count)]
+            matrices = [EncryptedMatrix.from_bytes(engine, path.read_bytes()) for path in files]
             columns = matrices[0].shape[1]
             if manifest.reference_set:
                 columns = check_reference(matrices[0])  # its layout, or a message saying how to encrypt it
@@ -150,41 +101,37 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
             if not manifest.reference_set:
                 check_packing(matrices[0], manifest.packing)
             dataset_id = new_id()
-            self.store.publish(scratch, self.store.dataset_dir(session["id"], dataset_id))
-        row = {
-            "id": dataset_id,
-            "session_id": session["id"],
-            "display_name": manifest.display_name,
-            "column_names_json": dumps(list(manifest.column_names)),
-            "rows": matrices[0].shape[0],
-            "columns": columns,
-            "shuffle_count": manifest.shuffle_count,
-            "matrices": count,
-            "size_bytes": budget.used,
-            "level": min(m.level for m in matrices),
-            "created": time.time(),
-            "layout_json": dumps(describe_layout(matrices[0].tile, manifest.features_only, manifest.reference_set)),
-        }
-        self.store.insert("datasets", row)
-        return pb.UploadDatasetResponse(dataset=dataset_to_proto(row))
+            self.store.publish(scratch, self.store.dataset_dir(session.id, dataset_id))
+        dataset = DatasetRecord(
+            id=dataset_id,
+            session_id=session.id,
+            display_name=manifest.display_name,
+            column_names=tuple(manifest.column_names),
+            rows=matrices[0].shape[0],
+            columns=columns,
+            shuffle_count=manifest.shuffle_count,
+            matrices=count,
+            size_bytes=budget.used,
+            level=min(m.level for m in matrices),
+            created=time.time(),
+            layout=DatasetLayout.of(matrices[0].tile, manifest.features_only, manifest.reference_set),
+        )
+        self.store.add_dataset(dataset)
+        return pb.UploadDatasetResponse(dataset=dataset.to_proto())
 
     @rpc
     def GetDataset(self, request: pb.GetDatasetRequest, context: grpc.ServicerContext) -> pb.GetDatasetResponse:
-        row = self.access.owned("datasets", request.dataset_id, self.access.session(context))
-        return pb.GetDatasetResponse(dataset=dataset_to_proto(row))
+        dataset = self.access.dataset(request.dataset_id, self.access.session(context))
+        return pb.GetDatasetResponse(dataset=dataset.to_proto())
 
     @rpc
     def ListDatasets(self, request: pb.ListDatasetsRequest, context: grpc.ServicerContext) -> pb.ListDatasetsResponse:
         session = self.access.session(context)
-        return pb.ListDatasetsResponse(
-            datasets=[dataset_to_proto(r) for r in self.store.list("datasets", session["id"])]
-        )
+        return pb.ListDatasetsResponse(datasets=[d.to_proto() for d in self.store.datasets(session.id)])
 
     @rpc
     def DeleteDataset(
         self, request: pb.DeleteDatasetRequest, context: grpc.ServicerContext
     ) -> pb.DeleteDatasetResponse:
-        row = self.access.owned("datasets", request.dataset_id, self.access.session(context))
-        self.store.delete("datasets", row["id"])
-        self.store.remove(self.store.dataset_dir(row["session_id"], row["id"]))
+        self.store.delete_dataset(self.access.dataset(request.dataset_id, self.access.session(context)))
         return pb.DeleteDatasetResponse()

@@ -8,7 +8,6 @@ stopped) pauses there and resumes when a client of the same session attaches aga
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -20,19 +19,17 @@ import grpc
 
 from core.algorithms import ALGORITHMS
 from core.tensor import EncryptedMatrix
-from server.datasets import load_matrices
 from server.engines import EngineCache
 from server.errors import ServiceError, invalid, precondition, status_for
-from server.storage import Store, dumps, new_id
+from server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
+from server.storage import Store, new_id
 from wire import codec
-from wire.proto_gen.ciphergrad.v1 import model_service_pb2 as model_pb
 from wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import types_pb2
 
 log = logging.getLogger("ciphergrad.server")
 
 S = pb.JobState
-FINISHED = (S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED)
 # A linear prediction, (X * w).sum(axis=1), spends one level on the product and one on the row-sum mask.
 PREDICT_LEVELS = 2
 
@@ -104,47 +101,11 @@ class StreamRefresh:
         return fresh
 
 
-def job_to_proto(row: dict[str, Any]) -> pb.Job:
-    return pb.Job(
-        job_id=row["id"],
-        dataset_id=row["dataset_id"],
-        algorithm=row["algorithm"],
-        state=row["state"],
-        epoch=row["epoch"],
-        epochs=row["epochs"],
-        model_id=row["model_id"],
-        error_message=row["error"],
-        hyperparameters=codec.struct_from_dict(json.loads(row["config_json"])),
-        refreshes=row["refreshes"],
-        create_time=codec.timestamp(row["created"]),
-        update_time=codec.timestamp(row["updated"]),
-    )
-
-
 def _algorithm_name(value: int) -> str:
     try:
         return types_pb2.Algorithm.Name(value)
     except ValueError:
         return str(value)
-
-
-def model_to_proto(row: dict[str, Any], weights: EncryptedMatrix | None = None) -> model_pb.Model:
-    meta = json.loads(row["metadata_json"] or "{}")
-    return model_pb.Model(
-        model_id=row["id"],
-        job_id=row["job_id"],
-        dataset_id=row["dataset_id"],
-        algorithm=row["algorithm"],
-        weights=codec.matrix_to_proto(weights) if weights is not None else None,
-        weight_scale=row["weight_scale"],
-        column_names=json.loads(row["column_names_json"]),
-        create_time=codec.timestamp(row["created"]),
-        metadata_json=row["metadata_json"],
-        server_owned=bool(meta.get("server_owned")),
-        input_columns=int(meta.get("inputs", meta.get("features", 0))),
-        output_columns=int(meta.get("outputs", 1)),
-        display_name=str(meta.get("display_name", "")),
-    )
 
 
 class JobRunner:
@@ -157,44 +118,44 @@ class JobRunner:
 
     def recover(self) -> None:
         """After a restart (or crash) nothing is attached: running and queued jobs are paused."""
-        for row in self.store.jobs_in_states((S.JOB_STATE_RUNNING, S.JOB_STATE_QUEUED)):
-            self.store.update("jobs", row["id"], state=S.JOB_STATE_PAUSED)
+        for job in self.store.jobs_in_states((S.JOB_STATE_RUNNING, S.JOB_STATE_QUEUED)):
+            self.store.update_job(job.id, state=S.JOB_STATE_PAUSED)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def create(self, session: dict[str, Any], dataset: dict[str, Any], spec: pb.JobSpec) -> dict[str, Any]:
+    def create(self, session: SessionRecord, dataset: DatasetRecord, spec: pb.JobSpec) -> JobRecord:
         algorithm = codec.algorithm_from_proto(spec.algorithm)
         if algorithm is None:
             names = " or ".join(entry.wire_name for entry in ALGORITHMS.values())
             raise invalid(f"algorithm {_algorithm_name(spec.algorithm)} cannot be trained; use {names}")
-        if json.loads(dataset.get("layout_json") or "{}").get("features_only"):
-            raise invalid(f"dataset {dataset['id']} has no targets (uploaded features_only); upload X and y to train")
+        if dataset.layout.features_only:
+            raise invalid(f"dataset {dataset.id} has no targets (uploaded features_only); upload X and y to train")
         config = codec.config_from_struct(spec.hyperparameters, algorithm.config)
         now = time.time()
-        row = {
-            "id": new_id(),
-            "session_id": session["id"],
-            "dataset_id": dataset["id"],
-            "algorithm": spec.algorithm,
-            "config_json": dumps(config.to_dict()),
-            "state": S.JOB_STATE_QUEUED,
-            "epochs": config.epochs,
-            "created": now,
-            "updated": now,
-        }
-        self.store.insert("jobs", row)
-        return self.store.get("jobs", row["id"])  # type: ignore[return-value]
+        job = JobRecord(
+            id=new_id(),
+            session_id=session.id,
+            dataset_id=dataset.id,
+            algorithm=spec.algorithm,
+            config=config.to_dict(),
+            state=S.JOB_STATE_QUEUED,
+            epochs=config.epochs,
+            created=now,
+            updated=now,
+        )
+        self.store.add_job(job)
+        return job
 
-    def prepare_attach(self, job: dict[str, Any], wait: float = 10.0) -> None:
+    def prepare_attach(self, job: JobRecord, wait: float = 10.0) -> None:
         """Check that ``job`` can be resumed, waiting briefly for a just-detached run to let go."""
-        thread = self._threads.get(job["id"])
-        link = self._links.get(job["id"])
+        thread = self._threads.get(job.id)
+        link = self._links.get(job.id)
         if thread is not None and link is not None and link.detached.is_set():
             thread.join(wait)
-        if job["id"] in self._threads:
-            raise precondition(f"job {job['id']} is attached to another stream; close it first")
-        state = self.store.get("jobs", job["id"])["state"]  # type: ignore[index]
-        if state in FINISHED:
-            raise precondition(f"job {job['id']} already ended ({pb.JobState.Name(state)}); nothing to resume")
+        if job.id in self._threads:
+            raise precondition(f"job {job.id} is attached to another stream; close it first")
+        current = self.store.job(job.id)
+        if current is not None and current.finished:
+            raise precondition(f"job {job.id} already ended ({pb.JobState.Name(current.state)}); nothing to resume")
 
     def launch(self, job_id: str, link: Link) -> None:
         thread = threading.Thread(target=self._run, args=(job_id, link), name=f"job-{job_id[:8]}", daemon=True)
@@ -204,17 +165,17 @@ class JobRunner:
             self._links[job_id], self._threads[job_id] = link, thread
         thread.start()
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
+    def cancel(self, job_id: str) -> JobRecord:
         with self._lock:
             link, thread = self._links.get(job_id), self._threads.get(job_id)
         if link is not None and thread is not None:
             link.cancelled.set()
             thread.join(30)
-        row = self.store.get("jobs", job_id)
-        assert row is not None
-        if row["state"] not in FINISHED:
-            self.store.update("jobs", job_id, state=S.JOB_STATE_CANCELLED, error="cancelled by CancelJob")
-        return self.store.get("jobs", job_id)  # type: ignore[return-value]
+        job = self.store.job(job_id)
+        assert job is not None
+        if not job.finished:
+            job = self._set(job_id, S.JOB_STATE_CANCELLED, error="cancelled by CancelJob")
+        return job
 
     def stop(self, job_id: str) -> None:
         """Stop a job's thread without recording anything (its session is being deleted)."""
@@ -243,17 +204,16 @@ class JobRunner:
                 self._train(job_id, link)
             finally:
                 self._slots.release()
+        # A job whose session was deleted meanwhile has no row left: these updates then change nothing.
         except Detached:
-            self._set(job_id, S.JOB_STATE_PAUSED)
+            self.store.update_job(job_id, state=S.JOB_STATE_PAUSED)
             end = End(None)
         except Cancelled:
-            if self.store.get("jobs", job_id) is not None:
-                self._set(job_id, S.JOB_STATE_CANCELLED, error="cancelled by CancelJob")
+            self.store.update_job(job_id, state=S.JOB_STATE_CANCELLED, error="cancelled by CancelJob")
             end = End(grpc.StatusCode.CANCELLED, f"job {job_id} was cancelled")
         except Exception as exc:
             code, message = status_for(exc)
-            if self.store.get("jobs", job_id) is not None:
-                self._set(job_id, S.JOB_STATE_FAILED, error=message)
+            self.store.update_job(job_id, state=S.JOB_STATE_FAILED, error=message)
             end = End(code, message)
         finally:
             with self._lock:
@@ -268,35 +228,39 @@ class JobRunner:
         while not self._slots.acquire(timeout=0.2):
             link.check()
 
-    def _set(self, job_id: str, state: int, **values: Any) -> dict[str, Any]:
-        self.store.update("jobs", job_id, state=state, **values)
-        return self.store.get("jobs", job_id)  # type: ignore[return-value]
+    def _set(self, job_id: str, state: int, **values: Any) -> JobRecord:
+        """Record a state change of a running job; if its session was deleted meanwhile, stop it."""
+        job = self.store.update_job(job_id, state=state, **values)
+        if job is None:
+            raise Cancelled
+        return job
 
-    def _emit_job(self, link: Link, row: dict[str, Any]) -> None:
-        link.events.put(pb.TrainResponse(job=job_to_proto(row)))
+    def _emit_job(self, link: Link, job: JobRecord) -> None:
+        link.events.put(pb.TrainResponse(job=job.to_proto()))
 
     def _train(self, job_id: str, link: Link) -> None:
-        job = self.store.get("jobs", job_id)
+        job = self.store.job(job_id)
         assert job is not None
-        dataset = self.store.get("datasets", job["dataset_id"])
+        dataset = self.store.dataset(job.dataset_id)
         if dataset is None:
-            raise precondition(f"dataset {job['dataset_id']} of job {job_id} was deleted; start a new job")
-        engine = self.engines.load(job["session_id"])  # its own: per-epoch operation counts stay exact
-        matrices = load_matrices(self.store, dataset, engine)
+            raise precondition(f"dataset {job.dataset_id} of job {job_id} was deleted; start a new job")
+        engine = self.engines.load(job.session_id)  # its own: per-epoch operation counts stay exact
+        matrices = self.store.read_matrices(dataset, engine)
         X, y = matrices[0], matrices[1]
         shuffles = tuple((matrices[k], matrices[k + 1]) for k in range(2, len(matrices), 2))
-        algorithm = codec.algorithm_from_proto(job["algorithm"])
+        algorithm = codec.algorithm_from_proto(job.algorithm)
         assert algorithm is not None  # create() admitted only trainable algorithms
-        config = algorithm.config.from_dict(json.loads(job["config_json"]))
+        config = algorithm.config.from_dict(job.config)
         refresh = StreamRefresh(link, engine, self.refresh_timeout)
-        checkpoint = self.store.checkpoint_path(job["session_id"], job_id)
+        checkpoint = self.store.checkpoint_path(job.session_id, job_id)
+        trainer_type = algorithm.trainer_for(config)
         if checkpoint.exists():
             state = codec.checkpoint_from_bytes(engine, checkpoint.read_bytes())
-            trainer = algorithm.trainer_for(config).resume(engine, X, y, config, refresh, state, shuffles)
+            trainer = trainer_type.resume(engine, X, y, config, refresh, state, shuffles)
         else:
-            trainer = algorithm.trainer_for(config)(engine, X, y, config, refresh, shuffles)
+            trainer = trainer_type(engine, X, y, config, refresh, shuffles)
         self._emit_job(link, self._set(job_id, S.JOB_STATE_RUNNING, epoch=trainer.epoch))
-        refreshes = job["refreshes"]
+        refreshes = job.refreshes
         while not trainer.done:
             link.check()
             start = time.perf_counter()
@@ -304,7 +268,7 @@ class JobRunner:
             seconds = time.perf_counter() - start
             refreshes += result.refreshes
             self.store.write_blob(checkpoint, codec.checkpoint_to_bytes(trainer.state()))
-            self.store.update("jobs", job_id, epoch=trainer.epoch, refreshes=refreshes)
+            self.store.update_job(job_id, epoch=trainer.epoch, refreshes=refreshes)
             loss = result.loss
             link.events.put(
                 pb.TrainResponse(
@@ -326,22 +290,20 @@ class JobRunner:
         self._finish(job, dataset, weights, trainer, refreshes, link)
         self.store.remove(checkpoint)
 
-    def _finish(self, job, dataset, weights, trainer, refreshes, link) -> None:
-        model = {
-            "id": new_id(),
-            "session_id": job["session_id"],
-            "job_id": job["id"],
-            "dataset_id": dataset["id"],
-            "algorithm": job["algorithm"],
-            "weight_scale": trainer.weight_scale,
-            "metadata_json": dumps(trainer.metadata()),
-            "column_names_json": dataset["column_names_json"],
-            "created": time.time(),
-        }
-        # Blob before row: a crash in between leaves an orphan file, swept at the next start.
-        self.store.write_blob(self.store.model_path(job["session_id"], model["id"]), weights.to_bytes())
-        self.store.insert("models", model)
-        row = self._set(job["id"], S.JOB_STATE_SUCCEEDED, model_id=model["id"], refreshes=refreshes)
-        link.events.put(
-            pb.TrainResponse(result=pb.TrainingResult(job=job_to_proto(row), model=model_to_proto(model, weights)))
+    def _finish(
+        self, job: JobRecord, dataset: DatasetRecord, weights: EncryptedMatrix, trainer: Any, refreshes: int, link: Link
+    ) -> None:
+        model = ModelRecord(
+            id=new_id(),
+            session_id=job.session_id,
+            job_id=job.id,
+            dataset_id=dataset.id,
+            algorithm=job.algorithm,
+            weight_scale=trainer.weight_scale,
+            metadata=trainer.metadata(),
+            column_names=dataset.column_names,
+            created=time.time(),
         )
+        self.store.add_model(model, weights.to_bytes())
+        done = self._set(job.id, S.JOB_STATE_SUCCEEDED, model_id=model.id, refreshes=refreshes)
+        link.events.put(pb.TrainResponse(result=pb.TrainingResult(job=done.to_proto(), model=model.to_proto(weights))))

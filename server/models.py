@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,8 +22,8 @@ from server import plainmodels
 from server.access import Access
 from server.engines import EngineCache
 from server.errors import invalid, precondition, rpc
-from server.jobs import model_to_proto
-from server.storage import Store, dumps, new_id
+from server.records import ModelRecord
+from server.storage import Store, new_id
 from server.uploads import receive_matrices
 from wire import chunks
 from wire.proto_gen.ciphergrad.v1 import model_service_pb2 as pb
@@ -46,57 +45,49 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
     def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int) -> None:
         self.store, self.access, self.engines, self.max_upload = store, access, engines, max_upload
 
-    def _blob(self, row: dict[str, Any]) -> bytes:
-        return self.store.model_path(row["session_id"], row["id"]).read_bytes()
-
-    def _weights(self, row: dict[str, Any]) -> EncryptedMatrix | None:
-        if json.loads(row["metadata_json"] or "{}").get("server_owned"):
+    def _weights(self, model: ModelRecord) -> EncryptedMatrix | None:
+        if model.server_owned:
             return None  # the server's plaintext model is never sent out
-        return EncryptedMatrix.from_bytes(self.engines.get(row["session_id"]), self._blob(row))
+        return EncryptedMatrix.from_bytes(self.engines.get(model.session_id), self.store.model_blob(model))
 
     @rpc
     def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.GetModelResponse:
-        row = self.access.owned("models", request.model_id, self.access.session(context))
-        return pb.GetModelResponse(model=model_to_proto(row, self._weights(row)))
+        model = self.access.model(request.model_id, self.access.session(context))
+        return pb.GetModelResponse(model=model.to_proto(self._weights(model)))
 
     @rpc
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
         session = self.access.session(context)
-        return pb.ListModelsResponse(models=[model_to_proto(r) for r in self.store.list("models", session["id"])])
+        return pb.ListModelsResponse(models=[model.to_proto() for model in self.store.models(session.id)])
 
     @rpc
     def DeleteModel(self, request: pb.DeleteModelRequest, context: grpc.ServicerContext) -> pb.DeleteModelResponse:
-        row = self.access.owned("models", request.model_id, self.access.session(context))
-        self.store.delete("models", row["id"])
-        self.store.remove(self.store.model_path(row["session_id"], row["id"]))
+        self.store.delete_model(self.access.model(request.model_id, self.access.session(context)))
         return pb.DeleteModelResponse()
 
     @rpc
     def UploadModel(self, request: pb.UploadModelRequest, context: grpc.ServicerContext) -> pb.UploadModelResponse:
         session = self.access.session(context)
-        model = plainmodels.from_request(request)
-        row = {
-            "id": new_id(),
-            "session_id": session["id"],
-            "job_id": "",
-            "dataset_id": "",
-            "algorithm": plainmodels.KINDS[model["kind"]],
-            "weight_scale": 1.0,
-            "metadata_json": dumps(
-                {
-                    "server_owned": True,
-                    "kind": model["kind"],
-                    "inputs": model["inputs"],
-                    "outputs": model["outputs"],
-                    "display_name": request.display_name,
-                }
-            ),
-            "column_names_json": "[]",
-            "created": time.time(),
-        }
-        self.store.write_blob(self.store.model_path(session["id"], row["id"]), plainmodels.dumps(model))
-        self.store.insert("models", row)
-        return pb.UploadModelResponse(model=model_to_proto(row))
+        plain = plainmodels.from_request(request)
+        model = ModelRecord(
+            id=new_id(),
+            session_id=session.id,
+            job_id="",
+            dataset_id="",
+            algorithm=plainmodels.KINDS[plain["kind"]],
+            weight_scale=1.0,
+            metadata={
+                "server_owned": True,
+                "kind": plain["kind"],
+                "inputs": plain["inputs"],
+                "outputs": plain["outputs"],
+                "display_name": request.display_name,
+            },
+            column_names=(),
+            created=time.time(),
+        )
+        self.store.add_model(model, plainmodels.dumps(plain))
+        return pb.UploadModelResponse(model=model.to_proto())
 
     @rpc
     def Predict(
@@ -111,22 +102,21 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             options = first.options
         else:
             raise invalid("Predict: send the model_id (or options) first, then batches of encrypted rows")
-        row = self.access.owned("models", options.model_id, session)
-        engine = self.engines.get(row["session_id"])
-        predict = self._predictor(row, options)
+        model = self.access.model(options.model_id, session)
+        engine = self.engines.get(model.session_id)
+        predict = self._predictor(model, options)
         for rows in receive_matrices(request_iterator, "rows", engine, self.max_upload, "the prediction input"):
             predictions = predict(rows)
             yield from chunks.send(pb.PredictResponse, "predictions", [predictions.to_bytes()])
 
-    def _predictor(self, row: dict[str, Any], options: pb.PredictOptions):
+    def _predictor(self, model: ModelRecord, options: pb.PredictOptions):
         """The function from an encrypted batch of rows to its encrypted predictions."""
-        logistic = row["algorithm"] == types_pb2.ALGORITHM_LOGISTIC_REGRESSION
+        logistic = model.algorithm == types_pb2.ALGORITHM_LOGISTIC_REGRESSION
         if options.server_sigmoid and not logistic:
             raise invalid("server_sigmoid applies to logistic models only")
-        meta = json.loads(row["metadata_json"] or "{}")
-        if meta.get("server_owned"):
-            return self._plain_predictor(plainmodels.loads(self._blob(row)), options)
-        weights = self._weights(row)
+        if model.server_owned:
+            return self._plain_predictor(plainmodels.loads(self.store.model_blob(model)), options)
+        weights = self._weights(model)
         assert weights is not None
 
         def predict(rows: EncryptedMatrix) -> EncryptedMatrix:
@@ -138,9 +128,9 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             if not options.server_sigmoid:
                 # The linear prediction or logit, still multiplied by the model's weight_scale.
                 return predict_linear_encrypted(rows, weights)
-            sigmoid = plainmodels.polynomial(meta["sigmoid"])
+            sigmoid = plainmodels.polynomial(model.metadata["sigmoid"])
             try:
-                return predict_logistic_encrypted(rows, weights, sigmoid=sigmoid, input_scale=row["weight_scale"])
+                return predict_logistic_encrypted(rows, weights, sigmoid=sigmoid, input_scale=model.weight_scale)
             except LevelError as exc:
                 raise precondition(
                     f"the server-side sigmoid needs {sigmoid.depth} levels after the encrypted-model logit and "

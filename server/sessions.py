@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import grpc
 
@@ -13,31 +12,18 @@ from server import auth
 from server.access import Access
 from server.engines import EngineCache
 from server.errors import invalid, rpc
-from server.jobs import JobRunner
-from server.storage import Store, dumps, new_id
+from server.records import SessionRecord
+from server.storage import Store, new_id
 from server.uploads import Budget
-from wire import codec
 from wire.proto_gen.ciphergrad.v1 import session_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import session_service_pb2_grpc as pb_grpc
 
 
-def session_to_proto(row: dict[str, Any]) -> pb.Session:
-    import json
-
-    from core.params import CKKSParameters
-
-    return pb.Session(
-        session_id=row["id"],
-        display_name=row["display_name"],
-        parameters=codec.params_to_proto(CKKSParameters.from_dict(json.loads(row["params_json"]))),
-        context_size_bytes=row["context_size"],
-        create_time=codec.timestamp(row["created"]),
-    )
-
-
 class SessionServicer(pb_grpc.SessionServiceServicer):
-    def __init__(self, store: Store, access: Access, engines: EngineCache, runner: JobRunner, max_upload: int) -> None:
-        self.store, self.access, self.engines, self.runner = store, access, engines, runner
+    def __init__(
+        self, store: Store, access: Access, engines: EngineCache, stop_job: Callable[[str], None], max_upload: int
+    ) -> None:
+        self.store, self.access, self.engines, self.stop_job = store, access, engines, stop_job
         self.max_upload = max_upload
 
     @rpc
@@ -64,32 +50,31 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
             engine = Engine.from_public_context(data)
             session_id, token = new_id(), auth.new_token()
             self.store.publish(path, self.store.context_path(session_id))
-        row = {
-            "id": session_id,
-            "token_hash": auth.token_hash(token),
-            "display_name": first.manifest.display_name,
-            "params_json": dumps(engine.params.to_dict()),
-            "context_size": len(data),
-            "created": time.time(),
-        }
-        self.store.insert("sessions", row)
-        return pb.CreateSessionResponse(session=session_to_proto(row), token=token)
+        session = SessionRecord(
+            id=session_id,
+            token_hash=auth.token_hash(token),
+            display_name=first.manifest.display_name,
+            params=engine.params,
+            context_size=len(data),
+            created=time.time(),
+        )
+        self.store.add_session(session)
+        return pb.CreateSessionResponse(session=session.to_proto(), token=token)
 
     @rpc
     def GetSession(self, request: pb.GetSessionRequest, context: grpc.ServicerContext) -> pb.GetSessionResponse:
-        session = self.access.session(context)
-        row = self.access.owned("sessions", request.session_id or session["id"], session)
-        return pb.GetSessionResponse(session=session_to_proto(row))
+        caller = self.access.session(context)
+        session = self.access.own_session(request.session_id or caller.id, caller)
+        return pb.GetSessionResponse(session=session.to_proto())
 
     @rpc
     def DeleteSession(
         self, request: pb.DeleteSessionRequest, context: grpc.ServicerContext
     ) -> pb.DeleteSessionResponse:
-        session = self.access.session(context)
-        row = self.access.owned("sessions", request.session_id or session["id"], session)
-        for job in self.store.list("jobs", row["id"]):
-            self.runner.stop(job["id"])
-        self.store.delete("sessions", row["id"])  # cascades to datasets, jobs and models
-        self.engines.forget(row["id"])
-        self.store.remove(self.store.session_dir(row["id"]))
+        caller = self.access.session(context)
+        session = self.access.own_session(request.session_id or caller.id, caller)
+        for job in self.store.jobs(session.id):
+            self.stop_job(job.id)
+        self.store.delete_session(session.id)  # cascades to datasets, jobs and models
+        self.engines.forget(session.id)
         return pb.DeleteSessionResponse()

@@ -9,7 +9,6 @@ start sweeps away, never a row pointing at a missing or half-written file.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import sqlite3
@@ -20,6 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from core.engine import Engine
+from core.tensor import EncryptedMatrix
+from server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -113,21 +116,21 @@ class Store:
             if column not in present:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
-    # -- generic row access -------------------------------------------------------------------
-    def insert(self, table: str, row: dict[str, Any]) -> None:
+    # -- rows (private: the typed methods below name what they return) ---------------------------------
+    def _insert(self, table: str, row: dict[str, Any]) -> None:
         assert table in _TABLES
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         with self._lock:
             self._db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
 
-    def get(self, table: str, row_id: str) -> dict[str, Any] | None:
+    def _get(self, table: str, row_id: str) -> dict[str, Any] | None:
         assert table in _TABLES
         with self._lock:
             found = self._db.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchone()
         return dict(found) if found else None
 
-    def list(self, table: str, session_id: str) -> list[dict[str, Any]]:
+    def _list(self, table: str, session_id: str) -> list[dict[str, Any]]:
         assert table in _TABLES
         with self._lock:
             rows = self._db.execute(
@@ -135,29 +138,96 @@ class Store:
             ).fetchall()
         return [dict(r) for r in rows]
 
-    def update(self, table: str, row_id: str, **values: Any) -> None:
-        assert table in _TABLES
-        if table == "jobs":
-            values.setdefault("updated", time.time())
-        sets = ", ".join(f"{k} = ?" for k in values)
-        with self._lock:
-            self._db.execute(f"UPDATE {table} SET {sets} WHERE id = ?", (*values.values(), row_id))
-
-    def delete(self, table: str, row_id: str) -> None:
+    def _delete(self, table: str, row_id: str) -> None:
         assert table in _TABLES
         with self._lock:
             self._db.execute(f"DELETE FROM {table} WHERE id = ?", (row_id,))
 
-    def session_by_token_hash(self, digest: str) -> dict[str, Any] | None:
+    # -- sessions --------------------------------------------------------------------------------------
+    def add_session(self, session: SessionRecord) -> None:
+        self._insert("sessions", session.to_row())
+
+    def session(self, session_id: str) -> SessionRecord | None:
+        row = self._get("sessions", session_id)
+        return SessionRecord.from_row(row) if row else None
+
+    def session_by_token_hash(self, digest: str) -> SessionRecord | None:
         with self._lock:
             found = self._db.execute("SELECT * FROM sessions WHERE token_hash = ?", (digest,)).fetchone()
-        return dict(found) if found else None
+        return SessionRecord.from_row(dict(found)) if found else None
 
-    def jobs_in_states(self, states: tuple[int, ...]) -> list[dict[str, Any]]:
+    def delete_session(self, session_id: str) -> None:
+        """The row (cascading to its datasets, jobs and models), then its blobs."""
+        self._delete("sessions", session_id)
+        self.remove(self.session_dir(session_id))
+
+    # -- datasets --------------------------------------------------------------------------------------
+    def add_dataset(self, dataset: DatasetRecord) -> None:
+        self._insert("datasets", dataset.to_row())
+
+    def dataset(self, dataset_id: str) -> DatasetRecord | None:
+        row = self._get("datasets", dataset_id)
+        return DatasetRecord.from_row(row) if row else None
+
+    def datasets(self, session_id: str) -> list[DatasetRecord]:
+        return [DatasetRecord.from_row(r) for r in self._list("datasets", session_id)]
+
+    def delete_dataset(self, dataset: DatasetRecord) -> None:
+        self._delete("datasets", dataset.id)
+        self.remove(self.dataset_dir(dataset.session_id, dataset.id))
+
+    def read_matrix(self, dataset: DatasetRecord, index: int, engine: Engine) -> EncryptedMatrix:
+        """Stored matrix ``index`` (0: features, 1: targets, then (X, y) of each shuffle)."""
+        path = self.dataset_dir(dataset.session_id, dataset.id) / matrix_file(index)
+        return EncryptedMatrix.from_bytes(engine, path.read_bytes())
+
+    def read_matrices(self, dataset: DatasetRecord, engine: Engine) -> list[EncryptedMatrix]:
+        return [self.read_matrix(dataset, index, engine) for index in range(dataset.matrices)]
+
+    # -- jobs ------------------------------------------------------------------------------------------
+    def add_job(self, job: JobRecord) -> None:
+        self._insert("jobs", job.to_row())
+
+    def job(self, job_id: str) -> JobRecord | None:
+        row = self._get("jobs", job_id)
+        return JobRecord.from_row(row) if row else None
+
+    def jobs(self, session_id: str) -> list[JobRecord]:
+        return [JobRecord.from_row(r) for r in self._list("jobs", session_id)]
+
+    def jobs_in_states(self, states: tuple[int, ...]) -> list[JobRecord]:
         marks = ", ".join("?" for _ in states)
         with self._lock:
             rows = self._db.execute(f"SELECT * FROM jobs WHERE state IN ({marks})", states).fetchall()
-        return [dict(r) for r in rows]
+        return [JobRecord.from_row(dict(r)) for r in rows]
+
+    def update_job(self, job_id: str, **values: Any) -> JobRecord | None:
+        """Set columns of a job (``updated`` too); the job as it now is, or None if it was deleted."""
+        values.setdefault("updated", time.time())
+        sets = ", ".join(f"{k} = ?" for k in values)
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values.values(), job_id))
+        return self.job(job_id)
+
+    # -- models ----------------------------------------------------------------------------------------
+    def add_model(self, model: ModelRecord, blob: bytes) -> None:
+        """Blob before row: a crash in between leaves an orphan file, swept at the next start."""
+        self.write_blob(self.model_path(model.session_id, model.id), blob)
+        self._insert("models", model.to_row())
+
+    def model(self, model_id: str) -> ModelRecord | None:
+        row = self._get("models", model_id)
+        return ModelRecord.from_row(row) if row else None
+
+    def models(self, session_id: str) -> list[ModelRecord]:
+        return [ModelRecord.from_row(r) for r in self._list("models", session_id)]
+
+    def model_blob(self, model: ModelRecord) -> bytes:
+        return self.model_path(model.session_id, model.id).read_bytes()
+
+    def delete_model(self, model: ModelRecord) -> None:
+        self._delete("models", model.id)
+        self.remove(self.model_path(model.session_id, model.id))
 
     # -- blob paths ---------------------------------------------------------------------------
     def session_dir(self, session_id: str) -> Path:
@@ -236,8 +306,9 @@ class Store:
             return [dict(r) for r in self._db.execute(f"SELECT id FROM {table}").fetchall()]
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
+def matrix_file(index: int) -> str:
+    """The file name of a dataset's matrix ``index`` inside its directory."""
+    return f"{index}.bin"
 
 
 def _fsync(path: Path) -> None:

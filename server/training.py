@@ -9,7 +9,7 @@ import grpc
 
 from server.access import Access
 from server.errors import ServiceError, invalid, rpc
-from server.jobs import End, JobRunner, Link, job_to_proto
+from server.jobs import End, JobRunner, Link
 from server.storage import Store
 from wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import training_service_pb2_grpc as pb_grpc
@@ -41,17 +41,17 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         first = next(request_iterator, None)
         kind = first.WhichOneof("kind") if first is not None else None
         if kind == "start":
-            dataset = self.access.owned("datasets", first.start.dataset_id, session)
+            dataset = self.access.dataset(first.start.dataset_id, session)
             job = self.runner.create(session, dataset, first.start)
         elif kind == "attach":
-            job = self.access.owned("jobs", first.attach.job_id, session)
+            job = self.access.job(first.attach.job_id, session)
             self.runner.prepare_attach(job)
         else:
             raise invalid("the first TrainRequest must be `start` (a new job) or `attach` (resume a job)")
         link = Link()
         context.add_callback(link.detach)
         threading.Thread(target=_read_replies, args=(request_iterator, link), daemon=True).start()
-        self.runner.launch(job["id"], link)
+        self.runner.launch(job.id, link)
         while True:
             item = link.events.get()
             if isinstance(item, End):
@@ -62,15 +62,15 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     @rpc
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.GetJobResponse:
-        row = self.access.owned("jobs", request.job_id, self.access.session(context))
-        return pb.GetJobResponse(job=job_to_proto(row))
+        job = self.access.job(request.job_id, self.access.session(context))
+        return pb.GetJobResponse(job=job.to_proto())
 
     @rpc
     def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
         session = self.access.session(context)
-        return pb.ListJobsResponse(jobs=[job_to_proto(r) for r in self.store.list("jobs", session["id"])])
+        return pb.ListJobsResponse(jobs=[job.to_proto() for job in self.store.jobs(session.id)])
 
     @rpc
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.CancelJobResponse:
-        row = self.access.owned("jobs", request.job_id, self.access.session(context))
-        return pb.CancelJobResponse(job=job_to_proto(self.runner.cancel(row["id"])))
+        job = self.access.job(request.job_id, self.access.session(context))
+        return pb.CancelJobResponse(job=self.runner.cancel(job.id).to_proto())
