@@ -60,22 +60,31 @@ class DatasetCalls(Connection):
             for Xs, ys in pairs:
                 blobs.append(holder.encrypt(Xs, tile=tile).to_bytes())
                 blobs.append(holder.encrypt(ys, tile=tile).to_bytes())
-        total = sum(len(b) for b in blobs)
+        manifest = dataset_service_pb2.DatasetManifest(
+            display_name=display_name,
+            column_names=list(column_names),
+            shuffle_count=len(shuffle_orders),
+            packing=PACKINGS[packing],
+            features_only=features_only,
+        )
+        return self._upload(manifest, blobs, "data upload", progress)
+
+    def _upload(
+        self,
+        manifest: dataset_service_pb2.DatasetManifest,
+        blobs: list[bytes],
+        what: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> dataset_service_pb2.Dataset:
+        """One UploadDataset call: the manifest (its total size filled in here), then the blobs' chunks."""
+        manifest.total_size_bytes = sum(len(blob) for blob in blobs)
 
         def requests() -> Iterator[dataset_service_pb2.UploadDatasetRequest]:
-            manifest = dataset_service_pb2.DatasetManifest(
-                display_name=display_name,
-                column_names=list(column_names),
-                shuffle_count=len(shuffle_orders),
-                total_size_bytes=total,
-                packing=PACKINGS[packing],
-                features_only=features_only,
-            )
             yield dataset_service_pb2.UploadDatasetRequest(manifest=manifest)
             yield from chunks.send(dataset_service_pb2.UploadDatasetRequest, "chunk", blobs, progress)
 
         response = self.datasets.UploadDataset(requests(), metadata=self.metadata)
-        self.transfer.add("sent", "data upload", total)
+        self.transfer.add("sent", what, manifest.total_size_bytes)
         return response.dataset
 
     def list_datasets(self) -> list[dataset_service_pb2.Dataset]:
@@ -105,18 +114,7 @@ class DatasetCalls(Connection):
         query_rows = max(1, min(int(query_rows), holder.params.slots))
         blob = encrypt_reference(holder, as_matrix(reference), query_rows, projection).to_bytes()
 
-        def requests() -> Iterator[dataset_service_pb2.UploadDatasetRequest]:
-            manifest = dataset_service_pb2.DatasetManifest(
-                display_name=display_name,
-                column_names=list(column_names),
-                total_size_bytes=len(blob),
-                features_only=True,
-                reference_set=True,
-            )
-            yield dataset_service_pb2.UploadDatasetRequest(manifest=manifest)
-            yield from chunks.send(dataset_service_pb2.UploadDatasetRequest, "chunk", [blob])
-
-        response = self.datasets.UploadDataset(requests(), metadata=self.metadata)
-        self.transfer.add("sent", "reference upload", len(blob))
-        return response.dataset
-
+        manifest = dataset_service_pb2.DatasetManifest(
+            display_name=display_name, column_names=list(column_names), features_only=True, reference_set=True
+        )
+        return self._upload(manifest, [blob], "reference upload")
