@@ -43,6 +43,8 @@ def test_checkpoint_round_trip(kh, engine):
     assert np.max(np.abs(kh.decrypt(state["weights"]) - [[0.5, -0.25]])) < 1e-6
     with pytest.raises(MalformedInputError, match="checkpoint"):
         codec.checkpoint_from_bytes(engine, b"\xff\xff\xff")
+    with pytest.raises(TypeError, match="'weights' is a bytes"):
+        codec.checkpoint_to_bytes({"weights": weights.to_bytes()})
 
 
 def test_plain_matrix_checks_its_shape():

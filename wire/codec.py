@@ -126,8 +126,13 @@ def checkpoint_to_bytes(state: dict[str, Any]) -> bytes:
     for key, value in state.items():
         if isinstance(value, EncryptedMatrix):
             message.matrices[key].CopyFrom(matrix_to_proto(value))
-        else:
+        elif value is None or isinstance(value, bool | int | float | str):
             scalars[key] = value
+        else:
+            raise TypeError(
+                f"trainer state {key!r} is a {type(value).__name__}: a checkpoint holds EncryptedMatrix values, "
+                "numbers, strings and None"
+            )
     message.scalars.update(scalars)
     return message.SerializeToString()
 
