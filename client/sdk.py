@@ -19,11 +19,8 @@ from core.layout import rotation_steps
 
 
 class Client(TrainingCalls, ModelCalls, ComputeCalls):
-    """A connection to a ciphergrad server plus the key holder of one session (see the module docstring).
-
-    ``tls``: False for plaintext (loopback, tests), True for TLS with the system roots, or the path of a
-    PEM CA certificate to trust.
-    """
+    """A connection to a ciphergrad server plus the key holder of one session: ``Client(address, tls=...)``
+    (``tls`` as for ``client.session.Connection``); the methods come from the service parts."""
 
 
 __all__ = ["Client", "JobState", "TrainingRun", "Transfer", "default_parameters", "rotation_steps"]

@@ -68,7 +68,6 @@ def as_matrix(values: Any) -> np.ndarray:
     return array[:, None] if array.ndim == 1 else array
 
 
-
 class Connection:
     """A channel to a ciphergrad server plus the key holder and token of one session.
 
