@@ -9,8 +9,8 @@ coefficients, the row orders of its encrypted shuffles and the levels one step n
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -30,10 +30,12 @@ class Algorithm:
     decode: Callable[[np.ndarray, float], np.ndarray]  # (decrypted weights, Model.weight_scale) -> coefficients
     shuffle_orders: Callable[[int, int, int], list[np.ndarray]]  # (rows, count, seed) -> the key holder's orders
     levels_per_step: int
+    # Trainers by ``config.solver`` for algorithms with several solvers; ``trainer`` runs any other config.
+    solvers: Mapping[str, type] = field(default_factory=dict)
 
     def trainer_for(self, config: GradientDescentConfig) -> type[GradientTrainer]:
-        """The trainer class that runs ``config`` (one per solver, when an algorithm has several)."""
-        return self.trainer
+        """The trainer class that runs ``config``."""
+        return self.solvers.get(getattr(config, "solver", ""), self.trainer)
 
     def config_fields(self) -> tuple[str, ...]:
         """The hyperparameters, in declaration order (``intercept_column`` included)."""

@@ -44,3 +44,21 @@ def test_decode_divides_out_the_weight_scale():
 def test_unknown_algorithm_names_the_choices():
     with pytest.raises(ParameterError, match="use one of"):
         algorithms.get("forest")
+
+
+def test_trainer_follows_the_configs_solver():
+    from dataclasses import dataclass, replace
+
+    from core.linear import LinearRegressionConfig, LinearTrainer
+
+    class OtherTrainer(LinearTrainer):
+        pass
+
+    @dataclass(frozen=True)
+    class WithSolver(LinearRegressionConfig):
+        solver: str = "gd"
+
+    entry = replace(algorithms.get("linear"), config=WithSolver, solvers={"other": OtherTrainer})
+    assert entry.trainer_for(WithSolver()) is LinearTrainer
+    assert entry.trainer_for(WithSolver(solver="other")) is OtherTrainer
+
