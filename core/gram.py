@@ -66,6 +66,7 @@ __all__ = [
     "rotation_steps",
     "row_blocks",
     "solve_normal",
+    "weight_period",
 ]
 
 Block = tuple[EncryptedMatrix, EncryptedMatrix]
@@ -200,7 +201,7 @@ def finalize(partial: GramPartial, factor: float = 1.0) -> GramStatistics:
     """Divide by ``n`` (times ``factor``) and fold the sums into diagonal form (costs in the module docstring)."""
     engine, d = partial.engine, partial.features
     m, slots = d + 1, engine.slots
-    p = next_pow2(m) if partial.columns else partial.tile.cols
+    p = weight_period(d, partial.tile)
     # A tile smaller than the slots repeats; the fold below adds every copy.
     scale = factor / partial.rows / (slots // partial.tile.size)
     ready: dict[tuple[str, int, int], Ciphertext] = {}
@@ -263,6 +264,11 @@ def finalize(partial: GramPartial, factor: float = 1.0) -> GramStatistics:
         EncryptedMatrix(engine, [[engine.rescale(column)]], (1, m), tile),  # type: ignore[arg-type]
         partial.rows, d, factor,
     )
+
+
+def weight_period(features: int, tile: Tile) -> int:
+    """Slot period of the statistics and weights for data in ``tile``: room for the features and y."""
+    return next_pow2(features + 1) if tile.cols == 1 else tile.cols
 
 
 def rotation_steps(period: int, slots: int) -> list[int]:
