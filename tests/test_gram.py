@@ -7,6 +7,8 @@ the normal solver within 1e-6 of numpy.linalg.lstsq. The key holder refreshes th
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -121,9 +123,11 @@ def test_normal_solver_matches_lstsq(engine, enc, kh, ames, l2):
 
 def to_key_holder(kh, system):
     """What the key holder receives: bytes."""
-    system.diagonals = EncryptedMatrix.from_bytes(kh.engine, system.diagonals.to_bytes())
-    system.column = EncryptedMatrix.from_bytes(kh.engine, system.column.to_bytes())
-    return system
+    return replace(
+        system,
+        diagonals=EncryptedMatrix.from_bytes(kh.engine, system.diagonals.to_bytes()),
+        column=EncryptedMatrix.from_bytes(kh.engine, system.column.to_bytes()),
+    )
 
 
 def test_checkpoint_resume_continues_without_the_pass(engine, enc, dec, ames, refresh):
