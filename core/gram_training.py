@@ -52,6 +52,8 @@ class GramTrainer:
         epoch: int = 0,
         mask_refreshes: bool = True,
     ) -> None:
+        if config.solver != "gram":
+            raise ParameterError(f"GramTrainer runs solver='gram', got solver={config.solver!r}")
         if config.batch_size is not None or shuffles:
             raise ParameterError(
                 "the Gram solver trains on the whole table: minibatches and encrypted shuffles need "
@@ -86,8 +88,16 @@ class GramTrainer:
         return cls(engine, None, None, config, refresh, statistics=finalize(partial, config.learning_rate), **kwargs)
 
     @classmethod
-    def resume(cls, engine: Engine, X, y, config, refresh: Refresh, state: dict[str, Any],
-               shuffles: Shuffles = ()) -> Self:
+    def resume(
+        cls,
+        engine: Engine,
+        X: EncryptedMatrix | None,
+        y: EncryptedMatrix | None,
+        config: LinearRegressionConfig,
+        refresh: Refresh,
+        state: dict[str, Any],
+        shuffles: Shuffles = (),
+    ) -> Self:
         """Back from a checkpoint: the statistics come from the state, the pass is not repeated."""
         previous = EncryptedMatrix.from_bytes(engine, state["previous"]) if state.get("previous") else None
         return cls(engine, None, None, config, refresh, shuffles, statistics=GramStatistics.from_state(engine, state),

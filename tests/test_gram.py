@@ -19,7 +19,7 @@ from core.data import load_ames, with_intercept
 from core.gram import accumulate, finalize, normal_system, row_blocks, solve_normal
 from core.gram_training import GramTrainer, fit_torch_gram
 from core.layout import Tile
-from core.linear import LinearRegressionConfig
+from core.linear import LinearRegressionConfig, LinearTrainer
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +157,9 @@ def test_bad_solver_configurations_raise(engine, enc, ames, refresh):
         with pytest.raises(ParameterError, match=r"batch_size=128.*solver=.gd."):
             LinearRegressionConfig(solver=solver, batch_size=128)
     assert LinearRegressionConfig.from_dict({"solver": "gram"}).solver == "gram"
+    with pytest.raises(ParameterError, match="GramTrainer"):
+        LinearTrainer(engine, *encrypted(enc, np.ones((8, 2)), np.ones(8)), LinearRegressionConfig(solver="gram"),
+                      refresh)
     X, y, _ = ames
     Xe, ye = encrypted(enc, X[:64], y[:64])
     with pytest.raises(ParameterError, match="shuffles need solver='gd'"):
