@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core import gram
 from core.engine import Engine, OpCounts
+from core.gram_training import GramTrainer, fit_torch_gram
 from core.keys import KeyHolder
 from core.layout import choose_tile, rotation_steps
 from core.linear import LinearRegressionConfig, LinearTrainer, decode_weights, fit_torch
@@ -81,13 +83,18 @@ def compare_linear_regression(
     params: CKKSParameters | None = None,
     packing: str = "rows",
 ) -> LinearComparison:
-    """Train encrypted (key holder <-> computing party through bytes) and with the torch twin."""
+    """Train encrypted (key holder <-> computing party through bytes) and with the torch twin.
+
+    ``config.solver`` picks per-row gradient descent ("gd") or the Gram solver ("gram", core.gram_training)."""
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64).reshape(-1, 1)
     start = time.perf_counter()
     params = params or plan(3, slots=1)
     tile = choose_tile(X.shape, params.slots, packing)
-    holder = KeyHolder(params, rotations=rotation_steps(tile))
+    steps = set(rotation_steps(tile))
+    if config.solver == "gram":
+        steps |= set(gram.rotation_steps(gram.weight_period(X.shape[1], tile), params.slots))
+    holder = KeyHolder(params, rotations=steps)
     public = holder.public_context()
     engine = Engine.from_public_context(public)
     X_bytes = holder.encrypt(X, tile=tile).to_bytes()
@@ -101,7 +108,7 @@ def compare_linear_regression(
         moved["refreshes"] += len(request) + len(answer)
         return EncryptedMatrix.from_bytes(engine, answer)
 
-    trainer = LinearTrainer(engine, Xe, ye, config, refresh)
+    trainer = (GramTrainer if config.solver == "gram" else LinearTrainer)(engine, Xe, ye, config, refresh)
     setup = time.perf_counter() - start
     losses, seconds, refreshes = [], [], 0
     while not trainer.done:
@@ -111,7 +118,7 @@ def compare_linear_regression(
         refreshes += result.refreshes
         losses.append(float(holder.decrypt(result.loss)[0, 0]) * result.loss_scale)
     weights = decode_weights(holder.decrypt(trainer.weights), trainer.weight_scale)
-    twin = fit_torch(X, y, config)
+    twin = (fit_torch_gram if config.solver == "gram" else fit_torch)(X, y, config)
     return LinearComparison(
         config=config,
         params=params,

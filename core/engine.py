@@ -166,6 +166,12 @@ class Engine:
         out.scale = scale
         return self._switch_raw(out, level) if level < current - 1 else out
 
+    def lower(self, ct: Ciphertext, level: int) -> Ciphertext:
+        """``ct`` at a lower ``level``, same scale (free of noise; later operations on it get cheaper)."""
+        if self.pending(ct):
+            raise LevelError("rescale a pending product before lowering it")
+        return ct if self._chain_index(ct) <= level else self._switch_raw(ct, level)
+
     def _switch_raw(self, ct: Ciphertext, chain_index: int) -> Ciphertext:
         out = Ciphertext(self.seal)
         self.evaluator.mod_switch_to(ct, self._parms_ids[chain_index], out)
@@ -210,7 +216,9 @@ class Engine:
         self.counts.additions += 1
         return out
 
-    def multiply(self, a: Ciphertext, b: Ciphertext, rescale: bool = True) -> Ciphertext:
+    def multiply(self, a: Ciphertext, b: Ciphertext, rescale: bool = True, relinearize: bool = True) -> Ciphertext:
+        """``a * b`` slot-wise. ``relinearize=False`` leaves three polynomials: such products can be summed
+        (key switching, the expensive half, then runs once per sum) but not rotated or multiplied again."""
         a, b = self.rescale(a), self.rescale(b)
         self._require(a, 1, "a multiplication")
         self._require(b, 1, "a multiplication")
@@ -220,9 +228,19 @@ class Engine:
             self.evaluator.square(a, out)
         else:
             self.evaluator.multiply(a, b, out)
-        self.evaluator.relinearize_inplace(out, self.relin_keys)
         self.counts.multiplications += 1
+        if not relinearize:
+            return out
+        self.evaluator.relinearize_inplace(out, self.relin_keys)
         return self.rescale(out) if rescale else out
+
+    def relinearize(self, ct: Ciphertext) -> Ciphertext:
+        """Back to two polynomials (a no-op for a ciphertext that has two)."""
+        if ct.size() == 2:
+            return ct
+        out = Ciphertext(self.seal)
+        self.evaluator.relinearize(ct, self.relin_keys, out)
+        return out
 
     def multiply_plain(self, a: Ciphertext, values: np.ndarray, rescale: bool = True) -> Ciphertext:
         """``a * values`` slot-wise; once rescaled the result has exactly the nominal scale."""

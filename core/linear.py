@@ -22,6 +22,7 @@ from core.training import Batch, EpochResult, GradientDescentConfig, GradientTra
 
 __all__ = [
     "LEVELS_PER_STEP",
+    "SOLVERS",
     "EpochResult",
     "LinearRegressionConfig",
     "LinearTrainer",
@@ -34,6 +35,10 @@ __all__ = [
 ]
 
 LEVELS_PER_STEP = 3
+# "gd": per-row gradient descent (minibatches, encrypted shuffles); "gram": gradient descent on encrypted
+# X^T X / n and X^T y / n (core.gram, epochs independent of the rows); "normal": the key holder decrypts
+# those aggregates and solves exactly in one round trip.
+SOLVERS = ("gd", "gram", "normal")
 
 
 @dataclass(frozen=True)
@@ -41,11 +46,19 @@ class LinearRegressionConfig(GradientDescentConfig):
     """Least squares by gradient descent; momentum is heavy-ball."""
 
     init: str = "normal"  # "normal" (the original's N(0, 1) from ``seed``) or "zeros"
+    solver: str = "gd"  # one of SOLVERS
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.init not in ("normal", "zeros"):
             raise ParameterError(f"init={self.init!r} must be 'normal' or 'zeros'")
+        if self.solver not in SOLVERS:
+            raise ParameterError(f"solver={self.solver!r} is not one of {', '.join(map(repr, SOLVERS))}")
+        if self.solver != "gd" and self.batch_size is not None:
+            raise ParameterError(
+                f"solver={self.solver!r} works on the whole table, so batch_size={self.batch_size} does not fit: "
+                f"use solver='gd' for minibatches, or batch_size=None (valid solvers: {', '.join(map(repr, SOLVERS))})"
+            )
 
 
 def initial_weights(features: int, config: LinearRegressionConfig) -> np.ndarray:
@@ -73,6 +86,11 @@ class LinearTrainer(GradientTrainer):
     """Encrypted gradient descent for least squares (optionally ridge and heavy-ball momentum)."""
 
     def _setup(self) -> None:
+        if self.config.solver != "gd":
+            raise ParameterError(
+                f"LinearTrainer is the 'gd' solver, not {self.config.solver!r}: train 'gram' with "
+                "core.gram_training.GramTrainer, 'normal' with core.gram.normal_system and solve_normal"
+            )
         self.weight_scale = weight_scale(self.rows)
         self._decay = self.config.shrink(self.features, self.config.learning_rate) - 1.0 if self.config.l2 else None
 

@@ -1,0 +1,319 @@
+"""Least squares on encrypted sufficient statistics: one pass over the rows, then epochs whose cost does
+not depend on the number of rows.
+
+The least-squares gradient needs only ``G = X^T X / n``, ``b = X^T y / n`` (and ``y^T y / n`` for the loss).
+Both are blocks of the Gram matrix of the augmented table ``A = [X | y]`` (``m = d + 1`` columns), so one
+pass accumulates ``A^T A`` and the trainer works on the ``m x m`` system from then on.
+
+**The pass** (``accumulate``) takes any iterable of ``(X, y)`` row blocks, so a server can stream blocks
+from disk and a distributed executor can give each shard a range of blocks: ``GramPartial`` objects add up
+(``+``), and ``n`` divides only once, when the statistics are finalized. Products are summed *before*
+relinearization (three-polynomial ciphertexts add like any other), so key switching, the expensive half
+of a product, runs once per sum instead of once per block. Cost per block of rows:
+
+- column packing (``Tile(slots, 1)``, one ciphertext per column): ``m(m+1)/2`` products per ``slots``
+  rows, no rotation (66 products per 4,096 rows for 10 features and an intercept).
+- row packing (``Tile(slots/w, w)``, as uploaded for gradient descent): ``d - 1`` rotations and ``d + 2``
+  products per ``slots/w`` rows (10 rotations, 13 products per 256 rows). Needs ``d < w`` (``y`` takes
+  column ``d`` of the period).
+
+Measured (``benchmarks/million.py --rows 100000 --skip-gd --packing rows|columns``, 11 columns, one run
+each on a shared 2-core machine): the pass takes 19.2 s row-packed and 1.6 s column-packed (12x), the key
+holder encrypts in 7.2 s vs 2.4 s and uploads 323 MB vs 124 MB. Column packing is the one to upload.
+
+**Finalizing** (``finalize``) relinearizes each sum once, multiplies it by a mask that keeps the slots of
+one matrix position and divides by ``n`` (times a public factor, the learning rate for training: that
+saves the trainer a level), and folds all row positions together with one shared rotate-and-sum per
+diagonal: ``p * log2(slots / p)`` rotations, ``p = next_pow2(m)``, whatever ``n`` is. Column packing first
+sums windows of ``p`` slots of each pair (``log2 p`` rotations per pair, so that every slot class sees
+every row); row packing adds ``d - 1`` rotations for the lower triangle. All these rotations act on
+unrescaled products, so their key-switching noise is divided away. About 400 rotations, 1.5-3 s, once.
+The one plaintext factor ``1/n`` carries ~40 bits, so for ``n`` rows the statistics keep roughly
+``40 - log2 n`` bits (relative error ~1e-5 at a million rows, ~1e-8 on Ames): harmless for R^2 (quadratic
+in the weight error), visible in the last digits of the weights. The result is the generalized-diagonal form of rows
+``0..d-1`` of ``A^T A`` (``diag_s[k] = G[k, (k+s) mod p]``, period ``p`` in the slots) and its last
+column ``[b, y^T y / n]``, at level ``top - 2``: data at the top level of ``plan(3)`` leave level 1.
+
+**An epoch** (``GramTrainer``) on the augmented weights ``w' = [w, -1]`` (period ``p``, one ciphertext):
+``g = sum_s diag_s * rot(w', s) (+ lr * l2 * w')`` with baby-step/giant-step rotations
+(``2 (sqrt(p) - 1)`` rotations: 6 at ``p = 16``), ``sqrt(p)`` relinearizations, ``p`` products; then
+``w' <- w' - g`` (heavy-ball: ``(1 + mu) w' - mu w'_prev - g``). The diagonals sit at level 1, so ``g``
+lands at level 0 and the weights are refreshed (masked, ``core.refresh``) once per epoch. The loss
+``w^T G w - 2 b^T w + y^T y / n`` of the epoch's starting weights comes at no extra refresh: the refreshed
+weights give ``g`` back at a fresh level, and ``w'^T (g - lr [b, yy]) = lr * loss`` (minus the ridge
+term) costs one product and ``log2 p`` rotations.
+
+**The normal solver** (``normal_system`` on the server, ``solve_normal`` by the key holder) skips the
+iterations: the key holder decrypts ``G + l2 I'`` and ``b`` and solves exactly. That reveals these
+aggregates (``d(d+1)/2 + d`` numbers, and ``y^T y / n``) to the key holder, who owns the rows anyway;
+no row-level value and nothing to the server.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from core.engine import Ciphertext, Engine
+from core.errors import LevelError, ShapeError
+from core.keys import KeyHolder
+from core.layout import Tile, next_pow2
+from core.tensor import EncryptedMatrix
+from core.training import check_data
+
+__all__ = [
+    "GramPartial",
+    "GramStatistics",
+    "accumulate",
+    "baby_steps",
+    "finalize",
+    "normal_system",
+    "ridge_vector",
+    "rotation_steps",
+    "row_blocks",
+    "solve_normal",
+    "weight_period",
+]
+
+Block = tuple[EncryptedMatrix, EncryptedMatrix]
+# Levels the data must have: one for the products, one for the masks that finalize, one for the step.
+DATA_LEVELS = 3
+
+
+def row_blocks(X: EncryptedMatrix, y: EncryptedMatrix) -> Iterator[Block]:
+    """The row blocks of an encrypted table, one ciphertext row at a time."""
+    check_data(X, y)
+    if X.shape[0] == 1:
+        yield X, y
+        return
+    for i in range(X.grid[0]):
+        yield X.row_block(i), y.row_block(i)
+
+
+@dataclass
+class GramPartial:
+    """Unnormalized running sums of products over some rows; partials over disjoint rows add up."""
+
+    engine: Engine
+    tile: Tile
+    features: int
+    rows: int
+    sums: dict[tuple[str, int, int], Ciphertext]
+
+    def __add__(self, other: GramPartial) -> GramPartial:
+        if (other.tile, other.features) != (self.tile, self.features):
+            raise ShapeError(
+                f"cannot add Gram partials of {self.features} features in {self.tile} and "
+                f"{other.features} in {other.tile}: accumulate every block with the same layout"
+            )
+        sums = {key: self.engine.add(ct, other.sums[key]) for key, ct in self.sums.items()}
+        return GramPartial(self.engine, self.tile, self.features, self.rows + other.rows, sums)
+
+    @property
+    def columns(self) -> bool:
+        return self.tile.cols == 1
+
+
+def accumulate(engine: Engine, blocks: Iterable[Block]) -> GramPartial:
+    """One pass: the products of every ``(X, y)`` row block, summed (see the module docstring for costs)."""
+    total: GramPartial | None = None
+    for X, y in blocks:
+        part = _block_products(engine, X, y)
+        total = part if total is None else total + part
+    if total is None:
+        raise ShapeError("no row blocks to accumulate: the table is empty")
+    return total
+
+
+def _block_products(engine: Engine, X: EncryptedMatrix, y: EncryptedMatrix) -> GramPartial:
+    check_data(X, y)
+    if X.grid[0] != 1:
+        raise ShapeError(f"a row block is one ciphertext row; got {X.grid[0]} (use row_blocks(X, y))")
+    if not (all(X.zero_padding) and all(y.zero_padding)):
+        raise ShapeError("Gram accumulation needs zero padding: pass the blocks as the key holder encrypted them")
+    if X.level < DATA_LEVELS:
+        raise LevelError(
+            f"the Gram pass needs data with {DATA_LEVELS} levels (product, normalization, step); got "
+            f"{X.level}: encrypt at the top level of plan({DATA_LEVELS})"
+        )
+    d, tile = X.shape[1], X.tile
+
+    def product(a: Ciphertext, b: Ciphertext) -> Ciphertext:
+        return engine.multiply(a, b, rescale=False, relinearize=False)
+
+    if tile.cols == 1:
+        columns = [*X.ciphertexts, y.ciphertexts[0]]
+        sums = {("pair", j, k): product(columns[j], columns[k]) for j in range(d + 1) for k in range(j, d + 1)}
+    else:
+        if X.grid[1] != 1 or d >= tile.cols:
+            raise ShapeError(
+                f"row-packed Gram accumulation needs the {d} features plus y inside one tile row of width "
+                f"{tile.cols}: encrypt with packing='columns' (faster) or a tile wider than {d}"
+            )
+        (xb,), (yb,) = X.ciphertexts, y.ciphertexts
+        sums = {("diag", s, 0): product(xb, xb if s == 0 else engine.rotate(xb, s)) for s in range(d)}
+        sums[("xy", 0, 0)] = product(xb, yb)
+        sums[("yy", 0, 0)] = product(yb, yb)
+    return GramPartial(engine, tile, d, X.shape[0], sums)
+
+
+@dataclass(frozen=True)
+class GramStatistics:
+    """``factor / n`` times rows ``0..d-1`` of ``[X|y]^T [X|y]`` in diagonal form, and its last column.
+
+    ``diagonals`` is ``(1, p*p)``: entry ``s*p + k`` is ``G[k, (k+s) mod p]`` (zero for ``k >= d``);
+    ``column`` is ``(1, d+1)``: ``[b, y^T y / n]``. Both are row vectors of period ``p`` (tile ``slots/p x p``).
+    """
+
+    diagonals: EncryptedMatrix
+    column: EncryptedMatrix
+    rows: int
+    features: int
+    factor: float
+
+    @property
+    def period(self) -> int:
+        return self.diagonals.tile.cols
+
+    def diagonal(self, s: int) -> Ciphertext:
+        return self.diagonals.ciphertexts[s]
+
+    def state(self) -> dict[str, Any]:
+        return {"gram_diagonals": self.diagonals.to_bytes(), "gram_column": self.column.to_bytes(),
+                "gram_rows": self.rows, "gram_features": self.features, "gram_factor": self.factor}
+
+    @classmethod
+    def from_state(cls, engine: Engine, state: dict[str, Any]) -> GramStatistics:
+        return cls(EncryptedMatrix.from_bytes(engine, state["gram_diagonals"]),
+                   EncryptedMatrix.from_bytes(engine, state["gram_column"]),
+                   int(state["gram_rows"]), int(state["gram_features"]), float(state["gram_factor"]))
+
+    def dense(self, holder: KeyHolder) -> tuple[np.ndarray, np.ndarray, float]:
+        """Key holder only: ``(G, b, y^T y / n)`` in plaintext, the factor divided out."""
+        p, d = self.period, self.features
+        stored = holder.decrypt(self.diagonals).reshape(p, p) / self.factor
+        baby = baby_steps(p)
+        diagonals = np.array([np.roll(row, -(s - s % baby)) for s, row in enumerate(stored)])
+        G = np.zeros((d, d))
+        for s in range(p):
+            for k in range(d):
+                if (k + s) % p < d:
+                    G[k, (k + s) % p] = diagonals[s, k]
+        column = holder.decrypt(self.column).reshape(-1) / self.factor
+        return G, column[:d], float(column[d])
+
+
+def finalize(partial: GramPartial, factor: float = 1.0) -> GramStatistics:
+    """Divide by ``n`` (times ``factor``) and fold the sums into diagonal form (costs in the module docstring)."""
+    engine, d = partial.engine, partial.features
+    m, slots = d + 1, engine.slots
+    p = weight_period(d, partial.tile)
+    # A tile smaller than the slots repeats; the fold below adds every copy.
+    scale = factor / partial.rows / (slots // partial.tile.size)
+    ready: dict[tuple[str, int, int], Ciphertext] = {}
+
+    def summed(key: tuple[str, int, int]) -> Ciphertext:
+        if key not in ready:
+            ct = engine.relinearize(partial.sums[key])
+            if partial.columns:  # every slot is a row: window sums of p slots, so that each slot class holds them all
+                ct = engine.rotate_sum(ct, 1, p)
+            ready[key] = engine.rescale(ct)
+        return ready[key]
+
+    def mask(position: int) -> np.ndarray:
+        period = np.zeros(p)
+        period[position] = scale
+        return np.tile(period, slots // p)
+
+    def fold(terms: list[tuple[tuple[str, int, int], int]]) -> Ciphertext | None:
+        """Sum of the masked terms, every slot position folded onto its residue mod p (pending rescale)."""
+        total = None
+        for key, position in terms:
+            term = engine.multiply_plain(summed(key), mask(position), rescale=False)
+            total = term if total is None else engine.add(total, term)
+        return None if total is None else engine.rotate_sum(total, p, slots // p)
+
+    def pair(j: int, k: int) -> tuple[str, int, int]:
+        return ("pair", min(j, k), max(j, k))
+
+    baby = baby_steps(p)
+    diagonals = []
+    for s in range(p):
+        giant = s - s % baby  # stored moved right by the giant step, as the trainer's baby-step/giant-step wants
+        if partial.columns:
+            upper = fold([(pair(k, (k + s) % p), k) for k in range(d) if (k + s) % p < m])
+            lower = None
+        else:  # row packing: G[k, k+s] sits at position k of the s-th product; the lower part is rotated in
+            terms = [(("diag", s, 0), k) for k in range(d) if k + s < d]
+            if 1 <= s <= d:
+                terms.append((("xy", 0, 0), d - s))
+            upper = fold(terms)
+            lower = fold([(("diag", p - s, 0), j) for j in range(d) if j + p - s < d]) if s > p - d else None
+            if lower is not None:
+                lower = engine.rotate(lower, (s - giant) % p)
+        if upper is not None and giant:
+            # Rotated while the product is pending: the key-switching noise is rescaled away.
+            upper = engine.rotate(upper, p - giant)
+        parts = [ct for ct in (upper, lower) if ct is not None]
+        if not parts:
+            diagonals.append(engine.encrypt(np.zeros(slots), engine.level(summed(next(iter(partial.sums)))) - 1))
+            continue
+        total = parts[0] if len(parts) == 1 else engine.add(*parts)
+        diagonals.append(engine.rescale(total))
+    if partial.columns:
+        column = fold([(pair(k, d), k) for k in range(m)])
+    else:
+        column = fold([(("xy", 0, 0), k) for k in range(d)] + [(("yy", 0, 0), d)])
+    tile = Tile(slots // p, p)
+    return GramStatistics(
+        EncryptedMatrix(engine, [diagonals], (1, p * p), tile),
+        EncryptedMatrix(engine, [[engine.rescale(column)]], (1, m), tile),  # type: ignore[arg-type]
+        partial.rows, d, factor,
+    )
+
+
+def weight_period(features: int, tile: Tile) -> int:
+    """Slot period of the statistics and weights for data in ``tile``: room for the features and y."""
+    return next_pow2(features + 1) if tile.cols == 1 else tile.cols
+
+
+def rotation_steps(period: int, slots: int) -> list[int]:
+    """Galois keys the Gram pass, its finalization and the trainer use for weights of this period."""
+    baby = baby_steps(period)
+    powers = [1 << k for k in range(int(math.log2(slots)))]
+    return sorted({*range(1, period), *(-a for a in range(baby, period, baby)), *powers, *(-q for q in powers)})
+
+
+def baby_steps(period: int) -> int:
+    return 1 << math.ceil(math.log2(period) / 2)
+
+
+def normal_system(partial: GramPartial, l2: float = 0.0, intercept_column: int | None = 0) -> GramStatistics:
+    """Server side of the normal solver: encrypted ``G + l2 I'`` (intercept unpenalized) and ``b``."""
+    stats = finalize(partial, 1.0)
+    if l2:
+        engine, diagonals = partial.engine, stats.diagonals
+        ridge = np.tile(ridge_vector(stats.features, stats.period, l2, intercept_column), engine.slots // stats.period)
+        first = engine.add_plain(stats.diagonal(0), ridge)
+        tiles = [[first, *diagonals.ciphertexts[1:]]]
+        stats = replace(stats, diagonals=EncryptedMatrix(engine, tiles, diagonals.shape, diagonals.tile))
+    return stats
+
+
+def solve_normal(holder: KeyHolder, system: GramStatistics) -> np.ndarray:
+    """Key holder side: decrypt ``G + l2 I'`` and ``b`` (aggregates only) and solve exactly."""
+    G, b, _ = system.dense(holder)
+    return np.linalg.lstsq(G, b, rcond=None)[0]
+
+
+def ridge_vector(features: int, period: int, l2: float, intercept_column: int | None) -> np.ndarray:
+    """``l2`` on every feature's diagonal entry but the intercept's, zero-padded to ``period``."""
+    ridge = np.zeros(period)
+    ridge[:features] = l2
+    if intercept_column is not None:
+        ridge[intercept_column] = 0.0
+    return ridge

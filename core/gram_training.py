@@ -1,0 +1,215 @@
+"""``GramTrainer``: gradient descent on the encrypted statistics of ``core.gram``, and its torch twin.
+
+Per epoch, whatever the number of rows (``p = next_pow2(d + 1)``, 16 for up to 15 features):
+``g = lr * (G w - b + l2 w)`` from the level-1 diagonals by baby-step/giant-step, ``2 (sqrt(p) - 1)``
+rotations (6), ``sqrt(p)`` relinearizations and ``p + 1`` products; ``w' <- w' - g`` (heavy-ball:
+``(1 + mu) w' - mu w'_prev - g``). ``g`` lands at level 0, so the weights take one masked refresh per
+epoch (``core.refresh``). The loss ``w^T G w - 2 b^T w + y^T y / n`` of the epoch's starting weights costs
+no refresh: the refreshed weights give ``g`` back at a fresh level and
+``w' . (g - lr [b, y^T y / n]) - lr l2 |w|^2 = lr * loss``: one or two products and ``log2 p`` rotations.
+The weights carry ``w' = [w, -1]`` (period ``p``, one ciphertext); ``weights`` shows the model's ``d``.
+Checkpoints hold the statistics, so a resume never repeats the pass.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Self
+
+import numpy as np
+import torch
+
+from core.engine import Ciphertext, Engine, OpCounts
+from core.errors import LevelError, ParameterError, ShapeError
+from core.gram import GramPartial, GramStatistics, accumulate, baby_steps, finalize, ridge_vector, row_blocks
+from core.linear import LinearRegressionConfig, TorchFit, initial_weights
+from core.refresh import MaskedRefresh, Refresh
+from core.tensor import EncryptedMatrix
+from core.training import EpochResult, Shuffles
+
+__all__ = ["GramTrainer", "fit_torch_gram"]
+
+
+class GramTrainer:
+    """Gradient descent (ridge, heavy-ball momentum) on encrypted ``G`` and ``b``: the job-runner interface
+    of ``core.training.GradientTrainer``, with epochs that cost the same for any number of rows."""
+
+    weight_scale = 1.0  # G and b are averages: the weights need no scaling to keep the loss in range
+
+    def __init__(
+        self,
+        engine: Engine,
+        X: EncryptedMatrix | None,
+        y: EncryptedMatrix | None,
+        config: LinearRegressionConfig,
+        refresh: Refresh,
+        shuffles: Shuffles = (),
+        *,
+        statistics: GramStatistics | None = None,
+        weights: EncryptedMatrix | None = None,
+        previous: EncryptedMatrix | None = None,
+        epoch: int = 0,
+        mask_refreshes: bool = True,
+    ) -> None:
+        if config.solver != "gram":
+            raise ParameterError(f"GramTrainer runs solver='gram', got solver={config.solver!r}")
+        if config.batch_size is not None or shuffles:
+            raise ParameterError(
+                "the Gram solver trains on the whole table: minibatches and encrypted shuffles need "
+                "solver='gd' (valid solvers: 'gd', 'gram', 'normal')"
+            )
+        if statistics is None:
+            if X is None or y is None:
+                raise ShapeError("pass the encrypted X and y, or statistics=finalize(partial, learning_rate)")
+            statistics = finalize(accumulate(engine, row_blocks(X, y)), config.learning_rate)
+        if not math.isclose(statistics.factor, config.learning_rate):
+            raise ParameterError(
+                f"statistics finalized with factor {statistics.factor}, but learning_rate={config.learning_rate}: "
+                "finalize(partial, config.learning_rate)"
+            )
+        if statistics.diagonals.level < 1:
+            raise LevelError("the Gram statistics have no level left for the step: encrypt the data at the top level")
+        self.engine, self.config, self.stats = engine, config, statistics
+        self.features, self.rows, self.epoch = statistics.features, statistics.rows, epoch
+        self.refresh = MaskedRefresh(refresh) if mask_refreshes else refresh
+        self.counts = OpCounts()
+        self._rng = np.random.default_rng()
+        self._setup()
+        if weights is None:
+            start = np.r_[initial_weights(self.features, config), -1.0][None, :]
+            weights = EncryptedMatrix.encrypt(engine, start, tile=self._tile)
+        self._weights, self._previous = weights, previous
+
+    @classmethod
+    def from_partial(cls, engine: Engine, partial: GramPartial, config: LinearRegressionConfig, refresh: Refresh,
+                     **kwargs: Any) -> Self:
+        """A trainer on statistics a server accumulated itself (e.g. streaming blocks from disk)."""
+        return cls(engine, None, None, config, refresh, statistics=finalize(partial, config.learning_rate), **kwargs)
+
+    @classmethod
+    def resume(
+        cls,
+        engine: Engine,
+        X: EncryptedMatrix | None,
+        y: EncryptedMatrix | None,
+        config: LinearRegressionConfig,
+        refresh: Refresh,
+        state: dict[str, Any],
+        shuffles: Shuffles = (),
+    ) -> Self:
+        """Back from a checkpoint: the statistics come from the state, the pass is not repeated."""
+        previous = EncryptedMatrix.from_bytes(engine, state["previous"]) if state.get("previous") else None
+        return cls(engine, None, None, config, refresh, shuffles, statistics=GramStatistics.from_state(engine, state),
+                   weights=EncryptedMatrix.from_bytes(engine, state["weights"]), previous=previous,
+                   epoch=int(state["epoch"]))
+
+    def state(self) -> dict[str, Any]:
+        previous = self._previous.to_bytes() if self._previous is not None else None
+        return {"epoch": self.epoch, "weights": self._weights.to_bytes(), "previous": previous, **self.stats.state()}
+
+    def _setup(self) -> None:
+        engine, p, d = self.engine, self.stats.period, self.features
+        self._tile = self.stats.column.tile
+        self._baby = baby_steps(p)
+        self._ridge = None
+        if self.config.l2:
+            config = self.config
+            ridge = config.learning_rate * ridge_vector(d, p, config.l2, config.intercept_column)
+            lr_ridge = np.tile(ridge, engine.slots // p)
+            # Encrypted (by the server, public key) at the diagonals' level and exact scale, so that the
+            # ridge term joins their sum of products without relabelling a scale.
+            self._ridge = engine.encrypt(lr_ridge, engine.level(self.stats.diagonal(0)))
+        self._reset = np.r_[np.zeros(d), -1.0][None, :]
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.config.epochs
+
+    @property
+    def weights(self) -> EncryptedMatrix:
+        """The model ``(1, d)``; the slot after it holds the -1 of the augmented system."""
+        (ct,) = self._weights.ciphertexts
+        return EncryptedMatrix(self.engine, [[ct]], (1, self.features), self._tile, (True, False))
+
+    def _matvec(self, w: Ciphertext) -> Ciphertext:
+        """``lr * (G w - b + l2 w)`` (rows < d; row d is zero) by baby-step/giant-step, before rescaling."""
+        engine, p, baby = self.engine, self.stats.period, self._baby
+        # Rotate a pending product (w times one, one level above the diagonals: fewer primes, cheaper) so
+        # that the key-switching noise is divided away by the rescale.
+        w = engine.lower(w, self.stats.diagonals.level + 1)
+        lifted = engine.multiply_plain(w, np.ones(engine.slots), rescale=False)
+        rotated = [w] + [engine.rescale(engine.rotate(lifted, b)) for b in range(1, baby)]
+        total = None
+        for giant in range(0, p, baby):
+            inner = None
+            for b in range(baby):
+                term = engine.multiply(self.stats.diagonal(giant + b), rotated[b], rescale=False, relinearize=False)
+                inner = term if inner is None else engine.add(inner, term)
+            if giant == 0 and self._ridge is not None:
+                inner = engine.add(inner, engine.multiply(self._ridge, w, rescale=False, relinearize=False))
+            if giant:
+                inner = engine.rotate(engine.relinearize(inner), giant)
+            total = inner if total is None else engine.add(total, inner)
+        return engine.relinearize(total)
+
+    def run_epoch(self) -> EpochResult:
+        start = time.perf_counter()
+        before = self.engine.counts.snapshot()
+        engine, mu, w = self.engine, self.config.momentum, self._weights
+        step = EncryptedMatrix(engine, [[engine.rescale(self._matvec(w.ciphertexts[0]))]], w.shape, self._tile)
+        base = w if not mu or self._previous is None else w * (1.0 + mu) - self._previous * mu
+        fresh = self._refreshed(base - step)
+        loss = self._loss(w, base - fresh)  # base - fresh is the step again, now at a fresh level
+        self._previous, self._weights = w, fresh
+        self.epoch += 1
+        delta = engine.counts.since(before)
+        self.counts = OpCounts(**{k: getattr(self.counts, k) + v for k, v in vars(delta).items()})
+        return EpochResult(self.epoch, delta, delta.refreshes, time.perf_counter() - start, loss,
+                           1.0 / self.config.learning_rate)
+
+    def _refreshed(self, weights: EncryptedMatrix) -> EncryptedMatrix:
+        """Masked refresh of the model part; the key holder re-encrypts zeros after it, then -1 goes back in."""
+        (ct,) = weights.ciphertexts
+        p, d = self.stats.period, self.features
+        noise = np.zeros(p)  # hide the padding slots too (the masked refresh covers the model's d slots)
+        noise[d:] = self._rng.uniform(-1.0, 1.0, p - d) * self.engine.params.max_abs_value / 4
+        ct = self.engine.add_plain(ct, np.tile(noise, self.engine.slots // p))
+        fresh = self.refresh(EncryptedMatrix(self.engine, [[ct]], (1, d), self._tile, (True, False)))
+        (new,) = fresh.ciphertexts
+        return EncryptedMatrix(self.engine, [[new]], (1, d + 1), self._tile) + self._reset
+
+    def _loss(self, w: EncryptedMatrix, step: EncryptedMatrix) -> EncryptedMatrix:
+        """``lr * (w^T G w - 2 b^T w + y^T y / n)`` as a (1, 1) matrix: ``w' . (step - lr [b, yy] - lr l2 w)``."""
+        engine = self.engine
+        (wct,), (residual,) = w.ciphertexts, (step - self.stats.column).ciphertexts
+        total = engine.multiply(wct, residual, rescale=False, relinearize=False)
+        if self._ridge is not None:
+            square = engine.multiply(wct, wct)
+            total = engine.sub(total, engine.multiply(square, self._ridge, rescale=False, relinearize=False))
+        total = engine.rotate_sum(engine.relinearize(total), 1, self.stats.period)
+        return EncryptedMatrix(engine, [[engine.rescale(total)]], (1, 1), self._tile)
+
+
+def fit_torch_gram(X: np.ndarray, y: np.ndarray, config: LinearRegressionConfig) -> TorchFit:
+    """The plaintext twin: the same updates on the same (float64) G and b from the same initial weights."""
+    Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
+    yt = torch.as_tensor(np.asarray(y, dtype=np.float64).reshape(-1))
+    rows, features = Xt.shape
+    G, b, yy = Xt.T @ Xt / rows, Xt.T @ yt / rows, float(yt @ yt) / rows
+    ridge = torch.as_tensor(ridge_vector(features, features, config.l2, config.intercept_column))
+    w = torch.as_tensor(initial_weights(features, config))
+    velocity = None
+    fit = TorchFit(weights=np.empty(0))
+    for _ in range(config.epochs):
+        start = time.perf_counter()
+        Gw = G @ w
+        fit.losses.append(float(w @ Gw - 2 * b @ w) + yy)
+        step = config.learning_rate * (Gw - b + ridge * w)
+        if config.momentum:
+            velocity = step if velocity is None else velocity * config.momentum + step
+            step = velocity
+        w = w - step
+        fit.epoch_seconds.append(time.perf_counter() - start)
+    fit.weights = w.numpy()
+    return fit

@@ -1,0 +1,178 @@
+"""Least squares on encrypted sufficient statistics (core.gram, core.gram_training) against plaintext.
+
+Tolerances: statistics within 1e-7 of numpy; Gram-solver weights within 1e-6 of the torch twin after 50
+Ames epochs (loss within 1e-5 relative); with key-holder standardization R^2 within 1e-4 of least squares;
+the normal solver within 1e-6 of numpy.linalg.lstsq. The key holder refreshes through bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from core import EncryptedMatrix, LevelError, ParameterError, ShapeError
+from core.compare import r2_score
+from core.conditioning import Standardizer
+from core.data import load_ames, with_intercept
+from core.gram import accumulate, finalize, normal_system, row_blocks, solve_normal
+from core.gram_training import GramTrainer, fit_torch_gram
+from core.layout import Tile
+from core.linear import LinearRegressionConfig, LinearTrainer
+
+
+@pytest.fixture(scope="module")
+def ames():
+    data = load_ames()
+    return with_intercept(data.X), data.y.reshape(-1, 1), data
+
+
+@pytest.fixture
+def refresh(kh, engine):
+    def call(matrix: EncryptedMatrix) -> EncryptedMatrix:
+        answer = kh.refresh(EncryptedMatrix.from_bytes(kh.engine, matrix.to_bytes()))
+        return EncryptedMatrix.from_bytes(engine, answer.to_bytes())
+
+    return call
+
+
+def encrypted(enc, X, y, packing="rows"):
+    Xe = enc(X, packing=packing)
+    return Xe, enc(y, tile=Xe.tile)
+
+
+def train(trainer, dec):
+    losses = []
+    while not trainer.done:
+        result = trainer.run_epoch()
+        losses.append(dec(result.loss)[0, 0] * result.loss_scale)
+    return dec(trainer.weights).reshape(-1) / trainer.weight_scale, np.array(losses)
+
+
+@pytest.mark.parametrize("packing", ["rows", "columns"])
+def test_statistics_match_numpy(engine, enc, kh, ames, packing):
+    X, y, _ = ames
+    stats = finalize(accumulate(engine, row_blocks(*encrypted(enc, X, y, packing))), 0.5)
+    G, b, yy = stats.dense(kh)
+    n = len(X)
+    assert np.max(np.abs(G - X.T @ X / n)) < 1e-7
+    assert np.max(np.abs(b - X.T @ y[:, 0] / n)) < 1e-7
+    assert abs(yy - float(y[:, 0] @ y[:, 0]) / n) < 1e-7
+    assert stats.diagonals.level == 1
+
+
+def test_partials_over_block_ranges_add_up(engine, enc, kh, ames):
+    X, y, _ = ames
+    Xe = enc(X, tile=Tile(128, 1))  # four row blocks, as a server would stream them or shards would split them
+    blocks = list(row_blocks(Xe, enc(y, tile=Xe.tile)))
+    whole = accumulate(engine, blocks)
+    first, rest = accumulate(engine, blocks[:1]), accumulate(engine, blocks[1:])
+    summed = first + rest
+    assert (first.rows, summed.rows, whole.rows) == (128, len(X), len(X))
+    for a, b in zip(finalize(summed).dense(kh), finalize(whole).dense(kh), strict=True):
+        assert np.max(np.abs(np.asarray(a) - np.asarray(b))) < 1e-9
+    # The partial of the first block alone is that block's statistics.
+    G_first, _, _ = finalize(first).dense(kh)
+    rows = X[: first.rows]
+    assert np.max(np.abs(G_first - rows.T @ rows / len(rows))) < 1e-7
+
+
+@pytest.mark.parametrize(
+    ("momentum", "l2", "packing"), [(0.0, 0.0, "rows"), (0.5, 0.01, "columns")], ids=["plain", "momentum-ridge"]
+)
+def test_ames_gram_weights_match_twin(engine, enc, dec, ames, refresh, momentum, l2, packing):
+    X, y, _ = ames
+    config = LinearRegressionConfig(learning_rate=0.5, epochs=50, momentum=momentum, l2=l2, solver="gram")
+    trainer = GramTrainer(engine, *encrypted(enc, X, y, packing), config, refresh)
+    weights, losses = train(trainer, dec)
+    twin = fit_torch_gram(X, y, config)
+    assert np.max(np.abs(weights - twin.weights)) < 1e-6
+    assert np.max(np.abs(losses - twin.losses) / np.asarray(twin.losses)) < 1e-5
+    assert trainer.counts.refreshes == config.epochs  # one per epoch, the loss included
+    assert trainer.weights.level >= 2  # fresh: the model can serve predictions without another refresh
+
+
+def test_gram_with_conditioning_reaches_least_squares(engine, enc, dec, ames, refresh):
+    X, y, data = ames
+    scaler = Standardizer.fit(data.X)
+    config = LinearRegressionConfig(learning_rate=0.5, momentum=0.5, epochs=40, init="zeros", solver="gram")
+    trainer = GramTrainer(engine, *encrypted(enc, with_intercept(scaler.transform(data.X)), y), config, refresh)
+    weights, _ = train(trainer, dec)
+    intercept, coef = scaler.original_weights(weights[0], weights[1:])
+    least_squares = np.linalg.lstsq(X, y[:, 0], rcond=None)[0]
+    assert abs(r2_score(X, y, np.r_[intercept, coef]) - r2_score(X, y, least_squares)) < 1e-4
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.05])
+def test_normal_solver_matches_lstsq(engine, enc, kh, ames, l2):
+    _, y, data = ames
+    Xs = with_intercept(Standardizer.fit(data.X).transform(data.X))  # key-holder conditioning, as for "gram"
+    system = normal_system(accumulate(engine, row_blocks(*encrypted(enc, Xs, y, "columns"))), l2, 0)
+    weights = solve_normal(kh, to_key_holder(kh, system))
+    n = len(Xs)
+    ridge = np.eye(Xs.shape[1]) * l2
+    ridge[0, 0] = 0.0
+    expected = (
+        np.linalg.lstsq(Xs, y[:, 0], rcond=None)[0]
+        if not l2
+        else np.linalg.solve(Xs.T @ Xs / n + ridge, Xs.T @ y[:, 0] / n)
+    )
+    assert np.max(np.abs(weights - expected)) < 1e-6
+
+
+def to_key_holder(kh, system):
+    """What the key holder receives: bytes."""
+    return replace(
+        system,
+        diagonals=EncryptedMatrix.from_bytes(kh.engine, system.diagonals.to_bytes()),
+        column=EncryptedMatrix.from_bytes(kh.engine, system.column.to_bytes()),
+    )
+
+
+def test_checkpoint_resume_continues_without_the_pass(engine, enc, dec, ames, refresh):
+    X, y, _ = ames
+    config = LinearRegressionConfig(learning_rate=0.5, epochs=6, momentum=0.5, l2=0.01, solver="gram")
+    Xe, ye = encrypted(enc, X, y)
+    whole = GramTrainer(engine, Xe, ye, config, refresh)
+    weights_whole, losses_whole = train(whole, dec)
+
+    first = GramTrainer(engine, Xe, ye, config, refresh)
+    losses = [dec(r.loss)[0, 0] * r.loss_scale for r in (first.run_epoch() for _ in range(3))]
+    state = first.state()
+    assert all(isinstance(v, (bytes, int, float, type(None))) for v in state.values())
+    before = engine.counts.snapshot()
+    resumed = GramTrainer.resume(engine, None, None, config, refresh, state)
+    assert engine.counts.since(before).multiplications == 0  # the statistics came from the checkpoint
+    assert resumed.epoch == 3
+    weights, rest = train(resumed, dec)
+    assert np.max(np.abs(weights - weights_whole)) < 1e-7  # equal up to two runs of fresh-encryption noise
+    np.testing.assert_allclose(np.r_[losses, rest], losses_whole, rtol=1e-6)
+
+
+def test_bad_solver_configurations_raise(engine, enc, ames, refresh):
+    with pytest.raises(ParameterError, match="'gd', 'gram', 'normal'"):
+        LinearRegressionConfig(solver="cholesky")
+    for solver in ("gram", "normal"):
+        with pytest.raises(ParameterError, match=r"batch_size=128.*solver=.gd."):
+            LinearRegressionConfig(solver=solver, batch_size=128)
+    assert LinearRegressionConfig.from_dict({"solver": "gram"}).solver == "gram"
+    with pytest.raises(ParameterError, match="GramTrainer"):
+        LinearTrainer(engine, *encrypted(enc, np.ones((8, 2)), np.ones(8)), LinearRegressionConfig(solver="gram"),
+                      refresh)
+    X, y, _ = ames
+    Xe, ye = encrypted(enc, X[:64], y[:64])
+    with pytest.raises(ParameterError, match="shuffles need solver='gd'"):
+        GramTrainer(engine, Xe, ye, LinearRegressionConfig(solver="gram"), refresh, ((Xe, ye),))
+    low = EncryptedMatrix.encrypt(engine, X[:64], level=2)
+    with pytest.raises(LevelError, match="top level"):
+        accumulate(engine, row_blocks(low, EncryptedMatrix.encrypt(engine, y[:64], tile=low.tile, level=2)))
+    square = enc(np.ones((8, 16)), tile=Tile(256, 16))  # 16 features leave no column for y in a 16-wide tile
+    with pytest.raises(ShapeError, match="packing='columns'"):
+        accumulate(engine, row_blocks(square, enc(np.ones(8), tile=square.tile)))
+    rows = accumulate(engine, row_blocks(Xe, ye))
+    with pytest.raises(ShapeError, match="same layout"):
+        _ = rows + accumulate(engine, row_blocks(*encrypted(enc, X[:64], y[:64], "columns")))
+    stats = finalize(rows, 0.1)
+    with pytest.raises(ParameterError, match=r"learning_rate=0\.5"):
+        GramTrainer(engine, None, None, LinearRegressionConfig(solver="gram"), refresh, statistics=stats)
