@@ -19,8 +19,16 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
 fi
 docker/fetch-wheels.sh build/wheelhouse
 
+# BuildKit (when the buildx plugin is there) keeps build stages in its cache, not as images.
+if [ -z "${DOCKER_BUILDKIT:-}" ] && docker buildx version >/dev/null 2>&1; then
+  export DOCKER_BUILDKIT=1
+fi
+
 start=$(date +%s)
 # shellcheck disable=SC2086
 docker build --build-arg BASE_IMAGE="$BASE_IMAGE" ${DOCKER_BUILD_ARGS:-} -t "$TAG" .
+# The legacy builder leaves the build stage behind as an untagged image (~1.6 GB per build);
+# the Dockerfile labels that stage so exactly those images go, whatever happened before.
+docker image prune --force --filter label=org.ciphergrad.stage=build >/dev/null
 echo "built $TAG in $(( $(date +%s) - start )) s; size $(docker image inspect -f '{{.Size}}' "$TAG" \
   | awk '{printf "%.0f MB", $1/1e6}')"

@@ -14,10 +14,10 @@ from server.config import parse_args
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
+    # One start line: the server logs "ciphergrad server listening on ADDRESS, data in DIR" itself
+    # (wrappers read the port from it when --listen ends in :0), so main() prints nothing of its own.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = CipherGradServer(config).start()
-    # Tests and wrappers read this line to learn the port when --listen ends in :0.
-    print(f"ciphergrad-server listening on {server.address}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
