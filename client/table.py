@@ -179,8 +179,8 @@ def _to_array(values: Any, what: str) -> tuple[tuple[str, ...], np.ndarray]:
         names = tuple(str(c) for c in values.columns)
         kinds = {np.dtype(d).kind if isinstance(d, np.dtype) else "O" for d in values.dtypes}
         return names, values.to_numpy(dtype=np.float64 if kinds <= set("biuf") else object, na_value=np.nan)
-    if hasattr(values, "name") and hasattr(values, "to_numpy"):  # a pandas Series
-        return ((str(values.name),) if values.name is not None else ()), values.to_numpy()
+    if hasattr(values, "to_frame") and hasattr(values, "to_numpy"):  # a pandas Series: one named column
+        return _to_array(values.to_frame(), what)
     try:
         return (), np.asarray(values)
     except ValueError as exc:  # ragged nested lists
@@ -192,7 +192,7 @@ def _numeric(array: np.ndarray, what: str) -> _Parsed:
         raise TableError(f"{what}: cells of type {array.dtype} are not real numbers; pass floats or integers")
     values = array.astype(np.float64)
     finite = np.isfinite(values)
-    reasons = np.where(np.isnan(values), "missing", "infinite").astype(object)
+    reasons = np.where(np.isnan(values), "NaN", "infinite").astype(object)
     return _Parsed(np.where(finite, values, np.nan), ~finite, reasons)
 
 

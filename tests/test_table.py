@@ -129,7 +129,7 @@ def test_in_memory_nan_and_inf_name_column_and_rows() -> None:
     with pytest.raises(TableError) as caught:
         as_float_matrix(X, what="X")
     message = str(caught.value)
-    assert message.startswith("X: column 'column 1' has 2 bad cells: row 2 (missing), row 6 (infinite)")
+    assert message.startswith("X: column 'column 1' has 2 bad cells: row 2 (NaN), row 6 (infinite)")
     assert "column 'column 2' has 1 bad cell: row 7 (infinite)" in message
     with pytest.raises(TableError, match=r"y: column 'column 0' has 1 bad cell: row 1 \(missing\)"):
         as_float_vector([1.0, None, 3.0], what="y")
@@ -147,6 +147,9 @@ def test_pandas_columns_are_named_and_text_cells_are_errors() -> None:
     with pytest.raises(TableError, match=r"column 'a' has 1 bad cell: row 1 \(missing\)"):
         as_float_matrix(nullable)
     np.testing.assert_array_equal(as_float_matrix(pd.DataFrame({"a": [1.5, 2.5]})), [[1.5], [2.5]])
+    with pytest.raises(TableError, match=r"y: column 'price' has 1 bad cell: row 1 \(missing\)"):
+        as_float_vector(pd.Series([1.0, pd.NA, 2.0], name="price", dtype="Float64"), what="y")
+    np.testing.assert_array_equal(as_float_vector(pd.Series([3, 4])), [3, 4])
 
 
 def test_impossible_inputs() -> None:
