@@ -40,6 +40,8 @@ RUN /opt/venv/bin/pip install /src \
 
 # ---- runtime stage ----
 FROM ${BASE_IMAGE}
+# A rebuild untags the previous image; build-image.sh prunes it (and the build stage) by this label.
+LABEL org.ciphergrad.stage=runtime
 ARG UID=10001
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

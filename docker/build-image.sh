@@ -27,8 +27,9 @@ fi
 start=$(date +%s)
 # shellcheck disable=SC2086
 docker build --build-arg BASE_IMAGE="$BASE_IMAGE" ${DOCKER_BUILD_ARGS:-} -t "$TAG" .
-# The legacy builder leaves the build stage behind as an untagged image (~1.6 GB per build);
-# the Dockerfile labels that stage so exactly those images go, whatever happened before.
-docker image prune --force --filter label=org.ciphergrad.stage=build >/dev/null
+# Untagged leftovers go: the legacy builder keeps the build stage as an image (~1.6 GB per build), and a
+# rebuild untags the previous ciphergrad image. Both carry the Dockerfile's stage label, so exactly
+# those are pruned; an image a container still uses stays.
+docker image prune --force --filter label=org.ciphergrad.stage >/dev/null
 echo "built $TAG in $(( $(date +%s) - start )) s; size $(docker image inspect -f '{{.Size}}' "$TAG" \
   | awk '{printf "%.0f MB", $1/1e6}')"

@@ -165,7 +165,8 @@ def test_build_stage_is_labelled_pruned_and_needs_no_torch() -> None:
     build = instructions[:last_from]
     assert ("LABEL", f"{BUILD_STAGE_LABEL}=build") in build, "build-image.sh finds the stage by this label"
     script = (ROOT / "docker" / "build-image.sh").read_text()
-    assert f"--filter label={BUILD_STAGE_LABEL}=build" in script
+    assert ("LABEL", f"{BUILD_STAGE_LABEL}=runtime") in instructions[last_from:], "superseded images are pruned too"
+    assert f"--filter label={BUILD_STAGE_LABEL} " in script
     smoke = next(arg for op, arg in build if op == "RUN" and "imports ok" in arg)
     assert "torch" not in smoke.split("-c", 1)[1], "torch is optional; the image's smoke check must not need it"
 
@@ -451,7 +452,7 @@ def test_image_builds_serves_and_trains(compose: list[str]) -> None:
     size_mb = int(_run([docker, "image", "inspect", "-f", "{{.Size}}", TEST_IMAGE]).stdout) / 1e6
     print(f"\n[docker] built {TEST_IMAGE} in {build_seconds:.0f} s, {size_mb:.0f} MB")
     leftovers = _run([docker, "images", "-q", "--filter", "dangling=true", "--filter", f"label={BUILD_STAGE_LABEL}"])
-    assert not leftovers.stdout.split(), f"build-stage images left behind: {leftovers.stdout.split()}"
+    assert not leftovers.stdout.split(), f"untagged build or superseded images left: {leftovers.stdout.split()}"
 
     project = ComposeProject(compose, docker, TEST_IMAGE)
     try:
