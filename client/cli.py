@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+import grpc
 import numpy as np
 
 from client.estimator import EncryptedLinearRegression, local_server
@@ -208,6 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A newcomer's mistake (a wrong path, a messy table) deserves one line, not a traceback.
         print(f"ciphergrad: error: {exc}", file=sys.stderr)
         return 2
+    except grpc.RpcError as exc:
+        # The server's status already says what went wrong (unreachable, refused, invalid argument).
+        code, details = getattr(exc, "code", lambda: None)(), getattr(exc, "details", lambda: "")()
+        where = getattr(args, "server", None) or "the in-process server"
+        print(f"ciphergrad: error: {where}: {code.name if code else 'RPC failed'}: {details}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

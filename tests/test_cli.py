@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +133,14 @@ def test_cli_impute_keeps_every_row(server: str, tmp_path: Path, capsys: pytest.
     assert "imputed 3 missing or non-numeric cells with their column mean ('rooms': 3)" in err
     assert "street" not in err, "--features names the columns: nothing else is looked at"
     assert "trained on 60 rows x 2 features" in out
+
+
+def test_cli_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "ok.csv").write_text("a,c\n1,2\n2,4\n3,6\n")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_cli("train", "ok.csv", "--target", "c", "--server", f"127.0.0.1:{port}", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"ciphergrad: error: 127.0.0.1:{port}: UNAVAILABLE: ")
