@@ -3,7 +3,7 @@
 #
 # Offline build (no registry, no index): see the "Docker" section of README.md.
 #   docker/build-base.sh        -> ciphergrad-base:bookworm (debootstrap minbase + python3)
-#   docker/fetch-wheels.sh      -> build/wheelhouse (cp311 manylinux wheels, torch==2.13.0 CPU)
+#   docker/fetch-wheels.sh      -> build/wheelhouse (cp311 manylinux wheels of the base dependencies)
 #   docker build -t ciphergrad:latest .        (or simply: docker/build-image.sh)
 # With registry access, any Debian-based Python 3.11 image works as the base:
 #   docker build --build-arg BASE_IMAGE=python:3.11-slim-bookworm -t ciphergrad:latest .
@@ -11,13 +11,16 @@ ARG BASE_IMAGE=ciphergrad-base:bookworm
 
 # ---- build stage: a virtualenv with ciphergrad and its pinned dependencies, from wheels only ----
 FROM ${BASE_IMAGE} AS build
+# The legacy builder leaves this stage behind as an untagged image; build-image.sh prunes it by label.
+LABEL org.ciphergrad.stage=build
 ENV PIP_NO_INDEX=1 \
     PIP_FIND_LINKS=/wheels \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 COPY build/wheelhouse/ /wheels/
 # Dependencies first (their own cached layer): the wheelhouse holds exactly pyproject's pinned
-# dependency closure, torch==2.13.0 CPU included, so nothing can pull CUDA wheels.
+# base dependency closure (torch only if it is a base dependency, then the CPU wheel), so nothing
+# can pull CUDA wheels.
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install /wheels/*.whl
 COPY pyproject.toml setup.py* setup.cfg* MANIFEST.in* README* LICENSE* /src/
@@ -25,17 +28,20 @@ COPY core/ /src/core/
 COPY server/ /src/server/
 COPY client/ /src/client/
 COPY proto/ /src/proto/
-# Slimming: torch's C++ headers and CMake files only serve to compile extensions, and the
-# libraries' own test suites (numpy/scipy/sklearn/sympy `tests` dirs) are never imported (~170 MB).
+# Slimming: torch's C++ headers and CMake files (when torch is there) only serve to compile
+# extensions, and the libraries' own test suites (`tests` dirs) are never imported (~170 MB).
+# The smoke check imports what the server needs; torch is not one of them.
 RUN /opt/venv/bin/pip install /src \
  && cd /opt/venv/lib/python3.11/site-packages \
  && rm -rf torch/include torch/share/cmake \
  && find . -depth -type d -name tests -exec rm -rf {} + \
  && cd / \
- && /opt/venv/bin/python -c "import grpc, grpc_health.v1, tenseal, torch, core; print('imports ok')"
+ && /opt/venv/bin/python -c "import grpc, grpc_health.v1, tenseal, core, server.app; print('imports ok')"
 
 # ---- runtime stage ----
 FROM ${BASE_IMAGE}
+# A rebuild untags the previous image; build-image.sh prunes it (and the build stage) by this label.
+LABEL org.ciphergrad.stage=runtime
 ARG UID=10001
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench docker-image docker-test clean
+.PHONY: demo test test-slow lint bench docker-compose-plugin docker-image docker-test clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,11 @@ BENCHMARKS := ames logreg inference stats neighbors scaling service
 bench: $(STAMP)
 	for name in $(BENCHMARKS); do $(BIN)/python benchmarks/$$name.py --json || exit 1; done
 
-# Needs a Docker engine (see README, Docker).
-docker-image:
+# Needs a Docker engine (see README, Docker). .venv provides pip for the wheelhouse and the compose binary.
+docker-compose-plugin: $(STAMP)
+	docker/install-compose-plugin.sh $(BIN)/python
+
+docker-image: $(STAMP)
 	docker/build-image.sh
 
 docker-test: $(STAMP)

@@ -1,23 +1,24 @@
 """``ciphergrad``: train on a CSV file through a server, or run the Ames demo.
 
-ciphergrad train FILE.csv --target COLUMN --server HOST:PORT
+ciphergrad train FILE.csv --target COLUMN --server HOST:PORT [--bad-cells error|drop|impute]
 ciphergrad demo [--server HOST:PORT]      # starts a local server when none is given
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
+import grpc
 import numpy as np
 
 from client.estimator import EncryptedLinearRegression
 from client.local import local_server
+from client.table import BAD_CELL_CHOICES, BadCells, TableError, csv_columns, read_csv, text_columns
 from core import algorithms
 from core.conditioning import Standardizer
 from core.data import with_intercept
@@ -63,45 +64,39 @@ def _minmax(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (values - low) / span, low, span
 
 
-def _read_csv(path: str, target: str, features: str | None) -> tuple[list[str], np.ndarray, np.ndarray, int]:
-    """Feature and target columns of a CSV file as floats.
+def _read_csv(
+    path: str, target: str, features: str | None, bad_cells: BadCells
+) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """Feature and target columns of a CSV file as finite floats, and the notices to print.
 
-    Without ``features``, every column whose non-empty values are all numbers is used. Rows with a missing
-    or non-numeric value in a used column are dropped (the count is returned).
+    Without ``features``, every other column holding at least one number is a feature; columns of text only
+    (no number at all) are left out with a notice. Bad cells in used columns follow ``bad_cells``.
     """
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = list(reader.fieldnames or [])
-        records = list(reader)
-    if target not in columns:
-        raise SystemExit(f"error: no column {target!r} in {path}; columns: {columns}")
+    table = read_csv(path)
+    if target not in table.columns:
+        raise TableError(f"{path}: no column {target!r} to predict; the header has {list(table.columns)}")
+    notices = []
     if features:
-        names = [c for c in features.split(",") if c != target]
-        missing = [c for c in names if c not in columns]
-        if missing:
-            raise SystemExit(f"error: no column(s) {missing} in {path}; columns: {columns}")
+        names = [c.strip() for c in features.split(",") if c.strip() and c.strip() != target]
     else:
-        names = [c for c in columns if c != target and all(_is_number(r[c]) for r in records if r[c] not in ("", "NA"))]
-    rows = []
-    for record in records:
-        values = [record[c] for c in (*names, target)]
-        if all(_is_number(v) for v in values):
-            rows.append([float(v) for v in values])
-    table = np.asarray(rows, dtype=np.float64).reshape(-1, len(names) + 1)
-    return names, table[:, :-1], table[:, -1], len(records) - len(rows)
-
-
-def _is_number(text: str | None) -> bool:
-    try:
-        return text is not None and np.isfinite(float(text))
-    except ValueError:
-        return False
+        others = [c for c in table.columns if c != target]
+        skipped = text_columns(table, others)
+        names = [c for c in others if c not in skipped]
+        if skipped:
+            notices.append(f"{path}: left out column(s) {skipped}: no numeric values (pick columns with --features)")
+    if not names:
+        raise TableError(f"{path}: no numeric feature columns besides {target!r}; name them with --features")
+    hint = "fix the file, or pass --bad-cells drop (drop those rows) or --bad-cells impute (feature column mean)"
+    clean = csv_columns(table, [*names, target], bad_cells=bad_cells, targets=[target], hint=hint)
+    if clean.notice:
+        notices.append(clean.notice)
+    return names, clean.values[:, :-1], clean.values[:, -1], notices
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    features, X, y, dropped = _read_csv(args.file, args.target, args.features)
-    if dropped:
-        print(f"dropped {dropped} rows with missing or non-numeric values", file=sys.stderr)
+    features, X, y, notices = _read_csv(args.file, args.target, args.features, args.bad_cells)
+    for notice in notices:
+        print(f"note: {notice}", file=sys.stderr)
     if len(X) < 2:
         print(f"error: {args.file} has fewer than 2 usable rows", file=sys.stderr)
         return 2
@@ -196,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("file", help="CSV file with a header row")
     train.add_argument("--target", required=True, help="column to predict")
     train.add_argument("--features", help="comma-separated feature columns (default: all numeric others)")
+    train.add_argument(
+        "--bad-cells",
+        choices=BAD_CELL_CHOICES,
+        default="error",
+        help="missing or non-numeric cells: error (default, names them), drop (their rows), "
+        "impute (feature column mean)",
+    )
     _add_training_flags(train, epochs=60, learning_rate=None, momentum=0.5, init="zeros")
     train.set_defaults(handler=cmd_train)
     demo = commands.add_parser("demo", help="Ames: encrypted training through a server vs the torch twin")
@@ -207,7 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except (TableError, OSError) as exc:
+        # A newcomer's mistake (a wrong path, a messy table) deserves one line, not a traceback.
+        print(f"ciphergrad: error: {exc}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as exc:
+        # The server's status already says what went wrong (unreachable, refused, invalid argument).
+        code, details = getattr(exc, "code", lambda: None)(), getattr(exc, "details", lambda: "")()
+        where = getattr(args, "server", None) or "the local server"
+        print(f"ciphergrad: error: {where}: {code.name if code else 'RPC failed'}: {details}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

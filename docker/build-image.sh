@@ -19,8 +19,17 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
 fi
 docker/fetch-wheels.sh build/wheelhouse
 
+# BuildKit (when the buildx plugin is there) keeps build stages in its cache, not as images.
+if [ -z "${DOCKER_BUILDKIT:-}" ] && docker buildx version >/dev/null 2>&1; then
+  export DOCKER_BUILDKIT=1
+fi
+
 start=$(date +%s)
 # shellcheck disable=SC2086
 docker build --build-arg BASE_IMAGE="$BASE_IMAGE" ${DOCKER_BUILD_ARGS:-} -t "$TAG" .
+# Untagged leftovers go: the legacy builder keeps the build stage as an image (~1.6 GB per build), and a
+# rebuild untags the previous ciphergrad image. Both carry the Dockerfile's stage label, so exactly
+# those are pruned; an image a container still uses stays.
+docker image prune --force --filter label=org.ciphergrad.stage >/dev/null
 echo "built $TAG in $(( $(date +%s) - start )) s; size $(docker image inspect -f '{{.Size}}' "$TAG" \
   | awk '{printf "%.0f MB", $1/1e6}')"

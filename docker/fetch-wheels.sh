@@ -14,24 +14,45 @@ PY="$(dirname "$PIP")/python"; [ -x "$PY" ] || PY=python3
 mkdir -p "$DEST"
 
 # Runtime dependencies straight from pyproject.toml, plus the build backend that `pip install .`
-# needs in its isolated build environment. torch stays pinned exactly (any other spec pulls CUDA).
-mapfile -t REQS < <("$PY" - <<'PYEOF'
+# needs in its isolated build environment. The check runs in Python, not as `printf | grep -q`:
+# under pipefail, grep -q exits at its first match and printf dies of SIGPIPE, failing the check
+# now and then. torch may be a base dependency or only an extra; wherever pyproject names it, the
+# pin must be exactly torch==2.13.0 (any other spec pulls several GB of CUDA wheels).
+# A command substitution, not `mapfile < <(...)`: set -e sees its exit status.
+REQS_TEXT="$("$PY" - <<'PYEOF'
+import re
+import sys
 import tomllib
+
 with open("pyproject.toml", "rb") as f:
     data = tomllib.load(f)
-for req in data["project"]["dependencies"]:
+project = data["project"]
+named = list(project["dependencies"])
+for extra in project.get("optional-dependencies", {}).values():
+    named += extra
+torch_specs = {r.replace(" ", "") for r in named if re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower() == "torch"}
+if torch_specs - {"torch==2.13.0"}:
+    sys.exit(f"pyproject.toml must pin torch==2.13.0 exactly, found {sorted(torch_specs)}")
+for req in project["dependencies"]:
     print(req)
 for req in data["build-system"]["requires"]:
     print(req)
 PYEOF
-)
-printf '%s\n' "${REQS[@]}" | grep -qx 'torch==2.13.0' || {
-  echo "pyproject.toml must pin torch==2.13.0 exactly" >&2; exit 1; }
+)"
+mapfile -t REQS <<<"$REQS_TEXT"
 
-"$PIP" download --dest "$DEST" \
+# Download into a fresh directory and swap it in, so the wheelhouse holds exactly today's closure
+# (the image installs every wheel in it; a stale wheel would ride along). Wheels already on disk
+# are reused through --find-links instead of being fetched again.
+FRESH="$(mktemp -d "${DEST%/}.new.XXXXXX")"
+trap 'rm -rf "$FRESH"' EXIT
+
+"$PIP" download --dest "$FRESH" --find-links "$DEST" \
   --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 --abi abi3 --abi none \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform any \
   "${REQS[@]}"
 
+rm -rf "$DEST"
+mv "$FRESH" "$DEST"
 echo "wheelhouse: $DEST ($(ls "$DEST" | wc -l) files, $(du -sh "$DEST" | cut -f1))"

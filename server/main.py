@@ -16,10 +16,10 @@ from server.config import parse_args
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
+    # One start line: the server logs "ciphergrad server listening on ADDRESS, data in DIR" itself, so main()
+    # prints nothing of its own; wrappers learn a port chosen with --listen HOST:0 from --port-file.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = CipherGradServer(config).start()
-    # Tests and wrappers read this line (or --port-file) to learn the port when --listen ends in :0.
-    print(f"ciphergrad-server listening on {server.address}", flush=True)
     if config.port_file:
         _write_atomically(Path(config.port_file), server.address)
     stop = threading.Event()

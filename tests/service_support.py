@@ -65,7 +65,7 @@ class ServerProcess:
             line = self.process.stdout.readline()
             if not line:
                 raise RuntimeError(f"server exited with {self.process.wait()}")
-            found = re.search(r"^ciphergrad-server listening on (\S+)$", line.strip())
+            found = re.search(r"ciphergrad server listening on ([^\s,]+), data in ", line)
             if found:
                 self.address = found.group(1)
                 return

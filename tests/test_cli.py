@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,8 @@ from client.cli import main
 from client.estimator import EncryptedLinearRegression
 from core.data import load_ames, with_intercept
 from core.linear import fit_torch, shuffle_orders
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +71,76 @@ def test_cli_demo_prints_the_comparison(server: str, capsys: pytest.CaptureFixtu
     assert main(["demo", "--server", server, "--epochs", "3", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "encrypted MSE" in out and "torch MSE" in out and "max |weight difference|" in out
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The installed entry point's code as a child process: exit code and streams as a user sees them."""
+    command = [sys.executable, "-c", "import sys; from client.cli import main; sys.exit(main())", *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
+
+
+def test_cli_missing_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = run_cli("train", "absent.csv", "--target", "price", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "ciphergrad: error: absent.csv: no such file\n"
+    assert result.stdout == ""
+
+
+def test_cli_bad_cells_name_column_and_lines_and_exit_2(tmp_path: Path) -> None:
+    # The issue's table: column b holds an empty cell and the text "x"; it used to vanish without a word.
+    (tmp_path / "messy.csv").write_text("a,b,c\n1,2,3\n2,,5\n3,x,7\n4,5,9\n5,6,11\n")
+    result = run_cli("train", "messy.csv", "--target", "c", cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert "column 'b' has 2 bad cells: line 3 (missing), line 4 (non-numeric 'x')" in line
+    assert "--bad-cells drop" in line and "--bad-cells impute" in line
+    unknown = run_cli("train", "messy.csv", "--target", "price", cwd=tmp_path)
+    assert unknown.returncode == 2 and "no column 'price'" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def _houses_with_gaps(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame({"rooms": rng.integers(1, 8, 60).astype(object), "area": rng.uniform(30, 200, 60)})
+    frame["price"] = 20_000 + 5_000 * frame["rooms"].astype(float) + 900 * frame["area"]
+    frame["street"] = rng.choice(["Elm", "Oak", "Ash"], 60)
+    frame.loc[[4, 17, 33], "rooms"] = ["", "x", "NA"]
+    path = tmp_path / "gaps.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+FAST = ["--epochs", "60", "--learning-rate", "1.0", "--momentum", "0.9", "--no-progress"]
+
+
+def test_cli_drop_trains_on_the_complete_rows_and_says_so(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _houses_with_gaps(tmp_path)
+    assert main(["train", str(path), "--target", "price", "--server", server, "--bad-cells", "drop", *FAST]) == 0
+    out, err = capsys.readouterr()
+    assert "left out column(s) ['street']: no numeric values" in err
+    assert "dropped 3 of 60 rows with a missing or non-numeric cell ('rooms': 3)" in err
+    assert "trained on 57 rows x 2 features" in out
+    assert float(out.split("R^2:")[1].split()[0]) > 0.99, "the remaining rows follow the formula exactly"
+
+
+def test_cli_impute_keeps_every_row(server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _houses_with_gaps(tmp_path)
+    args = ["train", str(path), "--target", "price", "--features", "rooms,area", "--bad-cells", "impute"]
+    assert main([*args, "--server", server, *FAST]) == 0
+    out, err = capsys.readouterr()
+    assert "imputed 3 missing or non-numeric cells with their column mean ('rooms': 3)" in err
+    assert "street" not in err, "--features names the columns: nothing else is looked at"
+    assert "trained on 60 rows x 2 features" in out
+
+
+def test_cli_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "ok.csv").write_text("a,c\n1,2\n2,4\n3,6\n")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_cli("train", "ok.csv", "--target", "c", "--server", f"127.0.0.1:{port}", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"ciphergrad: error: 127.0.0.1:{port}: UNAVAILABLE: ")

@@ -32,6 +32,7 @@ HEALTHCHECK = ROOT / "docker" / "healthcheck.py"
 DATA_DIR = "/var/lib/ciphergrad"
 BASE_IMAGE = os.environ.get("CIPHERGRAD_BASE_IMAGE", "ciphergrad-base:bookworm")
 TEST_IMAGE = os.environ.get("CIPHERGRAD_TEST_IMAGE", "ciphergrad:test")
+BUILD_STAGE_LABEL = "org.ciphergrad.stage"
 
 
 def _run(cmd: Sequence[str], timeout: float = 120, **kwargs) -> subprocess.CompletedProcess[str]:
@@ -158,6 +159,18 @@ def test_dockerfile_runtime_stage_is_hardened() -> None:
     assert "PIP_NO_INDEX=1" in build, "the build installs from the wheelhouse only"
 
 
+def test_build_stage_is_labelled_pruned_and_needs_no_torch() -> None:
+    instructions = _instructions((ROOT / "Dockerfile").read_text())
+    last_from = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
+    build = instructions[:last_from]
+    assert ("LABEL", f"{BUILD_STAGE_LABEL}=build") in build, "build-image.sh finds the stage by this label"
+    script = (ROOT / "docker" / "build-image.sh").read_text()
+    assert ("LABEL", f"{BUILD_STAGE_LABEL}=runtime") in instructions[last_from:], "superseded images are pruned too"
+    assert f"--filter label={BUILD_STAGE_LABEL} " in script
+    smoke = next(arg for op, arg in build if op == "RUN" and "imports ok" in arg)
+    assert "torch" not in smoke.split("-c", 1)[1], "torch is optional; the image's smoke check must not need it"
+
+
 def test_dockerignore_keeps_the_context_small() -> None:
     lines = [
         ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")
@@ -173,6 +186,60 @@ def test_fetch_wheels_pins_torch_exactly() -> None:
     assert "torch==2.13.0" in script and "--only-binary=:all:" in script
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"torch==2.13.0"' in pyproject
+
+
+def _fetch_wheels_in(tmp_path: Path, pyproject: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run fetch-wheels.sh on a copy of the repo with ``pyproject``; a fake pip records what it was asked."""
+    (tmp_path / "docker").mkdir()
+    shutil.copy(ROOT / "docker" / "fetch-wheels.sh", tmp_path / "docker")
+    (tmp_path / "pyproject.toml").write_text(pyproject)
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "python").symlink_to(sys.executable)
+    record = tmp_path / "pip-args"
+    (tools / "pip").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    (tools / "pip").chmod(0o755)
+    result = _run([str(tmp_path / "docker" / "fetch-wheels.sh")], env={**os.environ, "PIP": str(tools / "pip")})
+    return result, record.read_text().splitlines() if record.exists() else []
+
+
+def test_fetch_wheels_takes_torch_from_the_base_dependencies_only(tmp_path: Path) -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    result, args = _fetch_wheels_in(tmp_path, pyproject)
+    assert result.returncode == 0, result.stderr
+    assert ("torch==2.13.0" in args) == ('"torch==2.13.0"' in pyproject.split("[project.optional-dependencies]")[0])
+    assert "tenseal==0.3.18" in args and "--only-binary=:all:" in args
+
+
+def test_fetch_wheels_accepts_torch_in_an_extra_and_leaves_it_out(tmp_path: Path) -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text().replace('    "torch==2.13.0",\n', "")
+    pyproject = pyproject.replace("dev = [", 'torch = ["torch==2.13.0"]\ndev = [\n    "torch==2.13.0",')
+    result, args = _fetch_wheels_in(tmp_path, pyproject)
+    assert result.returncode == 0, result.stderr
+    assert not [a for a in args if a.startswith("torch")] and "grpcio==1.85.1" in args
+
+
+@pytest.mark.parametrize("spec", ["torch>=2.13", "torch", "torch==2.12.0"])
+def test_fetch_wheels_refuses_a_loose_torch_pin_anywhere(tmp_path: Path, spec: str) -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text().replace('"torch==2.13.0"', f'"{spec}"')
+    pyproject = pyproject.replace("dev = [", f'dev = [\n    "{spec}",')
+    result, args = _fetch_wheels_in(tmp_path, pyproject)
+    assert result.returncode != 0 and "must pin torch==2.13.0 exactly" in result.stderr
+    assert not args, "nothing is downloaded after a failed check"
+
+
+def test_no_shell_pipeline_ends_in_an_early_exit_reader() -> None:
+    """Under `set -o pipefail`, `producer | grep -q` or `| head` fails now and then: the reader exits at its
+    first match, the producer dies of SIGPIPE and the pipeline reports that failure."""
+    scripts = [*ROOT.glob("docker/*.sh"), ROOT / ".ci" / "run", ROOT / "Makefile", ROOT / "Dockerfile"]
+    early_exit = re.compile(r"\|\s*(grep\s+(-\w*[qm]|--quiet|--max-count)|head\b|sed\s+(-n\s+)?'?\d*q)")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in scripts
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if not line.lstrip().startswith("#") and early_exit.search(line)
+    ]
+    assert not offenders, "pipelines whose reader may exit early:\n" + "\n".join(offenders)
 
 
 # ---------------------------------------------------------------------- the healthcheck probe
@@ -384,6 +451,8 @@ def test_image_builds_serves_and_trains(compose: list[str]) -> None:
     build_seconds = time.monotonic() - t0
     size_mb = int(_run([docker, "image", "inspect", "-f", "{{.Size}}", TEST_IMAGE]).stdout) / 1e6
     print(f"\n[docker] built {TEST_IMAGE} in {build_seconds:.0f} s, {size_mb:.0f} MB")
+    leftovers = _run([docker, "images", "-q", "--filter", "dangling=true", "--filter", f"label={BUILD_STAGE_LABEL}"])
+    assert not leftovers.stdout.split(), f"untagged build or superseded images left: {leftovers.stdout.split()}"
 
     project = ComposeProject(compose, docker, TEST_IMAGE)
     try:
@@ -392,6 +461,8 @@ def test_image_builds_serves_and_trains(compose: list[str]) -> None:
         mode = "host" if project.host_network else "bridge"
         print(f"[docker] server healthy after {waited:.1f} s on {project.address()} ({mode} network)")
 
+        logs = project("logs", "--no-color", "server").stdout
+        assert logs.count("listening on") == 1, f"one start line expected:\n{logs}"
         uid = project("exec", "-T", "server", "id", "-u").stdout.strip()
         assert uid != "0", "the server must not run as root"
 
