@@ -1,0 +1,88 @@
+"""The server a comparison talks to: one given by address, or a child process this module starts.
+
+A child process (``python -m server.main`` on a free loopback port, data in a temporary directory) keeps
+the server's memory apart from the client's, so its peak resident memory can be read from the kernel:
+``VmHWM`` in ``/proc/PID/status``, reset to the current resident size before each task by writing ``5``
+to ``/proc/PID/clear_refs``. A server given by ``--server`` is another machine's process: its memory is
+not measured (``peak_mb`` returns None). Running the server apart also gives client and server a GIL
+each, as in a real deployment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+
+READY_SECONDS = 5.0
+START_SECONDS = 60.0
+
+
+class ServerUnreachable(Exception):
+    """No ciphergrad server answers at the address."""
+
+
+def check_reachable(address: str, timeout: float = READY_SECONDS) -> None:
+    """Raise ServerUnreachable unless a gRPC channel to ``address`` becomes ready within ``timeout``."""
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError as error:
+        raise ServerUnreachable(f"no ciphergrad server reachable at {address} (waited {timeout:.0f} s)") from error
+    finally:
+        channel.close()
+
+
+class ServerHandle:
+    """Where the server listens, and (when this process started it) its peak memory."""
+
+    def __init__(self, address: str, pid: int | None = None) -> None:
+        self.address, self.pid = address, pid
+
+    @property
+    def measured(self) -> bool:
+        return self.pid is not None
+
+    def reset_peak(self) -> None:
+        if self.pid is not None:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+
+    def peak_mb(self) -> float | None:
+        """Peak resident memory (VmHWM) since the last ``reset_peak``, in MiB; None when not measured."""
+        if self.pid is None:
+            return None
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+        return None
+
+
+@contextlib.contextmanager
+def running_server(address: str | None) -> Iterator[ServerHandle]:
+    """The server at ``address`` (checked reachable), or a child-process server stopped on exit."""
+    if address:
+        check_reachable(address)
+        yield ServerHandle(address)
+        return
+    with tempfile.TemporaryDirectory(prefix="ciphergrad-compare-") as data_dir:
+        command = [sys.executable, "-m", "server.main", "--listen", "127.0.0.1:0", "--data-dir", data_dir]
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            line = child.stdout.readline() if child.stdout else ""
+            if "listening on" not in line:
+                raise ServerUnreachable(f"the child server did not start (exit code {child.poll()}): {line!r}")
+            handle = ServerHandle(line.rsplit(" ", 1)[1].strip(), child.pid)
+            check_reachable(handle.address, START_SECONDS)
+            yield handle
+        finally:
+            child.terminate()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
