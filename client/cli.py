@@ -2,6 +2,7 @@
 
 ciphergrad train FILE.csv --target COLUMN --server HOST:PORT
 ciphergrad demo [--server HOST:PORT]      # starts an in-process server when none is given
+ciphergrad compare [TASK ...] [--quick] [--scaling] [--server HOST:PORT] [--out DIR]   # client.compare
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from client.compare.command import add_arguments as add_compare_arguments
+from client.compare.command import run as run_compare
 from client.estimator import EncryptedLinearRegression, local_server
 from core.conditioning import Standardizer
 from core.data import with_intercept
@@ -196,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     # The original write-up's setup: plain gradient descent, learning rate 0.5, N(0, 1) initial weights.
     _add_training_flags(demo, epochs=50, learning_rate=0.5, momentum=0.0, init="normal")
     demo.set_defaults(handler=cmd_demo)
+    compare = commands.add_parser("compare", help="every algorithm encrypted vs plaintext, written as a report")
+    add_compare_arguments(compare)
+    compare.set_defaults(handler=run_compare)
     return parser
 
 

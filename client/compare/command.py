@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from client.compare import report, scaling
+from client.compare import scaling
 from client.compare.result import TaskResult
 from client.compare.server import ServerHandle, ServerUnreachable, running_server
 from client.compare.tasks import TASK_NAMES, Task, select
@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         "task_seconds": task_seconds,
         "scaling_seconds": scaling_seconds,
     }
+    from client.compare import report  # matplotlib loads only when a report is written
+
     written = report.write(args.out, results, sweep, meta)
     seconds = task_seconds + scaling_seconds
     print(f"wrote {len(written)} files to {args.out}/ in {seconds:.0f} s; open {args.out / 'index.html'}")

@@ -80,10 +80,11 @@ def metrics(results: list[TaskResult], out: Path) -> str:
         ax.text(max(e, 0) + 0.01, i + height / 2, f"{e:.4f}", va="center", fontsize=7)
         ax.text(max(p, 0) + 0.01, i - height / 2, f"{p:.4f}", va="center", fontsize=7)
     ax.set_yticks(y, names, fontsize=8)
-    ax.set_xlim(0, 1.18)
+    ax.set_xlim(min(0.0, *enc, *plain) * 1.1, 1.18)  # an unconverged R² can be negative
+    ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel("metric value (R² or accuracy, unitless; 1 is perfect)")
-    ax.set_title("Metrics, encrypted vs plaintext", fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
+    ax.set_title("Metrics, encrypted vs plaintext", fontsize=10, pad=24)
     ax.grid(True, axis="x", alpha=0.3)
     return _save(fig, out, "metrics.png")
 

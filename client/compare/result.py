@@ -18,6 +18,7 @@ class TaskResult:
     metric: str = ""  # what encrypted_metric / plain_metric are, e.g. "R²" or "test accuracy"
     encrypted_metric: float = 0.0
     plain_metric: float = 0.0
+    optimum: float | None = None  # the best the metric can be on this data, when known (least-squares R²)
     max_abs_diff: float = 0.0  # largest |encrypted - plaintext| of the quantity named by diff_of
     diff_of: str = ""
     encrypted_seconds: float = 0.0  # client wall time: keys, encryption, upload, server compute, decryption
