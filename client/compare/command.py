@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "tasks", nargs="*", metavar="TASK", help=f"tasks to run (default: all): {', '.join(TASK_NAMES)}"
     )
-    parser.add_argument("--server", help="HOST:PORT of a running ciphergrad server (default: start one)")
-    parser.add_argument("--out", default="report", type=Path, help="report directory (default: report/)")
+    parser.add_argument("--server", metavar="HOST:PORT", help="a running ciphergrad server (default: start one)")
+    parser.add_argument("--out", metavar="DIR", default="report", type=Path, help="report directory (default: report/)")
     parser.add_argument("--quick", action="store_true", help="every task on small data (about a minute)")
     parser.add_argument("--scaling", action="store_true", help="also the 1k-100k-row scaling sweep")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -36,9 +36,9 @@ def run_tasks(tasks: list[Task], server: ServerHandle, quick: bool, bar: tqdm) -
     results = []
     for task in tasks:
         bar.set_description(task.name)
-        server.reset_peak()
+        start_mb = server.reset_peak()
         result = task.run(server.address, **{**task.options, **(task.quick if quick else {})})
-        result.name, result.server_peak_mb = task.name, server.peak_mb()
+        result.name, result.server_peak_mb, result.server_start_mb = task.name, server.peak_mb(), start_mb
         results.append(result)
         bar.update(1)
     return results
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                     bar.set_description(label)
                     bar.update(1)
 
-                sweep = scaling.sweep(server, args.quick, tick) if args.scaling else None
+                sweep = scaling.sweep(args.server, args.quick, tick) if args.scaling else None
                 scaling_seconds = time.perf_counter() - start - task_seconds
     except ServerUnreachable as error:
         print(f"error: {error}", file=sys.stderr)
@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "mode": "quick" if args.quick else "full",
         "server": args.server or "a child-process server started for this run",
-        "memory": "VmHWM of the child server process, reset before each task"
+        "memory": "peak resident memory (VmHWM) of the child server process, reset before each task; "
+        "each scaling size on a fresh server"
         if server.measured
         else f"not measured (the server at {args.server} is another process)",
         "task_seconds": task_seconds,

@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import ticker
 
 from client.compare.result import TaskResult
 
@@ -39,14 +40,17 @@ def loss_curve(result: TaskResult, out: Path) -> str:
     every = max(1, len(epochs) // 25)
     top.plot(epochs, encrypted, "-o", markevery=every, markersize=5, linewidth=2.5, **ENCRYPTED)
     top.plot(epochs, torch, "--", linewidth=1.6, color=PLAIN["color"], label="torch twin (float64)")
+    if result.loss_optimum is not None:
+        top.axhline(result.loss_optimum, color="#555555", linestyle=":", linewidth=1.4, label="least-squares optimum")
     top.set_yscale("log")
     top.set_ylabel(textwrap.fill(result.loss_name, 34))
     top.set_title(f"{result.dataset}: {result.title}", fontsize=10)
-    top.legend(loc="upper right", fontsize=9)
+    top.legend(loc="best", fontsize=9)
     top.grid(True, which="both", alpha=0.3)
     bottom.semilogy(epochs, np.abs(encrypted - torch) + 1e-18, color="#555555", linewidth=1.2)
     bottom.set_ylabel("|encrypted − torch|\n(same units)", fontsize=9)
     bottom.set_xlabel("epoch (full pass over the training rows)")
+    bottom.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     bottom.grid(True, which="both", alpha=0.3)
     return _save(fig, out, f"loss_{result.name}.png")
 
@@ -95,9 +99,9 @@ def scaling(sweep: dict[str, Any], out: Path) -> str:
     panels = [
         ("epoch_seconds", "epoch time (s)"),
         ("upload_mb", "upload (MB, 10⁶ bytes)"),
-        ("server_peak_mb", "server peak memory (MiB)"),
+        ("server_data_mb", "server memory above idle (MiB)"),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(WIDTH, 3.2))
+    fig, axes = plt.subplots(1, 3, figsize=(WIDTH, 3.4))
     for ax, (key, label) in zip(axes, panels, strict=True):
         values = [run[key] for run in sweep["runs"]]
         slope = sweep["slopes"][key]
@@ -108,7 +112,9 @@ def scaling(sweep: dict[str, Any], out: Path) -> str:
             ax.text(0.5, 0.5, "not measured\n(--server)", ha="center", va="center", transform=ax.transAxes)
             continue
         ax.loglog(rows, values, "-o", color=ENCRYPTED["color"])
-        ax.set_title(f"slope {slope:.2f}", fontsize=9)
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_title(f"fitted slope {slope:.2f}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle("Encrypted linear regression through the server: scaling in rows (log-log)", fontsize=10)
     return _save(fig, out, "scaling.png")

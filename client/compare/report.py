@@ -25,8 +25,14 @@ def _operations(ops: dict[str, int] | None) -> str:
     return f"{ops.get('multiplications', 0)} ct×ct, {ops.get('rotations', 0)} rot, {ops.get('refreshes', 0)} refresh"
 
 
-def _peak(mb: float | None) -> str:
-    return "not measured" if mb is None else f"{mb:,.0f}"
+def _peak(mb: float | None, start_mb: float | None = None) -> str:
+    if mb is None:
+        return "not measured"
+    return f"{mb:,.0f}" if start_mb is None else f"{mb:,.0f} ({start_mb:,.0f})"
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds >= 0.1 else f"{seconds * 1e3:.2f} ms"
 
 
 def summary_table(results: list[TaskResult]) -> Table:
@@ -37,11 +43,11 @@ def summary_table(results: list[TaskResult]) -> Table:
         "encrypted",
         "plaintext",
         "max abs diff (of)",
-        "time enc / plain (s)",
+        "time enc / plain",
         "ratio",
         "HE ops",
         "MB up / down",
-        "server peak MiB",
+        "server peak MiB (at start)",
     ]
     rows = [
         [
@@ -51,11 +57,11 @@ def summary_table(results: list[TaskResult]) -> Table:
             f"{r.encrypted_metric:.4f}",
             f"{r.plain_metric:.4f}",
             f"{r.max_abs_diff:.1e} ({r.diff_of})",
-            f"{r.encrypted_seconds:.2f} / {r.plain_seconds:.4f}",
+            f"{_seconds(r.encrypted_seconds)} / {_seconds(r.plain_seconds)}",
             f"{r.time_ratio:,.0f}×",
             _operations(r.operations),
             f"{_mb(r.bytes_up)} / {_mb(r.bytes_down)}",
-            _peak(r.server_peak_mb),
+            _peak(r.server_peak_mb, r.server_start_mb),
         ]
         for r in results
     ]
@@ -99,7 +105,7 @@ def training_table(results: list[TaskResult]) -> Table:
 
 
 def scaling_table(sweep: dict[str, Any]) -> Table:
-    header = ["rows", "epoch (s)", "upload (MB)", "upload time (s)", "server peak MiB"]
+    header = ["rows", "epoch (s)", "upload (MB)", "upload time (s)", "server peak MiB", "above idle MiB"]
     rows = [
         [
             f"{run['rows']:,}",
@@ -107,16 +113,19 @@ def scaling_table(sweep: dict[str, Any]) -> Table:
             f"{run['upload_mb']:,.1f}",
             f"{run['upload_seconds']:.2f}",
             _peak(run["server_peak_mb"]),
+            _peak(run["server_data_mb"]),
         ]
         for run in sweep["runs"]
     ]
     slopes = sweep["slopes"]
     rows.append(
         [
-            "log-log slope",
-            *(f"{slopes[k]:.2f}" if slopes[k] is not None else "—" for k in ("epoch_seconds", "upload_mb")),
+            "fitted log-log slope",
+            _slope(slopes["epoch_seconds"]),
+            _slope(slopes["upload_mb"]),
             "",
-            _slope(slopes["server_peak_mb"]),
+            "",
+            _slope(slopes["server_data_mb"]),
         ]
     )
     return header, rows

@@ -26,9 +26,11 @@ class TaskResult:
     operations: dict[str, int] | None = None  # HE operations as the server reports them (training jobs)
     bytes_up: int = 0
     bytes_down: int = 0
-    server_peak_mb: float | None = None
+    server_peak_mb: float | None = None  # VmHWM while the task ran (None: server not ours to measure)
+    server_start_mb: float | None = None  # resident memory when the task started (what earlier tasks left)
     losses: dict[str, list[float]] = field(default_factory=dict)  # "encrypted" / "torch", per epoch
     loss_name: str = ""
+    loss_optimum: float | None = None  # the lowest training loss possible (least-squares MSE), when known
     epoch_seconds: dict[str, float] = field(default_factory=dict)  # medians, "encrypted" / "torch"
     peer: dict[str, Any] | None = None  # a published method timed in the same run
     notes: str = ""

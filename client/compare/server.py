@@ -48,16 +48,20 @@ class ServerHandle:
     def measured(self) -> bool:
         return self.pid is not None
 
-    def reset_peak(self) -> None:
-        if self.pid is not None:
-            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+    def reset_peak(self) -> float | None:
+        """Start a new peak; returns the resident memory now (MiB), where the new peak starts from."""
+        if self.pid is None:
+            return None
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        return self._status_mb("VmRSS")
 
     def peak_mb(self) -> float | None:
         """Peak resident memory (VmHWM) since the last ``reset_peak``, in MiB; None when not measured."""
-        if self.pid is None:
-            return None
+        return None if self.pid is None else self._status_mb("VmHWM")
+
+    def _status_mb(self, field: str) -> float | None:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024  # kB
         return None
 
