@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from client.compare import scaling
@@ -44,29 +45,21 @@ def run_tasks(tasks: list[Task], server: ServerHandle, quick: bool, bar: tqdm) -
     return results
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        tasks = select(args.tasks)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    try:
-        with running_server(args.server) as server:
-            sizes = (scaling.QUICK_SIZES if args.quick else scaling.SIZES) if args.scaling else ()
-            with tqdm(total=len(tasks) + len(sizes), disable=args.no_progress or None, file=sys.stderr) as bar:
-                start = time.perf_counter()
-                results = run_tasks(tasks, server, args.quick, bar)
-                task_seconds = time.perf_counter() - start
+def measure(args: argparse.Namespace, tasks: list[Task]) -> tuple[list[TaskResult], dict | None, dict]:
+    """Run the tasks (and the sweep) against the server; the results, the sweep and the run's description."""
+    with running_server(args.server) as server:
+        sizes = (scaling.QUICK_SIZES if args.quick else scaling.SIZES) if args.scaling else ()
+        with tqdm(total=len(tasks) + len(sizes), disable=args.no_progress or None, file=sys.stderr) as bar:
+            start = time.perf_counter()
+            results = run_tasks(tasks, server, args.quick, bar)
+            task_seconds = time.perf_counter() - start
 
-                def tick(label: str) -> None:
-                    bar.set_description(label)
-                    bar.update(1)
+            def tick(label: str) -> None:
+                bar.set_description(label)
+                bar.update(1)
 
-                sweep = scaling.sweep(args.server, args.quick, tick) if args.scaling else None
-                scaling_seconds = time.perf_counter() - start - task_seconds
-    except ServerUnreachable as error:
-        print(f"error: {error}", file=sys.stderr)
-        return USAGE_ERROR
+            sweep = scaling.sweep(args.server, args.quick, tick) if args.scaling else None
+            scaling_seconds = time.perf_counter() - start - task_seconds
     meta = {
         "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "mode": "quick" if args.quick else "full",
@@ -78,10 +71,30 @@ def run(args: argparse.Namespace) -> int:
         "task_seconds": task_seconds,
         "scaling_seconds": scaling_seconds,
     }
+    return results, sweep, meta
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        tasks = select(args.tasks)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    # The twins work on a few hundred rows: one thread is fastest there, and torch's spinning worker
+    # threads would otherwise time other processes' load (the server's included) instead of the twin.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results, sweep, meta = measure(args, tasks)
+    except ServerUnreachable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    finally:
+        torch.set_num_threads(threads)
     from client.compare import report  # matplotlib loads only when a report is written
 
     written = report.write(args.out, results, sweep, meta)
-    seconds = task_seconds + scaling_seconds
+    seconds = meta["task_seconds"] + meta["scaling_seconds"]
     print(f"wrote {len(written)} files to {args.out}/ in {seconds:.0f} s; open {args.out / 'index.html'}")
     return 0
 

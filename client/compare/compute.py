@@ -202,7 +202,7 @@ def knn(address: str, dataset: str, queries: int | None = None) -> TaskResult:
         plain_seconds=plain_seconds,
         notes=(
             f"{len(Xtr)} reference rows; labels {'equal' if np.array_equal(labels, plain_labels) else 'DIFFER from'} "
-            f"scikit-learn's; torch distance twin {twin_seconds * 1e3:.1f} ms"
+            f"scikit-learn's; torch distance twin {twin_seconds * 1e3:.2f} ms"
         ),
         **figures(watch, client),
     )
