@@ -109,3 +109,13 @@ def test_unreachable_server_is_exit_2_naming_the_address(capsys: pytest.CaptureF
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and address in err
     assert not (tmp_path / "compare.json").exists()
+
+
+@pytest.mark.slow
+def test_demo_shows_the_unconverged_writeup_then_convergence(capsys: pytest.CaptureFixture[str]) -> None:
+    from client.demo import main as demo_main
+
+    assert demo_main() == 0
+    out = capsys.readouterr().out
+    assert "UNCONVERGED: after 50 epochs R² is 0.09" in out
+    assert "CONVERGED: R² 0.7616 = least squares 0.7616" in out
