@@ -1,9 +1,10 @@
 """The comparison tasks, as data: one entry per task in ``TASKS``, nothing else to register.
 
-A task runs one algorithm encrypted through a server (``ServerHandle``) and as its plaintext twin on the
-same data, and returns a ``TaskResult``. ``Task.quick`` holds the keyword arguments that make it small
-for ``--quick``; ``Task.options`` those of the default run. Linear regression to convergence is one task
-per solver in ``LINEAR_SOLVERS`` (their settings in ``SOLVER_SETTINGS``): a new solver is one entry there.
+A task's ``run(address, **options)`` runs one algorithm encrypted through the server at ``address`` and
+as its plaintext twin on the same data, and returns a ``TaskResult``. ``Task.options`` are the default
+run's keyword arguments; ``Task.quick`` overrides them for ``--quick`` (small data). Linear regression to
+convergence is one task per solver in ``LINEAR_SOLVERS`` (settings in ``SOLVER_SETTINGS``): a new solver
+is one entry there.
 """
 
 from __future__ import annotations
