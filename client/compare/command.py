@@ -67,7 +67,9 @@ def measure(args: argparse.Namespace, tasks: list[Task]) -> tuple[list[TaskResul
         "memory": "peak resident memory (VmHWM) of the child server process, reset before each task; "
         "each scaling size on a fresh server"
         if server.measured
-        else f"not measured (the server at {args.server} is another process)",
+        else f"not measured (the server at {args.server} is another process)"
+        if args.server
+        else "not measured (/proc/PID/clear_refs cannot be written here)",
         "task_seconds": task_seconds,
         "scaling_seconds": scaling_seconds,
     }

@@ -52,7 +52,11 @@ class ServerHandle:
         """Start a new peak; returns the resident memory now (MiB), where the new peak starts from."""
         if self.pid is None:
             return None
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        try:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        except OSError:  # no clear_refs here (kernel option, sandbox): a per-task peak cannot be taken
+            self.pid = None
+            return None
         return self._status_mb("VmRSS")
 
     def peak_mb(self) -> float | None:
