@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench docker-compose-plugin docker-image docker-test clean
+.PHONY: demo compare test test-slow lint bench docker-compose-plugin docker-image docker-test clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python -m client.demo
+
+# Every algorithm encrypted vs plaintext into report/ (index.html); ARGS="--scaling" adds the rows sweep.
+# `make test` runs the --quick version (tests/test_compare.py).
+compare: $(STAMP)
+	$(BIN)/python -m client.compare $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

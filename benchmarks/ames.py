@@ -11,40 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from dataclasses import replace
 
 import numpy as np
-import tenseal as ts
 
-from core.compare import compare_linear_regression, r2_score
+from core.compare import compare_linear_regression, per_sample_epochs, r2_score
 from core.conditioning import Standardizer
 from core.data import load_ames, with_intercept
 from core.linear import LinearRegressionConfig
-
-
-def per_sample_epochs(X: np.ndarray, y: np.ndarray, lr: float, epochs: int, seed: int) -> list[float]:
-    """TenSEAL tutorial style: each row its own CKKS vector, prediction by enc_x.dot(w), weights
-    re-encrypted by the key holder after every epoch. Its own parameters, as in the tutorial."""
-    context = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[40, 21, 21, 21, 21, 21, 21, 40])
-    context.global_scale = 2**21
-    context.generate_galois_keys()
-    rows = [ts.ckks_vector(context, row.tolist()) for row in X]
-    targets = [ts.ckks_vector(context, [float(v)]) for v in y]
-    weights = np.random.default_rng(seed).normal(size=X.shape[1])
-    seconds = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        enc_w = ts.ckks_vector(context, weights.tolist())
-        delta = None
-        for enc_x, enc_y in zip(rows, targets, strict=True):
-            residual = enc_x.dot(enc_w) - enc_y
-            term = enc_x * residual
-            delta = term if delta is None else delta + term
-        enc_w = enc_w - delta * (lr / len(rows))
-        weights = np.asarray(enc_w.decrypt())  # the tutorial's refresh: decrypt and re-encrypt next epoch
-        seconds.append(time.perf_counter() - start)
-    return seconds
 
 
 def main() -> None:

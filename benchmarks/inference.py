@@ -18,33 +18,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.linear_model import LogisticRegression
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import Engine, KeyHolder, plan
-from core.inference import Square, linear_torch, mlp_from_torch, mlp_torch, predict_linear, predict_mlp
+from core.inference import linear_torch, mlp_from_torch, mlp_torch, predict_linear, predict_mlp, train_square_mlp
 
 
 def _resample(X: np.ndarray, rows: int, seed: int) -> np.ndarray:
     X = (X - X.mean(axis=0)) / np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
     return X[np.random.default_rng(seed).integers(0, len(X), size=rows)]
-
-
-def _train_mlp(X: np.ndarray, y: np.ndarray, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(X.shape[1], 32), Square(), nn.Linear(32, 10)).to(torch.float64)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
-    for _ in range(200):
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(Xt), yt)
-        loss.backward()
-        opt.step()
-    return model
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -87,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     Xd = _resample(digits.data, args.rows, args.seed)
     idx = np.random.default_rng(args.seed).integers(0, len(digits.data), size=args.rows)
     yd = digits.target[idx]
-    net = _train_mlp(Xd, yd, args.seed)
+    net = train_square_mlp(Xd, yd, args.seed)
     mlp = mlp_from_torch(net)
     start = time.perf_counter()
     D = keys.encrypt(Xd, packing="columns")

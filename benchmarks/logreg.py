@@ -19,23 +19,19 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_breast_cancer
-from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import Engine, KeyHolder, plan
-from core.data import with_intercept
+from core.data import standardized_split, with_intercept
 from core.logistic import LogisticRegressionConfig, LogisticTrainer, decode_weights, fit_torch
 from core.tensor import EncryptedMatrix
 
 
 def load(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     data = load_breast_cancer()
-    Xtr, Xte, ytr, yte = train_test_split(
-        data.data, data.target, test_size=0.2, stratify=data.target, random_state=seed
-    )
-    mean, std = Xtr.mean(axis=0), Xtr.std(axis=0)
-    return with_intercept((Xtr - mean) / std), with_intercept((Xte - mean) / std), ytr.astype(float), yte
+    Xtr, Xte, ytr, yte = standardized_split(data.data, data.target, seed)
+    return with_intercept(Xtr), with_intercept(Xte), ytr.astype(float), yte
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_digits, load_iris, load_wine
-from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import Engine, KeyHolder, Tile, plan
+from core.data import standardized_split
 from core.layout import next_pow2
 from core.neighbors import encrypt_reference, knn_vote, pca_projection, squared_distances, squared_distances_torch
 from core.tensor import EncryptedMatrix
@@ -43,12 +43,7 @@ DATASETS = {"digits": (load_digits, 5, True), "iris": (load_iris, 5, False), "wi
 
 def split(loader, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     data = loader()
-    Xtr, Xte, ytr, yte = train_test_split(
-        data.data, data.target, test_size=0.2, stratify=data.target, random_state=seed
-    )
-    mean, std = Xtr.mean(axis=0), Xtr.std(axis=0)
-    std = np.where(std > 0, std, 1.0)  # digits has constant (always-blank) pixels
-    return (Xtr - mean) / std, (Xte - mean) / std, ytr, yte
+    return standardized_split(data.data, data.target, seed)
 
 
 def run_dataset(

@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import Engine, KeyHolder
-from core.data import with_intercept
+from core.data import synthetic_regression
 from core.layout import choose_tile, rotation_steps
 from core.linear import LinearRegressionConfig, LinearTrainer, decode_weights
 from core.params import plan
@@ -36,22 +36,12 @@ from core.tensor import EncryptedMatrix
 SIZES = (1_000, 3_000, 10_000, 30_000, 100_000)
 
 
-def synthetic(rows: int, features: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng([seed, rows])
-    X = rng.normal(size=(rows, features))
-    w = np.random.default_rng(seed).normal(size=features)  # one model for every size
-    y = X @ w + 0.1 * rng.normal(size=rows)
-    X = (X - X.min(axis=0)) / (X.max(axis=0) - X.min(axis=0))
-    y = (y - y.min()) / (y.max() - y.min())
-    return with_intercept(X), y[:, None]
-
-
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def run_size(rows: int, features: int, config: LinearRegressionConfig, seed: int) -> dict:
-    X, y = synthetic(rows, features, seed)
+    X, y = synthetic_regression(rows, features, seed)
     params = plan(3, slots=1)
     tile = choose_tile(X.shape, params.slots, "rows")
     holder = KeyHolder(params, rotations=rotation_steps(tile))

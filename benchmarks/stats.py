@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_diabetes, load_wine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import Engine, KeyHolder, plan
+from core.data import statistics_datasets
 from core.stats import (
     column_mean,
     column_variance,
@@ -40,22 +40,6 @@ from core.stats import (
     r2_parts,
 )
 from core.tensor import EncryptedMatrix
-
-
-def datasets() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """name -> (features X, predictions p, targets y); p and y are (n, 1)."""
-    out = {}
-    wine = load_wine().data
-    X = wine / wine.std(axis=0)
-    out["wine"] = (X, X[:, :1], X[:, 1:])
-    diabetes = load_diabetes()
-    out["diabetes"] = (diabetes.data, diabetes.target[:, None] / diabetes.target.std(), diabetes.data)
-    result = {}
-    for name, (X, y, A) in out.items():
-        A1 = np.hstack([np.ones((len(A), 1)), A])
-        p = A1 @ np.linalg.lstsq(A1, y, rcond=None)[0]
-        result[name] = (X, p, y)
-    return result
 
 
 def timed(fn, *args, **kwargs):
@@ -136,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     keys = KeyHolder(plan(3))
     server = Engine.from_public_context(keys.public_context())
     result: dict = {}
-    for name, (X, p, y) in datasets().items():
+    for name, (X, p, y) in statistics_datasets().items():
         if np.max(np.abs(p - y)) >= args.mae_bound:
             raise SystemExit(f"{name}: residuals exceed --mae-bound {args.mae_bound}; the MAE bound would not hold")
         result[name] = run_dataset(keys, server, X, p, y, args.mae_bound)

@@ -2,6 +2,7 @@
 
 ciphergrad train FILE.csv --target COLUMN --server HOST:PORT [--bad-cells error|drop|impute]
 ciphergrad demo [--server HOST:PORT]      # starts a local server when none is given
+ciphergrad compare [TASK ...] [--quick] [--scaling] [--server HOST:PORT] [--out DIR]   # client.compare
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 import grpc
 import numpy as np
 
+from client.compare.command import add_arguments as add_compare_arguments
+from client.compare.command import run as run_compare
 from client.estimator import EncryptedLinearRegression
 from client.local import local_server
 from client.table import BAD_CELL_CHOICES, BadCells, TableError, csv_columns, read_csv, text_columns
@@ -204,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     # The original write-up's setup: plain gradient descent, learning rate 0.5, N(0, 1) initial weights.
     _add_training_flags(demo, epochs=50, learning_rate=0.5, momentum=0.0, init="normal")
     demo.set_defaults(handler=cmd_demo)
+    compare = commands.add_parser("compare", help="every algorithm encrypted vs plaintext, written as a report")
+    add_compare_arguments(compare)
+    compare.set_defaults(handler=run_compare)
     return parser
 
 

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -21,9 +22,24 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 STARTUP_SECONDS = 120.0
 
 
+@dataclass(frozen=True)
+class LocalServer:
+    """A running child server: where it listens and its process id (for reading its memory)."""
+
+    address: str
+    pid: int
+
+
 @contextmanager
 def local_server(*, startup_seconds: float = STARTUP_SECONDS) -> Iterator[str]:
     """Yield the ``HOST:PORT`` of a fresh server that lives as long as the ``with`` block."""
+    with local_server_process(startup_seconds=startup_seconds) as server:
+        yield server.address
+
+
+@contextmanager
+def local_server_process(*, startup_seconds: float = STARTUP_SECONDS) -> Iterator[LocalServer]:
+    """Like ``local_server``, yielding the child's address and process id."""
     with tempfile.TemporaryDirectory(prefix="ciphergrad-") as scratch:
         folder = Path(scratch)
         port_file, log_path = folder / "address", folder / "server.log"
@@ -38,7 +54,7 @@ def local_server(*, startup_seconds: float = STARTUP_SECONDS) -> Iterator[str]:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             address = _wait_until_serving(process, port_file, log_path, startup_seconds)
-            yield address
+            yield LocalServer(address, process.pid)
         finally:
             _stop(process)
 

@@ -1,5 +1,6 @@
-"""Datasets the project ships: the Ames housing table (as preprocessed by the original write-up)
-and scikit-learn's bundled diabetes data."""
+"""Datasets the project ships: the Ames housing table (as preprocessed by the original write-up),
+scikit-learn's bundled diabetes data, and the splits and synthetic tables the benchmarks and
+``ciphergrad compare`` share (one definition each, so their figures describe the same data)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,55 @@ def load_diabetes() -> Dataset:
 def with_intercept(X: np.ndarray) -> np.ndarray:
     """Prepend the column of ones the original write-up uses as the bias feature."""
     return np.hstack([np.ones((X.shape[0], 1)), np.asarray(X, dtype=np.float64)])
+
+
+def standardized_split(
+    X: np.ndarray, y: np.ndarray, seed: int, test_size: float = 0.2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified train/test split, features standardized with the training split's mean and std.
+
+    Constant columns (digits' always-blank pixels) keep a std of 1, so they stay 0 instead of NaN.
+    """
+    from sklearn.model_selection import train_test_split
+
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
+    mean, std = Xtr.mean(axis=0), Xtr.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return (Xtr - mean) / std, (Xte - mean) / std, ytr, yte
+
+
+def statistics_datasets() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """name -> (features X, least-squares predictions p, targets y) for the statistics comparisons.
+
+    wine: features divided by their std but left uncentred (means up to ~16 stress the variance's
+    cancellation); the pair predicts the first feature from the others. diabetes: as bundled (centred,
+    |x| < 0.2); the pair predicts the disease score from its ten features. Targets are divided by their
+    std, so residuals stay well inside an |x| polynomial's interval of a few units. p and y are (n, 1).
+    """
+    from sklearn.datasets import load_diabetes as sklearn_diabetes
+    from sklearn.datasets import load_wine
+
+    wine = load_wine().data
+    wine = wine / wine.std(axis=0)
+    diabetes = sklearn_diabetes()
+    pairs = {
+        "wine": (wine, wine[:, :1], wine[:, 1:]),
+        "diabetes": (diabetes.data, diabetes.target[:, None] / diabetes.target.std(), diabetes.data),
+    }
+    result = {}
+    for name, (X, y, A) in pairs.items():
+        design = with_intercept(A)
+        result[name] = (X, design @ np.linalg.lstsq(design, y, rcond=None)[0], y)
+    return result
+
+
+def synthetic_regression(rows: int, features: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded linear model plus Gaussian noise, features and target min-max scaled into [0, 1], with the
+    intercept column prepended: ``(rows, features + 1)`` and ``(rows, 1)``. One model for every size."""
+    rng = np.random.default_rng([seed, rows])
+    X = rng.normal(size=(rows, features))
+    w = np.random.default_rng(seed).normal(size=features)
+    y = X @ w + 0.1 * rng.normal(size=rows)
+    X = (X - X.min(axis=0)) / (X.max(axis=0) - X.min(axis=0))
+    y = (y - y.min()) / (y.max() - y.min())
+    return with_intercept(X), y[:, None]

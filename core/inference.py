@@ -26,7 +26,7 @@ from core.errors import ParameterError, ShapeError
 from core.polynomial import Polynomial, evaluate
 from core.tensor import EncryptedMatrix
 
-_TORCH_NAMES = ("PolynomialActivation", "Square", "mlp_from_torch", "mlp_torch")
+_TORCH_NAMES = ("PolynomialActivation", "Square", "mlp_from_torch", "mlp_torch", "train_square_mlp")
 __all__ = [
     "MLP",
     "linear_torch",
@@ -135,6 +135,7 @@ def predict_mlp(X: EncryptedMatrix, mlp: MLP) -> EncryptedMatrix:
             act = mlp.activations[index]
             h = h * h if act is None else evaluate(act, h)
     return h
+
 
 def __getattr__(name: str) -> Any:
     # The torch-facing names load torch on first use only (see the module docstring).

@@ -15,7 +15,7 @@ from core.errors import ParameterError
 from core.inference import MLP
 from core.polynomial import Polynomial
 
-__all__ = ["PolynomialActivation", "Square", "mlp_from_torch", "mlp_torch"]
+__all__ = ["PolynomialActivation", "Square", "mlp_from_torch", "mlp_torch", "train_square_mlp"]
 
 
 class Square(nn.Module):
@@ -69,3 +69,19 @@ def mlp_torch(module: nn.Module, X: np.ndarray) -> np.ndarray:
     twin = copy.deepcopy(module).to(torch.float64)  # a copy: the caller's module keeps its dtype
     with torch.no_grad():
         return twin(torch.as_tensor(np.asarray(X, dtype=np.float64))).numpy()
+
+
+def train_square_mlp(X: np.ndarray, y: np.ndarray, seed: int, hidden: int = 32, steps: int = 200) -> nn.Module:
+    """A float64 ``Linear -> Square -> Linear`` classifier trained in torch (Adam, cross-entropy): the model
+    owner's network that the benchmarks and comparisons then run encrypted (3 levels)."""
+    torch.manual_seed(seed)
+    classes = int(np.max(y)) + 1
+    model = nn.Sequential(nn.Linear(X.shape[1], hidden), Square(), nn.Linear(hidden, classes)).to(torch.float64)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    Xt, yt = torch.as_tensor(np.asarray(X, dtype=np.float64)), torch.as_tensor(np.asarray(y, dtype=np.int64))
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(Xt), yt)
+        loss.backward()
+        opt.step()
+    return model
