@@ -190,9 +190,7 @@ def cmd_compare(arguments: Sequence[str]) -> int:
     try:
         from client.compare.command import main as compare_main
     except ImportError as exc:
-        print(
-            f"ciphergrad: error: compare needs {exc.name}: pip install 'ciphergrad[torch,report]'", file=sys.stderr
-        )
+        print(f"ciphergrad: error: compare needs {exc.name}: pip install 'ciphergrad[torch,report]'", file=sys.stderr)
         return 2
     return compare_main(arguments)
 

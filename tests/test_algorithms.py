@@ -57,4 +57,3 @@ def test_trainer_follows_the_configs_solver():
     entry = replace(algorithms.get("linear"), solvers={"gram": OtherTrainer})
     assert entry.trainer_for(LinearRegressionConfig()) is LinearTrainer
     assert entry.trainer_for(LinearRegressionConfig(solver="gram")) is OtherTrainer
-
