@@ -4,9 +4,11 @@
 # Offline build (no registry, no index): see the "Docker" section of README.md.
 #   docker/build-base.sh        -> ciphergrad-base:bookworm (debootstrap minbase + python3)
 #   docker/fetch-wheels.sh      -> build/wheelhouse (cp311 manylinux wheels of the base dependencies)
-#   docker build -t ciphergrad:latest .        (or simply: docker/build-image.sh)
+#   EXTRA=torch docker/fetch-wheels.sh -> build/wheelhouse-torch (the twins, for the client image)
+#   docker build --target server -t ciphergrad:latest .   (or simply: docker/build-image.sh, which also
+#   docker build --target client -t ciphergrad-client:latest .    builds the client image)
 # With registry access, any Debian-based Python 3.11 image works as the base:
-#   docker build --build-arg BASE_IMAGE=python:3.11-slim-bookworm -t ciphergrad:latest .
+#   docker build --build-arg BASE_IMAGE=python:3.11-slim-bookworm --target server -t ciphergrad:latest .
 ARG BASE_IMAGE=ciphergrad-base:bookworm
 
 # ---- build stage: a virtualenv with ciphergrad and its pinned dependencies, from wheels only ----
@@ -27,6 +29,7 @@ COPY pyproject.toml setup.py* setup.cfg* MANIFEST.in* README* LICENSE* /src/
 COPY core/ /src/core/
 COPY server/ /src/server/
 COPY client/ /src/client/
+COPY wire/ /src/wire/
 COPY proto/ /src/proto/
 # Slimming: torch's C++ headers and CMake files (when torch is there) only serve to compile
 # extensions, and the libraries' own test suites (`tests` dirs) are never imported (~170 MB).
@@ -38,8 +41,8 @@ RUN /opt/venv/bin/pip install /src \
  && cd / \
  && /opt/venv/bin/python -c "import grpc, grpc_health.v1, tenseal, core, server.app; print('imports ok')"
 
-# ---- runtime stage ----
-FROM ${BASE_IMAGE}
+# ---- server: the runtime image (no torch: the server never runs a twin) ----
+FROM ${BASE_IMAGE} AS server
 # A rebuild untags the previous image; build-image.sh prunes it (and the build stage) by this label.
 LABEL org.ciphergrad.stage=runtime
 ARG UID=10001
@@ -69,3 +72,17 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
 # Flags are also read from CIPHERGRAD_* variables (CIPHERGRAD_LISTEN, CIPHERGRAD_DATA_DIR, ...).
 ENTRYPOINT ["ciphergrad-server"]
 CMD []
+
+# ---- client: the server image plus the torch twins, for `ciphergrad demo` in a container ----
+FROM build AS client-build
+LABEL org.ciphergrad.stage=build
+COPY build/wheelhouse-torch/ /torch-wheels/
+RUN /opt/venv/bin/pip install --find-links /torch-wheels /torch-wheels/*.whl \
+ && rm -rf /opt/venv/lib/python3.11/site-packages/torch/include /opt/venv/lib/python3.11/site-packages/torch/share/cmake \
+ && /opt/venv/bin/python -c "import torch, client.demo; print('client imports ok')"
+
+FROM server AS client
+LABEL org.ciphergrad.stage=client
+COPY --from=client-build /opt/venv /opt/venv
+ENTRYPOINT ["ciphergrad"]
+CMD ["--help"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the ciphergrad image offline: base image (if missing), wheelhouse (refreshed), image.
-# Usage: docker/build-image.sh [TAG]            (default ciphergrad:latest)
+# Usage: docker/build-image.sh [TAG]            (default ciphergrad:latest; the client image, the server's
+#        plus the torch twins for `ciphergrad demo`, is tagged NAME-client:VERSION, e.g. ciphergrad-client:latest)
 # Env:   BASE_IMAGE (default ciphergrad-base:bookworm; any Debian-based Python 3.11 image works,
 #        e.g. python:3.11-slim-bookworm where registries are reachable). Extra `docker build`
 #        arguments can be passed in DOCKER_BUILD_ARGS.
@@ -8,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TAG="${1:-ciphergrad:latest}"
+CLIENT_TAG="${TAG%%:*}-client:${TAG#*:}"
 BASE_IMAGE="${BASE_IMAGE:-ciphergrad-base:bookworm}"
 
 if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
@@ -18,6 +20,7 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   fi
 fi
 docker/fetch-wheels.sh build/wheelhouse
+EXTRA=torch docker/fetch-wheels.sh build/wheelhouse-torch
 
 # BuildKit (when the buildx plugin is there) keeps build stages in its cache, not as images.
 if [ -z "${DOCKER_BUILDKIT:-}" ] && docker buildx version >/dev/null 2>&1; then
@@ -26,10 +29,12 @@ fi
 
 start=$(date +%s)
 # shellcheck disable=SC2086
-docker build --build-arg BASE_IMAGE="$BASE_IMAGE" ${DOCKER_BUILD_ARGS:-} -t "$TAG" .
+docker build --build-arg BASE_IMAGE="$BASE_IMAGE" ${DOCKER_BUILD_ARGS:-} --target server -t "$TAG" .
+# shellcheck disable=SC2086
+docker build --build-arg BASE_IMAGE="$BASE_IMAGE" ${DOCKER_BUILD_ARGS:-} --target client -t "$CLIENT_TAG" .
 # Untagged leftovers go: the legacy builder keeps the build stage as an image (~1.6 GB per build), and a
 # rebuild untags the previous ciphergrad image. Both carry the Dockerfile's stage label, so exactly
 # those are pruned; an image a container still uses stays.
 docker image prune --force --filter label=org.ciphergrad.stage >/dev/null
-echo "built $TAG in $(( $(date +%s) - start )) s; size $(docker image inspect -f '{{.Size}}' "$TAG" \
-  | awk '{printf "%.0f MB", $1/1e6}')"
+size() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1/1e6}'; }
+echo "built $TAG ($(size "$TAG")) and $CLIENT_TAG ($(size "$CLIENT_TAG")) in $(( $(date +%s) - start )) s"

@@ -2,13 +2,16 @@
 # Download every wheel the image needs (cp311, manylinux x86_64) into build/wheelhouse, so the
 # Docker build installs offline (`pip install --no-index --find-links`): pip inside the build
 # cannot reach or verify the package index on every machine.
-# Usage: docker/fetch-wheels.sh [WHEELHOUSE]       (default build/wheelhouse; git- and docker-ignored
-#        except build/wheelhouse, which is the only part of build/ sent to the Docker daemon)
+# Usage: docker/fetch-wheels.sh [WHEELHOUSE]       (default build/wheelhouse, or build/wheelhouse-EXTRA; git-
+#        and docker-ignored except these, the only parts of build/ sent to the Docker daemon)
 # Env:   PIP (default .venv/bin/pip, else pip3)
+#        EXTRA: fetch one optional-dependency group instead of the base closure (EXTRA=torch: the twins
+#        the client image adds on top of the server's virtualenv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEST="${1:-build/wheelhouse}"
+EXTRA="${EXTRA:-}"
+DEST="${1:-build/wheelhouse${EXTRA:+-$EXTRA}}"
 PIP="${PIP:-$( [ -x .venv/bin/pip ] && echo .venv/bin/pip || echo pip3 )}"
 PY="$(dirname "$PIP")/python"; [ -x "$PY" ] || PY=python3
 mkdir -p "$DEST"
@@ -19,7 +22,8 @@ mkdir -p "$DEST"
 # now and then. torch may be a base dependency or only an extra; wherever pyproject names it, the
 # pin must be exactly torch==2.13.0 (any other spec pulls several GB of CUDA wheels).
 # A command substitution, not `mapfile < <(...)`: set -e sees its exit status.
-REQS_TEXT="$("$PY" - <<'PYEOF'
+REQS_TEXT="$(EXTRA="$EXTRA" "$PY" - <<'PYEOF'
+import os
 import re
 import sys
 import tomllib
@@ -33,9 +37,14 @@ for extra in project.get("optional-dependencies", {}).values():
 torch_specs = {r.replace(" ", "") for r in named if re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower() == "torch"}
 if torch_specs - {"torch==2.13.0"}:
     sys.exit(f"pyproject.toml must pin torch==2.13.0 exactly, found {sorted(torch_specs)}")
-for req in project["dependencies"]:
-    print(req)
-for req in data["build-system"]["requires"]:
+extra = os.environ["EXTRA"]
+if extra:
+    if extra not in project.get("optional-dependencies", {}):
+        sys.exit(f"pyproject.toml has no extra {extra!r}")
+    wanted = project["optional-dependencies"][extra]
+else:
+    wanted = project["dependencies"] + data["build-system"]["requires"]
+for req in wanted:
     print(req)
 PYEOF
 )"

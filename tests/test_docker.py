@@ -100,6 +100,7 @@ def test_compose_server_has_volume_port_and_grpc_healthcheck(compose: list[str])
     assert set(config["services"]) == {"server"}, "only the server starts on a plain `up`"
     server = config["services"]["server"]
     assert server["build"]["context"] == str(ROOT)
+    assert server["build"]["target"] == "server", "the Dockerfile's last stage is the client image"
     assert server["environment"]["CIPHERGRAD_DATA_DIR"] == DATA_DIR
     assert server["environment"]["CIPHERGRAD_LISTEN"] == "0.0.0.0:50051"
     (volume,) = server["volumes"]
@@ -119,7 +120,7 @@ def test_compose_demo_profile_runs_the_client_against_the_server(compose: list[s
     config = _config(compose, COMPOSE, profile="demo")
     demo = config["services"]["demo"]
     assert demo["profiles"] == ["demo"]
-    assert demo["image"] == config["services"]["server"]["image"]
+    assert demo["image"] == "ciphergrad-client:latest", "the demo needs the twins: the client image"
     assert demo["entrypoint"] == ["ciphergrad"]
     assert demo["command"] == ["demo", "--server", "server:50051"]
     assert demo["depends_on"]["server"]["condition"] == "service_healthy"
@@ -144,31 +145,50 @@ def _instructions(dockerfile: str) -> list[tuple[str, str]]:
     return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1] if " " in ln else "") for ln in lines]
 
 
-def test_dockerfile_runtime_stage_is_hardened() -> None:
-    instructions = _instructions((ROOT / "Dockerfile").read_text())
-    last_from = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
-    runtime = instructions[last_from:]
-    ops = {op: arg for op, arg in runtime}
+def _stages(dockerfile: str) -> dict[str, list[tuple[str, str]]]:
+    """The Dockerfile's instructions by stage name (``FROM ... AS name``)."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for op, arg in _instructions(dockerfile):
+        if op == "FROM":
+            current = stages.setdefault(arg.split()[-1] if " AS " in arg.upper() else arg, [])
+        current.append((op, arg))
+    return stages
+
+
+def test_dockerfile_server_stage_is_hardened() -> None:
+    stages = _stages((ROOT / "Dockerfile").read_text())
+    ops = dict(stages["server"])
     assert ops["FROM"].startswith("${BASE_IMAGE}")
     assert ops["USER"] not in ("root", "0"), "the server runs as a non-root user"
     assert json.loads(ops["VOLUME"]) == [DATA_DIR]
     assert "CIPHERGRAD_DATA_DIR=" + DATA_DIR in ops["ENV"]
     assert "ciphergrad-healthcheck" in ops["HEALTHCHECK"]
     assert json.loads(ops["ENTRYPOINT"]) == ["ciphergrad-server"]
-    build = " ".join(arg for op, arg in instructions[:last_from] if op in ("ENV", "RUN"))
+    build = " ".join(arg for op, arg in stages["build"] if op in ("ENV", "RUN"))
     assert "PIP_NO_INDEX=1" in build, "the build installs from the wheelhouse only"
 
 
-def test_build_stage_is_labelled_pruned_and_needs_no_torch() -> None:
-    instructions = _instructions((ROOT / "Dockerfile").read_text())
-    last_from = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
-    build = instructions[:last_from]
-    assert ("LABEL", f"{BUILD_STAGE_LABEL}=build") in build, "build-image.sh finds the stage by this label"
+def test_build_stages_are_labelled_pruned_and_the_server_needs_no_torch() -> None:
+    stages = _stages((ROOT / "Dockerfile").read_text())
+    for name in ("build", "client-build"):
+        assert ("LABEL", f"{BUILD_STAGE_LABEL}=build") in stages[name], "build-image.sh finds stages by this label"
+    assert ("LABEL", f"{BUILD_STAGE_LABEL}=runtime") in stages["server"], "superseded images are pruned too"
+    assert ("LABEL", f"{BUILD_STAGE_LABEL}=client") in stages["client"]
     script = (ROOT / "docker" / "build-image.sh").read_text()
-    assert ("LABEL", f"{BUILD_STAGE_LABEL}=runtime") in instructions[last_from:], "superseded images are pruned too"
     assert f"--filter label={BUILD_STAGE_LABEL} " in script
-    smoke = next(arg for op, arg in build if op == "RUN" and "imports ok" in arg)
-    assert "torch" not in smoke.split("-c", 1)[1], "torch is optional; the image's smoke check must not need it"
+    assert "--target server" in script and "--target client" in script
+    smoke = next(arg for op, arg in stages["build"] if op == "RUN" and "imports ok" in arg)
+    assert "torch" not in smoke.split("-c", 1)[1], "the server image has no torch; its smoke check must not need it"
+
+
+def test_client_image_is_the_server_plus_the_twins() -> None:
+    stages = _stages((ROOT / "Dockerfile").read_text())
+    client = dict(stages["client"])
+    assert client["FROM"].split()[0] == "server", "the client image extends the server image"
+    assert json.loads(client["ENTRYPOINT"]) == ["ciphergrad"]
+    smoke = next(arg for op, arg in stages["client-build"] if op == "RUN" and "imports ok" in arg)
+    assert "import torch" in smoke
 
 
 def test_dockerignore_keeps_the_context_small() -> None:
@@ -177,7 +197,8 @@ def test_dockerignore_keeps_the_context_small() -> None:
     ]
     assert lines[0] == "*", ".dockerignore is an allowlist"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
-    assert {"pyproject.toml", "core", "server", "client", "build/wheelhouse"} <= allowed
+    sources = {"pyproject.toml", "core", "server", "client", "wire"}
+    assert sources | {"build/wheelhouse", "build/wheelhouse-torch"} <= allowed
     assert not allowed & {".venv", ".git", "var", "build"}
 
 
@@ -353,7 +374,11 @@ class ComposeProject:
         self.base = [*compose, "--project-directory", str(ROOT), "-p", self.name]
         for f in files:
             self.base += ["-f", str(f)]
-        self.env = compose_env(CIPHERGRAD_IMAGE=image, CIPHERGRAD_PORT=str(self.port))
+        name, _, version = image.partition(":")
+        client_image = f"{name}-client:{version or 'latest'}"  # what docker/build-image.sh tags
+        self.env = compose_env(
+            CIPHERGRAD_IMAGE=image, CIPHERGRAD_CLIENT_IMAGE=client_image, CIPHERGRAD_PORT=str(self.port)
+        )
 
     def __call__(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = _run([*self.base, *args], env=self.env, cwd=ROOT, timeout=timeout)
