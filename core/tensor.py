@@ -7,10 +7,12 @@ checks shapes and remaining levels first and never changes its operands.
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import struct
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -325,20 +327,7 @@ class EncryptedMatrix:
 
     @classmethod
     def from_parts(cls, engine: Engine, header: dict[str, Any], blobs: list[bytes]) -> EncryptedMatrix:
-        if not isinstance(header, dict):
-            raise MalformedInputError(f"EncryptedMatrix header must be a JSON object, got {type(header).__name__}")
-        try:
-            if header.get("format") != _FORMAT:
-                raise MalformedInputError(f"header format {header.get('format')!r} is not {_FORMAT!r}")
-            shape = (int(header["shape"][0]), int(header["shape"][1]))
-            tile = Tile(int(header["tile"][0]), int(header["tile"][1]))
-            pads = (bool(header["zero_padding"][0]), bool(header["zero_padding"][1]))
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise MalformedInputError(f"malformed EncryptedMatrix header: {exc}") from exc
-        if min(shape) < 1:
-            raise ShapeError(f"shape {shape} must have positive dimensions")
-        tile.check(engine.slots)
-        rows, cols = layout.grid(shape, tile)
+        shape, tile, pads, (rows, cols) = _layout(engine, header)
         if len(blobs) != rows * cols:
             raise ShapeError(
                 f"a {shape[0]}x{shape[1]} matrix in {tile.rows}x{tile.cols} tiles needs {rows * cols} "
@@ -357,23 +346,60 @@ class EncryptedMatrix:
 
     @classmethod
     def from_bytes(cls, engine: Engine, data: bytes) -> EncryptedMatrix:
-        view = memoryview(data)
-        try:
-            if bytes(view[:4]) != _MAGIC:
-                raise MalformedInputError("not a serialized EncryptedMatrix (bad magic)")
-            (size,) = struct.unpack_from("<I", view, 4)
-            header = json.loads(bytes(view[8 : 8 + size]))
-            offset, blobs = 8 + size, []
-            while offset < len(view):
-                (length,) = struct.unpack_from("<Q", view, offset)
-                if offset + 8 + length > len(view):
-                    raise MalformedInputError("truncated EncryptedMatrix")
-                blobs.append(bytes(view[offset + 8 : offset + 8 + length]))
-                offset += 8 + length
-        except (struct.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise MalformedInputError(f"malformed EncryptedMatrix bytes: {exc}") from exc
-        return cls.from_parts(engine, header, blobs)
+        header, blobs = _read_flat(io.BytesIO(data))
+        return cls.from_parts(engine, header, list(blobs))
 
+    @classmethod
+    def read_row_blocks(cls, engine: Engine, stream: BinaryIO) -> Iterator[EncryptedMatrix]:
+        """The row blocks (one tile row each, as ``row_block``) of a matrix that ``to_bytes`` wrote to
+        ``stream``, parsed one at a time: a table far larger than memory streams through in O(block)."""
+        header, blobs = _read_flat(stream)
+        shape, tile, pads, (rows, cols) = _layout(engine, header)
+        for i in range(rows):
+            tiles = [[engine.ciphertext_from_bytes(blob) for blob in itertools.islice(blobs, cols)]]
+            if len(tiles[0]) != cols:
+                raise MalformedInputError(f"truncated EncryptedMatrix: row block {i} of {rows} is incomplete")
+            yield cls(engine, tiles, (min(tile.rows, shape[0] - i * tile.rows), shape[1]), tile, pads)
+        if next(blobs, None) is not None:
+            raise ShapeError(f"a {shape[0]}x{shape[1]} matrix in {tile.rows}x{tile.cols} tiles has extra ciphertexts")
+
+
+def _layout(engine: Engine, header: Any) -> tuple[tuple[int, int], Tile, tuple[bool, bool], tuple[int, int]]:
+    """Shape, tile, zero padding and grid of a serialized matrix's header, checked against ``engine``."""
+    if not isinstance(header, dict):
+        raise MalformedInputError(f"EncryptedMatrix header must be a JSON object, got {type(header).__name__}")
+    try:
+        if header.get("format") != _FORMAT:
+            raise MalformedInputError(f"header format {header.get('format')!r} is not {_FORMAT!r}")
+        shape = (int(header["shape"][0]), int(header["shape"][1]))
+        tile = Tile(int(header["tile"][0]), int(header["tile"][1]))
+        pads = (bool(header["zero_padding"][0]), bool(header["zero_padding"][1]))
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise MalformedInputError(f"malformed EncryptedMatrix header: {exc}") from exc
+    if min(shape) < 1:
+        raise ShapeError(f"shape {shape} must have positive dimensions")
+    tile.check(engine.slots)
+    return shape, tile, pads, layout.grid(shape, tile)
+
+
+def _read_flat(stream: BinaryIO) -> tuple[Any, Iterator[bytes]]:
+    """The header of ``to_bytes``' format and an iterator over its ciphertext blobs (read lazily)."""
+    try:
+        if stream.read(4) != _MAGIC:
+            raise MalformedInputError("not a serialized EncryptedMatrix (bad magic)")
+        (size,) = struct.unpack("<I", stream.read(4))
+        header = json.loads(stream.read(size))
+    except (struct.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedInputError(f"malformed EncryptedMatrix bytes: {exc}") from exc
+
+    def blobs() -> Iterator[bytes]:
+        while prefix := stream.read(8):
+            blob = stream.read(struct.unpack("<Q", prefix)[0]) if len(prefix) == 8 else b""
+            if len(prefix) < 8 or len(blob) != struct.unpack("<Q", prefix)[0]:
+                raise MalformedInputError("truncated EncryptedMatrix")
+            yield blob
+
+    return header, blobs()
 
 def hstack(columns: list[EncryptedMatrix]) -> EncryptedMatrix:
     """Side by side, like ``np.hstack``, for column-packed matrices (tile width 1): no homomorphic work."""
