@@ -8,6 +8,7 @@ stopped) pauses there and resumes when a client of the same session attaches aga
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -127,25 +128,26 @@ class StreamRefresh:
         return reply
 
 
-def check_streaming(dataset: DatasetRecord, config: Any) -> None:
-    """What a one-pass solver ("gram", "normal") needs of the stored dataset, checked before the job starts."""
+def streaming_problem(dataset: DatasetRecord, solver: str) -> str | None:
+    """Why the stored dataset cannot feed a one-pass solver ("gram", "normal"), or None if it can."""
     if dataset.shuffle_count:
-        raise invalid(
-            f"solver={config.solver!r} makes one pass over the rows, but dataset {dataset.id} carries "
+        return (
+            f"solver={solver!r} makes one pass over the rows, but dataset {dataset.id} carries "
             f"{dataset.shuffle_count} shuffled copies (for minibatches): upload it without shuffle_orders, "
             "or train with solver='gd'"
         )
     if dataset.level < DATA_LEVELS:
-        raise invalid(
-            f"solver={config.solver!r} needs data with {DATA_LEVELS} levels; dataset {dataset.id} has "
-            f"{dataset.level}: encrypt at the top level of plan({DATA_LEVELS}) or deeper"
+        return (
+            f"solver={solver!r} needs data with {DATA_LEVELS} levels; dataset {dataset.id} has "
+            f"{dataset.level}: encrypt at the top level of plan({DATA_LEVELS}) or deeper, or use solver='gd'"
         )
     _, tile_cols = dataset.layout.tile
     if tile_cols > 1 and dataset.columns >= tile_cols:
-        raise invalid(
-            f"solver={config.solver!r} on row-packed data needs the {dataset.columns} features plus y inside "
-            f"one tile row of width {tile_cols}: upload with packing='columns' (also the faster pass)"
+        return (
+            f"solver={solver!r} on row-packed data needs the {dataset.columns} features plus y inside one tile "
+            f"row of width {tile_cols}: upload with packing='columns' (also the faster pass), or use solver='gd'"
         )
+    return None
 
 
 def _row_blocks(store: Store, dataset: DatasetRecord, engine: Any, link: Link) -> Iterator[tuple[Any, Any]]:
@@ -187,10 +189,16 @@ class JobRunner:
             raise invalid(f"algorithm {_algorithm_name(spec.algorithm)} cannot be trained; use {names}")
         if dataset.layout.features_only:
             raise invalid(f"dataset {dataset.id} has no targets (uploaded features_only); upload X and y to train")
-        config = algorithm.service_config(codec.values_from_struct(spec.hyperparameters, algorithm.config))
+        values = codec.values_from_struct(spec.hyperparameters, algorithm.config)
+        config = algorithm.service_config(values)
         trainer_type = algorithm.trainer_for(config)
         if getattr(trainer_type, "streams_rows", False):
-            check_streaming(dataset, config)
+            problem = streaming_problem(dataset, config.solver)
+            if problem and values.get("solver") is not None:
+                raise invalid(problem)
+            if problem:  # the default solver, not one the user named: data uploaded for gradient descent
+                config = dataclasses.replace(config, solver="gd")
+                trainer_type = algorithm.trainer_for(config)
         epochs_of = getattr(trainer_type, "epochs_of", None)
         now = time.time()
         job = JobRecord(
