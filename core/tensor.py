@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
-import struct
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from core import layout
+from core import flat, layout
 from core.engine import Ciphertext, Engine
 from core.errors import MalformedInputError, ShapeError
 from core.layout import Tile
 
 _FORMAT = "ciphergrad.EncryptedMatrix/1"
-_MAGIC = b"CGEM"
 Grid = list[list[Ciphertext]]
 
 
@@ -338,22 +335,17 @@ class EncryptedMatrix:
         return cls(engine, tiles, shape, tile, pads)
 
     def to_bytes(self) -> bytes:
-        head = json.dumps(self.header()).encode()
-        parts = [_MAGIC, struct.pack("<I", len(head)), head]
-        for blob in self.blobs():
-            parts += [struct.pack("<Q", len(blob)), blob]
-        return b"".join(parts)
+        return b"".join(flat.pieces(self.header(), self.blobs()))
 
     @classmethod
     def from_bytes(cls, engine: Engine, data: bytes) -> EncryptedMatrix:
-        header, blobs = _read_flat(io.BytesIO(data))
+        header, blobs = flat.read(io.BytesIO(data))
         return cls.from_parts(engine, header, list(blobs))
 
     @classmethod
     def read_row_blocks(cls, engine: Engine, stream: BinaryIO) -> Iterator[EncryptedMatrix]:
-        """The row blocks (one tile row each, as ``row_block``) of a matrix that ``to_bytes`` wrote to
-        ``stream``, parsed one at a time: a table far larger than memory streams through in O(block)."""
-        header, blobs = _read_flat(stream)
+        """The row blocks (``row_block``) of a matrix ``to_bytes`` wrote to ``stream``, parsed one at a time."""
+        header, blobs = flat.read(stream)
         shape, tile, pads, (rows, cols) = _layout(engine, header)
         for i in range(rows):
             tiles = [[engine.ciphertext_from_bytes(blob) for blob in itertools.islice(blobs, cols)]]
@@ -381,25 +373,6 @@ def _layout(engine: Engine, header: Any) -> tuple[tuple[int, int], Tile, tuple[b
     tile.check(engine.slots)
     return shape, tile, pads, layout.grid(shape, tile)
 
-
-def _read_flat(stream: BinaryIO) -> tuple[Any, Iterator[bytes]]:
-    """The header of ``to_bytes``' format and an iterator over its ciphertext blobs (read lazily)."""
-    try:
-        if stream.read(4) != _MAGIC:
-            raise MalformedInputError("not a serialized EncryptedMatrix (bad magic)")
-        (size,) = struct.unpack("<I", stream.read(4))
-        header = json.loads(stream.read(size))
-    except (struct.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedInputError(f"malformed EncryptedMatrix bytes: {exc}") from exc
-
-    def blobs() -> Iterator[bytes]:
-        while prefix := stream.read(8):
-            blob = stream.read(struct.unpack("<Q", prefix)[0]) if len(prefix) == 8 else b""
-            if len(prefix) < 8 or len(blob) != struct.unpack("<Q", prefix)[0]:
-                raise MalformedInputError("truncated EncryptedMatrix")
-            yield blob
-
-    return header, blobs()
 
 def hstack(columns: list[EncryptedMatrix]) -> EncryptedMatrix:
     """Side by side, like ``np.hstack``, for column-packed matrices (tile width 1): no homomorphic work."""
