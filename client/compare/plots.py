@@ -113,14 +113,16 @@ def scaling(sweep: dict[str, Any], out: Path) -> str:
             if slopes[key] is None:
                 continue
             ax.loglog([run["rows"] for run in runs], [run[key] for run in runs], style, label=solver)
-            titles.append(f"{solver} {slopes[key]:.2f}")
+            titles.append(f"{solver} {round(slopes[key], 2) + 0.0:.2f}")  # + 0.0: no "-0.00"
         if not titles:
             ax.text(0.5, 0.5, "not measured\n(--server)", ha="center", va="center", transform=ax.transAxes)
             continue
         ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
         ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-        ax.set_title("fitted slope: " + ", ".join(titles), fontsize=9)
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:,.0f}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_title("slope " + ", ".join(titles), fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Encrypted linear regression through the server: scaling in rows (log-log)", fontsize=10)
