@@ -2,7 +2,8 @@
 line in ``ALGORITHMS``. The wire enum, the server's job runner, the SDK, the estimators and the CLI read it.
 
 Each entry names its config dataclass, the trainer class for a config (``trainer_for``: an algorithm may
-offer several solvers), the plaintext twin (torch, imported only when called), how decrypted weights become
+offer several solvers, each with its twin, ``twin_for``, and the service picks one when a job names none,
+``service_config``), the plaintext twin (torch, imported only when called), how decrypted weights become
 coefficients, the row orders of its encrypted shuffles and the levels one step needs between refreshes
 (what ``default_parameters`` plans for). Trainers report their own model metadata (``metadata()``).
 """

@@ -8,7 +8,9 @@ epoch (``core.refresh``). The loss ``w^T G w - 2 b^T w + y^T y / n`` of the epoc
 no refresh: the refreshed weights give ``g`` back at a fresh level and
 ``w' . (g - lr [b, y^T y / n]) - lr l2 |w|^2 = lr * loss``: one or two products and ``log2 p`` rotations.
 The weights carry ``w' = [w, -1]`` (period ``p``, one ciphertext); ``weights`` shows the model's ``d``.
-Checkpoints hold the statistics, so a resume never repeats the pass.
+Checkpoints hold the statistics, so a resume never repeats the pass (``fixed_state`` is that part, which a
+job runner writes once). ``NormalSolver`` (``solver='normal'``) has the same runner interface with one
+round trip to the key holder instead of epochs; ``fit_torch_normal`` is its twin.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ The trainer (core) masks a ciphertext before calling its refresh callable; ours 
 ciphertext down the attached stream and blocks until the client's fresh encryption comes back. After
 every epoch the trainer's state is checkpointed, so a job whose client goes away (or whose server is
 stopped) pauses there and resumes when a client of the same session attaches again.
+
+A one-pass trainer (``streams_rows``: the "gram" and "normal" solvers) never loads the dataset: its row
+blocks stream from disk into ``core.gram.accumulate``, and the statistics (``fixed_state``) are written once
+beside the checkpoint, so a resumed job skips the pass and per-epoch checkpoints hold only the weights.
 """
 
 from __future__ import annotations
