@@ -1,47 +1,45 @@
-"""Issue 8: least squares on a million encrypted rows in minutes, with the Gram solver (core.gram).
+"""Issue 8: least squares on a million encrypted rows in minutes, through a real server (solver "gram").
 
 Seeded synthetic data from a known linear model (10 correlated features, Gaussian noise). The key holder
-standardizes the features (core.conditioning), encrypts column-packed row blocks (``Tile(slots, 1)``: one
-ciphertext per column per 4,096 rows, the packing core.gram measures fastest) and sends their bytes. The
-computing party, with the public context only, deserializes one block at a time, adds its products to the
-running Gram sums and drops it, so neither side ever holds more than a block of ciphertexts. It then
-finalizes X^T X / n and X^T y / n and trains to convergence (heavy-ball, one masked refresh per epoch);
-the key holder decrypts and maps the weights back to the original features.
+(this process, the SDK) standardizes the features (core.conditioning) and uploads them column-packed over
+gRPC to a ciphergrad server started as a child process (``client.local_server_process``), encrypting and
+sending one tile row of 4,096 rows at a time. The server checks the upload block by block, then the job
+runner streams the stored row blocks from disk into ``core.gram.accumulate``, finalizes X^T X / n and
+X^T y / n and trains to convergence (heavy-ball, one masked refresh per epoch over the Train stream); the
+key holder decrypts the model and maps it back to the original features.
 
-Phase 1: ``transport`` is a bytes round trip inside this process, standing in for the gRPC upload (phase 2
-swaps in a real server); ``upload_s`` / ``upload_mb`` measure those bytes and their deserialization, and
-``server_peak_rss_mb`` is this whole process's peak (key holder and computing party, an upper bound on the
-server's) up to the end of training; ``process_peak_rss_mb`` includes the per-row contrast.
-``epoch_s_gd_100k`` is one per-row gradient-descent epoch (core.linear, row packing) on the first 100,000
-rows (or all, if fewer), in the same run, for contrast.
+Figures: ``encrypt_s`` is the key holder's time inside ``encrypt`` during the upload; ``upload_s`` the
+wall time of the whole upload call (encryption overlaps with sending and the server's checks), and
+``upload_mb`` the bytes sent; ``gram_s`` runs from the Train call to the start of the first epoch (the
+server's pass over the blocks on disk and the finalization); ``train_s`` the epochs after that, refresh
+round trips included; ``total_s`` session (keys) to decrypted model. ``server_peak_rss_mb`` is the
+server process's VmHWM (/proc/PID/status) after training, before the per-row contrast
+(``epoch_s_gd_100k``: one per-row gradient-descent epoch, solver "gd", on the first 100,000 rows uploaded
+row-packed to the same server, which holds them in memory).
 
-    .venv/bin/python benchmarks/million.py [--rows 1000000] [--epochs 30] [--packing columns] [--json]
+    .venv/bin/python benchmarks/million.py [--rows 1000000] [--epochs 30] [--skip-gd] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import Engine, KeyHolder, gram
+from client.local import local_server_process
+from client.sdk import Client, default_parameters, training_layout
 from core.compare import r2_score
 from core.conditioning import Standardizer
 from core.data import with_intercept
-from core.gram_training import GramTrainer
-from core.layout import Tile, choose_tile, rotation_steps
-from core.linear import LinearRegressionConfig, LinearTrainer
-from core.params import plan
-from core.tensor import EncryptedMatrix
+from core.layout import choose_tile, rotation_steps
+from core.linear import LinearRegressionConfig
 
 FEATURES = 10
 GD_ROWS = 100_000
@@ -57,59 +55,35 @@ def synthetic(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return X, y, np.r_[3.0, w]
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
 
 
-def transport(payload: bytes) -> bytes:
-    """Key holder -> computing party. Phase 1: the bytes themselves (a copy, as a socket would deliver)."""
-    return bytes(payload)
+class EncryptTimer:
+    """Adds up the key holder's time inside ``encrypt`` (the upload interleaves it with sending)."""
 
+    def __init__(self, holder) -> None:
+        self.seconds, self._encrypt = 0.0, holder.encrypt
+        holder.encrypt = self
 
-def encrypted_blocks(holder: KeyHolder, X: np.ndarray, y: np.ndarray, tile: Tile,
-                     timings: dict[str, float]) -> Iterator[tuple[bytes, bytes]]:
-    """The key holder's side of the upload: one row block at a time, serialized."""
-    for begin in range(0, len(X), tile.rows):
+    def __call__(self, *args, **kwargs):
         start = time.perf_counter()
-        block = (holder.encrypt(X[begin : begin + tile.rows], tile=tile).to_bytes(),
-                 holder.encrypt(y[begin : begin + tile.rows], tile=tile).to_bytes())
-        timings["encrypt_s"] += time.perf_counter() - start
-        yield block
+        try:
+            return self._encrypt(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
 
 
-def received_blocks(engine: Engine, blocks: Iterator[tuple[bytes, bytes]], send: Callable[[bytes], bytes],
-                    timings: dict[str, float]) -> Iterator[tuple[EncryptedMatrix, EncryptedMatrix]]:
-    """The computing party's side: what arrives, deserialized, one block at a time."""
-    for X_bytes, y_bytes in blocks:
-        start = time.perf_counter()
-        X_arrived, y_arrived = send(X_bytes), send(y_bytes)
-        timings["upload_bytes"] += len(X_arrived) + len(y_arrived)
-        block = EncryptedMatrix.from_bytes(engine, X_arrived), EncryptedMatrix.from_bytes(engine, y_arrived)
-        timings["upload_s"] += time.perf_counter() - start
-        yield block
-
-
-def timed_accumulation(engine: Engine, blocks, timings: dict[str, float]) -> gram.GramPartial:
-    partial, iterator = None, iter(blocks)
-    while True:
-        block = next(iterator, None)  # deserialization is timed by received_blocks, not here
-        if block is None:
-            break
-        start = time.perf_counter()
-        part = gram.accumulate(engine, [block])
-        partial = part if partial is None else partial + part
-        timings["gram_s"] += time.perf_counter() - start
-    assert partial is not None
-    return partial
-
-
-def per_row_epoch(holder: KeyHolder, engine: Engine, X: np.ndarray, y: np.ndarray, refresh) -> float:
-    """One full-batch epoch of per-row gradient descent (core.linear) on these rows, row-packed."""
-    tile = choose_tile(X.shape, engine.slots, "rows")
-    Xe = EncryptedMatrix.from_bytes(engine, holder.encrypt(X, tile=tile).to_bytes())
-    ye = EncryptedMatrix.from_bytes(engine, holder.encrypt(y, tile=tile).to_bytes())
-    trainer = LinearTrainer(engine, Xe, ye, LinearRegressionConfig(learning_rate=0.5, epochs=1), refresh)
-    return trainer.run_epoch().seconds
+def per_row_epoch(client: Client, X: np.ndarray, y: np.ndarray) -> float:
+    """The server's time for one full-batch per-row gradient-descent epoch ("gd", row-packed) on these rows."""
+    tile = choose_tile(X.shape, client.key_holder.params.slots, "rows")
+    dataset = client.upload(X, y, tile=tile)
+    run = client.train(dataset.dataset_id, LinearRegressionConfig(learning_rate=0.5, epochs=1, solver="gd"))
+    return run.epoch_seconds[0]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -120,89 +94,77 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--momentum", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-gd", action="store_true", help="leave out the per-row contrast epoch")
-    parser.add_argument("--packing", choices=("columns", "rows"), default="columns",
-                        help="upload layout: columns (Tile(slots, 1), the fast one) or rows (256 x 16, as for 'gd')")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
 
     X, y, _ = synthetic(args.rows, args.seed)
-    params = plan(3, slots=1)
-    tile = Tile(params.slots, 1) if args.packing == "columns" else choose_tile((args.rows, FEATURES + 1), params.slots)
-    period = gram.weight_period(FEATURES + 1, tile)
-    steps = set(gram.rotation_steps(period, params.slots)) | set(rotation_steps(Tile(params.slots // 16, 16)))
-    holder = KeyHolder(params, rotations=steps)
-    engine = Engine.from_public_context(transport(holder.public_context()))
-
-    def refresh(matrix: EncryptedMatrix) -> EncryptedMatrix:
-        answer = holder.refresh(EncryptedMatrix.from_bytes(holder.engine, transport(matrix.to_bytes())))
-        return EncryptedMatrix.from_bytes(engine, transport(answer.to_bytes()))
-
-    timings = dict.fromkeys(("encrypt_s", "upload_s", "upload_bytes", "gram_s"), 0.0)
-    start = time.perf_counter()
-    scaler = Standardizer.fit(X)  # key holder, plaintext
-    Xs = with_intercept(scaler.transform(X))
-    blocks = encrypted_blocks(holder, Xs, y, tile, timings)
-    partial = timed_accumulation(engine, received_blocks(engine, blocks, transport, timings), timings)
-    tick = time.perf_counter()
     config = LinearRegressionConfig(learning_rate=args.learning_rate, momentum=args.momentum, epochs=args.epochs,
                                     init="zeros", solver="gram")
-    trainer = GramTrainer.from_partial(engine, partial, config, refresh)
-    finalize_s = time.perf_counter() - tick
-    timings["gram_s"] += finalize_s
-    tick = time.perf_counter()
-    epoch_seconds, losses = [], []
-    while not trainer.done:
-        result = trainer.run_epoch()
-        epoch_seconds.append(result.seconds)
-        losses.append(float(holder.decrypt(result.loss)[0, 0]) * result.loss_scale)
-    weights = holder.decrypt(trainer.weights).reshape(-1)
-    train_s = time.perf_counter() - tick
-    total_s = time.perf_counter() - start
-    gram_peak_mb = peak_rss_mb()  # before the per-row contrast, which holds all its 100k rows at once
+    params = default_parameters("linear")
+    with local_server_process() as server, Client(server.address) as client:
+        start = time.perf_counter()
+        scaler = Standardizer.fit(X)  # key holder, plaintext
+        Xs = with_intercept(scaler.transform(X))
+        tile, rotations = training_layout(Xs.shape, params.slots, config)
+        # The row-packed contrast epoch uses the same session: add its tile's steps.
+        extra = rotations + rotation_steps(choose_tile((GD_ROWS, Xs.shape[1]), params.slots, "rows"))
+        client.create_session(params, tiles=[tile], rotations=extra)
+        encrypt = EncryptTimer(client.key_holder)
+        tick = time.perf_counter()
+        dataset = client.upload(Xs, y, tile=tile)
+        upload_s = time.perf_counter() - tick
+        encrypt_s, upload_bytes = encrypt.seconds, client.transfer.sent.get("data upload", 0)
+        epoch_ended: list[float] = []
+        tick = time.perf_counter()
+        run = client.train(dataset.dataset_id, config, on_epoch=lambda epoch, loss: epoch_ended.append(
+            time.perf_counter()))
+        train_wall = time.perf_counter() - tick
+        weights = client.weights(run.model)
+        total_s = time.perf_counter() - start
+        gram_s = epoch_ended[0] - tick - run.epoch_seconds[0]
+        server_peak = peak_rss_mb(server.pid)
+        gd_rows = min(GD_ROWS, args.rows)
+        gd_epoch = None if args.skip_gd else per_row_epoch(client, Xs[:gd_rows], y[:gd_rows])
+        client.delete_session()
+
     intercept, coef = scaler.original_weights(weights[0], weights[1:])
     Xi = with_intercept(X)
     least_squares = np.linalg.lstsq(Xi, y, rcond=None)[0]
-    gd_rows = min(GD_ROWS, args.rows)
-    gd_epoch = None if args.skip_gd else per_row_epoch(holder, engine, Xs[:gd_rows], y[:gd_rows], refresh)
-
     figures = {
         "rows": args.rows,
         "features": FEATURES,
-        "packing": args.packing,
-        "encrypt_s": round(timings["encrypt_s"], 2),
-        "upload_s": round(timings["upload_s"], 2),
-        "upload_mb": round(timings["upload_bytes"] / 1e6, 1),
-        "gram_s": round(timings["gram_s"], 2),
-        "gram_finalize_s": round(finalize_s, 2),  # included in gram_s: independent of the rows
-        "train_s": round(train_s, 2),
+        "encrypt_s": round(encrypt_s, 2),
+        "upload_s": round(upload_s, 2),
+        "upload_mb": round(upload_bytes / 1e6, 1),
+        "gram_s": round(gram_s, 2),
+        "train_s": round(train_wall - gram_s, 2),
         "total_s": round(total_s, 2),
         "r2_encrypted": r2_score(Xi, y, np.r_[intercept, coef]),
         "r2_least_squares": r2_score(Xi, y, least_squares),
         "epochs": args.epochs,
-        "epoch_s_gram": statistics.median(epoch_seconds),
+        "epoch_s_gram": statistics.median(run.epoch_seconds),
         "epoch_s_gd_100k": gd_epoch,
         "gd_rows": gd_rows,
-        "server_peak_rss_mb": round(gram_peak_mb, 1),
-        "process_peak_rss_mb": round(peak_rss_mb(), 1),
-        "final_mse_encrypted": losses[-1],
+        "server_peak_rss_mb": round(server_peak, 1),
+        "final_mse_encrypted": run.losses[-1],
         "max_abs_weight_diff_vs_least_squares": float(np.max(np.abs(np.r_[intercept, coef] - least_squares))),
-        "refreshes": trainer.counts.refreshes,
-        "transport": "in-process bytes (phase 1)",
+        "refreshes": run.refreshes,
+        "transport": "gRPC over loopback to a child server process",
         "config": config.to_dict(),
         "params": params.summary(),
     }
     figures["r2_gap"] = abs(figures["r2_encrypted"] - figures["r2_least_squares"])
     print(
-        f"{args.rows:,} rows x {FEATURES} features: encrypt {figures['encrypt_s']:.1f} s, upload "
-        f"{figures['upload_mb']:,.0f} MB in {figures['upload_s']:.1f} s, Gram pass {figures['gram_s']:.1f} s, "
-        f"{args.epochs} epochs {train_s:.1f} s ({figures['epoch_s_gram'] * 1e3:.0f} ms each"
+        f"{args.rows:,} rows x {FEATURES} features: upload {figures['upload_mb']:,.0f} MB in {upload_s:.1f} s "
+        f"(encrypting {encrypt_s:.1f} s of it), Gram pass {gram_s:.1f} s, {args.epochs} epochs "
+        f"{figures['train_s']:.1f} s ({figures['epoch_s_gram'] * 1e3:.0f} ms each"
         + (f"; a per-row epoch on {gd_rows:,} rows: {gd_epoch:.2f} s" if gd_epoch else "")
         + f"), total {total_s:.1f} s",
         file=sys.stderr,
     )
     print(
         f"R2 encrypted {figures['r2_encrypted']:.6f} vs least squares {figures['r2_least_squares']:.6f} "
-        f"(gap {figures['r2_gap']:.1e}); peak RSS {figures['server_peak_rss_mb']:,.0f} MB (both parties, Gram path)",
+        f"(gap {figures['r2_gap']:.1e}); server peak RSS {server_peak:,.0f} MiB",
         file=sys.stderr,
     )
     if args.json:

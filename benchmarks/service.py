@@ -73,6 +73,7 @@ def training(repeats: int, epochs: int) -> dict:
                 learning_rate=config.learning_rate,
                 epochs=config.epochs,
                 seed=config.seed,
+                solver=config.solver,  # "gd": the same trainer as in process
                 progress=False,
             ).fit(data.X, data.y)
             report = model.report_

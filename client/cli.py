@@ -20,16 +20,22 @@ import numpy as np
 from client.estimator import EncryptedLinearRegression
 from client.local import local_server
 from client.table import BAD_CELL_CHOICES, BadCells, TableError, csv_columns, read_csv, text_columns
-from core import algorithms
+from core import algorithms, linear
 from core.conditioning import Standardizer
 from core.data import with_intercept
+from core.errors import ParameterError
 
 # Command-specific defaults and help for some hyperparameters; every field of the config becomes a flag.
 _FLAG_HELP = {
     "learning_rate": "default: 1/largest eigenvalue of X^T X / n",
     "batch_size": "power-of-two minibatch (default: full batch)",
     "init": "initial weights: normal (N(0, 1) from --seed) or zeros",
+    "solver": "gd (per-row gradient descent), gram (encrypted X^T X, the default without --batch-size) or normal "
+    "(this process solves the decrypted X^T X / n once)",
 }
+# Where the CLI's default is not the config's: no --solver means the service's choice (gram, or gd for minibatches).
+_FLAG_DEFAULTS: dict[str, Any] = {"solver": None}
+_FLAG_CHOICES = {"solver": linear.SOLVERS}
 
 
 def _add_training_flags(parser: argparse.ArgumentParser, **defaults: Any) -> None:
@@ -40,11 +46,13 @@ def _add_training_flags(parser: argparse.ArgumentParser, **defaults: Any) -> Non
     for spec in dataclasses.fields(entry.config):
         if spec.name == "intercept_column":
             continue  # the CLI always fits an intercept
-        default = defaults.get(spec.name, spec.default)
+        default = defaults.get(spec.name, _FLAG_DEFAULTS.get(spec.name, spec.default))
         kind = str(spec.type)
         flag = "--" + spec.name.replace("_", "-")
         parse = str if "str" in kind else int if "int" in kind and "float" not in kind else float
-        parser.add_argument(flag, type=parse, default=default, help=_FLAG_HELP.get(spec.name))
+        parser.add_argument(
+            flag, type=parse, default=default, choices=_FLAG_CHOICES.get(spec.name), help=_FLAG_HELP.get(spec.name)
+        )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -114,7 +122,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     intercept, coef = scaler.original_weights(model.intercept_, model.coef_)
     intercept, coef = y_low[0] + y_span[0] * intercept, y_span[0] * coef
     print(f"trained on {len(X)} rows x {len(features)} features through {args.server or 'a local server'}")
-    print(f"final training MSE (scaled): {model.history_[-1]:.6g}   R^2: {model.score(Xs, ys[:, 0]):.4f}")
+    # The normal solver has no epochs, so no training loss to show.
+    mse = f"final training MSE (scaled): {model.history_[-1]:.6g}   " if model.history_ else ""
+    print(f"solver {model.config().solver}; {mse}R^2: {model.score(Xs, ys[:, 0]):.4f}")
     print(f"{'feature':>24} {'coefficient':>16}")
     print(f"{'(intercept)':>24} {intercept:>16.6g}")
     for name, value in zip(features, coef, strict=True):
@@ -213,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=cmd_train)
     demo = commands.add_parser("demo", help="Ames: encrypted training through a server vs the torch twin")
     # The original write-up's setup: plain gradient descent, learning rate 0.5, N(0, 1) initial weights.
-    _add_training_flags(demo, epochs=50, learning_rate=0.5, momentum=0.0, init="normal")
+    _add_training_flags(demo, epochs=50, learning_rate=0.5, momentum=0.0, init="normal", solver="gd")
     demo.set_defaults(handler=cmd_demo)
     commands.add_parser(  # listed in --help; main() hands its arguments to client.compare
         "compare",
@@ -230,8 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (TableError, OSError) as exc:
-        # A newcomer's mistake (a wrong path, a messy table) deserves one line, not a traceback.
+    except (TableError, OSError, ParameterError) as exc:
+        # A newcomer's mistake (a wrong path, a messy table, hyperparameters that do not fit together)
+        # deserves one line, not a traceback.
         print(f"ciphergrad: error: {exc}", file=sys.stderr)
         return 2
     except grpc.RpcError as exc:

@@ -3,13 +3,15 @@ nearest-neighbour reference set)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from client.session import Connection, as_matrix
-from core.layout import Tile, choose_tile
+from core import flat
+from core.layout import Tile, choose_tile, grid
 from wire import chunks
 from wire.proto_gen.ciphergrad.v1 import dataset_service_pb2, types_pb2
 
@@ -52,14 +54,11 @@ class DatasetCalls(Connection):
         if features_only:
             if len(shuffle_orders):
                 raise ValueError("shuffle_orders need targets: pass y")
-            blobs = [holder.encrypt(X, tile=tile).to_bytes()]
+            blobs = [self._encrypted_pieces(X, tile)]
         else:
             y = as_matrix(y)
             pairs = [(X, y)] + [(X[order], y[order]) for order in shuffle_orders]
-            blobs = []
-            for Xs, ys in pairs:
-                blobs.append(holder.encrypt(Xs, tile=tile).to_bytes())
-                blobs.append(holder.encrypt(ys, tile=tile).to_bytes())
+            blobs = [self._encrypted_pieces(m, tile) for Xs, ys in pairs for m in (Xs, ys)]
         manifest = dataset_service_pb2.DatasetManifest(
             display_name=display_name,
             column_names=list(column_names),
@@ -69,22 +68,41 @@ class DatasetCalls(Connection):
         )
         return self._upload(manifest, blobs, "data upload", progress)
 
+    def _encrypted_pieces(self, array: np.ndarray, tile: Tile) -> Iterator[bytes]:
+        """``encrypt(array).to_bytes()`` made one tile row at a time, as it is sent: memory for one row block
+        of ciphertexts, whatever the number of rows."""
+        holder = self._holder()
+        starts = range(0, len(array), tile.rows) if len(array) > 1 else [0]
+        blocks = (holder.encrypt(array[start : start + tile.rows], tile=tile) for start in starts)
+        first = next(blocks)
+        header = {**first.header(), "shape": list(array.shape), "grid": list(grid(array.shape, tile))}
+        yield from flat.pieces(header, itertools.chain(first.blobs(), (b for block in blocks for b in block.blobs())))
+
     def _upload(
         self,
         manifest: dataset_service_pb2.DatasetManifest,
-        blobs: list[bytes],
+        blobs: list[bytes] | list[Iterator[bytes]],
         what: str,
         progress: Callable[[int], None] | None = None,
     ) -> dataset_service_pb2.Dataset:
-        """One UploadDataset call: the manifest (its total size filled in here), then the blobs' chunks."""
-        manifest.total_size_bytes = sum(len(blob) for blob in blobs)
+        """One UploadDataset call: the manifest, then the blobs' chunks. Encrypted as they go (pieces), their
+        total size is unknown up front (0): the server's limit then applies as the chunks arrive."""
+        if all(isinstance(blob, bytes) for blob in blobs):
+            manifest.total_size_bytes = sum(len(blob) for blob in blobs)  # type: ignore[arg-type]
+        sent = 0
+
+        def count(size: int) -> None:
+            nonlocal sent
+            sent += size
+            if progress is not None:
+                progress(size)
 
         def requests() -> Iterator[dataset_service_pb2.UploadDatasetRequest]:
             yield dataset_service_pb2.UploadDatasetRequest(manifest=manifest)
-            yield from chunks.send(dataset_service_pb2.UploadDatasetRequest, "chunk", blobs, progress)
+            yield from chunks.send(dataset_service_pb2.UploadDatasetRequest, "chunk", blobs, count)
 
         response = self.datasets.UploadDataset(requests(), metadata=self.metadata)
-        self.transfer.add("sent", what, manifest.total_size_bytes)
+        self.transfer.add("sent", what, sent)
         return response.dataset
 
     def list_datasets(self) -> list[dataset_service_pb2.Dataset]:

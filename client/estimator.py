@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm import tqdm
 
 from client.local import local_server
-from client.sdk import Client, default_parameters
+from client.sdk import Client, default_parameters, training_layout
 from core import algorithms
 from core.data import with_intercept
 from core.layout import choose_tile
@@ -36,6 +36,9 @@ from core.params import CKKSParameters
 
 # Estimator parameters beyond the algorithm's hyperparameters, with their defaults.
 _CONNECTION = {"server": None, "tls": False, "shuffles": 4, "fit_intercept": True, "params": None, "progress": None}
+# Hyperparameters whose estimator default differs from the config's: solver None is the service's choice
+# (core.algorithms.Algorithm.default_solver: "gram" for full batch, "gd" with batch_size).
+_SERVICE_DEFAULTS = {"solver": None}
 
 
 def _init_for(algorithm: algorithms.Algorithm) -> Callable[..., None]:
@@ -44,7 +47,10 @@ def _init_for(algorithm: algorithms.Algorithm) -> Callable[..., None]:
     names = [f for f in dataclasses.fields(algorithm.config) if f.name != "intercept_column"]
     parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     parameters += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in _CONNECTION.items()]
-    parameters += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default) for f in names]
+    parameters += [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_SERVICE_DEFAULTS.get(f.name, f.default))
+        for f in names
+    ]
     signature = inspect.Signature(parameters)
 
     def __init__(self: Any, **params: Any) -> None:
@@ -72,7 +78,7 @@ class _EncryptedGradientDescent(BaseEstimator):
         """The core config of this estimator's hyperparameters (validates them)."""
         entry = algorithms.get(self.algorithm)
         values = {name: getattr(self, name) for name in entry.config_fields() if name != "intercept_column"}
-        return entry.config(**values, intercept_column=0 if self.fit_intercept else None)
+        return entry.service_config({**values, "intercept_column": 0 if self.fit_intercept else None})
 
     def shuffle_orders(self, rows: int) -> list[np.ndarray]:
         """Row orders of the encrypted copies minibatch training visits (the torch twin needs them too)."""
@@ -98,11 +104,11 @@ class _EncryptedGradientDescent(BaseEstimator):
 
     def _fit(self, address: str, X: np.ndarray, y: np.ndarray, config: Any) -> Any:
         params = self.params or default_parameters(self.algorithm)
-        tile = choose_tile(X.shape, params.slots, "rows", block_rows=config.batch_size)
+        tile, rotations = training_layout(X.shape, params.slots, config)
         timings: dict[str, float] = {}
         tick = time.perf_counter()
         with Client(address, tls=self.tls) as client:
-            session = client.create_session(params, tiles=[tile], display_name=type(self).__name__)
+            session = client.create_session(params, tiles=[tile], rotations=rotations, display_name=type(self).__name__)
             timings["session_seconds"] = time.perf_counter() - tick
             tick = time.perf_counter()
             with _bar(self.progress, desc="upload", unit="B", unit_scale=True) as bar:
@@ -151,7 +157,11 @@ class EncryptedLinearRegression(RegressorMixin, _EncryptedGradientDescent):
     Parameters: ``server`` (``HOST:PORT``; None starts a local one), ``tls``, ``shuffles`` (encrypted row
     orders for minibatches), ``fit_intercept``, ``params`` (CKKS parameters; None: the planner's), ``progress``,
     and the fields of ``core.linear.LinearRegressionConfig`` (learning_rate, epochs, l2, batch_size, momentum,
-    seed, init, ...). Keep features and target roughly in [-1, 1] (or standardized): CKKS holds a bounded range.
+    seed, init, solver, ...). ``solver``: "gram" (the default without ``batch_size``: one encrypted pass to
+    ``X^T X / n`` and ``X^T y / n``, then epochs that cost the same for any number of rows; uploads column-
+    packed), "normal" (one round trip: this process decrypts those aggregates and solves exactly) or "gd"
+    (per-row gradient descent, the default with ``batch_size``). Keep features and target roughly in [-1, 1]
+    (or standardized): CKKS holds a bounded range.
 
     After ``fit``: ``coef_``, ``intercept_``, ``n_features_in_``, ``history_`` (decrypted loss per epoch) and
     ``report_`` (timings, bytes moved, refreshes, HE operation counts). ``score`` is R², as in scikit-learn.

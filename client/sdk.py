@@ -14,7 +14,7 @@ from __future__ import annotations
 from client.compute import ComputeCalls
 from client.models import ModelCalls
 from client.session import Transfer, default_parameters
-from client.training import JobState, TrainingCalls, TrainingRun
+from client.training import JobState, TrainingCalls, TrainingRun, training_layout
 from core.layout import rotation_steps
 
 
@@ -23,4 +23,6 @@ class Client(TrainingCalls, ModelCalls, ComputeCalls):
     (``tls`` as for ``client.session.Connection``); the methods come from the service parts."""
 
 
-__all__ = ["Client", "JobState", "TrainingRun", "Transfer", "default_parameters", "rotation_steps"]
+__all__ = [
+    "Client", "JobState", "TrainingRun", "Transfer", "default_parameters", "rotation_steps", "training_layout",
+]

@@ -117,19 +117,21 @@ class Connection:
         *,
         key_holder: KeyHolder | None = None,
         tiles: Sequence[Tile] = (),
+        rotations: Sequence[int] = (),
         display_name: str = "",
         progress: Callable[[int], None] | None = None,
     ) -> session_service_pb2.Session:
         """Make keys (planner defaults unless ``params``) and register their public half.
 
-        ``tiles``: the layouts you will encrypt with; only their rotation keys are generated, which keeps
-        the context small. Without tiles every power-of-two rotation key is made.
+        ``tiles``: the layouts you will encrypt with; only their rotation keys are generated, plus the steps
+        in ``rotations`` (``training_layout`` gives both for a training config), which keeps the context
+        small. Without tiles every power-of-two rotation key is made.
         """
         if key_holder is None:
             if isinstance(params, dict):
                 params = CKKSParameters.from_dict(params)
             params = params or default_parameters()
-            key_holder = KeyHolder.for_tiles(params, tiles) if tiles else KeyHolder(params)
+            key_holder = KeyHolder.for_tiles(params, tiles, rotations) if tiles else KeyHolder(params)
         context = key_holder.public_context()
 
         def requests() -> Iterator[session_service_pb2.CreateSessionRequest]:

@@ -13,12 +13,26 @@ import numpy as np
 
 from client.session import Connection
 from core import algorithms
+from core.gram import GramStatistics, rotation_steps, solve_normal, weight_period
+from core.layout import Tile, choose_tile
 from core.linear import LinearRegressionConfig
 from core.logistic import LogisticRegressionConfig
 from wire import codec
 from wire.proto_gen.ciphergrad.v1 import training_service_pb2
 
 JobState = training_service_pb2.JobState
+# Solvers that make one pass over the whole table (core.gram): column packing, no minibatches or shuffles.
+ONE_PASS_SOLVERS = ("gram", "normal")
+
+
+def training_layout(shape: tuple[int, int], slots: int, config: Any) -> tuple[Tile, list[int]]:
+    """The tile to upload ``(X, y)`` with for ``config`` and the extra rotation steps its training needs
+    (for ``create_session(tiles=[tile], rotations=steps)``): column packing for the one-pass solvers (a
+    12x faster pass, no rotation) with the Gram trainer's steps, row packing for gradient descent."""
+    if getattr(config, "solver", "gd") in ONE_PASS_SOLVERS:
+        tile = choose_tile(shape, slots, "columns")
+        return tile, rotation_steps(weight_period(shape[1], tile), slots)
+    return choose_tile(shape, slots, "rows", block_rows=getattr(config, "batch_size", None)), []
 
 
 @dataclass
@@ -100,6 +114,11 @@ class TrainingCalls(Connection):
                     outbox.put(training_service_pb2.TrainRequest(refresh_reply=reply))
                     run.refreshes += 1
                     run.refresh_seconds += time.perf_counter() - tick
+                elif kind == "normal_system":
+                    tick = time.perf_counter()
+                    solution = self._solve_normal(response.normal_system)
+                    outbox.put(training_service_pb2.TrainRequest(normal_solution=solution))
+                    run.refresh_seconds += time.perf_counter() - tick
                 elif kind == "result":
                     run.job, run.model = response.result.job, response.result.model
                     self.transfer.add("received", "model", response.result.model.ByteSize())
@@ -121,6 +140,19 @@ class TrainingCalls(Connection):
         self.transfer.add("received", "refreshes", request.ByteSize())
         self.transfer.add("sent", "refreshes", fresh.ByteSize())
         return training_service_pb2.RefreshReply(refresh_id=request.refresh_id, refreshed=fresh)
+
+    def _solve_normal(self, request: training_service_pb2.NormalSystemRequest) -> training_service_pb2.NormalSolution:
+        """solver='normal': decrypt the aggregates, solve, answer with a FRESH encryption (never a plaintext)."""
+        holder = self._holder()
+        system = GramStatistics(
+            self._matrix(request.gram_diagonals), self._matrix(request.gram_column), request.rows,
+            request.features, request.factor,
+        )
+        weights = solve_normal(holder, system)[None, :]
+        fresh = codec.matrix_to_proto(holder.encrypt(weights, tile=system.column.tile))
+        self.transfer.add("received", "normal system", request.ByteSize())
+        self.transfer.add("sent", "normal solution", fresh.ByteSize())
+        return training_service_pb2.NormalSolution(request_id=request.request_id, weights=fresh)
 
     def get_job(self, job_id: str) -> training_service_pb2.Job:
         request = training_service_pb2.GetJobRequest(job_id=job_id)

@@ -2,7 +2,8 @@
 line in ``ALGORITHMS``. The wire enum, the server's job runner, the SDK, the estimators and the CLI read it.
 
 Each entry names its config dataclass, the trainer class for a config (``trainer_for``: an algorithm may
-offer several solvers), the plaintext twin (torch, imported only when called), how decrypted weights become
+offer several solvers, each with its twin, ``twin_for``, and the service picks one when a job names none,
+``service_config``), the plaintext twin (torch, imported only when called), how decrypted weights become
 coefficients, the row orders of its encrypted shuffles and the levels one step needs between refreshes
 (what ``default_parameters`` plans for). Trainers report their own model metadata (``metadata()``).
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from core import linear, logistic
+from core import gram_training, linear, logistic
 from core.errors import ParameterError
 from core.training import GradientDescentConfig, GradientTrainer
 
@@ -32,10 +33,28 @@ class Algorithm:
     levels_per_step: int
     # Trainers by ``config.solver`` for algorithms with several solvers; ``trainer`` runs any other config.
     solvers: Mapping[str, type] = field(default_factory=dict)
+    twins: Mapping[str, Callable[..., Any]] = field(default_factory=dict)  # by ``config.solver``, like ``solvers``
+    # The service's solver when a job names none, from ``batch_size`` (None: the algorithm has one solver).
+    default_solver: Callable[[int | None], str] | None = None
 
     def trainer_for(self, config: GradientDescentConfig) -> type[GradientTrainer]:
         """The trainer class that runs ``config``."""
         return self.solvers.get(getattr(config, "solver", ""), self.trainer)
+
+    def twin_for(self, config: GradientDescentConfig) -> Callable[..., Any]:
+        """The plaintext twin of ``trainer_for(config)``: ``twin(X, y, config)``."""
+        return self.twins.get(getattr(config, "solver", ""), self.twin)
+
+    def service_config(self, values: Mapping[str, Any]) -> GradientDescentConfig:
+        """The config a service job runs for these hyperparameters: ``solver``, when the algorithm has
+        several and none is named, is ``default_solver(batch_size)``; naming one where there is no choice
+        is a ``ParameterError`` that lists the choices."""
+        values = dict(values)
+        if "solver" in values and not self.solvers:
+            raise ParameterError(f"{self.name} has one solver (gradient descent): remove solver={values['solver']!r}")
+        if self.default_solver is not None and values.get("solver") is None:
+            values["solver"] = self.default_solver(values.get("batch_size"))
+        return self.config.from_dict(values)
 
     def config_fields(self) -> tuple[str, ...]:
         """The hyperparameters, in declaration order (``intercept_column`` included)."""
@@ -54,6 +73,9 @@ ALGORITHMS: dict[str, Algorithm] = {
             linear.decode_weights,
             linear.shuffle_orders,
             linear.LEVELS_PER_STEP,
+            solvers={"gram": gram_training.GramTrainer, "normal": gram_training.NormalSolver},
+            twins={"gram": gram_training.fit_torch_gram, "normal": gram_training.fit_torch_normal},
+            default_solver=linear.service_solver,
         ),
         Algorithm(
             "logistic",

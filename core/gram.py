@@ -183,13 +183,16 @@ class GramStatistics:
         return self.diagonals.ciphertexts[s]
 
     def state(self) -> dict[str, Any]:
-        return {"gram_diagonals": self.diagonals.to_bytes(), "gram_column": self.column.to_bytes(),
+        """Checkpoint entries (``wire.codec.checkpoint_to_bytes`` holds them)."""
+        return {"gram_diagonals": self.diagonals, "gram_column": self.column,
                 "gram_rows": self.rows, "gram_features": self.features, "gram_factor": self.factor}
 
     @classmethod
     def from_state(cls, engine: Engine, state: dict[str, Any]) -> GramStatistics:
-        return cls(EncryptedMatrix.from_bytes(engine, state["gram_diagonals"]),
-                   EncryptedMatrix.from_bytes(engine, state["gram_column"]),
+        def matrix(value: EncryptedMatrix | bytes) -> EncryptedMatrix:
+            return value if isinstance(value, EncryptedMatrix) else EncryptedMatrix.from_bytes(engine, value)
+
+        return cls(matrix(state["gram_diagonals"]), matrix(state["gram_column"]),
                    int(state["gram_rows"]), int(state["gram_features"]), float(state["gram_factor"]))
 
     def dense(self, holder: KeyHolder) -> tuple[np.ndarray, np.ndarray, float]:

@@ -8,27 +8,37 @@ epoch (``core.refresh``). The loss ``w^T G w - 2 b^T w + y^T y / n`` of the epoc
 no refresh: the refreshed weights give ``g`` back at a fresh level and
 ``w' . (g - lr [b, y^T y / n]) - lr l2 |w|^2 = lr * loss``: one or two products and ``log2 p`` rotations.
 The weights carry ``w' = [w, -1]`` (period ``p``, one ciphertext); ``weights`` shows the model's ``d``.
-Checkpoints hold the statistics, so a resume never repeats the pass.
+Checkpoints hold the statistics, so a resume never repeats the pass (``fixed_state`` is that part, which a
+job runner writes once). ``NormalSolver`` (``solver='normal'``) has the same runner interface with one
+round trip to the key holder instead of epochs; ``fit_torch_normal`` is its twin.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import numpy as np
-import torch
 
 from core.engine import Ciphertext, Engine, OpCounts
 from core.errors import LevelError, ParameterError, ShapeError
-from core.gram import GramPartial, GramStatistics, accumulate, baby_steps, finalize, ridge_vector, row_blocks
+from core.gram import (
+    GramPartial,
+    GramStatistics,
+    accumulate,
+    baby_steps,
+    finalize,
+    normal_system,
+    ridge_vector,
+    row_blocks,
+)
 from core.linear import LinearRegressionConfig, TorchFit, initial_weights
 from core.refresh import MaskedRefresh, Refresh
 from core.tensor import EncryptedMatrix
 from core.training import EpochResult, Shuffles
 
-__all__ = ["GramTrainer", "fit_torch_gram"]
+__all__ = ["GramTrainer", "KeyHolderLink", "NormalSolver", "fit_torch_gram", "fit_torch_normal"]
 
 
 class GramTrainer:
@@ -36,6 +46,7 @@ class GramTrainer:
     of ``core.training.GradientTrainer``, with epochs that cost the same for any number of rows."""
 
     weight_scale = 1.0  # G and b are averages: the weights need no scaling to keep the loss in range
+    streams_rows = True  # a server builds it with from_partial over blocks streamed from disk
 
     def __init__(
         self,
@@ -99,14 +110,27 @@ class GramTrainer:
         shuffles: Shuffles = (),
     ) -> Self:
         """Back from a checkpoint: the statistics come from the state, the pass is not repeated."""
-        previous = EncryptedMatrix.from_bytes(engine, state["previous"]) if state.get("previous") else None
+        """A state with the statistics only (``fixed_state``, no epoch done yet) starts from fresh weights."""
+
+        def matrix(key: str) -> EncryptedMatrix | None:
+            value = state.get(key)
+            if value is None or isinstance(value, EncryptedMatrix):
+                return value
+            return EncryptedMatrix.from_bytes(engine, value)
+
         return cls(engine, None, None, config, refresh, shuffles, statistics=GramStatistics.from_state(engine, state),
-                   weights=EncryptedMatrix.from_bytes(engine, state["weights"]), previous=previous,
-                   epoch=int(state["epoch"]))
+                   weights=matrix("weights"), previous=matrix("previous"), epoch=int(state.get("epoch", 0)))
 
     def state(self) -> dict[str, Any]:
-        previous = self._previous.to_bytes() if self._previous is not None else None
-        return {"epoch": self.epoch, "weights": self._weights.to_bytes(), "previous": previous, **self.stats.state()}
+        """Everything ``resume`` needs; the part that never changes is also ``fixed_state()``."""
+        return {"epoch": self.epoch, "weights": self._weights, "previous": self._previous, **self.fixed_state()}
+
+    def fixed_state(self) -> dict[str, Any]:
+        """The statistics: a job runner writes them once, not with every epoch's checkpoint."""
+        return self.stats.state()
+
+    def metadata(self) -> dict[str, Any]:
+        return {"intercept_column": self.config.intercept_column, "features": self.features, "solver": "gram"}
 
     def _setup(self) -> None:
         engine, p, d = self.engine, self.stats.period, self.features
@@ -191,8 +215,91 @@ class GramTrainer:
         return EncryptedMatrix(engine, [[engine.rescale(total)]], (1, 1), self._tile)
 
 
+class KeyHolderLink(Protocol):
+    """The computing party's line to the key holder: masked refreshes, and the normal solver's one question."""
+
+    def __call__(self, masked: EncryptedMatrix) -> EncryptedMatrix: ...
+
+    def solve_normal(self, system: GramStatistics) -> EncryptedMatrix:
+        """Decrypt ``G + l2 I'`` and ``b``, solve, and answer with a FRESH encryption of the ``(1, d)``
+        weights in ``system.column``'s tile (never a plaintext: IND-CPA-D)."""
+        ...
+
+
+class NormalSolver:
+    """``solver='normal'``: one round trip instead of epochs. The server sends ``normal_system`` (encrypted
+    ``G + l2 I'``, ``b`` and ``y^T y / n``) to the key holder, who solves and answers with freshly encrypted
+    weights; what that reveals to the key holder is in ``core.gram``'s docstring. Job-runner interface of
+    ``GramTrainer`` with a single "epoch" (no loss: the key holder computes it from what it decrypted)."""
+
+    weight_scale = 1.0
+    streams_rows = True
+
+    def __init__(self, engine: Engine, statistics: GramStatistics, config: LinearRegressionConfig,
+                 link: KeyHolderLink, *, solved: EncryptedMatrix | None = None) -> None:
+        if config.solver != "normal" or config.batch_size is not None:
+            raise ParameterError(f"NormalSolver runs solver='normal' on the whole table, got solver={config.solver!r}"
+                                 f" and batch_size={config.batch_size}")
+        self.engine, self.stats, self.config, self.link = engine, statistics, config, link
+        self.refresh = link  # a runner may refresh the final weights; fresh ones never need it
+        self.features, self.rows = statistics.features, statistics.rows
+        self.counts = OpCounts()
+        self._weights = solved
+
+    @staticmethod
+    def epochs_of(config: LinearRegressionConfig) -> int:
+        return 1
+
+    @classmethod
+    def from_partial(cls, engine: Engine, partial: GramPartial, config: LinearRegressionConfig,
+                     link: KeyHolderLink) -> Self:
+        return cls(engine, normal_system(partial, config.l2, config.intercept_column), config, link)
+
+    @classmethod
+    def resume(cls, engine: Engine, X: Any, y: Any, config: LinearRegressionConfig, link: KeyHolderLink,
+               state: dict[str, Any], shuffles: Shuffles = ()) -> Self:
+        return cls(engine, GramStatistics.from_state(engine, state), config, link, solved=state.get("weights"))
+
+    @property
+    def epoch(self) -> int:
+        return int(self._weights is not None)
+
+    @property
+    def done(self) -> bool:
+        return self._weights is not None
+
+    @property
+    def weights(self) -> EncryptedMatrix:
+        if self._weights is None:
+            raise LevelError("the normal system has not been solved yet: run_epoch() asks the key holder")
+        return self._weights
+
+    def run_epoch(self) -> EpochResult:
+        start = time.perf_counter()
+        solved = self.link.solve_normal(self.stats)
+        tile = self.stats.column.tile
+        if solved.shape != (1, self.features) or solved.tile != tile:
+            raise ShapeError(
+                f"the key holder's solution has shape {solved.shape} in tile {solved.tile.rows}x{solved.tile.cols}; "
+                f"expected (1, {self.features}) in tile {tile.rows}x{tile.cols}"
+            )
+        self._weights = solved
+        return EpochResult(1, OpCounts(), 0, time.perf_counter() - start, None, 0.0)
+
+    def state(self) -> dict[str, Any]:
+        return {"weights": self._weights, **self.fixed_state()}
+
+    def fixed_state(self) -> dict[str, Any]:
+        return self.stats.state()
+
+    def metadata(self) -> dict[str, Any]:
+        return {"intercept_column": self.config.intercept_column, "features": self.features, "solver": "normal"}
+
+
 def fit_torch_gram(X: np.ndarray, y: np.ndarray, config: LinearRegressionConfig) -> TorchFit:
     """The plaintext twin: the same updates on the same (float64) G and b from the same initial weights."""
+    import torch  # only the twin needs torch; the encrypted path runs without it
+
     Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
     yt = torch.as_tensor(np.asarray(y, dtype=np.float64).reshape(-1))
     rows, features = Xt.shape
@@ -213,3 +320,17 @@ def fit_torch_gram(X: np.ndarray, y: np.ndarray, config: LinearRegressionConfig)
         fit.epoch_seconds.append(time.perf_counter() - start)
     fit.weights = w.numpy()
     return fit
+
+
+def fit_torch_normal(X: np.ndarray, y: np.ndarray, config: LinearRegressionConfig) -> TorchFit:
+    """The normal solver's twin: ``(G + l2 I') w = b`` solved in float64 (no epochs, so no losses)."""
+    import torch
+
+    Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
+    yt = torch.as_tensor(np.asarray(y, dtype=np.float64).reshape(-1))
+    rows, features = Xt.shape
+    ridge = torch.as_tensor(ridge_vector(features, features, config.l2, config.intercept_column))
+    start = time.perf_counter()
+    system = Xt.T @ Xt / rows + torch.diag(ridge)
+    weights = torch.linalg.lstsq(system, (Xt.T @ yt / rows)[:, None]).solution[:, 0]
+    return TorchFit(weights=weights.numpy(), epoch_seconds=[time.perf_counter() - start])

@@ -45,9 +45,10 @@ class KeyHolder:
         self._decryptor = sealapi.Decryptor(self.engine.seal, context.secret_key().data)
 
     @classmethod
-    def for_tiles(cls, params: CKKSParameters, tiles: Iterable[layout.Tile]) -> KeyHolder:
-        """A key holder with Galois keys for exactly the rotations these tiles need."""
-        steps: set[int] = set()
+    def for_tiles(cls, params: CKKSParameters, tiles: Iterable[layout.Tile], extra: Iterable[int] = ()) -> KeyHolder:
+        """A key holder with Galois keys for exactly the rotations these tiles need, plus ``extra`` steps
+        (an algorithm's own, e.g. ``core.gram.rotation_steps``)."""
+        steps: set[int] = set(extra)
         for tile in tiles:
             steps.update(layout.rotation_steps(tile))
         return cls(params, rotations=steps)

@@ -30,6 +30,7 @@ __all__ = [
     "decode_weights",
     "fit_torch",
     "initial_weights",
+    "service_solver",
     "shuffle_orders",
     "weight_scale",
 ]
@@ -59,6 +60,12 @@ class LinearRegressionConfig(GradientDescentConfig):
                 f"solver={self.solver!r} works on the whole table, so batch_size={self.batch_size} does not fit: "
                 f"use solver='gd' for minibatches, or batch_size=None (valid solvers: {', '.join(map(repr, SOLVERS))})"
             )
+
+
+def service_solver(batch_size: int | None) -> str:
+    """The solver the service (server, SDK, estimators, CLI) runs when none is named: "gram" for full-batch
+    training (epochs independent of the rows), "gd" for minibatches. Core's own default stays "gd"."""
+    return "gd" if batch_size is not None else "gram"
 
 
 def initial_weights(features: int, config: LinearRegressionConfig) -> np.ndarray:

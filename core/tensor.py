@@ -7,20 +7,19 @@ checks shapes and remaining levels first and never changes its operands.
 
 from __future__ import annotations
 
-import json
-import struct
-from collections.abc import Callable
-from typing import Any
+import io
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from core import layout
+from core import flat, layout
 from core.engine import Ciphertext, Engine
 from core.errors import MalformedInputError, ShapeError
 from core.layout import Tile
 
 _FORMAT = "ciphergrad.EncryptedMatrix/1"
-_MAGIC = b"CGEM"
 Grid = list[list[Ciphertext]]
 
 
@@ -325,20 +324,7 @@ class EncryptedMatrix:
 
     @classmethod
     def from_parts(cls, engine: Engine, header: dict[str, Any], blobs: list[bytes]) -> EncryptedMatrix:
-        if not isinstance(header, dict):
-            raise MalformedInputError(f"EncryptedMatrix header must be a JSON object, got {type(header).__name__}")
-        try:
-            if header.get("format") != _FORMAT:
-                raise MalformedInputError(f"header format {header.get('format')!r} is not {_FORMAT!r}")
-            shape = (int(header["shape"][0]), int(header["shape"][1]))
-            tile = Tile(int(header["tile"][0]), int(header["tile"][1]))
-            pads = (bool(header["zero_padding"][0]), bool(header["zero_padding"][1]))
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise MalformedInputError(f"malformed EncryptedMatrix header: {exc}") from exc
-        if min(shape) < 1:
-            raise ShapeError(f"shape {shape} must have positive dimensions")
-        tile.check(engine.slots)
-        rows, cols = layout.grid(shape, tile)
+        shape, tile, pads, (rows, cols) = _layout(engine, header)
         if len(blobs) != rows * cols:
             raise ShapeError(
                 f"a {shape[0]}x{shape[1]} matrix in {tile.rows}x{tile.cols} tiles needs {rows * cols} "
@@ -349,30 +335,43 @@ class EncryptedMatrix:
         return cls(engine, tiles, shape, tile, pads)
 
     def to_bytes(self) -> bytes:
-        head = json.dumps(self.header()).encode()
-        parts = [_MAGIC, struct.pack("<I", len(head)), head]
-        for blob in self.blobs():
-            parts += [struct.pack("<Q", len(blob)), blob]
-        return b"".join(parts)
+        return b"".join(flat.pieces(self.header(), self.blobs()))
 
     @classmethod
     def from_bytes(cls, engine: Engine, data: bytes) -> EncryptedMatrix:
-        view = memoryview(data)
-        try:
-            if bytes(view[:4]) != _MAGIC:
-                raise MalformedInputError("not a serialized EncryptedMatrix (bad magic)")
-            (size,) = struct.unpack_from("<I", view, 4)
-            header = json.loads(bytes(view[8 : 8 + size]))
-            offset, blobs = 8 + size, []
-            while offset < len(view):
-                (length,) = struct.unpack_from("<Q", view, offset)
-                if offset + 8 + length > len(view):
-                    raise MalformedInputError("truncated EncryptedMatrix")
-                blobs.append(bytes(view[offset + 8 : offset + 8 + length]))
-                offset += 8 + length
-        except (struct.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise MalformedInputError(f"malformed EncryptedMatrix bytes: {exc}") from exc
-        return cls.from_parts(engine, header, blobs)
+        header, blobs = flat.read(io.BytesIO(data))
+        return cls.from_parts(engine, header, list(blobs))
+
+    @classmethod
+    def read_row_blocks(cls, engine: Engine, stream: BinaryIO) -> Iterator[EncryptedMatrix]:
+        """The row blocks (``row_block``) of a matrix ``to_bytes`` wrote to ``stream``, parsed one at a time."""
+        header, blobs = flat.read(stream)
+        shape, tile, pads, (rows, cols) = _layout(engine, header)
+        for i in range(rows):
+            tiles = [[engine.ciphertext_from_bytes(blob) for blob in itertools.islice(blobs, cols)]]
+            if len(tiles[0]) != cols:
+                raise MalformedInputError(f"truncated EncryptedMatrix: row block {i} of {rows} is incomplete")
+            yield cls(engine, tiles, (min(tile.rows, shape[0] - i * tile.rows), shape[1]), tile, pads)
+        if next(blobs, None) is not None:
+            raise ShapeError(f"a {shape[0]}x{shape[1]} matrix in {tile.rows}x{tile.cols} tiles has extra ciphertexts")
+
+
+def _layout(engine: Engine, header: Any) -> tuple[tuple[int, int], Tile, tuple[bool, bool], tuple[int, int]]:
+    """Shape, tile, zero padding and grid of a serialized matrix's header, checked against ``engine``."""
+    if not isinstance(header, dict):
+        raise MalformedInputError(f"EncryptedMatrix header must be a JSON object, got {type(header).__name__}")
+    try:
+        if header.get("format") != _FORMAT:
+            raise MalformedInputError(f"header format {header.get('format')!r} is not {_FORMAT!r}")
+        shape = (int(header["shape"][0]), int(header["shape"][1]))
+        tile = Tile(int(header["tile"][0]), int(header["tile"][1]))
+        pads = (bool(header["zero_padding"][0]), bool(header["zero_padding"][1]))
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise MalformedInputError(f"malformed EncryptedMatrix header: {exc}") from exc
+    if min(shape) < 1:
+        raise ShapeError(f"shape {shape} must have positive dimensions")
+    tile.check(engine.slots)
+    return shape, tile, pads, layout.grid(shape, tile)
 
 
 def hstack(columns: list[EncryptedMatrix]) -> EncryptedMatrix:

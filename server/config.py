@@ -13,7 +13,7 @@ class ServerConfig:
     listen: str = "127.0.0.1:50051"
     data_dir: str = "./var/ciphergrad"
     workers: int = 2
-    max_upload_mb: int = 1024
+    max_upload_mb: int = 4096
     tls_cert: str | None = None
     tls_key: str | None = None
     grace_seconds: float = 10.0

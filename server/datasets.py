@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
+from core.engine import Engine
 from core.errors import ShapeError
+from core.layout import Tile
 from core.neighbors import check_reference
 from core.tensor import EncryptedMatrix
 from server.access import Access
@@ -26,7 +30,28 @@ MAX_SHUFFLES = 1024
 PACKING_NAMES = {types_pb2.PACKING_ROWS: "rows", types_pb2.PACKING_COLUMNS: "columns"}
 
 
-def check_pairs(matrices: list[EncryptedMatrix], columns: int) -> None:
+@dataclass(frozen=True)
+class StoredMatrix:
+    """What the checks below need of an uploaded matrix, without keeping its ciphertexts in memory."""
+
+    shape: tuple[int, int]
+    tile: Tile
+    level: int
+
+
+def scan_matrix(engine: Engine, path: Path) -> StoredMatrix:
+    """Parse every ciphertext of a stored matrix (each checked against the session's context), one row
+    block at a time; its shape, tile and lowest level."""
+    rows, level, block = 0, None, None
+    with open(path, "rb") as stream:
+        for block in EncryptedMatrix.read_row_blocks(engine, stream):
+            rows += block.shape[0]
+            level = block.level if level is None else min(level, block.level)
+    assert block is not None and level is not None  # read_row_blocks yields at least one block or raises
+    return StoredMatrix((rows, block.shape[1]), block.tile, level)
+
+
+def check_pairs(matrices: list[StoredMatrix], columns: int) -> None:
     """Every (X, y) pair has the same shape and tile; names, if any, match the columns."""
     X = matrices[0]
     for k in range(0, len(matrices), 2):
@@ -41,12 +66,12 @@ def check_pairs(matrices: list[EncryptedMatrix], columns: int) -> None:
     check_columns(X, columns)
 
 
-def check_columns(X: EncryptedMatrix, columns: int) -> None:
+def check_columns(X: EncryptedMatrix | StoredMatrix, columns: int) -> None:
     if columns and columns != X.shape[1]:
         raise ShapeError(f"{columns} column names for {X.shape[1]} feature columns")
 
 
-def check_packing(X: EncryptedMatrix, declared: int) -> None:
+def check_packing(X: EncryptedMatrix | StoredMatrix, declared: int) -> None:
     """The declared packing (if any) must be the one the features were encrypted with."""
     actual = "columns" if X.tile.cols == 1 else "rows"
     wanted = PACKING_NAMES.get(declared)
@@ -88,7 +113,10 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
             engine = self.engines.get(session.id)
             # Parsing checks every ciphertext against the session's context before anything is kept.
             files = [scratch / matrix_file(i) for i in range(count)]
-            matrices = [EncryptedMatrix.from_bytes(engine, path.read_bytes()) for path in files]
+            if manifest.reference_set:
+                matrices = [EncryptedMatrix.from_bytes(engine, files[0].read_bytes())]
+            else:  # one row block at a time: a table of any size is checked in bounded memory
+                matrices = [scan_matrix(engine, path) for path in files]
             columns = matrices[0].shape[1]
             if manifest.reference_set:
                 columns = check_reference(matrices[0])  # its layout, or a message saying how to encrypt it

@@ -4,25 +4,32 @@ The trainer (core) masks a ciphertext before calling its refresh callable; ours 
 ciphertext down the attached stream and blocks until the client's fresh encryption comes back. After
 every epoch the trainer's state is checkpointed, so a job whose client goes away (or whose server is
 stopped) pauses there and resumes when a client of the same session attaches again.
+
+A one-pass trainer (``streams_rows``: the "gram" and "normal" solvers) never loads the dataset: its row
+blocks stream from disk into ``core.gram.accumulate``, and the statistics (``fixed_state``) are written once
+beside the checkpoint, so a resumed job skips the pass and per-epoch checkpoints hold only the weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
 from core.algorithms import ALGORITHMS
+from core.gram import DATA_LEVELS, GramStatistics, accumulate
 from core.tensor import EncryptedMatrix
 from server.engines import EngineCache
 from server.errors import ServiceError, invalid, precondition, status_for
 from server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
-from server.storage import Store, new_id
+from server.storage import Store, matrix_file, new_id
 from wire import codec
 from wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import types_pb2
@@ -70,17 +77,44 @@ class Link:
 
 
 class StreamRefresh:
-    """The refresh callable handed to the trainer: a round trip to the attached client."""
+    """The trainer's line to the key holder (``core.gram_training.KeyHolderLink``): round trips to the
+    attached client, masked refreshes and the normal solver's system."""
 
     def __init__(self, link: Link, engine: Any, timeout: float) -> None:
         self.link, self.engine, self.timeout = link, engine, timeout
         self._next_id = 0
 
     def __call__(self, masked: EncryptedMatrix) -> EncryptedMatrix:
-        self.link.check()
         self._next_id += 1
         request = pb.RefreshRequest(refresh_id=self._next_id, masked=codec.matrix_to_proto(masked))
-        self.link.events.put(pb.TrainResponse(refresh_request=request))
+        reply = self._round_trip(pb.TrainResponse(refresh_request=request), pb.RefreshReply)
+        if reply.refresh_id != self._next_id:
+            raise invalid(f"refresh_reply answers request {reply.refresh_id}; expected {self._next_id}")
+        fresh = codec.matrix_from_proto(self.engine, reply.refreshed)
+        if fresh.shape != masked.shape or fresh.tile != masked.tile:
+            raise invalid(f"refreshed matrix has shape {fresh.shape}; expected {masked.shape} in the same tile")
+        return fresh
+
+    def solve_normal(self, system: GramStatistics) -> EncryptedMatrix:
+        self._next_id += 1
+        request = pb.NormalSystemRequest(
+            request_id=self._next_id,
+            gram_diagonals=codec.matrix_to_proto(system.diagonals),
+            gram_column=codec.matrix_to_proto(system.column),
+            rows=system.rows,
+            features=system.features,
+            factor=system.factor,
+        )
+        reply = self._round_trip(pb.TrainResponse(normal_system=request), pb.NormalSolution)
+        if reply.request_id != self._next_id:
+            raise invalid(f"normal_solution answers request {reply.request_id}; expected {self._next_id}")
+        if not codec.has_matrix(reply.weights):
+            raise invalid("normal_solution.weights is empty: send a fresh encryption of the solved weights")
+        return codec.matrix_from_proto(self.engine, reply.weights)
+
+    def _round_trip(self, event: pb.TrainResponse, expected: type) -> Any:
+        self.link.check()
+        self.link.events.put(event)
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -89,16 +123,46 @@ class StreamRefresh:
             except queue.Empty:
                 self.link.check()
                 if time.monotonic() > deadline:
-                    log.warning("no refresh reply within %.0f s; pausing the job", self.timeout)
+                    log.warning("no reply from the key holder within %.0f s; pausing the job", self.timeout)
                     raise Detached from None
         if isinstance(reply, ServiceError):
             raise reply
-        if reply.refresh_id != self._next_id:
-            raise invalid(f"refresh_reply answers request {reply.refresh_id}; expected {self._next_id}")
-        fresh = codec.matrix_from_proto(self.engine, reply.refreshed)
-        if fresh.shape != masked.shape or fresh.tile != masked.tile:
-            raise invalid(f"refreshed matrix has shape {fresh.shape}; expected {masked.shape} in the same tile")
-        return fresh
+        if not isinstance(reply, expected):
+            raise invalid(f"the server asked for a {expected.__name__}; the client sent a {type(reply).__name__}")
+        return reply
+
+
+def streaming_problem(dataset: DatasetRecord, solver: str) -> str | None:
+    """Why the stored dataset cannot feed a one-pass solver ("gram", "normal"), or None if it can."""
+    if dataset.shuffle_count:
+        return (
+            f"solver={solver!r} makes one pass over the rows, but dataset {dataset.id} carries "
+            f"{dataset.shuffle_count} shuffled copies (for minibatches): upload it without shuffle_orders, "
+            "or train with solver='gd'"
+        )
+    if dataset.level < DATA_LEVELS:
+        return (
+            f"solver={solver!r} needs data with {DATA_LEVELS} levels; dataset {dataset.id} has "
+            f"{dataset.level}: encrypt at the top level of plan({DATA_LEVELS}) or deeper, or use solver='gd'"
+        )
+    _, tile_cols = dataset.layout.tile
+    if tile_cols > 1 and dataset.columns >= tile_cols:
+        return (
+            f"solver={solver!r} on row-packed data needs the {dataset.columns} features plus y inside one tile "
+            f"row of width {tile_cols}: upload with packing='columns' (also the faster pass), or use solver='gd'"
+        )
+    return None
+
+
+def _row_blocks(store: Store, dataset: DatasetRecord, engine: Any, link: Link) -> Iterator[tuple[Any, Any]]:
+    """The dataset's (X, y) row blocks read from disk one at a time: memory for one block, whatever the rows."""
+    folder = store.dataset_dir(dataset.session_id, dataset.id)
+    with open(folder / matrix_file(0), "rb") as features, open(folder / matrix_file(1), "rb") as targets:
+        X = EncryptedMatrix.read_row_blocks(engine, features)
+        y = EncryptedMatrix.read_row_blocks(engine, targets)
+        for block in zip(X, y, strict=True):
+            link.check()
+            yield block
 
 
 def _algorithm_name(value: int) -> str:
@@ -129,7 +193,17 @@ class JobRunner:
             raise invalid(f"algorithm {_algorithm_name(spec.algorithm)} cannot be trained; use {names}")
         if dataset.layout.features_only:
             raise invalid(f"dataset {dataset.id} has no targets (uploaded features_only); upload X and y to train")
-        config = codec.config_from_struct(spec.hyperparameters, algorithm.config)
+        values = codec.values_from_struct(spec.hyperparameters, algorithm.config)
+        config = algorithm.service_config(values)
+        trainer_type = algorithm.trainer_for(config)
+        if getattr(trainer_type, "streams_rows", False):
+            problem = streaming_problem(dataset, config.solver)
+            if problem and values.get("solver") is not None:
+                raise invalid(problem)
+            if problem:  # the default solver, not one the user named: data uploaded for gradient descent
+                config = dataclasses.replace(config, solver="gd")
+                trainer_type = algorithm.trainer_for(config)
+        epochs_of = getattr(trainer_type, "epochs_of", None)
         now = time.time()
         job = JobRecord(
             id=new_id(),
@@ -138,7 +212,7 @@ class JobRunner:
             algorithm=spec.algorithm,
             config=config.to_dict(),
             state=S.JOB_STATE_QUEUED,
-            epochs=config.epochs,
+            epochs=epochs_of(config) if epochs_of else config.epochs,
             created=now,
             updated=now,
         )
@@ -245,20 +319,34 @@ class JobRunner:
         if dataset is None:
             raise precondition(f"dataset {job.dataset_id} of job {job_id} was deleted; start a new job")
         engine = self.engines.load(job.session_id)  # its own: per-epoch operation counts stay exact
-        matrices = self.store.read_matrices(dataset, engine)
-        X, y = matrices[0], matrices[1]
-        shuffles = tuple((matrices[k], matrices[k + 1]) for k in range(2, len(matrices), 2))
         algorithm = codec.algorithm_from_proto(job.algorithm)
         assert algorithm is not None  # create() admitted only trainable algorithms
         config = algorithm.config.from_dict(job.config)
         refresh = StreamRefresh(link, engine, self.refresh_timeout)
-        checkpoint = self.store.checkpoint_path(job.session_id, job_id)
         trainer_type = algorithm.trainer_for(config)
-        if checkpoint.exists():
-            state = codec.checkpoint_from_bytes(engine, checkpoint.read_bytes())
+        streams = getattr(trainer_type, "streams_rows", False)
+        X = y = None
+        shuffles: tuple = ()
+        if not streams:
+            matrices = self.store.read_matrices(dataset, engine)
+            X, y = matrices[0], matrices[1]
+            shuffles = tuple((matrices[k], matrices[k + 1]) for k in range(2, len(matrices), 2))
+        checkpoint = self.store.checkpoint_path(job.session_id, job_id)
+        fixed = self.store.fixed_checkpoint_path(job.session_id, job_id)
+        state: dict[str, Any] = {}
+        for path in (fixed, checkpoint):  # the pass's statistics (written once), then the last epoch's state
+            if path.exists():
+                state |= codec.checkpoint_from_bytes(engine, path.read_bytes())
+        if state:
             trainer = trainer_type.resume(engine, X, y, config, refresh, state, shuffles)
+        elif streams:
+            self._emit_job(link, self._set(job_id, S.JOB_STATE_RUNNING, epoch=0))
+            partial = accumulate(engine, _row_blocks(self.store, dataset, engine, link))
+            trainer = trainer_type.from_partial(engine, partial, config, refresh)
+            self.store.write_blob(fixed, codec.checkpoint_to_bytes(trainer.fixed_state()))
         else:
             trainer = trainer_type(engine, X, y, config, refresh, shuffles)
+        constant = set(trainer.fixed_state()) if streams else set()
         self._emit_job(link, self._set(job_id, S.JOB_STATE_RUNNING, epoch=trainer.epoch))
         refreshes = job.refreshes
         while not trainer.done:
@@ -267,7 +355,8 @@ class JobRunner:
             result = trainer.run_epoch()
             seconds = time.perf_counter() - start
             refreshes += result.refreshes
-            self.store.write_blob(checkpoint, codec.checkpoint_to_bytes(trainer.state()))
+            changing = {key: value for key, value in trainer.state().items() if key not in constant}
+            self.store.write_blob(checkpoint, codec.checkpoint_to_bytes(changing))
             self.store.update_job(job_id, epoch=trainer.epoch, refreshes=refreshes)
             loss = result.loss
             link.events.put(
@@ -289,6 +378,7 @@ class JobRunner:
             refreshes += 1
         self._finish(job, dataset, weights, trainer, refreshes, link)
         self.store.remove(checkpoint)
+        self.store.remove(fixed)
 
     def _finish(
         self, job: JobRecord, dataset: DatasetRecord, weights: EncryptedMatrix, trainer: Any, refreshes: int, link: Link

@@ -245,6 +245,10 @@ class Store:
     def checkpoint_path(self, session_id: str, job_id: str) -> Path:
         return self.session_dir(session_id) / "jobs" / f"{job_id}.ckpt"
 
+    def fixed_checkpoint_path(self, session_id: str, job_id: str) -> Path:
+        """The part of a job's checkpoint written once (a one-pass solver's statistics)."""
+        return self.session_dir(session_id) / "jobs" / f"{job_id}.fixed"
+
     # -- atomic blob writes -------------------------------------------------------------------
     @contextmanager
     def staging(self) -> Iterator[Path]:
@@ -297,7 +301,7 @@ class Store:
             for item in (session / "models").glob("*.bin"):
                 if item.stem not in models:
                     self.remove(item)
-            for item in (session / "jobs").glob("*.ckpt"):
+            for item in [*(session / "jobs").glob("*.ckpt"), *(session / "jobs").glob("*.fixed")]:
                 if item.stem not in jobs:
                     self.remove(item)
 

@@ -19,10 +19,13 @@ def _read_replies(requests: Iterator[pb.TrainRequest], link: Link) -> None:
     """Feed refresh replies to the job; the stream's end (or failure) detaches the client."""
     try:
         for request in requests:
-            if request.WhichOneof("kind") == "refresh_reply":
-                link.replies.put(request.refresh_reply)
+            kind = request.WhichOneof("kind")
+            if kind in ("refresh_reply", "normal_solution"):
+                link.replies.put(getattr(request, kind))
             else:
-                link.replies.put(invalid("after the first message a Train stream carries only refresh_reply"))
+                link.replies.put(
+                    invalid("after the first message a Train stream carries only refresh_reply or normal_solution")
+                )
     except Exception:  # grpc raises on cancellation/disconnect: both mean the client is gone
         pass
     finally:

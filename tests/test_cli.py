@@ -16,6 +16,7 @@ from service_support import local_server
 
 from client.cli import main
 from client.estimator import EncryptedLinearRegression
+from core import algorithms
 from core.data import load_ames, with_intercept
 from core.linear import fit_torch, shuffle_orders
 
@@ -32,7 +33,8 @@ def test_estimator_accepts_pandas_and_torch_and_matches_twin(server: str) -> Non
     data = load_ames()
     model = EncryptedLinearRegression(server=server, epochs=8, progress=False)
     model.fit(pd.DataFrame(data.X), torch.tensor(data.y))
-    twin = fit_torch(with_intercept(data.X), data.y, model.config())
+    assert model.config().solver == "gram"  # the default for full-batch training
+    twin = algorithms.get("linear").twin_for(model.config())(with_intercept(data.X), data.y, model.config())
     weights = np.concatenate([[model.intercept_], model.coef_])
     assert np.max(np.abs(weights - twin.weights)) < 1e-4
     assert np.max(np.abs(np.asarray(model.history_) - twin.losses)) < 1e-6

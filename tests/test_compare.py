@@ -54,21 +54,29 @@ def test_every_task_ran_and_matches_its_twin(results: dict) -> None:
 
 def test_training_tasks_carry_loss_curves_and_operations(results: dict) -> None:
     tasks = {task["name"]: task for task in results["tasks"]}
-    for name in ("ames-writeup", "ames-converged-gd", "logistic-cancer"):
+    for name in ("ames-writeup", "ames-converged-gd", "ames-converged-gram", "logistic-cancer"):
         losses = tasks[name]["losses"]
         assert len(losses["encrypted"]) == len(losses["torch"]) > 1
         np.testing.assert_allclose(losses["encrypted"], losses["torch"], rtol=1e-4, err_msg=name)
         assert tasks[name]["operations"]["rotations"] > 0 and tasks[name]["operations"]["refreshes"] > 0
-    converged = tasks["ames-converged-gd"]
-    assert abs(converged["encrypted_metric"] - converged["optimum"]) < 1e-3  # R² 0.7616 = least squares
+    for solver in ("gd", "gram", "normal"):
+        converged = tasks[f"ames-converged-{solver}"]
+        assert abs(converged["encrypted_metric"] - converged["optimum"]) < 1e-3, solver  # R² 0.7616 = least squares
+    assert not tasks["ames-converged-normal"]["losses"]  # one round trip, no epochs
 
 
 def test_scaling_sweep_is_measured(results: dict) -> None:
     runs = results["scaling"]["runs"]
-    assert [run["rows"] for run in runs] == sorted(run["rows"] for run in runs)
+    assert {run["solver"] for run in runs} == {"gd", "gram"}
+    for solver in ("gd", "gram"):
+        rows = [run["rows"] for run in runs if run["solver"] == solver]
+        assert rows == sorted(rows) and len(rows) == 3
+    slopes = results["scaling"]["slopes"]
+    # Row packing ("gd"): the upload grows in proportion to the rows (4x the rows, 4x the ciphertexts).
+    assert slopes["gd"]["upload_mb"] == pytest.approx(1.0, abs=0.1)
+    # Column packing ("gram"): up to 4,096 rows every column is one ciphertext, whatever the rows.
+    assert slopes["gram"]["upload_mb"] == pytest.approx(0.0, abs=0.05)
     assert all(run["epoch_seconds"] > 0 and run["server_peak_mb"] > 0 for run in runs)
-    # Row packing: the upload grows in proportion to the rows (4x the rows, 4x the ciphertexts).
-    assert results["scaling"]["slopes"]["upload_mb"] == pytest.approx(1.0, abs=0.1)
 
 
 def test_report_files_and_pngs(report: Path, results: dict) -> None:

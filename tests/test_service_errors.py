@@ -60,7 +60,7 @@ def test_upload_limits_and_atomicity(tmp_path: Path) -> None:
     # A context with only the rotation keys a small tile needs is ~21 MB.
     with local_server(tmp_path, max_upload_mb=25) as server:
         client = session_client(server.address, X.shape)
-        # Announced too big: refused before sending.
+        # Too big: refused once the stream passes the limit (the SDK encrypts as it sends, announcing no size).
         error = _error(lambda: client.upload(np.tile(X, (4000, 1)), np.tile(Y, 4000)))
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-upload-mb" in error.details()
 

@@ -540,3 +540,21 @@ def test_from_bytes_non_object_header(engine):
 
 def test_repr(enc):
     assert repr(enc(np.ones((5, 3)))) == "EncryptedMatrix(shape=(5, 3), tile=8x4, ciphertexts=1, level=3)"
+
+
+def test_row_blocks_stream_from_bytes_one_at_a_time(engine, enc, kh):
+    """read_row_blocks gives row_block(i) for every i from a stream; a cut-off stream is MalformedInputError."""
+    import io
+
+    values = np.arange(20.0).reshape(10, 2)
+    matrix = enc(values, tile=Tile(4, 2))  # 3 row blocks, the last one 2 rows
+    data = matrix.to_bytes()
+    blocks = list(EncryptedMatrix.read_row_blocks(engine, io.BytesIO(data)))
+    assert [b.shape for b in blocks] == [(4, 2), (4, 2), (2, 2)]
+    for i, block in enumerate(blocks):
+        np.testing.assert_allclose(kh.decrypt(block), values[4 * i : 4 * i + 4], atol=1e-6)
+    with pytest.raises(MalformedInputError, match="truncated"):
+        list(EncryptedMatrix.read_row_blocks(engine, io.BytesIO(data[:-10])))
+    with pytest.raises(MalformedInputError, match="row block 2 of 3"):
+        cut = data[: len(data) - len(matrix.blobs()[-1]) - 8]  # the last ciphertext missing entirely
+        list(EncryptedMatrix.read_row_blocks(engine, io.BytesIO(cut)))

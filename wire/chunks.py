@@ -26,17 +26,23 @@ CHANNEL_OPTIONS = (
 )
 
 
-def chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[types_pb2.MatrixChunk]:
-    """``data`` as MatrixChunks, the last one flagged."""
-    view = memoryview(data)
-    for start in range(0, max(len(view), 1), size):
-        end = start + size
-        yield types_pb2.MatrixChunk(data=bytes(view[start:end]), last=end >= len(view))
+def chunks(data: bytes | Iterable[bytes], size: int = CHUNK_BYTES) -> Iterator[types_pb2.MatrixChunk]:
+    """One matrix's bytes (or its pieces, as they are produced) as MatrixChunks, the last one flagged."""
+    buffer = bytearray()
+    for piece in [data] if isinstance(data, bytes | bytearray | memoryview) else data:
+        buffer += piece
+        while len(buffer) > size:
+            yield types_pb2.MatrixChunk(data=bytes(buffer[:size]), last=False)
+            del buffer[:size]
+    yield types_pb2.MatrixChunk(data=bytes(buffer), last=True)
 
 
-def send(message_type: type, field: str, blobs: Iterable[bytes], sent: Callable[[int], None] | None = None):
-    """Stream messages of ``message_type`` whose ``field`` holds the chunks of each blob in turn;
-    ``sent(size)`` is told each chunk's payload size (progress bars, transfer counts)."""
+def send(
+    message_type: type, field: str, blobs: Iterable[bytes | Iterable[bytes]], sent: Callable[[int], None] | None = None
+):
+    """Stream messages of ``message_type`` whose ``field`` holds the chunks of each blob in turn (a blob may
+    be an iterable of pieces: ``core.tensor.flat_pieces``); ``sent(size)`` is told each chunk's payload size
+    (progress bars, transfer counts)."""
     for blob in blobs:
         for chunk in chunks(blob):
             yield message_type(**{field: chunk})

@@ -106,6 +106,11 @@ def struct_from_dict(values: dict[str, Any]) -> struct_pb2.Struct:
 
 def config_from_struct(struct: struct_pb2.Struct, config_type: type) -> Any:
     """Build a core config dataclass from a Struct, whose numbers are all doubles on the wire."""
+    return config_type.from_dict(values_from_struct(struct, config_type))
+
+
+def values_from_struct(struct: struct_pb2.Struct, config_type: type) -> dict[str, Any]:
+    """A Struct's hyperparameters as Python values, whole numbers as int where ``config_type`` wants int."""
     values = json_format.MessageToDict(struct)
     fields = {f.name: str(f.type) for f in dataclasses.fields(config_type)}
     for name, value in list(values.items()):
@@ -114,7 +119,7 @@ def config_from_struct(struct: struct_pb2.Struct, config_type: type) -> Any:
             if not value.is_integer():
                 raise MalformedInputError(f"hyperparameter {name}={value} must be a whole number")
             values[name] = int(value)
-    return config_type.from_dict(values)
+    return values
 
 
 # -- trainer checkpoints --------------------------------------------------------------------------------

@@ -48,8 +48,8 @@ def run_tasks(tasks: list[Task], server: ServerHandle, quick: bool, bar: tqdm) -
 def measure(args: argparse.Namespace, tasks: list[Task]) -> tuple[list[TaskResult], dict | None, dict]:
     """Run the tasks (and the sweep) against the server; the results, the sweep and the run's description."""
     with running_server(args.server) as server:
-        sizes = (scaling.QUICK_SIZES if args.quick else scaling.SIZES) if args.scaling else ()
-        with tqdm(total=len(tasks) + len(sizes), disable=args.no_progress or None, file=sys.stderr) as bar:
+        runs = scaling.run_count(args.quick) if args.scaling else 0
+        with tqdm(total=len(tasks) + runs, disable=args.no_progress or None, file=sys.stderr) as bar:
             start = time.perf_counter()
             results = run_tasks(tasks, server, args.quick, bar)
             task_seconds = time.perf_counter() - start

@@ -94,28 +94,36 @@ def metrics(results: list[TaskResult], out: Path) -> str:
 
 
 def scaling(sweep: dict[str, Any], out: Path) -> str:
-    """Epoch time, upload size and server memory against rows, log-log, with the fitted exponent."""
-    rows = np.array([run["rows"] for run in sweep["runs"]])
+    """Epoch time, upload size and server memory against rows, log-log, one line per solver with its
+    fitted exponent."""
     panels = [
         ("epoch_seconds", "epoch time (s)"),
         ("upload_mb", "upload (MB, 10⁶ bytes)"),
         ("server_data_mb", "server memory above idle (MiB)"),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(WIDTH, 3.4))
+    markers = ["-o", "--s", ":^"]
     for ax, (key, label) in zip(axes, panels, strict=True):
-        values = [run[key] for run in sweep["runs"]]
-        slope = sweep["slopes"][key]
         ax.set_xscale("log")
         ax.set_xlabel(f"rows (× {sweep['features']} features)")
         ax.set_ylabel(label)
-        if slope is None:
+        titles = []
+        for (solver, slopes), style in zip(sweep["slopes"].items(), markers, strict=False):
+            runs = [run for run in sweep["runs"] if run["solver"] == solver]
+            if slopes[key] is None:
+                continue
+            ax.loglog([run["rows"] for run in runs], [run[key] for run in runs], style, label=solver)
+            titles.append(f"{solver} {round(slopes[key], 2) + 0.0:.2f}")  # + 0.0: no "-0.00"
+        if not titles:
             ax.text(0.5, 0.5, "not measured\n(--server)", ha="center", va="center", transform=ax.transAxes)
             continue
-        ax.loglog(rows, values, "-o", color=ENCRYPTED["color"])
         ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
         ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-        ax.set_title(f"fitted slope {slope:.2f}", fontsize=9)
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:,.0f}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_title("slope " + ", ".join(titles), fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
     fig.suptitle("Encrypted linear regression through the server: scaling in rows (log-log)", fontsize=10)
     return _save(fig, out, "scaling.png")

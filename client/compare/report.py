@@ -105,11 +105,14 @@ def training_table(results: list[TaskResult]) -> Table:
 
 
 def scaling_table(sweep: dict[str, Any]) -> Table:
-    header = ["rows", "epoch (s)", "upload (MB)", "upload time (s)", "server peak MiB", "above idle MiB"]
+    header = ["solver", "rows", "epoch (s)", "train call (s)", "upload (MB)", "upload time (s)", "server peak MiB",
+              "above idle MiB"]
     rows = [
         [
+            run["solver"],
             f"{run['rows']:,}",
             f"{run['epoch_seconds']:.3f}",
+            f"{run['train_seconds']:.2f}",
             f"{run['upload_mb']:,.1f}",
             f"{run['upload_seconds']:.2f}",
             _peak(run["server_peak_mb"]),
@@ -117,17 +120,19 @@ def scaling_table(sweep: dict[str, Any]) -> Table:
         ]
         for run in sweep["runs"]
     ]
-    slopes = sweep["slopes"]
-    rows.append(
-        [
-            "fitted log-log slope",
-            _slope(slopes["epoch_seconds"]),
-            _slope(slopes["upload_mb"]),
-            "",
-            "",
-            _slope(slopes["server_data_mb"]),
-        ]
-    )
+    for solver, slopes in sweep["slopes"].items():
+        rows.append(
+            [
+                solver,
+                "fitted log-log slope",
+                _slope(slopes["epoch_seconds"]),
+                "",
+                _slope(slopes["upload_mb"]),
+                "",
+                "",
+                _slope(slopes["server_data_mb"]),
+            ]
+        )
     return header, rows
 
 

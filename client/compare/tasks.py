@@ -25,11 +25,13 @@ class Task:
     quick: dict[str, Any] = field(default_factory=dict)
 
 
-# Today's gradient descent first; "gram" (sufficient statistics) joins here when the server has it.
-LINEAR_SOLVERS: tuple[str, ...] = ("gd",)
+# Per-row gradient descent, gradient descent on the encrypted X^T X / n (core.gram), the exact normal solver.
+LINEAR_SOLVERS: tuple[str, ...] = ("gd", "gram", "normal")
 # Per solver: the hyperparameters that bring Ames to the least-squares optimum (key-holder standardized).
 SOLVER_SETTINGS: dict[str, dict[str, Any]] = {
     "gd": {"learning_rate": 0.5, "momentum": 0.5, "epochs": 40, "init": "zeros"},
+    "gram": {"learning_rate": 0.7, "momentum": 0.3, "epochs": 30, "init": "zeros"},
+    "normal": {},
 }
 
 TASKS: tuple[Task, ...] = (

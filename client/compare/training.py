@@ -17,14 +17,13 @@ from sklearn.datasets import load_breast_cancer
 
 from client.compare.measure import Stopwatch, figures, session, timed
 from client.compare.result import TaskResult
-from client.sdk import TrainingRun, default_parameters
-from core import linear, logistic
+from client.sdk import TrainingRun, default_parameters, training_layout
+from core import algorithms, linear, logistic
 from core.compare import per_sample_epochs, r2_score
 from core.conditioning import Standardizer
 from core.data import load_ames, standardized_split, with_intercept
-from core.layout import choose_tile
 
-WRITEUP = {"learning_rate": 0.5, "seed": 0}  # the original write-up: plain GD from N(0, 1) weights
+WRITEUP = {"learning_rate": 0.5, "seed": 0, "solver": "gd"}  # the original write-up: plain GD from N(0, 1) weights
 LOGISTIC = {"learning_rate": 0.3, "momentum": 0.8, "degree": 5, "bound": 8.0}  # as benchmarks/logreg.py
 
 
@@ -33,9 +32,10 @@ def _train(
 ) -> tuple[np.ndarray, TrainingRun, dict]:
     """Encrypt, upload, train and decrypt through the server; weights, the run and its figures."""
     params = default_parameters()
-    tile = choose_tile(X.shape, params.slots, "rows")
+    tile, rotations = training_layout(X.shape, params.slots, config)
     watch = Stopwatch()
-    with watch, session(address, params, tiles=[tile], display_name=f"compare {algorithm}") as client:
+    name = f"compare {algorithm}"
+    with watch, session(address, params, tiles=[tile], rotations=rotations, display_name=name) as client:
         dataset = client.upload(X, y, tile=tile)
         run = client.train(dataset.dataset_id, config, algorithm=algorithm)
         weights = client.weights(run.model)
@@ -97,22 +97,20 @@ def ames_writeup(address: str, epochs: int, peer_epochs: int) -> TaskResult:
 def ames_converged(address: str, solver: str, **settings: Any) -> TaskResult:
     """Ames to the least-squares optimum: the key holder standardizes the features, the server runs
     ``solver`` with its settings (tasks.SOLVER_SETTINGS), and weights are mapped back to the data's units."""
-    fields = linear.LinearRegressionConfig.__dataclass_fields__
-    if solver != "gd" and "solver" not in fields:
-        raise ValueError(f"solver={solver!r}: this version of core.linear knows only gradient descent ('gd')")
-    config = linear.LinearRegressionConfig(**settings, **({"solver": solver} if "solver" in fields else {}))
+    config = linear.LinearRegressionConfig(**settings, solver=solver)
     data = load_ames()
     scaler = Standardizer.fit(data.X)
     Xs, X = with_intercept(scaler.transform(data.X)), with_intercept(data.X)
     weights, run, measured = _train(address, Xs, data.y, config, "linear")
-    twin, plain_seconds = timed(linear.fit_torch, Xs, data.y, config)
+    twin, plain_seconds = timed(algorithms.get("linear").twin_for(config), Xs, data.y, config)
 
     def r2(w: np.ndarray) -> float:
         return r2_score(X, data.y, np.r_[scaler.original_weights(w[0], w[1:])])
 
     least_squares, floor = _least_squares(X, data.y)
     result = TaskResult(
-        title=f"Linear regression to convergence, solver {solver!r} ({config.epochs} epochs, standardized)",
+        title=f"Linear regression to convergence, solver {solver!r} "
+        + ("(one round trip, standardized)" if solver == "normal" else f"({config.epochs} epochs, standardized)"),
         dataset="Ames housing",
         rows=X.shape[0],
         features=X.shape[1] - 1,
@@ -126,8 +124,9 @@ def ames_converged(address: str, solver: str, **settings: Any) -> TaskResult:
         notes=f"least squares R² {least_squares:.4f}; settings {settings}",
         **measured,
     )
-    _curves(result, run, twin, "training MSE (SalePrice min-max scaled to [0, 1])")
-    result.loss_optimum = floor
+    if run.losses:  # the normal solver is one round trip: no epochs, no loss curve
+        _curves(result, run, twin, "training MSE (SalePrice min-max scaled to [0, 1])")
+        result.loss_optimum = floor
     return result
 
 

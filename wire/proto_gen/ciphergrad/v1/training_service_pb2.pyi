@@ -54,15 +54,25 @@ class RefreshReply(_message.Message):
     refreshed: _types_pb2.EncryptedMatrix
     def __init__(self, refresh_id: _Optional[int] = ..., refreshed: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ...) -> None: ...
 
+class NormalSolution(_message.Message):
+    __slots__ = ("request_id", "weights")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    weights: _types_pb2.EncryptedMatrix
+    def __init__(self, request_id: _Optional[int] = ..., weights: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ...) -> None: ...
+
 class TrainRequest(_message.Message):
-    __slots__ = ("start", "attach", "refresh_reply")
+    __slots__ = ("start", "attach", "refresh_reply", "normal_solution")
     START_FIELD_NUMBER: _ClassVar[int]
     ATTACH_FIELD_NUMBER: _ClassVar[int]
     REFRESH_REPLY_FIELD_NUMBER: _ClassVar[int]
+    NORMAL_SOLUTION_FIELD_NUMBER: _ClassVar[int]
     start: JobSpec
     attach: AttachJob
     refresh_reply: RefreshReply
-    def __init__(self, start: _Optional[_Union[JobSpec, _Mapping]] = ..., attach: _Optional[_Union[AttachJob, _Mapping]] = ..., refresh_reply: _Optional[_Union[RefreshReply, _Mapping]] = ...) -> None: ...
+    normal_solution: NormalSolution
+    def __init__(self, start: _Optional[_Union[JobSpec, _Mapping]] = ..., attach: _Optional[_Union[AttachJob, _Mapping]] = ..., refresh_reply: _Optional[_Union[RefreshReply, _Mapping]] = ..., normal_solution: _Optional[_Union[NormalSolution, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "dataset_id", "algorithm", "state", "epoch", "epochs", "model_id", "error_message", "hyperparameters", "refreshes", "create_time", "update_time")
@@ -123,6 +133,22 @@ class RefreshRequest(_message.Message):
     masked: _types_pb2.EncryptedMatrix
     def __init__(self, refresh_id: _Optional[int] = ..., masked: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ...) -> None: ...
 
+class NormalSystemRequest(_message.Message):
+    __slots__ = ("request_id", "gram_diagonals", "gram_column", "rows", "features", "factor")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    GRAM_DIAGONALS_FIELD_NUMBER: _ClassVar[int]
+    GRAM_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    FACTOR_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    gram_diagonals: _types_pb2.EncryptedMatrix
+    gram_column: _types_pb2.EncryptedMatrix
+    rows: int
+    features: int
+    factor: float
+    def __init__(self, request_id: _Optional[int] = ..., gram_diagonals: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., gram_column: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., rows: _Optional[int] = ..., features: _Optional[int] = ..., factor: _Optional[float] = ...) -> None: ...
+
 class TrainingResult(_message.Message):
     __slots__ = ("job", "model")
     JOB_FIELD_NUMBER: _ClassVar[int]
@@ -132,16 +158,18 @@ class TrainingResult(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., model: _Optional[_Union[_model_service_pb2.Model, _Mapping]] = ...) -> None: ...
 
 class TrainResponse(_message.Message):
-    __slots__ = ("job", "epoch", "refresh_request", "result")
+    __slots__ = ("job", "epoch", "refresh_request", "result", "normal_system")
     JOB_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     REFRESH_REQUEST_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    NORMAL_SYSTEM_FIELD_NUMBER: _ClassVar[int]
     job: Job
     epoch: EpochProgress
     refresh_request: RefreshRequest
     result: TrainingResult
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., epoch: _Optional[_Union[EpochProgress, _Mapping]] = ..., refresh_request: _Optional[_Union[RefreshRequest, _Mapping]] = ..., result: _Optional[_Union[TrainingResult, _Mapping]] = ...) -> None: ...
+    normal_system: NormalSystemRequest
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., epoch: _Optional[_Union[EpochProgress, _Mapping]] = ..., refresh_request: _Optional[_Union[RefreshRequest, _Mapping]] = ..., result: _Optional[_Union[TrainingResult, _Mapping]] = ..., normal_system: _Optional[_Union[NormalSystemRequest, _Mapping]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)

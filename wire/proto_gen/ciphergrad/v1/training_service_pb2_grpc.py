@@ -67,7 +67,8 @@ class TrainingServiceServicer:
 
     def Train(self, request_iterator, context):
         """Bidirectional stream. The client's first message is `start` (a new job) or `attach` (resume
-        a paused job of the same session); afterwards it sends `refresh_reply`s. The server streams
+        a paused job of the same session); afterwards it sends `refresh_reply`s (and, for solver
+        "normal", one `normal_solution`). The server streams
         job state changes, per-epoch progress with the encrypted loss, masked refresh requests and
         finally the result with the encrypted model. If the client goes away, the job pauses at its
         last completed epoch and can be resumed with `attach`.
