@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -373,6 +374,30 @@ class EncryptedMatrix:
         except (struct.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise MalformedInputError(f"malformed EncryptedMatrix bytes: {exc}") from exc
         return cls.from_parts(engine, header, blobs)
+
+
+def read_row_blocks(engine: Engine, path: str | Path, start: int, stop: int) -> EncryptedMatrix:
+    """Row blocks ``[start, stop)`` of a matrix stored with ``to_bytes``, reading only their ciphertexts."""
+    with open(path, "rb") as handle:
+        try:
+            if handle.read(4) != _MAGIC:
+                raise MalformedInputError(f"{path} is not a serialized EncryptedMatrix (bad magic)")
+            (size,) = struct.unpack("<I", handle.read(4))
+            header = json.loads(handle.read(size))
+            (rows, width), tile_rows, (blocks, cols) = header["shape"], header["tile"][0], header["grid"]
+            if not 0 <= start < stop <= blocks:
+                raise ShapeError(f"row blocks [{start}, {stop}) out of range for the {blocks} blocks of {path}")
+            blobs = []
+            for index in range(stop * cols):
+                (length,) = struct.unpack("<Q", handle.read(8))
+                if index < start * cols:
+                    handle.seek(length, 1)
+                else:
+                    blobs.append(handle.read(length))
+        except (struct.error, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise MalformedInputError(f"malformed EncryptedMatrix file {path}: {exc}") from exc
+    shape = [min(stop * tile_rows, rows) - start * tile_rows, width]
+    return EncryptedMatrix.from_parts(engine, {**header, "shape": shape}, blobs)
 
 
 def hstack(columns: list[EncryptedMatrix]) -> EncryptedMatrix:
