@@ -32,6 +32,7 @@ import numpy as np
 
 from core.engine import Engine, OpCounts
 from core.errors import ShapeError
+from core.layout import Tile
 from core.tensor import EncryptedMatrix
 
 # What a shard's step yields (a matrix for the key holder to refresh), receives back, and returns.
@@ -60,11 +61,11 @@ class StepPartial:
         counts = None
         if self.counts is not None and other.counts is not None:
             counts = OpCounts(**{k: v + getattr(other.counts, k) for k, v in vars(self.counts).items()})
-        return StepPartial(_add_pending(self.loss, other.loss), _add_pending(self.gradient, other.gradient), counts)
+        return StepPartial(add_pending(self.loss, other.loss), add_pending(self.gradient, other.gradient), counts)
 
     def finish(self, rows: int) -> tuple[EncryptedMatrix, EncryptedMatrix]:
         """``(loss (1, 1), gradient step (1, d))`` for a batch of ``rows`` rows."""
-        return _finish_pending(self.loss, rows), _finish_pending(self.gradient, rows)
+        return finish_pending(self.loss, rows), finish_pending(self.gradient, rows)
 
     def to_state(self) -> dict[str, Any]:
         return {"loss": self.loss.to_bytes(), "gradient": self.gradient.to_bytes(),
@@ -125,6 +126,26 @@ class ShardSet(Protocol):
     def step(self, weights: EncryptedMatrix, refresh: Any) -> StepPartial:
         """The summed partials of every shard (refreshes answered through ``refresh``, one per request)."""
         ...
+
+
+class ShardSource(Protocol):
+    """What a trainer needs before its first step: the table's shape and layout, and its shard set for the
+    trainer's ``RowStep`` (an executor's; the shards may live in other processes)."""
+
+    shape: tuple[int, int]
+    tile: Tile
+
+    def __call__(self, program: RowStep) -> ShardSet: ...
+
+
+class InMemoryShards:
+    """A ``ShardSource`` over matrices already in this process: one shard."""
+
+    def __init__(self, X: EncryptedMatrix, y: EncryptedMatrix) -> None:
+        self.X, self.y, self.shape, self.tile = X, y, X.shape, X.tile
+
+    def __call__(self, program: RowStep) -> ShardSet:
+        return LocalShards(program, program.prepare(self.X, self.y))
 
 
 class LocalShards:
@@ -200,7 +221,7 @@ def pending_row_sum(matrix: EncryptedMatrix) -> EncryptedMatrix:
     return EncryptedMatrix(engine, [line], shape, matrix.tile, (True, source.zero_padding[1]))
 
 
-def _add_pending(a: EncryptedMatrix, b: EncryptedMatrix) -> EncryptedMatrix:
+def add_pending(a: EncryptedMatrix, b: EncryptedMatrix) -> EncryptedMatrix:
     if (a.tile, a.shape[1]) != (b.tile, b.shape[1]):
         raise ShapeError(f"cannot add step partials of shapes {a.shape} and {b.shape} in different layouts")
     line = [a.engine.add(x, y) for x, y in zip(a.ciphertexts, b.ciphertexts, strict=True)]
@@ -208,7 +229,7 @@ def _add_pending(a: EncryptedMatrix, b: EncryptedMatrix) -> EncryptedMatrix:
     return EncryptedMatrix(a.engine, [line], shape, a.tile, (True, a.zero_padding[1] and b.zero_padding[1]))
 
 
-def _finish_pending(pending: EncryptedMatrix, rows: int) -> EncryptedMatrix:
+def finish_pending(pending: EncryptedMatrix, rows: int) -> EncryptedMatrix:
     shape = (min(rows, pending.tile.rows), pending.shape[1])
     whole = EncryptedMatrix(pending.engine, [pending.ciphertexts], shape, pending.tile, pending.zero_padding)
     return whole.sum(axis=0).sum(axis=1) if shape[1] == 1 else whole.sum(axis=0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Self
 
@@ -18,7 +18,7 @@ import numpy as np
 from core.engine import Engine, OpCounts
 from core.errors import ParameterError, ShapeError
 from core.refresh import MaskedRefresh, Refresh
-from core.shards import LocalShards, RowStep, ShardSet
+from core.shards import LocalShards, RowStep, ShardSet, ShardSource
 from core.tensor import EncryptedMatrix
 
 Shuffles = tuple[tuple[EncryptedMatrix, EncryptedMatrix], ...]
@@ -102,13 +102,15 @@ class GradientTrainer:
         velocity: EncryptedMatrix | None = None,
         epoch: int = 0,
         mask_refreshes: bool = True,
-        shards: Callable[[RowStep], ShardSet] | None = None,
+        shards: ShardSource | None = None,
     ) -> None:
-        """``shards`` (full batch only): builds the shard set that holds the table's row blocks for the job
-        (a distributed executor's); ``X`` and ``y`` are then only read for their shape and layout."""
-        check_data(X, y)
+        """``shards`` (full batch only, an executor's): where the table's row blocks live for the job; ``X``
+        and ``y`` are then None (the driver never loads the table)."""
+        if shards is None:
+            check_data(X, y)
         self.engine, self.config = engine, config
-        self.rows, self.features = X.shape
+        self.rows, self.features = shards.shape if shards is not None else X.shape
+        tile = shards.tile if shards is not None else X.tile
         self._setup()
         self.refresh = MaskedRefresh(refresh) if mask_refreshes else refresh
         self.epoch = epoch
@@ -119,7 +121,7 @@ class GradientTrainer:
             )
         self._epochs_data = [[shards(self.row_step(self.rows))]] if shards else self._prepare(X, y, shuffles)
         if weights is None:
-            weights = EncryptedMatrix.encrypt(engine, self._initial_weights()[None, :], tile=X.tile)
+            weights = EncryptedMatrix.encrypt(engine, self._initial_weights()[None, :], tile=tile)
         self.weights = weights
         self.velocity = velocity
         self.counts = OpCounts()
