@@ -6,8 +6,11 @@ per ciphertext) and the bytes go to a blob directory like the server's; the exec
 (``server.execution``: the local one loads the table in this process, Ray's actors each load their own row
 blocks once). One Ray on this machine (``num_cpus=2``) serves both Ray runs; "1 worker" is one shard actor,
 "2 workers" two. Every run trains the same epochs from the same start, refreshing through the key holder's
-masked refresh; ``max_abs_weight_diff_vs_local`` compares the decrypted weights. ``peak_rss_mb_per_worker`` is
-the largest VmHWM of a shard actor's process. Figures are medians of ``--epochs`` epochs; the machine's
+masked refresh; ``max_abs_weight_diff_vs_local`` compares the decrypted weights (every run also against
+float64 gradient descent; ``--noise-floor`` adds a second local run: two runs differ by the fresh encryptions
+of their refreshes, amplified by 1 / weight_scale = 79 at 100k rows). ``peak_rss_mb_per_worker`` is the
+largest VmHWM of a shard actor's process with 2 workers (each holds half the table and its pre-scaled copies).
+Figures are medians of ``--epochs`` epochs; the machine's
 1-minute load average at the start and end is reported beside them.
 
 The service-level keys (``clients``, ``concurrency_ratio``) need the server on the Ray executor: next step.
@@ -51,12 +54,21 @@ def train(executor, table, engine, config, refresh, holder) -> tuple[list[float]
         return seconds, decode_weights(holder.decrypt(trainer.weights), trainer.weight_scale), rss
 
 
+def plaintext_weights(X: np.ndarray, y: np.ndarray, config: LinearRegressionConfig) -> np.ndarray:
+    """The same epochs in float64 from the same start (heavy-ball and l2 are off in this benchmark)."""
+    w = np.random.default_rng(config.seed).normal(size=X.shape[1])
+    for _ in range(config.epochs):
+        w = w - config.learning_rate * X.T @ (X @ w - y[:, 0]) / len(X)
+    return w
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--features", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--skip-gram", action="store_true")
+    parser.add_argument("--noise-floor", action="store_true", help="a second local run, for the refresh noise")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
     load_start = os.getloadavg()[0]
@@ -85,17 +97,23 @@ def main(argv: list[str] | None = None) -> dict:
         seconds, local_weights, _ = train(LocalExecutor(), table, engine, config, refresh, holder)
         result["epoch_s_local"] = float(np.median(seconds))
         print(f"local: {seconds}", file=sys.stderr)
+        plain = plaintext_weights(X, y, config)
+        result["max_abs_weight_diff_local_vs_plaintext"] = float(np.max(np.abs(local_weights - plain)))
+        if args.noise_floor:  # a second local run: how far two runs differ by their refreshes' fresh noise alone
+            _, again, _ = train(LocalExecutor(), table, engine, config, refresh, holder)
+            result["max_abs_weight_diff_local_rerun"] = float(np.max(np.abs(again - local_weights)))
         rays = {count: RayExecutor(num_cpus=2, shards=count, timeout=1800) for count in (1, 2)}
-        diffs, rss = [], []
+        diffs = []
         for count, executor in rays.items():
             seconds, weights, worker_rss = train(executor, table, engine, config, refresh, holder)
             result[f"epoch_s_ray_{count}"] = float(np.median(seconds))
             diffs.append(float(np.max(np.abs(weights - local_weights))))
-            rss += worker_rss
+            result[f"max_abs_weight_diff_ray_{count}_vs_plaintext"] = float(np.max(np.abs(weights - plain)))
+            result[f"peak_rss_mb_per_worker_ray_{count}"] = round(max(worker_rss), 1)
             print(f"ray {count}: {seconds}", file=sys.stderr)
         result["speedup_2_vs_1"] = result["epoch_s_ray_1"] / result["epoch_s_ray_2"]
         result["max_abs_weight_diff_vs_local"] = max(diffs)
-        result["peak_rss_mb_per_worker"] = round(max(rss), 1)
+        result["peak_rss_mb_per_worker"] = result["peak_rss_mb_per_worker_ray_2"]
         if not args.skip_gram:
             for count, executor in rays.items():
                 start = time.perf_counter()
