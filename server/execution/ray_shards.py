@@ -81,7 +81,8 @@ class ShardActor:
         return self.X.shape[0]
 
     def begin(self, weights: bytes) -> tuple[str, Any]:
-        assert self.program is not None, "prepare(program) comes first"
+        if self.program is None:
+            raise RuntimeError("a shard's step began before prepare(program): call the shard source first")
         self._before = self.engine.counts.snapshot()
         self._running = self.program.partial(self.batch, EncryptedMatrix.from_bytes(self.engine, weights))
         return self._advance(None)
