@@ -9,7 +9,8 @@ blocks once). One Ray on this machine (``num_cpus=2``) serves both Ray runs; "1 
 masked refresh; ``max_abs_weight_diff_vs_local`` compares the decrypted weights (every run also against
 float64 gradient descent; ``--noise-floor`` adds a second local run: two runs differ by the fresh encryptions
 of their refreshes, amplified by 1 / weight_scale = 79 at 100k rows). ``peak_rss_mb_per_worker`` is the
-largest VmHWM of a shard actor's process with 2 workers (each holds half the table and its pre-scaled copies).
+largest VmHWM of a shard actor's process with 2 workers (each holds half the table and its pre-scaled copies);
+``worker_cpu_s_per_epoch_ray_N`` the busiest worker's CPU seconds per epoch, which other load does not inflate.
 Figures are medians of ``--epochs`` epochs; the machine's
 1-minute load average at the start and end is reported beside them.
 
@@ -44,14 +45,21 @@ from server.execution.local import LocalExecutor
 from server.execution.ray_shards import RayExecutor
 
 
-def train(executor, table, engine, config, refresh, holder) -> tuple[list[float], np.ndarray, list[float]]:
+def train(executor, table, engine, config, refresh, holder) -> tuple[list[float], np.ndarray, dict[str, float]]:
+    """Epoch times, decoded weights and (Ray) the largest worker's peak RSS and CPU seconds per epoch."""
     with executor.shards(table, engine) as shards:
         trainer = LinearTrainer(engine, None, None, config, refresh, shards=shards)
+        before = shards.usage() if hasattr(shards, "usage") else []
         seconds = []
         while not trainer.done:
             seconds.append(trainer.run_epoch().seconds)
-        rss = shards.peak_rss_mb() if hasattr(shards, "peak_rss_mb") else []
-        return seconds, decode_weights(holder.decrypt(trainer.weights), trainer.weight_scale), rss
+        usage = {}
+        if before:
+            after = shards.usage()
+            usage = {"peak_rss_mb": max(u["peak_rss_mb"] for u in after),
+                     "cpu_s_per_epoch": max(a["cpu_s"] - b["cpu_s"] for a, b in zip(after, before, strict=True))
+                     / len(seconds)}
+        return seconds, decode_weights(holder.decrypt(trainer.weights), trainer.weight_scale), usage
 
 
 def plaintext_weights(X: np.ndarray, y: np.ndarray, config: LinearRegressionConfig) -> np.ndarray:
@@ -109,7 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
             result[f"epoch_s_ray_{count}"] = float(np.median(seconds))
             diffs.append(float(np.max(np.abs(weights - local_weights))))
             result[f"max_abs_weight_diff_ray_{count}_vs_plaintext"] = float(np.max(np.abs(weights - plain)))
-            result[f"peak_rss_mb_per_worker_ray_{count}"] = round(max(worker_rss), 1)
+            result[f"peak_rss_mb_per_worker_ray_{count}"] = round(worker_rss["peak_rss_mb"], 1)
+            result[f"worker_cpu_s_per_epoch_ray_{count}"] = worker_rss["cpu_s_per_epoch"]
             print(f"ray {count}: {seconds}", file=sys.stderr)
         result["speedup_2_vs_1"] = result["epoch_s_ray_1"] / result["epoch_s_ray_2"]
         result["max_abs_weight_diff_vs_local"] = max(diffs)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,8 +100,9 @@ class ShardActor:
             return "done", partial.to_state()
         return "refresh", request.to_bytes()
 
-    def peak_rss_mb(self) -> float:
-        return _peak_rss_mb()
+    def usage(self) -> dict[str, float]:
+        """This worker's peak resident memory and the CPU seconds it has used (load-independent work)."""
+        return {"peak_rss_mb": _peak_rss_mb(), "cpu_s": time.process_time()}
 
 
 @ray.remote(max_retries=0)
@@ -156,8 +158,8 @@ class RayShards:
         partials = [StepPartial.from_state(engine, state) for _, state in replies]
         return functools.reduce(lambda a, b: a + b, partials)
 
-    def peak_rss_mb(self) -> list[float]:
-        return self.executor.get([a.peak_rss_mb.remote() for a in self.actors], "reading worker memory")
+    def usage(self) -> list[dict[str, float]]:
+        return self.executor.get([a.usage.remote() for a in self.actors], "reading worker usage")
 
     def close(self) -> None:
         for actor in self.actors:
