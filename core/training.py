@@ -1,8 +1,12 @@
 """What the encrypted gradient-descent trainers share: batches over the key holder's encrypted shuffles,
 gradient copies of X pre-scaled once, masked refreshes, checkpoints and the epoch loop.
 
-A trainer subclass says how one step is computed (``_step``), how its weights start and how its data is
-pre-scaled; everything a server needs to run, checkpoint and resume it lives here.
+A trainer subclass says how its weights start, the per-row part of a step (``row_step``: a picklable
+``core.shards.RowStep`` that pre-scales the data and yields the batch's pending sums), what the driver
+refreshes before a step (``_before_step``) and how it applies the finished gradient (``_update``);
+everything a server needs to run, checkpoint and resume it lives here. Each batch is a shard set
+(``core.shards``): one in-process shard, or, for full-batch training with ``shards=``, an executor's
+shards in other processes; the step is the same code either way.
 """
 
 from __future__ import annotations
