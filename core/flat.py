@@ -41,3 +41,19 @@ def read(stream: BinaryIO) -> tuple[Any, Iterator[bytes]]:
             yield blob
 
     return header, blobs()
+
+
+def blob_range(stream: BinaryIO, skip: int, take: int) -> Iterator[bytes]:
+    """After ``read``'s header: ``take`` blobs following the first ``skip``, seeking past those unread."""
+    try:
+        for _ in range(skip):
+            (length,) = struct.unpack("<Q", stream.read(8))
+            stream.seek(length, 1)
+        for _ in range(take):
+            (length,) = struct.unpack("<Q", stream.read(8))
+            blob = stream.read(length)
+            if len(blob) != length:
+                raise MalformedInputError("truncated EncryptedMatrix")
+            yield blob
+    except struct.error as exc:
+        raise MalformedInputError(f"truncated EncryptedMatrix: {exc}") from exc

@@ -117,6 +117,18 @@ class GramPartial:
     def columns(self) -> bool:
         return self.tile.cols == 1
 
+    def to_state(self) -> dict[str, Any]:
+        """Plain data for another process: each sum relinearized first (three-polynomial ciphertexts do not
+        load back), which costs one key switch per sum and leaves ``finalize`` nothing to relinearize."""
+        engine = self.engine
+        return {"tile": (self.tile.rows, self.tile.cols), "features": self.features, "rows": self.rows,
+                "sums": [(key, engine.ciphertext_to_bytes(engine.relinearize(ct))) for key, ct in self.sums.items()]}
+
+    @classmethod
+    def from_state(cls, engine: Engine, state: dict[str, Any]) -> GramPartial:
+        sums = {tuple(key): engine.ciphertext_from_bytes(blob) for key, blob in state["sums"]}
+        return cls(engine, Tile(*state["tile"]), int(state["features"]), int(state["rows"]), sums)  # type: ignore[misc]
+
 
 def accumulate(engine: Engine, blocks: Iterable[Block]) -> GramPartial:
     """One pass: the products of every ``(X, y)`` row block, summed (see the module docstring for costs)."""

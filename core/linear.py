@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from core.errors import ParameterError
+from core.shards import Batch, RowStep
 from core.tensor import EncryptedMatrix
-from core.training import Batch, EpochResult, GradientDescentConfig, GradientTrainer
+from core.training import EpochResult, GradientDescentConfig, GradientTrainer
 
 __all__ = [
     "LEVELS_PER_STEP",
     "SOLVERS",
     "EpochResult",
     "LinearRegressionConfig",
+    "LinearRowStep",
     "LinearTrainer",
     "TorchFit",
     "decode_weights",
@@ -104,23 +107,19 @@ class LinearTrainer(GradientTrainer):
     def _initial_weights(self) -> np.ndarray:
         return initial_weights(self.features, self.config) * self.weight_scale
 
-    def _gradient_factor(self) -> float:
-        return self.config.learning_rate
-
-    def _target(self, y: EncryptedMatrix) -> EncryptedMatrix:
-        return y * self.weight_scale
+    def row_step(self, rows: int) -> RowStep:
+        return LinearRowStep(rows, self.config.learning_rate, self.weight_scale)
 
     def _loss_scale(self) -> float:
         return 1.0 / (self.weight_scale**2 * self.rows)
 
-    def _step(self, batch: Batch) -> EncryptedMatrix:
+    def _before_step(self) -> None:
         if self.weights.level < LEVELS_PER_STEP:
             self.weights = self.refresh(self.weights)
         if self.velocity is not None and self.velocity.level < 1:
             self.velocity = self.refresh(self.velocity)
-        residual = (batch.X * self.weights).sum(axis=1) - batch.y
-        loss = (residual * residual).sum()
-        step = (batch.Xg * residual).sum(axis=0)
+
+    def _update(self, step: EncryptedMatrix) -> None:
         config = self.config
         if self._decay is not None:
             step = step - self.weights * self._decay
@@ -128,7 +127,16 @@ class LinearTrainer(GradientTrainer):
             self.velocity = step if self.velocity is None else self.velocity * config.momentum + step
             step = self.velocity
         self.weights = self.weights - step
-        return loss
+
+
+@dataclass(frozen=True)
+class LinearRowStep(RowStep):
+    """Per row: the residual ``X w - y`` (the weights and y carry ``weight_scale``); no refresh."""
+
+    def residuals(self, batch: Batch, weights: EncryptedMatrix) -> Generator[EncryptedMatrix, EncryptedMatrix,
+                                                                                EncryptedMatrix]:
+        yield from ()
+        return (batch.X * weights).sum(axis=1) - batch.y
 
 
 # -- the plaintext twin ----------------------------------------------------------------------------

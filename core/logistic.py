@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,12 +35,14 @@ import numpy as np
 from core.errors import ParameterError
 from core.polynomial import Polynomial, fit_sigmoid
 from core.polynomial import evaluate as evaluate_polynomial
+from core.shards import Batch, RowStep
 from core.tensor import EncryptedMatrix
-from core.training import Batch, GradientDescentConfig, GradientTrainer
+from core.training import GradientDescentConfig, GradientTrainer
 
 __all__ = [
     "LEVELS_PER_STEP",
     "LogisticRegressionConfig",
+    "LogisticRowStep",
     "LogisticTrainer",
     "decode_model",
     "decode_weights",
@@ -125,30 +128,21 @@ class LogisticTrainer(GradientTrainer):
         # Zero start: every logit begins at 0, the centre of the polynomial's range.
         return np.zeros(self.features)
 
-    def _gradient_factor(self) -> float:
+    def row_step(self, rows: int) -> RowStep:
         # Nesterov in Bengio's form uses (1 + mu) * gradient for the weights; fold it in here.
-        return self.config.learning_rate * (1.0 + self.config.momentum) / self.bound / self._loss_factor
-
-    def _target(self, y: EncryptedMatrix) -> EncryptedMatrix:
-        return y * self._loss_factor
+        factor = self.config.learning_rate * (1.0 + self.config.momentum) / self.bound / self._loss_factor
+        return LogisticRowStep(rows, factor, self._loss_factor, self._scaled_poly, self.bound)
 
     def _loss_scale(self) -> float:
         return 1.0
 
-    def _step(self, batch: Batch) -> EncryptedMatrix:
-        config, poly = self.config, self._scaled_poly
+    def _before_step(self) -> None:
         if self.weights.level < 2:  # product + row-sum mask
             self.weights = self.refresh(self.weights)
-        z = (batch.X * self.weights).sum(axis=1)  # = logit / bound
-        if z.level < poly.depth + 1:  # the polynomial, then the gradient product
-            z = self.refresh(z)
-        residual = evaluate_polynomial(poly, z, input_scale=1.0 / self.bound) - batch.y  # / sqrt(rows)
-        if residual.level < 1:
-            residual = self.refresh(residual)
-        loss = (residual * residual).sum()
-        step = (batch.Xg * residual).sum(axis=0)  # (1 + mu) * lr * gradient / bound
+
+    def _update(self, step: EncryptedMatrix) -> None:  # step: (1 + mu) * lr * gradient / bound
         weights = self.weights if self._shrink is None else self.weights * self._shrink
-        mu = config.momentum
+        mu = self.config.momentum
         if mu:
             if self.velocity is None:
                 self.velocity = -step
@@ -161,7 +155,25 @@ class LogisticTrainer(GradientTrainer):
         else:
             weights = weights - step
         self.weights = weights
-        return loss
+
+
+@dataclass(frozen=True)
+class LogisticRowStep(RowStep):
+    """Per row: the logit (refreshed by the key holder when the sigmoid needs the levels), the polynomial
+    sigmoid minus y (refreshed once more for degrees 5 and 7)."""
+
+    poly: Polynomial  # coefficients carry 1 / sqrt(rows), as y does
+    bound: float
+
+    def residuals(self, batch: Batch, weights: EncryptedMatrix) -> Generator[EncryptedMatrix, EncryptedMatrix,
+                                                                                EncryptedMatrix]:
+        z = (batch.X * weights).sum(axis=1)  # = logit / bound
+        if z.level < self.poly.depth + 1:  # the polynomial, then the gradient product
+            z = yield z
+        residual = evaluate_polynomial(self.poly, z, input_scale=1.0 / self.bound) - batch.y  # / sqrt(rows)
+        if residual.level < 1:
+            residual = yield residual
+        return residual
 
 
 # -- the plaintext twins -------------------------------------------------------------------------------

@@ -30,26 +30,36 @@ __all__ = [
     "finish_r2",
     "finish_std",
     "mae",
+    "mean_from_sums",
     "mse",
     "r2_parts",
     "standardization_params",
+    "variance_from_sums",
 ]
 
 
 def column_mean(X: EncryptedMatrix) -> EncryptedMatrix:
     """``(1, d)`` column means (1 level)."""
-    return X.sum(axis=0) * (1.0 / X.shape[0])
+    return mean_from_sums(X.sum(axis=0), X.shape[0])
 
 
 def column_variance(X: EncryptedMatrix, ddof: int = 0) -> EncryptedMatrix:
     """``(1, d)`` column variances, numpy's ``var(axis=0, ddof=ddof)`` (2 levels)."""
-    n = _rows_after_ddof(X, ddof)
-    a2 = 1.0 / n
-    total = X.sum(axis=0)
+    return variance_from_sums(X.sum(axis=0), (X * X).sum(axis=0), X.shape[0], ddof)
+
+
+def mean_from_sums(total: EncryptedMatrix, rows: int) -> EncryptedMatrix:
+    """Means from the column sums (an executor may add them up over row blocks)."""
+    return total * (1.0 / rows)
+
+
+def variance_from_sums(total: EncryptedMatrix, squares: EncryptedMatrix, rows: int, ddof: int = 0) -> EncryptedMatrix:
+    """Variances from the column sums of ``X`` and of ``X * X``."""
+    a2 = 1.0 / _rows_after_ddof(rows, ddof)
     # Both terms end in a plaintext multiplication: that lands each on exactly the nominal scale. Ending
     # one in a ciphertext product would leave its scale off by the prime's distance from 2**40 (~7e-7
     # relative), an error of that relative size on sum(x**2)/n once the two are subtracted.
-    return (X * X).sum(axis=0) * a2 - (total * total) * (a2 / X.shape[0])
+    return squares * a2 - (total * total) * (a2 / rows)
 
 
 def standardization_params(X: EncryptedMatrix, ddof: int = 0) -> tuple[EncryptedMatrix, EncryptedMatrix]:
@@ -75,7 +85,7 @@ def covariance(X: EncryptedMatrix, ddof: int = 1) -> EncryptedMatrix:
             f"covariance needs column packing with at least {d} tile rows; encrypt X with "
             f"packing='columns' (got tile {X.tile.rows}x{X.tile.cols})"
         )
-    scale = 1.0 / _rows_after_ddof(X, ddof)
+    scale = 1.0 / _rows_after_ddof(X.shape[0], ddof)
     columns = [X.column(j) for j in range(d)]
     # gram[j][k] (j <= k): a (1, 1) matrix holding sum_i x_ij x_ik in every slot.
     gram: dict[tuple[int, int], EncryptedMatrix] = {}
@@ -158,10 +168,10 @@ def mae(
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-def _rows_after_ddof(X: EncryptedMatrix, ddof: int) -> int:
-    n = X.shape[0] - ddof
+def _rows_after_ddof(rows: int, ddof: int) -> int:
+    n = rows - ddof
     if n < 1:
-        raise ShapeError(f"{X.shape[0]} rows with ddof={ddof} leave no degrees of freedom")
+        raise ShapeError(f"{rows} rows with ddof={ddof} leave no degrees of freedom")
     return n
 
 

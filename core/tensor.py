@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import itertools
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -372,6 +373,19 @@ def _layout(engine: Engine, header: Any) -> tuple[tuple[int, int], Tile, tuple[b
         raise ShapeError(f"shape {shape} must have positive dimensions")
     tile.check(engine.slots)
     return shape, tile, pads, layout.grid(shape, tile)
+
+
+def read_block_range(engine: Engine, path: str | Path, start: int, stop: int) -> EncryptedMatrix:
+    """Row blocks ``[start, stop)`` of a matrix stored with ``to_bytes``, reading only their ciphertexts."""
+    with open(path, "rb") as handle:
+        header, _ = flat.read(handle)
+        shape, tile, pads, (blocks, cols) = _layout(engine, header)
+        if not 0 <= start < stop <= blocks:
+            raise ShapeError(f"row blocks [{start}, {stop}) out of range for the {blocks} blocks of {path}")
+        blobs = list(flat.blob_range(handle, start * cols, (stop - start) * cols))
+    tiles = [[engine.ciphertext_from_bytes(b) for b in blobs[i * cols : (i + 1) * cols]] for i in range(stop - start)]
+    rows = min(stop * tile.rows, shape[0]) - start * tile.rows
+    return EncryptedMatrix(engine, tiles, (rows, shape[1]), tile, pads)
 
 
 def hstack(columns: list[EncryptedMatrix]) -> EncryptedMatrix:

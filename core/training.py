@@ -1,8 +1,12 @@
 """What the encrypted gradient-descent trainers share: batches over the key holder's encrypted shuffles,
 gradient copies of X pre-scaled once, masked refreshes, checkpoints and the epoch loop.
 
-A trainer subclass says how one step is computed (``_step``), how its weights start and how its data is
-pre-scaled; everything a server needs to run, checkpoint and resume it lives here.
+A trainer subclass says how its weights start, the per-row part of a step (``row_step``: a picklable
+``core.shards.RowStep`` that pre-scales the data and yields the batch's pending sums), what the driver
+refreshes before a step (``_before_step``) and how it applies the finished gradient (``_update``);
+everything a server needs to run, checkpoint and resume it lives here. Each batch is a shard set
+(``core.shards``): one in-process shard, or, for full-batch training with ``shards=``, an executor's
+shards in other processes; the step is the same code either way.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 from core.engine import Engine, OpCounts
 from core.errors import ParameterError, ShapeError
 from core.refresh import MaskedRefresh, Refresh
+from core.shards import LocalShards, RowStep, ShardSet, ShardSource
 from core.tensor import EncryptedMatrix
 
 Shuffles = tuple[tuple[EncryptedMatrix, EncryptedMatrix], ...]
@@ -83,14 +88,6 @@ class EpochResult:
     loss_scale: float = 0.0
 
 
-@dataclass
-class Batch:
-    X: EncryptedMatrix
-    Xg: EncryptedMatrix  # X times the step's constant factor / rows: the gradient's copy
-    y: EncryptedMatrix  # the target, pre-scaled as the algorithm needs
-    rows: int
-
-
 class GradientTrainer:
     """One epoch at a time over encrypted data, so a server can checkpoint between epochs."""
 
@@ -109,16 +106,26 @@ class GradientTrainer:
         velocity: EncryptedMatrix | None = None,
         epoch: int = 0,
         mask_refreshes: bool = True,
+        shards: ShardSource | None = None,
     ) -> None:
-        check_data(X, y)
+        """``shards`` (full batch only, an executor's): where the table's row blocks live for the job; ``X``
+        and ``y`` are then None (the driver never loads the table)."""
+        if shards is None:
+            check_data(X, y)
         self.engine, self.config = engine, config
-        self.rows, self.features = X.shape
+        self.rows, self.features = shards.shape if shards is not None else X.shape
+        tile = shards.tile if shards is not None else X.tile
         self._setup()
         self.refresh = MaskedRefresh(refresh) if mask_refreshes else refresh
         self.epoch = epoch
-        self._epochs_data = self._prepare(X, y, shuffles)
+        if shards is not None and (shuffles or config.batch_size is not None):
+            raise ParameterError(
+                "sharded training is full batch over the stored table: batch_size=None and no shuffles "
+                "(minibatches and shuffles run on one shard, the local executor)"
+            )
+        self._epochs_data = [[shards(self.row_step(self.rows))]] if shards else self._prepare(X, y, shuffles)
         if weights is None:
-            weights = EncryptedMatrix.encrypt(engine, self._initial_weights()[None, :], tile=X.tile)
+            weights = EncryptedMatrix.encrypt(engine, self._initial_weights()[None, :], tile=tile)
         self.weights = weights
         self.velocity = velocity
         self.counts = OpCounts()
@@ -130,30 +137,30 @@ class GradientTrainer:
     def _initial_weights(self) -> np.ndarray:
         raise NotImplementedError
 
-    def _gradient_factor(self) -> float:
-        """The constant of the step (learning rate, momentum form, scales); divided by the batch's rows."""
+    def row_step(self, rows: int) -> RowStep:
+        """The per-row part of a step over a batch of ``rows`` rows (runs on the shards)."""
         raise NotImplementedError
 
-    def _target(self, y: EncryptedMatrix) -> EncryptedMatrix:
-        return y
+    def _before_step(self) -> None:
+        """Refresh the weights (and velocity) that lack the levels the step needs (on the driver)."""
 
-    def _step(self, batch: Batch) -> EncryptedMatrix | None:
-        """Update ``self.weights`` (and ``self.velocity``); return this batch's encrypted loss, if any."""
+    def _update(self, step: EncryptedMatrix) -> None:
+        """Apply the finished gradient step to ``self.weights`` (momentum, l2: on the driver)."""
         raise NotImplementedError
 
     def _loss_scale(self) -> float:
         return 0.0
 
     # -- shared machinery ---------------------------------------------------------------------------------
-    def _prepare(self, X: EncryptedMatrix, y: EncryptedMatrix, shuffles: Shuffles) -> list[list[Batch]]:
+    def _prepare(self, X: EncryptedMatrix, y: EncryptedMatrix, shuffles: Shuffles) -> list[list[ShardSet]]:
         """Per shuffle, its batches with their pre-scaled copies (computed once, not per epoch)."""
         sources = [(X, y)] if not shuffles else list(shuffles)
         for Xs, ys in sources:
             check_data(Xs, ys)
             if Xs.shape != X.shape or Xs.tile != X.tile:
                 raise ShapeError(f"shuffle of shape {Xs.shape} differs from the data's {X.shape}")
-        batch_size, factor = self.config.batch_size, self._gradient_factor()
-        prepared = []
+        batch_size = self.config.batch_size
+        prepared: list[list[ShardSet]] = []
         for Xs, ys in sources:
             blocks = [(Xs, ys)]
             if batch_size is not None:
@@ -163,10 +170,20 @@ class GradientTrainer:
                         f"(got {Xs.tile.rows})"
                     )
                 blocks = [(Xs.row_block(i), ys.row_block(i)) for i in range(Xs.grid[0])]
-            prepared.append(
-                [Batch(bx, bx * (factor / bx.shape[0]), self._target(by), bx.shape[0]) for bx, by in blocks]
-            )
+            prepared.append([LocalShards(self.row_step(bx.shape[0]), self.row_step(bx.shape[0]).prepare(bx, by))
+                             for bx, by in blocks])
         return prepared
+
+    def _step(self, shards: ShardSet) -> EncryptedMatrix:
+        """One step over a batch: the shards' partial sums, finished and applied here; the batch's loss."""
+        self._before_step()
+        partial = shards.step(self.weights, self.refresh)
+        if partial.counts is not None:  # operations that ran in other processes
+            for name, value in vars(partial.counts).items():
+                setattr(self.engine.counts, name, getattr(self.engine.counts, name) + value)
+        loss, step = partial.finish(shards.shape[0])
+        self._update(step)
+        return loss
 
     @classmethod
     def resume(
@@ -204,8 +221,8 @@ class GradientTrainer:
         start = time.perf_counter()
         before = self.engine.counts.snapshot()
         loss = None
-        for batch in self._epochs_data[self.epoch % len(self._epochs_data)]:
-            part = self._step(batch)
+        for shards in self._epochs_data[self.epoch % len(self._epochs_data)]:
+            part = self._step(shards)
             if part is not None:
                 loss = part if loss is None else loss + part
         self.epoch += 1

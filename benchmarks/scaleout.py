@@ -1,0 +1,150 @@
+"""Scale-out: a full-batch per-row ("gd") epoch on 100k rows x 10 features in this process and on Ray with
+1 and 2 shard workers, plus the one-pass Gram statistics on 1 and 2 workers, all in one run.
+
+The key holder encrypts synthetic data (as ``scaling.py``: 10 features min-max scaled, an intercept, 256 rows
+per ciphertext) and the bytes go to a blob directory like the server's; the executors read them from there
+(``server.execution``: the local one loads the table in this process, Ray's actors each load their own row
+blocks once). One Ray on this machine (``num_cpus=2``) serves both Ray runs; "1 worker" is one shard actor,
+"2 workers" two. Every run trains the same epochs from the same start, refreshing through the key holder's
+masked refresh; ``max_abs_weight_diff_vs_local`` compares the decrypted weights (every run also against
+float64 gradient descent; ``--noise-floor`` adds a second local run: two runs differ by the fresh encryptions
+of their refreshes, amplified by 1 / weight_scale = 79 at 100k rows). ``peak_rss_mb_per_worker`` is the
+largest VmHWM of a shard actor's process with 2 workers (each holds half the table and its pre-scaled copies);
+``worker_cpu_s_per_epoch_ray_N`` the busiest worker's CPU seconds per epoch, which other load does not inflate.
+Figures are medians of ``--epochs`` epochs; the machine's
+1-minute load average at the start and end is reported beside them.
+
+The service-level keys (``clients``, ``concurrency_ratio``) need the server on the Ray executor: next step.
+
+    .venv/bin/python benchmarks/scaleout.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core import Engine, KeyHolder
+from core import gram as core_gram
+from core.data import synthetic_regression
+from core.layout import choose_tile, rotation_steps
+from core.linear import LinearRegressionConfig, LinearTrainer, decode_weights
+from core.params import plan
+from core.tensor import EncryptedMatrix
+from server.execution import StoredTable
+from server.execution.local import LocalExecutor
+from server.execution.ray_shards import RayExecutor
+
+
+def train(executor, table, engine, config, refresh, holder) -> tuple[list[float], np.ndarray, dict[str, float]]:
+    """Epoch times, decoded weights and (Ray) the largest worker's peak RSS and CPU seconds per epoch."""
+    with executor.shards(table, engine) as shards:
+        trainer = LinearTrainer(engine, None, None, config, refresh, shards=shards)
+        before = shards.usage() if hasattr(shards, "usage") else []
+        seconds = []
+        while not trainer.done:
+            seconds.append(trainer.run_epoch().seconds)
+        usage = {}
+        if before:
+            after = shards.usage()
+            usage = {"peak_rss_mb": max(u["peak_rss_mb"] for u in after),
+                     "cpu_s_per_epoch": max(a["cpu_s"] - b["cpu_s"] for a, b in zip(after, before, strict=True))
+                     / len(seconds)}
+        return seconds, decode_weights(holder.decrypt(trainer.weights), trainer.weight_scale), usage
+
+
+def plaintext_weights(X: np.ndarray, y: np.ndarray, config: LinearRegressionConfig) -> np.ndarray:
+    """The same epochs in float64 from the same start (heavy-ball and l2 are off in this benchmark)."""
+    w = np.random.default_rng(config.seed).normal(size=X.shape[1])
+    for _ in range(config.epochs):
+        w = w - config.learning_rate * X.T @ (X @ w - y[:, 0]) / len(X)
+    return w
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--features", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--skip-gram", action="store_true")
+    parser.add_argument("--noise-floor", action="store_true", help="a second local run, for the refresh noise")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = parser.parse_args(argv)
+    load_start = os.getloadavg()[0]
+
+    X, y = synthetic_regression(args.rows, args.features, 0)
+    params = plan(3, slots=1)
+    tile = choose_tile(X.shape, params.slots, "rows")
+    steps = sorted({*rotation_steps(tile), *core_gram.rotation_steps(tile.cols, params.slots)})
+    holder = KeyHolder(params, rotations=steps)
+    context = holder.public_context()
+    engine = Engine.from_public_context(context)
+
+    def refresh(matrix: EncryptedMatrix) -> EncryptedMatrix:
+        answer = holder.refresh(EncryptedMatrix.from_bytes(holder.engine, matrix.to_bytes())).to_bytes()
+        return EncryptedMatrix.from_bytes(engine, answer)
+
+    config = LinearRegressionConfig(learning_rate=0.5, epochs=args.epochs, seed=0)
+    result: dict = {"rows": args.rows, "features": args.features, "epochs": args.epochs}
+    with tempfile.TemporaryDirectory(prefix="scaleout-") as directory:
+        root = Path(directory)
+        (root / "context.bin").write_bytes(context)
+        (root / "0.bin").write_bytes(holder.encrypt(X, tile=tile).to_bytes())
+        (root / "1.bin").write_bytes(holder.encrypt(y, tile=tile).to_bytes())
+        table = StoredTable(root / "context.bin", root / "0.bin", root / "1.bin", args.rows, tile.rows)
+
+        seconds, local_weights, _ = train(LocalExecutor(), table, engine, config, refresh, holder)
+        result["epoch_s_local"] = float(np.median(seconds))
+        print(f"local: {seconds}", file=sys.stderr)
+        plain = plaintext_weights(X, y, config)
+        result["max_abs_weight_diff_local_vs_plaintext"] = float(np.max(np.abs(local_weights - plain)))
+        if args.noise_floor:  # a second local run: how far two runs differ by their refreshes' fresh noise alone
+            _, again, _ = train(LocalExecutor(), table, engine, config, refresh, holder)
+            result["max_abs_weight_diff_local_rerun"] = float(np.max(np.abs(again - local_weights)))
+        rays = {count: RayExecutor(num_cpus=2, shards=count, timeout=1800) for count in (1, 2)}
+        diffs = []
+        for count, executor in rays.items():
+            seconds, weights, worker_rss = train(executor, table, engine, config, refresh, holder)
+            result[f"epoch_s_ray_{count}"] = float(np.median(seconds))
+            diffs.append(float(np.max(np.abs(weights - local_weights))))
+            result[f"max_abs_weight_diff_ray_{count}_vs_plaintext"] = float(np.max(np.abs(weights - plain)))
+            result[f"peak_rss_mb_per_worker_ray_{count}"] = round(worker_rss["peak_rss_mb"], 1)
+            result[f"worker_cpu_s_per_epoch_ray_{count}"] = worker_rss["cpu_s_per_epoch"]
+            print(f"ray {count}: {seconds}", file=sys.stderr)
+        result["speedup_2_vs_1"] = result["epoch_s_ray_1"] / result["epoch_s_ray_2"]
+        result["max_abs_weight_diff_vs_local"] = max(diffs)
+        result["peak_rss_mb_per_worker"] = result["peak_rss_mb_per_worker_ray_2"]
+        if not args.skip_gram:
+            for count, executor in rays.items():
+                start = time.perf_counter()
+                partial = executor.gram_partial(table, engine)
+                result[f"gram_pass_s_ray_{count}"] = time.perf_counter() - start
+                assert partial.rows == args.rows
+            result["gram_speedup_2_vs_1"] = result["gram_pass_s_ray_1"] / result["gram_pass_s_ray_2"]
+        rays[1].close()
+    result["targets_met"] = {"speedup_2_vs_1 >= 1.7": result["speedup_2_vs_1"] >= 1.7,
+                             "max_abs_weight_diff_vs_local <= 1e-6": result["max_abs_weight_diff_vs_local"] <= 1e-6}
+    result["load_average_1min"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
+    result["cpus"] = os.cpu_count()
+    for key, value in result.items():
+        if isinstance(value, float):
+            result[key] = round(value, 4) if "diff" not in key else float(f"{value:.3g}")
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>32}: {value}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

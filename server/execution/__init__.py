@@ -1,0 +1,60 @@
+"""Where a job's homomorphic work runs: in this process (``local``) or in Ray workers (``ray_shards``).
+
+One small interface, ``Executor``, over a ``StoredTable`` (paths into the blob store, never bytes):
+
+- ``shards(table, engine)``: a context manager giving the ``core.shards.ShardSource`` that a
+  ``GradientTrainer(engine, None, None, config, refresh, shards=...)`` runs full-batch steps on. Ray: one actor per
+  range of row blocks, alive for the job, each loading its own blocks and the public context once.
+- ``gram_partial(table, engine)``: the one-pass Gram statistics of ``core.gram`` summed over shards.
+- ``map_blocks(table, function, engine)``: a row-local function (prediction, distances) over ranges of
+  row blocks, results stacked back in row order.
+- ``column_sums(table, engine, squares)``: ``X.sum(axis=0)`` (of ``X * X``), added up over ranges
+  (Describe's means and variances come from these, ``core.stats.*_from_sums``).
+
+Functions handed to ``map_blocks`` must be picklable (module-level, or ``functools.partial`` of one). The
+secret key never exists here: workers load the session's public context, which the server refused to store
+if it carried one. Every wait on a worker has a timeout; a worker or cluster that goes away is an
+``ExecutionError`` naming the Ray address, never a hang.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from core.engine import Engine
+from core.gram import GramPartial
+from core.shards import ShardSource
+from core.tensor import EncryptedMatrix
+
+BlockFunction = Callable[[EncryptedMatrix], EncryptedMatrix]
+
+
+class ExecutionError(RuntimeError):
+    """The execution layer could not run the work: which cluster, which worker, and what happened."""
+
+
+@dataclass(frozen=True)
+class StoredTable:
+    """A stored dataset as the executors see it: where its public context and matrices live."""
+
+    context: Path  # the session's public context
+    features: Path  # X, as EncryptedMatrix.to_bytes wrote it
+    targets: Path | None  # y (None for prediction and statistics)
+    rows: int
+    tile_rows: int
+
+
+class Executor(Protocol):
+    def shards(self, table: StoredTable, engine: Engine) -> AbstractContextManager[ShardSource]: ...
+
+    def gram_partial(self, table: StoredTable, engine: Engine) -> GramPartial: ...
+
+    def map_blocks(self, table: StoredTable, function: BlockFunction, engine: Engine) -> EncryptedMatrix: ...
+
+    def column_sums(self, table: StoredTable, engine: Engine, squares: bool = False) -> EncryptedMatrix: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,178 @@
+"""The execution layer: shard partials (core.shards) and the local and Ray executors (server.execution).
+
+Tolerances: summed shard partials decrypt within 1e-9 of the whole table's sums (ciphertext addition is
+exact; only refresh encryptions differ); Ray's weights within 1e-6 of the local executor's on Ames after
+the same epochs (linear "gd", Gram, logistic with the key holder's refresh of the logit), and the local
+executor's within 1e-4 of the torch twins; fan-out predictions and column moments within 1e-6 of the local
+executor's. One local 2-CPU Ray for the module.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core import EncryptedMatrix
+from core.data import load_ames, with_intercept
+from core.gram import accumulate, row_blocks
+from core.gram_training import GramTrainer
+from core.inference import predict_linear
+from core.linear import LinearRegressionConfig, LinearTrainer, fit_torch
+from core.logistic import LogisticRegressionConfig, LogisticTrainer
+from core.logistic import fit_torch as fit_torch_logistic
+from core.shards import LocalShards, block_ranges, row_blocks_of
+from core.stats import mean_from_sums, variance_from_sums
+from core.tensor import read_block_range
+from server.execution import ExecutionError, StoredTable
+from server.execution.local import LocalExecutor
+
+ray_shards = pytest.importorskip("server.execution.ray_shards")
+
+
+@pytest.fixture(scope="module")
+def ames():
+    data = load_ames()
+    X = (data.X - data.X.mean(axis=0)) / data.X.std(axis=0)
+    return with_intercept(X), data.y.reshape(-1, 1)
+
+
+@pytest.fixture
+def refresh(kh, engine):
+    def call(matrix: EncryptedMatrix) -> EncryptedMatrix:  # the key holder's round trip, through bytes
+        answer = kh.refresh(EncryptedMatrix.from_bytes(kh.engine, matrix.to_bytes()))
+        return EncryptedMatrix.from_bytes(engine, answer.to_bytes())
+
+    return call
+
+
+def store(tmp_path: Path, public_context: bytes, X: EncryptedMatrix, y: EncryptedMatrix | None) -> StoredTable:
+    (tmp_path / "context.bin").write_bytes(public_context)
+    (tmp_path / "0.bin").write_bytes(X.to_bytes())
+    if y is not None:
+        (tmp_path / "1.bin").write_bytes(y.to_bytes())
+    targets = tmp_path / "1.bin" if y is not None else None
+    return StoredTable(tmp_path / "context.bin", tmp_path / "0.bin", targets, X.shape[0], X.tile.rows)
+
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    executor = ray_shards.RayExecutor(num_cpus=2, shards=2, timeout=300)
+    yield executor
+    executor.close()
+
+
+def train(trainer, dec) -> np.ndarray:
+    while not trainer.done:
+        trainer.run_epoch()
+    return dec(trainer.weights).reshape(-1)
+
+
+# -- core.shards, no Ray ------------------------------------------------------------------------------------
+def test_block_ranges_cover_every_block_and_never_isolate_one_row() -> None:
+    assert block_ranges(510, 256, 2) == [(0, 1), (1, 2)]
+    assert block_ranges(1000, 256, 8) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert block_ranges(513, 256, 3) == [(0, 1), (1, 3)]  # the one-row third block rides with the second
+    ranges = block_ranges(100_000, 256, 3)
+    assert ranges[0][0] == 0 and ranges[-1][1] == 391
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+
+
+def test_shard_partials_add_up_to_the_whole_step(engine, enc, dec, ames) -> None:
+    X, y = ames
+    Xe, ye = enc(X), enc(y, tile=enc(X).tile)
+    trainer = LinearTrainer(engine, Xe, ye, LinearRegressionConfig(epochs=1), lambda m: m)
+    program, weights = trainer.row_step(len(X)), trainer.weights
+    whole = LocalShards(program, program.prepare(Xe, ye)).step(weights, None).finish(len(X))
+    parts = [LocalShards(program, program.prepare(row_blocks_of(Xe, a, b), row_blocks_of(ye, a, b)))
+             for a, b in block_ranges(len(X), Xe.tile.rows, 2)]
+    summed = (parts[0].step(weights, None) + parts[1].step(weights, None)).finish(len(X))
+    for full, split in zip(whole, summed, strict=True):
+        assert full.level == split.level and full.shape == split.shape
+        assert np.max(np.abs(dec(full) - dec(split))) < 1e-9
+
+
+def test_read_block_range_reads_a_range(engine, enc, dec, ames, tmp_path) -> None:
+    X, _ = ames
+    path = tmp_path / "X.bin"
+    path.write_bytes(enc(X).to_bytes())
+    second = read_block_range(engine, path, 1, 2)
+    assert second.shape == (len(X) - 256, X.shape[1])
+    assert np.max(np.abs(dec(second) - X[256:])) < 1e-6
+
+
+# -- the Ray executor against the local one ---------------------------------------------------------------
+def test_linear_gd_on_ray_equals_local(engine, enc, dec, public_context, ames, refresh, ray_executor, tmp_path):
+    X, y = ames
+    Xe = enc(X)
+    table = store(tmp_path, public_context, Xe, enc(y, tile=Xe.tile))
+    config = LinearRegressionConfig(learning_rate=0.5, momentum=0.3, l2=0.01, epochs=6)
+    weights = {}
+    for name, executor in (("local", LocalExecutor()), ("ray", ray_executor)):
+        with executor.shards(table, engine) as shards:
+            trainer = LinearTrainer(engine, None, None, config, refresh, shards=shards)
+            weights[name] = train(trainer, dec) / trainer.weight_scale
+            if name == "ray":
+                assert len({place["pid"] for place in shards.placement}) == 2  # two worker processes
+                assert trainer.counts.multiplications > 0  # the shards' operations are reported
+    assert np.max(np.abs(weights["ray"] - weights["local"])) < 1e-6
+    assert np.max(np.abs(weights["local"] - fit_torch(X, y, config).weights)) < 1e-4
+
+
+def test_logistic_on_ray_equals_local(engine, enc, dec, public_context, ames, refresh, ray_executor, tmp_path):
+    X, y = ames
+    labels = (y > np.median(y)).astype(float)
+    Xe = enc(X)
+    table = store(tmp_path, public_context, Xe, enc(labels, tile=Xe.tile))
+    config = LogisticRegressionConfig(learning_rate=0.5, momentum=0.5, epochs=3)
+    weights = {}
+    for name, executor in (("local", LocalExecutor()), ("ray", ray_executor)):
+        with executor.shards(table, engine) as shards:
+            trainer = LogisticTrainer(engine, None, None, config, refresh, shards=shards)
+            weights[name] = train(trainer, dec) * trainer.bound
+            assert trainer.counts.refreshes >= 2 * config.epochs  # the weights and, mid-step, the logits
+    assert np.max(np.abs(weights["ray"] - weights["local"])) < 1e-6
+    assert np.max(np.abs(weights["local"] - fit_torch_logistic(X, labels, config).weights)) < 1e-4
+
+
+def test_gram_pass_on_ray_equals_local(engine, enc, dec, public_context, ames, refresh, ray_executor, tmp_path):
+    X, y = ames
+    Xe = enc(X, packing="columns")
+    table = store(tmp_path, public_context, Xe, enc(y, tile=Xe.tile))
+    config = LinearRegressionConfig(learning_rate=0.7, momentum=0.3, epochs=8, init="zeros", solver="gram")
+    weights = {}
+    for name, executor in (("local", LocalExecutor()), ("ray", ray_executor)):
+        partial = executor.gram_partial(table, engine)
+        weights[name] = train(GramTrainer.from_partial(engine, partial, config, refresh), dec)
+    assert np.max(np.abs(weights["ray"] - weights["local"])) < 1e-6
+    whole = accumulate(engine, row_blocks(Xe, enc(y, tile=Xe.tile)))
+    assert whole.rows == len(X)
+
+
+def test_predict_and_describe_fan_out_agree(engine, enc, dec, public_context, ames, ray_executor, tmp_path):
+    X, _ = ames
+    table = store(tmp_path, public_context, enc(X), None)
+    model = np.linspace(-1, 1, X.shape[1])
+    predict = functools.partial(predict_linear, weights=model, bias=0.25)
+    results = {}
+    for name, executor in (("local", LocalExecutor()), ("ray", ray_executor)):
+        predictions = executor.map_blocks(table, predict, engine)
+        total, squares = executor.column_sums(table, engine), executor.column_sums(table, engine, squares=True)
+        results[name] = (dec(predictions)[:, 0], dec(mean_from_sums(total, len(X)))[0],
+                         dec(variance_from_sums(total, squares, len(X)))[0])
+    for local, ray in zip(results["local"], results["ray"], strict=True):
+        assert local.shape == ray.shape
+        assert np.max(np.abs(local - ray)) < 1e-6
+    assert np.max(np.abs(results["ray"][0] - (X @ model + 0.25))) < 1e-4
+    assert np.max(np.abs(results["ray"][1] - X.mean(axis=0))) < 1e-6
+    assert np.max(np.abs(results["ray"][2] - X.var(axis=0))) < 1e-4
+
+
+def test_an_address_where_nothing_answers_is_a_clear_error() -> None:
+    with pytest.raises(ExecutionError, match=r"127\.0\.0\.1:9"):
+        ray_shards.RayExecutor("127.0.0.1:9", connect_timeout=2)
+    with pytest.raises(ExecutionError, match="host:port"):
+        ray_shards.RayExecutor("no-port-here")
