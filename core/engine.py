@@ -97,6 +97,7 @@ class Engine:
             )
         if not context.has_relin_keys() or not context.has_public_key():
             raise MalformedInputError("the context lacks its public key or relinearization keys")
+        _check_ckks_scale(context)
         return cls(context)
 
     # -- levels and scales -------------------------------------------------------------------
@@ -300,6 +301,22 @@ class Engine:
         if ct.size() != 2:
             raise MalformedInputError(f"ciphertext has {ct.size()} polynomials; expected 2 (relinearized)")
         return ct
+
+
+def _check_ckks_scale(context: ts.Context) -> None:
+    """A CKKS context with a usable global scale: 2**20 up to the smallest data prime's size, as plan() makes."""
+    if context.seal_context().data.key_context_data().parms().scheme().value != sealapi.SCHEME_TYPE.CKKS.value:
+        raise MalformedInputError("the context is not a CKKS context (BFV?): make it with core.KeyHolder(plan(...))")
+    try:
+        scale = float(context.global_scale)
+    except Exception as exc:  # TenSEAL raises when no global scale was set
+        raise MalformedInputError(f"the CKKS context has no global scale ({exc}): set it, e.g. 2**40") from exc
+    bits = [q.bit_count() for q in context.seal_context().data.first_context_data().parms().coeff_modulus()]
+    if not math.isfinite(scale) or not 2.0**20 <= scale <= 2.0 ** max(bits):
+        raise MalformedInputError(
+            f"the context's global scale {scale!r} lies outside [2**20, 2**{max(bits)}] (its largest prime): "
+            "make the context with core.plan(), e.g. scale 2**40"
+        )
 
 
 _scratch_dir: str | None = None

@@ -7,10 +7,11 @@ checks shapes and remaining levels first and never changes its operands.
 
 from __future__ import annotations
 
+import io
 import json
 import struct
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -21,6 +22,8 @@ from core.layout import Tile
 
 _FORMAT = "ciphergrad.EncryptedMatrix/1"
 _MAGIC = b"CGEM"
+# N=32768 with a full chain serializes to ~13 MB; a larger length prefix is corrupt, not a ciphertext.
+_MAX_CIPHERTEXT_BYTES = 1 << 28
 Grid = list[list[Ciphertext]]
 
 
@@ -86,9 +89,7 @@ class EncryptedMatrix:
         )
 
     def _like(self, tiles: Grid, shape: tuple[int, int] | None = None, zero_padding=None) -> EncryptedMatrix:
-        return EncryptedMatrix(
-            self.engine, tiles, shape or self.shape, self.tile, zero_padding or self.zero_padding
-        )
+        return EncryptedMatrix(self.engine, tiles, shape or self.shape, self.tile, zero_padding or self.zero_padding)
 
     # -- elementwise arithmetic ------------------------------------------------------------------
     def __add__(self, other: Any) -> EncryptedMatrix:
@@ -325,20 +326,7 @@ class EncryptedMatrix:
 
     @classmethod
     def from_parts(cls, engine: Engine, header: dict[str, Any], blobs: list[bytes]) -> EncryptedMatrix:
-        if not isinstance(header, dict):
-            raise MalformedInputError(f"EncryptedMatrix header must be a JSON object, got {type(header).__name__}")
-        try:
-            if header.get("format") != _FORMAT:
-                raise MalformedInputError(f"header format {header.get('format')!r} is not {_FORMAT!r}")
-            shape = (int(header["shape"][0]), int(header["shape"][1]))
-            tile = Tile(int(header["tile"][0]), int(header["tile"][1]))
-            pads = (bool(header["zero_padding"][0]), bool(header["zero_padding"][1]))
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise MalformedInputError(f"malformed EncryptedMatrix header: {exc}") from exc
-        if min(shape) < 1:
-            raise ShapeError(f"shape {shape} must have positive dimensions")
-        tile.check(engine.slots)
-        rows, cols = layout.grid(shape, tile)
+        shape, tile, pads, (rows, cols) = parse_header(engine, header)
         if len(blobs) != rows * cols:
             raise ShapeError(
                 f"a {shape[0]}x{shape[1]} matrix in {tile.rows}x{tile.cols} tiles needs {rows * cols} "
@@ -357,22 +345,52 @@ class EncryptedMatrix:
 
     @classmethod
     def from_bytes(cls, engine: Engine, data: bytes) -> EncryptedMatrix:
-        view = memoryview(data)
-        try:
-            if bytes(view[:4]) != _MAGIC:
-                raise MalformedInputError("not a serialized EncryptedMatrix (bad magic)")
-            (size,) = struct.unpack_from("<I", view, 4)
-            header = json.loads(bytes(view[8 : 8 + size]))
-            offset, blobs = 8 + size, []
-            while offset < len(view):
-                (length,) = struct.unpack_from("<Q", view, offset)
-                if offset + 8 + length > len(view):
-                    raise MalformedInputError("truncated EncryptedMatrix")
-                blobs.append(bytes(view[offset + 8 : offset + 8 + length]))
-                offset += 8 + length
-        except (struct.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise MalformedInputError(f"malformed EncryptedMatrix bytes: {exc}") from exc
-        return cls.from_parts(engine, header, blobs)
+        header, blobs = read_serialized(io.BytesIO(data))
+        return cls.from_parts(engine, header, list(blobs))
+
+
+def parse_header(engine: Engine, header: Any) -> tuple[tuple[int, int], Tile, tuple[bool, bool], tuple[int, int]]:
+    """Shape, tile, zero padding and grid a serialized header describes, checked against ``engine``."""
+    if not isinstance(header, dict):
+        raise MalformedInputError(f"EncryptedMatrix header must be a JSON object, got {type(header).__name__}")
+    try:
+        if header.get("format") != _FORMAT:
+            raise MalformedInputError(f"header format {header.get('format')!r} is not {_FORMAT!r}")
+        shape = (int(header["shape"][0]), int(header["shape"][1]))
+        tile = Tile(int(header["tile"][0]), int(header["tile"][1]))
+        pads = (bool(header["zero_padding"][0]), bool(header["zero_padding"][1]))
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise MalformedInputError(f"malformed EncryptedMatrix header: {exc}") from exc
+    if min(shape) < 1:
+        raise ShapeError(f"shape {shape} must have positive dimensions")
+    tile.check(engine.slots)
+    return shape, tile, pads, layout.grid(shape, tile)
+
+
+def read_serialized(handle: BinaryIO) -> tuple[Any, Iterator[bytes]]:
+    """The header and the ciphertext blobs of ``EncryptedMatrix.to_bytes()`` output, read from a file one
+    blob at a time (a stored upload is checked without holding it whole)."""
+    try:
+        if handle.read(4) != _MAGIC:
+            raise MalformedInputError("not a serialized EncryptedMatrix (bad magic)")
+        (size,) = struct.unpack("<I", handle.read(4))
+        header = json.loads(handle.read(size))
+    except (struct.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedInputError(f"malformed EncryptedMatrix bytes: {exc}") from exc
+
+    def blobs() -> Iterator[bytes]:
+        while prefix := handle.read(8):
+            if len(prefix) < 8:
+                raise MalformedInputError("malformed EncryptedMatrix bytes: a truncated length prefix")
+            (length,) = struct.unpack("<Q", prefix)
+            if length > _MAX_CIPHERTEXT_BYTES:
+                raise MalformedInputError(f"a ciphertext of {length} bytes: no CKKS ciphertext is that large")
+            blob = handle.read(length)
+            if len(blob) != length:
+                raise MalformedInputError("truncated EncryptedMatrix")
+            yield blob
+
+    return header, blobs()
 
 
 def hstack(columns: list[EncryptedMatrix]) -> EncryptedMatrix:
@@ -384,8 +402,10 @@ def hstack(columns: list[EncryptedMatrix]) -> EncryptedMatrix:
         if other.tile.cols != 1 or other.tile != first.tile:
             raise ShapeError("hstack needs column-packed matrices with the same tile (packing='columns')")
         if other.shape[0] != first.shape[0]:
-            raise ShapeError(f"all the input array dimensions except for the concatenation axis must match exactly, "
-                             f"but along dimension 0 the arrays have sizes {first.shape[0]} and {other.shape[0]}")
+            raise ShapeError(
+                f"all the input array dimensions except for the concatenation axis must match exactly, "
+                f"but along dimension 0 the arrays have sizes {first.shape[0]} and {other.shape[0]}"
+            )
     tiles = [[ct for matrix in columns for ct in matrix._tiles[i]] for i in range(first.grid[0])]
     pads = (all(m.zero_padding[0] for m in columns), True)
     return EncryptedMatrix(first.engine, tiles, (first.shape[0], sum(m.shape[1] for m in columns)), first.tile, pads)

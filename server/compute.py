@@ -14,7 +14,7 @@ from core import stats
 from core.errors import ShapeError
 from core.neighbors import check_reference, squared_distances
 from core.tensor import EncryptedMatrix
-from server import plainmodels
+from server import plainmodels, validation
 from server.access import Access
 from server.engines import EngineCache
 from server.errors import invalid, rpc
@@ -34,6 +34,7 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
     @rpc
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> Iterator[pb.DescribeResponse]:
         dataset = self.access.dataset(request.dataset_id, self.access.session(context))
+        validation.ddof(request.ddof, dataset.rows)
         X = self.store.read_matrix(dataset, 0, self.engines.get(dataset.session_id))
         if request.covariance and X.tile.cols != 1:
             raise ShapeError(
@@ -57,8 +58,7 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         if first is None or first.WhichOneof("kind") != "spec":
             raise invalid("Metrics: send a MetricsSpec first, then the predictions (and targets) as chunks")
         spec = first.spec
-        if spec.mae_bound < 0 or spec.mae_degree < 0:
-            raise invalid("mae_bound and mae_degree must not be negative (0 means: no MAE / the default degree)")
+        validation.mae_spec(spec.mae_bound, spec.mae_degree)
         dataset = self.access.dataset(spec.dataset_id, session) if spec.dataset_id else None
         if dataset is not None and dataset.layout.features_only:
             raise invalid(f"dataset {dataset.id} has no targets (uploaded features_only)")
@@ -83,7 +83,16 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                 f"do not match {what}: shape {targets.shape} in tile {targets.tile.rows}x{targets.tile.cols}; "
                 "encrypt the predictions with that shape and tile"
             )
-        mse, target_variance = stats.r2_parts(predictions, targets)
+        try:
+            mse, target_variance = stats.r2_parts(predictions, targets)
+        except RuntimeError as exc:
+            if "transparent" not in str(exc):
+                raise
+            # SEAL refuses a difference of identical ciphertexts (an all-zero "transparent" result).
+            raise invalid(
+                f"the predictions are the very ciphertexts of {what}, so their difference is not a ciphertext: "
+                "encrypt the predictions afresh (KeyHolder.encrypt) and send those"
+            ) from exc
         yield pb.MetricsResponse(metric="mse", value=codec.matrix_to_proto(mse))
         yield pb.MetricsResponse(metric="target_variance", value=codec.matrix_to_proto(target_variance))
         if spec.mae_bound:

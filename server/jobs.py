@@ -19,6 +19,7 @@ import grpc
 
 from core.algorithms import ALGORITHMS
 from core.tensor import EncryptedMatrix
+from server import validation
 from server.engines import EngineCache
 from server.errors import ServiceError, invalid, precondition, status_for
 from server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
@@ -95,7 +96,7 @@ class StreamRefresh:
             raise reply
         if reply.refresh_id != self._next_id:
             raise invalid(f"refresh_reply answers request {reply.refresh_id}; expected {self._next_id}")
-        fresh = codec.matrix_from_proto(self.engine, reply.refreshed)
+        fresh = validation.inbound(codec.matrix_from_proto(self.engine, reply.refreshed), "the refreshed matrix")
         if fresh.shape != masked.shape or fresh.tile != masked.tile:
             raise invalid(f"refreshed matrix has shape {fresh.shape}; expected {masked.shape} in the same tile")
         return fresh
@@ -129,7 +130,7 @@ class JobRunner:
             raise invalid(f"algorithm {_algorithm_name(spec.algorithm)} cannot be trained; use {names}")
         if dataset.layout.features_only:
             raise invalid(f"dataset {dataset.id} has no targets (uploaded features_only); upload X and y to train")
-        config = codec.config_from_struct(spec.hyperparameters, algorithm.config)
+        config = validation.job_config(spec.hyperparameters, algorithm.config, dataset.columns)
         now = time.time()
         job = JobRecord(
             id=new_id(),

@@ -11,6 +11,7 @@ import grpc
 
 from core.engine import Engine
 from core.tensor import EncryptedMatrix
+from server import validation
 from server.errors import ServiceError
 from wire import chunks
 
@@ -53,4 +54,4 @@ def receive_matrices(
     budget = Budget(max_upload)
     for data in chunks.receive(requests, field, what, lambda size: budget.spend(size, what)):
         budget.used = 0
-        yield EncryptedMatrix.from_bytes(engine, data)
+        yield validation.inbound(EncryptedMatrix.from_bytes(engine, data), what)
