@@ -62,13 +62,13 @@ def _storage_status(exc: OSError | sqlite3.Error) -> tuple[grpc.StatusCode, str]
         log.warning("storage full: %s", exc)
         return (
             grpc.StatusCode.RESOURCE_EXHAUSTED,
-            "the server's disk is full: nothing was stored; free space in its --data-dir (or delete datasets "
+            "the server's disk is full: the request was not completed; free space in its --data-dir (or delete datasets "
             "and models you no longer need) and try again",
         )
     log.error("storage failure: %s", exc)
     return (
         grpc.StatusCode.UNAVAILABLE,
-        f"the server's storage failed ({type(exc).__name__}); nothing was changed: try again later",
+        f"the server's storage failed ({type(exc).__name__}): try again later",
     )
 
 
