@@ -54,7 +54,7 @@ class CipherGradServer:
         self.engines = EngineCache(self.store)
         self.runner = JobRunner(self.store, self.engines, config.workers)
         self.runner.recover()
-        access = Access(self.store)
+        access = Access(self.store, config.token_ttl)
         max_upload = config.max_upload_mb * 2**20
         # Each open stream (training, upload, predict) holds a thread for its lifetime.
         self.server = grpc.server(

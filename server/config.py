@@ -18,6 +18,7 @@ class ServerConfig:
     tls_key: str | None = None
     grace_seconds: float = 10.0
     port_file: str | None = None
+    token_ttl: float = 0.0
 
 
 # flag -> (environment variable, type, help)
@@ -30,6 +31,7 @@ _FLAGS = {
     "tls_key": ("CIPHERGRAD_TLS_KEY", str, "PEM private key for --tls-cert"),
     "grace_seconds": ("CIPHERGRAD_GRACE_SECONDS", float, "on SIGTERM, seconds in-flight calls may finish"),
     "port_file": ("CIPHERGRAD_PORT_FILE", str, "once serving, write HOST:PORT here (for --listen HOST:0)"),
+    "token_ttl": ("CIPHERGRAD_TOKEN_TTL", float, "seconds a session token stays valid (0: until revoked)"),
 }
 
 
@@ -54,6 +56,8 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         parser.error("--tls-cert and --tls-key go together")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if not args.token_ttl >= 0:
+        parser.error("--token-ttl must be 0 (no expiry) or a positive number of seconds")
     if args.max_upload_mb < 1:
         parser.error("--max-upload-mb must be at least 1")
     return ServerConfig(**vars(args))

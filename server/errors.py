@@ -62,8 +62,8 @@ def _storage_status(exc: OSError | sqlite3.Error) -> tuple[grpc.StatusCode, str]
         log.warning("storage full: %s", exc)
         return (
             grpc.StatusCode.RESOURCE_EXHAUSTED,
-            "the server's disk is full: the request was not completed; free space in its --data-dir (or delete datasets "
-            "and models you no longer need) and try again",
+            "the server's disk is full: the request was not completed; free space in its --data-dir (or delete "
+            "datasets and models you no longer need) and try again",
         )
     log.error("storage failure: %s", exc)
     return (

@@ -70,6 +70,13 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         return pb.GetSessionResponse(session=session.to_proto())
 
     @rpc
+    def RevokeToken(self, request: pb.RevokeTokenRequest, context: grpc.ServicerContext) -> pb.RevokeTokenResponse:
+        session = self.access.session(context)
+        token = auth.new_token()
+        self.store.replace_token(session.id, auth.token_hash(token), time.time())
+        return pb.RevokeTokenResponse(token=token)
+
+    @rpc
     def DeleteSession(
         self, request: pb.DeleteSessionRequest, context: grpc.ServicerContext
     ) -> pb.DeleteSessionResponse:

@@ -77,7 +77,10 @@ CREATE TABLE IF NOT EXISTS models (
 
 _TABLES = ("sessions", "datasets", "jobs", "models")
 # Columns added after the first release: (table, column, definition) for data dirs made before them.
-_ADDED_COLUMNS = (("datasets", "layout_json", "TEXT NOT NULL DEFAULT '{}'"),)
+_ADDED_COLUMNS = (
+    ("datasets", "layout_json", "TEXT NOT NULL DEFAULT '{}'"),
+    ("sessions", "token_issued", "REAL NOT NULL DEFAULT 0"),
+)
 
 
 def new_id() -> str:
@@ -155,6 +158,13 @@ class Store:
         with self._lock:
             found = self._db.execute("SELECT * FROM sessions WHERE token_hash = ?", (digest,)).fetchone()
         return SessionRecord.from_row(dict(found)) if found else None
+
+    def replace_token(self, session_id: str, digest: str, issued: float) -> None:
+        """The session's token is now the one hashing to ``digest``; the old one stops working at once."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE sessions SET token_hash = ?, token_issued = ? WHERE id = ?", (digest, issued, session_id)
+            )
 
     def delete_session(self, session_id: str) -> None:
         """The row (cascading to its datasets, jobs and models), then its blobs."""
