@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -325,14 +325,15 @@ class EncryptedMatrix:
         return [self.engine.ciphertext_to_bytes(ct) for ct in self.ciphertexts]
 
     @classmethod
-    def from_parts(cls, engine: Engine, header: dict[str, Any], blobs: list[bytes]) -> EncryptedMatrix:
+    def from_parts(cls, engine: Engine, header: dict[str, Any], blobs: Iterable[bytes]) -> EncryptedMatrix:
+        """From a header and its ciphertexts' bytes (``blobs`` may be lazy: each is parsed as it comes)."""
         shape, tile, pads, (rows, cols) = parse_header(engine, header)
-        if len(blobs) != rows * cols:
+        cts = [engine.ciphertext_from_bytes(blob) for blob in blobs]
+        if len(cts) != rows * cols:
             raise ShapeError(
                 f"a {shape[0]}x{shape[1]} matrix in {tile.rows}x{tile.cols} tiles needs {rows * cols} "
-                f"ciphertexts, got {len(blobs)}"
+                f"ciphertexts, got {len(cts)}"
             )
-        cts = [engine.ciphertext_from_bytes(blob) for blob in blobs]
         tiles = [cts[i * cols : (i + 1) * cols] for i in range(rows)]
         return cls(engine, tiles, shape, tile, pads)
 
@@ -345,8 +346,13 @@ class EncryptedMatrix:
 
     @classmethod
     def from_bytes(cls, engine: Engine, data: bytes) -> EncryptedMatrix:
-        header, blobs = read_serialized(io.BytesIO(data))
-        return cls.from_parts(engine, header, list(blobs))
+        return cls.from_file(engine, io.BytesIO(data))
+
+    @classmethod
+    def from_file(cls, engine: Engine, handle: BinaryIO) -> EncryptedMatrix:
+        """``to_bytes()`` output read from a file, one ciphertext at a time."""
+        header, blobs = read_serialized(handle)
+        return cls.from_parts(engine, header, blobs)
 
 
 def parse_header(engine: Engine, header: Any) -> tuple[tuple[int, int], Tile, tuple[bool, bool], tuple[int, int]]:

@@ -56,6 +56,7 @@ class CipherGradServer:
         self.runner.recover()
         access = Access(self.store, config.token_ttl)
         max_upload = config.max_upload_mb * 2**20
+        max_batch = config.max_batch_mb * 2**20
         # Each open stream (training, upload, predict) holds a thread for its lifetime.
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max(16, 8 * config.workers), thread_name_prefix="grpc"),
@@ -71,10 +72,10 @@ class CipherGradServer:
             TrainingServicer(self.store, access, self.runner), self.server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.store, access, self.engines, max_upload), self.server
+            ModelServicer(self.store, access, self.engines, max_batch), self.server
         )
         compute_service_pb2_grpc.add_ComputeServiceServicer_to_server(
-            ComputeServicer(self.store, access, self.engines, max_upload), self.server
+            ComputeServicer(self.store, access, self.engines, max_upload, max_batch), self.server
         )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -6,11 +6,13 @@ Results stay encrypted; the client decrypts them and finishes square roots, divi
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
 
 from core import stats
+from core.engine import Engine
 from core.errors import ShapeError
 from core.neighbors import check_reference, squared_distances
 from core.tensor import EncryptedMatrix
@@ -18,9 +20,9 @@ from server import plainmodels, validation
 from server.access import Access
 from server.engines import EngineCache
 from server.errors import invalid, rpc
-from server.records import SessionRecord
+from server.records import DatasetRecord, SessionRecord
 from server.storage import Store
-from server.uploads import receive_matrices
+from server.uploads import Budget, receive_matrices
 from wire import chunks, codec
 from wire.proto_gen.ciphergrad.v1 import compute_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import compute_service_pb2_grpc as pb_grpc
@@ -28,8 +30,9 @@ from wire.proto_gen.ciphergrad.v1 import types_pb2
 
 
 class ComputeServicer(pb_grpc.ComputeServiceServicer):
-    def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int) -> None:
-        self.store, self.access, self.engines, self.max_upload = store, access, engines, max_upload
+    def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int, max_batch: int) -> None:
+        self.store, self.access, self.engines = store, access, engines
+        self.max_upload, self.max_batch = max_upload, max_batch
 
     @rpc
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> Iterator[pb.DescribeResponse]:
@@ -63,7 +66,20 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         if dataset is not None and dataset.layout.features_only:
             raise invalid(f"dataset {dataset.id} has no targets (uploaded features_only)")
         engine = self.engines.get(session.id)
-        matrices = receive_matrices(request_iterator, "chunk", engine, self.max_upload, "the metrics input")
+        with self.store.staging() as scratch:
+            yield from self._metrics(request_iterator, spec, dataset, engine, scratch)
+
+    def _metrics(
+        self,
+        request_iterator: Iterator[pb.MetricsRequest],
+        spec: pb.MetricsSpec,
+        dataset: DatasetRecord | None,
+        engine: Engine,
+        scratch: Path,
+    ) -> Iterator[pb.MetricsResponse]:
+        # Predictions and targets are each one matrix (a metric needs all rows): limited by --max-upload-mb.
+        budget = Budget(self.max_upload)
+        matrices = receive_matrices(request_iterator, "chunk", engine, budget, "the metrics input", scratch)
         predictions = next(matrices, None)
         if predictions is None:
             raise invalid("Metrics: the predictions are missing")
@@ -116,14 +132,17 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                 "of one the client encrypted), then batches of encrypted queries"
             )
         engine = self.engines.get(session.id)
-        for queries in receive_matrices(request_iterator, "queries", engine, self.max_upload, "the queries"):
-            if queries.tile.cols != 1:
-                raise ShapeError(
-                    f"queries must be column-packed: encrypt them with packing='columns' (tile=Tile(q, 1)); "
-                    f"got tile {queries.tile.rows}x{queries.tile.cols}"
-                )
-            distances = squared_distances(queries, reference, projection)
-            yield from chunks.send(pb.DistancesResponse, "distances", [distances.to_bytes()])
+        budget = Budget(self.max_batch, "--max-batch-mb")
+        with self.store.staging() as scratch:
+            for queries in receive_matrices(request_iterator, "queries", engine, budget, "a query batch", scratch):
+                if queries.tile.cols != 1:
+                    raise ShapeError(
+                        f"queries must be column-packed: encrypt them with packing='columns' (tile=Tile(q, 1)); "
+                        f"got tile {queries.tile.rows}x{queries.tile.cols}"
+                    )
+                distances = squared_distances(queries, reference, projection)
+                del queries
+                yield from chunks.send(pb.DistancesResponse, "distances", [distances.to_bytes()])
 
     def _plain_reference(self, model_id: str, session: SessionRecord) -> tuple[np.ndarray, np.ndarray | None]:
         model = self.access.model(model_id, session)

@@ -14,6 +14,7 @@ class ServerConfig:
     data_dir: str = "./var/ciphergrad"
     workers: int = 2
     max_upload_mb: int = 1024
+    max_batch_mb: int = 64
     tls_cert: str | None = None
     tls_key: str | None = None
     grace_seconds: float = 10.0
@@ -26,7 +27,8 @@ _FLAGS = {
     "listen": ("CIPHERGRAD_LISTEN", str, "HOST:PORT to serve on (port 0 picks a free one)"),
     "data_dir": ("CIPHERGRAD_DATA_DIR", str, "directory for the SQLite metadata and ciphertext blobs"),
     "workers": ("CIPHERGRAD_WORKERS", int, "training jobs run at once (more wait in JOB_STATE_QUEUED)"),
-    "max_upload_mb": ("CIPHERGRAD_MAX_UPLOAD_MB", int, "largest context, dataset or prediction batch, MiB"),
+    "max_upload_mb": ("CIPHERGRAD_MAX_UPLOAD_MB", int, "largest context, dataset or metrics input, MiB"),
+    "max_batch_mb": ("CIPHERGRAD_MAX_BATCH_MB", int, "largest prediction or query batch in a stream, MiB"),
     "tls_cert": ("CIPHERGRAD_TLS_CERT", str, "PEM certificate chain; enables TLS together with --tls-key"),
     "tls_key": ("CIPHERGRAD_TLS_KEY", str, "PEM private key for --tls-cert"),
     "grace_seconds": ("CIPHERGRAD_GRACE_SECONDS", float, "on SIGTERM, seconds in-flight calls may finish"),
@@ -58,6 +60,8 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         parser.error("--workers must be at least 1")
     if not args.token_ttl >= 0:
         parser.error("--token-ttl must be 0 (no expiry) or a positive number of seconds")
+    if args.max_batch_mb < 1:
+        parser.error("--max-batch-mb must be at least 1")
     if args.max_upload_mb < 1:
         parser.error("--max-upload-mb must be at least 1")
     return ServerConfig(**vars(args))

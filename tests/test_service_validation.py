@@ -224,3 +224,20 @@ def test_declared_nothing_is_still_accepted(tmp_path: Path) -> None:
         requests += chunks.send(dataset_service_pb2.UploadDatasetRequest, "chunk", [blob])
         response = client.datasets.UploadDataset(iter(requests), metadata=client.metadata)
         assert response.dataset.rows == len(X)
+
+
+def test_a_prediction_batch_over_max_batch_mb_is_refused(tmp_path: Path) -> None:
+    with local_server(tmp_path, max_batch_mb=1) as server:
+        client = session_client(server.address, X.shape)
+        run = client.train(client.upload(X, Y).dataset_id, {"epochs": 1})
+        big = client.key_holder.encrypt(np.tile(X, (1024, 1)), tile=client.tile_for(X.shape)).to_bytes()
+        first = model_service_pb2.PredictRequest(model_id=run.model.model_id)
+        rows = list(chunks.send(model_service_pb2.PredictRequest, "rows", [big]))
+        with pytest.raises(grpc.RpcError) as caught:
+            list(client.models.Predict(iter([first, *rows]), metadata=client.metadata))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "--max-batch-mb" in caught.value.details()
+        assert len(client.predict(run.model, np.tile(X, (64, 1)), batch_rows=len(X))) == 64 * len(
+            X
+        )  # small batches pass
+        assert list((tmp_path / "tmp").iterdir()) == []
