@@ -20,6 +20,7 @@ class ServerConfig:
     grace_seconds: float = 10.0
     port_file: str | None = None
     token_ttl: float = 0.0
+    metrics_port: int | None = None
 
 
 # flag -> (environment variable, type, help)
@@ -34,6 +35,11 @@ _FLAGS = {
     "grace_seconds": ("CIPHERGRAD_GRACE_SECONDS", float, "on SIGTERM, seconds in-flight calls may finish"),
     "port_file": ("CIPHERGRAD_PORT_FILE", str, "once serving, write HOST:PORT here (for --listen HOST:0)"),
     "token_ttl": ("CIPHERGRAD_TOKEN_TTL", float, "seconds a session token stays valid (0: until revoked)"),
+    "metrics_port": (
+        "CIPHERGRAD_METRICS_PORT",
+        int,
+        "Prometheus /metrics on this port of --listen's host (0: a free one)",
+    ),
 }
 
 

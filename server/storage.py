@@ -211,6 +211,12 @@ class Store:
             rows = self._db.execute(f"SELECT * FROM jobs WHERE state IN ({marks})", states).fetchall()
         return [JobRecord.from_row(dict(r)) for r in rows]
 
+    def job_counts(self) -> dict[int, int]:
+        """How many jobs are in each state (JobState value -> count), all sessions together."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {int(state): int(count) for state, count in rows}
+
     def update_job(self, job_id: str, **values: Any) -> JobRecord | None:
         """Set columns of a job (``updated`` too); the job as it now is, or None if it was deleted."""
         values.setdefault("updated", time.time())
