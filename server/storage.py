@@ -22,7 +22,7 @@ from typing import Any
 
 from core.engine import Engine
 from core.tensor import EncryptedMatrix
-from server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
+from server.records import DatasetRecord, JobRecord, JobState, ModelRecord, SessionRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -83,6 +83,10 @@ _ADDED_COLUMNS = (
 )
 
 
+_INT32_MAX = 2**31 - 1
+_FAILED = JobState.JOB_STATE_FAILED
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -118,6 +122,12 @@ class Store:
             present = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})").fetchall()}
             if column not in present:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        # Jobs stored before request validation with epochs beyond the API's int32 made every ListJobs of
+        # their session fail: they could never have run, so they are recorded as failed and clamped.
+        self._db.execute(
+            "UPDATE jobs SET state = ?, epochs = ?, error = ? WHERE epochs > ?",
+            (_FAILED, _INT32_MAX, "epochs beyond the API's range: start a new job", _INT32_MAX),
+        )
 
     # -- rows (private: the typed methods below name what they return) ---------------------------------
     def _insert(self, table: str, row: dict[str, Any]) -> None:

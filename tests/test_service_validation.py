@@ -241,3 +241,18 @@ def test_a_prediction_batch_over_max_batch_mb_is_refused(tmp_path: Path) -> None
             X
         )  # small batches pass
         assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_job_stored_with_epochs_beyond_int32_no_longer_poisons_list_jobs(tmp_path: Path) -> None:
+    """Data dirs from before validation may hold such a job; the store repairs it at start."""
+    with local_server(tmp_path) as server:
+        client = session_client(server.address, X.shape)
+        dataset_id = client.upload(X, Y).dataset_id
+        run = client.train(dataset_id, {"epochs": 1})
+        server.store._db.execute("UPDATE jobs SET epochs = ? WHERE id = ?", (2**40, run.job.job_id))
+        assert _status(client.list_jobs)[0] == grpc.StatusCode.INTERNAL  # what issue 9 item 3 saw
+    with local_server(tmp_path) as server:
+        restarted = Client(server.address)
+        restarted.use_session(client.session_id, client.token, client.key_holder)
+        (job,) = restarted.list_jobs()
+        assert job.job_id == run.job.job_id and "epochs" in job.error_message
