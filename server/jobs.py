@@ -130,7 +130,7 @@ class JobRunner:
             raise invalid(f"algorithm {_algorithm_name(spec.algorithm)} cannot be trained; use {names}")
         if dataset.layout.features_only:
             raise invalid(f"dataset {dataset.id} has no targets (uploaded features_only); upload X and y to train")
-        config = validation.job_config(spec.hyperparameters, algorithm.config, dataset.columns)
+        config = validation.job_config(spec.hyperparameters, algorithm.config, dataset)
         now = time.time()
         job = JobRecord(
             id=new_id(),

@@ -26,6 +26,7 @@ from core.errors import ParameterError, ShapeError
 from core.layout import Tile
 from core.tensor import EncryptedMatrix, parse_header, read_serialized
 from server.errors import invalid
+from server.records import DatasetRecord
 from wire.proto_gen.ciphergrad.v1 import types_pb2
 
 # A job's epochs: its progress counters are int32 in the API, and 100,000 epochs are years of refreshes.
@@ -44,8 +45,10 @@ SCALE_FACTOR = 2.0
 _INT_RANGES = {"epochs": (1, MAX_EPOCHS), "seed": (0, MAX_SEED)}
 
 
-def job_config(struct: struct_pb2.Struct, config_type: type, columns: int) -> Any:
-    """The core config ``struct`` describes for a dataset of ``columns`` features, or INVALID_ARGUMENT."""
+def job_config(struct: struct_pb2.Struct, config_type: type, dataset: DatasetRecord) -> Any:
+    """The core config ``struct`` describes, checked against ``dataset`` (its columns and tile), or
+    INVALID_ARGUMENT: a job is stored only once this has passed."""
+    columns = dataset.columns
     kinds = {field.name: str(field.type) for field in dataclasses.fields(config_type)}
     values: dict[str, Any] = {}
     for name, value in struct.fields.items():
@@ -59,11 +62,19 @@ def job_config(struct: struct_pb2.Struct, config_type: type, columns: int) -> An
             f"use 0..{columns - 1} (the column of ones), or null for no intercept"
         )
     try:
-        return config_type.from_dict(values)
+        config = config_type.from_dict(values)
     except ParameterError:
         raise
     except (TypeError, ValueError) as exc:
         raise invalid(f"hyperparameters do not make a {config_type.__name__}: {exc}") from exc
+    tile_rows = dataset.layout.tile[0]
+    batch_size = getattr(config, "batch_size", None)
+    if batch_size is not None and tile_rows and batch_size != tile_rows:
+        raise invalid(
+            f"hyperparameter batch_size={batch_size} needs data encrypted in tiles of {batch_size} rows; dataset "
+            f"{dataset.id} has tiles of {tile_rows}: upload it with that batch_size, or use batch_size={tile_rows}"
+        )
+    return config
 
 
 def _hyperparameter(name: str, value: struct_pb2.Value, kind: str) -> Any:

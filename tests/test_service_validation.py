@@ -75,6 +75,12 @@ def test_bad_hyperparameters_are_refused_before_a_job_is_stored(served, values: 
     assert client.list_jobs() == []  # nothing stored, so ListJobs keeps working
 
 
+def test_a_batch_size_the_dataset_is_not_tiled_for_is_refused_before_storing(served) -> None:
+    client, dataset_id, _ = served
+    _refused(lambda: client.train(dataset_id, {"batch_size": 4}), "batch_size", "tiles of")
+    assert client.list_jobs() == []
+
+
 def test_a_valid_job_after_bad_ones_lists_fine(served) -> None:
     client, dataset_id, _ = served
     run = client.train(dataset_id, {"epochs": 1, "seed": 3, "intercept_column": None})
