@@ -1,5 +1,9 @@
-"""Receiving client streams under a size limit: uploads go to disk (never whole in memory), prediction
-and query batches are parsed one matrix at a time. The chunk protocol itself is ``wire.chunks``."""
+"""Receiving client streams under a size limit (``Budget``, naming the flag that sets it).
+
+Invariant: no stream is ever held in memory as bytes. Uploads go to disk as their chunks arrive (and are
+checked from there, ``server.validation.scan_file``); prediction, query and metrics batches are spooled to a
+scratch file one matrix at a time and parsed from it one ciphertext at a time. The chunk protocol itself is
+``wire.chunks``."""
 
 from __future__ import annotations
 
