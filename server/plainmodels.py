@@ -50,10 +50,9 @@ def from_request(request: pb.UploadModelRequest) -> dict[str, Any]:
             raise ShapeError("logistic model: weights are empty")
         (bias,) = validation.finite([message.bias], "logistic bias")
         (bound,) = validation.finite([message.sigmoid_bound], "sigmoid_bound")
-        if not 0 <= bound <= validation.MAX_HYPERPARAMETER:
-            raise invalid(
-                f"sigmoid_bound={bound:g} must lie in (0, {validation.MAX_HYPERPARAMETER:g}] (0: the default 8)"
-            )
+        low, high = validation.SIGMOID_BOUNDS
+        if bound and not low <= bound <= high:
+            raise invalid(f"sigmoid_bound={bound:g} must lie in [{low:g}, {high:g}] (0: the default 8)")
         if message.sigmoid_degree not in (0, 3, 5, 7):
             raise invalid(f"sigmoid_degree={message.sigmoid_degree} must be 3, 5 or 7 (0: the default 3)")
         sigmoid = fit_sigmoid(message.sigmoid_degree or 3, bound or 8.0)

@@ -39,6 +39,8 @@ MAX_INT_HYPERPARAMETER = 2**31 - 1
 # MetricsSpec: the |x| polynomial's range and degree (core.polynomial.fit_abs: even degrees).
 MAX_MAE_BOUND = 1e6
 MAX_MAE_DEGREE = 16
+# A server-side sigmoid polynomial's range [-bound, bound]: a fit outside this is numerically meaningless.
+SIGMOID_BOUNDS = (0.01, 1000.0)
 # Within this factor of the session's scale (or of its square, an unrescaled product) a ciphertext is usable.
 SCALE_FACTOR = 2.0
 
