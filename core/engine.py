@@ -21,7 +21,7 @@ import numpy as np
 import tenseal as ts
 from tenseal import sealapi
 
-from core.errors import LevelError, MalformedInputError, SecretKeyError
+from core.errors import LevelError, MalformedInputError, ParameterError, SecretKeyError
 from core.params import CKKSParameters
 
 Ciphertext = sealapi.Ciphertext
@@ -181,7 +181,16 @@ class Engine:
     # -- encoding ------------------------------------------------------------------------------
     def encode(self, values: np.ndarray, level: int, scale: float) -> sealapi.Plaintext:
         plain = sealapi.Plaintext()
-        self.encoder.encode(np.asarray(values, dtype=np.float64).tolist(), self._parms_ids[level], scale, plain)
+        array = np.asarray(values, dtype=np.float64)
+        try:
+            self.encoder.encode(array.tolist(), self._parms_ids[level], scale, plain)
+        except ValueError as exc:  # SEAL: the values times the scale overflow the level's modulus
+            largest = float(np.max(np.abs(array))) if array.size else 0.0
+            raise ParameterError(
+                f"plaintext values up to {largest:.3g} are too large to encode at scale 2**{math.log2(scale):.0f} "
+                f"on level {level} ({exc}): scale them down (standardize the data, smaller model weights, a "
+                "larger polynomial bound such as mae_bound)"
+            ) from exc
         return plain
 
     def encrypt(self, values: np.ndarray, level: int | None = None) -> Ciphertext:

@@ -265,3 +265,15 @@ def test_a_job_stored_with_epochs_beyond_int32_no_longer_poisons_list_jobs(tmp_p
         restarted.use_session(client.session_id, client.token, client.key_holder)
         (job,) = restarted.list_jobs()
         assert job.job_id == run.job.job_id and "epochs" in job.error_message
+
+
+def test_values_too_large_to_encode_are_invalid_argument_not_internal(served) -> None:
+    """Found by the slow fuzz: a tiny mae_bound makes |x| coefficients SEAL cannot encode."""
+    client, _, _ = served
+    predictions = client.key_holder.encrypt(Y.reshape(-1, 1)).to_bytes()
+    targets = client.key_holder.encrypt(Y.reshape(-1, 1) + 0.1).to_bytes()
+    spec = compute_service_pb2.MetricsSpec(mae_bound=1e-30, mae_degree=2)
+    _refused(lambda: _metrics(client, spec, [predictions, targets]), "too large to encode", "mae_bound")
+    # A finite but huge server-owned weight: accepted at upload, a clear status at Predict.
+    model = client.upload_model(np.array([1e300, 1.0, 1.0, 1.0]), bias=[0.0])
+    _refused(lambda: client.predict(model, X), "too large to encode")
