@@ -155,6 +155,12 @@ class Connection:
     def get_session(self) -> session_service_pb2.Session:
         return self.sessions.GetSession(session_service_pb2.GetSessionRequest(), metadata=self.metadata).session
 
+    def revoke_token(self) -> str:
+        """Revoke this session's token and continue with the new one the server returns."""
+        request = session_service_pb2.RevokeTokenRequest()
+        self.token = self.sessions.RevokeToken(request, metadata=self.metadata).token
+        return self.token
+
     def delete_session(self) -> None:
         self.sessions.DeleteSession(session_service_pb2.DeleteSessionRequest(), metadata=self.metadata)
 
@@ -187,4 +193,3 @@ class Connection:
             request = dataset_service_pb2.GetDatasetRequest(dataset_id=dataset)
             return self.datasets.GetDataset(request, metadata=self.metadata).dataset
         return dataset
-

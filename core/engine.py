@@ -21,7 +21,7 @@ import numpy as np
 import tenseal as ts
 from tenseal import sealapi
 
-from core.errors import LevelError, MalformedInputError, SecretKeyError
+from core.errors import LevelError, MalformedInputError, ParameterError, SecretKeyError
 from core.params import CKKSParameters
 
 Ciphertext = sealapi.Ciphertext
@@ -97,6 +97,7 @@ class Engine:
             )
         if not context.has_relin_keys() or not context.has_public_key():
             raise MalformedInputError("the context lacks its public key or relinearization keys")
+        _check_ckks_scale(context)
         return cls(context)
 
     # -- levels and scales -------------------------------------------------------------------
@@ -180,7 +181,16 @@ class Engine:
     # -- encoding ------------------------------------------------------------------------------
     def encode(self, values: np.ndarray, level: int, scale: float) -> sealapi.Plaintext:
         plain = sealapi.Plaintext()
-        self.encoder.encode(np.asarray(values, dtype=np.float64).tolist(), self._parms_ids[level], scale, plain)
+        array = np.asarray(values, dtype=np.float64)
+        try:
+            self.encoder.encode(array.tolist(), self._parms_ids[level], scale, plain)
+        except ValueError as exc:  # SEAL: the values times the scale overflow the level's modulus
+            largest = float(np.max(np.abs(array))) if array.size else 0.0
+            raise ParameterError(
+                f"plaintext values up to {largest:.3g} are too large to encode at scale 2**{math.log2(scale):.0f} "
+                f"on level {level} ({exc}): scale them down (standardize the data, smaller model weights, a "
+                "larger polynomial bound such as mae_bound)"
+            ) from exc
         return plain
 
     def encrypt(self, values: np.ndarray, level: int | None = None) -> Ciphertext:
@@ -300,6 +310,22 @@ class Engine:
         if ct.size() != 2:
             raise MalformedInputError(f"ciphertext has {ct.size()} polynomials; expected 2 (relinearized)")
         return ct
+
+
+def _check_ckks_scale(context: ts.Context) -> None:
+    """A CKKS context with a usable global scale: 2**20 up to the smallest data prime's size, as plan() makes."""
+    if context.seal_context().data.key_context_data().parms().scheme().value != sealapi.SCHEME_TYPE.CKKS.value:
+        raise MalformedInputError("the context is not a CKKS context (BFV?): make it with core.KeyHolder(plan(...))")
+    try:
+        scale = float(context.global_scale)
+    except Exception as exc:  # TenSEAL raises when no global scale was set
+        raise MalformedInputError(f"the CKKS context has no global scale ({exc}): set it, e.g. 2**40") from exc
+    bits = [q.bit_count() for q in context.seal_context().data.first_context_data().parms().coeff_modulus()]
+    if not math.isfinite(scale) or not 2.0**20 <= scale <= 2.0 ** max(bits):
+        raise MalformedInputError(
+            f"the context's global scale {scale!r} lies outside [2**20, 2**{max(bits)}] (its largest prime): "
+            "make the context with core.plan(), e.g. scale 2**40"
+        )
 
 
 _scratch_dir: str | None = None

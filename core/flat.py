@@ -13,6 +13,8 @@ from typing import Any, BinaryIO
 from core.errors import MalformedInputError
 
 MAGIC = b"CGEM"
+# N=32768 with a full chain serializes to ~13 MB; a larger length prefix is corrupt, not a ciphertext.
+MAX_CIPHERTEXT_BYTES = 1 << 28
 
 
 def pieces(header: dict[str, Any], blobs: Iterable[bytes]) -> Iterator[bytes]:
@@ -35,10 +37,7 @@ def read(stream: BinaryIO) -> tuple[Any, Iterator[bytes]]:
 
     def blobs() -> Iterator[bytes]:
         while prefix := stream.read(8):
-            blob = stream.read(struct.unpack("<Q", prefix)[0]) if len(prefix) == 8 else b""
-            if len(prefix) < 8 or len(blob) != struct.unpack("<Q", prefix)[0]:
-                raise MalformedInputError("truncated EncryptedMatrix")
-            yield blob
+            yield _blob(stream, prefix)
 
     return header, blobs()
 
@@ -50,10 +49,19 @@ def blob_range(stream: BinaryIO, skip: int, take: int) -> Iterator[bytes]:
             (length,) = struct.unpack("<Q", stream.read(8))
             stream.seek(length, 1)
         for _ in range(take):
-            (length,) = struct.unpack("<Q", stream.read(8))
-            blob = stream.read(length)
-            if len(blob) != length:
-                raise MalformedInputError("truncated EncryptedMatrix")
-            yield blob
+            yield _blob(stream, stream.read(8))
     except struct.error as exc:
         raise MalformedInputError(f"truncated EncryptedMatrix: {exc}") from exc
+
+
+def _blob(stream: BinaryIO, prefix: bytes) -> bytes:
+    """The ciphertext after its u64 length ``prefix``, checked for truncation and an impossible length."""
+    if len(prefix) < 8:
+        raise MalformedInputError("truncated EncryptedMatrix")
+    (length,) = struct.unpack("<Q", prefix)
+    if length > MAX_CIPHERTEXT_BYTES:
+        raise MalformedInputError(f"a ciphertext length of {length} bytes is corrupt (at most {MAX_CIPHERTEXT_BYTES})")
+    blob = stream.read(length)
+    if len(blob) != length:
+        raise MalformedInputError("truncated EncryptedMatrix")
+    return blob

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -86,9 +86,7 @@ class EncryptedMatrix:
         )
 
     def _like(self, tiles: Grid, shape: tuple[int, int] | None = None, zero_padding=None) -> EncryptedMatrix:
-        return EncryptedMatrix(
-            self.engine, tiles, shape or self.shape, self.tile, zero_padding or self.zero_padding
-        )
+        return EncryptedMatrix(self.engine, tiles, shape or self.shape, self.tile, zero_padding or self.zero_padding)
 
     # -- elementwise arithmetic ------------------------------------------------------------------
     def __add__(self, other: Any) -> EncryptedMatrix:
@@ -324,14 +322,15 @@ class EncryptedMatrix:
         return [self.engine.ciphertext_to_bytes(ct) for ct in self.ciphertexts]
 
     @classmethod
-    def from_parts(cls, engine: Engine, header: dict[str, Any], blobs: list[bytes]) -> EncryptedMatrix:
-        shape, tile, pads, (rows, cols) = _layout(engine, header)
-        if len(blobs) != rows * cols:
+    def from_parts(cls, engine: Engine, header: dict[str, Any], blobs: Iterable[bytes]) -> EncryptedMatrix:
+        """From a header and its ciphertexts' bytes (``blobs`` may be lazy: each is parsed as it comes)."""
+        shape, tile, pads, (rows, cols) = parse_header(engine, header)
+        cts = [engine.ciphertext_from_bytes(blob) for blob in blobs]
+        if len(cts) != rows * cols:
             raise ShapeError(
                 f"a {shape[0]}x{shape[1]} matrix in {tile.rows}x{tile.cols} tiles needs {rows * cols} "
-                f"ciphertexts, got {len(blobs)}"
+                f"ciphertexts, got {len(cts)}"
             )
-        cts = [engine.ciphertext_from_bytes(blob) for blob in blobs]
         tiles = [cts[i * cols : (i + 1) * cols] for i in range(rows)]
         return cls(engine, tiles, shape, tile, pads)
 
@@ -340,14 +339,19 @@ class EncryptedMatrix:
 
     @classmethod
     def from_bytes(cls, engine: Engine, data: bytes) -> EncryptedMatrix:
-        header, blobs = flat.read(io.BytesIO(data))
-        return cls.from_parts(engine, header, list(blobs))
+        return cls.from_file(engine, io.BytesIO(data))
+
+    @classmethod
+    def from_file(cls, engine: Engine, handle: BinaryIO) -> EncryptedMatrix:
+        """``to_bytes()`` output read from a file, one ciphertext at a time."""
+        header, blobs = flat.read(handle)
+        return cls.from_parts(engine, header, blobs)
 
     @classmethod
     def read_row_blocks(cls, engine: Engine, stream: BinaryIO) -> Iterator[EncryptedMatrix]:
         """The row blocks (``row_block``) of a matrix ``to_bytes`` wrote to ``stream``, parsed one at a time."""
         header, blobs = flat.read(stream)
-        shape, tile, pads, (rows, cols) = _layout(engine, header)
+        shape, tile, pads, (rows, cols) = parse_header(engine, header)
         for i in range(rows):
             tiles = [[engine.ciphertext_from_bytes(blob) for blob in itertools.islice(blobs, cols)]]
             if len(tiles[0]) != cols:
@@ -357,7 +361,7 @@ class EncryptedMatrix:
             raise ShapeError(f"a {shape[0]}x{shape[1]} matrix in {tile.rows}x{tile.cols} tiles has extra ciphertexts")
 
 
-def _layout(engine: Engine, header: Any) -> tuple[tuple[int, int], Tile, tuple[bool, bool], tuple[int, int]]:
+def parse_header(engine: Engine, header: Any) -> tuple[tuple[int, int], Tile, tuple[bool, bool], tuple[int, int]]:
     """Shape, tile, zero padding and grid of a serialized matrix's header, checked against ``engine``."""
     if not isinstance(header, dict):
         raise MalformedInputError(f"EncryptedMatrix header must be a JSON object, got {type(header).__name__}")
@@ -379,13 +383,14 @@ def read_block_range(engine: Engine, path: str | Path, start: int, stop: int) ->
     """Row blocks ``[start, stop)`` of a matrix stored with ``to_bytes``, reading only their ciphertexts."""
     with open(path, "rb") as handle:
         header, _ = flat.read(handle)
-        shape, tile, pads, (blocks, cols) = _layout(engine, header)
+        shape, tile, pads, (blocks, cols) = parse_header(engine, header)
         if not 0 <= start < stop <= blocks:
             raise ShapeError(f"row blocks [{start}, {stop}) out of range for the {blocks} blocks of {path}")
         blobs = list(flat.blob_range(handle, start * cols, (stop - start) * cols))
     tiles = [[engine.ciphertext_from_bytes(b) for b in blobs[i * cols : (i + 1) * cols]] for i in range(stop - start)]
     rows = min(stop * tile.rows, shape[0]) - start * tile.rows
     return EncryptedMatrix(engine, tiles, (rows, shape[1]), tile, pads)
+
 
 
 def hstack(columns: list[EncryptedMatrix]) -> EncryptedMatrix:
@@ -397,8 +402,10 @@ def hstack(columns: list[EncryptedMatrix]) -> EncryptedMatrix:
         if other.tile.cols != 1 or other.tile != first.tile:
             raise ShapeError("hstack needs column-packed matrices with the same tile (packing='columns')")
         if other.shape[0] != first.shape[0]:
-            raise ShapeError(f"all the input array dimensions except for the concatenation axis must match exactly, "
-                             f"but along dimension 0 the arrays have sizes {first.shape[0]} and {other.shape[0]}")
+            raise ShapeError(
+                f"all the input array dimensions except for the concatenation axis must match exactly, "
+                f"but along dimension 0 the arrays have sizes {first.shape[0]} and {other.shape[0]}"
+            )
     tiles = [[ct for matrix in columns for ct in matrix._tiles[i]] for i in range(first.grid[0])]
     pads = (all(m.zero_padding[0] for m in columns), True)
     return EncryptedMatrix(first.engine, tiles, (first.shape[0], sum(m.shape[1] for m in columns)), first.tile, pads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
@@ -13,18 +14,26 @@ from server.storage import Store
 
 
 class Access:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, token_ttl: float = 0.0) -> None:
         self.store = store
+        self.token_ttl = token_ttl  # seconds a token stays valid after it is issued; 0: until revoked
 
     def session(self, context: grpc.ServicerContext) -> SessionRecord:
         """The session whose bearer token the call carries, or UNAUTHENTICATED."""
-        token = auth.bearer_token(context)
-        session = self.store.session_by_token_hash(auth.token_hash(token))
-        if session is None:
+        digest = auth.token_hash(auth.bearer_token(context))
+        # Looked up by its SHA-256 (an index probe reveals nothing about the token), then confirmed in constant time.
+        session = self.store.session_by_token_hash(digest)
+        if session is None or not auth.same_hash(session.token_hash, digest):
             raise ServiceError(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "unknown or revoked session token: create a session (SessionService.CreateSession) and "
                 "use the token it returns",
+            )
+        if self.token_ttl and time.time() > session.token_issued + self.token_ttl:
+            raise ServiceError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"the session token expired (tokens last {self.token_ttl:g} s, server flag --token-ttl): renew it "
+                "before it expires with SessionService.RevokeToken, or create a new session",
             )
         return session
 

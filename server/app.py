@@ -17,6 +17,7 @@ from server.datasets import DatasetServicer
 from server.engines import EngineCache
 from server.jobs import JobRunner
 from server.models import ModelServicer
+from server.observability import Interceptor, Metrics
 from server.sessions import SessionServicer
 from server.storage import Store
 from server.training import TrainingServicer
@@ -51,15 +52,18 @@ class CipherGradServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.store = Store(config.data_dir)
-        self.engines = EngineCache(self.store)
+        self.metrics = Metrics(self.store.job_counts)
+        self.engines = EngineCache(self.store, track=self.metrics.track)
         self.runner = JobRunner(self.store, self.engines, config.workers)
         self.runner.recover()
-        access = Access(self.store)
+        access = Access(self.store, config.token_ttl)
         max_upload = config.max_upload_mb * 2**20
+        max_batch = config.max_batch_mb * 2**20
         # Each open stream (training, upload, predict) holds a thread for its lifetime.
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max(16, 8 * config.workers), thread_name_prefix="grpc"),
             options=list(CHANNEL_OPTIONS),  # bulk data is chunked and limited by --max-upload-mb
+            interceptors=[Interceptor(self.metrics)],
         )
         session_service_pb2_grpc.add_SessionServiceServicer_to_server(
             SessionServicer(self.store, access, self.engines, self.runner.stop, max_upload), self.server
@@ -71,15 +75,16 @@ class CipherGradServer:
             TrainingServicer(self.store, access, self.runner), self.server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.store, access, self.engines, max_upload), self.server
+            ModelServicer(self.store, access, self.engines, max_batch), self.server
         )
         compute_service_pb2_grpc.add_ComputeServiceServicer_to_server(
-            ComputeServicer(self.store, access, self.engines, max_upload), self.server
+            ComputeServicer(self.store, access, self.engines, max_upload, max_batch), self.server
         )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
         self.port = self._bind()
+        self.metrics_port: int | None = None
 
     def _bind(self) -> int:
         config = self.config
@@ -101,6 +106,10 @@ class CipherGradServer:
 
     def start(self) -> CipherGradServer:
         self.server.start()
+        if self.config.metrics_port is not None:
+            host = self.config.listen.rsplit(":", 1)[0].strip("[]") or "0.0.0.0"
+            self.metrics_port = self.metrics.serve(host, self.config.metrics_port)
+            log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("ciphergrad server listening on %s, data in %s", self.address, self.config.data_dir)
@@ -112,6 +121,7 @@ class CipherGradServer:
         self.health.enter_graceful_shutdown()
         self.runner.shutdown(timeout=grace)
         self.server.stop(grace).wait()
+        self.metrics.close()
         self.store.close()
 
     def wait(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 
 import grpc
@@ -20,6 +21,11 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def same_hash(stored: str, digest: str) -> bool:
+    """Constant-time comparison: how long it takes says nothing about how much of a guess was right."""
+    return hmac.compare_digest(stored.encode(), digest.encode())
+
+
 def bearer_token(context: grpc.ServicerContext) -> str:
     """The token from ``authorization: Bearer <token>`` metadata, or UNAUTHENTICATED."""
     for key, value in context.invocation_metadata() or ():
@@ -33,5 +39,3 @@ def bearer_token(context: grpc.ServicerContext) -> str:
         "missing credentials: send the session token as metadata 'authorization: Bearer <token>' "
         "(CreateSession returns it)",
     )
-
-

@@ -6,21 +6,23 @@ Results stay encrypted; the client decrypts them and finishes square roots, divi
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
 
 from core import stats
+from core.engine import Engine
 from core.errors import ShapeError
 from core.neighbors import check_reference, squared_distances
 from core.tensor import EncryptedMatrix
-from server import plainmodels
+from server import plainmodels, validation
 from server.access import Access
 from server.engines import EngineCache
 from server.errors import invalid, rpc
-from server.records import SessionRecord
+from server.records import DatasetRecord, SessionRecord
 from server.storage import Store
-from server.uploads import receive_matrices
+from server.uploads import Budget, receive_matrices
 from wire import chunks, codec
 from wire.proto_gen.ciphergrad.v1 import compute_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import compute_service_pb2_grpc as pb_grpc
@@ -28,12 +30,14 @@ from wire.proto_gen.ciphergrad.v1 import types_pb2
 
 
 class ComputeServicer(pb_grpc.ComputeServiceServicer):
-    def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int) -> None:
-        self.store, self.access, self.engines, self.max_upload = store, access, engines, max_upload
+    def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int, max_batch: int) -> None:
+        self.store, self.access, self.engines = store, access, engines
+        self.max_upload, self.max_batch = max_upload, max_batch
 
     @rpc
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> Iterator[pb.DescribeResponse]:
         dataset = self.access.dataset(request.dataset_id, self.access.session(context))
+        validation.ddof(request.ddof, dataset.rows)
         X = self.store.read_matrix(dataset, 0, self.engines.get(dataset.session_id))
         if request.covariance and X.tile.cols != 1:
             raise ShapeError(
@@ -57,13 +61,25 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         if first is None or first.WhichOneof("kind") != "spec":
             raise invalid("Metrics: send a MetricsSpec first, then the predictions (and targets) as chunks")
         spec = first.spec
-        if spec.mae_bound < 0 or spec.mae_degree < 0:
-            raise invalid("mae_bound and mae_degree must not be negative (0 means: no MAE / the default degree)")
+        validation.mae_spec(spec.mae_bound, spec.mae_degree)
         dataset = self.access.dataset(spec.dataset_id, session) if spec.dataset_id else None
         if dataset is not None and dataset.layout.features_only:
             raise invalid(f"dataset {dataset.id} has no targets (uploaded features_only)")
         engine = self.engines.get(session.id)
-        matrices = receive_matrices(request_iterator, "chunk", engine, self.max_upload, "the metrics input")
+        with self.store.staging() as scratch:
+            yield from self._metrics(request_iterator, spec, dataset, engine, scratch)
+
+    def _metrics(
+        self,
+        request_iterator: Iterator[pb.MetricsRequest],
+        spec: pb.MetricsSpec,
+        dataset: DatasetRecord | None,
+        engine: Engine,
+        scratch: Path,
+    ) -> Iterator[pb.MetricsResponse]:
+        # Predictions and targets are each one matrix (a metric needs all rows): limited by --max-upload-mb.
+        budget = Budget(self.max_upload)
+        matrices = receive_matrices(request_iterator, "chunk", engine, budget, "the metrics input", scratch)
         predictions = next(matrices, None)
         if predictions is None:
             raise invalid("Metrics: the predictions are missing")
@@ -83,7 +99,16 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                 f"do not match {what}: shape {targets.shape} in tile {targets.tile.rows}x{targets.tile.cols}; "
                 "encrypt the predictions with that shape and tile"
             )
-        mse, target_variance = stats.r2_parts(predictions, targets)
+        try:
+            mse, target_variance = stats.r2_parts(predictions, targets)
+        except RuntimeError as exc:
+            if "transparent" not in str(exc):
+                raise
+            # SEAL refuses a difference of identical ciphertexts (an all-zero "transparent" result).
+            raise invalid(
+                f"the predictions are the very ciphertexts of {what}, so their difference is not a ciphertext: "
+                "encrypt the predictions afresh (KeyHolder.encrypt) and send those"
+            ) from exc
         yield pb.MetricsResponse(metric="mse", value=codec.matrix_to_proto(mse))
         yield pb.MetricsResponse(metric="target_variance", value=codec.matrix_to_proto(target_variance))
         if spec.mae_bound:
@@ -107,14 +132,17 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                 "of one the client encrypted), then batches of encrypted queries"
             )
         engine = self.engines.get(session.id)
-        for queries in receive_matrices(request_iterator, "queries", engine, self.max_upload, "the queries"):
-            if queries.tile.cols != 1:
-                raise ShapeError(
-                    f"queries must be column-packed: encrypt them with packing='columns' (tile=Tile(q, 1)); "
-                    f"got tile {queries.tile.rows}x{queries.tile.cols}"
-                )
-            distances = squared_distances(queries, reference, projection)
-            yield from chunks.send(pb.DistancesResponse, "distances", [distances.to_bytes()])
+        budget = Budget(self.max_batch, "--max-batch-mb")
+        with self.store.staging() as scratch:
+            for queries in receive_matrices(request_iterator, "queries", engine, budget, "a query batch", scratch):
+                if queries.tile.cols != 1:
+                    raise ShapeError(
+                        f"queries must be column-packed: encrypt them with packing='columns' (tile=Tile(q, 1)); "
+                        f"got tile {queries.tile.rows}x{queries.tile.cols}"
+                    )
+                distances = squared_distances(queries, reference, projection)
+                del queries
+                yield from chunks.send(pb.DistancesResponse, "distances", [distances.to_bytes()])
 
     def _plain_reference(self, model_id: str, session: SessionRecord) -> tuple[np.ndarray, np.ndarray | None]:
         model = self.access.model(model_id, session)

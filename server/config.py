@@ -14,10 +14,13 @@ class ServerConfig:
     data_dir: str = "./var/ciphergrad"
     workers: int = 2
     max_upload_mb: int = 4096
+    max_batch_mb: int = 64
     tls_cert: str | None = None
     tls_key: str | None = None
     grace_seconds: float = 10.0
     port_file: str | None = None
+    token_ttl: float = 0.0
+    metrics_port: int | None = None
 
 
 # flag -> (environment variable, type, help)
@@ -25,11 +28,18 @@ _FLAGS = {
     "listen": ("CIPHERGRAD_LISTEN", str, "HOST:PORT to serve on (port 0 picks a free one)"),
     "data_dir": ("CIPHERGRAD_DATA_DIR", str, "directory for the SQLite metadata and ciphertext blobs"),
     "workers": ("CIPHERGRAD_WORKERS", int, "training jobs run at once (more wait in JOB_STATE_QUEUED)"),
-    "max_upload_mb": ("CIPHERGRAD_MAX_UPLOAD_MB", int, "largest context, dataset or prediction batch, MiB"),
+    "max_upload_mb": ("CIPHERGRAD_MAX_UPLOAD_MB", int, "largest context, dataset or metrics input, MiB"),
+    "max_batch_mb": ("CIPHERGRAD_MAX_BATCH_MB", int, "largest prediction or query batch in a stream, MiB"),
     "tls_cert": ("CIPHERGRAD_TLS_CERT", str, "PEM certificate chain; enables TLS together with --tls-key"),
     "tls_key": ("CIPHERGRAD_TLS_KEY", str, "PEM private key for --tls-cert"),
     "grace_seconds": ("CIPHERGRAD_GRACE_SECONDS", float, "on SIGTERM, seconds in-flight calls may finish"),
     "port_file": ("CIPHERGRAD_PORT_FILE", str, "once serving, write HOST:PORT here (for --listen HOST:0)"),
+    "token_ttl": ("CIPHERGRAD_TOKEN_TTL", float, "seconds a session token stays valid (0: until revoked)"),
+    "metrics_port": (
+        "CIPHERGRAD_METRICS_PORT",
+        int,
+        "Prometheus /metrics on this port of --listen's host (0: a free one)",
+    ),
 }
 
 
@@ -54,6 +64,10 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         parser.error("--tls-cert and --tls-key go together")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if not args.token_ttl >= 0:
+        parser.error("--token-ttl must be 0 (no expiry) or a positive number of seconds")
+    if args.max_batch_mb < 1:
+        parser.error("--max-batch-mb must be at least 1")
     if args.max_upload_mb < 1:
         parser.error("--max-upload-mb must be at least 1")
     return ServerConfig(**vars(args))

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 
-from core.engine import Engine
 from core.errors import ShapeError
-from core.layout import Tile
 from core.neighbors import check_reference
-from core.tensor import EncryptedMatrix
+from server import validation
 from server.access import Access
 from server.engines import EngineCache
 from server.errors import invalid, rpc
 from server.records import DatasetLayout, DatasetRecord
 from server.storage import Store, matrix_file, new_id
 from server.uploads import Budget, receive_matrix
+from server.validation import ScannedMatrix
 from wire.proto_gen.ciphergrad.v1 import dataset_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import dataset_service_pb2_grpc as pb_grpc
 from wire.proto_gen.ciphergrad.v1 import types_pb2
@@ -30,28 +27,7 @@ MAX_SHUFFLES = 1024
 PACKING_NAMES = {types_pb2.PACKING_ROWS: "rows", types_pb2.PACKING_COLUMNS: "columns"}
 
 
-@dataclass(frozen=True)
-class StoredMatrix:
-    """What the checks below need of an uploaded matrix, without keeping its ciphertexts in memory."""
-
-    shape: tuple[int, int]
-    tile: Tile
-    level: int
-
-
-def scan_matrix(engine: Engine, path: Path) -> StoredMatrix:
-    """Parse every ciphertext of a stored matrix (each checked against the session's context), one row
-    block at a time; its shape, tile and lowest level."""
-    rows, level, block = 0, None, None
-    with open(path, "rb") as stream:
-        for block in EncryptedMatrix.read_row_blocks(engine, stream):
-            rows += block.shape[0]
-            level = block.level if level is None else min(level, block.level)
-    assert block is not None and level is not None  # read_row_blocks yields at least one block or raises
-    return StoredMatrix((rows, block.shape[1]), block.tile, level)
-
-
-def check_pairs(matrices: list[StoredMatrix], columns: int) -> None:
+def check_pairs(matrices: list[ScannedMatrix], columns: int) -> None:
     """Every (X, y) pair has the same shape and tile; names, if any, match the columns."""
     X = matrices[0]
     for k in range(0, len(matrices), 2):
@@ -66,12 +42,12 @@ def check_pairs(matrices: list[StoredMatrix], columns: int) -> None:
     check_columns(X, columns)
 
 
-def check_columns(X: EncryptedMatrix | StoredMatrix, columns: int) -> None:
+def check_columns(X: ScannedMatrix, columns: int) -> None:
     if columns and columns != X.shape[1]:
         raise ShapeError(f"{columns} column names for {X.shape[1]} feature columns")
 
 
-def check_packing(X: EncryptedMatrix | StoredMatrix, declared: int) -> None:
+def check_packing(X: ScannedMatrix, declared: int) -> None:
     """The declared packing (if any) must be the one the features were encrypted with."""
     actual = "columns" if X.tile.cols == 1 else "rows"
     wanted = PACKING_NAMES.get(declared)
@@ -97,8 +73,10 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
         manifest = first.manifest
         if not 0 <= manifest.shuffle_count <= MAX_SHUFFLES:
             raise invalid(f"shuffle_count={manifest.shuffle_count} must lie in 0..{MAX_SHUFFLES}")
+        declared = validation.declared_size(manifest.total_size_bytes, "total_size_bytes")
+        validation.packing(manifest.packing)
         budget = Budget(self.max_upload)
-        budget.announce(manifest.total_size_bytes, "the dataset")
+        budget.announce(declared, "the dataset")
         if manifest.features_only and manifest.shuffle_count:
             raise invalid("a features_only dataset (for statistics) takes no shuffles; set shuffle_count=0")
         if manifest.reference_set and not manifest.features_only:
@@ -110,13 +88,11 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
                 receive_matrix(request_iterator, "chunk", scratch / matrix_file(index), budget, f"{role} #{index}")
             if next(request_iterator, None) is not None:
                 raise invalid(f"UploadDataset: more than the {count} matrices the manifest announced")
+            validation.arrived(declared, budget.used, "total_size_bytes")
             engine = self.engines.get(session.id)
-            # Parsing checks every ciphertext against the session's context before anything is kept.
-            files = [scratch / matrix_file(i) for i in range(count)]
-            if manifest.reference_set:
-                matrices = [EncryptedMatrix.from_bytes(engine, files[0].read_bytes())]
-            else:  # one row block at a time: a table of any size is checked in bounded memory
-                matrices = [scan_matrix(engine, path) for path in files]
+            # Every ciphertext is checked against the session's context, one at a time from disk, before
+            # anything is kept: the upload is never parsed whole into memory.
+            matrices = [validation.scan_file(engine, scratch / matrix_file(i), f"matrix #{i}") for i in range(count)]
             columns = matrices[0].shape[1]
             if manifest.reference_set:
                 columns = check_reference(matrices[0])  # its layout, or a message saying how to encrypt it

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
-from core.engine import Engine
+from core.engine import Engine, OpCounts
 from server.storage import Store
 
 
 class EngineCache:
-    def __init__(self, store: Store, size: int = 4) -> None:
+    def __init__(self, store: Store, size: int = 4, track: Callable[[OpCounts], None] | None = None) -> None:
         self._store = store
+        self._track = track  # told every new engine's operation counters (the metrics endpoint)
         self._size = size
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._lock = threading.Lock()
@@ -35,7 +37,10 @@ class EngineCache:
 
     def load(self, session_id: str) -> Engine:
         """A fresh engine of its own (not cached)."""
-        return Engine.from_public_context(self._store.context_path(session_id).read_bytes())
+        engine = Engine.from_public_context(self._store.context_path(session_id).read_bytes())
+        if self._track is not None:
+            self._track(engine.counts)
+        return engine
 
     def forget(self, session_id: str) -> None:
         with self._lock:

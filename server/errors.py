@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -44,8 +46,30 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, (MalformedInputError, ShapeError, ParameterError)):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, (OSError, sqlite3.Error)):
+        return _storage_status(exc)
     log.exception("unexpected error", exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
+
+
+def _storage_status(exc: OSError | sqlite3.Error) -> tuple[grpc.StatusCode, str]:
+    """A full disk is RESOURCE_EXHAUSTED, any other storage failure UNAVAILABLE (the caller may retry); the
+    store's write order keeps it consistent either way (see server.storage)."""
+    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+        isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()
+    )
+    if full:
+        log.warning("storage full: %s", exc)
+        return (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "the server's disk is full: the request was not completed; free space in its --data-dir (or delete "
+            "datasets and models you no longer need) and try again",
+        )
+    log.error("storage failure: %s", exc)
+    return (
+        grpc.StatusCode.UNAVAILABLE,
+        f"the server's storage failed ({type(exc).__name__}): try again later",
+    )
 
 
 def rpc(method: Callable[..., Any]) -> Callable[..., Any]:

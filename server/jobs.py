@@ -26,6 +26,7 @@ import grpc
 from core.algorithms import ALGORITHMS
 from core.gram import DATA_LEVELS, GramStatistics, accumulate
 from core.tensor import EncryptedMatrix
+from server import validation
 from server.engines import EngineCache
 from server.errors import ServiceError, invalid, precondition, status_for
 from server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
@@ -90,7 +91,7 @@ class StreamRefresh:
         reply = self._round_trip(pb.TrainResponse(refresh_request=request), pb.RefreshReply)
         if reply.refresh_id != self._next_id:
             raise invalid(f"refresh_reply answers request {reply.refresh_id}; expected {self._next_id}")
-        fresh = codec.matrix_from_proto(self.engine, reply.refreshed)
+        fresh = validation.inbound(codec.matrix_from_proto(self.engine, reply.refreshed), "the refreshed matrix")
         if fresh.shape != masked.shape or fresh.tile != masked.tile:
             raise invalid(f"refreshed matrix has shape {fresh.shape}; expected {masked.shape} in the same tile")
         return fresh
@@ -110,7 +111,7 @@ class StreamRefresh:
             raise invalid(f"normal_solution answers request {reply.request_id}; expected {self._next_id}")
         if not codec.has_matrix(reply.weights):
             raise invalid("normal_solution.weights is empty: send a fresh encryption of the solved weights")
-        return codec.matrix_from_proto(self.engine, reply.weights)
+        return validation.inbound(codec.matrix_from_proto(self.engine, reply.weights), "the solved weights")
 
     def _round_trip(self, event: pb.TrainResponse, expected: type) -> Any:
         self.link.check()
@@ -193,12 +194,11 @@ class JobRunner:
             raise invalid(f"algorithm {_algorithm_name(spec.algorithm)} cannot be trained; use {names}")
         if dataset.layout.features_only:
             raise invalid(f"dataset {dataset.id} has no targets (uploaded features_only); upload X and y to train")
-        values = codec.values_from_struct(spec.hyperparameters, algorithm.config)
-        config = algorithm.service_config(values)
+        config = validation.job_config(spec.hyperparameters, algorithm.config, dataset, build=algorithm.service_config)
         trainer_type = algorithm.trainer_for(config)
         if getattr(trainer_type, "streams_rows", False):
             problem = streaming_problem(dataset, config.solver)
-            if problem and values.get("solver") is not None:
+            if problem and "solver" in spec.hyperparameters.fields:
                 raise invalid(problem)
             if problem:  # the default solver, not one the user named: data uploaded for gradient descent
                 config = dataclasses.replace(config, solver="gd")

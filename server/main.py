@@ -12,13 +12,16 @@ from pathlib import Path
 
 from server.app import CipherGradServer
 from server.config import parse_args
+from server.observability import JsonFormatter
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     # One start line: the server logs "ciphergrad server listening on ADDRESS, data in DIR" itself, so main()
     # prints nothing of its own; wrappers learn a port chosen with --listen HOST:0 from --port-file.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())  # one JSON object per line, with the call's request id
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     server = CipherGradServer(config).start()
     if config.port_file:
         _write_atomically(Path(config.port_file), server.address)

@@ -24,7 +24,7 @@ from server.engines import EngineCache
 from server.errors import invalid, precondition, rpc
 from server.records import ModelRecord
 from server.storage import Store, new_id
-from server.uploads import receive_matrices
+from server.uploads import Budget, receive_matrices
 from wire import chunks
 from wire.proto_gen.ciphergrad.v1 import model_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import model_service_pb2_grpc as pb_grpc
@@ -42,8 +42,8 @@ def _column_packed(rows: EncryptedMatrix, inputs: int) -> None:
 
 
 class ModelServicer(pb_grpc.ModelServiceServicer):
-    def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int) -> None:
-        self.store, self.access, self.engines, self.max_upload = store, access, engines, max_upload
+    def __init__(self, store: Store, access: Access, engines: EngineCache, max_batch: int) -> None:
+        self.store, self.access, self.engines, self.max_batch = store, access, engines, max_batch
 
     def _weights(self, model: ModelRecord) -> EncryptedMatrix | None:
         if model.server_owned:
@@ -105,9 +105,13 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         model = self.access.model(options.model_id, session)
         engine = self.engines.get(model.session_id)
         predict = self._predictor(model, options)
-        for rows in receive_matrices(request_iterator, "rows", engine, self.max_upload, "the prediction input"):
-            predictions = predict(rows)
-            yield from chunks.send(pb.PredictResponse, "predictions", [predictions.to_bytes()])
+        budget = Budget(self.max_batch, "--max-batch-mb")
+        with self.store.staging() as scratch:
+            # Each batch is answered as soon as it has arrived: the stream is never buffered whole.
+            for rows in receive_matrices(request_iterator, "rows", engine, budget, "a prediction batch", scratch):
+                predictions = predict(rows)
+                del rows
+                yield from chunks.send(pb.PredictResponse, "predictions", [predictions.to_bytes()])
 
     def _predictor(self, model: ModelRecord, options: pb.PredictOptions):
         """The function from an encrypted batch of rows to its encrypted predictions."""

@@ -15,6 +15,8 @@ from core.algorithms import ALGORITHMS
 from core.errors import MalformedInputError, ShapeError
 from core.inference import MLP
 from core.polynomial import Polynomial, fit_sigmoid
+from server import validation
+from server.errors import invalid
 from wire import codec
 from wire.proto_gen.ciphergrad.v1 import model_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import types_pb2
@@ -28,7 +30,7 @@ KINDS = {
 
 
 def _bias(values: Any, outputs: int, what: str) -> list[float]:
-    bias = [float(b) for b in values] or [0.0] * outputs
+    bias = validation.finite(values, f"{what} bias") or [0.0] * outputs
     if len(bias) != outputs:
         raise ShapeError(f"{what}: {len(bias)} bias values for {outputs} outputs")
     return bias
@@ -43,16 +45,23 @@ def from_request(request: pb.UploadModelRequest) -> dict[str, Any]:
         return {"kind": kind, "inputs": W.shape[0], "outputs": W.shape[1], "weights": W.tolist(), "bias": bias}
     if kind == "logistic":
         message = request.logistic
-        w = [float(v) for v in message.weights]
+        w = validation.finite(message.weights, "logistic weights")
         if not w:
             raise ShapeError("logistic model: weights are empty")
-        sigmoid = fit_sigmoid(message.sigmoid_degree or 3, message.sigmoid_bound or 8.0)
+        (bias,) = validation.finite([message.bias], "logistic bias")
+        (bound,) = validation.finite([message.sigmoid_bound], "sigmoid_bound")
+        low, high = validation.SIGMOID_BOUNDS
+        if bound and not low <= bound <= high:
+            raise invalid(f"sigmoid_bound={bound:g} must lie in [{low:g}, {high:g}] (0: the default 8)")
+        if message.sigmoid_degree not in (0, 3, 5, 7):
+            raise invalid(f"sigmoid_degree={message.sigmoid_degree} must be 3, 5 or 7 (0: the default 3)")
+        sigmoid = fit_sigmoid(message.sigmoid_degree or 3, bound or 8.0)
         return {
             "kind": kind,
             "inputs": len(w),
             "outputs": 1,
             "weights": w,
-            "bias": float(message.bias),
+            "bias": bias,
             "sigmoid": sigmoid.to_dict(),
         }
     if kind == "mlp":
@@ -81,9 +90,12 @@ def from_request(request: pb.UploadModelRequest) -> dict[str, Any]:
 
 
 def _polynomial_from_proto(message: pb.Polynomial) -> Polynomial:
-    if not message.coefficients or not message.bound > 0:
+    coefficients = validation.finite(message.coefficients, "activation polynomial coefficients")
+    (bound,) = validation.finite([message.bound], "activation polynomial bound")
+    if not coefficients or not bound > 0:
         raise MalformedInputError("an activation polynomial needs coefficients and a positive bound")
-    return Polynomial(tuple(message.coefficients), message.bound, message.name or "custom", message.max_error)
+    (max_error,) = validation.finite([message.max_error], "activation polynomial max_error")
+    return Polynomial(tuple(coefficients), bound, message.name or "custom", max_error)
 
 
 def polynomial(data: dict[str, Any]) -> Polynomial:

@@ -31,6 +31,11 @@ class SessionRecord:
     params: CKKSParameters
     context_size: int
     created: float
+    token_issued: float = 0.0  # when the current token was handed out (--token-ttl counts from here)
+
+    def __post_init__(self) -> None:
+        if not self.token_issued:  # the first token is issued with the session
+            object.__setattr__(self, "token_issued", self.created)
 
     def to_row(self) -> dict[str, Any]:
         return {
@@ -40,12 +45,16 @@ class SessionRecord:
             "params_json": dumps(self.params.to_dict()),
             "context_size": self.context_size,
             "created": self.created,
+            "token_issued": self.token_issued,
         }
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Self:
         params = CKKSParameters.from_dict(json.loads(row["params_json"]))
-        return cls(row["id"], row["token_hash"], row["display_name"], params, row["context_size"], row["created"])
+        issued = row.get("token_issued") or row["created"]  # sessions stored before tokens were rotatable
+        return cls(
+            row["id"], row["token_hash"], row["display_name"], params, row["context_size"], row["created"], issued
+        )
 
     def to_proto(self) -> session_service_pb2.Session:
         return session_service_pb2.Session(

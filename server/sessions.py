@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from core.engine import Engine
-from server import auth
+from server import auth, validation
 from server.access import Access
 from server.engines import EngineCache
 from server.errors import invalid, rpc
@@ -33,8 +33,9 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("kind") != "manifest":
             raise invalid("CreateSession: send a SessionManifest first, then the context in chunks")
+        declared = validation.declared_size(first.manifest.context_size_bytes, "context_size_bytes")
         budget = Budget(self.max_upload)
-        budget.announce(first.manifest.context_size_bytes, "the public context")
+        budget.announce(declared, "the public context")
         with self.store.staging() as scratch:
             path = scratch / "context.bin"
             with open(path, "wb") as handle:
@@ -46,6 +47,7 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
             data = path.read_bytes()
             if not data:
                 raise invalid("CreateSession: no context received; stream KeyHolder.public_context()")
+            validation.arrived(declared, len(data), "context_size_bytes")
             # Validates the bytes and refuses a secret key (FAILED_PRECONDITION) before anything is kept.
             engine = Engine.from_public_context(data)
             session_id, token = new_id(), auth.new_token()
@@ -66,6 +68,13 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         caller = self.access.session(context)
         session = self.access.own_session(request.session_id or caller.id, caller)
         return pb.GetSessionResponse(session=session.to_proto())
+
+    @rpc
+    def RevokeToken(self, request: pb.RevokeTokenRequest, context: grpc.ServicerContext) -> pb.RevokeTokenResponse:
+        session = self.access.session(context)
+        token = auth.new_token()
+        self.store.replace_token(session.id, auth.token_hash(token), time.time())
+        return pb.RevokeTokenResponse(token=token)
 
     @rpc
     def DeleteSession(

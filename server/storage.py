@@ -22,7 +22,7 @@ from typing import Any
 
 from core.engine import Engine
 from core.tensor import EncryptedMatrix
-from server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
+from server.records import DatasetRecord, JobRecord, JobState, ModelRecord, SessionRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -77,7 +77,14 @@ CREATE TABLE IF NOT EXISTS models (
 
 _TABLES = ("sessions", "datasets", "jobs", "models")
 # Columns added after the first release: (table, column, definition) for data dirs made before them.
-_ADDED_COLUMNS = (("datasets", "layout_json", "TEXT NOT NULL DEFAULT '{}'"),)
+_ADDED_COLUMNS = (
+    ("datasets", "layout_json", "TEXT NOT NULL DEFAULT '{}'"),
+    ("sessions", "token_issued", "REAL NOT NULL DEFAULT 0"),
+)
+
+
+_INT32_MAX = 2**31 - 1
+_FAILED = JobState.JOB_STATE_FAILED
 
 
 def new_id() -> str:
@@ -115,6 +122,12 @@ class Store:
             present = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})").fetchall()}
             if column not in present:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        # Jobs stored before request validation with epochs beyond the API's int32 made every ListJobs of
+        # their session fail: they could never have run, so they are recorded as failed and clamped.
+        self._db.execute(
+            "UPDATE jobs SET state = ?, epochs = ?, error = ? WHERE epochs > ?",
+            (_FAILED, _INT32_MAX, "epochs beyond the API's range: start a new job", _INT32_MAX),
+        )
 
     # -- rows (private: the typed methods below name what they return) ---------------------------------
     def _insert(self, table: str, row: dict[str, Any]) -> None:
@@ -155,6 +168,13 @@ class Store:
         with self._lock:
             found = self._db.execute("SELECT * FROM sessions WHERE token_hash = ?", (digest,)).fetchone()
         return SessionRecord.from_row(dict(found)) if found else None
+
+    def replace_token(self, session_id: str, digest: str, issued: float) -> None:
+        """The session's token is now the one hashing to ``digest``; the old one stops working at once."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE sessions SET token_hash = ?, token_issued = ? WHERE id = ?", (digest, issued, session_id)
+            )
 
     def delete_session(self, session_id: str) -> None:
         """The row (cascading to its datasets, jobs and models), then its blobs."""
@@ -200,6 +220,12 @@ class Store:
         with self._lock:
             rows = self._db.execute(f"SELECT * FROM jobs WHERE state IN ({marks})", states).fetchall()
         return [JobRecord.from_row(dict(r)) for r in rows]
+
+    def job_counts(self) -> dict[int, int]:
+        """How many jobs are in each state (JobState value -> count), all sessions together."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {int(state): int(count) for state, count in rows}
 
     def update_job(self, job_id: str, **values: Any) -> JobRecord | None:
         """Set columns of a job (``updated`` too); the job as it now is, or None if it was deleted."""

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,6 +60,7 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        self.log: list[str] = []
         deadline = time.monotonic() + 60
         assert self.process.stdout is not None
         while time.monotonic() < deadline:
@@ -68,8 +70,15 @@ class ServerProcess:
             found = re.search(r"ciphergrad server listening on ([^\s,]+), data in ", line)
             if found:
                 self.address = found.group(1)
+                # Keep reading its log so a chatty server never blocks on a full pipe.
+                threading.Thread(target=self._drain, daemon=True).start()
                 return
         raise RuntimeError("server did not start within 60 s")
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.log.append(line)
 
     def stop(self, sig: int) -> int:
         self.process.send_signal(sig)

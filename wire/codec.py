@@ -9,7 +9,6 @@ message raises ``core.errors.MalformedInputError`` (or ``ShapeError``) naming th
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -102,24 +101,6 @@ def struct_from_dict(values: dict[str, Any]) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
     out.update(values)
     return out
-
-
-def config_from_struct(struct: struct_pb2.Struct, config_type: type) -> Any:
-    """Build a core config dataclass from a Struct, whose numbers are all doubles on the wire."""
-    return config_type.from_dict(values_from_struct(struct, config_type))
-
-
-def values_from_struct(struct: struct_pb2.Struct, config_type: type) -> dict[str, Any]:
-    """A Struct's hyperparameters as Python values, whole numbers as int where ``config_type`` wants int."""
-    values = json_format.MessageToDict(struct)
-    fields = {f.name: str(f.type) for f in dataclasses.fields(config_type)}
-    for name, value in list(values.items()):
-        kind = fields.get(name, "")
-        if isinstance(value, float) and "int" in kind and "float" not in kind:
-            if not value.is_integer():
-                raise MalformedInputError(f"hyperparameter {name}={value} must be a whole number")
-            values[name] = int(value)
-    return values
 
 
 # -- trainer checkpoints --------------------------------------------------------------------------------

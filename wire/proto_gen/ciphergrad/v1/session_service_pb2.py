@@ -26,7 +26,7 @@ from wire.proto_gen.ciphergrad.v1 import types_pb2 as ciphergrad_dot_v1_dot_type
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ciphergrad/v1/session_service.proto\x12\rciphergrad.v1\x1a\x19\x63iphergrad/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"k\n\x14\x43reateSessionRequest\x12\x32\n\x08manifest\x18\x01 \x01(\x0b\x32\x1e.ciphergrad.v1.SessionManifestH\x00\x12\x17\n\rcontext_chunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"C\n\x0fSessionManifest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x1a\n\x12\x63ontext_size_bytes\x18\x02 \x01(\x03\"\xb3\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x31\n\nparameters\x18\x03 \x01(\x0b\x32\x1d.ciphergrad.v1.CkksParameters\x12\x1a\n\x12\x63ontext_size_bytes\x18\x04 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x15\x43reateSessionResponse\x12\'\n\x07session\x18\x01 \x01(\x0b\x32\x16.ciphergrad.v1.Session\x12\r\n\x05token\x18\x02 \x01(\t\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"=\n\x12GetSessionResponse\x12\'\n\x07session\x18\x01 \x01(\x0b\x32\x16.ciphergrad.v1.Session\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse2\x9d\x02\n\x0eSessionService\x12\\\n\rCreateSession\x12#.ciphergrad.v1.CreateSessionRequest\x1a$.ciphergrad.v1.CreateSessionResponse(\x01\x12Q\n\nGetSession\x12 .ciphergrad.v1.GetSessionRequest\x1a!.ciphergrad.v1.GetSessionResponse\x12Z\n\rDeleteSession\x12#.ciphergrad.v1.DeleteSessionRequest\x1a$.ciphergrad.v1.DeleteSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ciphergrad/v1/session_service.proto\x12\rciphergrad.v1\x1a\x19\x63iphergrad/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"k\n\x14\x43reateSessionRequest\x12\x32\n\x08manifest\x18\x01 \x01(\x0b\x32\x1e.ciphergrad.v1.SessionManifestH\x00\x12\x17\n\rcontext_chunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"C\n\x0fSessionManifest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x1a\n\x12\x63ontext_size_bytes\x18\x02 \x01(\x03\"\xb3\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x31\n\nparameters\x18\x03 \x01(\x0b\x32\x1d.ciphergrad.v1.CkksParameters\x12\x1a\n\x12\x63ontext_size_bytes\x18\x04 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x15\x43reateSessionResponse\x12\'\n\x07session\x18\x01 \x01(\x0b\x32\x16.ciphergrad.v1.Session\x12\r\n\x05token\x18\x02 \x01(\t\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"=\n\x12GetSessionResponse\x12\'\n\x07session\x18\x01 \x01(\x0b\x32\x16.ciphergrad.v1.Session\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse\"\x14\n\x12RevokeTokenRequest\"$\n\x13RevokeTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t2\xf3\x02\n\x0eSessionService\x12\\\n\rCreateSession\x12#.ciphergrad.v1.CreateSessionRequest\x1a$.ciphergrad.v1.CreateSessionResponse(\x01\x12Q\n\nGetSession\x12 .ciphergrad.v1.GetSessionRequest\x1a!.ciphergrad.v1.GetSessionResponse\x12Z\n\rDeleteSession\x12#.ciphergrad.v1.DeleteSessionRequest\x1a$.ciphergrad.v1.DeleteSessionResponse\x12T\n\x0bRevokeToken\x12!.ciphergrad.v1.RevokeTokenRequest\x1a\".ciphergrad.v1.RevokeTokenResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,6 +49,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETESESSIONREQUEST']._serialized_end=701
   _globals['_DELETESESSIONRESPONSE']._serialized_start=703
   _globals['_DELETESESSIONRESPONSE']._serialized_end=726
-  _globals['_SESSIONSERVICE']._serialized_start=729
-  _globals['_SESSIONSERVICE']._serialized_end=1014
+  _globals['_REVOKETOKENREQUEST']._serialized_start=728
+  _globals['_REVOKETOKENREQUEST']._serialized_end=748
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=750
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=786
+  _globals['_SESSIONSERVICE']._serialized_start=789
+  _globals['_SESSIONSERVICE']._serialized_end=1160
 # @@protoc_insertion_point(module_scope)

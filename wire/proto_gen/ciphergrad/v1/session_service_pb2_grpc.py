@@ -52,6 +52,11 @@ class SessionServiceStub:
                 request_serializer=ciphergrad_dot_v1_dot_session__service__pb2.DeleteSessionRequest.SerializeToString,
                 response_deserializer=ciphergrad_dot_v1_dot_session__service__pb2.DeleteSessionResponse.FromString,
                 _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/ciphergrad.v1.SessionService/RevokeToken',
+                request_serializer=ciphergrad_dot_v1_dot_session__service__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=ciphergrad_dot_v1_dot_session__service__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -76,7 +81,16 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteSession(self, request, context):
-        """Deletes the session and everything in it: context, datasets, jobs, models.
+        """Deletes the session and everything in it: context, datasets, jobs, models. Its token stops working.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Revokes the caller's token at once and returns a new one for the same session (use it when a token
+        may have leaked, or before it expires under the server's --token-ttl). Without the new token the
+        session is unreachable; to end it for good, call DeleteSession instead.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,6 +113,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.DeleteSession,
                     request_deserializer=ciphergrad_dot_v1_dot_session__service__pb2.DeleteSessionRequest.FromString,
                     response_serializer=ciphergrad_dot_v1_dot_session__service__pb2.DeleteSessionResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=ciphergrad_dot_v1_dot_session__service__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=ciphergrad_dot_v1_dot_session__service__pb2.RevokeTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -185,6 +204,33 @@ class SessionService:
             '/ciphergrad.v1.SessionService/DeleteSession',
             ciphergrad_dot_v1_dot_session__service__pb2.DeleteSessionRequest.SerializeToString,
             ciphergrad_dot_v1_dot_session__service__pb2.DeleteSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ciphergrad.v1.SessionService/RevokeToken',
+            ciphergrad_dot_v1_dot_session__service__pb2.RevokeTokenRequest.SerializeToString,
+            ciphergrad_dot_v1_dot_session__service__pb2.RevokeTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,
