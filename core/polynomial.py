@@ -77,6 +77,11 @@ def _fit(f, degree: int, bound: float, powers: list[int], name: str) -> Polynomi
     coefficients = np.zeros(degree + 1)
     for k, c in zip(powers, solution, strict=True):
         coefficients[k] = c / bound**k
+    if not np.all(np.isfinite(coefficients)):
+        raise ParameterError(
+            f"bound={bound:g} is out of reach for a degree-{degree} {name} fit (its coefficients overflow): "
+            "rescale the inputs so the bound lies within about 1e-3..1e3"
+        )
     poly = Polynomial(tuple(float(c) for c in coefficients), float(bound), name, 0.0)
     check = np.linspace(-bound, bound, _CHECK_GRID)
     error = float(np.max(np.abs(poly(check) - f(check))))
@@ -114,6 +119,11 @@ def evaluate(poly: Polynomial, x: EncryptedMatrix, input_scale: float = 1.0) -> 
     is not amplified by large intermediate powers (degree 7 on [-8, 8]: ~1e-3 error unscaled, ~1e-6 scaled).
     """
     coefficients = [c / input_scale**k for k, c in enumerate(poly.coefficients)]
+    if not all(math.isfinite(c) for c in coefficients):
+        raise ParameterError(
+            f"the {poly.name} polynomial on [-{poly.bound:g}, {poly.bound:g}] with input scale {input_scale:g} has "
+            "coefficients that overflow: bring the bound and the input scale within about 1e-3..1e3"
+        )
     powers: dict[int, EncryptedMatrix] = {1: x}
     top = 1
     while top * 2 <= poly.degree:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 
 from core import flat
 from core.engine import Engine
@@ -59,8 +59,9 @@ def job_config(
     kinds = {field.name: str(field.type) for field in dataclasses.fields(config_type)}
     values: dict[str, Any] = {}
     for name, value in struct.fields.items():
-        if name not in kinds:
-            raise invalid(f"hyperparameter {name!r} is unknown to {config_type.__name__}; known: {sorted(kinds)}")
+        if name not in kinds:  # ``build`` refuses it, naming the known ones (or, for a solver, the choices)
+            values[name] = json_format.MessageToDict(value)
+            continue
         values[name] = _hyperparameter(name, value, kinds[name])
     column = values.get("intercept_column")
     if column is not None and column >= columns:

@@ -12,7 +12,7 @@ import pytest
 from sklearn.datasets import load_iris, load_wine
 
 from core import KeyHolder, plan
-from core.errors import ShapeError
+from core.errors import ParameterError, ShapeError
 from core.polynomial import fit_abs
 from core.stats import (
     column_mean,
@@ -100,3 +100,10 @@ def test_abs_polynomial_error_bound_is_attained_and_small() -> None:
     err = np.abs(poly(x) - np.abs(x))
     assert err.max() <= poly.max_error + 1e-12
     assert 0.08 * 2.0 < poly.max_error < 0.09 * 2.0  # 0.085 * bound, as documented in fit_abs
+
+
+@pytest.mark.parametrize("bound", [1e-200, 1e200])
+def test_abs_fit_out_of_reach_is_a_parameter_error(bound) -> None:
+    # Found by the service fuzz: such bounds gave infinite coefficients, then INTERNAL inside evaluate().
+    with pytest.raises(ParameterError, match="out of reach"):
+        fit_abs(6, bound)
