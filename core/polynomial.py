@@ -75,8 +75,9 @@ def _fit(f, degree: int, bound: float, powers: list[int], name: str) -> Polynomi
     basis = np.stack([t**k for k in powers], axis=1)
     solution, *_ = np.linalg.lstsq(basis, f(t * bound), rcond=None)
     coefficients = np.zeros(degree + 1)
-    for k, c in zip(powers, solution, strict=True):
-        coefficients[k] = c / bound**k
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        for k, c in zip(powers, solution, strict=True):
+            coefficients[k] = c / np.float64(bound) ** k  # inf/nan past float range: refused just below
     if not np.all(np.isfinite(coefficients)):
         raise ParameterError(
             f"bound={bound:g} is out of reach for a degree-{degree} {name} fit (its coefficients overflow): "
@@ -118,7 +119,8 @@ def evaluate(poly: Polynomial, x: EncryptedMatrix, input_scale: float = 1.0) -> 
     (with the division folded into an earlier plaintext factor) keeps every power in [-1, 1], so CKKS noise
     is not amplified by large intermediate powers (degree 7 on [-8, 8]: ~1e-3 error unscaled, ~1e-6 scaled).
     """
-    coefficients = [c / input_scale**k for k, c in enumerate(poly.coefficients)]
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        coefficients = [float(c / np.float64(input_scale) ** k) for k, c in enumerate(poly.coefficients)]
     if not all(math.isfinite(c) for c in coefficients):
         raise ParameterError(
             f"the {poly.name} polynomial on [-{poly.bound:g}, {poly.bound:g}] with input scale {input_scale:g} has "

@@ -102,7 +102,7 @@ def test_abs_polynomial_error_bound_is_attained_and_small() -> None:
     assert 0.08 * 2.0 < poly.max_error < 0.09 * 2.0  # 0.085 * bound, as documented in fit_abs
 
 
-@pytest.mark.parametrize("bound", [1e-200, 1e200])
+@pytest.mark.parametrize("bound", [1e-200, 1e-80])
 def test_abs_fit_out_of_reach_is_a_parameter_error(bound) -> None:
     # Found by the service fuzz: such bounds gave infinite coefficients, then INTERNAL inside evaluate().
     with pytest.raises(ParameterError, match="out of reach"):
