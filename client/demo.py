@@ -63,10 +63,10 @@ def main() -> int:
         f"UNCONVERGED: after 50 epochs R² is {writeup.encrypted_metric:.2f}, not the {writeup.optimum:.4f} the data "
         "allows. Encrypted and torch agree step for step; the setup, not the encryption, stops short.",
     ]
-    for result in converged:
+    for number, result in enumerate(converged, start=2):
         lines += [
             "",
-            f"2. The same data to convergence: {result.title}",
+            f"{number}. The same data to convergence: {result.title}",
             "   (the key holder standardizes the features before encrypting; weights mapped back after decrypting)",
             "",
             *loss_table(result),
