@@ -18,6 +18,9 @@ class ServerConfig:
     tls_key: str | None = None
     grace_seconds: float = 10.0
     port_file: str | None = None
+    executor: str = "local"
+    ray_address: str = ""
+    ray_num_cpus: int | None = None
 
 
 # flag -> (environment variable, type, help)
@@ -30,6 +33,10 @@ _FLAGS = {
     "tls_key": ("CIPHERGRAD_TLS_KEY", str, "PEM private key for --tls-cert"),
     "grace_seconds": ("CIPHERGRAD_GRACE_SECONDS", float, "on SIGTERM, seconds in-flight calls may finish"),
     "port_file": ("CIPHERGRAD_PORT_FILE", str, "once serving, write HOST:PORT here (for --listen HOST:0)"),
+    "executor": ("CIPHERGRAD_EXECUTOR", str, "where full-batch training runs: local (this process) or ray"),
+    "ray_address": ("CIPHERGRAD_RAY_ADDRESS", str, "with --executor ray: empty starts a local Ray, auto or "
+                    "HOST:PORT joins a cluster"),
+    "ray_num_cpus": ("CIPHERGRAD_RAY_NUM_CPUS", int, "with --executor ray and no address: CPUs of the local Ray"),
 }
 
 
@@ -56,4 +63,8 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         parser.error("--workers must be at least 1")
     if args.max_upload_mb < 1:
         parser.error("--max-upload-mb must be at least 1")
+    if args.executor not in ("local", "ray"):
+        parser.error(f"--executor must be local or ray, not {args.executor!r}")
+    if args.ray_num_cpus is not None and args.ray_num_cpus < 1:
+        parser.error("--ray-num-cpus must be at least 1")
     return ServerConfig(**vars(args))

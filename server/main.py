@@ -12,6 +12,7 @@ from pathlib import Path
 
 from server.app import CipherGradServer
 from server.config import parse_args
+from server.execution import ExecutionError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,7 +20,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # One start line: the server logs "ciphergrad server listening on ADDRESS, data in DIR" itself, so main()
     # prints nothing of its own; wrappers learn a port chosen with --listen HOST:0 from --port-file.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = CipherGradServer(config).start()
+    try:
+        server = CipherGradServer(config)
+    except ExecutionError as exc:  # e.g. no Ray cluster at --ray-address: one line, exit non-zero
+        print(f"ciphergrad-server: {exc}", file=sys.stderr)
+        return 2
+    server.start()
     if config.port_file:
         _write_atomically(Path(config.port_file), server.address)
     stop = threading.Event()

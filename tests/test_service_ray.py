@@ -1,0 +1,97 @@
+"""The server with ``--executor ray`` (a local 2-CPU Ray in this process) against ``--executor local``:
+Ames linear ("gd", full batch) and logistic trained through gRPC give weights within 1e-6 of each other
+(only the shards' summation order and the refreshes' fresh encryptions differ), and the Ray server's jobs
+really ran on its executor's shards. A bad ``--ray-address`` is a one-line startup error, exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from service_support import ROOT, ames, local_server, session_client
+
+from core.linear import LinearRegressionConfig
+from core.logistic import LogisticRegressionConfig
+from server.config import parse_args
+
+pytest.importorskip("ray")
+
+TOL = 1e-6
+LINEAR = LinearRegressionConfig(learning_rate=0.5, momentum=0.3, epochs=4)
+LOGISTIC = LogisticRegressionConfig(learning_rate=0.5, momentum=0.5, epochs=3)
+
+
+def standardized_ames() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    X, y, _ = ames()
+    features = X[:, 1:]
+    X = np.hstack([X[:, :1], (features - features.mean(axis=0)) / features.std(axis=0)])
+    return X, y, (y > np.median(y)).astype(float)
+
+
+def train_both(address: str) -> dict[str, np.ndarray]:
+    X, y, labels = standardized_ames()
+    client = session_client(address, X.shape)
+    try:
+        linear = client.train(client.upload(X, y).dataset_id, LINEAR)
+        logistic = client.train(client.upload(X, labels).dataset_id, LOGISTIC)
+        return {"linear": client.weights(linear.model), "logistic": client.weights(logistic.model),
+                "linear_losses": np.asarray(linear.losses)}
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    with local_server(Path(tmp_path_factory.mktemp("local"))) as server:
+        out["local"] = train_both(server.address)
+    with local_server(Path(tmp_path_factory.mktemp("ray")), executor="ray", ray_num_cpus=2) as server:
+        executor = server.runner.executor
+        opened = []
+        real_shards = executor.shards
+
+        def counting_shards(table, engine):  # which tables the Ray executor sharded
+            opened.append(table.rows)
+            return real_shards(table, engine)
+
+        executor.shards = counting_shards
+        out["ray"] = train_both(server.address)
+        out["sharded"] = {"rows": np.asarray(opened)}
+    return out
+
+
+def test_linear_on_ray_equals_local(results) -> None:
+    assert np.max(np.abs(results["ray"]["linear"] - results["local"]["linear"])) < TOL
+    assert results["ray"]["linear_losses"].shape == (LINEAR.epochs,)
+    assert np.max(np.abs(results["ray"]["linear_losses"] - results["local"]["linear_losses"])
+                  / results["local"]["linear_losses"]) < 1e-6
+
+
+def test_logistic_on_ray_equals_local(results) -> None:
+    assert np.max(np.abs(results["ray"]["logistic"] - results["local"]["logistic"])) < TOL
+
+
+def test_both_jobs_ran_on_the_ray_shards(results) -> None:
+    assert list(results["sharded"]["rows"]) == [510, 510]
+
+
+def test_bad_ray_address_is_a_one_line_startup_error(tmp_path: Path) -> None:
+    command = [sys.executable, "-c", "import sys; from server.main import main; sys.exit(main())",
+               "--executor", "ray", "--ray-address", "127.0.0.1:9", "--data-dir", str(tmp_path / "data")]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "127.0.0.1:9" in lines[0], done.stderr
+    assert not (tmp_path / "data").exists()  # nothing opened before the executor
+
+
+def test_executor_flags() -> None:
+    assert parse_args([], env={}).executor == "local"
+    config = parse_args([], env={"CIPHERGRAD_EXECUTOR": "ray", "CIPHERGRAD_RAY_ADDRESS": "auto",
+                                 "CIPHERGRAD_RAY_NUM_CPUS": "2"})
+    assert (config.executor, config.ray_address, config.ray_num_cpus) == ("ray", "auto", 2)
+    with pytest.raises(SystemExit):
+        parse_args(["--executor", "spark"], env={})
