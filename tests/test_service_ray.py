@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,19 @@ def test_executor_flags() -> None:
     assert (config.executor, config.ray_address, config.ray_num_cpus) == ("ray", "auto", 2)
     with pytest.raises(SystemExit):
         parse_args(["--executor", "spark"], env={})
+
+
+def test_concurrent_jobs_share_the_ray_cores(tmp_path: Path) -> None:
+    """Two jobs at once, each sharded over both CPUs: both finish (shard actors reserve no CPU, so neither
+    job holds half the cluster waiting for the other half) with the weights of one job alone."""
+    X, y, _ = standardized_ames()
+    config = LinearRegressionConfig(learning_rate=0.5, epochs=2)
+    with local_server(tmp_path, executor="ray", ray_num_cpus=2, workers=2) as server:
+        clients = [session_client(server.address, X.shape) for _ in range(2)]
+        datasets = [client.upload(X, y).dataset_id for client in clients]
+        with ThreadPoolExecutor(2) as pool:
+            runs = list(pool.map(lambda pair: pair[0].train(pair[1], config), zip(clients, datasets, strict=True)))
+        weights = [client.weights(run.model) for client, run in zip(clients, runs, strict=True)]
+        for client in clients:
+            client.close()
+    assert np.max(np.abs(weights[0] - weights[1])) < TOL

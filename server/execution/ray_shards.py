@@ -131,7 +131,9 @@ class RayShards:
         self.executor, self.table = executor, table
         self.ranges = executor.ranges(table)
         targets = str(_targets(table))
-        spread = {"scheduling_strategy": "SPREAD", "num_cpus": 1}
+        # No CPU reservation: jobs running at once would each hold part of the CPUs while waiting for the
+        # rest (two 2-shard jobs on 2 CPUs: one actor each, both waiting forever); the OS shares the cores.
+        spread = {"scheduling_strategy": "SPREAD", "num_cpus": 0}
         self.actors = [
             ShardActor.options(**spread).remote(str(table.context), str(table.features), targets, start, stop)
             for start, stop in self.ranges
