@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from service_support import ROOT, ames, local_server, session_client
 from core.linear import LinearRegressionConfig
 from core.logistic import LogisticRegressionConfig
 from server.config import parse_args
+from wire.proto_gen.ciphergrad.v1 import training_service_pb2
 
 pytest.importorskip("ray")
 
@@ -45,22 +47,29 @@ def train_both(address: str) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, np.ndarray]]:
-    out = {}
-    with local_server(Path(tmp_path_factory.mktemp("local"))) as server:
-        out["local"] = train_both(server.address)
-    with local_server(Path(tmp_path_factory.mktemp("ray")), executor="ray", ray_num_cpus=2) as server:
+def ray_server(tmp_path_factory: pytest.TempPathFactory):
+    """The module's one Ray server; its executor counts the tables it shards."""
+    with local_server(Path(tmp_path_factory.mktemp("ray")), executor="ray", ray_num_cpus=2, workers=2) as server:
         executor = server.runner.executor
-        opened = []
         real_shards = executor.shards
+        server.sharded_rows = []
 
-        def counting_shards(table, engine):  # which tables the Ray executor sharded
-            opened.append(table.rows)
+        def counting_shards(table, engine):
+            server.sharded_rows.append(table.rows)
             return real_shards(table, engine)
 
         executor.shards = counting_shards
-        out["ray"] = train_both(server.address)
-        out["sharded"] = {"rows": np.asarray(opened)}
+        yield server
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory, ray_server) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    with local_server(Path(tmp_path_factory.mktemp("local"))) as server:
+        out["local"] = train_both(server.address)
+    before = len(ray_server.sharded_rows)
+    out["ray"] = train_both(ray_server.address)
+    out["sharded"] = {"rows": np.asarray(ray_server.sharded_rows[before:])}
     return out
 
 
@@ -98,17 +107,47 @@ def test_executor_flags() -> None:
         parse_args(["--executor", "spark"], env={})
 
 
-def test_concurrent_jobs_share_the_ray_cores(tmp_path: Path) -> None:
+def test_concurrent_jobs_share_the_ray_cores(ray_server) -> None:
     """Two jobs at once, each sharded over both CPUs: both finish (shard actors reserve no CPU, so neither
     job holds half the cluster waiting for the other half) with the weights of one job alone."""
     X, y, _ = standardized_ames()
     config = LinearRegressionConfig(learning_rate=0.5, epochs=2)
-    with local_server(tmp_path, executor="ray", ray_num_cpus=2, workers=2) as server:
-        clients = [session_client(server.address, X.shape) for _ in range(2)]
-        datasets = [client.upload(X, y).dataset_id for client in clients]
-        with ThreadPoolExecutor(2) as pool:
-            runs = list(pool.map(lambda pair: pair[0].train(pair[1], config), zip(clients, datasets, strict=True)))
-        weights = [client.weights(run.model) for client, run in zip(clients, runs, strict=True)]
-        for client in clients:
-            client.close()
+    clients = [session_client(ray_server.address, X.shape) for _ in range(2)]
+    datasets = [client.upload(X, y).dataset_id for client in clients]
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda pair: pair[0].train(pair[1], config), zip(clients, datasets, strict=True)))
+    weights = [client.weights(run.model) for client, run in zip(clients, runs, strict=True)]
+    for client in clients:
+        client.close()
     assert np.max(np.abs(weights[0] - weights[1])) < TOL
+
+
+def test_a_paused_ray_job_resumes_on_new_shards(ray_server, results) -> None:
+    """The client leaves mid-job: the job pauses at its last checkpoint (its actors are killed) and, attached
+    again, finishes on new shards with the weights of the uninterrupted run."""
+    X, y, _ = standardized_ames()
+    client = session_client(ray_server.address, X.shape)
+    seen: list[np.ndarray] = []
+
+    def leave_at_third_refresh(values: np.ndarray) -> None:
+        seen.append(values)
+        if len(seen) == 3:
+            raise KeyboardInterrupt("the data owner closed the laptop")
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.train(client.upload(X, y).dataset_id, LINEAR, on_refresh=leave_at_third_refresh)
+        job = client.list_jobs()[0]
+        deadline = time.monotonic() + 30
+        while client.get_job(job.job_id).state != training_service_pb2.JOB_STATE_PAUSED:
+            assert time.monotonic() < deadline, "the job did not pause"
+            time.sleep(0.1)
+        paused = client.get_job(job.job_id)
+        assert 0 < paused.epoch < LINEAR.epochs
+        before = len(ray_server.sharded_rows)
+        resumed = client.train(job_id=job.job_id)
+        assert resumed.job.state == training_service_pb2.JOB_STATE_SUCCEEDED
+        assert ray_server.sharded_rows[before:] == [510]
+        assert np.max(np.abs(client.weights(resumed.model) - results["local"]["linear"])) < TOL
+    finally:
+        client.close()
