@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +55,14 @@ def ray_server(tmp_path_factory: pytest.TempPathFactory):
         real_shards = executor.shards
         server.sharded_rows = []
 
+        server.open_shards = []
+
+        @contextmanager
         def counting_shards(table, engine):
             server.sharded_rows.append(table.rows)
-            return real_shards(table, engine)
+            with real_shards(table, engine) as shards:
+                server.open_shards.append(shards)
+                yield shards
 
         executor.shards = counting_shards
         yield server
@@ -149,5 +155,32 @@ def test_a_paused_ray_job_resumes_on_new_shards(ray_server, results) -> None:
         assert resumed.job.state == training_service_pb2.JOB_STATE_SUCCEEDED
         assert ray_server.sharded_rows[before:] == [510]
         assert np.max(np.abs(client.weights(resumed.model) - results["local"]["linear"])) < TOL
+    finally:
+        client.close()
+
+
+def test_workers_gone_mid_job_fail_the_job_naming_the_address(ray_server) -> None:
+    """The job's shard actors die between two steps (as when a node leaves): the stream ends UNAVAILABLE and
+    the job is recorded FAILED, both with a message naming the Ray address and the step; nothing hangs."""
+    import grpc
+    import ray
+
+    X, y, _ = standardized_ames()
+    client = session_client(ray_server.address, X.shape)
+
+    def kill_the_shards(values: np.ndarray) -> None:
+        if len(ray_server.open_shards) and not getattr(kill_the_shards, "done", False):
+            kill_the_shards.done = True
+            for actor in ray_server.open_shards[-1].actors:
+                ray.kill(actor)
+
+    try:
+        with pytest.raises(grpc.RpcError) as error:
+            client.train(client.upload(X, y).dataset_id, LINEAR, on_refresh=kill_the_shards)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE, error.value.details()
+        assert "Ray at local" in error.value.details() and "training step" in error.value.details()
+        job = client.list_jobs()[0]
+        assert job.state == training_service_pb2.JOB_STATE_FAILED
+        assert "Ray at local" in job.error_message, job.error_message
     finally:
         client.close()
