@@ -114,7 +114,7 @@ def test_executor_flags() -> None:
 
 
 def test_concurrent_jobs_share_the_ray_cores(ray_server) -> None:
-    """Two jobs at once, each sharded over both CPUs: both finish (shard actors reserve no CPU, so neither
+    """Two jobs at once, each sharded over both CPUs: both finish (shard actors reserve a token CPU, so neither
     job holds half the cluster waiting for the other half) with the weights of one job alone."""
     X, y, _ = standardized_ames()
     config = LinearRegressionConfig(learning_rate=0.5, epochs=2)
