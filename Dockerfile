@@ -5,6 +5,7 @@
 #   docker/build-base.sh        -> ciphergrad-base:bookworm (debootstrap minbase + python3)
 #   docker/fetch-wheels.sh      -> build/wheelhouse (cp311 manylinux wheels of the base dependencies)
 #   EXTRA=torch docker/fetch-wheels.sh -> build/wheelhouse-torch (the twins, for the client image)
+#   EXTRA=ray docker/fetch-wheels.sh   -> build/wheelhouse-ray (the Ray executor, in the server image)
 #   docker build --target server -t ciphergrad:latest .   (or simply: docker/build-image.sh, which also
 #   docker build --target client -t ciphergrad-client:latest .    builds the client image)
 # With registry access, any Debian-based Python 3.11 image works as the base:
@@ -25,6 +26,10 @@ COPY build/wheelhouse/ /wheels/
 # can pull CUDA wheels.
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install /wheels/*.whl
+# The ray extra (--executor ray, and the image's `ray start` for the compose "ray" profile's head and
+# workers): the ray wheel alone, so pip keeps the base pins and takes only what ray adds from its wheelhouse.
+COPY build/wheelhouse-ray/ /ray-wheels/
+RUN /opt/venv/bin/pip install --find-links /ray-wheels /ray-wheels/ray-*.whl
 COPY pyproject.toml setup.py* setup.cfg* MANIFEST.in* README* LICENSE* /src/
 COPY core/ /src/core/
 COPY server/ /src/server/
@@ -40,7 +45,7 @@ RUN /opt/venv/bin/pip install /src \
  && rm -rf torch/include torch/share/cmake \
  && find . -depth -type d -name tests -exec rm -rf {} + \
  && cd / \
- && /opt/venv/bin/python -c "import grpc, grpc_health.v1, tenseal, core, server.app; print('imports ok')"
+ && /opt/venv/bin/python -c "import grpc, grpc_health.v1, tenseal, core, server.app, server.execution.ray_shards; print('imports ok')"
 
 # ---- server: the runtime image (no torch: the server never runs a twin) ----
 FROM ${BASE_IMAGE} AS server

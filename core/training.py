@@ -187,7 +187,8 @@ class GradientTrainer:
 
     @classmethod
     def resume(
-        cls, engine: Engine, X, y, config, refresh: Refresh, state: dict[str, Any], shuffles: Shuffles = ()
+        cls, engine: Engine, X, y, config, refresh: Refresh, state: dict[str, Any], shuffles: Shuffles = (),
+        *, shards: ShardSource | None = None,
     ) -> Self:
         return cls(
             engine,
@@ -199,6 +200,7 @@ class GradientTrainer:
             weights=state["weights"],
             velocity=state.get("velocity"),
             epoch=int(state["epoch"]),
+            shards=shards,
         )
 
     def metadata(self) -> dict[str, Any]:

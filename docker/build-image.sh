@@ -21,6 +21,7 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
 fi
 docker/fetch-wheels.sh build/wheelhouse
 EXTRA=torch docker/fetch-wheels.sh build/wheelhouse-torch
+EXTRA=ray docker/fetch-wheels.sh build/wheelhouse-ray
 
 # BuildKit (when the buildx plugin is there) keeps build stages in its cache, not as images.
 if [ -z "${DOCKER_BUILDKIT:-}" ] && docker buildx version >/dev/null 2>&1; then

@@ -15,6 +15,7 @@ from server.compute import ComputeServicer
 from server.config import ServerConfig
 from server.datasets import DatasetServicer
 from server.engines import EngineCache
+from server.execution import open_executor
 from server.jobs import JobRunner
 from server.models import ModelServicer
 from server.observability import Interceptor, Metrics
@@ -51,10 +52,12 @@ class CipherGradServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        # First: a bad --ray-address fails here (ExecutionError naming it) before anything is opened.
+        self.executor = open_executor(config.executor, config.ray_address, config.ray_num_cpus)
         self.store = Store(config.data_dir)
         self.metrics = Metrics(self.store.job_counts)
         self.engines = EngineCache(self.store, track=self.metrics.track)
-        self.runner = JobRunner(self.store, self.engines, config.workers)
+        self.runner = JobRunner(self.store, self.engines, config.workers, executor=self.executor)
         self.runner.recover()
         access = Access(self.store, config.token_ttl)
         max_upload = config.max_upload_mb * 2**20
@@ -112,7 +115,9 @@ class CipherGradServer:
             log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("ciphergrad server listening on %s, data in %s", self.address, self.config.data_dir)
+        log.info("ciphergrad server listening on %s, data in %s, executor %s", self.address, self.config.data_dir,
+                 self.config.executor if self.config.executor == "local" else
+                 f"ray at {self.config.ray_address or 'a local Ray'}")
         return self
 
     def stop(self, grace: float | None = None) -> None:
@@ -123,6 +128,7 @@ class CipherGradServer:
         self.server.stop(grace).wait()
         self.metrics.close()
         self.store.close()
+        self.executor.close()
 
     def wait(self) -> None:
         self.server.wait_for_termination()

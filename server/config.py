@@ -21,6 +21,9 @@ class ServerConfig:
     port_file: str | None = None
     token_ttl: float = 0.0
     metrics_port: int | None = None
+    executor: str = "local"
+    ray_address: str = ""
+    ray_num_cpus: int | None = None
 
 
 # flag -> (environment variable, type, help)
@@ -40,6 +43,10 @@ _FLAGS = {
         int,
         "Prometheus /metrics on this port of --listen's host (0: a free one)",
     ),
+    "executor": ("CIPHERGRAD_EXECUTOR", str, "where full-batch training runs: local (this process) or ray"),
+    "ray_address": ("CIPHERGRAD_RAY_ADDRESS", str, "with --executor ray: empty starts a local Ray, auto or "
+                    "HOST:PORT joins a cluster"),
+    "ray_num_cpus": ("CIPHERGRAD_RAY_NUM_CPUS", int, "with --executor ray and no address: CPUs of the local Ray"),
 }
 
 
@@ -70,4 +77,8 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         parser.error("--max-batch-mb must be at least 1")
     if args.max_upload_mb < 1:
         parser.error("--max-upload-mb must be at least 1")
+    if args.executor not in ("local", "ray"):
+        parser.error(f"--executor must be local or ray, not {args.executor!r}")
+    if args.ray_num_cpus is not None and args.ray_num_cpus < 1:
+        parser.error("--ray-num-cpus must be at least 1")
     return ServerConfig(**vars(args))

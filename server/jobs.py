@@ -12,6 +12,7 @@ beside the checkpoint, so a resumed job skips the pass and per-epoch checkpoints
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import queue
@@ -26,9 +27,12 @@ import grpc
 from core.algorithms import ALGORITHMS
 from core.gram import DATA_LEVELS, GramStatistics, accumulate
 from core.tensor import EncryptedMatrix
+from core.training import GradientTrainer
 from server import validation
 from server.engines import EngineCache
 from server.errors import ServiceError, invalid, precondition, status_for
+from server.execution import ExecutionError, Executor, StoredTable
+from server.execution.local import LocalExecutor
 from server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
 from server.storage import Store, matrix_file, new_id
 from wire import codec
@@ -174,8 +178,10 @@ def _algorithm_name(value: int) -> str:
 
 
 class JobRunner:
-    def __init__(self, store: Store, engines: EngineCache, workers: int, refresh_timeout: float = 600.0) -> None:
+    def __init__(self, store: Store, engines: EngineCache, workers: int, refresh_timeout: float = 600.0,
+                 executor: Executor | None = None) -> None:
         self.store, self.engines, self.refresh_timeout = store, engines, refresh_timeout
+        self.executor = executor or LocalExecutor()
         self._slots = threading.BoundedSemaphore(max(1, workers))
         self._links: dict[str, Link] = {}
         self._threads: dict[str, threading.Thread] = {}
@@ -313,6 +319,27 @@ class JobRunner:
         link.events.put(pb.TrainResponse(job=job.to_proto()))
 
     def _train(self, job_id: str, link: Link) -> None:
+        try:
+            self._train_job(job_id, link)
+        except ExecutionError as exc:  # the cluster (named in the message) failed or went away: job FAILED
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
+
+    def _distributed(self, trainer_type: type, config: Any, dataset: DatasetRecord) -> bool:
+        """Whether the executor runs this job: full-batch gradient trainers and the one-pass Gram statistics.
+        Minibatches and shuffled copies stay in this process (and everything with the local executor)."""
+        if isinstance(self.executor, LocalExecutor):
+            return False
+        if getattr(trainer_type, "streams_rows", False):
+            return True
+        full_batch = getattr(config, "batch_size", None) is None and not dataset.shuffle_count
+        return issubclass(trainer_type, GradientTrainer) and full_batch
+
+    def _table(self, dataset: DatasetRecord) -> StoredTable:
+        folder = self.store.dataset_dir(dataset.session_id, dataset.id)
+        return StoredTable(self.store.context_path(dataset.session_id), folder / matrix_file(0),
+                           folder / matrix_file(1), dataset.rows, dataset.layout.tile[0])
+
+    def _train_job(self, job_id: str, link: Link) -> None:
         job = self.store.job(job_id)
         assert job is not None
         dataset = self.store.dataset(job.dataset_id)
@@ -325,9 +352,20 @@ class JobRunner:
         refresh = StreamRefresh(link, engine, self.refresh_timeout)
         trainer_type = algorithm.trainer_for(config)
         streams = getattr(trainer_type, "streams_rows", False)
+        distributed = self._distributed(trainer_type, config, dataset)
+        with contextlib.ExitStack() as stack:
+            # The executor's shards (Ray actors holding their row blocks) live for the job, closed on any exit.
+            shards = stack.enter_context(self.executor.shards(self._table(dataset), engine)) \
+                if distributed and not streams else None
+            self._run_trainer(job, dataset, engine, config, trainer_type, refresh, link, shards)
+
+    def _run_trainer(self, job: JobRecord, dataset: DatasetRecord, engine: Any, config: Any, trainer_type: Any,
+                     refresh: StreamRefresh, link: Link, shards: Any) -> None:
+        job_id = job.id
+        streams = getattr(trainer_type, "streams_rows", False)
         X = y = None
         shuffles: tuple = ()
-        if not streams:
+        if not streams and shards is None:
             matrices = self.store.read_matrices(dataset, engine)
             X, y = matrices[0], matrices[1]
             shuffles = tuple((matrices[k], matrices[k + 1]) for k in range(2, len(matrices), 2))
@@ -337,15 +375,19 @@ class JobRunner:
         for path in (fixed, checkpoint):  # the pass's statistics (written once), then the last epoch's state
             if path.exists():
                 state |= codec.checkpoint_from_bytes(engine, path.read_bytes())
+        sharded = {"shards": shards} if shards is not None else {}
         if state:
-            trainer = trainer_type.resume(engine, X, y, config, refresh, state, shuffles)
+            trainer = trainer_type.resume(engine, X, y, config, refresh, state, shuffles, **sharded)
         elif streams:
             self._emit_job(link, self._set(job_id, S.JOB_STATE_RUNNING, epoch=0))
-            partial = accumulate(engine, _row_blocks(self.store, dataset, engine, link))
+            if self._distributed(trainer_type, config, dataset):
+                partial = self.executor.gram_partial(self._table(dataset), engine)
+            else:
+                partial = accumulate(engine, _row_blocks(self.store, dataset, engine, link))
             trainer = trainer_type.from_partial(engine, partial, config, refresh)
             self.store.write_blob(fixed, codec.checkpoint_to_bytes(trainer.fixed_state()))
         else:
-            trainer = trainer_type(engine, X, y, config, refresh, shuffles)
+            trainer = trainer_type(engine, X, y, config, refresh, shuffles, **sharded)
         constant = set(trainer.fixed_state()) if streams else set()
         self._emit_job(link, self._set(job_id, S.JOB_STATE_RUNNING, epoch=trainer.epoch))
         refreshes = job.refreshes

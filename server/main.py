@@ -12,6 +12,7 @@ from pathlib import Path
 
 from server.app import CipherGradServer
 from server.config import parse_args
+from server.execution import ExecutionError
 from server.observability import JsonFormatter
 
 
@@ -22,7 +23,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())  # one JSON object per line, with the call's request id
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    server = CipherGradServer(config).start()
+    try:
+        server = CipherGradServer(config)
+    except ExecutionError as exc:  # e.g. no Ray cluster at --ray-address: one line, exit non-zero
+        print(f"ciphergrad-server: {exc}", file=sys.stderr)
+        return 2
+    server.start()
     if config.port_file:
         _write_atomically(Path(config.port_file), server.address)
     stop = threading.Event()

@@ -88,7 +88,7 @@ def test_compose_config_validates_without_engine(compose: list[str]) -> None:
         args = [*compose, "--project-directory", str(ROOT)]
         for f in files:
             args += ["-f", str(f)]
-        for profile in ([], ["--profile", "demo"]):
+        for profile in ([], ["--profile", "demo"], ["--profile", "ray"]):
             # An engine that is absent (or unreachable) must not matter to `config`.
             env = compose_env(DOCKER_HOST="unix:///nonexistent/docker.sock")
             result = _run([*args, *profile, "config", "--quiet"], env=env, cwd=ROOT)
@@ -124,6 +124,30 @@ def test_compose_demo_profile_runs_the_client_against_the_server(compose: list[s
     assert demo["entrypoint"] == ["ciphergrad"]
     assert demo["command"] == ["demo", "--server", "server:50051"]
     assert demo["depends_on"]["server"]["condition"] == "service_healthy"
+
+
+def test_compose_ray_profile_is_a_head_a_worker_and_a_server_on_them(compose: list[str]) -> None:
+    config = _config(compose, COMPOSE, profile="ray")
+    services = config["services"]
+    assert {"ray-head", "ray-worker", "server-ray"} <= set(services)
+    for name in ("ray-head", "ray-worker", "server-ray"):
+        service = services[name]
+        assert service["profiles"] == ["ray"]
+        assert service["image"] == "ciphergrad:latest", "every node runs the server image (it carries ray)"
+        (volume,) = service["volumes"]
+        assert (volume["source"], volume["target"]) == (services["server"]["volumes"][0]["source"], DATA_DIR), \
+            "shard actors read blobs by path: one shared volume at the same path on every node"
+    head, worker, server = services["ray-head"], services["ray-worker"], services["server-ray"]
+    assert head["entrypoint"] == ["ray"] and "--head" in head["command"] and "--port=6379" in head["command"]
+    assert worker["entrypoint"] == ["ray"] and "--address=ray-head:6379" in worker["command"]
+    assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    assert server["command"] == ["--executor", "ray", "--ray-address", "ray-head:6379"]
+    assert "ciphergrad-server" in " ".join(server["entrypoint"])
+    assert server["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    assert server["environment"]["CIPHERGRAD_DATA_DIR"] == DATA_DIR
+    assert server["healthcheck"]["test"] == ["CMD", "ciphergrad-healthcheck"]
+    (port,) = server["ports"]
+    assert (int(port["target"]), str(port["published"])) == (50051, "50052"), "beside the plain server's 50051"
 
 
 def test_compose_host_network_override(compose: list[str]) -> None:
@@ -198,7 +222,7 @@ def test_dockerignore_keeps_the_context_small() -> None:
     assert lines[0] == "*", ".dockerignore is an allowlist"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
     sources = {"pyproject.toml", "core", "server", "client", "wire"}
-    assert sources | {"build/wheelhouse", "build/wheelhouse-torch"} <= allowed
+    assert sources | {"build/wheelhouse", "build/wheelhouse-torch", "build/wheelhouse-ray"} <= allowed
     assert not allowed & {".venv", ".git", "var", "build"}
 
 

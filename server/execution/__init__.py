@@ -58,3 +58,21 @@ class Executor(Protocol):
     def column_sums(self, table: StoredTable, engine: Engine, squares: bool = False) -> EncryptedMatrix: ...
 
     def close(self) -> None: ...
+
+
+def open_executor(kind: str, address: str = "", num_cpus: int | None = None) -> Executor:
+    """The executor the server's settings name: ``local``, or ``ray`` at ``address`` (empty: a local Ray on
+    ``num_cpus`` cores). Ray is imported only here, so the local executor needs no ``ray`` extra."""
+    if kind == "local":
+        from server.execution.local import LocalExecutor
+
+        return LocalExecutor()
+    if kind != "ray":
+        raise ExecutionError(f"executor {kind!r} is not local or ray")
+    try:
+        from server.execution.ray_shards import RayExecutor
+    except ImportError as exc:
+        raise ExecutionError(
+            f"--executor ray needs the ray extra (pip install 'ciphergrad[ray]'): {exc}"
+        ) from exc
+    return RayExecutor(address or None, num_cpus=num_cpus)

@@ -45,6 +45,7 @@ from core.shards import (
 from core.tensor import EncryptedMatrix, read_block_range
 from server.execution import BlockFunction, ExecutionError, StoredTable
 
+SHARD_CPU = 0.001  # what a shard actor reserves (see RayShards)
 _ENGINES: dict[str, Engine] = {}  # per worker process: public contexts already loaded
 
 
@@ -131,7 +132,10 @@ class RayShards:
         self.executor, self.table = executor, table
         self.ranges = executor.ranges(table)
         targets = str(_targets(table))
-        spread = {"scheduling_strategy": "SPREAD", "num_cpus": 1}
+        # A token CPU reservation, not one CPU: jobs running at once would each hold part of the CPUs while
+        # waiting for the rest (two 2-shard jobs on 2 CPUs: one actor each, both waiting forever); the OS
+        # shares the cores. Not zero: "SPREAD" spreads actors over nodes only when they ask for a resource.
+        spread = {"scheduling_strategy": "SPREAD", "num_cpus": SHARD_CPU}
         self.actors = [
             ShardActor.options(**spread).remote(str(table.context), str(table.features), targets, start, stop)
             for start, stop in self.ranges

@@ -1,0 +1,186 @@
+"""The server with ``--executor ray`` (a local 2-CPU Ray in this process) against ``--executor local``:
+Ames linear ("gd", full batch) and logistic trained through gRPC give weights within 1e-6 of each other
+(only the shards' summation order and the refreshes' fresh encryptions differ), and the Ray server's jobs
+really ran on its executor's shards. A bad ``--ray-address`` is a one-line startup error, exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from service_support import ROOT, ames, local_server, session_client
+
+from core.linear import LinearRegressionConfig
+from core.logistic import LogisticRegressionConfig
+from server.config import parse_args
+from wire.proto_gen.ciphergrad.v1 import training_service_pb2
+
+pytest.importorskip("ray")
+
+TOL = 1e-6
+LINEAR = LinearRegressionConfig(learning_rate=0.5, momentum=0.3, epochs=4)
+LOGISTIC = LogisticRegressionConfig(learning_rate=0.5, momentum=0.5, epochs=3)
+
+
+def standardized_ames() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    X, y, _ = ames()
+    features = X[:, 1:]
+    X = np.hstack([X[:, :1], (features - features.mean(axis=0)) / features.std(axis=0)])
+    return X, y, (y > np.median(y)).astype(float)
+
+
+def train_both(address: str) -> dict[str, np.ndarray]:
+    X, y, labels = standardized_ames()
+    client = session_client(address, X.shape)
+    try:
+        linear = client.train(client.upload(X, y).dataset_id, LINEAR)
+        logistic = client.train(client.upload(X, labels).dataset_id, LOGISTIC)
+        return {"linear": client.weights(linear.model), "logistic": client.weights(logistic.model),
+                "linear_losses": np.asarray(linear.losses)}
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def ray_server(tmp_path_factory: pytest.TempPathFactory):
+    """The module's one Ray server; its executor counts the tables it shards."""
+    with local_server(Path(tmp_path_factory.mktemp("ray")), executor="ray", ray_num_cpus=2, workers=2) as server:
+        executor = server.runner.executor
+        real_shards = executor.shards
+        server.sharded_rows = []
+
+        server.open_shards = []
+
+        @contextmanager
+        def counting_shards(table, engine):
+            server.sharded_rows.append(table.rows)
+            with real_shards(table, engine) as shards:
+                server.open_shards.append(shards)
+                yield shards
+
+        executor.shards = counting_shards
+        yield server
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory, ray_server) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    with local_server(Path(tmp_path_factory.mktemp("local"))) as server:
+        out["local"] = train_both(server.address)
+    before = len(ray_server.sharded_rows)
+    out["ray"] = train_both(ray_server.address)
+    out["sharded"] = {"rows": np.asarray(ray_server.sharded_rows[before:])}
+    return out
+
+
+def test_linear_on_ray_equals_local(results) -> None:
+    assert np.max(np.abs(results["ray"]["linear"] - results["local"]["linear"])) < TOL
+    assert results["ray"]["linear_losses"].shape == (LINEAR.epochs,)
+    assert np.max(np.abs(results["ray"]["linear_losses"] - results["local"]["linear_losses"])
+                  / results["local"]["linear_losses"]) < 1e-6
+
+
+def test_logistic_on_ray_equals_local(results) -> None:
+    assert np.max(np.abs(results["ray"]["logistic"] - results["local"]["logistic"])) < TOL
+
+
+def test_both_jobs_ran_on_the_ray_shards(results) -> None:
+    assert list(results["sharded"]["rows"]) == [510, 510]
+
+
+def test_bad_ray_address_is_a_one_line_startup_error(tmp_path: Path) -> None:
+    command = [sys.executable, "-c", "import sys; from server.main import main; sys.exit(main())",
+               "--executor", "ray", "--ray-address", "127.0.0.1:9", "--data-dir", str(tmp_path / "data")]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "127.0.0.1:9" in lines[0], done.stderr
+    assert not (tmp_path / "data").exists()  # nothing opened before the executor
+
+
+def test_executor_flags() -> None:
+    assert parse_args([], env={}).executor == "local"
+    config = parse_args([], env={"CIPHERGRAD_EXECUTOR": "ray", "CIPHERGRAD_RAY_ADDRESS": "auto",
+                                 "CIPHERGRAD_RAY_NUM_CPUS": "2"})
+    assert (config.executor, config.ray_address, config.ray_num_cpus) == ("ray", "auto", 2)
+    with pytest.raises(SystemExit):
+        parse_args(["--executor", "spark"], env={})
+
+
+def test_concurrent_jobs_share_the_ray_cores(ray_server) -> None:
+    """Two jobs at once, each sharded over both CPUs: both finish (shard actors reserve a token CPU, so neither
+    job holds half the cluster waiting for the other half) with the weights of one job alone."""
+    X, y, _ = standardized_ames()
+    config = LinearRegressionConfig(learning_rate=0.5, epochs=2)
+    clients = [session_client(ray_server.address, X.shape) for _ in range(2)]
+    datasets = [client.upload(X, y).dataset_id for client in clients]
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda pair: pair[0].train(pair[1], config), zip(clients, datasets, strict=True)))
+    weights = [client.weights(run.model) for client, run in zip(clients, runs, strict=True)]
+    for client in clients:
+        client.close()
+    assert np.max(np.abs(weights[0] - weights[1])) < TOL
+
+
+def test_a_paused_ray_job_resumes_on_new_shards(ray_server, results) -> None:
+    """The client leaves mid-job: the job pauses at its last checkpoint (its actors are killed) and, attached
+    again, finishes on new shards with the weights of the uninterrupted run."""
+    X, y, _ = standardized_ames()
+    client = session_client(ray_server.address, X.shape)
+    seen: list[np.ndarray] = []
+
+    def leave_at_third_refresh(values: np.ndarray) -> None:
+        seen.append(values)
+        if len(seen) == 3:
+            raise KeyboardInterrupt("the data owner closed the laptop")
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.train(client.upload(X, y).dataset_id, LINEAR, on_refresh=leave_at_third_refresh)
+        job = client.list_jobs()[0]
+        deadline = time.monotonic() + 30
+        while client.get_job(job.job_id).state != training_service_pb2.JOB_STATE_PAUSED:
+            assert time.monotonic() < deadline, "the job did not pause"
+            time.sleep(0.1)
+        paused = client.get_job(job.job_id)
+        assert 0 < paused.epoch < LINEAR.epochs
+        before = len(ray_server.sharded_rows)
+        resumed = client.train(job_id=job.job_id)
+        assert resumed.job.state == training_service_pb2.JOB_STATE_SUCCEEDED
+        assert ray_server.sharded_rows[before:] == [510]
+        assert np.max(np.abs(client.weights(resumed.model) - results["local"]["linear"])) < TOL
+    finally:
+        client.close()
+
+
+def test_workers_gone_mid_job_fail_the_job_naming_the_address(ray_server) -> None:
+    """The job's shard actors die between two steps (as when a node leaves): the stream ends UNAVAILABLE and
+    the job is recorded FAILED, both with a message naming the Ray address and the step; nothing hangs."""
+    import grpc
+    import ray
+
+    X, y, _ = standardized_ames()
+    client = session_client(ray_server.address, X.shape)
+
+    def kill_the_shards(values: np.ndarray) -> None:
+        if len(ray_server.open_shards) and not getattr(kill_the_shards, "done", False):
+            kill_the_shards.done = True
+            for actor in ray_server.open_shards[-1].actors:
+                ray.kill(actor)
+
+    try:
+        with pytest.raises(grpc.RpcError) as error:
+            client.train(client.upload(X, y).dataset_id, LINEAR, on_refresh=kill_the_shards)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE, error.value.details()
+        assert "Ray at local" in error.value.details() and "training step" in error.value.details()
+        job = client.list_jobs()[0]
+        assert job.state == training_service_pb2.JOB_STATE_FAILED
+        assert "Ray at local" in job.error_message, job.error_message
+    finally:
+        client.close()
