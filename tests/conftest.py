@@ -46,3 +46,14 @@ def enc(engine):
 def dec(kh):
     """Decrypt with the key holder's secret key (works on matrices of the public engine: same parameters)."""
     return kh.decrypt
+
+
+@pytest.fixture
+def refresh(kh, engine):
+    """The key holder's refresh round trip, through bytes (what a server's refresh callable does)."""
+
+    def call(matrix: EncryptedMatrix) -> EncryptedMatrix:
+        answer = kh.refresh(EncryptedMatrix.from_bytes(kh.engine, matrix.to_bytes()))
+        return EncryptedMatrix.from_bytes(engine, answer.to_bytes())
+
+    return call

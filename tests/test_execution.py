@@ -40,14 +40,6 @@ def ames():
     return with_intercept(X), data.y.reshape(-1, 1)
 
 
-@pytest.fixture
-def refresh(kh, engine):
-    def call(matrix: EncryptedMatrix) -> EncryptedMatrix:  # the key holder's round trip, through bytes
-        answer = kh.refresh(EncryptedMatrix.from_bytes(kh.engine, matrix.to_bytes()))
-        return EncryptedMatrix.from_bytes(engine, answer.to_bytes())
-
-    return call
-
 
 def store(tmp_path: Path, public_context: bytes, X: EncryptedMatrix, y: EncryptedMatrix | None) -> StoredTable:
     (tmp_path / "context.bin").write_bytes(public_context)

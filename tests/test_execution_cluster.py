@@ -13,7 +13,6 @@ import signal
 import numpy as np
 import pytest
 
-from core import EncryptedMatrix
 from core.data import load_ames, with_intercept
 from core.linear import LinearRegressionConfig, LinearTrainer
 from server.execution import ExecutionError, StoredTable
@@ -45,14 +44,6 @@ def table(tmp_path, enc, public_context):
     (tmp_path / "1.bin").write_bytes(enc(data.y.reshape(-1, 1), tile=Xe.tile).to_bytes())
     return StoredTable(tmp_path / "context.bin", tmp_path / "0.bin", tmp_path / "1.bin", len(X), Xe.tile.rows)
 
-
-@pytest.fixture
-def refresh(kh, engine):
-    def call(matrix: EncryptedMatrix) -> EncryptedMatrix:
-        answer = kh.refresh(EncryptedMatrix.from_bytes(kh.engine, matrix.to_bytes()))
-        return EncryptedMatrix.from_bytes(engine, answer.to_bytes())
-
-    return call
 
 
 CONFIG = LinearRegressionConfig(learning_rate=0.5, momentum=0.3, epochs=5)

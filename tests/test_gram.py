@@ -29,14 +29,6 @@ def ames():
     return with_intercept(data.X), data.y.reshape(-1, 1), data
 
 
-@pytest.fixture
-def refresh(kh, engine):
-    def call(matrix: EncryptedMatrix) -> EncryptedMatrix:
-        answer = kh.refresh(EncryptedMatrix.from_bytes(kh.engine, matrix.to_bytes()))
-        return EncryptedMatrix.from_bytes(engine, answer.to_bytes())
-
-    return call
-
 
 def encrypted(enc, X, y, packing="rows"):
     Xe = enc(X, packing=packing)
