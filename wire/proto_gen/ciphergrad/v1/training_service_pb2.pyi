@@ -31,14 +31,16 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class JobSpec(_message.Message):
-    __slots__ = ("dataset_id", "algorithm", "hyperparameters")
+    __slots__ = ("dataset_id", "algorithm", "hyperparameters", "pool_id")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    POOL_ID_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     algorithm: _types_pb2.Algorithm
     hyperparameters: _struct_pb2.Struct
-    def __init__(self, dataset_id: _Optional[str] = ..., algorithm: _Optional[_Union[_types_pb2.Algorithm, str]] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    pool_id: str
+    def __init__(self, dataset_id: _Optional[str] = ..., algorithm: _Optional[_Union[_types_pb2.Algorithm, str]] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., pool_id: _Optional[str] = ...) -> None: ...
 
 class AttachJob(_message.Message):
     __slots__ = ("job_id",)
@@ -75,7 +77,7 @@ class TrainRequest(_message.Message):
     def __init__(self, start: _Optional[_Union[JobSpec, _Mapping]] = ..., attach: _Optional[_Union[AttachJob, _Mapping]] = ..., refresh_reply: _Optional[_Union[RefreshReply, _Mapping]] = ..., normal_solution: _Optional[_Union[NormalSolution, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "dataset_id", "algorithm", "state", "epoch", "epochs", "model_id", "error_message", "hyperparameters", "refreshes", "create_time", "update_time")
+    __slots__ = ("job_id", "dataset_id", "algorithm", "state", "epoch", "epochs", "model_id", "error_message", "hyperparameters", "refreshes", "create_time", "update_time", "pool_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +90,7 @@ class Job(_message.Message):
     REFRESHES_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    POOL_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     dataset_id: str
     algorithm: _types_pb2.Algorithm
@@ -100,7 +103,8 @@ class Job(_message.Message):
     refreshes: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, job_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., algorithm: _Optional[_Union[_types_pb2.Algorithm, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., model_id: _Optional[str] = ..., error_message: _Optional[str] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., refreshes: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    pool_id: str
+    def __init__(self, job_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., algorithm: _Optional[_Union[_types_pb2.Algorithm, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., model_id: _Optional[str] = ..., error_message: _Optional[str] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., refreshes: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pool_id: _Optional[str] = ...) -> None: ...
 
 class EpochProgress(_message.Message):
     __slots__ = ("epoch", "loss", "refreshes", "seconds", "operation_counts", "loss_scale")
