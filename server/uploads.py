@@ -7,8 +7,8 @@ server-wide memory cap (``server.work.Limits.memory``, --max-inflight-mb). The c
 ``wire.chunks``.
 
 The ``grpc.aio`` servicers read on the event loop with the async twins (``receive_matrix_async``,
-``spool_matrices``) and parse in a sync body on the HE pool (``load_matrix``); ``receive_matrix`` and
-``receive_matrices`` read a plain iterator (a sync body given one)."""
+``spool_matrices``) and parse in a sync body on the HE pool (``load_matrix``); ``receive_matrix`` reads a
+plain iterator (a servicer not yet converted to that pattern)."""
 
 from __future__ import annotations
 
@@ -93,20 +93,3 @@ def load_matrix(engine: Engine, path: Path, what: str, limits: Limits) -> Iterat
         path.unlink()
         yield validation.inbound(matrix, what)
 
-
-def receive_matrices(
-    requests: Iterator[Any], field: str, engine: Engine, budget: Budget, what: str, scratch: Path
-) -> Iterator[EncryptedMatrix]:
-    """Encrypted matrices sent as chunk streams (``request.<field>``), one at a time: each is spooled to a file
-    in ``scratch`` as its chunks arrive and parsed from there one ciphertext at a time, so a batch is held
-    only as parsed ciphertexts, never also as bytes. ``budget`` applies per matrix, not per stream."""
-    requests = iter(requests)
-    path = scratch / "batch.bin"
-    while (first := next(requests, None)) is not None:
-        budget.used = 0
-        with open(path, "w+b") as handle:
-            stream = itertools.chain([first], requests)
-            chunks.receive_into(stream, field, handle, what, lambda size: budget.spend(size, what))
-            handle.seek(0)
-            matrix = EncryptedMatrix.from_file(engine, handle)
-        yield validation.inbound(matrix, what)
