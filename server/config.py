@@ -68,8 +68,8 @@ _FLAGS = {
     "max_inflight_mb": ("CIPHERGRAD_MAX_INFLIGHT_MB", int, "request data parsed into memory at once, "
                         "server-wide (prediction, query and metrics batches, Describe's table), MiB"),
     "keepalive_seconds": ("CIPHERGRAD_KEEPALIVE_SECONDS", float, "HTTP/2 keepalive ping interval on idle "
-                          "connections (a dead peer is dropped 20 s after an unanswered ping); clients may "
-                          "ping every 10 s or more"),
+                          "connections (a dead peer is dropped 20 s after an unanswered ping); clients' own "
+                          "keepalive pings are always accepted"),
 }
 
 

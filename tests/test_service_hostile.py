@@ -247,3 +247,18 @@ def test_refresh_timeout_pauses_the_job_and_attach_resumes_it(impatient) -> None
     assert run.job.epoch == 3
     weights = client.weights(run.model)
     assert np.all(np.isfinite(weights))
+
+
+def test_client_keepalive_pings_are_accepted(tmp_path: Path) -> None:
+    """A client pinging every 200 ms keeps its stream: gRPC's default policy would answer with GOAWAY
+    "too_many_pings" and fail the stream with UNAVAILABLE."""
+    options = [("grpc.keepalive_time_ms", 200), ("grpc.keepalive_timeout_ms", 5000),
+               ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0)]
+    with local_server(tmp_path) as server, grpc.insecure_channel(server.address, options=options) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        time.sleep(3)  # ~15 pings
+        watch.cancel()
+        with pytest.raises(grpc.RpcError) as caught:
+            next(watch)
+        assert caught.value.code() == grpc.StatusCode.CANCELLED  # ended by us, not by the server
