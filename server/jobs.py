@@ -34,7 +34,7 @@ from server.engines import EngineCache
 from server.errors import ServiceError, invalid, precondition, status_for
 from server.execution import ExecutionError, Executor, StoredTable
 from server.execution.local import LocalExecutor
-from server.links import Cancelled, Detached, End, JobSlot, Link, StreamRefresh
+from server.links import POLL_SECONDS, Cancelled, Detached, End, JobSlot, Link, StreamRefresh
 from server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
 from server.storage import Store, matrix_file, new_id
 from server.work import Work, exhausted
@@ -181,7 +181,7 @@ class JobRunner:
                 link.emit(pb.TrainResponse(job=(await self.work.io(self._set, job_id, S.JOB_STATE_QUEUED)).to_proto()))
                 while not slot.try_take():
                     link.check()
-                    await asyncio.sleep(0.2)
+                    await asyncio.sleep(POLL_SECONDS)
         except Exception as exc:  # Detached or Cancelled while queued, or storage failing
             await self.work.io(self._end, job_id, link, exc)
             return
