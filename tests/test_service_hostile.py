@@ -123,6 +123,31 @@ def test_64_stalled_streams_leave_health_fast_and_a_normal_client_training(tmp_p
         server.stop(signal.SIGTERM)
 
 
+def test_queued_jobs_hold_no_thread(tmp_path: Path) -> None:
+    with local_server(tmp_path, max_jobs_per_session=12, max_streams_per_session=12) as server:
+        client = session_client(server.address, TINY_X.shape)
+        dataset = client.upload(TINY_X, TINY_Y)
+        for _ in range(server.config.workers):  # every HE slot busy
+            server.runner._slots.acquire()
+        stalled = StalledStreams(server.address)
+        try:
+            for _ in range(10):
+                stalled.train(client.metadata, dataset.dataset_id, {"epochs": 2})
+            wait_until(lambda: all(any(e.job.state == JobState.JOB_STATE_QUEUED for e in list(events))
+                                   for events in stalled.events), 60, "10 queued jobs")
+            job_threads = [t for t in threading.enumerate() if t.name.startswith("job-")]
+            assert job_threads == []
+            for _ in range(server.config.workers):
+                server.runner._slots.release()
+            wait_until(lambda: all(any(e.WhichOneof("event") == "refresh_request" for e in list(events))
+                                   for events in stalled.events), 60, "every job started")
+        finally:
+            stalled.cancel()
+        wait_until(lambda: all(job.state == JobState.JOB_STATE_PAUSED for job in client.list_jobs()), 30,
+                   "every job paused")
+        client.close()
+
+
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory):
     settings = {"max_streams_per_session": 2, "max_anonymous_streams": 2, "max_jobs_per_session": 1,
