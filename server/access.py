@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -12,15 +13,18 @@ from server.errors import ServiceError, not_found
 from server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
 from server.storage import Store
 
+Metadata = Iterable[tuple[str, Any]] | None
+
 
 class Access:
     def __init__(self, store: Store, token_ttl: float = 0.0) -> None:
         self.store = store
         self.token_ttl = token_ttl  # seconds a token stays valid after it is issued; 0: until revoked
 
-    def session(self, context: grpc.ServicerContext) -> SessionRecord:
-        """The session whose bearer token the call carries, or UNAUTHENTICATED."""
-        digest = auth.token_hash(auth.bearer_token(context))
+    def session(self, metadata: Metadata) -> SessionRecord:
+        """The session whose bearer token the call's metadata (``context.invocation_metadata()``) carries, or
+        UNAUTHENTICATED."""
+        digest = auth.token_hash(auth.bearer_token(metadata))
         # Looked up by its SHA-256 (an index probe reveals nothing about the token), then confirmed in constant time.
         session = self.store.session_by_token_hash(digest)
         if session is None or not auth.same_hash(session.token_hash, digest):

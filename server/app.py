@@ -1,13 +1,17 @@
-"""Assemble the gRPC server: our five services, health checking and reflection."""
+"""Assemble the gRPC server (``grpc.aio``): our five services, health checking and reflection."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from concurrent import futures
+import threading
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from server.access import Access
@@ -22,6 +26,7 @@ from server.observability import Interceptor, Metrics
 from server.sessions import SessionServicer
 from server.storage import Store
 from server.training import TrainingServicer
+from server.work import MIB, Limits, Work
 from wire.chunks import CHANNEL_OPTIONS
 from wire.proto_gen.ciphergrad.v1 import (
     compute_service_pb2,
@@ -37,6 +42,8 @@ from wire.proto_gen.ciphergrad.v1 import (
 )
 
 log = logging.getLogger("ciphergrad.server")
+T = TypeVar("T")
+KEEPALIVE_TIMEOUT_MS = 20_000
 
 SERVICE_NAMES = (
     session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
@@ -48,7 +55,12 @@ SERVICE_NAMES = (
 
 
 class CipherGradServer:
-    """The server with its storage; ``start()`` binds, ``stop()`` pauses jobs and drains calls."""
+    """The server with its storage; ``start()`` binds, ``stop()`` pauses jobs and drains calls.
+
+    A ``grpc.aio`` server on an event loop of its own (one thread, started by ``start()``): the loop only
+    waits, the work runs on ``server.work``'s bounded pools and on the jobs' threads. The facade is
+    synchronous (start, stop, wait, a context manager) for ``server.main`` and in-process tests.
+    """
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -57,37 +69,53 @@ class CipherGradServer:
         self.store = Store(config.data_dir)
         self.metrics = Metrics(self.store.job_counts)
         self.engines = EngineCache(self.store, track=self.metrics.track)
-        self.runner = JobRunner(self.store, self.engines, config.workers, executor=self.executor)
+        limits = Limits(config.max_streams_per_session, config.max_anonymous_streams, config.max_inflight_mb * MIB)
+        self.work = Work(config.workers, limits, config.stream_idle_timeout)
+        self.runner = JobRunner(self.store, self.engines, config.workers, self.work, config.refresh_timeout,
+                                executor=self.executor, max_jobs_per_session=config.max_jobs_per_session)
         self.runner.recover()
-        access = Access(self.store, config.token_ttl)
+        self.access = Access(self.store, config.token_ttl)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="grpc-loop", daemon=True)
+        self._thread.start()
+        try:
+            self.port = self._call(self._build())
+        except BaseException:
+            self._close_loop()
+            raise
+        self.metrics_port: int | None = None
+
+    def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coroutine`` on the server's loop and wait for its result (from any other thread)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    async def _build(self) -> int:
+        config, work = self.config, self.work
         max_upload = config.max_upload_mb * 2**20
         max_batch = config.max_batch_mb * 2**20
-        # Each open stream (training, upload, predict) holds a thread for its lifetime.
-        self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max(16, 8 * config.workers), thread_name_prefix="grpc"),
-            options=list(CHANNEL_OPTIONS),  # bulk data is chunked and limited by --max-upload-mb
+        self.server = grpc.aio.server(
+            options=[*CHANNEL_OPTIONS, *keepalive_options(config.keepalive_seconds)],
             interceptors=[Interceptor(self.metrics)],
         )
         session_service_pb2_grpc.add_SessionServiceServicer_to_server(
-            SessionServicer(self.store, access, self.engines, self.runner.stop, max_upload), self.server
+            SessionServicer(self.store, self.access, self.engines, self.runner.stop, max_upload, work), self.server
         )
         dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
-            DatasetServicer(self.store, access, self.engines, max_upload), self.server
+            DatasetServicer(self.store, self.access, self.engines, max_upload, work), self.server
         )
         training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
-            TrainingServicer(self.store, access, self.runner), self.server
+            TrainingServicer(self.store, self.access, self.runner, work), self.server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.store, access, self.engines, max_batch), self.server
+            ModelServicer(self.store, self.access, self.engines, max_batch, work), self.server
         )
         compute_service_pb2_grpc.add_ComputeServiceServicer_to_server(
-            ComputeServicer(self.store, access, self.engines, max_upload, max_batch), self.server
+            ComputeServicer(self.store, self.access, self.engines, max_upload, max_batch, work), self.server
         )
-        self.health = health.HealthServicer()
+        self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-        self.port = self._bind()
-        self.metrics_port: int | None = None
+        return self._bind()
 
     def _bind(self) -> int:
         config = self.config
@@ -108,33 +136,57 @@ class CipherGradServer:
         return f"{host}:{self.port}"
 
     def start(self) -> CipherGradServer:
-        self.server.start()
+        self._call(self._start())
         if self.config.metrics_port is not None:
             host = self.config.listen.rsplit(":", 1)[0].strip("[]") or "0.0.0.0"
             self.metrics_port = self.metrics.serve(host, self.config.metrics_port)
             log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
-        for name in ("", *SERVICE_NAMES):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("ciphergrad server listening on %s, data in %s, executor %s", self.address, self.config.data_dir,
                  self.config.executor if self.config.executor == "local" else
                  f"ray at {self.config.ray_address or 'a local Ray'}")
         return self
 
+    async def _start(self) -> None:
+        await self.server.start()
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
     def stop(self, grace: float | None = None) -> None:
         """Graceful: report NOT_SERVING, pause jobs at their checkpoints, drain calls, close storage."""
         grace = self.config.grace_seconds if grace is None else grace
-        self.health.enter_graceful_shutdown()
-        self.runner.shutdown(timeout=grace)
-        self.server.stop(grace).wait()
+        if not self.loop.is_closed():
+            self._call(self.health.enter_graceful_shutdown())
+            self.runner.shutdown(timeout=grace)
+            self._call(self.server.stop(grace))
+            self._close_loop()
+        self.work.close()
         self.metrics.close()
         self.store.close()
         self.executor.close()
 
+    def _close_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
     def wait(self) -> None:
-        self.server.wait_for_termination()
+        self._thread.join()
 
     def __enter__(self) -> CipherGradServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop(grace=1.0)
+
+
+def keepalive_options(seconds: float) -> list[tuple[str, int]]:
+    """HTTP/2 keepalive: ping an idle connection every ``seconds`` and drop it 20 s after an unanswered ping.
+    Clients' own keepalive pings are never refused, with or without calls in flight: gRPC's default policy
+    answers a client that pings more often than every 5 minutes with GOAWAY "too_many_pings", which fails
+    its open streams (a ping costs the server an ack in the C core, no Python)."""
+    return [
+        ("grpc.keepalive_time_ms", int(seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_ping_strikes", 0),  # 0: never GOAWAY a client for pinging
+    ]

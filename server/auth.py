@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
+from typing import Any
 
 import grpc
 
@@ -26,9 +28,10 @@ def same_hash(stored: str, digest: str) -> bool:
     return hmac.compare_digest(stored.encode(), digest.encode())
 
 
-def bearer_token(context: grpc.ServicerContext) -> str:
-    """The token from ``authorization: Bearer <token>`` metadata, or UNAUTHENTICATED."""
-    for key, value in context.invocation_metadata() or ():
+def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str:
+    """The token from ``authorization: Bearer <token>`` metadata (``context.invocation_metadata()``), or
+    UNAUTHENTICATED."""
+    for key, value in metadata or ():
         if key.lower() == HEADER:
             scheme, _, token = str(value).partition(" ")
             if scheme.lower() == "bearer" and token.strip():

@@ -1,12 +1,16 @@
 """ComputeService: encrypted statistics (core.stats) and nearest-neighbour distances (core.neighbors).
 
 Results stay encrypted; the client decrypts them and finishes square roots, divisions and the top-k.
+Async shells, sync bodies (``server.work``); the tables and batches a call parses count against
+--max-inflight-mb.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -17,82 +21,102 @@ from core.errors import ShapeError
 from core.neighbors import check_reference, squared_distances
 from core.tensor import EncryptedMatrix
 from server import plainmodels, validation
-from server.access import Access
+from server.access import Access, Metadata
 from server.engines import EngineCache
 from server.errors import invalid, rpc
-from server.records import DatasetRecord, SessionRecord
+from server.records import SessionRecord
 from server.storage import Store
-from server.uploads import Budget, receive_matrices
+from server.uploads import Budget, load_matrix, spool_matrices
+from server.work import Work
 from wire import chunks, codec
 from wire.proto_gen.ciphergrad.v1 import compute_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import compute_service_pb2_grpc as pb_grpc
 from wire.proto_gen.ciphergrad.v1 import types_pb2
 
+Reference = EncryptedMatrix | np.ndarray
+
 
 class ComputeServicer(pb_grpc.ComputeServiceServicer):
-    def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int, max_batch: int) -> None:
+    def __init__(
+        self, store: Store, access: Access, engines: EngineCache, max_upload: int, max_batch: int, work: Work
+    ) -> None:
         self.store, self.access, self.engines = store, access, engines
-        self.max_upload, self.max_batch = max_upload, max_batch
+        self.max_upload, self.max_batch, self.work = max_upload, max_batch, work
 
     @rpc
-    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> Iterator[pb.DescribeResponse]:
-        dataset = self.access.dataset(request.dataset_id, self.access.session(context))
+    async def Describe(
+        self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.DescribeResponse]:
+        for response in await self.work.he(self.describe, request, context.invocation_metadata()):
+            yield response
+
+    def describe(self, request: pb.DescribeRequest, metadata: Metadata) -> list[pb.DescribeResponse]:
+        dataset = self.access.dataset(request.dataset_id, self.access.session(metadata))
         validation.ddof(request.ddof, dataset.rows)
-        X = self.store.read_matrix(dataset, 0, self.engines.get(dataset.session_id))
-        if request.covariance and X.tile.cols != 1:
-            raise ShapeError(
-                f"the covariance needs a dataset uploaded with packing='columns' (one ciphertext per column); "
-                f"dataset {dataset.id} is packed by rows (tile {X.tile.rows}x{X.tile.cols}): upload it again "
-                "with Client.upload(X, packing='columns')"
-            )
-        mean, variance = stats.standardization_params(X, ddof=request.ddof)
-        yield pb.DescribeResponse(statistic="mean", value=codec.matrix_to_proto(mean))
-        yield pb.DescribeResponse(statistic="variance", value=codec.matrix_to_proto(variance))
-        if request.covariance:
-            cov = stats.covariance(X, ddof=request.ddof)
-            yield pb.DescribeResponse(statistic="covariance", value=codec.matrix_to_proto(cov))
+        with self.work.limits.memory(self.store.matrix_size(dataset, 0), f"dataset {dataset.id}"):
+            X = self.store.read_matrix(dataset, 0, self.engines.get(dataset.session_id))
+            if request.covariance and X.tile.cols != 1:
+                raise ShapeError(
+                    f"the covariance needs a dataset uploaded with packing='columns' (one ciphertext per column); "
+                    f"dataset {dataset.id} is packed by rows (tile {X.tile.rows}x{X.tile.cols}): upload it again "
+                    "with Client.upload(X, packing='columns')"
+                )
+            mean, variance = stats.standardization_params(X, ddof=request.ddof)
+            responses = [
+                pb.DescribeResponse(statistic="mean", value=codec.matrix_to_proto(mean)),
+                pb.DescribeResponse(statistic="variance", value=codec.matrix_to_proto(variance)),
+            ]
+            if request.covariance:
+                cov = stats.covariance(X, ddof=request.ddof)
+                responses.append(pb.DescribeResponse(statistic="covariance", value=codec.matrix_to_proto(cov)))
+        return responses
 
     @rpc
-    def Metrics(
-        self, request_iterator: Iterator[pb.MetricsRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb.MetricsResponse]:
-        session = self.access.session(context)
-        first = next(request_iterator, None)
-        if first is None or first.WhichOneof("kind") != "spec":
-            raise invalid("Metrics: send a MetricsSpec first, then the predictions (and targets) as chunks")
-        spec = first.spec
-        validation.mae_spec(spec.mae_bound, spec.mae_degree)
+    async def Metrics(
+        self, request_iterator: AsyncIterator[pb.MetricsRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.MetricsResponse]:
+        session = await self.work.io(self.access.session, context.invocation_metadata())
+        requests = self.work.inbound(request_iterator, "Metrics")
+        async with self.work.limits.stream(session.id):
+            first = await requests.next()
+            if first is None or first.WhichOneof("kind") != "spec":
+                raise invalid("Metrics: send a MetricsSpec first, then the predictions (and targets) as chunks")
+            spec = first.spec
+            validation.mae_spec(spec.mae_bound, spec.mae_degree)
+            # Predictions and targets are each one matrix (a metric needs all rows): limited by --max-upload-mb.
+            budget = Budget(self.max_upload)
+            with self.store.staging() as scratch:
+                paths = [path async for path in spool_matrices(requests, "chunk", budget, "the metrics input", scratch)]
+                for response in await self.work.he(self.metrics, spec, session, paths):
+                    yield response
+
+    def metrics(self, spec: pb.MetricsSpec, session: SessionRecord, paths: list[Path]) -> list[pb.MetricsResponse]:
+        """The encrypted metrics of the predictions (and targets) spooled at ``paths``."""
         dataset = self.access.dataset(spec.dataset_id, session) if spec.dataset_id else None
         if dataset is not None and dataset.layout.features_only:
             raise invalid(f"dataset {dataset.id} has no targets (uploaded features_only)")
+        if not paths:
+            raise invalid("Metrics: the predictions are missing")
+        if dataset is None and len(paths) < 2:
+            raise invalid("Metrics: without a dataset_id the targets must follow the predictions")
+        if len(paths) > (1 if dataset is not None else 2):
+            raise invalid("Metrics: more matrices than the predictions and targets")
         engine = self.engines.get(session.id)
-        with self.store.staging() as scratch:
-            yield from self._metrics(request_iterator, spec, dataset, engine, scratch)
+        limits = self.work.limits
+        with contextlib.ExitStack() as held:
+            predictions = held.enter_context(load_matrix(engine, paths[0], "the metrics input", limits))
+            if dataset is not None:
+                held.enter_context(limits.memory(self.store.matrix_size(dataset, 1), f"the targets of {dataset.id}"))
+                targets = self.store.read_matrix(dataset, 1, engine)
+                what = f"the targets of dataset {dataset.id}"
+            else:
+                targets = held.enter_context(load_matrix(engine, paths[1], "the metrics input", limits))
+                what = "the targets"
+            return self._metrics(spec, predictions, targets, what)
 
     def _metrics(
-        self,
-        request_iterator: Iterator[pb.MetricsRequest],
-        spec: pb.MetricsSpec,
-        dataset: DatasetRecord | None,
-        engine: Engine,
-        scratch: Path,
-    ) -> Iterator[pb.MetricsResponse]:
-        # Predictions and targets are each one matrix (a metric needs all rows): limited by --max-upload-mb.
-        budget = Budget(self.max_upload)
-        matrices = receive_matrices(request_iterator, "chunk", engine, budget, "the metrics input", scratch)
-        predictions = next(matrices, None)
-        if predictions is None:
-            raise invalid("Metrics: the predictions are missing")
-        if dataset is not None:
-            targets = self.store.read_matrix(dataset, 1, engine)
-            what = f"the targets of dataset {dataset.id}"
-        else:
-            targets = next(matrices, None)
-            if targets is None:
-                raise invalid("Metrics: without a dataset_id the targets must follow the predictions")
-            what = "the targets"
-        if next(matrices, None) is not None:
-            raise invalid("Metrics: more matrices than the predictions and targets")
+        self, spec: pb.MetricsSpec, predictions: EncryptedMatrix, targets: EncryptedMatrix, what: str
+    ) -> list[pb.MetricsResponse]:
         if predictions.shape != targets.shape or predictions.tile != targets.tile:
             raise ShapeError(
                 f"predictions of shape {predictions.shape} in tile {predictions.tile.rows}x{predictions.tile.cols} "
@@ -109,40 +133,55 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                 f"the predictions are the very ciphertexts of {what}, so their difference is not a ciphertext: "
                 "encrypt the predictions afresh (KeyHolder.encrypt) and send those"
             ) from exc
-        yield pb.MetricsResponse(metric="mse", value=codec.matrix_to_proto(mse))
-        yield pb.MetricsResponse(metric="target_variance", value=codec.matrix_to_proto(target_variance))
+        responses = [
+            pb.MetricsResponse(metric="mse", value=codec.matrix_to_proto(mse)),
+            pb.MetricsResponse(metric="target_variance", value=codec.matrix_to_proto(target_variance)),
+        ]
         if spec.mae_bound:
             value, poly = stats.mae(predictions, targets, bound=spec.mae_bound, degree=spec.mae_degree or 6)
-            yield pb.MetricsResponse(metric="mae", value=codec.matrix_to_proto(value), max_error=poly.max_error)
+            mae = pb.MetricsResponse(metric="mae", value=codec.matrix_to_proto(value), max_error=poly.max_error)
+            responses.append(mae)
+        return responses
 
     @rpc
-    def Distances(
-        self, request_iterator: Iterator[pb.DistancesRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb.DistancesResponse]:
-        session = self.access.session(context)
-        first = next(request_iterator, None)
-        kind = first.WhichOneof("kind") if first is not None else None
-        if kind == "reference_dataset_id":
+    async def Distances(
+        self, request_iterator: AsyncIterator[pb.DistancesRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.DistancesResponse]:
+        session = await self.work.io(self.access.session, context.invocation_metadata())
+        requests = self.work.inbound(request_iterator, "Distances")
+        async with self.work.limits.stream(session.id):
+            first = await requests.next()
+            kind = first.WhichOneof("kind") if first is not None else None
+            if kind not in ("reference_dataset_id", "model_id"):
+                raise invalid(
+                    "Distances: send the reference set first (model_id of a plaintext one, or reference_dataset_id "
+                    "of one the client encrypted), then batches of encrypted queries"
+                )
+            engine, reference, projection = await self.work.he(self.reference, first, session)
+            budget = Budget(self.max_batch, "--max-batch-mb")
+            with self.store.staging() as scratch:
+                async for path in spool_matrices(requests, "queries", budget, "a query batch", scratch):
+                    distances = await self.work.he(self.distances, engine, reference, projection, path)
+                    for message in chunks.send(pb.DistancesResponse, "distances", [distances]):
+                        yield message
+
+    def reference(self, first: pb.DistancesRequest, session: SessionRecord) -> tuple[Engine, Reference, Any]:
+        """The session's engine, the reference set the first message names, and its projection (if any)."""
+        if first.WhichOneof("kind") == "reference_dataset_id":
             reference, projection = self._encrypted_reference(first.reference_dataset_id, session), None
-        elif kind == "model_id":
-            reference, projection = self._plain_reference(first.model_id, session)
         else:
-            raise invalid(
-                "Distances: send the reference set first (model_id of a plaintext one, or reference_dataset_id "
-                "of one the client encrypted), then batches of encrypted queries"
-            )
-        engine = self.engines.get(session.id)
-        budget = Budget(self.max_batch, "--max-batch-mb")
-        with self.store.staging() as scratch:
-            for queries in receive_matrices(request_iterator, "queries", engine, budget, "a query batch", scratch):
-                if queries.tile.cols != 1:
-                    raise ShapeError(
-                        f"queries must be column-packed: encrypt them with packing='columns' (tile=Tile(q, 1)); "
-                        f"got tile {queries.tile.rows}x{queries.tile.cols}"
-                    )
-                distances = squared_distances(queries, reference, projection)
-                del queries
-                yield from chunks.send(pb.DistancesResponse, "distances", [distances.to_bytes()])
+            reference, projection = self._plain_reference(first.model_id, session)
+        return self.engines.get(session.id), reference, projection
+
+    def distances(self, engine: Engine, reference: Reference, projection: Any, path: Path) -> bytes:
+        """The serialized squared distances of the query batch spooled at ``path``."""
+        with load_matrix(engine, path, "a query batch", self.work.limits) as queries:
+            if queries.tile.cols != 1:
+                raise ShapeError(
+                    f"queries must be column-packed: encrypt them with packing='columns' (tile=Tile(q, 1)); "
+                    f"got tile {queries.tile.rows}x{queries.tile.cols}"
+                )
+            return squared_distances(queries, reference, projection).to_bytes()
 
     def _plain_reference(self, model_id: str, session: SessionRecord) -> tuple[np.ndarray, np.ndarray | None]:
         model = self.access.model(model_id, session)

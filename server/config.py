@@ -24,13 +24,21 @@ class ServerConfig:
     executor: str = "local"
     ray_address: str = ""
     ray_num_cpus: int | None = None
+    refresh_timeout: float = 600.0
+    stream_idle_timeout: float = 300.0
+    max_streams_per_session: int = 16
+    max_jobs_per_session: int = 8
+    max_anonymous_streams: int = 64
+    max_inflight_mb: int = 1024
+    keepalive_seconds: float = 60.0
 
 
 # flag -> (environment variable, type, help)
 _FLAGS = {
     "listen": ("CIPHERGRAD_LISTEN", str, "HOST:PORT to serve on (port 0 picks a free one)"),
     "data_dir": ("CIPHERGRAD_DATA_DIR", str, "directory for the SQLite metadata and ciphertext blobs"),
-    "workers": ("CIPHERGRAD_WORKERS", int, "training jobs run at once (more wait in JOB_STATE_QUEUED)"),
+    "workers": ("CIPHERGRAD_WORKERS", int, "training jobs computing at once (more wait in JOB_STATE_QUEUED); "
+                "as many threads again compute uploads, predictions and statistics"),
     "max_upload_mb": ("CIPHERGRAD_MAX_UPLOAD_MB", int, "largest context, dataset or metrics input, MiB"),
     "max_batch_mb": ("CIPHERGRAD_MAX_BATCH_MB", int, "largest prediction or query batch in a stream, MiB"),
     "tls_cert": ("CIPHERGRAD_TLS_CERT", str, "PEM certificate chain; enables TLS together with --tls-key"),
@@ -47,6 +55,21 @@ _FLAGS = {
     "ray_address": ("CIPHERGRAD_RAY_ADDRESS", str, "with --executor ray: empty starts a local Ray, auto or "
                     "HOST:PORT joins a cluster"),
     "ray_num_cpus": ("CIPHERGRAD_RAY_NUM_CPUS", int, "with --executor ray and no address: CPUs of the local Ray"),
+    "refresh_timeout": ("CIPHERGRAD_REFRESH_TIMEOUT", float, "seconds a job waits for its key holder's reply "
+                        "before it pauses (resumable with attach)"),
+    "stream_idle_timeout": ("CIPHERGRAD_STREAM_IDLE_TIMEOUT", float, "seconds an inbound stream (upload, batch, "
+                            "context) may stay silent before the server ends it"),
+    "max_streams_per_session": ("CIPHERGRAD_MAX_STREAMS_PER_SESSION", int, "open streaming calls per session "
+                                "(Train, UploadDataset, Predict, Metrics, Distances)"),
+    "max_jobs_per_session": ("CIPHERGRAD_MAX_JOBS_PER_SESSION", int, "training jobs per session attached at "
+                             "once, running or queued"),
+    "max_anonymous_streams": ("CIPHERGRAD_MAX_ANONYMOUS_STREAMS", int, "CreateSession streams (no token yet) "
+                              "open at once, server-wide"),
+    "max_inflight_mb": ("CIPHERGRAD_MAX_INFLIGHT_MB", int, "request data parsed into memory at once, "
+                        "server-wide (prediction, query and metrics batches, Describe's table), MiB"),
+    "keepalive_seconds": ("CIPHERGRAD_KEEPALIVE_SECONDS", float, "HTTP/2 keepalive ping interval on idle "
+                          "connections (a dead peer is dropped 20 s after an unanswered ping); clients' own "
+                          "keepalive pings are always accepted"),
 }
 
 
@@ -81,4 +104,10 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         parser.error(f"--executor must be local or ray, not {args.executor!r}")
     if args.ray_num_cpus is not None and args.ray_num_cpus < 1:
         parser.error("--ray-num-cpus must be at least 1")
+    for name in ("refresh_timeout", "stream_idle_timeout", "keepalive_seconds"):
+        if not getattr(args, name) > 0:  # also refuses NaN
+            parser.error(f"--{name.replace('_', '-')} must be a positive number of seconds")
+    for name in ("max_streams_per_session", "max_jobs_per_session", "max_anonymous_streams", "max_inflight_mb"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return ServerConfig(**vars(args))

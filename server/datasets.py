@@ -1,22 +1,25 @@
-"""DatasetService: atomic uploads of encrypted (features, targets) matrices."""
+"""DatasetService: atomic uploads of encrypted (features, targets) matrices (async shells, sync bodies:
+``server.work``)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 
 from core.errors import ShapeError
 from core.neighbors import check_reference
 from server import validation
-from server.access import Access
+from server.access import Access, Metadata
 from server.engines import EngineCache
 from server.errors import invalid, rpc
-from server.records import DatasetLayout, DatasetRecord
+from server.records import DatasetLayout, DatasetRecord, SessionRecord
 from server.storage import Store, matrix_file, new_id
-from server.uploads import Budget, receive_matrix
+from server.uploads import Budget, receive_matrix_async
 from server.validation import ScannedMatrix
+from server.work import Work
 from wire.proto_gen.ciphergrad.v1 import dataset_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import dataset_service_pb2_grpc as pb_grpc
 from wire.proto_gen.ciphergrad.v1 import types_pb2
@@ -25,6 +28,18 @@ MAX_SHUFFLES = 1024
 
 
 PACKING_NAMES = {types_pb2.PACKING_ROWS: "rows", types_pb2.PACKING_COLUMNS: "columns"}
+
+
+def matrix_count(manifest: pb.DatasetManifest) -> int:
+    """How many matrices the manifest announces, once its fields are checked (INVALID_ARGUMENT otherwise)."""
+    if not 0 <= manifest.shuffle_count <= MAX_SHUFFLES:
+        raise invalid(f"shuffle_count={manifest.shuffle_count} must lie in 0..{MAX_SHUFFLES}")
+    validation.packing(manifest.packing)
+    if manifest.features_only and manifest.shuffle_count:
+        raise invalid("a features_only dataset (for statistics) takes no shuffles; set shuffle_count=0")
+    if manifest.reference_set and not manifest.features_only:
+        raise invalid("a reference_set dataset is one encrypted matrix: set features_only (no targets)")
+    return 1 if manifest.features_only else 2 * (1 + manifest.shuffle_count)
 
 
 def check_pairs(matrices: list[ScannedMatrix], columns: int) -> None:
@@ -59,53 +74,56 @@ def check_packing(X: ScannedMatrix, declared: int) -> None:
 
 
 class DatasetServicer(pb_grpc.DatasetServiceServicer):
-    def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int) -> None:
+    def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int, work: Work) -> None:
         self.store, self.access, self.engines, self.max_upload = store, access, engines, max_upload
+        self.work = work
 
     @rpc
-    def UploadDataset(
-        self, request_iterator: Iterator[pb.UploadDatasetRequest], context: grpc.ServicerContext
+    async def UploadDataset(
+        self, request_iterator: AsyncIterator[pb.UploadDatasetRequest], context: grpc.aio.ServicerContext
     ) -> pb.UploadDatasetResponse:
-        session = self.access.session(context)
-        first = next(request_iterator, None)
-        if first is None or first.WhichOneof("kind") != "manifest":
-            raise invalid("UploadDataset: send a DatasetManifest first, then the matrices' chunks")
-        manifest = first.manifest
-        if not 0 <= manifest.shuffle_count <= MAX_SHUFFLES:
-            raise invalid(f"shuffle_count={manifest.shuffle_count} must lie in 0..{MAX_SHUFFLES}")
-        declared = validation.declared_size(manifest.total_size_bytes, "total_size_bytes")
-        validation.packing(manifest.packing)
-        budget = Budget(self.max_upload)
-        budget.announce(declared, "the dataset")
-        if manifest.features_only and manifest.shuffle_count:
-            raise invalid("a features_only dataset (for statistics) takes no shuffles; set shuffle_count=0")
-        if manifest.reference_set and not manifest.features_only:
-            raise invalid("a reference_set dataset is one encrypted matrix: set features_only (no targets)")
-        count = 1 if manifest.features_only else 2 * (1 + manifest.shuffle_count)
-        with self.store.staging() as scratch:
-            for index in range(count):
-                role = "features" if index % 2 == 0 else "targets"
-                receive_matrix(request_iterator, "chunk", scratch / matrix_file(index), budget, f"{role} #{index}")
-            if next(request_iterator, None) is not None:
-                raise invalid(f"UploadDataset: more than the {count} matrices the manifest announced")
-            validation.arrived(declared, budget.used, "total_size_bytes")
-            engine = self.engines.get(session.id)
-            # Every ciphertext is checked against the session's context, one at a time from disk, before
-            # anything is kept: the upload is never parsed whole into memory.
-            matrices = [validation.scan_file(engine, scratch / matrix_file(i), f"matrix #{i}") for i in range(count)]
-            columns = matrices[0].shape[1]
-            if manifest.reference_set:
-                columns = check_reference(matrices[0])  # its layout, or a message saying how to encrypt it
-                if manifest.column_names and len(manifest.column_names) != columns:
-                    raise ShapeError(f"{len(manifest.column_names)} column names for {columns} reference features")
-            elif manifest.features_only:
-                check_columns(matrices[0], len(manifest.column_names))
-            else:
-                check_pairs(matrices, len(manifest.column_names))
-            if not manifest.reference_set:
-                check_packing(matrices[0], manifest.packing)
-            dataset_id = new_id()
-            self.store.publish(scratch, self.store.dataset_dir(session.id, dataset_id))
+        session = await self.work.io(self.access.session, context.invocation_metadata())
+        requests = self.work.inbound(request_iterator, "UploadDataset")
+        async with self.work.limits.stream(session.id):
+            first = await requests.next()
+            if first is None or first.WhichOneof("kind") != "manifest":
+                raise invalid("UploadDataset: send a DatasetManifest first, then the matrices' chunks")
+            manifest = first.manifest
+            count = matrix_count(manifest)
+            budget = Budget(self.max_upload)
+            budget.announce(validation.declared_size(manifest.total_size_bytes, "total_size_bytes"), "the dataset")
+            with self.store.staging() as scratch:
+                for index in range(count):
+                    role = "features" if index % 2 == 0 else "targets"
+                    path = scratch / matrix_file(index)
+                    await receive_matrix_async(requests, "chunk", path, budget, f"{role} #{index}")
+                if await requests.next() is not None:
+                    raise invalid(f"UploadDataset: more than the {count} matrices the manifest announced")
+                return await self.work.he(self.store_dataset, session, manifest, budget.used, scratch)
+
+    def store_dataset(
+        self, session: SessionRecord, manifest: pb.DatasetManifest, size: int, scratch: Path
+    ) -> pb.UploadDatasetResponse:
+        """Check the received matrices in ``scratch`` (``size`` bytes in all) and keep them as a dataset."""
+        count = matrix_count(manifest)
+        validation.arrived(manifest.total_size_bytes, size, "total_size_bytes")
+        engine = self.engines.get(session.id)
+        # Every ciphertext is checked against the session's context, one at a time from disk, before
+        # anything is kept: the upload is never parsed whole into memory.
+        matrices = [validation.scan_file(engine, scratch / matrix_file(i), f"matrix #{i}") for i in range(count)]
+        columns = matrices[0].shape[1]
+        if manifest.reference_set:
+            columns = check_reference(matrices[0])  # its layout, or a message saying how to encrypt it
+            if manifest.column_names and len(manifest.column_names) != columns:
+                raise ShapeError(f"{len(manifest.column_names)} column names for {columns} reference features")
+        elif manifest.features_only:
+            check_columns(matrices[0], len(manifest.column_names))
+        else:
+            check_pairs(matrices, len(manifest.column_names))
+        if not manifest.reference_set:
+            check_packing(matrices[0], manifest.packing)
+        dataset_id = new_id()
+        self.store.publish(scratch, self.store.dataset_dir(session.id, dataset_id))
         dataset = DatasetRecord(
             id=dataset_id,
             session_id=session.id,
@@ -115,7 +133,7 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
             columns=columns,
             shuffle_count=manifest.shuffle_count,
             matrices=count,
-            size_bytes=budget.used,
+            size_bytes=size,
             level=min(m.level for m in matrices),
             created=time.time(),
             layout=DatasetLayout.of(matrices[0].tile, manifest.features_only, manifest.reference_set),
@@ -124,18 +142,31 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
         return pb.UploadDatasetResponse(dataset=dataset.to_proto())
 
     @rpc
-    def GetDataset(self, request: pb.GetDatasetRequest, context: grpc.ServicerContext) -> pb.GetDatasetResponse:
-        dataset = self.access.dataset(request.dataset_id, self.access.session(context))
+    async def GetDataset(
+        self, request: pb.GetDatasetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetDatasetResponse:
+        return await self.work.io(self.get_dataset, request, context.invocation_metadata())
+
+    def get_dataset(self, request: pb.GetDatasetRequest, metadata: Metadata) -> pb.GetDatasetResponse:
+        dataset = self.access.dataset(request.dataset_id, self.access.session(metadata))
         return pb.GetDatasetResponse(dataset=dataset.to_proto())
 
     @rpc
-    def ListDatasets(self, request: pb.ListDatasetsRequest, context: grpc.ServicerContext) -> pb.ListDatasetsResponse:
-        session = self.access.session(context)
+    async def ListDatasets(
+        self, request: pb.ListDatasetsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListDatasetsResponse:
+        return await self.work.io(self.list_datasets, context.invocation_metadata())
+
+    def list_datasets(self, metadata: Metadata) -> pb.ListDatasetsResponse:
+        session = self.access.session(metadata)
         return pb.ListDatasetsResponse(datasets=[d.to_proto() for d in self.store.datasets(session.id)])
 
     @rpc
-    def DeleteDataset(
-        self, request: pb.DeleteDatasetRequest, context: grpc.ServicerContext
+    async def DeleteDataset(
+        self, request: pb.DeleteDatasetRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteDatasetResponse:
-        self.store.delete_dataset(self.access.dataset(request.dataset_id, self.access.session(context)))
+        return await self.work.io(self.delete_dataset, request, context.invocation_metadata())
+
+    def delete_dataset(self, request: pb.DeleteDatasetRequest, metadata: Metadata) -> pb.DeleteDatasetResponse:
+        self.store.delete_dataset(self.access.dataset(request.dataset_id, self.access.session(metadata)))
         return pb.DeleteDatasetResponse()

@@ -1,8 +1,9 @@
 """Per-session CKKS engines, loaded from the stored public context and kept in a small LRU.
 
-Deserializing a context with Galois keys takes a noticeable fraction of a second and tens of MB, so
-uploads and predictions reuse engines; training jobs load their own (their operation counters are
-reported per epoch and must not mix with other calls).
+Deserializing a context with Galois keys takes a noticeable fraction of a second (holding the GIL, so the
+server's event loop waits meanwhile) and tens of MB, so uploads and predictions reuse engines; training jobs
+get engines of their own (their operation counters are reported per epoch and must not mix with other
+calls) that share the cached context's keys: a job costs neither a second copy of the keys nor a reload.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class EngineCache:
             if session_id in self._engines:
                 self._engines.move_to_end(session_id)
                 return self._engines[session_id]
-        engine = self.load(session_id)
+        engine = self._track_new(Engine.from_public_context(self._store.context_path(session_id).read_bytes()))
         with self._lock:
             self._engines[session_id] = engine
             while len(self._engines) > self._size:
@@ -36,8 +37,10 @@ class EngineCache:
         return engine
 
     def load(self, session_id: str) -> Engine:
-        """A fresh engine of its own (not cached)."""
-        engine = Engine.from_public_context(self._store.context_path(session_id).read_bytes())
+        """An engine of its own (not cached, its own operation counts) on the session's shared context."""
+        return self._track_new(Engine(self.get(session_id).context))
+
+    def _track_new(self, engine: Engine) -> Engine:
         if self._track is not None:
             self._track(engine.counts)
         return engine

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from grpc.aio import AbortError
 
 from core.errors import LevelError, MalformedInputError, ParameterError, SecretKeyError, ShapeError
 
 log = logging.getLogger("ciphergrad.server")
+_ABORTED = (AbortError,)
 
 
 class ServiceError(Exception):
@@ -73,11 +75,35 @@ def _storage_status(exc: OSError | sqlite3.Error) -> tuple[grpc.StatusCode, str]
 
 
 def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn exceptions raised by a servicer method (plain or generator) into gRPC statuses.
+    """Turn exceptions raised by a servicer method into gRPC statuses: the one place that aborts calls.
 
-    Servicers raise ``ServiceError`` or core errors instead of calling ``context.abort`` themselves,
-    which keeps them testable without a live RPC.
+    Servicers raise ``ServiceError`` or core errors instead of calling ``context.abort`` themselves, which
+    keeps their sync bodies testable without a live RPC. Methods are coroutines or async generators
+    (``grpc.aio``, see ``server.work``); plain functions and generators are wrapped too.
     """
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def async_stream(self: Any, request: Any, context: Any) -> Any:
+            try:
+                async for response in method(self, request, context):
+                    yield response
+            except Exception as exc:
+                await _abort_async(context, exc)
+
+        return async_stream
+
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def async_unary(self: Any, request: Any, context: Any) -> Any:
+            try:
+                return await method(self, request, context)
+            except Exception as exc:
+                await _abort_async(context, exc)
+
+        return async_unary
+
     if inspect.isgeneratorfunction(method):
 
         @functools.wraps(method)
@@ -104,3 +130,12 @@ def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
         return  # the client is gone (cancelled or disconnected): nobody to tell
     code, message = status_for(exc)
     context.abort(code, message)
+
+
+async def _abort_async(context: Any, exc: Exception) -> None:
+    if isinstance(exc, _ABORTED):
+        raise exc  # context.abort() was already called (by an interceptor or grpc itself)
+    if context.cancelled() or context.done():
+        return  # the client is gone (cancelled or disconnected): nobody to tell
+    code, message = status_for(exc)
+    await context.abort(code, message)

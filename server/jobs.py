@@ -1,9 +1,11 @@
-"""Training jobs: a worker thread per running job, linked to the Train stream attached to it.
+"""Training jobs: a thread per started job, linked to the Train stream attached to it (``server.links``).
 
-The trainer (core) masks a ciphertext before calling its refresh callable; ours sends the masked
-ciphertext down the attached stream and blocks until the client's fresh encryption comes back. After
-every epoch the trainer's state is checkpointed, so a job whose client goes away (or whose server is
-stopped) pauses there and resumes when a client of the same session attaches again.
+A job waits for one of --workers HE slots on the event loop (QUEUED: no thread), then runs on a thread of
+its own. The trainer (core) masks a ciphertext before calling its refresh callable; ours sends the masked
+ciphertext down the attached stream and waits (without its HE slot, at most --refresh-timeout) until the
+client's fresh encryption comes back. After every epoch the trainer's state is checkpointed, so a job whose
+client goes away, whose key holder is too slow, or whose server is stopped pauses there and resumes when a
+client of the same session attaches again. A session has at most --max-jobs-per-session jobs attached.
 
 A one-pass trainer (``streams_rows``: the "gram" and "normal" solvers) never loads the dataset: its row
 blocks stream from disk into ``core.gram.accumulate``, and the statistics (``fixed_state``) are written once
@@ -12,20 +14,19 @@ beside the checkpoint, so a resumed job skips the pass and per-epoch checkpoints
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
-import queue
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
 from core.algorithms import ALGORITHMS
-from core.gram import DATA_LEVELS, GramStatistics, accumulate
+from core.gram import DATA_LEVELS, accumulate
 from core.tensor import EncryptedMatrix
 from core.training import GradientTrainer
 from server import validation
@@ -33,8 +34,10 @@ from server.engines import EngineCache
 from server.errors import ServiceError, invalid, precondition, status_for
 from server.execution import ExecutionError, Executor, StoredTable
 from server.execution.local import LocalExecutor
+from server.links import POLL_SECONDS, Cancelled, Detached, End, JobSlot, Link, StreamRefresh
 from server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
 from server.storage import Store, matrix_file, new_id
+from server.work import Work, exhausted
 from wire import codec
 from wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import types_pb2
@@ -44,97 +47,6 @@ log = logging.getLogger("ciphergrad.server")
 S = pb.JobState
 # A linear prediction, (X * w).sum(axis=1), spends one level on the product and one on the row-sum mask.
 PREDICT_LEVELS = 2
-
-
-class Detached(Exception):
-    """The client went away: pause at the last checkpoint."""
-
-
-class Cancelled(Exception):
-    """CancelJob (or the session's deletion) stopped the job."""
-
-
-@dataclass
-class End:
-    """Last item on a link's event queue; ``code`` None means nobody is listening any more."""
-
-    code: grpc.StatusCode | None = grpc.StatusCode.OK
-    message: str = ""
-
-
-@dataclass
-class Link:
-    """A running job's connection to the Train stream attached to it."""
-
-    events: queue.Queue = field(default_factory=queue.Queue)
-    replies: queue.Queue = field(default_factory=queue.Queue)
-    detached: threading.Event = field(default_factory=threading.Event)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-    def detach(self) -> None:
-        self.detached.set()
-
-    def check(self) -> None:
-        if self.cancelled.is_set():
-            raise Cancelled
-        if self.detached.is_set():
-            raise Detached
-
-
-class StreamRefresh:
-    """The trainer's line to the key holder (``core.gram_training.KeyHolderLink``): round trips to the
-    attached client, masked refreshes and the normal solver's system."""
-
-    def __init__(self, link: Link, engine: Any, timeout: float) -> None:
-        self.link, self.engine, self.timeout = link, engine, timeout
-        self._next_id = 0
-
-    def __call__(self, masked: EncryptedMatrix) -> EncryptedMatrix:
-        self._next_id += 1
-        request = pb.RefreshRequest(refresh_id=self._next_id, masked=codec.matrix_to_proto(masked))
-        reply = self._round_trip(pb.TrainResponse(refresh_request=request), pb.RefreshReply)
-        if reply.refresh_id != self._next_id:
-            raise invalid(f"refresh_reply answers request {reply.refresh_id}; expected {self._next_id}")
-        fresh = validation.inbound(codec.matrix_from_proto(self.engine, reply.refreshed), "the refreshed matrix")
-        if fresh.shape != masked.shape or fresh.tile != masked.tile:
-            raise invalid(f"refreshed matrix has shape {fresh.shape}; expected {masked.shape} in the same tile")
-        return fresh
-
-    def solve_normal(self, system: GramStatistics) -> EncryptedMatrix:
-        self._next_id += 1
-        request = pb.NormalSystemRequest(
-            request_id=self._next_id,
-            gram_diagonals=codec.matrix_to_proto(system.diagonals),
-            gram_column=codec.matrix_to_proto(system.column),
-            rows=system.rows,
-            features=system.features,
-            factor=system.factor,
-        )
-        reply = self._round_trip(pb.TrainResponse(normal_system=request), pb.NormalSolution)
-        if reply.request_id != self._next_id:
-            raise invalid(f"normal_solution answers request {reply.request_id}; expected {self._next_id}")
-        if not codec.has_matrix(reply.weights):
-            raise invalid("normal_solution.weights is empty: send a fresh encryption of the solved weights")
-        return validation.inbound(codec.matrix_from_proto(self.engine, reply.weights), "the solved weights")
-
-    def _round_trip(self, event: pb.TrainResponse, expected: type) -> Any:
-        self.link.check()
-        self.link.events.put(event)
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                reply = self.link.replies.get(timeout=0.2)
-                break
-            except queue.Empty:
-                self.link.check()
-                if time.monotonic() > deadline:
-                    log.warning("no reply from the key holder within %.0f s; pausing the job", self.timeout)
-                    raise Detached from None
-        if isinstance(reply, ServiceError):
-            raise reply
-        if not isinstance(reply, expected):
-            raise invalid(f"the server asked for a {expected.__name__}; the client sent a {type(reply).__name__}")
-        return reply
 
 
 def streaming_problem(dataset: DatasetRecord, solver: str) -> str | None:
@@ -178,14 +90,17 @@ def _algorithm_name(value: int) -> str:
 
 
 class JobRunner:
-    def __init__(self, store: Store, engines: EngineCache, workers: int, refresh_timeout: float = 600.0,
-                 executor: Executor | None = None) -> None:
-        self.store, self.engines, self.refresh_timeout = store, engines, refresh_timeout
+    def __init__(self, store: Store, engines: EngineCache, workers: int, work: Work, refresh_timeout: float = 600.0,
+                 executor: Executor | None = None, max_jobs_per_session: int = 8) -> None:
+        self.store, self.engines, self.work, self.refresh_timeout = store, engines, work, refresh_timeout
         self.executor = executor or LocalExecutor()
+        self.max_jobs_per_session = max_jobs_per_session
         self._slots = threading.BoundedSemaphore(max(1, workers))
-        self._links: dict[str, Link] = {}
-        self._threads: dict[str, threading.Thread] = {}
+        self._links: dict[str, Link] = {}  # every attached job, queued or running
+        self._owners: dict[str, str] = {}  # job id -> session id, for the per-session limit
+        self._threads: dict[str, threading.Thread] = {}  # started jobs only
         self._lock = threading.Lock()
+        self._admission = threading.Lock()
 
     def recover(self) -> None:
         """After a restart (or crash) nothing is attached: running and queued jobs are paused."""
@@ -227,86 +142,120 @@ class JobRunner:
 
     def prepare_attach(self, job: JobRecord, wait: float = 10.0) -> None:
         """Check that ``job`` can be resumed, waiting briefly for a just-detached run to let go."""
-        thread = self._threads.get(job.id)
-        link = self._links.get(job.id)
-        if thread is not None and link is not None and link.detached.is_set():
-            thread.join(wait)
-        if job.id in self._threads:
+        deadline = time.monotonic() + wait
+        while (link := self._links.get(job.id)) is not None and link.detached.is_set():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if job.id in self._links:
             raise precondition(f"job {job.id} is attached to another stream; close it first")
         current = self.store.job(job.id)
         if current is not None and current.finished:
             raise precondition(f"job {job.id} already ended ({pb.JobState.Name(current.state)}); nothing to resume")
 
-    def launch(self, job_id: str, link: Link) -> None:
-        thread = threading.Thread(target=self._run, args=(job_id, link), name=f"job-{job_id[:8]}", daemon=True)
+    def admit(self, session_id: str, link: Link, job: Callable[[], JobRecord]) -> JobRecord:
+        """Attach ``link`` to the job ``job()`` makes (or finds), within the session's job limit."""
+        with self._admission:  # the room check and the new row go together
+            with self._lock:
+                attached = sum(1 for owner in self._owners.values() if owner == session_id)
+            if attached >= self.max_jobs_per_session:
+                raise exhausted(
+                    f"this session already has {attached} jobs attached (running or queued), the server's limit "
+                    f"(server flag --max-jobs-per-session={self.max_jobs_per_session}): wait for one to end, or "
+                    "cancel one (CancelJob)"
+                )
+            record = job()
+            with self._lock:
+                if record.id in self._links:
+                    raise precondition(f"job {record.id} is attached to another stream")
+                self._links[record.id], self._owners[record.id] = link, session_id
+        return record
+
+    async def run(self, job_id: str, link: Link) -> None:
+        """Start the admitted job once an HE slot is free; until then it waits here on the loop (QUEUED),
+        holding no thread."""
+        slot = JobSlot(self._slots)
+        try:
+            link.check()
+            if not slot.try_take():
+                link.emit(pb.TrainResponse(job=(await self.work.io(self._set, job_id, S.JOB_STATE_QUEUED)).to_proto()))
+                while not slot.try_take():
+                    link.check()
+                    await asyncio.sleep(POLL_SECONDS)
+        except Exception as exc:  # Detached or Cancelled while queued, or storage failing
+            await self.work.io(self._end, job_id, link, exc)
+            return
+        thread = threading.Thread(target=self._run, args=(job_id, link, slot), name=f"job-{job_id[:8]}", daemon=True)
         with self._lock:
-            if job_id in self._threads:
-                raise precondition(f"job {job_id} is attached to another stream")
-            self._links[job_id], self._threads[job_id] = link, thread
+            self._threads[job_id] = thread
         thread.start()
 
     def cancel(self, job_id: str) -> JobRecord:
-        with self._lock:
-            link, thread = self._links.get(job_id), self._threads.get(job_id)
-        if link is not None and thread is not None:
-            link.cancelled.set()
-            thread.join(30)
+        self.stop(job_id)
         job = self.store.job(job_id)
         assert job is not None
         if not job.finished:
             job = self._set(job_id, S.JOB_STATE_CANCELLED, error="cancelled by CancelJob")
         return job
 
-    def stop(self, job_id: str) -> None:
-        """Stop a job's thread without recording anything (its session is being deleted)."""
+    def stop(self, job_id: str, wait: float = 30.0) -> None:
+        """Stop a job (queued or running) without recording anything; returns once it has let go."""
         with self._lock:
-            link, thread = self._links.get(job_id), self._threads.get(job_id)
-        if link is not None and thread is not None:
+            link = self._links.get(job_id)
+        if link is not None:
             link.cancelled.set()
-            thread.join(30)
+            self._wait_until_gone([job_id], time.monotonic() + wait)
 
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Detach every running job so it pauses at its checkpoint (graceful server stop)."""
+        """Detach every attached job so it pauses at its checkpoint (graceful server stop)."""
         with self._lock:
-            items = list(self._threads.items())
+            jobs = list(self._links)
             for link in self._links.values():
                 link.detach()
-        deadline = time.monotonic() + timeout
-        for _, thread in items:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        self._wait_until_gone(jobs, time.monotonic() + timeout)
+
+    def _wait_until_gone(self, jobs: list[str], deadline: float) -> None:
+        for job_id in jobs:
+            thread = self._threads.get(job_id)
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            while job_id in self._links and time.monotonic() < deadline:
+                time.sleep(0.05)  # a queued job notices within POLL_SECONDS
 
     # -- the worker ----------------------------------------------------------------------------------
-    def _run(self, job_id: str, link: Link) -> None:
+    def _run(self, job_id: str, link: Link, slot: JobSlot) -> None:
+        failure: Exception | None = None
+        try:
+            self._train(job_id, link, slot)
+        except Exception as exc:
+            failure = exc
+        finally:
+            slot.give()
+        self._end(job_id, link, failure)
+
+    def _end(self, job_id: str, link: Link, failure: Exception | None) -> None:
+        """Record how the job ended (a job whose session was deleted meanwhile has no row left: these updates
+        then change nothing), let go of it and tell the stream."""
         end = End()
         try:
-            self._acquire_slot(job_id, link)
-            try:
-                self._train(job_id, link)
-            finally:
-                self._slots.release()
-        # A job whose session was deleted meanwhile has no row left: these updates then change nothing.
-        except Detached:
-            self.store.update_job(job_id, state=S.JOB_STATE_PAUSED)
-            end = End(None)
-        except Cancelled:
-            self.store.update_job(job_id, state=S.JOB_STATE_CANCELLED, error="cancelled by CancelJob")
-            end = End(grpc.StatusCode.CANCELLED, f"job {job_id} was cancelled")
-        except Exception as exc:
-            code, message = status_for(exc)
-            self.store.update_job(job_id, state=S.JOB_STATE_FAILED, error=message)
-            end = End(code, message)
+            if isinstance(failure, Detached):
+                self.store.update_job(job_id, state=S.JOB_STATE_PAUSED)
+                end = End(grpc.StatusCode.DEADLINE_EXCEEDED, str(failure)) if failure.args else End(None)
+            elif isinstance(failure, Cancelled):
+                self.store.update_job(job_id, state=S.JOB_STATE_CANCELLED, error="cancelled by CancelJob")
+                end = End(grpc.StatusCode.CANCELLED, f"job {job_id} was cancelled")
+            elif failure is not None:
+                code, message = status_for(failure)
+                self.store.update_job(job_id, state=S.JOB_STATE_FAILED, error=message)
+                end = End(code, message)
+        except Exception as exc:  # storage failing too: the stream still hears why
+            end = End(*status_for(exc))
         finally:
             with self._lock:
                 self._links.pop(job_id, None)
+                self._owners.pop(job_id, None)
                 self._threads.pop(job_id, None)
-            link.events.put(end)
-
-    def _acquire_slot(self, job_id: str, link: Link) -> None:
-        if self._slots.acquire(blocking=False):
-            return
-        self._emit_job(link, self._set(job_id, S.JOB_STATE_QUEUED))
-        while not self._slots.acquire(timeout=0.2):
-            link.check()
+            link.emit(end)
 
     def _set(self, job_id: str, state: int, **values: Any) -> JobRecord:
         """Record a state change of a running job; if its session was deleted meanwhile, stop it."""
@@ -316,11 +265,11 @@ class JobRunner:
         return job
 
     def _emit_job(self, link: Link, job: JobRecord) -> None:
-        link.events.put(pb.TrainResponse(job=job.to_proto()))
+        link.emit(pb.TrainResponse(job=job.to_proto()))
 
-    def _train(self, job_id: str, link: Link) -> None:
+    def _train(self, job_id: str, link: Link, slot: JobSlot) -> None:
         try:
-            self._train_job(job_id, link)
+            self._train_job(job_id, link, slot)
         except ExecutionError as exc:  # the cluster (named in the message) failed or went away: job FAILED
             raise ServiceError(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
 
@@ -339,7 +288,7 @@ class JobRunner:
         return StoredTable(self.store.context_path(dataset.session_id), folder / matrix_file(0),
                            folder / matrix_file(1), dataset.rows, dataset.layout.tile[0])
 
-    def _train_job(self, job_id: str, link: Link) -> None:
+    def _train_job(self, job_id: str, link: Link, slot: JobSlot) -> None:
         job = self.store.job(job_id)
         assert job is not None
         dataset = self.store.dataset(job.dataset_id)
@@ -349,7 +298,7 @@ class JobRunner:
         algorithm = codec.algorithm_from_proto(job.algorithm)
         assert algorithm is not None  # create() admitted only trainable algorithms
         config = algorithm.config.from_dict(job.config)
-        refresh = StreamRefresh(link, engine, self.refresh_timeout)
+        refresh = StreamRefresh(link, engine, self.refresh_timeout, slot)
         trainer_type = algorithm.trainer_for(config)
         streams = getattr(trainer_type, "streams_rows", False)
         distributed = self._distributed(trainer_type, config, dataset)
@@ -401,7 +350,7 @@ class JobRunner:
             self.store.write_blob(checkpoint, codec.checkpoint_to_bytes(changing))
             self.store.update_job(job_id, epoch=trainer.epoch, refreshes=refreshes)
             loss = result.loss
-            link.events.put(
+            link.emit(
                 pb.TrainResponse(
                     epoch=pb.EpochProgress(
                         epoch=result.epoch,
@@ -438,4 +387,4 @@ class JobRunner:
         )
         self.store.add_model(model, weights.to_bytes())
         done = self._set(job.id, S.JOB_STATE_SUCCEEDED, model_id=model.id, refreshes=refreshes)
-        link.events.put(pb.TrainResponse(result=pb.TrainingResult(job=done.to_proto(), model=model.to_proto(weights))))
+        link.emit(pb.TrainResponse(result=pb.TrainingResult(job=done.to_proto(), model=model.to_proto(weights))))

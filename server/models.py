@@ -1,14 +1,17 @@
-"""ModelService: encrypted (client-owned) and plaintext (server-owned) models, batched encrypted inference."""
+"""ModelService: encrypted (client-owned) and plaintext (server-owned) models, batched encrypted inference
+(async shells, sync bodies: ``server.work``)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 
+from core.engine import Engine
 from core.errors import LevelError, ShapeError
 from core.inference import (
     predict_linear,
@@ -19,12 +22,13 @@ from core.inference import (
 )
 from core.tensor import EncryptedMatrix
 from server import plainmodels
-from server.access import Access
+from server.access import Access, Metadata
 from server.engines import EngineCache
 from server.errors import invalid, precondition, rpc
-from server.records import ModelRecord
+from server.records import ModelRecord, SessionRecord
 from server.storage import Store, new_id
-from server.uploads import Budget, receive_matrices
+from server.uploads import Budget, load_matrix, spool_matrices
+from server.work import Work
 from wire import chunks
 from wire.proto_gen.ciphergrad.v1 import model_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import model_service_pb2_grpc as pb_grpc
@@ -42,8 +46,9 @@ def _column_packed(rows: EncryptedMatrix, inputs: int) -> None:
 
 
 class ModelServicer(pb_grpc.ModelServiceServicer):
-    def __init__(self, store: Store, access: Access, engines: EngineCache, max_batch: int) -> None:
+    def __init__(self, store: Store, access: Access, engines: EngineCache, max_batch: int, work: Work) -> None:
         self.store, self.access, self.engines, self.max_batch = store, access, engines, max_batch
+        self.work = work
 
     def _weights(self, model: ModelRecord) -> EncryptedMatrix | None:
         if model.server_owned:
@@ -51,23 +56,41 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         return EncryptedMatrix.from_bytes(self.engines.get(model.session_id), self.store.model_blob(model))
 
     @rpc
-    def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.GetModelResponse:
-        model = self.access.model(request.model_id, self.access.session(context))
+    async def GetModel(self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> pb.GetModelResponse:
+        return await self.work.he(self.get_model, request, context.invocation_metadata())  # may load a context
+
+    def get_model(self, request: pb.GetModelRequest, metadata: Metadata) -> pb.GetModelResponse:
+        model = self.access.model(request.model_id, self.access.session(metadata))
         return pb.GetModelResponse(model=model.to_proto(self._weights(model)))
 
     @rpc
-    def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
-        session = self.access.session(context)
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        return await self.work.io(self.list_models, context.invocation_metadata())
+
+    def list_models(self, metadata: Metadata) -> pb.ListModelsResponse:
+        session = self.access.session(metadata)
         return pb.ListModelsResponse(models=[model.to_proto() for model in self.store.models(session.id)])
 
     @rpc
-    def DeleteModel(self, request: pb.DeleteModelRequest, context: grpc.ServicerContext) -> pb.DeleteModelResponse:
-        self.store.delete_model(self.access.model(request.model_id, self.access.session(context)))
+    async def DeleteModel(
+        self, request: pb.DeleteModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteModelResponse:
+        return await self.work.io(self.delete_model, request, context.invocation_metadata())
+
+    def delete_model(self, request: pb.DeleteModelRequest, metadata: Metadata) -> pb.DeleteModelResponse:
+        self.store.delete_model(self.access.model(request.model_id, self.access.session(metadata)))
         return pb.DeleteModelResponse()
 
     @rpc
-    def UploadModel(self, request: pb.UploadModelRequest, context: grpc.ServicerContext) -> pb.UploadModelResponse:
-        session = self.access.session(context)
+    async def UploadModel(
+        self, request: pb.UploadModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UploadModelResponse:
+        return await self.work.io(self.upload_model, request, context.invocation_metadata())
+
+    def upload_model(self, request: pb.UploadModelRequest, metadata: Metadata) -> pb.UploadModelResponse:
+        session = self.access.session(metadata)
         plain = plainmodels.from_request(request)
         model = ModelRecord(
             id=new_id(),
@@ -90,28 +113,40 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         return pb.UploadModelResponse(model=model.to_proto())
 
     @rpc
-    def Predict(
-        self, request_iterator: Iterator[pb.PredictRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb.PredictResponse]:
-        session = self.access.session(context)
-        first = next(request_iterator, None)
-        kind = first.WhichOneof("kind") if first is not None else None
-        if kind == "model_id":
-            options = pb.PredictOptions(model_id=first.model_id)
-        elif kind == "options":
-            options = first.options
-        else:
-            raise invalid("Predict: send the model_id (or options) first, then batches of encrypted rows")
+    async def Predict(
+        self, request_iterator: AsyncIterator[pb.PredictRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.PredictResponse]:
+        session = await self.work.io(self.access.session, context.invocation_metadata())
+        requests = self.work.inbound(request_iterator, "Predict")
+        async with self.work.limits.stream(session.id):
+            first = await requests.next()
+            kind = first.WhichOneof("kind") if first is not None else None
+            if kind == "model_id":
+                options = pb.PredictOptions(model_id=first.model_id)
+            elif kind == "options":
+                options = first.options
+            else:
+                raise invalid("Predict: send the model_id (or options) first, then batches of encrypted rows")
+            engine, predict = await self.work.he(self.predictor, options, session)
+            budget = Budget(self.max_batch, "--max-batch-mb")
+            with self.store.staging() as scratch:
+                # Each batch is answered as soon as it has arrived: the stream is never buffered whole.
+                async for path in spool_matrices(requests, "rows", budget, "a prediction batch", scratch):
+                    predictions = await self.work.he(self.predict_batch, engine, predict, path)
+                    for message in chunks.send(pb.PredictResponse, "predictions", [predictions]):
+                        yield message
+
+    def predict_batch(self, engine: Engine, predict: Callable[[EncryptedMatrix], EncryptedMatrix], path: Path) -> bytes:
+        """The serialized predictions for the batch of rows spooled at ``path``."""
+        with load_matrix(engine, path, "a prediction batch", self.work.limits) as rows:
+            return predict(rows).to_bytes()
+
+    def predictor(
+        self, options: pb.PredictOptions, session: SessionRecord
+    ) -> tuple[Engine, Callable[[EncryptedMatrix], EncryptedMatrix]]:
+        """The session's engine and the function from an encrypted batch of rows to its encrypted predictions."""
         model = self.access.model(options.model_id, session)
-        engine = self.engines.get(model.session_id)
-        predict = self._predictor(model, options)
-        budget = Budget(self.max_batch, "--max-batch-mb")
-        with self.store.staging() as scratch:
-            # Each batch is answered as soon as it has arrived: the stream is never buffered whole.
-            for rows in receive_matrices(request_iterator, "rows", engine, budget, "a prediction batch", scratch):
-                predictions = predict(rows)
-                del rows
-                yield from chunks.send(pb.PredictResponse, "predictions", [predictions.to_bytes()])
+        return self.engines.get(model.session_id), self._predictor(model, options)
 
     def _predictor(self, model: ModelRecord, options: pb.PredictOptions):
         """The function from an encrypted batch of rows to its encrypted predictions."""

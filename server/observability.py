@@ -12,13 +12,13 @@ time), ``he_operations_total{kind}`` (every engine the server made: uploads, pre
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
+import inspect
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -116,14 +116,14 @@ class _StoreCollector:
         yield ops
 
 
-class Interceptor(grpc.ServerInterceptor):
-    """Request ids, per-call metrics and one log line per call, for every method."""
+class Interceptor(grpc.aio.ServerInterceptor):
+    """Request ids, per-call metrics and one log line per call, for every method (on the event loop)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
-        handler = continuation(details)
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], details: Any) -> Any:
+        handler = await continuation(details)
         if handler is None:
             return None
         method = details.method.rsplit(".", 1)[-1]  # "Service/Method"
@@ -147,76 +147,88 @@ class Interceptor(grpc.ServerInterceptor):
 class _Call:
     def __init__(self, metrics: Metrics, method: str, incoming_id: str) -> None:
         self.metrics, self.method, self.incoming_id = metrics, method, incoming_id
+        self.bytes_in = self.bytes_out = 0
 
     def __call__(self, behaviour: Callable[..., Any], streaming_in: bool, streaming_out: bool) -> Callable[..., Any]:
-        metrics, method = self.metrics, self.method
-        counts = {"in": 0, "out": 0}
+        self.streams = streams = streaming_in or streaming_out
 
-        def count_in(requests: Iterable[Any]) -> Iterator[Any]:
-            for message in requests:
-                counts["in"] += message.ByteSize()
+        async def count_in(requests: AsyncIterable[Any]) -> AsyncIterator[Any]:
+            async for message in requests:
+                self.bytes_in += message.ByteSize()
                 yield message
 
-        def begin(request: Any, context: grpc.ServicerContext) -> tuple[Any, contextvars.Token, float]:
-            rid = self.incoming_id or uuid.uuid4().hex[:16]
-            token = request_id.set(rid)
-            context.send_initial_metadata(((_REQUEST_ID, rid),))
-            if streaming_in or streaming_out:
-                metrics.streams.labels(method).inc()
+        async def begin(request: Any, context: grpc.aio.ServicerContext) -> tuple[Any, float]:
+            request_id.set(self.incoming_id or uuid.uuid4().hex[:16])  # this call's task has its own context
+            await context.send_initial_metadata(((_REQUEST_ID, request_id.get()),))
+            if streams:
+                self.metrics.streams.labels(self.method).inc()
             if streaming_in:
                 request = count_in(request)
             else:
-                counts["in"] += request.ByteSize()
-            return request, token, time.perf_counter()
-
-        def end(context: grpc.ServicerContext, started: float, token: contextvars.Token, failed: bool) -> None:
-            code = context.code() if hasattr(context, "code") else None
-            if code is None:
-                code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
-            name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-            metrics.requests.labels(method, name).inc()
-            metrics.bytes_in.labels(method).inc(counts["in"])
-            metrics.bytes_out.labels(method).inc(counts["out"])
-            if streaming_in or streaming_out:
-                metrics.streams.labels(method).dec()
-            log.info(
-                "rpc",
-                extra={
-                    "method": method,
-                    "code": name,
-                    "seconds": round(time.perf_counter() - started, 4),
-                    "bytes_in": counts["in"],
-                    "bytes_out": counts["out"],
-                    "request_id": request_id.get(),
-                },
-            )
-            with contextlib.suppress(ValueError):  # a stream resumed in another context keeps its id
-                request_id.reset(token)
+                self.bytes_in += request.ByteSize()
+            return request, time.perf_counter()
 
         if streaming_out:
 
-            def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                request, token, started = begin(request, context)
+            async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                request, started = await begin(request, context)
                 failed = True
                 try:
-                    for response in behaviour(request, context):
-                        counts["out"] += response.ByteSize()
-                        yield response
+                    result = behaviour(request, context)
+                    if inspect.isasyncgen(result):
+                        async for response in result:
+                            self.bytes_out += response.ByteSize()
+                            yield response
+                    else:  # a coroutine writing with context.write (grpc's own health Watch)
+                        await result
                     failed = False
                 finally:
-                    end(context, started, token, failed)
+                    self.end(context, started, failed)
 
             return streaming
 
-        def unary(request: Any, context: grpc.ServicerContext) -> Any:
-            request, token, started = begin(request, context)
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            request, started = await begin(request, context)
             failed = True
             try:
-                response = behaviour(request, context)
-                counts["out"] += response.ByteSize() if response is not None else 0
+                response = await behaviour(request, context)
+                self.bytes_out += response.ByteSize() if response is not None else 0
                 failed = False
                 return response
             finally:
-                end(context, started, token, failed)
+                self.end(context, started, failed)
 
         return unary
+
+    def end(self, context: grpc.aio.ServicerContext, started: float, failed: bool) -> None:
+        code = context.code()
+        if context.cancelled():
+            code = grpc.StatusCode.CANCELLED
+        elif code is None:
+            code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
+        name = code.name if isinstance(code, grpc.StatusCode) else _code_name(code)
+        metrics, method = self.metrics, self.method
+        metrics.requests.labels(method, name).inc()
+        metrics.bytes_in.labels(method).inc(self.bytes_in)
+        metrics.bytes_out.labels(method).inc(self.bytes_out)
+        if self.streams:
+            metrics.streams.labels(method).dec()
+        log.info(
+            "rpc",
+            extra={
+                "method": method,
+                "code": name,
+                "seconds": round(time.perf_counter() - started, 4),
+                "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out,
+                "request_id": request_id.get(),
+            },
+        )
+
+
+def _code_name(code: Any) -> str:
+    """grpc.aio reports a status set by abort() as the C core's integer."""
+    for status in grpc.StatusCode:
+        if status.value[0] == code:
+            return status.name
+    return str(code)

@@ -1,61 +1,70 @@
-"""SessionService: store a public context, hand out a bearer token."""
+"""SessionService: store a public context, hand out a bearer token (async shells, sync bodies: ``server.work``)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import grpc
 
 from core.engine import Engine
 from server import auth, validation
-from server.access import Access
+from server.access import Access, Metadata
 from server.engines import EngineCache
 from server.errors import invalid, rpc
 from server.records import SessionRecord
 from server.storage import Store, new_id
 from server.uploads import Budget
+from server.work import Work
 from wire.proto_gen.ciphergrad.v1 import session_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import session_service_pb2_grpc as pb_grpc
 
 
 class SessionServicer(pb_grpc.SessionServiceServicer):
     def __init__(
-        self, store: Store, access: Access, engines: EngineCache, stop_job: Callable[[str], None], max_upload: int
+        self, store: Store, access: Access, engines: EngineCache, stop_job: Callable[[str], None], max_upload: int,
+        work: Work,
     ) -> None:
         self.store, self.access, self.engines, self.stop_job = store, access, engines, stop_job
-        self.max_upload = max_upload
+        self.max_upload, self.work = max_upload, work
 
     @rpc
-    def CreateSession(
-        self, request_iterator: Iterator[pb.CreateSessionRequest], context: grpc.ServicerContext
+    async def CreateSession(
+        self, request_iterator: AsyncIterator[pb.CreateSessionRequest], context: grpc.aio.ServicerContext
     ) -> pb.CreateSessionResponse:
-        first = next(request_iterator, None)
-        if first is None or first.WhichOneof("kind") != "manifest":
-            raise invalid("CreateSession: send a SessionManifest first, then the context in chunks")
-        declared = validation.declared_size(first.manifest.context_size_bytes, "context_size_bytes")
-        budget = Budget(self.max_upload)
-        budget.announce(declared, "the public context")
-        with self.store.staging() as scratch:
-            path = scratch / "context.bin"
-            with open(path, "wb") as handle:
-                for request in request_iterator:
-                    if request.WhichOneof("kind") != "context_chunk":
-                        raise invalid("CreateSession: only context_chunk messages may follow the manifest")
-                    budget.spend(len(request.context_chunk), "the public context")
-                    handle.write(request.context_chunk)
-            data = path.read_bytes()
-            if not data:
-                raise invalid("CreateSession: no context received; stream KeyHolder.public_context()")
-            validation.arrived(declared, len(data), "context_size_bytes")
-            # Validates the bytes and refuses a secret key (FAILED_PRECONDITION) before anything is kept.
-            engine = Engine.from_public_context(data)
-            session_id, token = new_id(), auth.new_token()
-            self.store.publish(path, self.store.context_path(session_id))
+        requests = self.work.inbound(request_iterator, "CreateSession")
+        async with self.work.limits.anonymous():
+            first = await requests.next()
+            if first is None or first.WhichOneof("kind") != "manifest":
+                raise invalid("CreateSession: send a SessionManifest first, then the context in chunks")
+            declared = validation.declared_size(first.manifest.context_size_bytes, "context_size_bytes")
+            budget = Budget(self.max_upload)
+            budget.announce(declared, "the public context")
+            with self.store.staging() as scratch:
+                path = scratch / "context.bin"
+                with open(path, "wb") as handle:
+                    async for request in requests:
+                        if request.WhichOneof("kind") != "context_chunk":
+                            raise invalid("CreateSession: only context_chunk messages may follow the manifest")
+                        budget.spend(len(request.context_chunk), "the public context")
+                        handle.write(request.context_chunk)
+                return await self.work.he(self.create_session, first.manifest, declared, path)
+
+    def create_session(self, manifest: pb.SessionManifest, declared: int, path: Path) -> pb.CreateSessionResponse:
+        """Check the received context at ``path`` and keep it under a new session."""
+        data = path.read_bytes()
+        if not data:
+            raise invalid("CreateSession: no context received; stream KeyHolder.public_context()")
+        validation.arrived(declared, len(data), "context_size_bytes")
+        # Validates the bytes and refuses a secret key (FAILED_PRECONDITION) before anything is kept.
+        engine = Engine.from_public_context(data)
+        session_id, token = new_id(), auth.new_token()
+        self.store.publish(path, self.store.context_path(session_id))
         session = SessionRecord(
             id=session_id,
             token_hash=auth.token_hash(token),
-            display_name=first.manifest.display_name,
+            display_name=manifest.display_name,
             params=engine.params,
             context_size=len(data),
             created=time.time(),
@@ -64,23 +73,36 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         return pb.CreateSessionResponse(session=session.to_proto(), token=token)
 
     @rpc
-    def GetSession(self, request: pb.GetSessionRequest, context: grpc.ServicerContext) -> pb.GetSessionResponse:
-        caller = self.access.session(context)
+    async def GetSession(
+        self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSessionResponse:
+        return await self.work.io(self.get_session, request, context.invocation_metadata())
+
+    def get_session(self, request: pb.GetSessionRequest, metadata: Metadata) -> pb.GetSessionResponse:
+        caller = self.access.session(metadata)
         session = self.access.own_session(request.session_id or caller.id, caller)
         return pb.GetSessionResponse(session=session.to_proto())
 
     @rpc
-    def RevokeToken(self, request: pb.RevokeTokenRequest, context: grpc.ServicerContext) -> pb.RevokeTokenResponse:
-        session = self.access.session(context)
+    async def RevokeToken(
+        self, request: pb.RevokeTokenRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevokeTokenResponse:
+        return await self.work.io(self.revoke_token, context.invocation_metadata())
+
+    def revoke_token(self, metadata: Metadata) -> pb.RevokeTokenResponse:
+        session = self.access.session(metadata)
         token = auth.new_token()
         self.store.replace_token(session.id, auth.token_hash(token), time.time())
         return pb.RevokeTokenResponse(token=token)
 
     @rpc
-    def DeleteSession(
-        self, request: pb.DeleteSessionRequest, context: grpc.ServicerContext
+    async def DeleteSession(
+        self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteSessionResponse:
-        caller = self.access.session(context)
+        return await self.work.io(self.delete_session, request, context.invocation_metadata())
+
+    def delete_session(self, request: pb.DeleteSessionRequest, metadata: Metadata) -> pb.DeleteSessionResponse:
+        caller = self.access.session(metadata)
         session = self.access.own_session(request.session_id or caller.id, caller)
         for job in self.store.jobs(session.id):
             self.stop_job(job.id)

@@ -198,8 +198,12 @@ class Store:
 
     def read_matrix(self, dataset: DatasetRecord, index: int, engine: Engine) -> EncryptedMatrix:
         """Stored matrix ``index`` (0: features, 1: targets, then (X, y) of each shuffle)."""
-        path = self.dataset_dir(dataset.session_id, dataset.id) / matrix_file(index)
-        return EncryptedMatrix.from_bytes(engine, path.read_bytes())
+        with open(self.dataset_dir(dataset.session_id, dataset.id) / matrix_file(index), "rb") as handle:
+            return EncryptedMatrix.from_file(engine, handle)  # one ciphertext's bytes at a time
+
+    def matrix_size(self, dataset: DatasetRecord, index: int) -> int:
+        """Bytes of stored matrix ``index`` (about what it takes in memory once parsed)."""
+        return (self.dataset_dir(dataset.session_id, dataset.id) / matrix_file(index)).stat().st_size
 
     def read_matrices(self, dataset: DatasetRecord, engine: Engine) -> list[EncryptedMatrix]:
         return [self.read_matrix(dataset, index, engine) for index in range(dataset.matrices)]

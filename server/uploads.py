@@ -2,13 +2,19 @@
 
 Invariant: no stream is ever held in memory as bytes. Uploads go to disk as their chunks arrive (and are
 checked from there, ``server.validation.scan_file``); prediction, query and metrics batches are spooled to a
-scratch file one matrix at a time and parsed from it one ciphertext at a time. The chunk protocol itself is
-``wire.chunks``."""
+scratch file one matrix at a time and parsed from it one ciphertext at a time (``load_matrix``), under the
+server-wide memory cap (``server.work.Limits.memory``, --max-inflight-mb). The chunk protocol itself is
+``wire.chunks``.
+
+The ``grpc.aio`` servicers read on the event loop with the async twins (``receive_matrix_async``,
+``spool_matrices``) and parse in a sync body on the HE pool (``load_matrix``); ``receive_matrix`` reads a
+plain iterator (a servicer not yet converted to that pattern)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,7 @@ from core.engine import Engine
 from core.tensor import EncryptedMatrix
 from server import validation
 from server.errors import ServiceError
+from server.work import Inbound, Limits
 from wire import chunks
 
 
@@ -52,19 +59,37 @@ def receive_matrix(requests: Iterator[Any], field: str, path: Path, budget: Budg
         return chunks.receive_into(requests, field, handle, what, lambda size: budget.spend(size, what))
 
 
-def receive_matrices(
-    requests: Iterator[Any], field: str, engine: Engine, budget: Budget, what: str, scratch: Path
-) -> Iterator[EncryptedMatrix]:
-    """Encrypted matrices sent as chunk streams (``request.<field>``), one at a time: each is spooled to a file
-    in ``scratch`` as its chunks arrive and parsed from there one ciphertext at a time, so a batch is held
-    only as parsed ciphertexts, never also as bytes. ``budget`` applies per matrix, not per stream."""
-    requests = iter(requests)
-    path = scratch / "batch.bin"
-    while (first := next(requests, None)) is not None:
+async def receive_matrix_async(requests: AsyncIterator[Any], field: str, path: Path, budget: Budget, what: str) -> int:
+    """``receive_matrix`` on the event loop: chunks are written to ``path`` as they arrive."""
+    with open(path, "wb") as handle:
+        return await chunks.receive_into_async(requests, field, handle, what, lambda size: budget.spend(size, what))
+
+
+async def spool_matrices(
+    requests: Inbound, field: str, budget: Budget, what: str, scratch: Path
+) -> AsyncIterator[Path]:
+    """Matrices sent as chunk streams (``request.<field>``), each spooled to its own file in ``scratch`` as its
+    chunks arrive and yielded as the path of that file once complete (the caller parses and removes it).
+    ``budget`` applies per matrix, not per stream."""
+    for index in itertools.count():
+        first = await requests.next()
+        if first is None:
+            return
         budget.used = 0
-        with open(path, "w+b") as handle:
-            stream = itertools.chain([first], requests)
-            chunks.receive_into(stream, field, handle, what, lambda size: budget.spend(size, what))
-            handle.seek(0)
+        path = scratch / f"batch-{index}.bin"
+        requests.unread(first)
+        await receive_matrix_async(requests, field, path, budget, what)
+        yield path
+
+
+@contextlib.contextmanager
+def load_matrix(engine: Engine, path: Path, what: str, limits: Limits) -> Iterator[EncryptedMatrix]:
+    """The spooled matrix at ``path``, parsed and checked (``validation.inbound``), held in memory under
+    ``limits.memory`` (--max-inflight-mb) while the caller's ``with`` block runs; the file is removed once
+    parsed."""
+    with limits.memory(path.stat().st_size, what):
+        with open(path, "rb") as handle:
             matrix = EncryptedMatrix.from_file(engine, handle)
+        path.unlink()
         yield validation.inbound(matrix, what)
+

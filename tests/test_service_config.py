@@ -32,6 +32,27 @@ def test_defaults_flags_and_environment() -> None:
         parse_args(["--workers", "0"], env={})
 
 
+def test_limits_and_timeouts_from_flags_and_environment() -> None:
+    env = {
+        "CIPHERGRAD_REFRESH_TIMEOUT": "30",
+        "CIPHERGRAD_STREAM_IDLE_TIMEOUT": "5.5",
+        "CIPHERGRAD_MAX_STREAMS_PER_SESSION": "3",
+        "CIPHERGRAD_MAX_JOBS_PER_SESSION": "2",
+        "CIPHERGRAD_MAX_ANONYMOUS_STREAMS": "7",
+        "CIPHERGRAD_MAX_INFLIGHT_MB": "256",
+        "CIPHERGRAD_KEEPALIVE_SECONDS": "15",
+    }
+    config = parse_args([], env=env)
+    assert (config.refresh_timeout, config.stream_idle_timeout, config.keepalive_seconds) == (30.0, 5.5, 15.0)
+    assert (config.max_streams_per_session, config.max_jobs_per_session) == (3, 2)
+    assert (config.max_anonymous_streams, config.max_inflight_mb) == (7, 256)
+    assert parse_args(["--refresh-timeout", "2"], env=env).refresh_timeout == 2.0
+    for bad in (["--refresh-timeout", "0"], ["--stream-idle-timeout", "nan"], ["--keepalive-seconds", "-1"],
+                ["--max-streams-per-session", "0"], ["--max-inflight-mb", "0"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad, env={})
+
+
 def test_tls(tmp_path: Path) -> None:
     openssl = shutil.which("openssl")
     if openssl is None:

@@ -9,7 +9,7 @@ stream message holds its chunk in one named field (``field``); anything else in 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
 from core.errors import MalformedInputError
@@ -84,11 +84,31 @@ def receive_into(
     """Write one matrix's chunks to ``handle`` (never the whole upload in memory); returns its size."""
     size = 0
     for message in messages:
-        chunk = _chunk_of(message, field, what)
-        if spend is not None:
-            spend(len(chunk.data))
-        handle.write(chunk.data)
-        size += len(chunk.data)
-        if chunk.last:
+        written, last = _write_chunk(message, field, handle, what, spend)
+        size += written
+        if last:
             return size
     raise MalformedInputError(f"{what}: the stream ended before the chunk marked `last`")
+
+
+async def receive_into_async(
+    messages: AsyncIterator[Any], field: str, handle: BinaryIO, what: str, spend: Callable[[int], None] | None = None
+) -> int:
+    """``receive_into`` for an asynchronous stream (the ``grpc.aio`` server's request iterator)."""
+    size = 0
+    async for message in messages:
+        written, last = _write_chunk(message, field, handle, what, spend)
+        size += written
+        if last:
+            return size
+    raise MalformedInputError(f"{what}: the stream ended before the chunk marked `last`")
+
+
+def _write_chunk(
+    message: Any, field: str, handle: BinaryIO, what: str, spend: Callable[[int], None] | None
+) -> tuple[int, bool]:
+    chunk = _chunk_of(message, field, what)
+    if spend is not None:
+        spend(len(chunk.data))  # before it is kept: an upload limit raises here
+    handle.write(chunk.data)
+    return len(chunk.data), chunk.last

@@ -1,0 +1,196 @@
+"""Where a call's work runs: the servicers' pattern on the ``grpc.aio`` server.
+
+The server's event loop (one thread, ``server.app``) only waits: it reads request streams, writes responses,
+sleeps on timers. It never runs homomorphic work nor a storage call that may block, so a stalled client, a
+slow key holder or a queued job costs no thread and health answers whatever the load.
+
+The pattern every servicer method follows (async shell, sync body):
+
+    @rpc
+    async def Method(self, request_iterator, context):
+        metadata = context.invocation_metadata()              # read on the loop, handed to the bodies
+        session = await self.work.io(self.access.session, metadata)
+        requests = self.work.inbound(request_iterator, "a Method stream")   # idle timeout per message
+        async with self.work.limits.stream(session.id):       # per-session stream limit
+            first = await requests.next()
+            with self.store.staging() as scratch:
+                await receive_matrix_async(requests, "chunk", scratch / "m.bin", budget, "the matrix")
+                return await self.work.he(self.method_body, session, first.manifest, scratch)  # sync, testable
+
+    @rpc
+    async def UnaryMethod(self, request, context):            # a unary call: its whole body on a pool
+        return await self.work.io(self.unary_method, request, context.invocation_metadata())
+
+- ``Work.io(fn, ...)``: storage calls (SQLite, small files, token checks) on a small thread pool.
+- ``Work.he(fn, ...)``: homomorphic work (parsing and checking ciphertexts, predictions, statistics,
+  loading a context) on a pool of ``--workers`` threads: at most that many such calls run at once, the rest
+  wait in its queue holding no thread. Training jobs compute on threads of their own under a bound of their
+  own, also --workers (``server.jobs``).
+- ``Work.limits``: per-session streams, anonymous streams and memory in flight, each refused with
+  RESOURCE_EXHAUSTED naming its flag.
+- ``Inbound``: the next message of a request stream, or DEADLINE_EXCEEDED naming --stream-idle-timeout.
+
+Both pools run the sync body in a copy of the caller's ``contextvars`` (the request id reaches its logs).
+Streaming responses are yielded by the async shell (``async for ... yield``) from what the body returned.
+A servicer still written the old way (plain methods reading a sync iterator) runs too, on a thread of
+grpc's own for as long as its call lasts: convert it to this pattern so that waiting costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import grpc
+
+from server.errors import ServiceError
+
+T = TypeVar("T")
+IO_THREADS = 8
+MIB = 2**20
+
+
+def exhausted(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
+
+class Limits:
+    """Counters shared by every call: open streams per session, anonymous streams, bytes in memory."""
+
+    def __init__(self, streams_per_session: int, anonymous_streams: int, inflight_bytes: int) -> None:
+        self.streams_per_session = streams_per_session
+        self.anonymous_streams = anonymous_streams
+        self.inflight_bytes = inflight_bytes
+        self._streams: Counter[str] = Counter()
+        self._anonymous = 0
+        self._inflight = 0
+        self._lock = threading.Lock()  # memory is reserved from worker threads too
+
+    @contextlib.asynccontextmanager
+    async def stream(self, session_id: str) -> AsyncIterator[None]:
+        """One open stream of ``session_id`` for the block (the loop's thread only)."""
+        if self._streams[session_id] >= self.streams_per_session:
+            raise exhausted(
+                f"this session already has {self._streams[session_id]} open streams, the server's limit "
+                f"(server flag --max-streams-per-session={self.streams_per_session}): wait for one to end"
+            )
+        self._streams[session_id] += 1
+        try:
+            yield
+        finally:
+            self._streams[session_id] -= 1
+            if not self._streams[session_id]:
+                del self._streams[session_id]
+
+    @contextlib.asynccontextmanager
+    async def anonymous(self) -> AsyncIterator[None]:
+        """One open stream of a caller with no session yet (CreateSession)."""
+        if self._anonymous >= self.anonymous_streams:
+            raise exhausted(
+                f"{self._anonymous} CreateSession streams are open, the server's limit (server flag "
+                f"--max-anonymous-streams={self.anonymous_streams}): try again shortly"
+            )
+        self._anonymous += 1
+        try:
+            yield
+        finally:
+            self._anonymous -= 1
+
+    @contextlib.contextmanager
+    def memory(self, size: int, what: str) -> Iterator[None]:
+        """Hold ``size`` bytes of request data in memory for the block, or RESOURCE_EXHAUSTED."""
+        with self._lock:
+            if self._inflight + size > self.inflight_bytes:
+                held = self._inflight
+                refused = True
+            else:
+                self._inflight += size
+                refused = False
+        if refused:
+            raise exhausted(
+                f"{what} ({size / MIB:.1f} MiB) does not fit in the server's memory for requests: {held / MIB:.1f} "
+                f"of {self.inflight_bytes / MIB:.0f} MiB are in use (server flag --max-inflight-mb): send "
+                "smaller batches or try again shortly"
+            )
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._inflight -= size
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+
+class Work:
+    """The server's two bounded thread pools and its limits (one per server)."""
+
+    def __init__(self, he_threads: int, limits: Limits, idle_timeout: float) -> None:
+        self.limits = limits
+        self.idle_timeout = idle_timeout
+        self._he = ThreadPoolExecutor(max_workers=he_threads, thread_name_prefix="he")
+        self._io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="io")
+
+    def inbound(self, requests: AsyncIterator[Any], what: str) -> Inbound:
+        return Inbound(requests, self.idle_timeout, what)
+
+    async def he(self, function: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._he, function, *args)
+
+    async def io(self, function: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._io, function, *args)
+
+    @staticmethod
+    async def _run(pool: ThreadPoolExecutor, function: Callable[..., T], *args: Any) -> T:
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(context.run, function, *args))
+
+    def close(self) -> None:
+        for pool in (self._he, self._io):
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Inbound:
+    """A request stream read on the loop, one message at a time, each within --stream-idle-timeout."""
+
+    def __init__(self, requests: AsyncIterator[Any], idle_timeout: float | None, what: str) -> None:
+        self._requests = aiter(requests)
+        self.idle_timeout = idle_timeout
+        self.what = what
+        self._unread: list[Any] = []
+
+    def unread(self, message: Any) -> None:
+        """Put ``message`` back: ``next()`` returns it first."""
+        self._unread.append(message)
+
+    async def next(self) -> Any | None:
+        """The next message, or None at the stream's end."""
+        if self._unread:
+            return self._unread.pop()
+        try:
+            return await asyncio.wait_for(anext(self._requests), self.idle_timeout)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise ServiceError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{self.what} sent nothing for {self.idle_timeout:g} s (server flag --stream-idle-timeout): "
+                "the call was ended; send the data without pauses",
+            ) from None
+
+    def __aiter__(self) -> Inbound:
+        return self
+
+    async def __anext__(self) -> Any:
+        message = await self.next()
+        if message is None:
+            raise StopAsyncIteration
+        return message
