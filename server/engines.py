@@ -1,24 +1,34 @@
 """Per-session CKKS engines, loaded from the stored public context and kept in a small LRU.
 
 Deserializing a context with Galois keys takes a noticeable fraction of a second and tens of MB, so
-uploads and predictions reuse engines; training jobs load their own (their operation counters are
-reported per epoch and must not mix with other calls).
+uploads and predictions reuse engines; training jobs take a ``fork`` (the cached keys, their own operation
+counters: those are reported per epoch and must not mix with other calls).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 
 from core.engine import Engine, OpCounts
 from server.storage import Store
 
+# An Ames-sized session's engine holds ~25 MB (its Galois keys); 16 of them keep the engines of as many
+# sessions training at once (with 4, eight concurrent sessions reloaded their contexts job after job).
+ENGINES_CACHED = 16
+
 
 class EngineCache:
-    def __init__(self, store: Store, size: int = 4, track: Callable[[OpCounts], None] | None = None) -> None:
+    def __init__(self, store: Store, size: int = ENGINES_CACHED,
+                 track: Callable[[OpCounts], None] | None = None) -> None:
         self._store = store
         self._track = track  # told every new engine's operation counters (the metrics endpoint)
+        # Told the context file of every session whose engine this cache loads (an upload, a prediction):
+        # the executor's warm(), so that its workers load the context too before the session's first job.
+        self.on_load: Callable[[Path], None] | None = None
         self._size = size
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._lock = threading.Lock()
@@ -29,6 +39,8 @@ class EngineCache:
                 self._engines.move_to_end(session_id)
                 return self._engines[session_id]
         engine = self.load(session_id)
+        if self.on_load is not None:
+            self.on_load(self._store.context_path(session_id))
         with self._lock:
             self._engines[session_id] = engine
             while len(self._engines) > self._size:
@@ -38,6 +50,13 @@ class EngineCache:
     def load(self, session_id: str) -> Engine:
         """A fresh engine of its own (not cached)."""
         engine = Engine.from_public_context(self._store.context_path(session_id).read_bytes())
+        if self._track is not None:
+            self._track(engine.counts)
+        return engine
+
+    def fork(self, session_id: str) -> Engine:
+        """An engine of its own sharing the cached one's loaded context: fresh operation counters, no reload."""
+        engine = dataclasses.replace(self.get(session_id), counts=OpCounts())
         if self._track is not None:
             self._track(engine.counts)
         return engine
