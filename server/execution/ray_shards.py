@@ -139,7 +139,9 @@ class RayExecutor:
                 "is the cluster overloaded or gone? (raise the executor's timeout for very large shards)"
             ) from exc
         except RayTaskError as exc:
-            if isinstance(exc.cause, ValueError):  # bad input (core's errors): the caller's error, as locally
+            # The function itself raised (bad input: core's ValueErrors, SEAL's refusals): the caller gets
+            # that exception, as from the local executor. Only Ray's own failures become ExecutionError.
+            if isinstance(exc.cause, Exception) and not isinstance(exc.cause, RayError):
                 raise exc.cause from None
             raise self._failed(exc, what) from exc
         except RayError as exc:

@@ -41,7 +41,7 @@ from core.shards import Batch, RowStep, StepPartial, row_blocks_of
 from core.tensor import EncryptedMatrix, read_block_range
 
 SHARD_CPU = 0.001  # what a worker reserves (see WorkerPool)
-CONTEXTS_PER_WORKER = 8  # engines a worker keeps (each holds its Galois keys: ~40-100 MB)
+CONTEXTS_PER_WORKER = 8  # engines a worker keeps (each holds its Galois keys: ~25 MB for an Ames session)
 PING_SECONDS = 5.0  # how long the pool waits to learn whether a worker it suspects is dead
 
 # A matrix a worker can read: a path on the shared data directory, or EncryptedMatrix.to_bytes() bytes
