@@ -117,8 +117,8 @@ def test_executor_flags() -> None:
 
 
 def test_concurrent_jobs_share_the_ray_cores(ray_server) -> None:
-    """Two jobs at once, each sharded over both CPUs: both finish (shard actors reserve a token CPU, so neither
-    job holds half the cluster waiting for the other half) with the weights of one job alone."""
+    """Two jobs at once on the server's two pool workers (Ames is one shard each, on the least busy worker):
+    both finish with the weights of one job alone."""
     X, y, _ = standardized_ames()
     config = LinearRegressionConfig(learning_rate=0.5, epochs=2)
     clients = [session_client(ray_server.address, X.shape) for _ in range(2)]
@@ -163,8 +163,9 @@ def test_a_paused_ray_job_resumes_on_new_shards(ray_server, results) -> None:
 
 
 def test_workers_gone_mid_job_fail_the_job_naming_the_address(ray_server, results) -> None:
-    """The job's shard actors die between two steps (as when a node leaves): the stream ends UNAVAILABLE and
-    the job is recorded FAILED, both with a message naming the Ray address and the step; nothing hangs."""
+    """The job's pool workers die between two steps (as when a node leaves): the stream ends UNAVAILABLE and
+    the job is recorded FAILED, both with a message naming the Ray address and the step; nothing hangs. The
+    next job runs on the workers the pool started in their place."""
     import grpc
     import ray
 
