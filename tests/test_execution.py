@@ -295,3 +295,38 @@ def test_a_dead_worker_is_replaced_for_the_next_job(engine, enc, dec, public_con
         with executor.shards(table, engine) as shards:
             weights[name] = train(LinearTrainer(engine, None, None, config, refresh, shards=shards), dec)
     assert np.max(np.abs(weights["ray"] - weights["local"])) < 1e-6
+
+
+def test_warm_loads_a_context_on_every_worker_before_any_job(engine, enc, public_context, ames, ray_executor,
+                                                             tmp_path):
+    X, y = ames
+    Xe = enc(X)
+    table = store(tmp_path, public_context, Xe, enc(y, tile=Xe.tile))
+    workers = ray_executor.pool.workers
+
+    def loads() -> list[int]:
+        return [u["context_loads"] for u in ray_executor.get([w.usage.remote() for w in workers], "usage")]
+
+    before = loads()
+    ray_executor.warm(table.context)
+    assert loads() == [n + 1 for n in before]  # a worker serves calls in order: the warm ran first
+    with ray_executor.shards(table, engine):
+        pass
+    assert loads() == [n + 1 for n in before]  # the job found it cached
+
+
+def test_a_job_engine_is_a_fork_of_the_cached_one(tmp_path, public_context) -> None:
+    """Jobs reuse the server's loaded context (no reload per job) but count their own operations; a cache miss
+    tells ``on_load`` the context file, so the executor can warm its workers."""
+    from server.engines import EngineCache
+
+    class Contexts:
+        def context_path(self, session_id: str) -> Path:
+            return tmp_path / f"{session_id}.bin"
+
+    (tmp_path / "s.bin").write_bytes(public_context)
+    cache, told = EngineCache(Contexts()), []
+    cache.on_load = told.append
+    job = cache.fork("s")
+    assert job.context is cache.get("s").context and job.counts is not cache.get("s").counts
+    assert told == [tmp_path / "s.bin"]  # once: the fork and the later get hit the cache
