@@ -3,13 +3,13 @@
 
 The key holder encrypts synthetic data (as ``scaling.py``: 10 features min-max scaled, an intercept, 256 rows
 per ciphertext) and the bytes go to a blob directory like the server's; the executors read them from there
-(``server.execution``: the local one loads the table in this process, Ray's actors each load their own row
-blocks once). One Ray on this machine (``num_cpus=2``) serves both Ray runs; "1 worker" is one shard actor,
-"2 workers" two. Every run trains the same epochs from the same start, refreshing through the key holder's
-masked refresh; ``max_abs_weight_diff_vs_local`` compares the decrypted weights (every run also against
+(``server.execution``: the local one loads the table in this process, Ray's pool workers each load their own
+row blocks once). One Ray on this machine (``num_cpus=2``) serves both Ray runs; "1 worker" is a pool of one
+worker, "2 workers" a pool of two. Every run trains the same epochs from the same start, refreshing through
+the key holder's masked refresh; ``max_abs_weight_diff_vs_local`` compares the decrypted weights (every run also against
 float64 gradient descent; ``--noise-floor`` adds a second local run: two runs differ by the fresh encryptions
 of their refreshes, amplified by 1 / weight_scale = 79 at 100k rows). ``peak_rss_mb_per_worker`` is the
-largest VmHWM of a shard actor's process with 2 workers (each holds half the table and its pre-scaled copies);
+largest VmHWM of a pool worker's process with 2 workers (each holds half the table and its pre-scaled copies);
 ``worker_cpu_s_per_epoch_ray_N`` the busiest worker's CPU seconds per epoch, which other load does not inflate.
 Figures are medians of ``--epochs`` epochs; the machine's
 1-minute load average at the start and end is reported beside them.
@@ -17,11 +17,14 @@ Figures are medians of ``--epochs`` epochs; the machine's
 Concurrency (``clients``, ``wall_1_client_s``, ``wall_n_clients_s``, ``concurrency_ratio``): a child
 ``ciphergrad-server --executor ray`` (a local Ray on this machine's cores, ``--workers`` = clients, so every job
 runs at once) and ``--clients`` sessions, each with Ames uploaded beforehand. One client's 10-epoch training
-alone (after a warm-up run), then all of them at once from threads of this process; the ratio is the
-concurrent wall time over the single one. The clients' own work (decrypting and re-encrypting each refresh)
-shares this process's GIL and is counted in the walls. ``server_cpu_s_*`` is the server process's CPU time in
-each phase (the drivers of the jobs; the shard actors are other processes). ``concurrency_max_abs_weight_diff``
-is the largest difference of any concurrent job's weights from the single run's.
+alone (after a warm-up run; the median of 3 runs, CPU figures per run), then all of them at once from threads
+of this process; the ratio is the concurrent wall time over the single one. The clients' own work
+(decrypting and re-encrypting each refresh) shares this process's GIL and is counted in the walls.
+``server_cpu_s_*`` is the server process's CPU time in each phase (the drivers of the jobs),
+``server_tree_cpu_s_*`` that of the server with its local Ray (the pool's workers included),
+``clients_cpu_s_*`` this process's (the clients' encryptions and decryptions, gRPC).
+``concurrency_max_abs_weight_diff`` is the largest difference of any concurrent job's weights from the single
+run's.
 
     .venv/bin/python benchmarks/scaleout.py --json
 """
@@ -54,6 +57,7 @@ from server.execution.local import LocalExecutor
 from server.execution.ray_shards import RayExecutor
 
 ROOT = Path(__file__).resolve().parents[1]
+SINGLE_RUNS = 3  # one client alone: the median of this many runs (one run's wall varies by 50% under load)
 
 
 def train(executor, table, engine, config, refresh, holder) -> tuple[list[float], np.ndarray, dict[str, float]]:
@@ -77,6 +81,30 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of one process (the server: the jobs' driver side, not the Ray actors)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of ``root`` and every live process under it (the server, its local Ray: raylet, GCS and
+    the pool's workers). Workers are long-lived, so differences between two readings are their work."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier and pid not in tree]
+        tree.update(children)
+        frontier = children
+    total = 0.0
+    for pid in tree:
+        try:
+            total += cpu_seconds(pid)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
 
 
 def concurrency(clients: int, epochs: int, workers: int | None = None) -> dict:
@@ -115,14 +143,18 @@ def concurrency(clients: int, epochs: int, workers: int | None = None) -> dict:
                 return time.perf_counter() - start, client.weights(model)
 
             run(0)  # warm-up: the first job also starts Ray's worker processes
-            before = cpu_seconds(server.pid)
-            wall_1, alone = run(0)
-            cpu_1, before = cpu_seconds(server.pid) - before, cpu_seconds(server.pid)
+            readings = [(cpu_seconds(server.pid), tree_cpu_seconds(server.pid), time.process_time())]
+            singles = [run(0) for _ in range(SINGLE_RUNS)]
+            wall_1, alone = float(np.median([wall for wall, _ in singles])), singles[0][1]
+            readings.append((cpu_seconds(server.pid), tree_cpu_seconds(server.pid), time.process_time()))
             start = time.perf_counter()
             with ThreadPoolExecutor(clients) as pool:
                 together = list(pool.map(run, range(clients)))
             wall_n = time.perf_counter() - start
-            cpu_n = cpu_seconds(server.pid) - before
+            readings.append((cpu_seconds(server.pid), tree_cpu_seconds(server.pid), time.process_time()))
+            (cpu_1, tree_1, own_1), (cpu_n, tree_n, own_n) = (
+                tuple((b - a) / runs for a, b in zip(readings[k], readings[k + 1], strict=True))
+                for k, runs in ((0, SINGLE_RUNS), (1, 1)))
             for client, _ in sessions:
                 client.close()
         finally:
@@ -130,7 +162,8 @@ def concurrency(clients: int, epochs: int, workers: int | None = None) -> dict:
             server.wait(60)
     return {"clients": clients, "concurrency_epochs": epochs, "server_workers": workers or clients,
             "wall_1_client_s": wall_1, "wall_n_clients_s": wall_n, "server_cpu_s_1_client": cpu_1,
-            "server_cpu_s_n_clients": cpu_n,
+            "server_cpu_s_n_clients": cpu_n, "server_tree_cpu_s_1_client": tree_1,
+            "server_tree_cpu_s_n_clients": tree_n, "clients_cpu_s_1_client": own_1, "clients_cpu_s_n_clients": own_n,
             "concurrency_ratio": wall_n / wall_1,
             "concurrency_max_abs_weight_diff": max(float(np.max(np.abs(w - alone))) for _, w in together)}
 

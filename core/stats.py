@@ -23,6 +23,7 @@ from core.polynomial import Polynomial, evaluate, fit_abs
 from core.tensor import EncryptedMatrix, hstack
 
 __all__ = [
+    "absolute_residuals",
     "column_mean",
     "column_variance",
     "covariance",
@@ -30,9 +31,12 @@ __all__ = [
     "finish_r2",
     "finish_std",
     "mae",
+    "mae_polynomials",
     "mean_from_sums",
     "mse",
+    "mse_from_sums",
     "r2_parts",
+    "squared_residuals",
     "standardization_params",
     "variance_from_sums",
 ]
@@ -130,8 +134,20 @@ def finish_correlation(cov: np.ndarray) -> np.ndarray:
 def mse(predictions: EncryptedMatrix, targets: EncryptedMatrix) -> EncryptedMatrix:
     """``(1, 1)`` mean squared error (2 levels); RMSE is ``sqrt`` of it on the key holder's side."""
     _check_pair(predictions, targets)
+    return mse_from_sums(squared_residuals(predictions, targets).sum(axis=0), predictions.shape[0])
+
+
+def squared_residuals(predictions: EncryptedMatrix, targets: EncryptedMatrix) -> EncryptedMatrix:
+    """``(predictions - targets)**2`` row by row (1 level): row-local, so it can be split over row blocks
+    and its column sums added up (``server.execution``'s ``column_sums``); ``mse_from_sums`` finishes."""
+    _check_pair(predictions, targets)
     residual = predictions - targets
-    return (residual * residual).sum() * (1.0 / residual.shape[0] / residual.shape[1])
+    return residual * residual
+
+
+def mse_from_sums(sums: EncryptedMatrix, rows: int) -> EncryptedMatrix:
+    """``(1, 1)`` MSE from the ``(1, d)`` column sums of ``squared_residuals`` over ``rows`` rows."""
+    return sums.sum(axis=1) * (1.0 / rows / sums.shape[1])
 
 
 def r2_parts(predictions: EncryptedMatrix, targets: EncryptedMatrix) -> tuple[EncryptedMatrix, EncryptedMatrix]:
@@ -160,11 +176,24 @@ def mae(
     maximum). Degree 6 costs 3 levels; 1/n is folded into the coefficients so it costs none.
     """
     _check_pair(predictions, targets)
+    poly, averaged = mae_polynomials(predictions.shape[0] * predictions.shape[1], bound=bound, degree=degree)
+    return absolute_residuals(predictions, targets, polynomial=averaged).sum(), poly
+
+
+def mae_polynomials(count: int, *, bound: float = 1.0, degree: int = 6) -> tuple[Polynomial, Polynomial]:
+    """The |x| polynomial and the same divided by ``count`` (rows x columns): ``absolute_residuals``' input."""
     poly = fit_abs(degree, bound)
-    count = predictions.shape[0] * predictions.shape[1]
     averaged = Polynomial(tuple(c / count for c in poly.coefficients), poly.bound, poly.name, poly.max_error)
+    return poly, averaged
+
+
+def absolute_residuals(predictions: EncryptedMatrix, targets: EncryptedMatrix, *, polynomial: Polynomial
+                       ) -> EncryptedMatrix:
+    """``polynomial(predictions - targets)`` row by row (row-local); the sum of all of it is the MAE when
+    ``polynomial`` is ``mae_polynomials``' averaged one."""
+    _check_pair(predictions, targets)
     # Padding slots hold residual 0; their constant term is packed as 0 there, so they add nothing.
-    return evaluate(averaged, predictions - targets).sum(), poly
+    return evaluate(polynomial, predictions - targets)
 
 
 # -- helpers -----------------------------------------------------------------------------------------

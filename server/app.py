@@ -69,6 +69,8 @@ class CipherGradServer:
         self.store = Store(config.data_dir)
         self.metrics = Metrics(self.store.job_counts)
         self.engines = EngineCache(self.store, track=self.metrics.track)
+        # A session's context reaches the Ray workers when the server first loads it (its upload), not at its first job.
+        self.engines.on_load = self.executor.warm
         limits = Limits(config.max_streams_per_session, config.max_anonymous_streams, config.max_inflight_mb * MIB)
         self.work = Work(config.workers, limits, config.stream_idle_timeout)
         self.runner = JobRunner(self.store, self.engines, config.workers, self.work, config.refresh_timeout,

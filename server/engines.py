@@ -2,24 +2,34 @@
 
 Deserializing a context with Galois keys takes a noticeable fraction of a second (holding the GIL, so the
 server's event loop waits meanwhile) and tens of MB, so uploads and predictions reuse engines; training jobs
-get engines of their own (their operation counters are reported per epoch and must not mix with other
-calls) that share the cached context's keys: a job costs neither a second copy of the keys nor a reload.
+take a ``fork``: the cached keys with operation counters of their own (reported per epoch, they must not mix
+with other calls), so a job costs neither a reload nor a second copy of the keys.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 
 from core.engine import Engine, OpCounts
 from server.storage import Store
 
+# An Ames-sized session's engine holds ~25 MB (its Galois keys); 16 of them keep the engines of as many
+# sessions training at once (with 4, eight concurrent sessions reloaded their contexts job after job).
+ENGINES_CACHED = 16
+
 
 class EngineCache:
-    def __init__(self, store: Store, size: int = 4, track: Callable[[OpCounts], None] | None = None) -> None:
+    def __init__(self, store: Store, size: int = ENGINES_CACHED,
+                 track: Callable[[OpCounts], None] | None = None) -> None:
         self._store = store
         self._track = track  # told every new engine's operation counters (the metrics endpoint)
+        # Told the context file of every session whose engine this cache loads (an upload, a prediction):
+        # the executor's warm(), so that its workers load the context too before the session's first job.
+        self.on_load: Callable[[Path], None] | None = None
         self._size = size
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._lock = threading.Lock()
@@ -29,7 +39,9 @@ class EngineCache:
             if session_id in self._engines:
                 self._engines.move_to_end(session_id)
                 return self._engines[session_id]
-        engine = self._track_new(Engine.from_public_context(self._store.context_path(session_id).read_bytes()))
+        engine = self.load(session_id)
+        if self.on_load is not None:
+            self.on_load(self._store.context_path(session_id))
         with self._lock:
             self._engines[session_id] = engine
             while len(self._engines) > self._size:
@@ -37,10 +49,15 @@ class EngineCache:
         return engine
 
     def load(self, session_id: str) -> Engine:
-        """An engine of its own (not cached, its own operation counts) on the session's shared context."""
-        return self._track_new(Engine(self.get(session_id).context))
+        """A fresh engine of its own (not cached)."""
+        engine = Engine.from_public_context(self._store.context_path(session_id).read_bytes())
+        if self._track is not None:
+            self._track(engine.counts)
+        return engine
 
-    def _track_new(self, engine: Engine) -> Engine:
+    def fork(self, session_id: str) -> Engine:
+        """An engine of its own sharing the cached one's loaded context: fresh operation counters, no reload."""
+        engine = dataclasses.replace(self.get(session_id), counts=OpCounts())
         if self._track is not None:
             self._track(engine.counts)
         return engine

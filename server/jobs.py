@@ -294,7 +294,7 @@ class JobRunner:
         dataset = self.store.dataset(job.dataset_id)
         if dataset is None:
             raise precondition(f"dataset {job.dataset_id} of job {job_id} was deleted; start a new job")
-        engine = self.engines.load(job.session_id)  # its own: per-epoch operation counts stay exact
+        engine = self.engines.fork(job.session_id)  # its own counters: per-epoch operation counts stay exact
         algorithm = codec.algorithm_from_proto(job.algorithm)
         assert algorithm is not None  # create() admitted only trainable algorithms
         config = algorithm.config.from_dict(job.config)

@@ -3,27 +3,34 @@
 Tolerances: summed shard partials decrypt within 1e-9 of the whole table's sums (ciphertext addition is
 exact; only refresh encryptions differ); Ray's weights within 1e-6 of the local executor's on Ames after
 the same epochs (linear "gd", Gram, logistic with the key holder's refresh of the logit), and the local
-executor's within 1e-4 of the torch twins; fan-out predictions and column moments within 1e-6 of the local
-executor's. One local 2-CPU Ray for the module.
+executor's within 1e-4 of the torch twins; fan-out predictions, column moments, metrics sums and distance
+batches within 1e-6 of the local executor's (and of float64 within 1e-4). One local 2-CPU Ray with a pool of
+two workers for the module; it splits even Ames (``min_shard_rows=1``) so that every path crosses workers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from core import EncryptedMatrix
+from core import EncryptedMatrix, stats
 from core.data import load_ames, with_intercept
+from core.errors import ShapeError
 from core.gram import accumulate, row_blocks
 from core.gram_training import GramTrainer
-from core.inference import predict_linear
+from core.inference import predict_linear, predict_linear_encrypted
+from core.layout import Tile
 from core.linear import LinearRegressionConfig, LinearTrainer, fit_torch
 from core.logistic import LogisticRegressionConfig, LogisticTrainer
 from core.logistic import fit_torch as fit_torch_logistic
+from core.neighbors import encrypt_reference, squared_distances, squared_distances_torch
 from core.shards import LocalShards, block_ranges, row_blocks_of
 from core.stats import mean_from_sums, variance_from_sums
 from core.tensor import read_block_range
@@ -52,7 +59,7 @@ def store(tmp_path: Path, public_context: bytes, X: EncryptedMatrix, y: Encrypte
 
 @pytest.fixture(scope="module")
 def ray_executor():
-    executor = ray_shards.RayExecutor(num_cpus=2, shards=2, timeout=300)
+    executor = ray_shards.RayExecutor(num_cpus=2, shards=2, min_shard_rows=1, timeout=300)
     yield executor
     executor.close()
 
@@ -168,3 +175,158 @@ def test_an_address_where_nothing_answers_is_a_clear_error() -> None:
         ray_shards.RayExecutor("127.0.0.1:9", connect_timeout=2)
     with pytest.raises(ExecutionError, match="host:port"):
         ray_shards.RayExecutor("no-port-here")
+
+
+# -- fan-out over request inputs: pairs of matrices, whole operands, batch streams ------------------------
+def both(ray_executor):
+    return (("local", LocalExecutor()), ("ray", ray_executor))
+
+
+def test_metrics_sums_over_prediction_and_target_blocks(engine, enc, dec, public_context, ames, ray_executor,
+                                                        tmp_path):
+    """Metrics' MSE and MAE from row-local terms of (predictions, targets) summed over row blocks."""
+    X, y = ames
+    rng = np.random.default_rng(1)
+    targets = y / np.abs(y).max()
+    predictions = targets + rng.normal(scale=0.2, size=targets.shape)
+    Pe = enc(predictions)
+    table = store(tmp_path, public_context, Pe, enc(targets, tile=Pe.tile))  # scratch files of a request
+    poly, averaged = stats.mae_polynomials(len(X), bound=2.0)
+    absolute = functools.partial(stats.absolute_residuals, polynomial=averaged)
+    results = {}
+    for name, executor in both(ray_executor):
+        squared = executor.column_sums(table, engine, function=stats.squared_residuals, with_targets=True)
+        total = executor.column_sums(table, engine, function=absolute, with_targets=True)
+        results[name] = (dec(stats.mse_from_sums(squared, len(X)))[0, 0], dec(total.sum(axis=1))[0, 0])
+    assert np.max(np.abs(np.subtract(results["ray"], results["local"]))) < 1e-6
+    whole_mse = dec(stats.mse(Pe, enc(targets, tile=Pe.tile)))[0, 0]
+    assert abs(results["local"][0] - whole_mse) < 1e-6
+    assert abs(results["ray"][0] - np.mean((predictions - targets) ** 2)) < 1e-5
+    assert abs(results["ray"][1] - np.mean(np.abs(predictions - targets))) < poly.max_error + 1e-5
+
+
+def test_prediction_with_an_encrypted_model_operand(engine, enc, dec, public_context, ames, ray_executor,
+                                                    tmp_path):
+    """Every range of rows gets the whole encrypted weights (bytes through the object store, or a path)."""
+    X, _ = ames
+    Xe = enc(X)
+    table = store(tmp_path, public_context, Xe, None)
+    model = np.linspace(-1, 1, X.shape[1]).reshape(1, -1)
+    weights = enc(model, tile=Xe.tile).to_bytes()
+    (tmp_path / "model.bin").write_bytes(weights)
+    results = {}
+    for name, executor in both(ray_executor):
+        for source in (weights, tmp_path / "model.bin"):
+            got = dec(executor.map_blocks(table, predict_linear_encrypted, engine, operands={"weights": source}))
+            results.setdefault(name, []).append(got[:, 0])
+    assert np.max(np.abs(np.subtract(results["ray"], results["local"]))) < 1e-6
+    assert np.max(np.abs(results["ray"][0] - X @ model[0])) < 1e-4
+
+
+def test_distance_batches_stream_back_in_order(engine, enc, dec, public_context, ames, ray_executor, tmp_path):
+    """Query batches (one tile each) go to the workers in turn and come back in the order they were sent."""
+    X, _ = ames
+    (tmp_path / "context.bin").write_bytes(public_context)
+    reference = X[:7, :4]
+    batches = [X[16 * k : 16 * (k + 1), :4] for k in range(5)]
+    encrypted = [enc(batch, tile=Tile(16, 1)).to_bytes() for batch in batches]
+    plain = functools.partial(squared_distances, reference=reference)
+    (tmp_path / "reference.bin").write_bytes(encrypt_reference(engine, reference, 16).to_bytes())
+    results = {}
+    for name, executor in both(ray_executor):
+        streamed = executor.map_batches(tmp_path / "context.bin", iter(encrypted), plain, engine)
+        results[name] = [dec(distances) for distances in streamed]
+        against = executor.map_batches(tmp_path / "context.bin", encrypted, squared_distances, engine,
+                                       operands={"reference": tmp_path / "reference.bin"})
+        results[name + " encrypted"] = [dec(distances) for distances in against]
+    for name in ("", " encrypted"):
+        assert np.max(np.abs(np.subtract(results["ray" + name], results["local" + name]))) < 1e-6
+        for batch, got in zip(batches, results["ray" + name], strict=True):
+            assert np.max(np.abs(got - squared_distances_torch(batch, reference))) < 1e-4
+
+
+def test_bad_input_in_a_worker_is_the_callers_error(engine, enc, public_context, ames, ray_executor, tmp_path):
+    """A core error raised in a worker (wrong model width) reaches the caller as that error, as locally."""
+    X, _ = ames
+    table = store(tmp_path, public_context, enc(X), None)
+    wrong = functools.partial(predict_linear, weights=np.ones(X.shape[1] + 2))
+    for _, executor in both(ray_executor):
+        with pytest.raises(ShapeError):
+            executor.map_blocks(table, wrong, engine)
+
+
+# -- the worker pool --------------------------------------------------------------------------------------
+def test_jobs_reuse_the_pool_workers_and_their_contexts(engine, enc, public_context, ames, refresh, ray_executor,
+                                                        tmp_path, monkeypatch):
+    X, y = ames
+    Xe = enc(X)
+    table = store(tmp_path, public_context, Xe, enc(y, tile=Xe.tile))
+    config = LinearRegressionConfig(epochs=1)
+    seen = []
+    for _ in range(2):
+        with ray_executor.shards(table, engine) as shards:
+            train(LinearTrainer(engine, None, None, config, refresh, shards=shards), lambda m: np.zeros(1))
+            seen.append(([place["pid"] for place in shards.placement], shards.usage()))
+    (pids, first), (again, second) = seen
+    assert pids == again  # the same worker processes, no new ones per job
+    assert [u["context_loads"] for u in first] == [u["context_loads"] for u in second]  # loaded once
+    assert [u["open_shards"] for u in second] == [1, 1]
+    usage = ray_executor.get([w.usage.remote() for w in ray_executor.pool.workers], "usage")
+    assert [u["open_shards"] for u in usage] == [0, 0]  # every job's blocks released
+    monkeypatch.setattr(ray_executor, "min_shard_rows", ray_shards.MIN_SHARD_ROWS)
+    assert ray_executor.ranges(table) == [(0, 2)]  # Ames, 510 rows: one shard, no fan-out
+    assert len(ray_executor.ranges(dataclasses.replace(table, rows=100_000))) == 2
+
+
+def test_a_dead_worker_is_replaced_for_the_next_job(engine, enc, dec, public_context, ames, refresh, ray_executor,
+                                                    tmp_path):
+    X, y = ames
+    Xe = enc(X)
+    table = store(tmp_path, public_context, Xe, enc(y, tile=Xe.tile))
+    config = LinearRegressionConfig(learning_rate=0.5, epochs=2)
+    with ray_executor.shards(table, engine) as shards:
+        trainer = LinearTrainer(engine, None, None, config, refresh, shards=shards)
+        trainer.run_epoch()
+        os.kill(shards.placement[0]["pid"], signal.SIGKILL)
+        with pytest.raises(ExecutionError, match="a worker failed during a training step"):
+            trainer.run_epoch()
+    weights = {}
+    for name, executor in both(ray_executor):
+        with executor.shards(table, engine) as shards:
+            weights[name] = train(LinearTrainer(engine, None, None, config, refresh, shards=shards), dec)
+    assert np.max(np.abs(weights["ray"] - weights["local"])) < 1e-6
+
+
+def test_warm_loads_a_context_on_every_worker_before_any_job(engine, enc, public_context, ames, ray_executor,
+                                                             tmp_path):
+    X, y = ames
+    Xe = enc(X)
+    table = store(tmp_path, public_context, Xe, enc(y, tile=Xe.tile))
+    workers = ray_executor.pool.workers
+
+    def loads() -> list[int]:
+        return [u["context_loads"] for u in ray_executor.get([w.usage.remote() for w in workers], "usage")]
+
+    before = loads()
+    ray_executor.warm(table.context)
+    assert loads() == [n + 1 for n in before]  # a worker serves calls in order: the warm ran first
+    with ray_executor.shards(table, engine):
+        pass
+    assert loads() == [n + 1 for n in before]  # the job found it cached
+
+
+def test_a_job_engine_is_a_fork_of_the_cached_one(tmp_path, public_context) -> None:
+    """Jobs reuse the server's loaded context (no reload per job) but count their own operations; a cache miss
+    tells ``on_load`` the context file, so the executor can warm its workers."""
+    from server.engines import EngineCache
+
+    class Contexts:
+        def context_path(self, session_id: str) -> Path:
+            return tmp_path / f"{session_id}.bin"
+
+    (tmp_path / "s.bin").write_bytes(public_context)
+    cache, told = EngineCache(Contexts()), []
+    cache.on_load = told.append
+    job = cache.fork("s")
+    assert job.context is cache.get("s").context and job.counts is not cache.get("s").counts
+    assert told == [tmp_path / "s.bin"]  # once: the fork and the later get hit the cache

@@ -28,7 +28,7 @@ def cluster():
     cluster = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    executor = ray_shards.RayExecutor(cluster.address, shards=2, timeout=120)
+    executor = ray_shards.RayExecutor(cluster.address, shards=2, min_shard_rows=1, timeout=120)
     yield cluster, worker, executor
     executor.close()
     cluster.shutdown()

@@ -90,8 +90,11 @@ def test_logistic_on_ray_equals_local(results) -> None:
     assert np.max(np.abs(results["ray"]["logistic"] - results["local"]["logistic"])) < TOL
 
 
-def test_both_jobs_ran_on_the_ray_shards(results) -> None:
+def test_both_jobs_ran_on_the_ray_shards(results, ray_server) -> None:
     assert list(results["sharded"]["rows"]) == [510, 510]
+    # Ames is below the executor's min_shard_rows: one shard each, on the pool's long-lived workers.
+    assert [shards.ranges for shards in ray_server.open_shards[-2:]] == [[(0, 2)], [(0, 2)]]
+    assert {shards.actors[0] for shards in ray_server.open_shards} <= set(ray_server.runner.executor.pool.workers)
 
 
 def test_bad_ray_address_is_a_one_line_startup_error(tmp_path: Path) -> None:
@@ -114,8 +117,8 @@ def test_executor_flags() -> None:
 
 
 def test_concurrent_jobs_share_the_ray_cores(ray_server) -> None:
-    """Two jobs at once, each sharded over both CPUs: both finish (shard actors reserve a token CPU, so neither
-    job holds half the cluster waiting for the other half) with the weights of one job alone."""
+    """Two jobs at once on the server's two pool workers (Ames is one shard each, on the least busy worker):
+    both finish with the weights of one job alone."""
     X, y, _ = standardized_ames()
     config = LinearRegressionConfig(learning_rate=0.5, epochs=2)
     clients = [session_client(ray_server.address, X.shape) for _ in range(2)]
@@ -159,9 +162,10 @@ def test_a_paused_ray_job_resumes_on_new_shards(ray_server, results) -> None:
         client.close()
 
 
-def test_workers_gone_mid_job_fail_the_job_naming_the_address(ray_server) -> None:
-    """The job's shard actors die between two steps (as when a node leaves): the stream ends UNAVAILABLE and
-    the job is recorded FAILED, both with a message naming the Ray address and the step; nothing hangs."""
+def test_workers_gone_mid_job_fail_the_job_naming_the_address(ray_server, results) -> None:
+    """The job's pool workers die between two steps (as when a node leaves): the stream ends UNAVAILABLE and
+    the job is recorded FAILED, both with a message naming the Ray address and the step; nothing hangs. The
+    next job runs on the workers the pool started in their place."""
     import grpc
     import ray
 
@@ -182,5 +186,8 @@ def test_workers_gone_mid_job_fail_the_job_naming_the_address(ray_server) -> Non
         job = client.list_jobs()[0]
         assert job.state == training_service_pb2.JOB_STATE_FAILED
         assert "Ray at local" in job.error_message, job.error_message
+        # The pool replaces its dead workers: the next job trains to the uninterrupted weights.
+        again = client.train(client.upload(X, y).dataset_id, LINEAR)
+        assert np.max(np.abs(client.weights(again.model) - results["local"]["linear"])) < TOL
     finally:
         client.close()

@@ -1,25 +1,35 @@
 """Where a job's homomorphic work runs: in this process (``local``) or in Ray workers (``ray_shards``).
 
-One small interface, ``Executor``, over a ``StoredTable`` (paths into the blob store, never bytes):
+One small interface, ``Executor``, over a ``StoredTable`` (paths into the blob store or a request's scratch
+directory, never bytes):
 
 - ``shards(table, engine)``: a context manager giving the ``core.shards.ShardSource`` that a
-  ``GradientTrainer(engine, None, None, config, refresh, shards=...)`` runs full-batch steps on. Ray: one actor per
-  range of row blocks, alive for the job, each loading its own blocks and the public context once.
+  ``GradientTrainer(engine, None, None, config, refresh, shards=...)`` runs full-batch steps on. Ray: the
+  job's row blocks held by long-lived pool workers (``ray_workers``) for the job, each worker loading a
+  session's public context once for all the jobs it serves.
 - ``gram_partial(table, engine)``: the one-pass Gram statistics of ``core.gram`` summed over shards.
-- ``map_blocks(table, function, engine)``: a row-local function (prediction, distances) over ranges of
-  row blocks, results stacked back in row order.
-- ``column_sums(table, engine, squares)``: ``X.sum(axis=0)`` (of ``X * X``), added up over ranges
-  (Describe's means and variances come from these, ``core.stats.*_from_sums``).
+- ``map_blocks(table, function, engine, ...)``: a row-local function (prediction, per-row metrics terms)
+  over ranges of row blocks, results stacked back in row order.
+- ``map_batches(context, batches, function, engine, ...)``: ``function`` of each matrix of a request's
+  stream (prediction or query batches, each whole), several in flight at once, results in input order.
+- ``warm(context)``: load a session's public context where the work will run, ahead of its first job.
+- ``column_sums(table, engine, squares, ...)``: ``X.sum(axis=0)`` (of ``X * X``, or of any row-local
+  ``function`` of the rows), added up over ranges (Describe's means and variances come from these,
+  ``core.stats.*_from_sums``; Metrics' sums of squared residuals and of targets likewise).
 
-Functions handed to ``map_blocks`` must be picklable (module-level, or ``functools.partial`` of one). The
-secret key never exists here: workers load the session's public context, which the server refused to store
-if it carried one. Every wait on a worker has a timeout; a worker or cluster that goes away is an
-``ExecutionError`` naming the Ray address, never a hang.
+``map_blocks`` and ``column_sums`` call ``function(X_rows)``, or ``function(X_rows, y_rows)`` with
+``with_targets=True`` (the table's second matrix split into the same row blocks: predictions and targets),
+plus ``**operands``: whole matrices every range needs (a model's encrypted weights, an encrypted reference
+set), each a ``MatrixSource`` (a path, or ``EncryptedMatrix.to_bytes`` bytes). Functions must be picklable
+(module-level, or ``functools.partial`` of one) and row-local: row i of the result depends on row i of the
+inputs only. The secret key never exists here: workers load the session's public context, which the server
+refused to store if it carried one. Every wait on a worker has a timeout; a worker or cluster that goes away
+is an ``ExecutionError`` naming the Ray address, never a hang.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +40,9 @@ from core.gram import GramPartial
 from core.shards import ShardSource
 from core.tensor import EncryptedMatrix
 
-BlockFunction = Callable[[EncryptedMatrix], EncryptedMatrix]
+BlockFunction = Callable[..., EncryptedMatrix]  # f(X_rows[, y_rows], **operands), row-local
+MatrixSource = Path | bytes  # a stored or scratch matrix file, or EncryptedMatrix.to_bytes()
+NO_OPERANDS: Mapping[str, MatrixSource] = {}
 
 
 class ExecutionError(RuntimeError):
@@ -53,9 +65,17 @@ class Executor(Protocol):
 
     def gram_partial(self, table: StoredTable, engine: Engine) -> GramPartial: ...
 
-    def map_blocks(self, table: StoredTable, function: BlockFunction, engine: Engine) -> EncryptedMatrix: ...
+    def map_blocks(self, table: StoredTable, function: BlockFunction, engine: Engine, *, with_targets: bool = False,
+                   operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> EncryptedMatrix: ...
 
-    def column_sums(self, table: StoredTable, engine: Engine, squares: bool = False) -> EncryptedMatrix: ...
+    def column_sums(self, table: StoredTable, engine: Engine, squares: bool = False, *,
+                    function: BlockFunction | None = None, with_targets: bool = False,
+                    operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> EncryptedMatrix: ...
+
+    def map_batches(self, context: Path, batches: Iterable[MatrixSource], function: BlockFunction, engine: Engine, *,
+                    operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> Iterator[EncryptedMatrix]: ...
+
+    def warm(self, context: Path) -> None: ...
 
     def close(self) -> None: ...
 
@@ -76,3 +96,15 @@ def open_executor(kind: str, address: str = "", num_cpus: int | None = None) -> 
             f"--executor ray needs the ray extra (pip install 'ciphergrad[ray]'): {exc}"
         ) from exc
     return RayExecutor(address or None, num_cpus=num_cpus)
+
+
+def square(X: EncryptedMatrix) -> EncryptedMatrix:
+    """``X * X`` (``column_sums(..., squares=True)``), module-level so that it ships to workers."""
+    return X * X
+
+
+def rows_function(function: BlockFunction | None, squares: bool) -> BlockFunction | None:
+    """The row-local function ``column_sums`` sums: ``function``, or ``square`` for ``squares``."""
+    if function is not None and squares:
+        raise ValueError("column_sums takes squares=True or a function, not both: square inside the function")
+    return square if squares else function

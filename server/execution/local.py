@@ -1,11 +1,12 @@
 """The local executor: everything in this process, the whole table as one shard (today's path).
 
-Each call reads its matrices from the blob store; a training job's shard keeps them for the job.
+Each call reads its matrices from the blob store (or a request's scratch file); a training job's shard keeps
+them for the job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from core.engine import Engine
 from core.gram import GramPartial, accumulate, row_blocks
 from core.shards import InMemoryShards, ShardSource
 from core.tensor import EncryptedMatrix
-from server.execution import BlockFunction, ExecutionError, StoredTable
+from server.execution import NO_OPERANDS, BlockFunction, ExecutionError, MatrixSource, StoredTable, rows_function
 
 
 class LocalExecutor:
@@ -24,22 +25,42 @@ class LocalExecutor:
     def gram_partial(self, table: StoredTable, engine: Engine) -> GramPartial:
         return accumulate(engine, row_blocks(_read(engine, table.features), _read(engine, _targets(table))))
 
-    def map_blocks(self, table: StoredTable, function: BlockFunction, engine: Engine) -> EncryptedMatrix:
-        return function(_read(engine, table.features))
+    def map_blocks(self, table: StoredTable, function: BlockFunction, engine: Engine, *, with_targets: bool = False,
+                   operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> EncryptedMatrix:
+        return _apply(engine, table, function, with_targets, operands)
 
-    def column_sums(self, table: StoredTable, engine: Engine, squares: bool = False) -> EncryptedMatrix:
-        X = _read(engine, table.features)
-        return (X * X if squares else X).sum(axis=0)
+    def column_sums(self, table: StoredTable, engine: Engine, squares: bool = False, *,
+                    function: BlockFunction | None = None, with_targets: bool = False,
+                    operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> EncryptedMatrix:
+        function = rows_function(function, squares)
+        if function is None:
+            return _read(engine, table.features).sum(axis=0)
+        return _apply(engine, table, function, with_targets, operands).sum(axis=0)
+
+    def map_batches(self, context: Path, batches: Iterable[MatrixSource], function: BlockFunction, engine: Engine, *,
+                    operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> Iterator[EncryptedMatrix]:
+        whole = {name: _read(engine, source) for name, source in operands.items()}
+        for batch in batches:
+            yield function(_read(engine, batch), **whole)
+
+    def warm(self, context: Path) -> None:
+        pass  # nothing to load ahead: each call reads what it needs
 
     def close(self) -> None:
         pass
 
 
-def _read(engine: Engine, path: Path) -> EncryptedMatrix:
-    return EncryptedMatrix.from_bytes(engine, path.read_bytes())
+def _apply(engine: Engine, table: StoredTable, function: BlockFunction, with_targets: bool,
+           operands: Mapping[str, MatrixSource]) -> EncryptedMatrix:
+    inputs = [_read(engine, table.features)] + ([_read(engine, _targets(table))] if with_targets else [])
+    return function(*inputs, **{name: _read(engine, source) for name, source in operands.items()})
+
+
+def _read(engine: Engine, source: MatrixSource) -> EncryptedMatrix:
+    return EncryptedMatrix.from_bytes(engine, source if isinstance(source, bytes) else Path(source).read_bytes())
 
 
 def _targets(table: StoredTable) -> Path:
     if table.targets is None:
-        raise ExecutionError("this table has no targets: training and the Gram pass need y")
+        raise ExecutionError("this table has no second matrix: training, the Gram pass and with_targets need y")
     return table.targets

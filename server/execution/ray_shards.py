@@ -1,35 +1,42 @@
-"""The Ray executor: a job's table split by row blocks over Ray actors, stateless fan-out over Ray tasks.
+"""The Ray executor: a job's table split by row blocks over a fixed pool of long-lived Ray workers.
 
-- Training (``shards``): one ``ShardActor`` per range of row blocks (``core.shards.block_ranges``), spread
-  over the cluster's nodes, alive for the job. Each loads the session's public context and *its own* blocks
-  from the blob store once (paths travel, not bytes: every node must see the data directory, e.g. a shared
-  volume), prepares its pre-scaled copies once per job, and per step returns its pending sums. The step's
-  weights go into the object store once (``ray.put``) and every actor reads that one object. A refresh a
-  step asks for mid-way (the logistic logit) is stacked over shards, refreshed once by the driver's
-  ``refresh`` (the key holder's masked round trip) and split back.
-- Fan-out (``map_blocks``, ``column_sums``, ``gram_partial``): one task per range of row blocks; a worker
-  process keeps the engines it loaded (``_ENGINES``), so repeated calls do not reload the context.
+- Workers (``ray_workers.WorkerPool``): one ``BlockWorker`` actor per CPU of the cluster (or ``shards``),
+  spread over its nodes, started with the executor and alive as long as it. Each keeps the public contexts it
+  loaded (LRU), so a session's context is loaded once per worker, not once per job, and no job pays for
+  starting a worker process.
+- Training (``shards``): the job's row blocks (``core.shards.block_ranges``) go to the least busy workers,
+  one range each, read from the blob store once per job (paths travel, not bytes: every node must see the
+  data directory, e.g. a shared volume), with their pre-scaled copies prepared once per job; per step each
+  returns its pending sums. A table is split only into shards of ``min_shard_rows`` rows or more: a small
+  table's fan-out costs more in round trips and driver work than it saves, and jobs running at once already
+  keep the workers busy. The step's weights go into the object store once (``ray.put``) and every shard reads
+  that one object. A refresh a step asks for mid-way (the logistic logit) is stacked over shards, refreshed
+  once by the driver's ``refresh`` (the key holder's masked round trip) and split back.
+- Fan-out (``map_blocks``, ``column_sums``, ``gram_partial``): one call per range of row blocks on the pool's
+  workers; whole-matrix operands given as bytes go into the object store once per call.
 
 Every ``ray.get`` has a timeout. A dead worker or a cluster that goes away raises ``ExecutionError`` naming
-the address and what was running; an address where nothing answers fails at construction, within seconds.
+the address and what was running (the pool then replaces dead workers before the next job); an address where
+nothing answers fails at construction, within seconds.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
-import os
+import itertools
 import socket
-import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
 from core.engine import Engine, OpCounts
-from core.gram import GramPartial, accumulate, row_blocks
+from core.gram import GramPartial
 from core.layout import Tile
 from core.refresh import Refresh
 from core.shards import (
@@ -42,122 +49,49 @@ from core.shards import (
     split_blocks,
     stack_blocks,
 )
-from core.tensor import EncryptedMatrix, read_block_range
-from server.execution import BlockFunction, ExecutionError, StoredTable
+from core.tensor import EncryptedMatrix
+from server.execution import NO_OPERANDS, BlockFunction, ExecutionError, MatrixSource, StoredTable, rows_function
+from server.execution.ray_workers import WorkerPool
 
-SHARD_CPU = 0.001  # what a shard actor reserves (see RayShards)
-_ENGINES: dict[str, Engine] = {}  # per worker process: public contexts already loaded
-
-
-def _engine(context: str) -> Engine:
-    if context not in _ENGINES:
-        _ENGINES[context] = Engine.from_public_context(Path(context).read_bytes())
-    return _ENGINES[context]
-
-
-def _peak_rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-@ray.remote(max_restarts=0, max_task_retries=0)
-class ShardActor:
-    """Row blocks ``[start, stop)`` of one table, for one job."""
-
-    def __init__(self, context: str, features: str, targets: str, start: int, stop: int) -> None:
-        self.engine = Engine.from_public_context(Path(context).read_bytes())
-        self.X = read_block_range(self.engine, features, start, stop)
-        self.y = read_block_range(self.engine, targets, start, stop)
-        self.program: RowStep | None = None
-        self._running: Any = None
-
-    def where(self) -> dict[str, Any]:
-        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "rows": self.X.shape[0],
-                "columns": self.X.shape[1], "tile": (self.X.tile.rows, self.X.tile.cols)}
-
-    def prepare(self, program: RowStep) -> int:
-        self.program, self.batch = program, program.prepare(self.X, self.y)
-        return self.X.shape[0]
-
-    def begin(self, weights: bytes) -> tuple[str, Any]:
-        if self.program is None:
-            raise RuntimeError("a shard's step began before prepare(program): call the shard source first")
-        self._before = self.engine.counts.snapshot()
-        self._running = self.program.partial(self.batch, EncryptedMatrix.from_bytes(self.engine, weights))
-        return self._advance(None)
-
-    def resume(self, refreshed: bytes) -> tuple[str, Any]:
-        return self._advance(EncryptedMatrix.from_bytes(self.engine, refreshed))
-
-    def _advance(self, value: EncryptedMatrix | None) -> tuple[str, Any]:
-        try:
-            request = next(self._running) if value is None else self._running.send(value)
-        except StopIteration as done:
-            partial: StepPartial = done.value
-            partial.counts = self.engine.counts.since(self._before)
-            return "done", partial.to_state()
-        return "refresh", request.to_bytes()
-
-    def usage(self) -> dict[str, float]:
-        """This worker's peak resident memory and the CPU seconds it has used (load-independent work)."""
-        return {"peak_rss_mb": _peak_rss_mb(), "cpu_s": time.process_time()}
-
-
-@ray.remote(max_retries=0)
-def _map_task(context: str, path: str, start: int, stop: int, function: BlockFunction) -> bytes:
-    engine = _engine(context)
-    return function(read_block_range(engine, path, start, stop)).to_bytes()
-
-
-@ray.remote(max_retries=0)
-def _gram_task(context: str, features: str, targets: str, start: int, stop: int) -> tuple[dict[str, Any], dict]:
-    engine = _engine(context)
-    before = engine.counts.snapshot()
-    X, y = read_block_range(engine, features, start, stop), read_block_range(engine, targets, start, stop)
-    partial = accumulate(engine, row_blocks(X, y))
-    return partial.to_state(), engine.counts.since(before).to_dict()
-
-
-def _column_sum(X: EncryptedMatrix, squares: bool) -> EncryptedMatrix:
-    return pending_row_sum(X * X if squares else X)
+MIN_SHARD_ROWS = 1024  # a table is split only into shards of at least this many rows (see RayShards)
 
 
 class RayShards:
-    """The ``core.shards.ShardSet`` of one job: its actors, and the driver's side of a step."""
+    """The ``core.shards.ShardSet`` of one job: its shards on pool workers, and the driver's side of a step."""
 
     def __init__(self, executor: RayExecutor, table: StoredTable) -> None:
         self.executor, self.table = executor, table
         self.ranges = executor.ranges(table)
-        targets = str(_targets(table))
-        # A token CPU reservation, not one CPU: jobs running at once would each hold part of the CPUs while
-        # waiting for the rest (two 2-shard jobs on 2 CPUs: one actor each, both waiting forever); the OS
-        # shares the cores. Not zero: "SPREAD" spreads actors over nodes only when they ask for a resource.
-        spread = {"scheduling_strategy": "SPREAD", "num_cpus": SHARD_CPU}
-        self.actors = [
-            ShardActor.options(**spread).remote(str(table.context), str(table.features), targets, start, stop)
-            for start, stop in self.ranges
-        ]
-        self.placement = executor.get([a.where.remote() for a in self.actors], "loading the shards")
+        self.keys = [f"{uuid.uuid4().hex}-{index}" for index in range(len(self.ranges))]
+        self.indices = executor.pool.acquire(len(self.ranges))
+        self.actors = [executor.pool.workers[index] for index in self.indices]
+        try:
+            args = (str(table.context), str(table.features), str(_targets(table)))
+            self.placement = executor.get(
+                [a.open_shard.remote(key, *args, start, stop)
+                 for a, key, (start, stop) in zip(self.actors, self.keys, self.ranges, strict=True)],
+                "loading the shards")
+        except BaseException:
+            self.close()
+            raise
         self.rows = [place["rows"] for place in self.placement]
         self.shape, self.tile = (table.rows, self.placement[0]["columns"]), Tile(*self.placement[0]["tile"])
 
     def __call__(self, program: RowStep) -> RayShards:
-        self.executor.get([a.prepare.remote(program) for a in self.actors], "preparing the shards")
+        self.executor.get([a.prepare.remote(key, program) for a, key in self._shards()], "preparing the shards")
         return self
 
     def step(self, weights: EncryptedMatrix, refresh: Refresh) -> StepPartial:
         engine, get = weights.engine, self.executor.get
         weights_ref = ray.put(weights.to_bytes())
-        replies = get([a.begin.remote(weights_ref) for a in self.actors], "a training step")
+        replies = get([a.begin.remote(key, weights_ref) for a, key in self._shards()], "a training step")
         while replies[0][0] == "refresh":
             if any(kind != "refresh" for kind, _ in replies):
                 raise ExecutionError("shards disagree about a refresh: were they loaded at different levels?")
             stacked = stack_blocks([EncryptedMatrix.from_bytes(engine, data) for _, data in replies])
             fresh = split_blocks(refresh(stacked), self.rows)
-            replies = get([a.resume.remote(part.to_bytes()) for a, part in zip(self.actors, fresh, strict=True)],
+            replies = get([a.resume.remote(key, part.to_bytes()) for (a, key), part in zip(self._shards(), fresh,
+                                                                                          strict=True)],
                           "a training step after a refresh")
         partials = [StepPartial.from_state(engine, state) for _, state in replies]
         return functools.reduce(lambda a, b: a + b, partials)
@@ -165,19 +99,27 @@ class RayShards:
     def usage(self) -> list[dict[str, float]]:
         return self.executor.get([a.usage.remote() for a in self.actors], "reading worker usage")
 
+    def _shards(self) -> list[tuple[Any, str]]:
+        return list(zip(self.actors, self.keys, strict=True))
+
     def close(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor)
+        # Fire and forget: a worker that died with the job has nothing to release.
+        for actor, key in self._shards():
+            actor.release.remote(key)
+        self.executor.pool.release(self.indices)
 
 
 class RayExecutor:
     """Connects to Ray (``address`` None: a local Ray on this machine's cores, capped by ``num_cpus``;
-    ``"auto"`` or ``host:port``: an existing cluster). ``shards`` caps the shards per table (default: the
-    cluster's CPUs); ``timeout`` bounds every wait on a worker, in seconds."""
+    ``"auto"`` or ``host:port``: an existing cluster) and starts the worker pool. ``shards``: the pool's
+    workers, so the most shards per table (default: the cluster's CPUs); ``min_shard_rows``: a table is split
+    only into shards of at least this many rows; ``contexts``: the public contexts each worker keeps;
+    ``timeout`` bounds every wait on a worker, in seconds."""
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None, shards: int | None = None,
-                 timeout: float = 600.0, connect_timeout: float = 10.0) -> None:
-        self.address, self.timeout = address or "local", timeout
+                 min_shard_rows: int = MIN_SHARD_ROWS, contexts: int | None = None, timeout: float = 600.0,
+                 connect_timeout: float = 10.0) -> None:
+        self.address, self.timeout, self.min_shard_rows = address or "local", timeout, max(1, min_shard_rows)
         if address and address != "auto":
             _check_reachable(address, connect_timeout)
         try:
@@ -186,6 +128,7 @@ class RayExecutor:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ExecutionError(f"cannot join the Ray cluster at {self.address}: {exc}") from exc
         self.max_shards = shards or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.pool = WorkerPool(self.max_shards, **({"contexts": contexts} if contexts else {}))
 
     def get(self, refs: list[Any], what: str) -> list[Any]:
         try:
@@ -195,14 +138,28 @@ class RayExecutor:
                 f"Ray at {self.address}: no answer from the workers within {self.timeout:g} s during {what}; "
                 "is the cluster overloaded or gone? (raise the executor's timeout for very large shards)"
             ) from exc
+        except RayTaskError as exc:
+            # The function itself raised (bad input: core's ValueErrors, SEAL's refusals): the caller gets
+            # that exception, as from the local executor. Only Ray's own failures become ExecutionError.
+            if isinstance(exc.cause, Exception) and not isinstance(exc.cause, RayError):
+                raise exc.cause from None
+            raise self._failed(exc, what) from exc
         except RayError as exc:
-            raise ExecutionError(
-                f"Ray at {self.address}: a worker failed during {what} ({type(exc).__name__}): "
-                f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}"
-            ) from exc
+            raise self._failed(exc, what) from exc
+
+    def _failed(self, exc: RayError, what: str) -> ExecutionError:
+        if isinstance(exc, RayActorError):
+            self.pool.suspect()
+        return ExecutionError(
+            f"Ray at {self.address}: a worker failed during {what} ({type(exc).__name__}): "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}"
+        )
 
     def ranges(self, table: StoredTable) -> list[tuple[int, int]]:
-        return block_ranges(table.rows, table.tile_rows, self.max_shards)
+        """Ranges of row blocks, one per shard (or fan-out call): at most the pool's size, and each of at
+        least ``min_shard_rows`` rows."""
+        count = max(1, min(self.max_shards, table.rows // self.min_shard_rows))
+        return block_ranges(table.rows, table.tile_rows, count)
 
     @contextmanager
     def shards(self, table: StoredTable, engine: Engine) -> Iterator[RayShards]:
@@ -212,29 +169,82 @@ class RayExecutor:
         finally:
             shards.close()
 
+    def warm(self, context: Path) -> None:
+        """Load a session's public context on every worker now (e.g. when the session is created), without
+        waiting: the first job of the session then finds it cached."""
+        for worker in self.pool.workers:
+            worker.warm.remote(str(context))
+
     def gram_partial(self, table: StoredTable, engine: Engine) -> GramPartial:
         args = (str(table.context), str(table.features), str(_targets(table)))
-        replies = self.get([_gram_task.remote(*args, start, stop) for start, stop in self.ranges(table)],
+        ranges = self.ranges(table)
+        workers = self.pool.least_busy(len(ranges))
+        replies = self.get([w.gram_range.remote(*args, start, stop) for w, (start, stop) in zip(workers, ranges,
+                                                                                             strict=True)],
                            "the Gram pass")
         _count(engine, [counts for _, counts in replies])
         partials = [GramPartial.from_state(engine, state) for state, _ in replies]
         return functools.reduce(lambda a, b: a + b, partials)
 
-    def map_blocks(self, table: StoredTable, function: BlockFunction, engine: Engine) -> EncryptedMatrix:
+    def map_blocks(self, table: StoredTable, function: BlockFunction, engine: Engine, *, with_targets: bool = False,
+                   operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> EncryptedMatrix:
         """``function`` of every range of row blocks, stacked back in row order."""
-        return stack_blocks(self._map(table, function, engine, "a fan-out over row blocks"))
+        return stack_blocks(self._map(table, function, engine, with_targets, operands, "a fan-out over row blocks"))
 
-    def column_sums(self, table: StoredTable, engine: Engine, squares: bool = False) -> EncryptedMatrix:
-        parts = self._map(table, functools.partial(_column_sum, squares=squares), engine, "column sums")
+    def column_sums(self, table: StoredTable, engine: Engine, squares: bool = False, *,
+                    function: BlockFunction | None = None, with_targets: bool = False,
+                    operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> EncryptedMatrix:
+        summed = functools.partial(_column_sum, function=rows_function(function, squares))
+        parts = self._map(table, summed, engine, with_targets, operands, "column sums")
         return finish_pending(functools.reduce(add_pending, parts), table.rows)
 
-    def _map(self, table: StoredTable, function: BlockFunction, engine: Engine, what: str) -> list[EncryptedMatrix]:
-        refs = [_map_task.remote(str(table.context), str(table.features), start, stop, function)
-                for start, stop in self.ranges(table)]
-        return [EncryptedMatrix.from_bytes(engine, data) for data in self.get(refs, what)]
+    def map_batches(self, context: Path, batches: Iterable[MatrixSource], function: BlockFunction, engine: Engine, *,
+                    operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> Iterator[EncryptedMatrix]:
+        """``function`` of each batch whole, on the pool's workers in turn with up to one batch per worker in
+        flight (the next batches are read from ``batches`` meanwhile), yielded in input order."""
+        whole, workers = _sources(operands), itertools.cycle(self.pool.least_busy(len(self.pool)))
+        in_flight: collections.deque[Any] = collections.deque()
+        for batch in batches:
+            in_flight.append(next(workers).map_range.remote(str(context), [_source(batch)], 0, None, function, whole))
+            if len(in_flight) >= len(self.pool):
+                yield self._result(in_flight.popleft(), engine)
+        while in_flight:
+            yield self._result(in_flight.popleft(), engine)
+
+    def _result(self, ref: Any, engine: Engine) -> EncryptedMatrix:
+        data, counts = self.get([ref], "a batch")[0]
+        _count(engine, [counts])
+        return EncryptedMatrix.from_bytes(engine, data)
+
+    def _map(self, table: StoredTable, function: BlockFunction, engine: Engine, with_targets: bool,
+             operands: Mapping[str, MatrixSource], what: str) -> list[EncryptedMatrix]:
+        sources = [str(table.features)] + ([str(_targets(table))] if with_targets else [])
+        ranges, whole = self.ranges(table), _sources(operands)
+        workers = self.pool.least_busy(len(ranges))
+        refs = [w.map_range.remote(str(table.context), sources, start, stop, function, whole)
+                for w, (start, stop) in zip(workers, ranges, strict=True)]
+        replies = self.get(refs, what)
+        _count(engine, [counts for _, counts in replies])
+        return [EncryptedMatrix.from_bytes(engine, data) for data, _ in replies]
 
     def close(self) -> None:
+        self.pool.shutdown()
         ray.shutdown()
+
+
+def _source(source: MatrixSource) -> Any:
+    """What a worker reads: a path as text, bytes through the object store (put once, read by reference)."""
+    return ray.put(source) if isinstance(source, bytes) else str(source)
+
+
+def _sources(operands: Mapping[str, MatrixSource]) -> dict[str, Any]:
+    return {name: _source(source) for name, source in operands.items()}
+
+
+def _column_sum(*inputs: EncryptedMatrix, function: BlockFunction | None, **operands: EncryptedMatrix
+                ) -> EncryptedMatrix:
+    rows = inputs[0] if function is None else function(*inputs, **operands)
+    return pending_row_sum(rows)
 
 
 def _count(engine: Engine, deltas: list[dict[str, int]]) -> None:
@@ -255,5 +265,5 @@ def _check_reachable(address: str, timeout: float) -> None:
 
 def _targets(table: StoredTable) -> Path:
     if table.targets is None:
-        raise ExecutionError("this table has no targets: training and the Gram pass need y")
+        raise ExecutionError("this table has no second matrix: training, the Gram pass and with_targets need y")
     return table.targets
