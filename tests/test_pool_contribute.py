@@ -164,3 +164,21 @@ def test_a_contributor_killed_mid_upload_leaves_nothing(served) -> None:
     after = analyst.pool(pool.pool_id)
     assert (after.rows, after.contributions, after.size_bytes) == (before.rows, before.contributions, before.size_bytes)
     assert _files(server.store.blob_root) == files
+
+
+def test_a_last_block_of_one_row_is_zero_padded(served) -> None:
+    """4,097 rows in 4,096-row tiles: the last block holds one row, which must not be replicated across its
+    tile (a one-row matrix broadcasts); the pooled sums and the normal solver see each row once."""
+    _, analyst, _ = served
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(4097, 2))
+    y = X @ np.array([0.5, -0.25]) + 0.1 + 0.01 * rng.normal(size=4097)
+    X[-1], y[-1] = [3.0, -2.0], 5.0  # an outlier in the one-row block: counted 4,096 times, it would show
+    pool = analyst.create_pool("edge", ["a", "b"], "y")
+    Contributor(analyst.invite(pool.pool_id).code).upload(X, y, progress=False)
+    stats = analyst.pool_statistics(pool.pool_id)
+    assert np.max(np.abs(stats.mean - X.mean(axis=0))) < 1e-6
+    assert abs(stats.target_mean - y.mean()) < 1e-6
+    weights = analyst.weights(analyst.train(pool_id=pool.pool_id, config={"solver": "normal"}).model)
+    least = np.linalg.lstsq(np.hstack([np.ones((len(X), 1)), X]), y, rcond=None)[0]
+    assert np.max(np.abs(weights - least)) < 1e-5
