@@ -33,6 +33,8 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
     async def CreateSession(
         self, request_iterator: AsyncIterator[pb.CreateSessionRequest], context: grpc.aio.ServicerContext
     ) -> pb.CreateSessionResponse:
+        # A contributor token reaches ContributionService only (CreateSession otherwise needs no token).
+        await self.work.io(self.access.refuse_contributor, context.invocation_metadata())
         requests = self.work.inbound(request_iterator, "CreateSession")
         async with self.work.limits.anonymous():
             first = await requests.next()

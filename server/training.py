@@ -19,6 +19,7 @@ from server.access import Access, Metadata
 from server.errors import ServiceError, invalid, rpc
 from server.jobs import JobRunner
 from server.links import End, Link
+from server.pool_training import training_source
 from server.records import JobRecord, SessionRecord
 from server.storage import Store
 from server.work import Inbound, Work
@@ -91,7 +92,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         """The job the first message starts or resumes, attached to ``link``."""
         kind = first.WhichOneof("kind") if first is not None else None
         if kind == "start":
-            dataset = self.access.dataset(first.start.dataset_id, session)
+            dataset = training_source(self.store, self.access, first.start, session)  # a dataset or a pool
             return self.runner.admit(session.id, link, lambda: self.runner.create(session, dataset, first.start))
         if kind == "attach":
             job = self.access.job(first.attach.job_id, session)

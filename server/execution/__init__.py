@@ -25,19 +25,24 @@ set), each a ``MatrixSource`` (a path, or ``EncryptedMatrix.to_bytes`` bytes). F
 inputs only. The secret key never exists here: workers load the session's public context, which the server
 refused to store if it carried one. Every wait on a worker has a timeout; a worker or cluster that goes away
 is an ``ExecutionError`` naming the Ray address, never a hang.
+
+Several tables with one layout (a pool's contributions) combine generically over any executor:
+``pooled_shards`` adds the step partials of each table's shards, ``pooled_gram_partial`` the Gram partials.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager
+import functools
+import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from core.engine import Engine
 from core.gram import GramPartial
-from core.shards import ShardSource
+from core.shards import PooledShards, ShardSource
 from core.tensor import EncryptedMatrix
 
 BlockFunction = Callable[..., EncryptedMatrix]  # f(X_rows[, y_rows], **operands), row-local
@@ -108,3 +113,18 @@ def rows_function(function: BlockFunction | None, squares: bool) -> BlockFunctio
     if function is not None and squares:
         raise ValueError("column_sums takes squares=True or a function, not both: square inside the function")
     return square if squares else function
+
+
+@contextmanager
+def pooled_shards(executor: Executor, tables: Sequence[StoredTable], engine: Engine) -> Iterator[ShardSource]:
+    """One ``ShardSource`` over several tables with one layout (a pool's contributions): each table's shards
+    from ``executor``, their step partials added (``core.shards.PooledShards``); all closed on exit."""
+    with ExitStack() as stack:
+        sources = [stack.enter_context(executor.shards(table, engine)) for table in tables]
+        yield sources[0] if len(sources) == 1 else PooledShards(sources)
+
+
+def pooled_gram_partial(executor: Executor, tables: Sequence[StoredTable], engine: Engine) -> GramPartial:
+    """The Gram statistics' partial sums of several tables with one layout, added (rows add up too)."""
+    partials = [executor.gram_partial(table, engine) for table in tables]
+    return functools.reduce(operator.add, partials)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from core.engine import Engine
-from core.gram import GramPartial, accumulate, row_blocks
+from core.gram import GramPartial, accumulate
 from core.shards import InMemoryShards, ShardSource
 from core.tensor import EncryptedMatrix
 from server.execution import NO_OPERANDS, BlockFunction, ExecutionError, MatrixSource, StoredTable, rows_function
@@ -23,7 +23,11 @@ class LocalExecutor:
         yield InMemoryShards(_read(engine, table.features), _read(engine, _targets(table)))
 
     def gram_partial(self, table: StoredTable, engine: Engine) -> GramPartial:
-        return accumulate(engine, row_blocks(_read(engine, table.features), _read(engine, _targets(table))))
+        """Streamed from disk one row block at a time (memory for one block, whatever the rows)."""
+        with open(table.features, "rb") as features, open(_targets(table), "rb") as targets:
+            blocks = zip(EncryptedMatrix.read_row_blocks(engine, features),
+                         EncryptedMatrix.read_row_blocks(engine, targets), strict=True)
+            return accumulate(engine, blocks)
 
     def map_blocks(self, table: StoredTable, function: BlockFunction, engine: Engine, *, with_targets: bool = False,
                    operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> EncryptedMatrix:
