@@ -1,6 +1,8 @@
-"""``ciphergrad``: train on a CSV file through a server, or run the Ames demo.
+"""``ciphergrad``: train on a CSV file through a server, pooled training, or run the Ames demo.
 
 ciphergrad train FILE.csv --target COLUMN --server HOST:PORT [--bad-cells error|drop|impute]
+ciphergrad pool create|invite|revoke|train|status NAME ...   # client.pool_cli: the analyst's side
+ciphergrad contribute FILE.csv --invitation CODE             # client.pool_cli: a contributor's side
 ciphergrad demo [--server HOST:PORT]      # starts a local server when none is given
 ciphergrad compare [TASK ...] [--quick] [--scaling] [--server HOST:PORT] [--out DIR]   # client.compare
 """
@@ -17,7 +19,9 @@ from typing import Any
 import grpc
 import numpy as np
 
+from client import pool_cli
 from client.estimator import EncryptedLinearRegression
+from client.keystore import KeyDirError
 from client.local import local_server
 from client.table import BAD_CELL_CHOICES, BadCells, TableError, csv_columns, read_csv, text_columns
 from core import algorithms, linear
@@ -225,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The original write-up's setup: plain gradient descent, learning rate 0.5, N(0, 1) initial weights.
     _add_training_flags(demo, epochs=50, learning_rate=0.5, momentum=0.0, init="normal", solver="gd")
     demo.set_defaults(handler=cmd_demo)
+    pool_cli.add_commands(commands)
     commands.add_parser(  # listed in --help; main() hands its arguments to client.compare
         "compare",
         help="every algorithm encrypted vs plaintext, written as a report (ciphergrad compare --help)",
@@ -240,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (TableError, OSError, ParameterError) as exc:
+    except (TableError, KeyDirError, OSError, ParameterError) as exc:
         # A newcomer's mistake (a wrong path, a messy table, hyperparameters that do not fit together)
         # deserves one line, not a traceback.
         print(f"ciphergrad: error: {exc}", file=sys.stderr)
@@ -248,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except grpc.RpcError as exc:
         # The server's status already says what went wrong (unreachable, refused, invalid argument).
         code, details = getattr(exc, "code", lambda: None)(), getattr(exc, "details", lambda: "")()
-        where = getattr(args, "server", None) or "the local server"
+        local = args.command in ("train", "demo")  # the commands that start a server when none is named
+        where = getattr(args, "server", None) or ("the local server" if local else "the server")
         print(f"ciphergrad: error: {where}: {code.name if code else 'RPC failed'}: {details}", file=sys.stderr)
         return 1
 
