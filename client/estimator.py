@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm import tqdm
 
 from client.local import local_server
-from client.sdk import Client, default_parameters, training_layout
+from client.sdk import Client, Transfer, default_parameters, training_layout
 from core import algorithms
 from core.data import with_intercept
 from core.layout import choose_tile
@@ -115,22 +115,64 @@ class _EncryptedGradientDescent(BaseEstimator):
                 orders = self.shuffle_orders(len(X))
                 dataset = client.upload(X, y, tile=tile, shuffle_orders=orders, progress=bar.update)
             timings["upload_seconds"] = time.perf_counter() - tick
-            with _bar(self.progress, desc="train", total=config.epochs, unit="epoch") as bar:
-
-                def on_epoch(epoch: int, loss: float | None) -> None:
-                    bar.update(1)
-                    if loss is not None:
-                        bar.set_postfix(loss=f"{loss:.6g}")
-
-                run = client.train(dataset.dataset_id, config, algorithm=self.algorithm, on_epoch=on_epoch)
+            run = self._train(client, config, dataset_id=dataset.dataset_id)
             weights = client.weights(run.model)
             client.delete_session()  # the server keeps nothing of this fit
-            transfer = client.transfer
+        self._store(weights, run, client.transfer, timings)
+        self.report_.update(parameters=params.summary(), context_bytes=session.context_size_bytes)
+        return self
+
+    def fit_pool(self, client: Client, pool_id: str) -> Any:
+        """Train on every row contributed to the pool ``pool_id``; ``client`` holds the pool's session (the
+        analyst's ``Client`` after ``create_pool``, or one restored with ``use_session``).
+
+        The rows never reach this process: contributors encrypted them under this session's public key, the
+        server trains on the concatenation of their contributions, and only the model (plus masked refreshes)
+        is decrypted here. Pools train full batch (``batch_size`` must be None; the ``shuffles``, ``server``,
+        ``tls`` and ``params`` parameters do not apply) and ``fit_intercept`` must match the pool's schema.
+        A logistic pool's targets are 0/1, so ``classes_`` is ``[0.0, 1.0]``. Features are used as
+        contributed: keep them roughly within [-1, 1], or standardize with ``client.pool_statistics``.
+        After it: ``coef_``, ``intercept_``, ``n_features_in_``, ``feature_names_`` (the pool's schema),
+        ``history_`` and ``report_``, as after ``fit``; the pool stays on the server.
+        """
+        if self.batch_size is not None:
+            raise ValueError(f"batch_size={self.batch_size}: pools train full batch; leave batch_size=None")
+        pool = client.pool(pool_id)
+        if bool(getattr(pool, "intercept", True)) != bool(self.fit_intercept):
+            has = "has" if getattr(pool, "intercept", True) else "has no"
+            raise ValueError(f"pool {pool_id} {has} an intercept column: set fit_intercept={not self.fit_intercept}")
+        config = self.config()
+        before = (dict(client.transfer.sent), dict(client.transfer.received))
+        run = self._train(client, config, pool_id=pool_id)
+        weights = client.weights(run.model)
+        transfer = Transfer(
+            {k: v - before[0].get(k, 0) for k, v in client.transfer.sent.items()},
+            {k: v - before[1].get(k, 0) for k, v in client.transfer.received.items()},
+        )
+        self._store(weights, run, transfer, {"pool_rows": pool.rows, "pool_contributions": pool.contributions})
+        self.n_features_in_ = len(pool.feature_names)
+        self.feature_names_ = list(pool.feature_names)
+        if self._is_classifier():
+            self.classes_ = np.array([0.0, 1.0])
+        return self
+
+    def _train(self, client: Client, config: Any, **source: str) -> Any:
+        """One training job on a dataset (``dataset_id=``) or a pool (``pool_id=``), with a progress bar."""
+        with _bar(self.progress, desc="train", total=config.epochs, unit="epoch") as bar:
+
+            def on_epoch(epoch: int, loss: float | None) -> None:
+                bar.update(1)
+                if loss is not None:
+                    bar.set_postfix(loss=f"{loss:.6g}")
+
+            return client.train(config=config, algorithm=self.algorithm, on_epoch=on_epoch, **source)
+
+    def _store(self, weights: np.ndarray, run: Any, transfer: Transfer, report: dict[str, Any]) -> None:
         self.coef_ = weights[1:] if self.fit_intercept else weights
         self.intercept_ = float(weights[0]) if self.fit_intercept else 0.0
         self.history_ = list(run.losses)
         self.report_ = {
-            **timings,
+            **report,
             "train_seconds": run.seconds,
             "epoch_seconds": list(run.epoch_seconds),
             "refreshes": run.refreshes,
@@ -139,10 +181,7 @@ class _EncryptedGradientDescent(BaseEstimator):
             "bytes_sent": dict(transfer.sent),
             "bytes_received": dict(transfer.received),
             "bytes_total": transfer.total,
-            "parameters": params.summary(),
-            "context_bytes": session.context_size_bytes,
         }
-        return self
 
     def _linear_output(self, X: Any) -> np.ndarray:
         """``X @ coef_ + intercept_`` with the decrypted model (the key holder's side; nothing leaves)."""
