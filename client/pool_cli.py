@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import json
 import os
 import re
 import sys
@@ -134,15 +135,11 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _when(timestamp: Any) -> str:
-    """A protobuf Timestamp or datetime (unset: never) as UTC minutes."""
-    if timestamp is None:
+def _when(epoch_seconds: float) -> str:
+    """Epoch seconds (0: never, as the SDK reports an unset expiry) as UTC minutes."""
+    if not epoch_seconds:
         return "never"
-    if hasattr(timestamp, "ToDatetime"):
-        if not timestamp.seconds and not timestamp.nanos:
-            return "never"
-        timestamp = timestamp.ToDatetime(tzinfo=dt.UTC)
-    return timestamp.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return dt.datetime.fromtimestamp(epoch_seconds, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def cmd_invite(args: argparse.Namespace) -> int:
@@ -150,7 +147,7 @@ def cmd_invite(args: argparse.Namespace) -> int:
     with client:
         invitation = client.invite(pool_id, label=args.label, expires_in=args.expires, max_rows=args.max_rows)
     limits = [f"label {args.label!r}" if args.label else "no label"]
-    limits.append(f"expires {_when(getattr(invitation, 'expire_time', None))}")
+    limits.append(f"expires {_when(invitation.expire_time)}")
     limits.append(f"at most {args.max_rows} rows" if args.max_rows else "no row cap")
     print(f"invitation {invitation.invitation_id} to pool {args.name!r} ({'; '.join(limits)})")
     print("Give this code to the contributor. Treat it like a password: whoever holds it can add rows to the pool")
@@ -168,18 +165,17 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     client, _, _ = _connect(_keys(args), args.name)
     with client:
         invitation = client.revoke_invitation(args.invitation_id)
-    rows = getattr(invitation, "rows_contributed", 0)
-    print(f"revoked {args.invitation_id}: its code no longer works; the {rows} rows it contributed stay in the pool")
+    print(
+        f"revoked {args.invitation_id} ({invitation.label or 'no label'}): its code no longer works; "
+        f"the {invitation.rows} rows it contributed stay in the pool"
+    )
     return 0
 
 
 def _invitation_state(invitation: Any, now: dt.datetime) -> str:
     if invitation.revoked:
         return "revoked"
-    expire = getattr(invitation, "expire_time", None)
-    if hasattr(expire, "ToDatetime") and (expire.seconds or expire.nanos):
-        expire = expire.ToDatetime(tzinfo=dt.UTC)
-    if isinstance(expire, dt.datetime) and expire <= now:
+    if invitation.expire_time and invitation.expire_time <= now.timestamp():
         return "expired"
     return "active"
 
@@ -198,7 +194,7 @@ def status_lines(name: str, pool: Any, now: dt.datetime | None = None) -> list[s
         cap = str(inv.max_rows) if inv.max_rows else "-"
         lines.append(
             f"{inv.invitation_id:<24} {inv.label or '-':<16} {_invitation_state(inv, now):<8} "
-            f"{inv.rows_contributed:>8} {inv.contributions:>7} {cap:>8}  {_when(getattr(inv, 'expire_time', None))}"
+            f"{inv.rows:>8} {inv.contributions:>7} {cap:>8}  {_when(inv.expire_time)}"
         )
     if not pool.invitations:
         lines.append(f"(no invitations yet: ciphergrad pool invite {name})")
@@ -293,12 +289,21 @@ def cmd_contribute(args: argparse.Namespace) -> int:
     if clean.notice:
         print(f"note: {clean.notice}", file=sys.stderr)
     X, y = clean.values[:, :-1], clean.values[:, -1]
-    receipt = contributor.upload(X, y, progress=False if args.no_progress else None)
+    with contributor:
+        receipt = contributor.upload(X, y, progress=not (args.no_progress or args.json))
+    if args.json:  # one line for scripts (ciphergrad demo --pooled reads it)
+        fields = {"file": args.file, "bytes_sent": contributor.bytes_sent, "bytes_received": contributor.bytes_received}
+        print(json.dumps({**dataclasses.asdict(receipt), **fields}))
+        return 0
     print(
-        f"contributed {receipt.rows} rows x {X.shape[1]} features from {args.file} to pool {schema.pool_id}: "
-        f"{receipt.size_bytes / 1e6:.1f} MB encrypted here with the analyst's public key"
+        f"contributed {receipt.rows} rows x {X.shape[1]} features from {args.file} to pool {receipt.pool_id}, "
+        "encrypted here with the analyst's public key (this machine holds no secret key)"
     )
-    print(f"receipt {receipt.contribution_id}")
+    print(
+        f"receipt {receipt.contribution_id}: {receipt.size_bytes / 1e6:.1f} MB stored; "
+        f"sent {contributor.bytes_sent / 1e6:.1f} MB, received {contributor.bytes_received / 1e6:.2f} MB "
+        "(the pool's schema and public key)"
+    )
     return 0
 
 
@@ -359,6 +364,7 @@ def add_commands(commands: Any) -> None:
         help="missing or non-numeric cells: error (default), drop (their rows), impute (feature column mean)",
     )  # fmt: skip
     contribute.add_argument("--no-progress", action="store_true", help="no progress bar")
+    contribute.add_argument("--json", action="store_true", help="print the receipt as one JSON line")
     contribute.set_defaults(handler=cmd_contribute)
 
 

@@ -54,8 +54,8 @@ def test_schema_check_names_missing_columns_and_leaves_out_extras() -> None:
 
 def _invitation(**fields: object) -> SimpleNamespace:
     base = {
-        "invitation_id": "inv-1", "label": "north", "revoked": False, "expire_time": None,
-        "max_rows": 0, "rows_contributed": 0, "contributions": 0,
+        "invitation_id": "inv-1", "label": "north", "revoked": False, "expire_time": 0.0,
+        "max_rows": 0, "rows": 0, "contributions": 0,
     }  # fmt: skip
     return SimpleNamespace(**{**base, **fields})
 
@@ -66,10 +66,10 @@ def test_status_screen_shows_each_invitation_and_its_state() -> None:
         pool_id="p-1", rows=300, contributions=3, size_bytes=12_500_000,
         feature_names=["a", "b"], target_name="y",
         invitations=[
-            _invitation(rows_contributed=200, contributions=2, max_rows=500),
-            _invitation(invitation_id="inv-2", label="south", revoked=True, rows_contributed=100, contributions=1),
-            _invitation(invitation_id="inv-3", label="", expire_time=now - dt.timedelta(hours=1)),
-            _invitation(invitation_id="inv-4", expire_time=now + dt.timedelta(days=7)),
+            _invitation(rows=200, contributions=2, max_rows=500),
+            _invitation(invitation_id="inv-2", label="south", revoked=True, rows=100, contributions=1),
+            _invitation(invitation_id="inv-3", label="", expire_time=(now - dt.timedelta(hours=1)).timestamp()),
+            _invitation(invitation_id="inv-4", expire_time=(now + dt.timedelta(days=7)).timestamp()),
         ],
     )  # fmt: skip
     lines = status_lines("houses", pool, now)
