@@ -25,16 +25,18 @@ from typing import Any
 
 import numpy as np
 
+from client import training
 from client.keystore import KEY_DIR_ENV, KeyDirectory, KeyDirError, SessionRecord, key_dir_for
 from client.table import BAD_CELL_CHOICES, CsvTable, TableError, csv_columns, read_csv
 from core import algorithms, linear
+from core.errors import ParameterError
 
 INVITATION_ENV = "CIPHERGRAD_INVITATION"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Hyperparameters a pool job takes: every config field of both algorithms except what pools fix
 # (full batch: no batch_size; the intercept is the schema's).
-_FIXED = {"batch_size", "intercept_column"}
+_FIXED = {"batch_size", "intercept_column", "standardization"}
 # Defaults as a pool job sees them where the config's own default is not what runs.
 _SHOWN_DEFAULTS = {"solver": "gram (normal: one decrypted solve here; gd: per-row)", "bound": "sized from the features"}
 
@@ -215,29 +217,63 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
     others = sorted(n for n in _training_fields() if n not in entry.config_fields() and getattr(args, n) is not None)
     if others:
         flags = ", ".join("--" + n.replace("_", "-") for n in others)
-        raise TableError(f"{flags} do(es) not apply to --algorithm {args.algorithm}")
+        raise ParameterError(f"{flags} do(es) not apply to --algorithm {args.algorithm}; remove it")
+    if args.standardize and "standardization" not in entry.config_fields():
+        raise ParameterError(f"--standardize applies to --algorithm linear (gram or normal), not {args.algorithm}")
+    solver = getattr(entry.service_config(given), "solver", "gd")  # a bad combination fails before connecting
+    if args.standardize and solver not in training.ONE_PASS_SOLVERS:
+        raise ParameterError(
+            f"--standardize works with --solver gram or normal (the server folds it into the Gram statistics), "
+            f"not {solver}"
+        )
     return given
 
 
+def safe_learning_rate(stats: Any, standardized: bool) -> float:
+    """``1 / trace(X^T X / n)`` over the design with its intercept column: the trace bounds the largest
+    eigenvalue, so gradient descent with this step cannot diverge. From aggregates only (count, means, variances);
+    standardized features have second moment 1 (0 for a constant column)."""
+    second_moments = (stats.std > 0).astype(float) if standardized else stats.variance + stats.mean**2
+    return float(1.0 / (1.0 + np.sum(second_moments)))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    keys = _keys(args)
-    client, _, pool_id = _connect(keys, args.name, with_secret=True)
+    values = _hyperparameters(args)
     entry = algorithms.get(args.algorithm)
-    config = entry.service_config(_hyperparameters(args))
+    client, _, pool_id = _connect(_keys(args), args.name, with_secret=True)
+    notes = []
     with client:
         pool = client.pool(pool_id)
+        solver = getattr(entry.service_config(values), "solver", "gd")
+        wants_rate = args.algorithm == "linear" and "learning_rate" not in values and solver != "normal"
+        stats = client.pool_statistics(pool_id) if args.standardize or wants_rate else None
+        if args.standardize:
+            values["standardization"] = stats.standardization(target=True)
+            notes.append(
+                "standardized: every feature and the target to mean 0 and deviation 1 with the pool's decrypted "
+                "means and deviations (the server applies them inside the Gram statistics, so it learns them)"
+            )
+        if wants_rate:
+            values["learning_rate"] = safe_learning_rate(stats, args.standardize)
+            notes.append(f"learning rate {values['learning_rate']:.4g} = 1/trace(X^T X / n), from the pool statistics")
+        config = entry.service_config(values)
         run = client.train(pool_id=pool_id, config=config, algorithm=args.algorithm)
         weights = client.weights(run.model)
-    print("\n".join(training_lines(args.name, pool, args.algorithm, config, run, weights)))
+        if args.standardize:
+            weights = stats.raw_weights(weights, values["standardization"])
+    print("\n".join(training_lines(args.name, pool, args.algorithm, config, run, weights, notes)))
     return 0
 
 
-def training_lines(name: str, pool: Any, algorithm: str, config: Any, run: Any, weights: np.ndarray) -> list[str]:
+def training_lines(
+    name: str, pool: Any, algorithm: str, config: Any, run: Any, weights: np.ndarray, notes: Sequence[str] = ()
+) -> list[str]:
     """The ``pool train`` screen: what was trained, the loss per epoch and the coefficients."""
     solver = getattr(config, "solver", "gd")
     lines = [
         f"trained {algorithm} regression ({solver}) on pool {name!r}: {pool.rows} rows from "
         f"{pool.contributions} contributions x {len(pool.feature_names)} features",
+        *notes,
         "",
     ]
     if run.losses:
@@ -348,6 +384,12 @@ def add_commands(commands: Any) -> None:
     train = actions.add_parser("train", help="train on every contributed row; prints weights and losses")
     _add_key_dir(train)
     train.add_argument("--algorithm", choices=sorted(algorithms.ALGORITHMS), default="linear", help="default linear")
+    train.add_argument(
+        "--standardize",
+        action="store_true",
+        help="linear, solver gram or normal: standardize features and target with the pool's decrypted means and "
+        "deviations (applied by the server); coefficients are printed in raw units",
+    )
     for field_name in _training_fields():
         _training_flag(train, field_name)
     train.set_defaults(handler=cmd_train)
