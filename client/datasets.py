@@ -11,7 +11,9 @@ import numpy as np
 
 from client.session import Connection, as_matrix
 from core import flat
+from core.engine import Engine
 from core.layout import Tile, choose_tile, grid
+from core.tensor import EncryptedMatrix
 from wire import chunks
 from wire.proto_gen.ciphergrad.v1 import dataset_service_pb2, types_pb2
 
@@ -69,14 +71,7 @@ class DatasetCalls(Connection):
         return self._upload(manifest, blobs, "data upload", progress)
 
     def _encrypted_pieces(self, array: np.ndarray, tile: Tile) -> Iterator[bytes]:
-        """``encrypt(array).to_bytes()`` made one tile row at a time, as it is sent: memory for one row block
-        of ciphertexts, whatever the number of rows."""
-        holder = self._holder()
-        starts = range(0, len(array), tile.rows) if len(array) > 1 else [0]
-        blocks = (holder.encrypt(array[start : start + tile.rows], tile=tile) for start in starts)
-        first = next(blocks)
-        header = {**first.header(), "shape": list(array.shape), "grid": list(grid(array.shape, tile))}
-        yield from flat.pieces(header, itertools.chain(first.blobs(), (b for block in blocks for b in block.blobs())))
+        return encrypted_pieces(self._holder().engine, array, tile)
 
     def _upload(
         self,
@@ -136,3 +131,13 @@ class DatasetCalls(Connection):
             display_name=display_name, column_names=list(column_names), features_only=True, reference_set=True
         )
         return self._upload(manifest, [blob], "reference upload")
+
+
+def encrypted_pieces(engine: Engine, array: np.ndarray, tile: Tile) -> Iterator[bytes]:
+    """``EncryptedMatrix.encrypt(engine, array).to_bytes()`` made one tile row at a time, as it is sent:
+    memory for one row block of ciphertexts, whatever the number of rows (public key only)."""
+    starts = range(0, len(array), tile.rows) if len(array) > 1 else [0]
+    blocks = (EncryptedMatrix.encrypt(engine, array[start : start + tile.rows], tile=tile) for start in starts)
+    first = next(blocks)
+    header = {**first.header(), "shape": list(array.shape), "grid": list(grid(array.shape, tile))}
+    yield from flat.pieces(header, itertools.chain(first.blobs(), (b for block in blocks for b in block.blobs())))

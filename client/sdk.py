@@ -6,23 +6,26 @@ fresh encryptions (never decryptions, which would let the server recover the key
 docs/threat-model.md) and decrypts the per-epoch loss.
 
 It joins a session core (``client.session.Connection``: channel, token, key holder, bytes moved) with one
-thin part per service: ``client.datasets``, ``client.training``, ``client.models``, ``client.compute``.
+thin part per service: ``client.datasets``, ``client.training``, ``client.models``, ``client.compute``,
+``client.pools`` (the analyst's side of pools; a contributor uses ``client.contributor.Contributor``).
 """
 
 from __future__ import annotations
 
 from client.compute import ComputeCalls
 from client.models import ModelCalls
+from client.pools import Invitation, InvitationInfo, PoolCalls, PoolInfo, PoolStatistics
 from client.session import Transfer, default_parameters
 from client.training import JobState, TrainingCalls, TrainingRun, training_layout
 from core.layout import rotation_steps
 
 
-class Client(TrainingCalls, ModelCalls, ComputeCalls):
+class Client(TrainingCalls, ModelCalls, ComputeCalls, PoolCalls):
     """A connection to a ciphergrad server plus the key holder of one session: ``Client(address, tls=...)``
     (``tls`` as for ``client.session.Connection``); the methods come from the service parts."""
 
 
 __all__ = [
-    "Client", "JobState", "TrainingRun", "Transfer", "default_parameters", "rotation_steps", "training_layout",
+    "Client", "Invitation", "InvitationInfo", "JobState", "PoolInfo", "PoolStatistics", "TrainingRun",
+    "Transfer", "default_parameters", "rotation_steps", "training_layout",
 ]

@@ -27,6 +27,7 @@ from wire.proto_gen.ciphergrad.v1 import (
     dataset_service_pb2,
     dataset_service_pb2_grpc,
     model_service_pb2_grpc,
+    pool_service_pb2_grpc,
     session_service_pb2,
     session_service_pb2_grpc,
     training_service_pb2_grpc,
@@ -76,6 +77,7 @@ class Connection:
     """
 
     def __init__(self, address: str, *, tls: bool | str | Path = False) -> None:
+        self.address, self.tls = address, tls  # the address goes into pool invitation codes
         options = list(CHANNEL_OPTIONS)
         if tls:
             roots = Path(tls).read_bytes() if isinstance(tls, (str, Path)) else None
@@ -87,6 +89,7 @@ class Connection:
         self.training = training_service_pb2_grpc.TrainingServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
         self.compute = compute_service_pb2_grpc.ComputeServiceStub(self.channel)
+        self.pools_stub = pool_service_pb2_grpc.PoolServiceStub(self.channel)
         self.key_holder: KeyHolder | None = None
         self.session_id = ""
         self.token = ""

@@ -59,11 +59,14 @@ class TrainingCalls(Connection):
         *,
         algorithm: str | None = None,
         job_id: str = "",
+        pool_id: str = "",
         on_epoch: Callable[[int, float], None] | None = None,
         on_refresh: Callable[[np.ndarray], None] | None = None,
     ) -> TrainingRun:
         """Run (or with ``job_id``, resume) a training job, answering refreshes until it ends.
 
+        ``pool_id`` instead of ``dataset_id`` trains on a pool (``client.pools``): the concatenation of its
+        contributions, full batch (no ``batch_size``); the same solvers and the same ``TrainingRun``.
         ``algorithm``: 'linear' or 'logistic' (by default the kind of ``config``, else linear).
         ``on_epoch(epoch, loss)`` gets each decrypted training loss (MSE for linear, the Brier score of the
         polynomial probabilities for logistic); ``on_refresh(values)`` the (masked) values the key holder
@@ -77,7 +80,11 @@ class TrainingCalls(Connection):
             entry = algorithms.get(algorithm or (known.name if known else "linear"))
             if known is not None:
                 config = config.to_dict()
-            spec = training_service_pb2.JobSpec(dataset_id=dataset_id, algorithm=codec.algorithm_to_proto(entry))
+            if bool(dataset_id) == bool(pool_id):
+                raise ValueError("train: give exactly one of dataset_id and pool_id")
+            spec = training_service_pb2.JobSpec(
+                dataset_id=dataset_id, pool_id=pool_id, algorithm=codec.algorithm_to_proto(entry)
+            )
             spec.hyperparameters.update(dict(config or {}))
             first = training_service_pb2.TrainRequest(start=spec)
         outbox: queue.Queue = queue.Queue()

@@ -62,7 +62,8 @@ class Engine:
         self.evaluator = sealapi.Evaluator(self.seal)
         self.encoder = sealapi.CKKSEncoder(self.seal)
         self.encryptor = sealapi.Encryptor(self.seal, self.context.data.public_key())
-        self.relin_keys = self.context.data.relin_keys()
+        # An encryption-only context (a pool contributor's: public key alone) has no evaluation keys.
+        self.relin_keys = self.context.data.relin_keys() if self.context.has_relin_keys() else None
         self.galois_keys = self.context.data.galois_keys() if self.context.has_galois_keys() else None
         self.slots = self.encoder.slot_count()
         self.scale = float(self.context.global_scale)
@@ -97,6 +98,21 @@ class Engine:
             )
         if not context.has_relin_keys() or not context.has_public_key():
             raise MalformedInputError("the context lacks its public key or relinearization keys")
+        _check_ckks_scale(context)
+        return cls(context)
+
+    @classmethod
+    def for_encryption(cls, data: bytes) -> Engine:
+        """An engine that can only encrypt: from a context holding the public key and nothing secret (what a
+        pool contributor downloads, ``core.keys.encryption_context``)."""
+        try:
+            context = ts.context_from(data)
+        except Exception as exc:
+            raise MalformedInputError(f"not a serialized TenSEAL CKKS context: {exc}") from exc
+        if context.has_secret_key():
+            raise SecretKeyError("the context carries a secret key: a contributor must never receive it")
+        if not context.has_public_key():
+            raise MalformedInputError("the context lacks its public key: contributors encrypt with it")
         _check_ckks_scale(context)
         return cls(context)
 

@@ -77,6 +77,11 @@ class KeyHolder:
             save_public_key=True, save_secret_key=False, save_galois_keys=True, save_relin_keys=True
         )
 
+    def encryption_context(self) -> bytes:
+        """The public key alone (no relinearization or Galois keys): enough to encrypt, about 1% of
+        ``public_context()`` at N=8192."""
+        return encryption_context(self.public_context())
+
     def encrypt(self, array: Any, *, tile: layout.Tile | None = None, packing: str = "rows") -> EncryptedMatrix:
         return EncryptedMatrix.encrypt(self.engine, array, tile=tile, packing=packing)
 
@@ -110,3 +115,13 @@ class KeyHolder:
         os.fchmod(fd, 0o600)  # the mode given to open() only applies when the file is new
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+
+
+def encryption_context(public_context: bytes) -> bytes:
+    """A serialized public context stripped to its encryption key: what a pool's contributors need to
+    encrypt under the analyst's key, without the evaluation keys (tens of MB) or, of course, the secret."""
+    context = ts.context_from(public_context)
+    if context.has_secret_key():
+        context.make_context_public()
+    return context.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False,
+                             save_relin_keys=False)

@@ -1,4 +1,8 @@
-"""Who is calling, and may they touch this resource? Tenants are isolated by session."""
+"""Who is calling, and may they touch this resource? Tenants are isolated by session.
+
+Two kinds of bearer token: a session's (the analyst, every service but ContributionService) and an
+invitation's (a contributor: ContributionService only, for its own pool). Each is refused with
+PERMISSION_DENIED, naming what it is for, wherever the other kind belongs."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import grpc
 
 from server import auth
 from server.errors import ServiceError, not_found
+from server.pool_records import InvitationRecord, PoolRecord
 from server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
 from server.storage import Store
 
@@ -24,6 +29,7 @@ class Access:
         # Looked up by its SHA-256 (an index probe reveals nothing about the token), then confirmed in constant time.
         session = self.store.session_by_token_hash(digest)
         if session is None or not auth.same_hash(session.token_hash, digest):
+            self.refuse_contributor(context, digest)
             raise ServiceError(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "unknown or revoked session token: create a session (SessionService.CreateSession) and "
@@ -36,6 +42,58 @@ class Access:
                 "before it expires with SessionService.RevokeToken, or create a new session",
             )
         return session
+
+    def refuse_contributor(self, context: grpc.ServicerContext, digest: str = "") -> None:
+        """PERMISSION_DENIED if the call carries a contributor token (for calls outside ContributionService,
+        CreateSession included, which otherwise needs no token)."""
+        if not digest:
+            token = _bearer_or_none(context)
+            if token is None:
+                return
+            digest = auth.token_hash(token)
+        invitation = self.store.invitation_by_token_hash(digest)
+        if invitation is not None and auth.same_hash(invitation.token_hash, digest):
+            raise ServiceError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"this is a contributor token (an invitation to pool {invitation.pool_id}): it reaches only "
+                "ContributionService (GetPoolSchema, Contribute, ListContributions); the analyst's session token "
+                "reaches the rest",
+            )
+
+    def contributor(self, context: grpc.ServicerContext) -> tuple[InvitationRecord, PoolRecord]:
+        """The live invitation whose token the call carries, and its pool (ContributionService only)."""
+        digest = auth.token_hash(auth.bearer_token(context))
+        invitation = self.store.invitation_by_token_hash(digest)
+        if invitation is None or not auth.same_hash(invitation.token_hash, digest):
+            session = self.store.session_by_token_hash(digest)
+            if session is not None and auth.same_hash(session.token_hash, digest):
+                raise ServiceError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "this is a session token: ContributionService takes a contributor token, the one in an "
+                    "invitation (PoolService.CreateInvitation); use PoolService to manage your pools",
+                )
+            raise ServiceError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "unknown contributor token: ask the pool's analyst for an invitation (PoolService.CreateInvitation)",
+            )
+        if invitation.revoked:
+            raise ServiceError(grpc.StatusCode.PERMISSION_DENIED,
+                               f"invitation {invitation.id} was revoked by the analyst: ask for a new invitation")
+        if invitation.expired():
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(invitation.expires))
+            raise ServiceError(grpc.StatusCode.PERMISSION_DENIED,
+                               f"invitation {invitation.id} expired at {when}: ask the analyst for a new invitation")
+        pool = self.store.pool(invitation.pool_id)
+        if pool is None:  # deleted meanwhile (the cascade removes the invitation too)
+            raise ServiceError(grpc.StatusCode.PERMISSION_DENIED, f"pool {invitation.pool_id} was deleted")
+        return invitation, pool
+
+    def pool(self, pool_id: str, caller: SessionRecord) -> PoolRecord:
+        return self._owned("pool", pool_id, self.store.pool(pool_id) if pool_id else None, caller)
+
+    def invitation(self, invitation_id: str, caller: SessionRecord) -> InvitationRecord:
+        found = self.store.invitation(invitation_id) if invitation_id else None
+        return self._owned("invitation", invitation_id, found, caller)
 
     def own_session(self, session_id: str, caller: SessionRecord) -> SessionRecord:
         return self._owned("session", session_id, self.store.session(session_id) if session_id else None, caller)
@@ -62,3 +120,10 @@ class Access:
                 f"{what} {row_id!r} belongs to another session; this token reaches only its own",
             )
         return record
+
+
+def _bearer_or_none(context: grpc.ServicerContext) -> str | None:
+    try:
+        return auth.bearer_token(context)
+    except ServiceError:
+        return None

@@ -1,4 +1,4 @@
-"""Assemble the gRPC server: our five services, health checking and reflection."""
+"""Assemble the gRPC server: our seven services, health checking and reflection."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from grpc_reflection.v1alpha import reflection
 from server.access import Access
 from server.compute import ComputeServicer
 from server.config import ServerConfig
+from server.contributions import ContributionServicer
 from server.datasets import DatasetServicer
 from server.engines import EngineCache
 from server.execution import open_executor
 from server.jobs import JobRunner
 from server.models import ModelServicer
 from server.observability import Interceptor, Metrics
+from server.pools import PoolServicer
 from server.sessions import SessionServicer
 from server.storage import Store
 from server.training import TrainingServicer
@@ -30,6 +32,8 @@ from wire.proto_gen.ciphergrad.v1 import (
     dataset_service_pb2_grpc,
     model_service_pb2,
     model_service_pb2_grpc,
+    pool_service_pb2,
+    pool_service_pb2_grpc,
     session_service_pb2,
     session_service_pb2_grpc,
     training_service_pb2,
@@ -44,6 +48,8 @@ SERVICE_NAMES = (
     training_service_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name,
     model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
     compute_service_pb2.DESCRIPTOR.services_by_name["ComputeService"].full_name,
+    pool_service_pb2.DESCRIPTOR.services_by_name["PoolService"].full_name,
+    pool_service_pb2.DESCRIPTOR.services_by_name["ContributionService"].full_name,
 )
 
 
@@ -82,6 +88,12 @@ class CipherGradServer:
         )
         compute_service_pb2_grpc.add_ComputeServiceServicer_to_server(
             ComputeServicer(self.store, access, self.engines, max_upload, max_batch), self.server
+        )
+        pool_service_pb2_grpc.add_PoolServiceServicer_to_server(
+            PoolServicer(self.store, access, self.engines, self.executor), self.server
+        )
+        pool_service_pb2_grpc.add_ContributionServiceServicer_to_server(
+            ContributionServicer(self.store, access, self.engines, max_upload), self.server
         )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

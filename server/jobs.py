@@ -31,8 +31,9 @@ from core.training import GradientTrainer
 from server import validation
 from server.engines import EngineCache
 from server.errors import ServiceError, invalid, precondition, status_for
-from server.execution import ExecutionError, Executor, StoredTable
+from server.execution import ExecutionError, Executor, StoredTable, pooled_gram_partial, pooled_shards
 from server.execution.local import LocalExecutor
+from server.pool_training import PoolView, pool_view
 from server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
 from server.storage import Store, matrix_file, new_id
 from wire import codec
@@ -214,7 +215,8 @@ class JobRunner:
         job = JobRecord(
             id=new_id(),
             session_id=session.id,
-            dataset_id=dataset.id,
+            dataset_id="" if isinstance(dataset, PoolView) else dataset.id,
+            pool_id=dataset.id if isinstance(dataset, PoolView) else "",
             algorithm=spec.algorithm,
             config=config.to_dict(),
             state=S.JOB_STATE_QUEUED,
@@ -327,6 +329,8 @@ class JobRunner:
     def _distributed(self, trainer_type: type, config: Any, dataset: DatasetRecord) -> bool:
         """Whether the executor runs this job: full-batch gradient trainers and the one-pass Gram statistics.
         Minibatches and shuffled copies stay in this process (and everything with the local executor)."""
+        if isinstance(dataset, PoolView):  # one table per contribution: always through the executor
+            return True
         if isinstance(self.executor, LocalExecutor):
             return False
         if getattr(trainer_type, "streams_rows", False):
@@ -334,17 +338,21 @@ class JobRunner:
         full_batch = getattr(config, "batch_size", None) is None and not dataset.shuffle_count
         return issubclass(trainer_type, GradientTrainer) and full_batch
 
-    def _table(self, dataset: DatasetRecord) -> StoredTable:
+    def _tables(self, dataset: DatasetRecord) -> list[StoredTable]:
+        """The stored tables a job reads: the dataset's, or one per contribution of a pool."""
+        if isinstance(dataset, PoolView):
+            return list(dataset.tables)
         folder = self.store.dataset_dir(dataset.session_id, dataset.id)
-        return StoredTable(self.store.context_path(dataset.session_id), folder / matrix_file(0),
-                           folder / matrix_file(1), dataset.rows, dataset.layout.tile[0])
+        return [StoredTable(self.store.context_path(dataset.session_id), folder / matrix_file(0),
+                            folder / matrix_file(1), dataset.rows, dataset.layout.tile[0])]
 
     def _train_job(self, job_id: str, link: Link) -> None:
         job = self.store.job(job_id)
         assert job is not None
-        dataset = self.store.dataset(job.dataset_id)
+        dataset = pool_view(self.store, job.pool_id) if job.pool_id else self.store.dataset(job.dataset_id)
         if dataset is None:
-            raise precondition(f"dataset {job.dataset_id} of job {job_id} was deleted; start a new job")
+            what = f"pool {job.pool_id}" if job.pool_id else f"dataset {job.dataset_id}"
+            raise precondition(f"{what} of job {job_id} was deleted; start a new job")
         engine = self.engines.load(job.session_id)  # its own: per-epoch operation counts stay exact
         algorithm = codec.algorithm_from_proto(job.algorithm)
         assert algorithm is not None  # create() admitted only trainable algorithms
@@ -355,7 +363,7 @@ class JobRunner:
         distributed = self._distributed(trainer_type, config, dataset)
         with contextlib.ExitStack() as stack:
             # The executor's shards (Ray actors holding their row blocks) live for the job, closed on any exit.
-            shards = stack.enter_context(self.executor.shards(self._table(dataset), engine)) \
+            shards = stack.enter_context(pooled_shards(self.executor, self._tables(dataset), engine)) \
                 if distributed and not streams else None
             self._run_trainer(job, dataset, engine, config, trainer_type, refresh, link, shards)
 
@@ -381,7 +389,7 @@ class JobRunner:
         elif streams:
             self._emit_job(link, self._set(job_id, S.JOB_STATE_RUNNING, epoch=0))
             if self._distributed(trainer_type, config, dataset):
-                partial = self.executor.gram_partial(self._table(dataset), engine)
+                partial = pooled_gram_partial(self.executor, self._tables(dataset), engine)
             else:
                 partial = accumulate(engine, _row_blocks(self.store, dataset, engine, link))
             trainer = trainer_type.from_partial(engine, partial, config, refresh)

@@ -174,6 +174,7 @@ class JobRecord:
     refreshes: int = 0
     model_id: str = ""
     error: str = ""
+    pool_id: str = ""  # set (and dataset_id empty) when the job trains on a pool
 
     @property
     def finished(self) -> bool:
@@ -202,6 +203,7 @@ class JobRecord:
             refreshes=self.refreshes,
             create_time=codec.timestamp(self.created),
             update_time=codec.timestamp(self.updated),
+            pool_id=self.pool_id,
         )
 
     def with_values(self, **values: Any) -> Self:

@@ -30,6 +30,7 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
     def CreateSession(
         self, request_iterator: Iterator[pb.CreateSessionRequest], context: grpc.ServicerContext
     ) -> pb.CreateSessionResponse:
+        self.access.refuse_contributor(context)  # a contributor token reaches ContributionService only
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("kind") != "manifest":
             raise invalid("CreateSession: send a SessionManifest first, then the context in chunks")

@@ -22,6 +22,7 @@ from typing import Any
 
 from core.engine import Engine
 from core.tensor import EncryptedMatrix
+from server.pool_storage import POOL_SCHEMA, POOL_TABLES, PoolStorage
 from server.records import DatasetRecord, JobRecord, JobState, ModelRecord, SessionRecord
 
 _SCHEMA = """
@@ -75,11 +76,12 @@ CREATE TABLE IF NOT EXISTS models (
 );
 """
 
-_TABLES = ("sessions", "datasets", "jobs", "models")
+_TABLES = ("sessions", "datasets", "jobs", "models", *POOL_TABLES)
 # Columns added after the first release: (table, column, definition) for data dirs made before them.
 _ADDED_COLUMNS = (
     ("datasets", "layout_json", "TEXT NOT NULL DEFAULT '{}'"),
     ("sessions", "token_issued", "REAL NOT NULL DEFAULT 0"),
+    ("jobs", "pool_id", "TEXT NOT NULL DEFAULT ''"),
 )
 
 
@@ -91,7 +93,7 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-class Store:
+class Store(PoolStorage):
     """Thread-safe metadata and blob storage rooted at one data directory."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -109,7 +111,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a committed row survives power loss
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(_SCHEMA + POOL_SCHEMA)
         self._migrate()
         self._sweep_orphans()
 
@@ -177,7 +179,7 @@ class Store:
             )
 
     def delete_session(self, session_id: str) -> None:
-        """The row (cascading to its datasets, jobs and models), then its blobs."""
+        """The row (cascading to its datasets, jobs, models and pools), then its blobs."""
         self._delete("sessions", session_id)
         self.remove(self.session_dir(session_id))
 
@@ -330,6 +332,7 @@ class Store:
             for item in [*(session / "jobs").glob("*.ckpt"), *(session / "jobs").glob("*.fixed")]:
                 if item.stem not in jobs:
                     self.remove(item)
+            self._sweep_pool_orphans(session)
 
     def _all(self, table: str) -> list[dict[str, Any]]:
         with self._lock:

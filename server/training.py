@@ -10,6 +10,7 @@ import grpc
 from server.access import Access
 from server.errors import ServiceError, invalid, rpc
 from server.jobs import End, JobRunner, Link
+from server.pool_training import training_source
 from server.storage import Store
 from wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import training_service_pb2_grpc as pb_grpc
@@ -44,7 +45,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         first = next(request_iterator, None)
         kind = first.WhichOneof("kind") if first is not None else None
         if kind == "start":
-            dataset = self.access.dataset(first.start.dataset_id, session)
+            dataset = training_source(self.store, self.access, first.start, session)  # a dataset or a pool
             job = self.runner.create(session, dataset, first.start)
         elif kind == "attach":
             job = self.access.job(first.attach.job_id, session)

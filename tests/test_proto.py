@@ -54,4 +54,6 @@ def test_every_service_has_health_and_reflection() -> None:
         "ciphergrad.v1.TrainingService",
         "ciphergrad.v1.ModelService",
         "ciphergrad.v1.ComputeService",
+        "ciphergrad.v1.PoolService",
+        "ciphergrad.v1.ContributionService",
     )

@@ -11,6 +11,9 @@ One small interface, ``Executor``, over a ``StoredTable`` (paths into the blob s
 - ``column_sums(table, engine, squares)``: ``X.sum(axis=0)`` (of ``X * X``), added up over ranges
   (Describe's means and variances come from these, ``core.stats.*_from_sums``).
 
+Several tables with one layout (a pool's contributions) combine generically over any executor:
+``pooled_shards`` adds the step partials of each table's shards, ``pooled_gram_partial`` the Gram partials.
+
 Functions handed to ``map_blocks`` must be picklable (module-level, or ``functools.partial`` of one). The
 secret key never exists here: workers load the session's public context, which the server refused to store
 if it carried one. Every wait on a worker has a timeout; a worker or cluster that goes away is an
@@ -19,15 +22,17 @@ if it carried one. Every wait on a worker has a timeout; a worker or cluster tha
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+import functools
+import operator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from core.engine import Engine
 from core.gram import GramPartial
-from core.shards import ShardSource
+from core.shards import PooledShards, ShardSource
 from core.tensor import EncryptedMatrix
 
 BlockFunction = Callable[[EncryptedMatrix], EncryptedMatrix]
@@ -76,3 +81,18 @@ def open_executor(kind: str, address: str = "", num_cpus: int | None = None) -> 
             f"--executor ray needs the ray extra (pip install 'ciphergrad[ray]'): {exc}"
         ) from exc
     return RayExecutor(address or None, num_cpus=num_cpus)
+
+
+@contextmanager
+def pooled_shards(executor: Executor, tables: Sequence[StoredTable], engine: Engine) -> Iterator[ShardSource]:
+    """One ``ShardSource`` over several tables with one layout (a pool's contributions): each table's shards
+    from ``executor``, their step partials added (``core.shards.PooledShards``); all closed on exit."""
+    with ExitStack() as stack:
+        sources = [stack.enter_context(executor.shards(table, engine)) for table in tables]
+        yield sources[0] if len(sources) == 1 else PooledShards(sources)
+
+
+def pooled_gram_partial(executor: Executor, tables: Sequence[StoredTable], engine: Engine) -> GramPartial:
+    """The Gram statistics' partial sums of several tables with one layout, added (rows add up too)."""
+    partials = [executor.gram_partial(table, engine) for table in tables]
+    return functools.reduce(operator.add, partials)

@@ -11,14 +11,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PoolSchema(_message.Message):
-    __slots__ = ("feature_names", "target_name", "packing")
+    __slots__ = ("feature_names", "target_name", "packing", "intercept")
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     TARGET_NAME_FIELD_NUMBER: _ClassVar[int]
     PACKING_FIELD_NUMBER: _ClassVar[int]
+    INTERCEPT_FIELD_NUMBER: _ClassVar[int]
     feature_names: _containers.RepeatedScalarFieldContainer[str]
     target_name: str
     packing: _types_pb2.Packing
-    def __init__(self, feature_names: _Optional[_Iterable[str]] = ..., target_name: _Optional[str] = ..., packing: _Optional[_Union[_types_pb2.Packing, str]] = ...) -> None: ...
+    intercept: bool
+    def __init__(self, feature_names: _Optional[_Iterable[str]] = ..., target_name: _Optional[str] = ..., packing: _Optional[_Union[_types_pb2.Packing, str]] = ..., intercept: _Optional[bool] = ...) -> None: ...
 
 class Pool(_message.Message):
     __slots__ = ("pool_id", "display_name", "schema", "rows", "contributions", "size_bytes", "create_time", "parameters")

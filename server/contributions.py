@@ -1,0 +1,157 @@
+"""ContributionService: a contributor's side of a pool (schema and public key, contributions, receipts).
+
+Every call carries a contributor token (an invitation's), which reaches its own pool's schema, appends to
+that pool and lists its own receipts, nothing else (``server.access.Access.contributor``: a revoked or
+expired invitation, or a session token, is PERMISSION_DENIED naming why).
+
+A contribution is atomic: its two matrices are received into a scratch directory (``receive_contribution``),
+then checked against the pool, published and recorded in one step (``record_contribution``): the names equal
+the schema, the matrices are the pool's layout (``core.layout.pool_tile``) at the context's top level, their
+rows equal the manifest's, the size is within ``--max-upload-mb`` and the invitation's row cap holds
+(checked again in the locked insert, so concurrent contributions cannot pass it together). A failure at any
+point, a cancelled stream or a killed contributor leaves nothing: the scratch directory is removed, and a
+published directory whose row was refused is removed before the error is returned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+
+from core.engine import Engine
+from server import validation
+from server.access import Access
+from server.engines import EngineCache
+from server.errors import ServiceError, invalid, rpc
+from server.pool_records import ContributionRecord, InvitationRecord, PoolRecord
+from server.pool_storage import RowCapExceeded
+from server.storage import Store, matrix_file, new_id
+from server.uploads import Budget, receive_matrix
+from wire import codec
+from wire.chunks import CHUNK_BYTES
+from wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as pb
+from wire.proto_gen.ciphergrad.v1 import pool_service_pb2_grpc as pb_grpc
+
+# A one-row matrix is replicated across its tile (numpy broadcasting), which a column sum would count many times.
+MIN_ROWS = 2
+
+
+def cap_exceeded(invitation: InvitationRecord, max_rows: int, done: int, rows: int) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"invitation {invitation.id} may contribute {max_rows} rows in total (its row cap, max_rows); "
+        f"{done} are in already, so these {rows} would exceed it: send at most {max(0, max_rows - done)} rows, "
+        "or ask the analyst for a larger cap",
+    )
+
+
+def check_manifest(manifest: pb.ContributionManifest, invitation: InvitationRecord, pool: PoolRecord) -> None:
+    names, expected = list(manifest.feature_names), list(pool.feature_names)
+    if names != expected:
+        missing = [n for n in expected if n not in names]
+        extra = [n for n in names if n not in expected]
+        detail = f"missing {missing}, unexpected {extra}" if missing or extra else "same names in another order"
+        raise invalid(f"feature_names {names} differ from the pool's schema {expected} ({detail}): encrypt the "
+                      "schema's columns in its order (GetPoolSchema)")
+    if manifest.rows < MIN_ROWS:
+        raise invalid(f"rows={manifest.rows}: a contribution needs at least {MIN_ROWS} rows")
+    if invitation.max_rows and invitation.rows + manifest.rows > invitation.max_rows:
+        raise cap_exceeded(invitation, invitation.max_rows, invitation.rows, manifest.rows)
+
+
+def receive_contribution(requests: Iterator[pb.ContributeRequest], scratch: Path, budget: Budget) -> None:
+    """The features then the targets matrix, each written to ``scratch`` as its chunks arrive."""
+    for index, role in enumerate(("features", "targets")):
+        receive_matrix(requests, "chunk", scratch / matrix_file(index), budget, role)
+    if next(requests, None) is not None:
+        raise invalid("Contribute: send one manifest, then exactly two matrices (features, targets)")
+
+
+def record_contribution(
+    store: Store, engine: Engine, scratch: Path, manifest: pb.ContributionManifest, invitation: InvitationRecord,
+    pool: PoolRecord, size: int,
+) -> ContributionRecord:
+    """Check the received matrices against the pool, publish them and record the contribution (atomic)."""
+    X = validation.scan_file(engine, scratch / matrix_file(0), "features")
+    y = validation.scan_file(engine, scratch / matrix_file(1), "targets")
+    rows, tile = manifest.rows, pool.tile
+    if X.shape != (rows, pool.columns):
+        intercept = " (the intercept's column of ones first)" if pool.intercept else ""
+        raise invalid(f"features have shape {X.shape}; the manifest and the pool's schema make it "
+                      f"({rows}, {pool.columns}){intercept}")
+    if y.shape != (rows, 1):
+        raise invalid(f"targets have shape {y.shape}; expected ({rows}, 1)")
+    for name, matrix in (("features", X), ("targets", y)):
+        if matrix.tile != tile:
+            raise invalid(f"{name} are encrypted in {matrix.tile.rows}x{matrix.tile.cols} tiles; the pool's layout "
+                          f"is {tile.rows}x{tile.cols} ({pool.packing} packing): encrypt with that tile")
+        if matrix.level != engine.top_level:
+            raise invalid(f"{name} are at level {matrix.level}; encrypt fresh, at the context's top level "
+                          f"{engine.top_level}")
+    contribution = ContributionRecord(
+        id=new_id(), pool_id=pool.id, invitation_id=invitation.id, session_id=pool.session_id, rows=rows,
+        size_bytes=size, level=min(X.level, y.level), created=time.time(),
+    )
+    final = store.contribution_dir(contribution)
+    store.publish(scratch, final)
+    try:
+        store.add_contribution(contribution, invitation.max_rows)
+    except BaseException as exc:
+        store.remove(final)
+        if isinstance(exc, RowCapExceeded):
+            raise cap_exceeded(invitation, exc.max_rows, exc.rows, rows) from None
+        raise
+    return contribution
+
+
+class ContributionServicer(pb_grpc.ContributionServiceServicer):
+    def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int) -> None:
+        self.store, self.access, self.engines, self.max_upload = store, access, engines, max_upload
+
+    @rpc
+    def GetPoolSchema(
+        self, request: pb.GetPoolSchemaRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.GetPoolSchemaResponse]:
+        invitation, pool = self.access.contributor(context)
+        path = self.store.encryption_context_path(pool.session_id)
+        header = pb.PoolSchemaHeader(
+            pool_id=pool.id, schema=pool.schema_proto(), parameters=codec.params_to_proto(pool.params),
+            context_size_bytes=path.stat().st_size, rows_remaining=invitation.rows_remaining,
+            expire_time=codec.timestamp(invitation.expires) if invitation.expires else None,
+        )
+        yield pb.GetPoolSchemaResponse(header=header)
+        with open(path, "rb") as handle:
+            while piece := handle.read(CHUNK_BYTES):
+                yield pb.GetPoolSchemaResponse(context_chunk=piece)
+
+    @rpc
+    def Contribute(
+        self, request_iterator: Iterator[pb.ContributeRequest], context: grpc.ServicerContext
+    ) -> pb.ContributeResponse:
+        invitation, pool = self.access.contributor(context)
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("kind") != "manifest":
+            raise invalid("Contribute: send a ContributionManifest first, then the features' and targets' chunks")
+        manifest = first.manifest
+        check_manifest(manifest, invitation, pool)
+        declared = validation.declared_size(manifest.total_size_bytes, "total_size_bytes")
+        budget = Budget(self.max_upload)
+        budget.announce(declared, "the contribution")
+        with self.store.staging() as scratch:
+            receive_contribution(request_iterator, scratch, budget)
+            validation.arrived(declared, budget.used, "total_size_bytes")
+            invitation, pool = self.access.contributor(context)  # revoked or expired during the upload?
+            engine = self.engines.get(pool.session_id)
+            contribution = record_contribution(self.store, engine, scratch, manifest, invitation, pool, budget.used)
+        return pb.ContributeResponse(contribution=contribution.to_proto())
+
+    @rpc
+    def ListContributions(
+        self, request: pb.ListContributionsRequest, context: grpc.ServicerContext
+    ) -> pb.ListContributionsResponse:
+        invitation, pool = self.access.contributor(context)
+        own = self.store.contributions(pool.id, invitation.id)
+        return pb.ListContributionsResponse(contributions=[c.to_proto() for c in own])
