@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from client import training
+from client.contributor import Contributor
 from client.keystore import KEY_DIR_ENV, KeyDirectory, KeyDirError, SessionRecord, key_dir_for
 from client.table import BAD_CELL_CHOICES, CsvTable, TableError, csv_columns, read_csv
 from core import algorithms, linear
@@ -313,8 +314,6 @@ def _invitation_code(args: argparse.Namespace) -> str:
 def cmd_contribute(args: argparse.Namespace) -> int:
     code = _invitation_code(args)
     table = read_csv(args.file)  # a broken file fails here, before any connection
-    from client.contributor import Contributor
-
     contributor = Contributor(code)
     schema = contributor.schema
     for notice in schema_columns(table, schema.feature_names, schema.target_name):
