@@ -39,6 +39,9 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # (full batch: no batch_size; the intercept is the schema's).
 _FIXED = {"batch_size", "intercept_column", "standardization"}
 # Defaults as a pool job sees them where the config's own default is not what runs.
+# The pool command's own defaults (as `ciphergrad train` has its own): start from zero and use heavy-ball
+# momentum, which the safe learning rate (1/trace) keeps stable.
+_POOL_DEFAULTS: dict[str, dict[str, Any]] = {"linear": {"init": "zeros", "momentum": 0.9}}
 _SHOWN_DEFAULTS = {"solver": "gram (normal: one decrypted solve here; gd: per-row)", "bound": "sized from the features"}
 
 
@@ -191,12 +194,15 @@ def status_lines(name: str, pool: Any, now: dt.datetime | None = None) -> list[s
         f"{pool.size_bytes / 1e6:.1f} MB encrypted",
         f"  features: {', '.join(pool.feature_names)}; target: {pool.target_name}",
         "",
-        f"{'invitation':<24} {'label':<16} {'state':<8} {'rows':>8} {'uploads':>7} {'row cap':>8}  expires",
     ]
+    wide = max([len("invitation"), *(len(inv.invitation_id) for inv in pool.invitations)])
+    label = max([len("label"), *(len(inv.label) for inv in pool.invitations)])
+    columns = f"{'state':<8} {'rows':>8} {'uploads':>7} {'row cap':>8}  expires"
+    lines.append(f"{'invitation':<{wide}}  {'label':<{label}}  {columns}")
     for inv in pool.invitations:
         cap = str(inv.max_rows) if inv.max_rows else "-"
         lines.append(
-            f"{inv.invitation_id:<24} {inv.label or '-':<16} {_invitation_state(inv, now):<8} "
+            f"{inv.invitation_id:<{wide}}  {inv.label or '-':<{label}}  {_invitation_state(inv, now):<8} "
             f"{inv.rows:>8} {inv.contributions:>7} {cap:>8}  {_when(inv.expire_time)}"
         )
     if not pool.invitations:
@@ -215,6 +221,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
     entry = algorithms.get(args.algorithm)
     given = {name: getattr(args, name) for name in entry.config_fields() if getattr(args, name, None) is not None}
+    given = {**_POOL_DEFAULTS.get(args.algorithm, {}), **given}
     others = sorted(n for n in _training_fields() if n not in entry.config_fields() and getattr(args, n) is not None)
     if others:
         flags = ", ".join("--" + n.replace("_", "-") for n in others)
@@ -420,7 +427,10 @@ def _training_flag(parser: argparse.ArgumentParser, name: str) -> None:
     spec = next(iter(owners.values()))
     kind = str(spec.type)
     parse = str if "str" in kind else int if "int" in kind and "float" not in kind else float
-    shown = {algorithm: _SHOWN_DEFAULTS.get(name, field.default) for algorithm, field in owners.items()}
+    shown = {
+        algorithm: _POOL_DEFAULTS.get(algorithm, {}).get(name, _SHOWN_DEFAULTS.get(name, field.default))
+        for algorithm, field in owners.items()
+    }
     if len(set(shown.values())) == 1:
         defaults = f"default {next(iter(shown.values()))}"
     else:
