@@ -2,7 +2,7 @@
 
 ciphergrad train FILE.csv --target COLUMN --server HOST:PORT [--bad-cells error|drop|impute]
 ciphergrad pool create|invite|revoke|train|status NAME ...   # client.pool_cli: the analyst's side
-ciphergrad contribute FILE.csv --invitation CODE             # client.pool_cli: a contributor's side
+ciphergrad contribute FILE.csv --invitation CODE             # client.contribute_cli: a contributor's side
 ciphergrad demo [--server HOST:PORT]      # starts a local server when none is given
 ciphergrad demo --pooled                  # three contributor processes, one analyst (client.pool_demo)
 ciphergrad compare [TASK ...] [--quick] [--scaling] [--server HOST:PORT] [--out DIR]   # client.compare
@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from client import pool_cli
+from client import contribute_cli, pool_cli
 from client.estimator import EncryptedLinearRegression
 from client.local import local_server
 from client.table import BAD_CELL_CHOICES, BadCells, TableError, csv_columns, read_csv, text_columns
@@ -239,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=cmd_demo)
     pool_cli.add_commands(commands)
+    contribute_cli.add_command(commands)
     commands.add_parser(  # listed in --help; main() hands its arguments to client.compare
         "compare",
         help="every algorithm encrypted vs plaintext, written as a report (ciphergrad compare --help)",

@@ -1,9 +1,12 @@
 """The analyst's local key directory: what ``ciphergrad pool ...`` commands need between two runs.
 
-One directory holds one session: the CKKS context WITH its secret key (``secret-context.bin``), the
-session's bearer token (``session-token``) and ``session.json`` (server address, TLS setting, session id,
-and the pools made in that session by name). The default is ``~/.ciphergrad/keys/<pool name>`` (one session
-per pool); ``--key-dir DIR`` or ``$CIPHERGRAD_KEY_DIR`` name a directory that several pools can share.
+One directory holds one session: the CKKS context WITH its secret key (``secret-context.bin``, under 1 MB:
+TenSEAL stores the secret key and remakes evaluation keys from it on loading, so the loaded context's own
+Galois keys are TenSEAL's default set, while the server keeps the session's public context from its
+creation), the session's bearer token (``session-token``) and ``session.json`` (server address, TLS setting,
+session id, the pools made in that session by name and the rotation steps of the session's Galois keys).
+The default is ``~/.ciphergrad/keys/<pool name>`` (one session per pool); ``--key-dir DIR`` or
+``$CIPHERGRAD_KEY_DIR`` name a directory that several pools can share.
 
 Invariants: the directory is mode 0700 and every file in it 0600, owned by the current user; files are
 written atomically (a temporary file renamed into place), so a crash leaves the old file or the new one.
@@ -15,6 +18,7 @@ bearer credential) and, via ``KeyHolder.public_context``, the public half of the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -40,23 +44,24 @@ class KeyDirError(CipherGradError, ValueError):
 
 @dataclass
 class SessionRecord:
-    """``session.json``: where the session lives and the pools it holds (name -> pool id)."""
+    """``session.json``: where the session lives, the pools it holds (name -> pool id) and the rotation steps
+    its public context (on the server) has Galois keys for."""
 
     server: str
     session_id: str
     tls: bool | str = False
     pools: dict[str, str] = field(default_factory=dict)
+    rotations: list[int] = field(default_factory=list)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"server": self.server, "session_id": self.session_id, "tls": self.tls, "pools": self.pools}, indent=2
-        )
+        return json.dumps(dataclasses.asdict(self), indent=2)
 
     @classmethod
     def from_json(cls, text: str, path: Path) -> SessionRecord:
         try:
             data: Any = json.loads(text)
-            return cls(str(data["server"]), str(data["session_id"]), data.get("tls", False), dict(data["pools"]))
+            pools, rotations = dict(data["pools"]), [int(s) for s in data.get("rotations", [])]
+            return cls(str(data["server"]), str(data["session_id"]), data.get("tls", False), pools, rotations)
         except (ValueError, KeyError, TypeError) as exc:
             problem = f"{path}: not a ciphergrad session file ({exc})"
             raise KeyDirError(f"{problem}; restore it or remove the directory") from None

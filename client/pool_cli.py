@@ -1,14 +1,13 @@
-"""``ciphergrad pool ...`` and ``ciphergrad contribute``: pooled training from a shell.
+"""``ciphergrad pool create|invite|revoke|train|status``: the analyst's side of pooled training from a shell.
 
-The analyst runs ``pool create`` (keys and a session are made on the first pool and kept in the key
-directory, client.keystore: the secret key never leaves it), ``pool invite`` (prints a code to hand to a
-contributor), ``pool revoke``, ``pool train`` and ``pool status``. A contributor runs ``contribute FILE.csv
---invitation CODE``: the CSV is read with client.table's validation, its columns are checked against the
-pool's schema before anything is encrypted, and the rows are encrypted here with the analyst's PUBLIC key
-(the contributor never holds a secret key) and uploaded.
+``pool create`` makes the keys and a session on the first pool and keeps them in the key directory
+(client.keystore: the secret key never leaves it; the session is made and saved before the pool, so a failure
+in between loses no key), ``pool invite`` prints a code to hand to one contributor (who runs ``ciphergrad
+contribute``, client.contribute_cli), ``pool revoke`` ends one, ``pool status`` shows the rows per invitation
+and ``pool train`` trains on every contributed row and prints the coefficients in raw units.
 
-Bad input (a missing column, a loose key file, an unknown pool name, a malformed duration) is one line and
-exit code 2, never a traceback; a server refusal (revoked invitation, row cap, ...) is one line and exit 1.
+Bad input (an unknown pool name, a loose key file, a malformed duration, flags that do not fit the algorithm)
+is one line and exit code 2, never a traceback; a server refusal is one line with its status and exit code 1.
 """
 
 from __future__ import annotations
@@ -16,23 +15,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
-import os
 import re
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from client import training
-from client.contributor import Contributor
 from client.keystore import KEY_DIR_ENV, KeyDirectory, KeyDirError, SessionRecord, key_dir_for
-from client.table import BAD_CELL_CHOICES, CsvTable, TableError, csv_columns, read_csv
-from core import algorithms, linear
+from client.pools import pool_keys
+from client.sdk import Client
+from client.table import TableError
+from core import algorithms, gram, linear
 from core.errors import ParameterError
+from core.layout import pool_tile, rotation_steps
+from core.params import plan
 
-INVITATION_ENV = "CIPHERGRAD_INVITATION"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Hyperparameters a pool job takes: every config field of both algorithms except what pools fix
@@ -64,33 +62,13 @@ def parse_columns(text: str) -> list[str]:
     return names
 
 
-def schema_columns(table: CsvTable, feature_names: Sequence[str], target_name: str) -> list[str]:
-    """Check a contributor's CSV against the pool's schema; return notices about columns left out.
-
-    Raises TableError naming the missing columns and what the pool needs, before anything is encrypted.
-    """
-    needed = [*feature_names, target_name]
-    missing = [name for name in needed if name not in table.columns]
-    if missing:
-        raise TableError(
-            f"{table.path}: the pool needs column(s) {missing} that the file lacks; the pool's features are "
-            f"{list(feature_names)} and its target {target_name!r}; the file has {list(table.columns)}"
-        )
-    extra = [name for name in table.columns if name not in needed]
-    if not extra:
-        return []
-    return [f"{table.path}: column(s) {extra} are not in the pool's schema: left out (never encrypted, never sent)"]
-
-
 # -- the analyst's side --------------------------------------------------------------------------------
 def _keys(args: argparse.Namespace) -> KeyDirectory:
     return KeyDirectory(key_dir_for(args.name, args.key_dir))
 
 
-def _connect(keys: KeyDirectory, name: str, *, with_secret: bool = False) -> tuple[Any, SessionRecord, str]:
+def _connect(keys: KeyDirectory, name: str, *, with_secret: bool = False) -> tuple[Client, SessionRecord, str]:
     """A Client on the key directory's session, its record and the pool id of ``name``."""
-    from client.sdk import Client
-
     record = keys.load_record()
     pool_id = record.pools.get(name)
     if pool_id is None:
@@ -102,9 +80,15 @@ def _connect(keys: KeyDirectory, name: str, *, with_secret: bool = False) -> tup
     return client, record, pool_id
 
 
-def cmd_create(args: argparse.Namespace) -> int:
-    from client.sdk import Client
+def pool_rotations(columns: int, slots: int) -> list[int]:
+    """The rotation steps a column-packed pool of ``columns`` encrypted columns needs: what
+    client.pools.pool_keys makes Galois keys for (the tile's and the Gram solver's)."""
+    tile = pool_tile("columns", columns, slots)
+    steps = {*rotation_steps(tile), *gram.rotation_steps(gram.weight_period(columns, tile), slots)}
+    return sorted(s for s in steps if s % slots)
 
+
+def cmd_create(args: argparse.Namespace) -> int:
     features = [c for c in args.columns if c != args.target]
     if not features:
         raise TableError(f"--columns names no feature besides the target {args.target!r}")
@@ -114,25 +98,30 @@ def cmd_create(args: argparse.Namespace) -> int:
         if args.name in record.pools:
             raise KeyDirError(f"{keys.path} already has a pool named {args.name!r} ({record.pools[args.name]})")
         if args.server and args.server != record.server:
+            where = f"{keys.path} holds a session on {record.server}, not {args.server}"
+            raise KeyDirError(f"{where}; use another --key-dir")
+        holder = keys.load_key_holder()
+        if not set(pool_rotations(len(features) + 1, holder.params.slots)) <= set(record.rotations):
             raise KeyDirError(
-                f"{keys.path} holds a session on {record.server}, not {args.server}; use another --key-dir"
+                f"the keys in {keys.path} were made for pools of another width and lack rotations that "
+                f"{len(features)} features need; give this pool its own --key-dir"
             )
         client = Client(record.server, tls=record.tls)
-        client.use_session(record.session_id, keys.load_token(), keys.load_key_holder())
+        client.use_session(record.session_id, keys.load_token(), holder)
     else:
         if not args.server:
             raise KeyDirError(f"{keys.path} has no session yet: name the server with --server HOST:PORT")
-        record = SessionRecord(args.server, "", tls=args.tls or False)
         client = Client(args.server, tls=args.tls or False)
+        # The session first, saved at once: should creating the pool fail, the keys of the session are kept.
+        holder = pool_keys(plan(3), len(features) + 1, "columns")
+        client.create_session(key_holder=holder, display_name=f"ciphergrad pool {args.name}")
+        steps = pool_rotations(len(features) + 1, holder.params.slots)
+        record = SessionRecord(args.server, client.session_id, tls=args.tls or False, rotations=steps)
+        keys.save_session(holder, client.token, record)
     with client:
         pool = client.create_pool(args.name, features, args.target)
-        if not record.session_id:  # create_pool made the keys and the session: keep them
-            record.session_id = client.session_id
-            record.pools[args.name] = pool.pool_id
-            keys.save_session(client.key_holder, client.token, record)
-        else:
-            record.pools[args.name] = pool.pool_id
-            keys.save_record(record)
+    record.pools[args.name] = pool.pool_id
+    keys.save_record(record)
     print(f"created pool {args.name!r} ({pool.pool_id}) on {record.server}")
     print(f"  features, in order: {', '.join(features)}")
     print(f"  target:             {args.target}")
@@ -304,51 +293,6 @@ def training_lines(
     return lines
 
 
-# -- the contributor's side ----------------------------------------------------------------------------
-def _invitation_code(args: argparse.Namespace) -> str:
-    code = args.invitation or os.environ.get(INVITATION_ENV, "")
-    if code.startswith("@"):
-        try:
-            code = open(code[1:]).read()  # noqa: SIM115 (one read)
-        except OSError as exc:
-            raise TableError(f"--invitation {code}: cannot read the file ({exc.strerror})") from None
-    code = code.strip()
-    if not code:
-        raise TableError(f"no invitation: pass --invitation CODE (or @FILE holding it) or set ${INVITATION_ENV}")
-    return code
-
-
-def cmd_contribute(args: argparse.Namespace) -> int:
-    code = _invitation_code(args)
-    table = read_csv(args.file)  # a broken file fails here, before any connection
-    contributor = Contributor(code)
-    schema = contributor.schema
-    for notice in schema_columns(table, schema.feature_names, schema.target_name):
-        print(f"note: {notice}", file=sys.stderr)
-    hint = "fix the file, or pass --bad-cells drop (drop those rows) or --bad-cells impute (feature column mean)"
-    columns = [*schema.feature_names, schema.target_name]
-    clean = csv_columns(table, columns, bad_cells=args.bad_cells, targets=[schema.target_name], hint=hint)
-    if clean.notice:
-        print(f"note: {clean.notice}", file=sys.stderr)
-    X, y = clean.values[:, :-1], clean.values[:, -1]
-    with contributor:
-        receipt = contributor.upload(X, y, progress=not (args.no_progress or args.json))
-    if args.json:  # one line for scripts (ciphergrad demo --pooled reads it)
-        fields = {"file": args.file, "bytes_sent": contributor.bytes_sent, "bytes_received": contributor.bytes_received}
-        print(json.dumps({**dataclasses.asdict(receipt), **fields}))
-        return 0
-    print(
-        f"contributed {receipt.rows} rows x {X.shape[1]} features from {args.file} to pool {receipt.pool_id}, "
-        "encrypted here with the analyst's public key (this machine holds no secret key)"
-    )
-    print(
-        f"receipt {receipt.contribution_id}: {receipt.size_bytes / 1e6:.1f} MB stored; "
-        f"sent {contributor.bytes_sent / 1e6:.1f} MB, received {contributor.bytes_received / 1e6:.2f} MB "
-        "(the pool's schema and public key)"
-    )
-    return 0
-
-
 # -- parsers -------------------------------------------------------------------------------------------
 def _training_fields() -> list[str]:
     names: list[str] = []
@@ -367,7 +311,7 @@ def _add_key_dir(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(commands: Any) -> None:
-    """Add ``pool`` (create, invite, revoke, train, status) and ``contribute`` to the CLI's subparsers."""
+    """Add ``pool`` (create, invite, revoke, train, status) to the CLI's subparsers."""
     pool = commands.add_parser("pool", help="pooled training: several contributors, one analyst (pool --help)")
     actions = pool.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a pool (and keys plus a session, if the key dir has none)")
@@ -402,18 +346,6 @@ def add_commands(commands: Any) -> None:
     status = actions.add_parser("status", help="rows per invitation; revoked and expired ones")
     _add_key_dir(status)
     status.set_defaults(handler=cmd_status)
-    contribute = commands.add_parser("contribute", help="encrypt a CSV file's rows and add them to a pool")
-    contribute.add_argument("file", help="CSV file with a header row holding the pool's columns")
-    contribute.add_argument(
-        "--invitation", help=f"the code the analyst gave you, or @FILE holding it (default: ${INVITATION_ENV})"
-    )
-    contribute.add_argument(
-        "--bad-cells", choices=BAD_CELL_CHOICES, default="error",
-        help="missing or non-numeric cells: error (default), drop (their rows), impute (feature column mean)",
-    )  # fmt: skip
-    contribute.add_argument("--no-progress", action="store_true", help="no progress bar")
-    contribute.add_argument("--json", action="store_true", help="print the receipt as one JSON line")
-    contribute.set_defaults(handler=cmd_contribute)
 
 
 def _training_flag(parser: argparse.ArgumentParser, name: str) -> None:

@@ -57,7 +57,10 @@ class KeyHolder:
     @classmethod
     def from_secret_context(cls, data: bytes) -> KeyHolder:
         """The key holder whose full context ``secret_context()`` serialized (e.g. read back from the
-        analyst's key directory, client.keystore). Its parameters are read from the context itself."""
+        analyst's key directory, client.keystore). Its parameters are read from the context itself. TenSEAL
+        remakes the evaluation keys from the secret key on loading, with its default Galois keys (the power-of-
+        two steps): encryption and decryption are the same, but ``public_context()`` is not the one a session
+        was created with."""
         try:
             context = ts.context_from(data)
         except Exception as exc:  # TenSEAL raises bare ValueError/RuntimeError on garbage
@@ -101,7 +104,8 @@ class KeyHolder:
         return self.encrypt(self.decrypt(matrix), tile=matrix.tile)
 
     def secret_context(self) -> bytes:
-        """The full context, SECRET key included: for the owner's key directory only, never a server."""
+        """The full context, SECRET key included: for the owner's key directory only, never a server. TenSEAL
+        stores the secret and public keys only (evaluation keys are remade on loading): under 1 MB at N=8192."""
         return self._context.serialize(save_secret_key=True)
 
     def save(self, path: str) -> None:

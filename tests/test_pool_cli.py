@@ -13,7 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from client.pool_cli import parse_duration, schema_columns, status_lines
+from client.contribute_cli import schema_columns
+from client.pool_cli import parse_duration, status_lines
 from client.table import CsvTable, TableError, read_csv
 
 ROOT = Path(__file__).resolve().parent.parent

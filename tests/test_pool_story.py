@@ -63,6 +63,15 @@ def test_the_cli_story(server: str, tmp_path: Path, capsys: pytest.CaptureFixtur
         "secret-context.bin": 0o600, "session-token": 0o600, "session.json": 0o600,
     }  # fmt: skip
 
+    # A key directory holds one session; another pool may share it when the keys cover its width.
+    assert main(["pool", "create", "flats", "--columns", "a,b,c", "--target", "y", *common]) == 0
+    assert "created pool 'flats'" in capsys.readouterr().out
+    wide = ",".join(f"c{i}" for i in range(20))
+    assert main(["pool", "create", "wide", "--columns", wide, "--target", "y", *common]) == 2
+    assert "lack rotations that 20 features need; give this pool its own --key-dir" in capsys.readouterr().err
+    assert main(["pool", "create", "flats", "--columns", "a", "--target", "y", *common]) == 2
+    assert "already has a pool named 'flats'" in capsys.readouterr().err
+
     codes, ids = [], []
     invited = time.monotonic()
     for label, extra in (
