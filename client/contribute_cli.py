@@ -59,6 +59,7 @@ def cmd_contribute(args: argparse.Namespace) -> int:
     code = _invitation_code(args)
     table = read_csv(args.file)  # a broken file fails here, before any connection
     contributor = Contributor(code)
+    args.server = contributor.address  # what an error message names
     schema = contributor.schema
     for notice in schema_columns(table, schema.feature_names, schema.target_name):
         print(f"note: {notice}", file=sys.stderr)

@@ -122,7 +122,7 @@ class _EncryptedGradientDescent(BaseEstimator):
         self.report_.update(parameters=params.summary(), context_bytes=session.context_size_bytes)
         return self
 
-    def fit_pool(self, client: Client, pool_id: str) -> Any:
+    def fit_pool(self, client: Client, pool_id: str, *, standardize: bool = False) -> Any:
         """Train on every row contributed to the pool ``pool_id``; ``client`` holds the pool's session (the
         analyst's ``Client`` after ``create_pool``, or one restored with ``use_session``).
 
@@ -130,10 +130,17 @@ class _EncryptedGradientDescent(BaseEstimator):
         server trains on the concatenation of their contributions, and only the model (plus masked refreshes)
         is decrypted here. Pools train full batch (``batch_size`` must be None; the ``shuffles``, ``server``,
         ``tls`` and ``params`` parameters do not apply) and ``fit_intercept`` must match the pool's schema.
-        A logistic pool's targets are 0/1, so ``classes_`` is ``[0.0, 1.0]``. Features are used as
-        contributed: keep them roughly within [-1, 1], or standardize with ``client.pool_statistics``.
+        A logistic pool's targets are 0/1, so ``classes_`` is ``[0.0, 1.0]``.
+
+        Features are used as contributed (keep them roughly within [-1, 1]) unless ``standardize``: linear
+        regression with the "gram" or "normal" solver then decrypts the pool's statistics (count, column means
+        and variances: aggregates, never a row), and the server applies the standardization they give (every
+        feature and the target to mean 0, deviation 1) inside its Gram statistics, so it learns those means and
+        deviations (docs/threat-model.md, Pools). ``coef_`` and ``intercept_`` are mapped back to raw units,
+        so ``predict`` takes raw features; ``report_["standardization"]`` holds the (scale, shift) used.
         After it: ``coef_``, ``intercept_``, ``n_features_in_``, ``feature_names_`` (the pool's schema),
-        ``history_`` and ``report_``, as after ``fit``; the pool stays on the server.
+        ``history_`` (losses in standardized units when standardized) and ``report_``, as after ``fit``; the
+        pool stays on the server.
         """
         if self.batch_size is not None:
             raise ValueError(f"batch_size={self.batch_size}: pools train full batch; leave batch_size=None")
@@ -143,13 +150,23 @@ class _EncryptedGradientDescent(BaseEstimator):
             raise ValueError(f"pool {pool_id} {has} an intercept column: set fit_intercept={not self.fit_intercept}")
         config = self.config()
         before = (dict(client.transfer.sent), dict(client.transfer.received))
+        report: dict[str, Any] = {"pool_rows": pool.rows, "pool_contributions": pool.contributions}
+        stats = None
+        if standardize:
+            if not hasattr(config, "standardization"):
+                raise ValueError(f"standardize=True needs linear regression (gram or normal), not {self.algorithm}")
+            stats = client.pool_statistics(pool_id)
+            report["standardization"] = stats.standardization(target=True)
+            config = dataclasses.replace(config, standardization=report["standardization"])  # checks the solver
         run = self._train(client, config, pool_id=pool_id)
         weights = client.weights(run.model)
+        if stats is not None:
+            weights = stats.raw_weights(weights, report["standardization"])
         transfer = Transfer(
             {k: v - before[0].get(k, 0) for k, v in client.transfer.sent.items()},
             {k: v - before[1].get(k, 0) for k, v in client.transfer.received.items()},
         )
-        self._store(weights, run, transfer, {"pool_rows": pool.rows, "pool_contributions": pool.contributions})
+        self._store(weights, run, transfer, report)
         self.n_features_in_ = len(pool.feature_names)
         self.feature_names_ = list(pool.feature_names)
         if self._is_classifier():

@@ -67,9 +67,12 @@ def _keys(args: argparse.Namespace) -> KeyDirectory:
     return KeyDirectory(key_dir_for(args.name, args.key_dir))
 
 
-def _connect(keys: KeyDirectory, name: str, *, with_secret: bool = False) -> tuple[Client, SessionRecord, str]:
-    """A Client on the key directory's session, its record and the pool id of ``name``."""
+def _connect(args: argparse.Namespace, *, with_secret: bool = False) -> tuple[Client, SessionRecord, str]:
+    """A Client on the key directory's session, its record and the pool id of ``args.name``; ``args.server``
+    becomes the session's server (what an error message names)."""
+    keys, name = _keys(args), args.name
     record = keys.load_record()
+    args.server = record.server
     pool_id = record.pools.get(name)
     if pool_id is None:
         known = ", ".join(sorted(record.pools)) or "none"
@@ -100,6 +103,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         if args.server and args.server != record.server:
             where = f"{keys.path} holds a session on {record.server}, not {args.server}"
             raise KeyDirError(f"{where}; use another --key-dir")
+        args.server = record.server
         holder = keys.load_key_holder()
         if not set(pool_rotations(len(features) + 1, holder.params.slots)) <= set(record.rotations):
             raise KeyDirError(
@@ -138,7 +142,7 @@ def _when(epoch_seconds: float) -> str:
 
 
 def cmd_invite(args: argparse.Namespace) -> int:
-    client, _, pool_id = _connect(_keys(args), args.name)
+    client, _, pool_id = _connect(args)
     with client:
         invitation = client.invite(pool_id, label=args.label, expires_in=args.expires, max_rows=args.max_rows)
     limits = [f"label {args.label!r}" if args.label else "no label"]
@@ -150,14 +154,15 @@ def cmd_invite(args: argparse.Namespace) -> int:
     print()
     print(f"  {invitation.code}")
     print()
-    print("The contributor runs (their CSV needs the pool's columns; the rows are encrypted on their machine):")
-    print(f"  ciphergrad contribute THEIR_FILE.csv --invitation {invitation.code}")
+    print("The contributor saves it in a file (say invitation.txt) and runs, on their own machine, with a CSV")
+    print("holding the pool's columns (the rows are encrypted there, with your public key):")
+    print("  ciphergrad contribute THEIR_FILE.csv --invitation @invitation.txt")
     print(f"Revoke it: ciphergrad pool revoke {args.name} {invitation.invitation_id}")
     return 0
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    client, _, _ = _connect(_keys(args), args.name)
+    client, _, _ = _connect(args)
     with client:
         invitation = client.revoke_invitation(args.invitation_id)
     print(
@@ -200,7 +205,7 @@ def status_lines(name: str, pool: Any, now: dt.datetime | None = None) -> list[s
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    client, _, pool_id = _connect(_keys(args), args.name)
+    client, _, pool_id = _connect(args)
     with client:
         pool = client.pool(pool_id)
     print("\n".join(status_lines(args.name, pool)))
@@ -237,7 +242,7 @@ def safe_learning_rate(stats: Any, standardized: bool) -> float:
 def cmd_train(args: argparse.Namespace) -> int:
     values = _hyperparameters(args)
     entry = algorithms.get(args.algorithm)
-    client, _, pool_id = _connect(_keys(args), args.name, with_secret=True)
+    client, _, pool_id = _connect(args, with_secret=True)
     notes = []
     with client:
         pool = client.pool(pool_id)

@@ -81,7 +81,7 @@ def test_the_cli_story(server: str, tmp_path: Path, capsys: pytest.CaptureFixtur
         out = capsys.readouterr().out
         codes.append(_code(out))
         ids.append(_invitation_id(out))
-        assert f"ciphergrad contribute THEIR_FILE.csv --invitation {codes[-1]}" in out
+        assert "ciphergrad contribute THEIR_FILE.csv --invitation @invitation.txt" in out
     codes, late = codes[:3], codes[3]
     parts = [frame.iloc[:200], frame.iloc[200:340], frame.iloc[340:]]
     paths = []
