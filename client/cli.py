@@ -45,10 +45,7 @@ def _add_training_flags(parser: argparse.ArgumentParser, **defaults: Any) -> Non
     """Connection flags plus one flag per field of the linear algorithm's config (``core.algorithms``)."""
     parser.add_argument("--server", help="HOST:PORT of a ciphergrad server (default: start a local one)")
     parser.add_argument("--tls", metavar="CA.pem", help="use TLS, trusting this CA certificate")
-    entry = algorithms.get("linear")
-    for spec in dataclasses.fields(entry.config):
-        if spec.name == "intercept_column":
-            continue  # the CLI always fits an intercept
+    for spec in _flag_fields():
         default = defaults.get(spec.name, _FLAG_DEFAULTS.get(spec.name, spec.default))
         kind = str(spec.type)
         flag = "--" + spec.name.replace("_", "-")
@@ -59,8 +56,15 @@ def _add_training_flags(parser: argparse.ArgumentParser, **defaults: Any) -> Non
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _flag_fields() -> list[dataclasses.Field]:
+    """The linear config's fields that are flags: not ``intercept_column`` (the CLI always fits an intercept)
+    nor the ones holding lists (``standardization``: the SDK's, from a pool's statistics)."""
+    return [spec for spec in dataclasses.fields(algorithms.get("linear").config)
+            if spec.name != "intercept_column" and "tuple" not in str(spec.type)]
+
+
 def _estimator(args: argparse.Namespace, server: str | None) -> EncryptedLinearRegression:
-    names = [name for name in algorithms.get("linear").config_fields() if name != "intercept_column"]
+    names = [spec.name for spec in _flag_fields()]
     hyperparameters = {name: getattr(args, name) for name in names}
     return EncryptedLinearRegression(
         server=server,

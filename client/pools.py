@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from client.session import Connection
+from core import standardize
 from core.gram import rotation_steps, weight_period
 from core.keys import KeyHolder
 from core.layout import pool_tile
@@ -106,10 +107,29 @@ class PoolStatistics:
     target_mean: float
     target_variance: float
     sums: dict[str, np.ndarray] = field(default_factory=dict)  # the decrypted sums the above come from
+    intercept: bool = True  # the pool's features carry a column of ones first
 
     @property
     def std(self) -> np.ndarray:
         return np.sqrt(np.maximum(self.variance, 0.0))
+
+    @property
+    def intercept_column(self) -> int | None:
+        return 0 if self.intercept else None
+
+    def standardization(self, target: bool = True) -> standardize.Standardization:
+        """``(scale, shift)`` for ``LinearRegressionConfig(standardization=...)`` (solvers "gram"/"normal"):
+        every feature to mean 0 and deviation 1, and the target too unless ``target=False``. The server applies
+        it inside the Gram statistics and so learns these means and deviations (docs/threat-model.md, Pools)."""
+        target_moments = (self.target_mean, float(np.sqrt(max(self.target_variance, 0.0)))) if target else (0.0, 1.0)
+        return standardize.from_moments(self.mean, self.std, self.intercept_column, *target_moments)
+
+    def raw_weights(self, weights: np.ndarray, standardization: standardize.Standardization | None = None,
+                    target: bool = True) -> np.ndarray:
+        """Weights trained with ``standardization`` (default: ``self.standardization(target)``) in raw units, in
+        the same order (intercept first): ``y = [1, x] @ raw``."""
+        found = standardization if standardization is not None else self.standardization(target)
+        return standardize.raw_weights(weights, found, self.intercept_column)
 
 
 def pool_keys(params: CKKSParameters, columns: int, packing: str) -> KeyHolder:
@@ -197,4 +217,5 @@ class PoolCalls(Connection):
         variance = sums["feature_square_sums"][skip:] / n - mean**2
         target_mean = float(sums["target_sum"][0] / n)
         target_variance = float(sums["target_square_sum"][0] / n - target_mean**2)
-        return PoolStatistics(n, info.feature_names, mean, variance, target_mean, target_variance, sums)
+        return PoolStatistics(n, info.feature_names, mean, variance, target_mean, target_variance, sums,
+                              info.intercept)

@@ -79,7 +79,7 @@ class TrainingCalls(Connection):
             known = algorithms.for_config(config)
             entry = algorithms.get(algorithm or (known.name if known else "linear"))
             if known is not None:
-                config = config.to_dict()
+                config = config.to_dict()  # tuples (standardization) become Struct lists
             if bool(dataset_id) == bool(pool_id):
                 raise ValueError("train: give exactly one of dataset_id and pool_id")
             spec = training_service_pb2.JobSpec(

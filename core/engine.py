@@ -282,6 +282,17 @@ class Engine:
         self.counts.plain_multiplications += 1
         return self.rescale(out) if rescale else out
 
+    def multiply_integer(self, a: Ciphertext, value: int) -> Ciphertext:
+        """``a * value`` for a non-zero integer: exact, with no level and no scale spent (pending products and
+        unrelinearized ciphertexts too), since the integer is encoded at scale 1."""
+        if not value or value != int(value):
+            raise ParameterError(f"multiply_integer takes a non-zero integer, not {value!r}")
+        plain = self.encode(np.full(self.slots, float(value)), self._chain_index(a), 1.0)
+        out = Ciphertext(self.seal)
+        self.evaluator.multiply_plain(a, plain, out)
+        self.counts.plain_multiplications += 1
+        return out
+
     def rotate(self, a: Ciphertext, steps: int) -> Ciphertext:
         """Cyclic left rotation of the slots by ``steps`` (negative: right)."""
         if self.galois_keys is None:

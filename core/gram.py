@@ -173,6 +173,34 @@ def _block_products(engine: Engine, X: EncryptedMatrix, y: EncryptedMatrix) -> G
     return GramPartial(engine, tile, d, X.shape[0], sums)
 
 
+def center_columns(partial: GramPartial, center: np.ndarray, intercept_column: int) -> GramPartial:
+    """The pair sums of ``Z - center * z_c`` (``z_c`` the intercept column of ones, ``center`` integers, one per
+    column of ``Z = [X | y]``) from those of ``Z``: ``S'ab = Sab - u_b Sac - u_a Scb + u_a u_b Scc``. Integer
+    multiples of pending sums are exact and spend nothing, so centering here loses no precision, unlike the
+    same subtraction after the division by n (``core.standardize``). Column packing only."""
+    if not partial.columns:
+        raise ShapeError("centering inside the Gram statistics needs column-packed data (packing='columns')")
+    engine, c, m = partial.engine, intercept_column, partial.features + 1
+    u = [0 if j == c else int(center[j]) for j in range(m)]
+
+    def pair(j: int, k: int) -> tuple[str, int, int]:
+        return ("pair", min(j, k), max(j, k))
+
+    def times(value: int, key: tuple[str, int, int]) -> Ciphertext | None:
+        return engine.multiply_integer(partial.sums[key], -value) if value else None
+
+    sums = {}
+    for (kind, a, b), total in partial.sums.items():
+        terms = [times(u[b], pair(a, c)), times(u[a], pair(c, b))]
+        if u[a] and u[b]:
+            terms.append(engine.multiply_integer(partial.sums[pair(c, c)], u[a] * u[b]))
+        for term in terms:
+            if term is not None:
+                total = engine.add(total, term)
+        sums[(kind, a, b)] = total
+    return replace(partial, sums=sums)
+
+
 @dataclass(frozen=True)
 class GramStatistics:
     """``factor / n`` times rows ``0..d-1`` of ``[X|y]^T [X|y]`` in diagonal form, and its last column.
@@ -222,9 +250,16 @@ class GramStatistics:
         return G, column[:d], float(column[d])
 
 
-def finalize(partial: GramPartial, factor: float = 1.0) -> GramStatistics:
-    """Divide by ``n`` (times ``factor``) and fold the sums into diagonal form (costs in the module docstring)."""
+def finalize(partial: GramPartial, factor: float = 1.0, transform: np.ndarray | None = None) -> GramStatistics:
+    """Divide by ``n`` (times ``factor``) and fold the sums into diagonal form (costs in the module docstring).
+
+    ``transform`` (column packing only): the statistics of ``[X | y] A^T`` instead, ``A`` from
+    ``core.standardize.transform_matrix``: each entry a combination of up to four pair sums, folded into the
+    plaintext masks (no extra level or rotation)."""
     engine, d = partial.engine, partial.features
+    if transform is not None and not partial.columns:
+        raise ShapeError("standardization inside the Gram statistics needs column-packed data: upload with "
+                         "packing='columns', or standardize the features before encrypting them")
     m, slots = d + 1, engine.slots
     p = weight_period(d, partial.tile)
     # A tile smaller than the slots repeats; the fold below adds every copy.
@@ -239,28 +274,34 @@ def finalize(partial: GramPartial, factor: float = 1.0) -> GramStatistics:
             ready[key] = engine.rescale(ct)
         return ready[key]
 
-    def mask(position: int) -> np.ndarray:
-        period = np.zeros(p)
-        period[position] = scale
-        return np.tile(period, slots // p)
-
     def fold(terms: list[tuple[tuple[str, int, int], int]]) -> Ciphertext | None:
-        """Sum of the masked terms, every slot position folded onto its residue mod p (pending rescale)."""
+        """Sum of the masked terms, every slot position folded onto its residue mod p (pending rescale). A term
+        ``(key, position)`` or ``(key, position, coefficient)``; one mask per key holds all its positions."""
+        masks: dict[tuple[str, int, int], np.ndarray] = {}
+        for key, position, *coefficient in terms:
+            masks.setdefault(key, np.zeros(p))[position] += scale * (coefficient[0] if coefficient else 1.0)
         total = None
-        for key, position in terms:
-            term = engine.multiply_plain(summed(key), mask(position), rescale=False)
+        for key, period in masks.items():
+            term = engine.multiply_plain(summed(key), np.tile(period, slots // p), rescale=False)
             total = term if total is None else engine.add(total, term)
         return None if total is None else engine.rotate_sum(total, p, slots // p)
 
     def pair(j: int, k: int) -> tuple[str, int, int]:
         return ("pair", min(j, k), max(j, k))
 
+    def cells(entries: list[tuple[int, int, int]]) -> list[Any]:
+        """Terms for entries ``(position, k, l)`` of the (transformed) Gram matrix of the columns."""
+        if transform is None:
+            return [(pair(row, col), position) for position, row, col in entries]
+        return [(pair(a, b), position, transform[row, a] * transform[col, b]) for position, row, col in entries
+                for a in np.flatnonzero(transform[row]) for b in np.flatnonzero(transform[col])]
+
     baby = baby_steps(p)
     diagonals = []
     for s in range(p):
         giant = s - s % baby  # stored moved right by the giant step, as the trainer's baby-step/giant-step wants
         if partial.columns:
-            upper = fold([(pair(k, (k + s) % p), k) for k in range(d) if (k + s) % p < m])
+            upper = fold(cells([(k, k, (k + s) % p) for k in range(d) if (k + s) % p < m]))
             lower = None
         else:  # row packing: G[k, k+s] sits at position k of the s-th product; the lower part is rotated in
             terms = [(("diag", s, 0), k) for k in range(d) if k + s < d]
@@ -280,7 +321,7 @@ def finalize(partial: GramPartial, factor: float = 1.0) -> GramStatistics:
         total = parts[0] if len(parts) == 1 else engine.add(*parts)
         diagonals.append(engine.rescale(total))
     if partial.columns:
-        column = fold([(pair(k, d), k) for k in range(m)])
+        column = fold(cells([(k, k, d) for k in range(m)]))
     else:
         column = fold([(("xy", 0, 0), k) for k in range(d)] + [(("yy", 0, 0), d)])
     tile = Tile(slots // p, p)
@@ -307,9 +348,10 @@ def baby_steps(period: int) -> int:
     return 1 << math.ceil(math.log2(period) / 2)
 
 
-def normal_system(partial: GramPartial, l2: float = 0.0, intercept_column: int | None = 0) -> GramStatistics:
+def normal_system(partial: GramPartial, l2: float = 0.0, intercept_column: int | None = 0,
+                  transform: np.ndarray | None = None) -> GramStatistics:
     """Server side of the normal solver: encrypted ``G + l2 I'`` (intercept unpenalized) and ``b``."""
-    stats = finalize(partial, 1.0)
+    stats = finalize(partial, 1.0, transform)
     if l2:
         engine, diagonals = partial.engine, stats.diagonals
         ridge = np.tile(ridge_vector(stats.features, stats.period, l2, intercept_column), engine.slots // stats.period)

@@ -21,6 +21,7 @@ from typing import Any, Protocol, Self
 
 import numpy as np
 
+from core import standardize
 from core.engine import Ciphertext, Engine, OpCounts
 from core.errors import LevelError, ParameterError, ShapeError
 from core.gram import (
@@ -96,7 +97,9 @@ class GramTrainer:
     def from_partial(cls, engine: Engine, partial: GramPartial, config: LinearRegressionConfig, refresh: Refresh,
                      **kwargs: Any) -> Self:
         """A trainer on statistics a server accumulated itself (e.g. streaming blocks from disk)."""
-        return cls(engine, None, None, config, refresh, statistics=finalize(partial, config.learning_rate), **kwargs)
+        partial, transform = standardize.prepare(config, partial)
+        statistics = finalize(partial, config.learning_rate, transform)
+        return cls(engine, None, None, config, refresh, statistics=statistics, **kwargs)
 
     @classmethod
     def resume(
@@ -253,7 +256,8 @@ class NormalSolver:
     @classmethod
     def from_partial(cls, engine: Engine, partial: GramPartial, config: LinearRegressionConfig,
                      link: KeyHolderLink) -> Self:
-        return cls(engine, normal_system(partial, config.l2, config.intercept_column), config, link)
+        partial, transform = standardize.prepare(config, partial)
+        return cls(engine, normal_system(partial, config.l2, config.intercept_column, transform), config, link)
 
     @classmethod
     def resume(cls, engine: Engine, X: Any, y: Any, config: LinearRegressionConfig, link: KeyHolderLink,
@@ -300,6 +304,7 @@ def fit_torch_gram(X: np.ndarray, y: np.ndarray, config: LinearRegressionConfig)
     """The plaintext twin: the same updates on the same (float64) G and b from the same initial weights."""
     import torch  # only the twin needs torch; the encrypted path runs without it
 
+    X, y = standardize.twin_data(X, y, config)
     Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
     yt = torch.as_tensor(np.asarray(y, dtype=np.float64).reshape(-1))
     rows, features = Xt.shape
@@ -326,6 +331,7 @@ def fit_torch_normal(X: np.ndarray, y: np.ndarray, config: LinearRegressionConfi
     """The normal solver's twin: ``(G + l2 I') w = b`` solved in float64 (no epochs, so no losses)."""
     import torch
 
+    X, y = standardize.twin_data(X, y, config)
     Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
     yt = torch.as_tensor(np.asarray(y, dtype=np.float64).reshape(-1))
     rows, features = Xt.shape

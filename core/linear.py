@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core import standardize
 from core.errors import ParameterError
 from core.shards import Batch, RowStep
 from core.tensor import EncryptedMatrix
@@ -51,6 +52,8 @@ class LinearRegressionConfig(GradientDescentConfig):
 
     init: str = "normal"  # "normal" (the original's N(0, 1) from ``seed``) or "zeros"
     solver: str = "gd"  # one of SOLVERS
+    # (scale, shift) per column of [X | y], applied inside the Gram solvers' statistics (core.standardize)
+    standardization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -58,6 +61,13 @@ class LinearRegressionConfig(GradientDescentConfig):
             raise ParameterError(f"init={self.init!r} must be 'normal' or 'zeros'")
         if self.solver not in SOLVERS:
             raise ParameterError(f"solver={self.solver!r} is not one of {', '.join(map(repr, SOLVERS))}")
+        if self.standardization is not None:
+            if self.solver == "gd":
+                raise ParameterError(
+                    "standardization is applied inside the Gram statistics: use solver='gram' or 'normal', or "
+                    "standardize the features before encrypting them for solver='gd'"
+                )
+            standardize.check(self.standardization, self.intercept_column)
         if self.solver != "gd" and self.batch_size is not None:
             raise ParameterError(
                 f"solver={self.solver!r} works on the whole table, so batch_size={self.batch_size} does not fit: "

@@ -92,6 +92,8 @@ def _hyperparameter(name: str, value: struct_pb2.Value, kind: str) -> Any:
         if optional:
             return None
         raise invalid(f"hyperparameter {name} is null: give it a value (a {kind}) or leave it out for the default")
+    if found == "list_value" and kind.startswith("tuple[tuple[float"):
+        return _number_lists(name, value)
     if found in ("list_value", "struct_value"):
         raise invalid(f"hyperparameter {name} is a {found.split('_')[0]}: it takes a single {kind}")
     if found == "string_value":
@@ -117,6 +119,23 @@ def _hyperparameter(name: str, value: struct_pb2.Value, kind: str) -> Any:
             )
         return number
     raise invalid(f"hyperparameter {name}={number:g} is a number: it takes a {kind}")
+
+
+def _number_lists(name: str, value: struct_pb2.Value) -> tuple[tuple[float, ...], ...]:
+    """A list of lists of finite numbers within ±MAX_HYPERPARAMETER (``standardization``: scales and shifts)."""
+    lists = []
+    for item in value.list_value.values:
+        if item.WhichOneof("kind") != "list_value":
+            raise invalid(f"hyperparameter {name} takes lists of numbers (e.g. [[scales], [shifts]])")
+        numbers = []
+        for entry in item.list_value.values:
+            number = entry.number_value if entry.WhichOneof("kind") == "number_value" else math.nan
+            if not math.isfinite(number) or abs(number) > MAX_HYPERPARAMETER:
+                raise invalid(f"hyperparameter {name} holds {json_format.MessageToDict(entry)!r}: every value must "
+                              f"be a finite number within ±{MAX_HYPERPARAMETER:g}")
+            numbers.append(number)
+        lists.append(tuple(numbers))
+    return tuple(lists)
 
 
 def declared_size(value: int, field: str) -> int:
