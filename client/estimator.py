@@ -144,6 +144,8 @@ class _EncryptedGradientDescent(BaseEstimator):
         """
         if self.batch_size is not None:
             raise ValueError(f"batch_size={self.batch_size}: pools train full batch; leave batch_size=None")
+        if standardize and "standardization" not in algorithms.get(self.algorithm).config_fields():
+            raise ValueError(f"standardize=True needs linear regression (gram or normal), not {self.algorithm}")
         pool = client.pool(pool_id)
         if bool(getattr(pool, "intercept", True)) != bool(self.fit_intercept):
             has = "has" if getattr(pool, "intercept", True) else "has no"
@@ -153,8 +155,6 @@ class _EncryptedGradientDescent(BaseEstimator):
         report: dict[str, Any] = {"pool_rows": pool.rows, "pool_contributions": pool.contributions}
         stats = None
         if standardize:
-            if not hasattr(config, "standardization"):
-                raise ValueError(f"standardize=True needs linear regression (gram or normal), not {self.algorithm}")
             stats = client.pool_statistics(pool_id)
             report["standardization"] = stats.standardization(target=True)
             config = dataclasses.replace(config, standardization=report["standardization"])  # checks the solver

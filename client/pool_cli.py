@@ -36,10 +36,10 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Hyperparameters a pool job takes: every config field of both algorithms except what pools fix
 # (full batch: no batch_size; the intercept is the schema's).
 _FIXED = {"batch_size", "intercept_column", "standardization"}
-# Defaults as a pool job sees them where the config's own default is not what runs.
 # The pool command's own defaults (as `ciphergrad train` has its own): start from zero and use heavy-ball
 # momentum, which the safe learning rate (1/trace) keeps stable.
 _POOL_DEFAULTS: dict[str, dict[str, Any]] = {"linear": {"init": "zeros", "momentum": 0.9}}
+# Defaults shown in --help where the config's own default is not what runs.
 _SHOWN_DEFAULTS = {"solver": "gram (normal: one decrypted solve here; gd: per-row)", "bound": "sized from the features"}
 
 
@@ -117,6 +117,7 @@ def cmd_create(args: argparse.Namespace) -> int:
             raise KeyDirError(f"{keys.path} has no session yet: name the server with --server HOST:PORT")
         client = Client(args.server, tls=args.tls or False)
         # The session first, saved at once: should creating the pool fail, the keys of the session are kept.
+        # Keys as Client.create_pool makes them for a new session (plan(3), column packing).
         holder = pool_keys(plan(3), len(features) + 1, "columns")
         client.create_session(key_holder=holder, display_name=f"ciphergrad pool {args.name}")
         steps = pool_rotations(len(features) + 1, holder.params.slots)
@@ -293,7 +294,8 @@ def training_lines(
     lines += ["", f"{'coefficient':>24} {'value (raw units)':>18}"]
     lines += [f"{label:>24} {value:>18.8g}" for label, value in zip(names, weights, strict=True)]
     lines.append(
-        f"training {run.seconds:.2f}s; {run.refreshes} masked refreshes answered; the server never saw a row or a key"
+        f"training {run.seconds:.2f}s; {run.refreshes} masked refreshes answered; "
+        "the server never saw a row or the secret key"
     )
     return lines
 

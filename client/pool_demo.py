@@ -8,9 +8,10 @@ or a contributor's ciphertext, and the weights are checked against training on t
 one dataset by a single owner (``fit``, a separate session): they must agree within ``TOLERANCE``, else the
 demo fails loudly (exit code 1). The torch twin on the concatenated plaintext is printed next to them.
 
-The learning rate comes from aggregates only: ``1 / trace(X^T X / n)`` (a bound on the largest eigenvalue,
-so gradient descent cannot diverge), computed from the decrypted pool statistics (count, column means and
-variances), which the analyst may see; no row is ever decrypted.
+Standardization without seeing a row: the analyst decrypts the pool statistics (count, column means and
+variances: aggregates) and the server applies the standardization they give inside its Gram statistics; the
+weights are mapped back to raw units here. The one-dataset run uses the same standardization, the settings
+are the converged Gram run of ``make demo`` (client.compare.tasks.SOLVER_SETTINGS).
 """
 
 from __future__ import annotations
@@ -29,15 +30,16 @@ from typing import Any
 
 import numpy as np
 
+from client.compare.tasks import SOLVER_SETTINGS
 from client.estimator import EncryptedLinearRegression
 from client.local import local_server_process
 from client.sdk import Client
-from core import algorithms
+from core import algorithms, standardize
 from core.data import load_ames, with_intercept
 
 TOLERANCE = 1e-6
 SPLITS = (200, 170, 140)  # rows per contributor; Ames has 510 after the write-up's filtering
-SETTINGS = {"solver": "gram", "epochs": 30, "momentum": 0.9, "init": "zeros"}
+SETTINGS = {"solver": "gram", **SOLVER_SETTINGS["gram"]}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -79,13 +81,6 @@ def _contribute(parts: list[tuple[Path, str]], folder: Path) -> list[dict[str, A
     return receipts
 
 
-def _learning_rate(client: Client, pool_id: str) -> float:
-    """``1 / trace(X^T X / n)`` with the intercept column, from the decrypted pool statistics."""
-    stats = client.pool_statistics(pool_id)
-    second_moments = stats.variance + stats.mean**2  # E[x_j^2] per feature column
-    return float(1.0 / (1.0 + second_moments.sum()))
-
-
 def _megabytes(book: dict[str, int]) -> float:
     return sum(book.values()) / 1e6
 
@@ -111,17 +106,21 @@ def run(server_address: str | None = None) -> tuple[list[str], float]:
                 parts.append((path, invitation.code))
             receipts = _contribute(parts, folder)
             pooled = analyst.pool(pool.pool_id)
-            learning_rate = _learning_rate(analyst, pool.pool_id)
-            model = EncryptedLinearRegression(progress=False, learning_rate=learning_rate, **SETTINGS)
-            model.fit_pool(analyst, pool.pool_id)
+            model = EncryptedLinearRegression(progress=False, **SETTINGS)
+            model.fit_pool(analyst, pool.pool_id, standardize=True)
             seconds = time.perf_counter() - tick
             analyst_sent, analyst_received = _megabytes(analyst.transfer.sent), _megabytes(analyst.transfer.received)
-        whole = EncryptedLinearRegression(server=address, progress=False, learning_rate=learning_rate, **SETTINGS)
+            stats = analyst.pool_statistics(pool.pool_id)  # for the comparisons below, not for the story
+        scaling = model.report_["standardization"]
+        # The reference: one owner holding the whole table, the same standardization and settings.
+        whole = EncryptedLinearRegression(server=address, progress=False, standardization=scaling, **SETTINGS)
         whole.fit(data.X, data.y)
     config = model.config()
-    twin = algorithms.get("linear").twin_for(config)(with_intercept(data.X), data.y, config)
+    design_s, target_s = standardize.apply(with_intercept(data.X), data.y, scaling, 0)
+    twin = algorithms.get("linear").twin_for(config)(design_s, target_s, config)
     pool_weights = np.r_[model.intercept_, model.coef_]
-    whole_weights = np.r_[whole.intercept_, whole.coef_]
+    whole_weights = stats.raw_weights(np.r_[whole.intercept_, whole.coef_], scaling)
+    twin_weights = stats.raw_weights(twin.weights, scaling)
     difference = float(np.max(np.abs(pool_weights - whole_weights)))
     design = with_intercept(data.X)
     least_squares = np.linalg.lstsq(design, data.y, rcond=None)[0]
@@ -135,19 +134,19 @@ def run(server_address: str | None = None) -> tuple[list[str], float]:
         f"Ames housing ({len(data.X)} rows x {len(data.feature_names)} features) split across 3 contributors "
         f"({', '.join(map(str, SPLITS))} rows), each a separate process holding only its CSV and its invitation.",
         f"The analyst trained linear regression on pool {pool.pool_id} ({pooled.rows} rows, "
-        f"{pooled.contributions} contributions): solver {config.solver}, {config.epochs} epochs, momentum "
-        f"{config.momentum}, learning rate {learning_rate:.4f} = 1/trace(X^T X/n) from the decrypted pool statistics.",
+        f"{pooled.contributions} contributions): solver {config.solver}, {config.epochs} epochs, learning rate "
+        f"{config.learning_rate}, momentum {config.momentum}, standardized with the decrypted pool statistics.",
         "",
         *_party_table(receipts, pooled.rows, analyst_sent, analyst_received),
         "",
         f"{'coefficient':>14} {'pool (3 owners)':>16} {'one dataset':>16} {'torch twin':>16}",
         *(
             f"{label:>14} {a:>16.9f} {b:>16.9f} {c:>16.9f}"
-            for label, a, b, c in zip(labels, pool_weights, whole_weights, twin.weights, strict=True)
+            for label, a, b, c in zip(labels, pool_weights, whole_weights, twin_weights, strict=True)
         ),
         "",
         f"max |pool - one dataset| = {difference:.2e} (must be <= {TOLERANCE:.0e}); "
-        f"max |pool - torch twin| = {np.max(np.abs(pool_weights - twin.weights)):.2e}",
+        f"max |pool - torch twin| = {np.max(np.abs(pool_weights - twin_weights)):.2e}",
         f"R² pool {r2(pool_weights):.4f}, one dataset {r2(whole_weights):.4f}, least squares {r2(least_squares):.4f}; "
         f"pool story (keys, pool, 3 uploads, training) {seconds:.1f} s",
     ]

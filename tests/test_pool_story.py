@@ -20,7 +20,7 @@ from client.cli import main
 from client.contributor import Contributor
 from client.estimator import EncryptedLinearRegression, EncryptedLogisticRegression
 from client.sdk import Client
-from core import algorithms
+from core import algorithms, standardize
 from core.data import load_ames, standardized_split, with_intercept
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,6 +136,17 @@ def test_the_cli_story(server: str, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert np.max(np.abs(weights - twin.weights)) < 1e-4, (weights, twin.weights)
     assert f"on pool 'houses': {len(frame)} rows from 3 contributions x {len(FEATURES)} features" in out
 
+    # --standardize: the pool's decrypted means and deviations, applied by the server; raw-unit coefficients.
+    assert main(["pool", "train", "houses", "--solver", "normal", "--standardize", *common]) == 0
+    out = capsys.readouterr().out
+    assert "standardized: every feature and the target to mean 0 and deviation 1" in out
+    printed = {m.group(1): float(m.group(2)) for m in re.finditer(r"^\s+(\S+)\s+(-?[\d.e+-]+)$", out, re.MULTILINE)}
+    weights = np.array([printed[name] for name in ["(intercept)", *FEATURES]])
+    least_squares = np.linalg.lstsq(design, frame[TARGET].to_numpy(), rcond=None)[0]
+    assert np.max(np.abs(weights - least_squares)) < 1e-4, (weights, least_squares)
+    assert main(["pool", "train", "houses", "--standardize", "--solver", "gd", *common]) == 2
+    assert "--standardize works with --solver gram or normal" in capsys.readouterr().err
+
     os.chmod(keys / "secret-context.bin", 0o644)
     assert main(["pool", "train", "houses", *common]) == 2
     assert f"run `chmod 600 {keys / 'secret-context.bin'}`" in capsys.readouterr().err
@@ -163,6 +174,26 @@ def test_fit_pool_matches_the_twin_on_the_concatenated_plaintext(server: str) ->
     assert model.report_["pool_rows"] == len(data.X) and model.report_["refreshes"] >= 8
     with pytest.raises(ValueError, match="pools train full batch"):
         EncryptedLinearRegression(batch_size=64, solver="gd").fit_pool(client, pool_id)
+
+
+def test_fit_pool_standardized_reaches_least_squares_in_raw_units(server: str) -> None:
+    data = load_ames()
+    with Client(server) as client:
+        pool_id = _pool(client, data.X, data.y, list(data.feature_names), [250])
+        model = EncryptedLinearRegression(solver="gram", epochs=30, learning_rate=0.7, momentum=0.3, init="zeros",
+                                          progress=False)  # fmt: skip
+        model.fit_pool(client, pool_id, standardize=True)
+        stats = client.pool_statistics(pool_id)
+        with pytest.raises(ValueError, match="standardize=True needs linear regression"):
+            EncryptedLogisticRegression().fit_pool(client, pool_id, standardize=True)
+    scaling = model.report_["standardization"]
+    design, target = standardize.apply(with_intercept(data.X), data.y, scaling, 0)
+    twin = algorithms.get("linear").twin_for(model.config())(design, target, model.config())
+    weights = np.r_[model.intercept_, model.coef_]
+    assert np.max(np.abs(weights - stats.raw_weights(twin.weights, scaling))) < 1e-6
+    least_squares = np.linalg.lstsq(with_intercept(data.X), data.y, rcond=None)[0]
+    assert np.max(np.abs(weights - least_squares)) < 1e-3, "30 epochs converge on standardized Ames"
+    assert np.allclose(model.predict(data.X), with_intercept(data.X) @ weights), "predict takes raw features"
 
 
 def test_logistic_fit_pool_matches_the_twin(server: str) -> None:
