@@ -149,6 +149,8 @@ def run(server_address: str | None = None) -> tuple[list[str], float]:
         f"max |pool - torch twin| = {np.max(np.abs(pool_weights - twin_weights)):.2e}",
         f"R² pool {r2(pool_weights):.4f}, one dataset {r2(whole_weights):.4f}, least squares {r2(least_squares):.4f}; "
         f"pool story (keys, pool, 3 uploads, training) {seconds:.1f} s",
+        "(This process also plays the data owners before the story, writing their three CSV files from Ames, and the",
+        "checker after it, training on the whole table; in between, the analyst's Client received no row.)",
     ]
     return lines, difference
 
