@@ -8,7 +8,9 @@ plus the connection settings, so a new config field is a new estimator parameter
 
 ``fit`` makes CKKS keys in this process, encrypts, uploads, trains remotely (answering masked refresh
 requests) and decrypts the model; ``predict`` then runs on the decrypted model here. Without ``server`` a
-throwaway local server (``client.local_server``) is started for the fit.
+throwaway local server (``client.local_server``) is started for the fit. ``fit_pool(client, pool_id)`` trains
+instead on the rows several contributors encrypted into a pool of the client's session (client.pools): this
+process then never holds the rows, only the model.
 """
 
 from __future__ import annotations

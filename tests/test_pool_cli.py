@@ -99,6 +99,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         assert result.stdout == "" and "Traceback" not in result.stderr
         (line,) = result.stderr.splitlines()
         assert line.startswith("ciphergrad: error: ") and expected in line, (args, line)
+    from_env = run_cli("contribute", "absent.csv", cwd=tmp_path, env={"CIPHERGRAD_INVITATION": "cgi1.x"})
+    assert from_env.returncode == 2 and "absent.csv: no such file" in from_env.stderr, "the code came from the env"
     parse = run_cli("pool", "invite", "houses", "--expires", "7 days", cwd=tmp_path)
     assert parse.returncode == 2 and "argument --expires: '7 days' is not a duration" in parse.stderr
 
