@@ -31,7 +31,7 @@ test: lint
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-BENCHMARKS := ames logreg inference stats neighbors scaling service million scaleout
+BENCHMARKS := ames logreg inference stats neighbors scaling service million scaleout pools
 
 bench: $(STAMP)
 	for name in $(BENCHMARKS); do $(BIN)/python benchmarks/$$name.py --json || exit 1; done

@@ -137,7 +137,17 @@ def encrypted_pieces(engine: Engine, array: np.ndarray, tile: Tile) -> Iterator[
     """``EncryptedMatrix.encrypt(engine, array).to_bytes()`` made one tile row at a time, as it is sent:
     memory for one row block of ciphertexts, whatever the number of rows (public key only)."""
     starts = range(0, len(array), tile.rows) if len(array) > 1 else [0]
-    blocks = (EncryptedMatrix.encrypt(engine, array[start : start + tile.rows], tile=tile) for start in starts)
+    blocks = (EncryptedMatrix.encrypt(engine, _block(array, start, tile.rows), tile=tile) for start in starts)
     first = next(blocks)
     header = {**first.header(), "shape": list(array.shape), "grid": list(grid(array.shape, tile))}
     yield from flat.pieces(header, itertools.chain(first.blobs(), (b for block in blocks for b in block.blobs())))
+
+
+def _block(array: np.ndarray, start: int, rows: int) -> np.ndarray:
+    """Rows ``start:start+rows`` as their own matrix; a last block of one row (of a longer table) gets a zero
+    row below it, since a one-row matrix would be replicated across the tile (broadcasting) rather than
+    zero-padded as the whole table's last block is."""
+    block = array[start : start + rows]
+    if len(block) == 1 and len(array) > 1:
+        block = np.vstack([block, np.zeros_like(block)])
+    return block

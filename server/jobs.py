@@ -349,7 +349,7 @@ class JobRunner:
     def _train_job(self, job_id: str, link: Link) -> None:
         job = self.store.job(job_id)
         assert job is not None
-        dataset = pool_view(self.store, job.pool_id) if job.pool_id else self.store.dataset(job.dataset_id)
+        dataset = pool_view(self.store, job.pool_id, job.created) if job.pool_id else self.store.dataset(job.dataset_id)
         if dataset is None:
             what = f"pool {job.pool_id}" if job.pool_id else f"dataset {job.dataset_id}"
             raise precondition(f"{what} of job {job_id} was deleted; start a new job")

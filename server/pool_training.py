@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from server.access import Access
 from server.errors import invalid, precondition
 from server.execution import StoredTable
-from server.pool_records import PoolRecord
+from server.pool_records import ContributionRecord, PoolRecord
 from server.records import DatasetLayout, DatasetRecord, SessionRecord
 from server.storage import Store, matrix_file
 from wire.proto_gen.ciphergrad.v1 import training_service_pb2 as training_pb
@@ -29,27 +29,35 @@ class PoolView(DatasetRecord):
     tables: tuple[StoredTable, ...] = ()
 
 
-def contribution_tables(store: Store, pool: PoolRecord) -> list[StoredTable]:
-    """The stored (X, y) of each contribution, in the order they were made."""
+def contribution_tables(store: Store, pool: PoolRecord, until: float | None = None) -> list[StoredTable]:
+    """The stored (X, y) of each contribution (recorded by time ``until``, if given), in the order they were made."""
     context = store.context_path(pool.session_id)
     tables = []
-    for contribution in store.contributions(pool.id):
+    for contribution in _contributions(store, pool.id, until):
         folder = store.contribution_dir(contribution)
         tables.append(StoredTable(context, folder / matrix_file(0), folder / matrix_file(1), contribution.rows,
                                   pool.tile.rows))
     return tables
 
 
-def pool_view(store: Store, pool_id: str) -> PoolView | None:
+def _contributions(store: Store, pool_id: str, until: float | None) -> list[ContributionRecord]:
+    found = store.contributions(pool_id)
+    return found if until is None else [c for c in found if c.created <= until]
+
+
+def pool_view(store: Store, pool_id: str, until: float | None = None) -> PoolView | None:
+    """The pool as one table; ``until``: only the contributions recorded by then (a job's creation time, so
+    a job, paused and resumed, always trains on the rows it started with)."""
     pool = store.pool(pool_id)
     if pool is None:
         return None
-    contributions = store.contributions(pool.id)
+    contributions = _contributions(store, pool.id, until)
     return PoolView(
         id=pool.id, session_id=pool.session_id, display_name=pool.display_name, column_names=pool.column_names,
-        rows=pool.rows, columns=pool.columns, shuffle_count=0, matrices=2, size_bytes=pool.size_bytes,
-        level=min((c.level for c in contributions), default=0), created=pool.created,
-        layout=DatasetLayout.of(pool.tile, features_only=False), tables=tuple(contribution_tables(store, pool)),
+        rows=sum(c.rows for c in contributions), columns=pool.columns, shuffle_count=0, matrices=2,
+        size_bytes=sum(c.size_bytes for c in contributions), level=min((c.level for c in contributions), default=0),
+        created=pool.created, layout=DatasetLayout.of(pool.tile, features_only=False),
+        tables=tuple(contribution_tables(store, pool, until)),
     )
 
 

@@ -23,6 +23,7 @@ from server.errors import ServiceError, invalid, precondition, rpc
 from server.execution import Executor, StoredTable
 from server.pool_records import InvitationRecord, PoolRecord
 from server.pool_training import contribution_tables
+from server.records import JobState
 from server.storage import Store, new_id
 from wire import codec
 from wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as pb
@@ -96,7 +97,13 @@ class PoolServicer(pb_grpc.PoolServiceServicer):
 
     @rpc
     def DeletePool(self, request: pb.DeletePoolRequest, context: grpc.ServicerContext) -> pb.DeletePoolResponse:
-        self.store.delete_pool(self.access.pool(request.pool_id, self.access.session(context)))
+        pool = self.access.pool(request.pool_id, self.access.session(context))
+        busy = [job.id for job in self.store.jobs(pool.session_id)
+                if job.pool_id == pool.id and job.state in (JobState.JOB_STATE_QUEUED, JobState.JOB_STATE_RUNNING)]
+        if busy:
+            raise precondition(f"job {busy[0]} is training on pool {pool.id}: cancel it (CancelJob) or let it "
+                               "finish, then delete the pool")
+        self.store.delete_pool(pool)
         return pb.DeletePoolResponse()
 
     @rpc

@@ -26,6 +26,7 @@ from core.layout import Tile
 from core.params import plan
 from server.pool_records import ContributionRecord
 from server.pool_storage import RowCapExceeded
+from server.pool_training import pool_view
 from server.storage import Store
 
 RNG = np.random.default_rng(11)
@@ -164,3 +165,50 @@ def test_a_contributor_killed_mid_upload_leaves_nothing(served) -> None:
     after = analyst.pool(pool.pool_id)
     assert (after.rows, after.contributions, after.size_bytes) == (before.rows, before.contributions, before.size_bytes)
     assert _files(server.store.blob_root) == files
+
+
+def test_a_last_block_of_one_row_is_zero_padded(served) -> None:
+    """4,097 rows in 4,096-row tiles: the last block holds one row, which must not be replicated across its
+    tile (a one-row matrix broadcasts); the pooled sums and the normal solver see each row once."""
+    _, analyst, _ = served
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(4097, 2))
+    y = X @ np.array([0.5, -0.25]) + 0.1 + 0.01 * rng.normal(size=4097)
+    X[-1], y[-1] = [3.0, -2.0], 5.0  # an outlier in the one-row block: counted 4,096 times, it would show
+    pool = analyst.create_pool("edge", ["a", "b"], "y")
+    Contributor(analyst.invite(pool.pool_id).code).upload(X, y, progress=False)
+    stats = analyst.pool_statistics(pool.pool_id)
+    assert np.max(np.abs(stats.mean - X.mean(axis=0))) < 1e-6
+    assert abs(stats.target_mean - y.mean()) < 1e-6
+    weights = analyst.weights(analyst.train(pool_id=pool.pool_id, config={"solver": "normal"}).model)
+    least = np.linalg.lstsq(np.hstack([np.ones((len(X), 1)), X]), y, rcond=None)[0]
+    assert np.max(np.abs(weights - least)) < 1e-5
+
+
+def test_a_job_trains_on_the_contributions_it_started_with(served) -> None:
+    server, analyst, _ = served
+    pool = analyst.create_pool("snapshot", ["a", "b", "c"], "y")
+    contributor = Contributor(analyst.invite(pool.pool_id).code)
+    contributor.upload(X[:30], Y[:30], progress=False)
+    created = time.time()
+    contributor.upload(X[30:], Y[30:], progress=False)
+    before = pool_view(server.store, pool.pool_id, created)
+    assert before is not None and before.rows == 30 and len(before.tables) == 1
+    assert pool_view(server.store, pool.pool_id).rows == 60  # type: ignore[union-attr]
+
+
+def test_a_pool_with_a_running_job_is_not_deleted(served) -> None:
+    _, analyst, _ = served
+    pool = analyst.create_pool("busy", ["a", "b", "c"], "y")
+    Contributor(analyst.invite(pool.pool_id).code).upload(X, Y, progress=False)
+    refused: list[tuple[grpc.StatusCode, str]] = []
+
+    def delete_during(epoch: int, loss: float) -> None:
+        if epoch == 1:
+            refused.append(status(lambda: analyst.delete_pool(pool.pool_id)))
+
+    run = analyst.train(pool_id=pool.pool_id, config={"epochs": 3, "solver": "gram"}, on_epoch=delete_during)
+    assert run.model is not None
+    assert refused and refused[0][0] == grpc.StatusCode.FAILED_PRECONDITION and "CancelJob" in refused[0][1]
+    analyst.delete_pool(pool.pool_id)  # once the job ended
+    assert pool.pool_id not in {p.pool_id for p in analyst.pools()}

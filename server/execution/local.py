@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from core.engine import Engine
-from core.gram import GramPartial, accumulate, row_blocks
+from core.gram import GramPartial, accumulate
 from core.shards import InMemoryShards, ShardSource
 from core.tensor import EncryptedMatrix
 from server.execution import BlockFunction, ExecutionError, StoredTable
@@ -22,7 +22,11 @@ class LocalExecutor:
         yield InMemoryShards(_read(engine, table.features), _read(engine, _targets(table)))
 
     def gram_partial(self, table: StoredTable, engine: Engine) -> GramPartial:
-        return accumulate(engine, row_blocks(_read(engine, table.features), _read(engine, _targets(table))))
+        """Streamed from disk one row block at a time (memory for one block, whatever the rows)."""
+        with open(table.features, "rb") as features, open(_targets(table), "rb") as targets:
+            blocks = zip(EncryptedMatrix.read_row_blocks(engine, features),
+                         EncryptedMatrix.read_row_blocks(engine, targets), strict=True)
+            return accumulate(engine, blocks)
 
     def map_blocks(self, table: StoredTable, function: BlockFunction, engine: Engine) -> EncryptedMatrix:
         return function(_read(engine, table.features))
