@@ -1,7 +1,10 @@
-"""``ciphergrad``: train on a CSV file through a server, or run the Ames demo.
+"""``ciphergrad``: train on a CSV file through a server, pooled training, or run the Ames demo.
 
 ciphergrad train FILE.csv --target COLUMN --server HOST:PORT [--bad-cells error|drop|impute]
+ciphergrad pool create|invite|revoke|train|status NAME ...   # client.pool_cli: the analyst's side
+ciphergrad contribute FILE.csv --invitation CODE             # client.contribute_cli: a contributor's side
 ciphergrad demo [--server HOST:PORT]      # starts a local server when none is given
+ciphergrad demo --pooled                  # three contributor processes, one analyst (client.pool_demo)
 ciphergrad compare [TASK ...] [--quick] [--scaling] [--server HOST:PORT] [--out DIR]   # client.compare
 """
 
@@ -17,13 +20,13 @@ from typing import Any
 import grpc
 import numpy as np
 
+from client import contribute_cli, pool_cli
 from client.estimator import EncryptedLinearRegression
 from client.local import local_server
 from client.table import BAD_CELL_CHOICES, BadCells, TableError, csv_columns, read_csv, text_columns
 from core import algorithms, linear
 from core.conditioning import Standardizer
 from core.data import with_intercept
-from core.errors import ParameterError
 
 # Command-specific defaults and help for some hyperparameters; every field of the config becomes a flag.
 _FLAG_HELP = {
@@ -190,6 +193,10 @@ def run_demo(server: str, args: argparse.Namespace) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.pooled:
+        from client import pool_demo
+
+        return pool_demo.main(args.server)
     if args.server:
         print(run_demo(args.server, args))
     else:
@@ -228,7 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="Ames: encrypted training through a server vs the torch twin")
     # The original write-up's setup: plain gradient descent, learning rate 0.5, N(0, 1) initial weights.
     _add_training_flags(demo, epochs=50, learning_rate=0.5, momentum=0.0, init="normal", solver="gd")
+    demo.add_argument(
+        "--pooled",
+        action="store_true",
+        help="Ames split across three contributor processes; the analyst trains on the pool (client.pool_demo; "
+        "ignores the training flags)",
+    )
     demo.set_defaults(handler=cmd_demo)
+    pool_cli.add_commands(commands)
+    contribute_cli.add_command(commands)
     commands.add_parser(  # listed in --help; main() hands its arguments to client.compare
         "compare",
         help="every algorithm encrypted vs plaintext, written as a report (ciphergrad compare --help)",
@@ -244,15 +259,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (TableError, OSError, ParameterError) as exc:
-        # A newcomer's mistake (a wrong path, a messy table, hyperparameters that do not fit together)
-        # deserves one line, not a traceback.
+    except (ValueError, OSError) as exc:
+        # A newcomer's mistake (a wrong path, a messy table, hyperparameters that do not fit together, a loose
+        # key file, a damaged invitation code: TableError, ParameterError, KeyDirError, ...) deserves one line,
+        # not a traceback.
         print(f"ciphergrad: error: {exc}", file=sys.stderr)
         return 2
     except grpc.RpcError as exc:
         # The server's status already says what went wrong (unreachable, refused, invalid argument).
         code, details = getattr(exc, "code", lambda: None)(), getattr(exc, "details", lambda: "")()
-        where = getattr(args, "server", None) or "the local server"
+        local = args.command in ("train", "demo")  # the commands that start a server when none is named
+        where = getattr(args, "server", None) or ("the local server" if local else "the server")
         print(f"ciphergrad: error: {where}: {code.name if code else 'RPC failed'}: {details}", file=sys.stderr)
         return 1
 

@@ -8,7 +8,9 @@ plus the connection settings, so a new config field is a new estimator parameter
 
 ``fit`` makes CKKS keys in this process, encrypts, uploads, trains remotely (answering masked refresh
 requests) and decrypts the model; ``predict`` then runs on the decrypted model here. Without ``server`` a
-throwaway local server (``client.local_server``) is started for the fit.
+throwaway local server (``client.local_server``) is started for the fit. ``fit_pool(client, pool_id)`` trains
+instead on the rows several contributors encrypted into a pool of the client's session (client.pools): this
+process then never holds the rows, only the model.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm import tqdm
 
 from client.local import local_server
-from client.sdk import Client, default_parameters, training_layout
+from client.sdk import Client, Transfer, default_parameters, training_layout
 from core import algorithms
 from core.data import with_intercept
 from core.layout import choose_tile
@@ -115,22 +117,81 @@ class _EncryptedGradientDescent(BaseEstimator):
                 orders = self.shuffle_orders(len(X))
                 dataset = client.upload(X, y, tile=tile, shuffle_orders=orders, progress=bar.update)
             timings["upload_seconds"] = time.perf_counter() - tick
-            with _bar(self.progress, desc="train", total=config.epochs, unit="epoch") as bar:
-
-                def on_epoch(epoch: int, loss: float | None) -> None:
-                    bar.update(1)
-                    if loss is not None:
-                        bar.set_postfix(loss=f"{loss:.6g}")
-
-                run = client.train(dataset.dataset_id, config, algorithm=self.algorithm, on_epoch=on_epoch)
+            run = self._train(client, config, dataset_id=dataset.dataset_id)
             weights = client.weights(run.model)
             client.delete_session()  # the server keeps nothing of this fit
-            transfer = client.transfer
+        self._store(weights, run, client.transfer, timings)
+        self.report_.update(parameters=params.summary(), context_bytes=session.context_size_bytes)
+        return self
+
+    def fit_pool(self, client: Client, pool_id: str, *, standardize: bool = False) -> Any:
+        """Train on every row contributed to the pool ``pool_id``; ``client`` holds the pool's session (the
+        analyst's ``Client`` after ``create_pool``, or one restored with ``use_session``).
+
+        The rows never reach this process: contributors encrypted them under this session's public key, the
+        server trains on the concatenation of their contributions, and only the model (plus masked refreshes)
+        is decrypted here. Pools train full batch (``batch_size`` must be None; the ``shuffles``, ``server``,
+        ``tls`` and ``params`` parameters do not apply) and ``fit_intercept`` must match the pool's schema.
+        A logistic pool's targets are 0/1, so ``classes_`` is ``[0.0, 1.0]``.
+
+        Features are used as contributed (keep them roughly within [-1, 1]) unless ``standardize``: linear
+        regression with the "gram" or "normal" solver then decrypts the pool's statistics (count, column means
+        and variances: aggregates, never a row), and the server applies the standardization they give (every
+        feature and the target to mean 0, deviation 1) inside its Gram statistics, so it learns those means and
+        deviations (docs/threat-model.md, Pools). ``coef_`` and ``intercept_`` are mapped back to raw units,
+        so ``predict`` takes raw features; ``report_["standardization"]`` holds the (scale, shift) used.
+        After it: ``coef_``, ``intercept_``, ``n_features_in_``, ``feature_names_`` (the pool's schema),
+        ``history_`` (losses in standardized units when standardized) and ``report_``, as after ``fit``; the
+        pool stays on the server.
+        """
+        if self.batch_size is not None:
+            raise ValueError(f"batch_size={self.batch_size}: pools train full batch; leave batch_size=None")
+        if standardize and "standardization" not in algorithms.get(self.algorithm).config_fields():
+            raise ValueError(f"standardize=True needs linear regression (gram or normal), not {self.algorithm}")
+        pool = client.pool(pool_id)
+        if bool(getattr(pool, "intercept", True)) != bool(self.fit_intercept):
+            has = "has" if getattr(pool, "intercept", True) else "has no"
+            raise ValueError(f"pool {pool_id} {has} an intercept column: set fit_intercept={not self.fit_intercept}")
+        config = self.config()
+        before = (dict(client.transfer.sent), dict(client.transfer.received))
+        report: dict[str, Any] = {"pool_rows": pool.rows, "pool_contributions": pool.contributions}
+        stats = None
+        if standardize:
+            stats = client.pool_statistics(pool_id)
+            report["standardization"] = stats.standardization(target=True)
+            config = dataclasses.replace(config, standardization=report["standardization"])  # checks the solver
+        run = self._train(client, config, pool_id=pool_id)
+        weights = client.weights(run.model)
+        if stats is not None:
+            weights = stats.raw_weights(weights, report["standardization"])
+        transfer = Transfer(
+            {k: v - before[0].get(k, 0) for k, v in client.transfer.sent.items()},
+            {k: v - before[1].get(k, 0) for k, v in client.transfer.received.items()},
+        )
+        self._store(weights, run, transfer, report)
+        self.n_features_in_ = len(pool.feature_names)
+        self.feature_names_ = list(pool.feature_names)
+        if self._is_classifier():
+            self.classes_ = np.array([0.0, 1.0])
+        return self
+
+    def _train(self, client: Client, config: Any, **source: str) -> Any:
+        """One training job on a dataset (``dataset_id=``) or a pool (``pool_id=``), with a progress bar."""
+        with _bar(self.progress, desc="train", total=config.epochs, unit="epoch") as bar:
+
+            def on_epoch(epoch: int, loss: float | None) -> None:
+                bar.update(1)
+                if loss is not None:
+                    bar.set_postfix(loss=f"{loss:.6g}")
+
+            return client.train(config=config, algorithm=self.algorithm, on_epoch=on_epoch, **source)
+
+    def _store(self, weights: np.ndarray, run: Any, transfer: Transfer, report: dict[str, Any]) -> None:
         self.coef_ = weights[1:] if self.fit_intercept else weights
         self.intercept_ = float(weights[0]) if self.fit_intercept else 0.0
         self.history_ = list(run.losses)
         self.report_ = {
-            **timings,
+            **report,
             "train_seconds": run.seconds,
             "epoch_seconds": list(run.epoch_seconds),
             "refreshes": run.refreshes,
@@ -139,10 +200,7 @@ class _EncryptedGradientDescent(BaseEstimator):
             "bytes_sent": dict(transfer.sent),
             "bytes_received": dict(transfer.received),
             "bytes_total": transfer.total,
-            "parameters": params.summary(),
-            "context_bytes": session.context_size_bytes,
         }
-        return self
 
     def _linear_output(self, X: Any) -> np.ndarray:
         """``X @ coef_ + intercept_`` with the decrypted model (the key holder's side; nothing leaves)."""

@@ -13,6 +13,7 @@ from tenseal import sealapi
 
 from core import layout
 from core.engine import Engine
+from core.errors import MalformedInputError
 from core.params import CKKSParameters
 from core.tensor import EncryptedMatrix
 
@@ -53,6 +54,26 @@ class KeyHolder:
             steps.update(layout.rotation_steps(tile))
         return cls(params, rotations=steps)
 
+    @classmethod
+    def from_secret_context(cls, data: bytes) -> KeyHolder:
+        """The key holder whose full context ``secret_context()`` serialized (e.g. read back from the
+        analyst's key directory, client.keystore). Its parameters are read from the context itself. TenSEAL
+        remakes the evaluation keys from the secret key on loading, with its default Galois keys (the power-of-
+        two steps): encryption and decryption are the same, but ``public_context()`` is not the one a session
+        was created with."""
+        try:
+            context = ts.context_from(data)
+        except Exception as exc:  # TenSEAL raises bare ValueError/RuntimeError on garbage
+            raise MalformedInputError(f"not a serialized TenSEAL CKKS context: {exc}") from exc
+        if not context.has_secret_key():
+            raise MalformedInputError("the context carries no secret key: it is a public context, not a key holder's")
+        holder = cls.__new__(cls)
+        holder._context = context
+        holder.engine = Engine(context)
+        holder.params = holder.engine.params
+        holder._decryptor = sealapi.Decryptor(holder.engine.seal, context.secret_key().data)
+        return holder
+
     def public_context(self) -> bytes:
         """Public key, relinearization and Galois keys: everything a computing party needs, no secret."""
         return self._context.serialize(
@@ -82,13 +103,18 @@ class KeyHolder:
         """Decrypt and re-encrypt at the top level: the CKKS stand-in for bootstrapping."""
         return self.encrypt(self.decrypt(matrix), tile=matrix.tile)
 
+    def secret_context(self) -> bytes:
+        """The full context, SECRET key included: for the owner's key directory only, never a server. TenSEAL
+        stores the secret and public keys only (evaluation keys are remade on loading): under 1 MB at N=8192."""
+        return self._context.serialize(save_secret_key=True)
+
     def save(self, path: str) -> None:
         """Write the full context, secret key included, readable by the owner only."""
         warnings.warn(
             f"writing the SECRET key to {path}: anyone who reads this file can decrypt your data",
             stacklevel=2,
         )
-        data = self._context.serialize(save_secret_key=True)
+        data = self.secret_context()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)  # the mode given to open() only applies when the file is new
         with os.fdopen(fd, "wb") as handle:
