@@ -284,9 +284,7 @@ class JobRunner:
         return issubclass(trainer_type, GradientTrainer) and full_batch
 
     def _table(self, dataset: DatasetRecord) -> StoredTable:
-        folder = self.store.dataset_dir(dataset.session_id, dataset.id)
-        return StoredTable(self.store.context_path(dataset.session_id), folder / matrix_file(0),
-                           folder / matrix_file(1), dataset.rows, dataset.layout.tile[0])
+        return self.store.table(dataset)
 
     def _train_job(self, job_id: str, link: Link, slot: JobSlot) -> None:
         job = self.store.job(job_id)
