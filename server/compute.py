@@ -1,7 +1,9 @@
 """ComputeService: encrypted statistics (core.stats) and nearest-neighbour distances (core.neighbors).
 
 Results stay encrypted; the client decrypts them and finishes square roots, divisions and the top-k.
-Async shells, sync bodies (``server.work``); the tables and batches a call parses count against
+Async shells, sync bodies (``server.work``); the homomorphic work runs on the server's executor
+(``server.execution``: in this process, or on the Ray pool): each query batch a call of its own, Describe's
+and Metrics' column sums over row blocks. The tables and batches a call parses count against
 --max-inflight-mb.
 """
 

@@ -31,8 +31,8 @@ from core.tensor import EncryptedMatrix
 from core.training import GradientTrainer
 from server import validation
 from server.engines import EngineCache
-from server.errors import ServiceError, invalid, precondition, status_for
-from server.execution import ExecutionError, Executor, StoredTable
+from server.errors import invalid, precondition, status_for
+from server.execution import Executor, StoredTable
 from server.execution.local import LocalExecutor
 from server.links import POLL_SECONDS, Cancelled, Detached, End, JobSlot, Link, StreamRefresh
 from server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
@@ -226,8 +226,8 @@ class JobRunner:
     def _run(self, job_id: str, link: Link, slot: JobSlot) -> None:
         failure: Exception | None = None
         try:
-            self._train(job_id, link, slot)
-        except Exception as exc:
+            self._train_job(job_id, link, slot)
+        except Exception as exc:  # recorded FAILED with status_for's code (ExecutionError: UNAVAILABLE)
             failure = exc
         finally:
             slot.give()
@@ -266,12 +266,6 @@ class JobRunner:
 
     def _emit_job(self, link: Link, job: JobRecord) -> None:
         link.emit(pb.TrainResponse(job=job.to_proto()))
-
-    def _train(self, job_id: str, link: Link, slot: JobSlot) -> None:
-        try:
-            self._train_job(job_id, link, slot)
-        except ExecutionError as exc:  # the cluster (named in the message) failed or went away: job FAILED
-            raise ServiceError(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
 
     def _distributed(self, trainer_type: type, config: Any, dataset: DatasetRecord) -> bool:
         """Whether the executor runs this job: full-batch gradient trainers and the one-pass Gram statistics.

@@ -1,5 +1,7 @@
 """ModelService: encrypted (client-owned) and plaintext (server-owned) models, batched encrypted inference
-(async shells, sync bodies: ``server.work``)."""
+(async shells, sync bodies: ``server.work``). Each prediction batch is checked here and computed on the
+server's executor (``server.execution``: in this process, or on the Ray pool, up to one batch per worker in
+flight), answers in the order of the batches."""
 
 from __future__ import annotations
 
