@@ -156,7 +156,8 @@ class Work:
     async def ordered(self, inputs: AsyncIterator[A], function: Callable[[A], T], width: int) -> AsyncIterator[T]:
         """``function(item)`` on the HE pool for each of ``inputs``, up to ``width`` at once (the next inputs
         are read meanwhile), results in input order. ``width`` 1: one at a time, each read after the previous
-        result. On an early exit the calls still running are waited for (they may read the caller's files)."""
+        result. On an early exit (a failed call, the client gone) the calls not yet started are cancelled; one
+        already running finishes on its thread and its answer is dropped."""
         running: collections.deque[asyncio.Future[T]] = collections.deque()
         try:
             async for item in inputs:
@@ -167,8 +168,8 @@ class Work:
                 yield await running.popleft()
         finally:
             for future in running:
-                future.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+                if not future.cancel() and not future.cancelled():
+                    future.exception()  # a call that failed meanwhile: its error is not logged as unretrieved
 
     @staticmethod
     async def _run(pool: ThreadPoolExecutor, function: Callable[..., T], *args: Any) -> T:
