@@ -115,10 +115,11 @@ class CipherGradServer:
             TrainingServicer(self.store, self.access, self.runner, work), self.server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.store, self.access, self.engines, max_batch, work), self.server
+            ModelServicer(self.store, self.access, self.engines, max_batch, work, self.executor), self.server
         )
         compute_service_pb2_grpc.add_ComputeServiceServicer_to_server(
-            ComputeServicer(self.store, self.access, self.engines, max_upload, max_batch, work), self.server
+            ComputeServicer(self.store, self.access, self.engines, max_upload, max_batch, work, self.executor),
+            self.server,
         )
         pool_service_pb2_grpc.add_PoolServiceServicer_to_server(
             PoolServicer(self.store, self.access, self.engines, self.executor, work), self.server

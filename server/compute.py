@@ -1,16 +1,19 @@
 """ComputeService: encrypted statistics (core.stats) and nearest-neighbour distances (core.neighbors).
 
 Results stay encrypted; the client decrypts them and finishes square roots, divisions and the top-k.
-Async shells, sync bodies (``server.work``); the tables and batches a call parses count against
+Async shells, sync bodies (``server.work``); the homomorphic work runs on the server's executor
+(``server.execution``: in this process, or on the Ray pool): each query batch a call of its own, Describe's
+and Metrics' column sums over row blocks. The tables and batches a call parses count against
 --max-inflight-mb.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 import numpy as np
@@ -24,6 +27,7 @@ from server import plainmodels, validation
 from server.access import Access, Metadata
 from server.engines import EngineCache
 from server.errors import invalid, rpc
+from server.execution import BlockFunction, Executor, StoredTable, apply
 from server.records import SessionRecord
 from server.storage import Store
 from server.uploads import Budget, load_matrix, spool_matrices
@@ -33,15 +37,12 @@ from wire.proto_gen.ciphergrad.v1 import compute_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import compute_service_pb2_grpc as pb_grpc
 from wire.proto_gen.ciphergrad.v1 import types_pb2
 
-Reference = EncryptedMatrix | np.ndarray
-
 
 class ComputeServicer(pb_grpc.ComputeServiceServicer):
-    def __init__(
-        self, store: Store, access: Access, engines: EngineCache, max_upload: int, max_batch: int, work: Work
-    ) -> None:
+    def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int, max_batch: int,
+                 work: Work, executor: Executor) -> None:
         self.store, self.access, self.engines = store, access, engines
-        self.max_upload, self.max_batch, self.work = max_upload, max_batch, work
+        self.max_upload, self.max_batch, self.work, self.executor = max_upload, max_batch, work, executor
 
     @rpc
     async def Describe(
@@ -53,21 +54,27 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
     def describe(self, request: pb.DescribeRequest, metadata: Metadata) -> list[pb.DescribeResponse]:
         dataset = self.access.dataset(request.dataset_id, self.access.session(metadata))
         validation.ddof(request.ddof, dataset.rows)
+        if request.covariance and dataset.layout.tile[1] != 1:
+            tile = dataset.layout.tile
+            raise ShapeError(
+                f"the covariance needs a dataset uploaded with packing='columns' (one ciphertext per column); "
+                f"dataset {dataset.id} is packed by rows (tile {tile[0]}x{tile[1]}): upload it again "
+                "with Client.upload(X, packing='columns')"
+            )
+        engine = self.engines.get(dataset.session_id)
         with self.work.limits.memory(self.store.matrix_size(dataset, 0), f"dataset {dataset.id}"):
-            X = self.store.read_matrix(dataset, 0, self.engines.get(dataset.session_id))
-            if request.covariance and X.tile.cols != 1:
-                raise ShapeError(
-                    f"the covariance needs a dataset uploaded with packing='columns' (one ciphertext per column); "
-                    f"dataset {dataset.id} is packed by rows (tile {X.tile.rows}x{X.tile.cols}): upload it again "
-                    "with Client.upload(X, packing='columns')"
-                )
-            mean, variance = stats.standardization_params(X, ddof=request.ddof)
+            # Column sums of X and of X * X over row blocks (on the executor's workers), finished here.
+            table = self.store.table(dataset, targets=False)
+            total = self.executor.column_sums(table, engine)
+            squares = self.executor.column_sums(table, engine, squares=True)
+            mean = stats.mean_from_sums(total, dataset.rows)
+            variance = stats.variance_from_sums(total, squares, dataset.rows, request.ddof)
             responses = [
                 pb.DescribeResponse(statistic="mean", value=codec.matrix_to_proto(mean)),
                 pb.DescribeResponse(statistic="variance", value=codec.matrix_to_proto(variance)),
             ]
-            if request.covariance:
-                cov = stats.covariance(X, ddof=request.ddof)
+            if request.covariance:  # every pair of columns: in this process, on the whole table
+                cov = stats.covariance(self.store.read_matrix(dataset, 0, engine), ddof=request.ddof)
                 responses.append(pb.DescribeResponse(statistic="covariance", value=codec.matrix_to_proto(cov)))
         return responses
 
@@ -102,45 +109,54 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         if len(paths) > (1 if dataset is not None else 2):
             raise invalid("Metrics: more matrices than the predictions and targets")
         engine = self.engines.get(session.id)
-        limits = self.work.limits
-        with contextlib.ExitStack() as held:
-            predictions = held.enter_context(load_matrix(engine, paths[0], "the metrics input", limits))
-            if dataset is not None:
-                held.enter_context(limits.memory(self.store.matrix_size(dataset, 1), f"the targets of {dataset.id}"))
-                targets = self.store.read_matrix(dataset, 1, engine)
-                what = f"the targets of dataset {dataset.id}"
-            else:
-                targets = held.enter_context(load_matrix(engine, paths[1], "the metrics input", limits))
-                what = "the targets"
-            return self._metrics(spec, predictions, targets, what)
-
-    def _metrics(
-        self, spec: pb.MetricsSpec, predictions: EncryptedMatrix, targets: EncryptedMatrix, what: str
-    ) -> list[pb.MetricsResponse]:
+        # Checked one ciphertext at a time (validation.scan_file); the executor reads them where it runs.
+        predictions = validation.scan_file(engine, paths[0], "the metrics input")
+        if dataset is not None:
+            targets_path, what = self.store.matrix_path(dataset, 1), f"the targets of dataset {dataset.id}"
+        else:
+            targets_path, what = paths[1], "the targets"
+        targets = validation.scan_file(engine, targets_path, what)
         if predictions.shape != targets.shape or predictions.tile != targets.tile:
             raise ShapeError(
                 f"predictions of shape {predictions.shape} in tile {predictions.tile.rows}x{predictions.tile.cols} "
                 f"do not match {what}: shape {targets.shape} in tile {targets.tile.rows}x{targets.tile.cols}; "
                 "encrypt the predictions with that shape and tile"
             )
-        try:
-            mse, target_variance = stats.r2_parts(predictions, targets)
-        except RuntimeError as exc:
-            if "transparent" not in str(exc):
-                raise
-            # SEAL refuses a difference of identical ciphertexts (an all-zero "transparent" result).
-            raise invalid(
-                f"the predictions are the very ciphertexts of {what}, so their difference is not a ciphertext: "
-                "encrypt the predictions afresh (KeyHolder.encrypt) and send those"
-            ) from exc
+        if targets.shape[1] != 1:
+            raise ShapeError(f"R² takes one target column, got {targets.shape[1]}")
+        size = paths[0].stat().st_size + targets_path.stat().st_size
+        with self.work.limits.memory(size, "the metrics input"):
+            try:
+                return self._metrics(spec, engine, session.id, paths[0], targets_path, targets)
+            except RuntimeError as exc:
+                if "transparent" not in str(exc):
+                    raise
+                # SEAL refuses a difference of identical ciphertexts (an all-zero "transparent" result).
+                raise invalid(
+                    f"the predictions are the very ciphertexts of {what}, so their difference is not a "
+                    "ciphertext: encrypt the predictions afresh (KeyHolder.encrypt) and send those"
+                ) from exc
+
+    def _metrics(self, spec: pb.MetricsSpec, engine: Engine, session_id: str, predictions: Path, targets: Path,
+                 shape: validation.ScannedMatrix) -> list[pb.MetricsResponse]:
+        """MSE, the targets' variance (R² = 1 - their ratio) and the MAE as column sums over row blocks on the
+        executor, finished here (``core.stats.*_from_sums``)."""
+        (n, cols), tile_rows = shape.shape, shape.tile.rows
+        context, sums = self.store.context_path(session_id), self.executor.column_sums
+        pair = StoredTable(context, predictions, targets, n, tile_rows)
+        target = StoredTable(context, targets, None, n, tile_rows)
+        mse = stats.mse_from_sums(sums(pair, engine, function=stats.squared_residuals, with_targets=True), n)
+        target_variance = stats.variance_from_sums(sums(target, engine), sums(target, engine, squares=True), n)
         responses = [
             pb.MetricsResponse(metric="mse", value=codec.matrix_to_proto(mse)),
             pb.MetricsResponse(metric="target_variance", value=codec.matrix_to_proto(target_variance)),
         ]
         if spec.mae_bound:
-            value, poly = stats.mae(predictions, targets, bound=spec.mae_bound, degree=spec.mae_degree or 6)
-            mae = pb.MetricsResponse(metric="mae", value=codec.matrix_to_proto(value), max_error=poly.max_error)
-            responses.append(mae)
+            poly, averaged = stats.mae_polynomials(n * cols, bound=spec.mae_bound, degree=spec.mae_degree or 6)
+            absolute = functools.partial(stats.absolute_residuals, polynomial=averaged)
+            mae = sums(pair, engine, function=absolute, with_targets=True).sum(axis=1)
+            responses.append(pb.MetricsResponse(metric="mae", value=codec.matrix_to_proto(mae),
+                                                max_error=poly.max_error))
         return responses
 
     @rpc
@@ -157,31 +173,39 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                     "Distances: send the reference set first (model_id of a plaintext one, or reference_dataset_id "
                     "of one the client encrypted), then batches of encrypted queries"
                 )
-            engine, reference, projection = await self.work.he(self.reference, first, session)
+            queries = await self.work.he(self.reference, first, session)
             budget = Budget(self.max_batch, "--max-batch-mb")
             with self.store.staging() as scratch:
-                async for path in spool_matrices(requests, "queries", budget, "a query batch", scratch):
-                    distances = await self.work.he(self.distances, engine, reference, projection, path)
-                    for message in chunks.send(pb.DistancesResponse, "distances", [distances]):
-                        yield message
+                # Each query batch is a call on the executor (up to its `parallelism` at once), answered in order.
+                batches = spool_matrices(requests, "queries", budget, "a query batch", scratch)
+                answers = self.work.ordered(batches, functools.partial(self.distances, queries),
+                                            self.executor.parallelism)
+                async with contextlib.aclosing(answers):
+                    async for distances in answers:
+                        for message in chunks.send(pb.DistancesResponse, "distances", [distances]):
+                            yield message
 
-    def reference(self, first: pb.DistancesRequest, session: SessionRecord) -> tuple[Engine, Reference, Any]:
-        """The session's engine, the reference set the first message names, and its projection (if any)."""
+    def reference(self, first: pb.DistancesRequest, session: SessionRecord) -> Queries:
+        """What every query batch of the stream runs: the distances to the reference set the first message
+        names (an encrypted one is an operand, read and checked here once)."""
+        engine, context = self.engines.get(session.id), self.store.context_path(session.id)
         if first.WhichOneof("kind") == "reference_dataset_id":
-            reference, projection = self._encrypted_reference(first.reference_dataset_id, session), None
-        else:
-            reference, projection = self._plain_reference(first.model_id, session)
-        return self.engines.get(session.id), reference, projection
+            reference = self._encrypted_reference(first.reference_dataset_id, session)
+            return Queries(engine, context, functools.partial(squared_distances, projection=None),
+                           {"reference": reference})
+        plain, projection = self._plain_reference(first.model_id, session)
+        return Queries(engine, context, functools.partial(squared_distances, reference=plain, projection=projection))
 
-    def distances(self, engine: Engine, reference: Reference, projection: Any, path: Path) -> bytes:
+    def distances(self, queries: Queries, path: Path) -> bytes:
         """The serialized squared distances of the query batch spooled at ``path``."""
-        with load_matrix(engine, path, "a query batch", self.work.limits) as queries:
-            if queries.tile.cols != 1:
+        with load_matrix(queries.engine, path, "a query batch", self.work.limits) as batch:
+            if batch.tile.cols != 1:
                 raise ShapeError(
                     f"queries must be column-packed: encrypt them with packing='columns' (tile=Tile(q, 1)); "
-                    f"got tile {queries.tile.rows}x{queries.tile.cols}"
+                    f"got tile {batch.tile.rows}x{batch.tile.cols}"
                 )
-            return squared_distances(queries, reference, projection).to_bytes()
+            return apply(self.executor, queries.context, batch, queries.function, queries.engine,
+                         queries.operands).to_bytes()
 
     def _plain_reference(self, model_id: str, session: SessionRecord) -> tuple[np.ndarray, np.ndarray | None]:
         model = self.access.model(model_id, session)
@@ -202,3 +226,13 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         reference = self.store.read_matrix(dataset, 0, self.engines.get(dataset.session_id))
         check_reference(reference)
         return reference
+
+
+@dataclass(frozen=True)
+class Queries:
+    """A Distances stream's work: ``function(queries, **operands)`` on the executor for each batch."""
+
+    engine: Engine
+    context: Path
+    function: BlockFunction
+    operands: Mapping[str, EncryptedMatrix] = field(default_factory=dict)

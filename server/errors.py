@@ -14,6 +14,7 @@ import grpc
 from grpc.aio import AbortError
 
 from core.errors import LevelError, MalformedInputError, ParameterError, SecretKeyError, ShapeError
+from server.execution import ExecutionError
 
 log = logging.getLogger("ciphergrad.server")
 _ABORTED = (AbortError,)
@@ -48,6 +49,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, (MalformedInputError, ShapeError, ParameterError)):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, ExecutionError):  # the cluster, named in the message, failed or went away
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
     if isinstance(exc, (OSError, sqlite3.Error)):
         return _storage_status(exc)
     log.exception("unexpected error", exc_info=exc)

@@ -31,8 +31,8 @@ from core.tensor import EncryptedMatrix
 from core.training import GradientTrainer
 from server import validation
 from server.engines import EngineCache
-from server.errors import ServiceError, invalid, precondition, status_for
-from server.execution import ExecutionError, Executor, StoredTable, pooled_gram_partial, pooled_shards
+from server.errors import invalid, precondition, status_for
+from server.execution import Executor, StoredTable, pooled_gram_partial, pooled_shards
 from server.execution.local import LocalExecutor
 from server.links import POLL_SECONDS, Cancelled, Detached, End, JobSlot, Link, StreamRefresh
 from server.pool_training import PoolView, pool_view
@@ -228,8 +228,8 @@ class JobRunner:
     def _run(self, job_id: str, link: Link, slot: JobSlot) -> None:
         failure: Exception | None = None
         try:
-            self._train(job_id, link, slot)
-        except Exception as exc:
+            self._train_job(job_id, link, slot)
+        except Exception as exc:  # recorded FAILED with status_for's code (ExecutionError: UNAVAILABLE)
             failure = exc
         finally:
             slot.give()
@@ -269,12 +269,6 @@ class JobRunner:
     def _emit_job(self, link: Link, job: JobRecord) -> None:
         link.emit(pb.TrainResponse(job=job.to_proto()))
 
-    def _train(self, job_id: str, link: Link, slot: JobSlot) -> None:
-        try:
-            self._train_job(job_id, link, slot)
-        except ExecutionError as exc:  # the cluster (named in the message) failed or went away: job FAILED
-            raise ServiceError(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
-
     def _distributed(self, trainer_type: type, config: Any, dataset: DatasetRecord) -> bool:
         """Whether the executor runs this job: full-batch gradient trainers and the one-pass Gram statistics.
         Minibatches and shuffled copies stay in this process (and everything with the local executor)."""
@@ -291,9 +285,7 @@ class JobRunner:
         """The stored tables a job reads: the dataset's, or one per contribution of a pool."""
         if isinstance(dataset, PoolView):
             return list(dataset.tables)
-        folder = self.store.dataset_dir(dataset.session_id, dataset.id)
-        return [StoredTable(self.store.context_path(dataset.session_id), folder / matrix_file(0),
-                            folder / matrix_file(1), dataset.rows, dataset.layout.tile[0])]
+        return [self.store.table(dataset)]
 
     def _train_job(self, job_id: str, link: Link, slot: JobSlot) -> None:
         job = self.store.job(job_id)

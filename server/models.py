@@ -1,10 +1,15 @@
 """ModelService: encrypted (client-owned) and plaintext (server-owned) models, batched encrypted inference
-(async shells, sync bodies: ``server.work``)."""
+(async shells, sync bodies: ``server.work``). Each prediction batch is checked here and computed on the
+server's executor (``server.execution``: in this process, or on the Ray pool, up to one batch per worker in
+flight), answers in the order of the batches."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ from server import plainmodels
 from server.access import Access, Metadata
 from server.engines import EngineCache
 from server.errors import invalid, precondition, rpc
+from server.execution import BlockFunction, Executor, apply
 from server.records import ModelRecord, SessionRecord
 from server.storage import Store, new_id
 from server.uploads import Budget, load_matrix, spool_matrices
@@ -46,9 +52,10 @@ def _column_packed(rows: EncryptedMatrix, inputs: int) -> None:
 
 
 class ModelServicer(pb_grpc.ModelServiceServicer):
-    def __init__(self, store: Store, access: Access, engines: EngineCache, max_batch: int, work: Work) -> None:
+    def __init__(self, store: Store, access: Access, engines: EngineCache, max_batch: int, work: Work,
+                 executor: Executor) -> None:
         self.store, self.access, self.engines, self.max_batch = store, access, engines, max_batch
-        self.work = work
+        self.work, self.executor = work, executor
 
     def _weights(self, model: ModelRecord) -> EncryptedMatrix | None:
         if model.server_owned:
@@ -127,78 +134,87 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                 options = first.options
             else:
                 raise invalid("Predict: send the model_id (or options) first, then batches of encrypted rows")
-            engine, predict = await self.work.he(self.predictor, options, session)
+            predictor = await self.work.he(self.predictor, options, session)
             budget = Budget(self.max_batch, "--max-batch-mb")
             with self.store.staging() as scratch:
-                # Each batch is answered as soon as it has arrived: the stream is never buffered whole.
-                async for path in spool_matrices(requests, "rows", budget, "a prediction batch", scratch):
-                    predictions = await self.work.he(self.predict_batch, engine, predict, path)
-                    for message in chunks.send(pb.PredictResponse, "predictions", [predictions]):
-                        yield message
+                # Each batch is answered as soon as it (and those before it) are done: the stream is never
+                # buffered whole; the executor runs up to `parallelism` batches at once.
+                batches = spool_matrices(requests, "rows", budget, "a prediction batch", scratch)
+                answers = self.work.ordered(batches, functools.partial(self.predict_batch, predictor),
+                                            self.executor.parallelism)
+                async with contextlib.aclosing(answers):
+                    async for predictions in answers:
+                        for message in chunks.send(pb.PredictResponse, "predictions", [predictions]):
+                            yield message
 
-    def predict_batch(self, engine: Engine, predict: Callable[[EncryptedMatrix], EncryptedMatrix], path: Path) -> bytes:
-        """The serialized predictions for the batch of rows spooled at ``path``."""
-        with load_matrix(engine, path, "a prediction batch", self.work.limits) as rows:
-            return predict(rows).to_bytes()
+    def predict_batch(self, predictor: Predictor, path: Path) -> bytes:
+        """The serialized predictions for the batch of rows spooled at ``path``, computed on the executor."""
+        with load_matrix(predictor.engine, path, "a prediction batch", self.work.limits) as rows:
+            predictor.check(rows)
+            try:
+                predictions = apply(self.executor, predictor.context, rows, predictor.function, predictor.engine,
+                                    predictor.operands)
+            except LevelError as exc:
+                if not predictor.sigmoid_depth:
+                    raise
+                raise precondition(
+                    f"the server-side sigmoid needs {predictor.sigmoid_depth} levels after the encrypted-model "
+                    f"logit and these parameters leave fewer ({exc}); apply the sigmoid on the client after "
+                    "decryption (Client.predict_proba) or use a deeper plan"
+                ) from exc
+            return predictions.to_bytes()
 
-    def predictor(
-        self, options: pb.PredictOptions, session: SessionRecord
-    ) -> tuple[Engine, Callable[[EncryptedMatrix], EncryptedMatrix]]:
-        """The session's engine and the function from an encrypted batch of rows to its encrypted predictions."""
+    def predictor(self, options: pb.PredictOptions, session: SessionRecord) -> Predictor:
+        """What the batches of a Predict stream run: the model's function of an encrypted batch of rows."""
         model = self.access.model(options.model_id, session)
-        return self.engines.get(model.session_id), self._predictor(model, options)
-
-    def _predictor(self, model: ModelRecord, options: pb.PredictOptions):
-        """The function from an encrypted batch of rows to its encrypted predictions."""
         logistic = model.algorithm == types_pb2.ALGORITHM_LOGISTIC_REGRESSION
         if options.server_sigmoid and not logistic:
             raise invalid("server_sigmoid applies to logistic models only")
+        engine, context = self.engines.get(model.session_id), self.store.context_path(model.session_id)
         if model.server_owned:
-            return self._plain_predictor(plainmodels.loads(self.store.model_blob(model)), options)
+            function, check = _plain_model(plainmodels.loads(self.store.model_blob(model)), options)
+            return Predictor(engine, context, function, check)
         weights = self._weights(model)
         assert weights is not None
 
-        def predict(rows: EncryptedMatrix) -> EncryptedMatrix:
+        def fits(rows: EncryptedMatrix) -> None:
             if rows.shape[1] != weights.shape[1] or rows.tile != weights.tile:
                 raise ShapeError(
                     f"rows of shape {rows.shape} in tile {rows.tile.rows}x{rows.tile.cols} do not fit the "
                     f"model: expected {weights.shape[1]} columns in tile {weights.tile.rows}x{weights.tile.cols}"
                 )
-            if not options.server_sigmoid:
-                # The linear prediction or logit, still multiplied by the model's weight_scale.
-                return predict_linear_encrypted(rows, weights)
-            sigmoid = plainmodels.polynomial(model.metadata["sigmoid"])
-            try:
-                return predict_logistic_encrypted(rows, weights, sigmoid=sigmoid, input_scale=model.weight_scale)
-            except LevelError as exc:
-                raise precondition(
-                    f"the server-side sigmoid needs {sigmoid.depth} levels after the encrypted-model logit and "
-                    f"these parameters leave fewer ({exc}); apply the sigmoid on the client after decryption "
-                    "(Client.predict_proba) or use a deeper plan"
-                ) from exc
 
-        return predict
+        if not options.server_sigmoid:  # the linear prediction or logit, still times the model's weight_scale
+            return Predictor(engine, context, predict_linear_encrypted, fits, {"weights": weights})
+        sigmoid = plainmodels.polynomial(model.metadata["sigmoid"])
+        function = functools.partial(predict_logistic_encrypted, sigmoid=sigmoid, input_scale=model.weight_scale)
+        return Predictor(engine, context, function, fits, {"weights": weights}, sigmoid.depth)
 
-    def _plain_predictor(self, model: dict[str, Any], options: pb.PredictOptions):
-        kind = model["kind"]
-        if kind == "neighbors":
-            raise invalid("a nearest-neighbour reference set has no predictions: use ComputeService.Distances")
-        if kind == "mlp":
-            mlp = plainmodels.to_mlp(model)
 
-            def run_mlp(rows: EncryptedMatrix) -> EncryptedMatrix:
-                _column_packed(rows, model["inputs"])
-                return predict_mlp(rows, mlp)
+@dataclass(frozen=True)
+class Predictor:
+    """A Predict stream's model: ``function(rows, **operands)`` runs on the executor (picklable, row-local),
+    ``check(rows)`` in the servicer first (a layout the model cannot take is INVALID_ARGUMENT)."""
 
-            return run_mlp
-        weights = np.asarray(model["weights"], dtype=np.float64)
-        bias = model["bias"]
+    engine: Engine
+    context: Path
+    function: BlockFunction
+    check: Callable[[EncryptedMatrix], None]
+    operands: Mapping[str, EncryptedMatrix] = field(default_factory=dict)
+    sigmoid_depth: int = 0  # levels a server-side sigmoid takes after an encrypted model's logit (0: none)
+
+
+def _plain_model(model: dict[str, Any], options: pb.PredictOptions
+                 ) -> tuple[BlockFunction, Callable[[EncryptedMatrix], None]]:
+    """A server-owned model's function of a column-packed batch, and the check of that layout."""
+    kind = model["kind"]
+    if kind == "neighbors":
+        raise invalid("a nearest-neighbour reference set has no predictions: use ComputeService.Distances")
+    check = functools.partial(_column_packed, inputs=model["inputs"])
+    if kind == "mlp":
+        return functools.partial(predict_mlp, mlp=plainmodels.to_mlp(model)), check
+    weights = np.asarray(model["weights"], dtype=np.float64)
+    if kind == "logistic":
         sigmoid = plainmodels.polynomial(model["sigmoid"]) if options.server_sigmoid else None
-
-        def run(rows: EncryptedMatrix) -> EncryptedMatrix:
-            _column_packed(rows, model["inputs"])
-            if kind == "logistic":
-                return predict_logistic(rows, weights, bias, sigmoid=sigmoid)
-            return predict_linear(rows, weights, np.asarray(bias))
-
-        return run
+        return functools.partial(predict_logistic, weights=weights, bias=model["bias"], sigmoid=sigmoid), check
+    return functools.partial(predict_linear, weights=weights, bias=np.asarray(model["bias"])), check

@@ -22,6 +22,7 @@ from typing import Any
 
 from core.engine import Engine
 from core.tensor import EncryptedMatrix
+from server.execution import StoredTable
 from server.pool_storage import POOL_SCHEMA, POOL_TABLES, PoolStorage
 from server.records import DatasetRecord, JobRecord, JobState, ModelRecord, SessionRecord
 
@@ -198,14 +199,22 @@ class Store(PoolStorage):
         self._delete("datasets", dataset.id)
         self.remove(self.dataset_dir(dataset.session_id, dataset.id))
 
-    def read_matrix(self, dataset: DatasetRecord, index: int, engine: Engine) -> EncryptedMatrix:
+    def matrix_path(self, dataset: DatasetRecord, index: int) -> Path:
         """Stored matrix ``index`` (0: features, 1: targets, then (X, y) of each shuffle)."""
-        with open(self.dataset_dir(dataset.session_id, dataset.id) / matrix_file(index), "rb") as handle:
+        return self.dataset_dir(dataset.session_id, dataset.id) / matrix_file(index)
+
+    def read_matrix(self, dataset: DatasetRecord, index: int, engine: Engine) -> EncryptedMatrix:
+        with open(self.matrix_path(dataset, index), "rb") as handle:
             return EncryptedMatrix.from_file(engine, handle)  # one ciphertext's bytes at a time
 
     def matrix_size(self, dataset: DatasetRecord, index: int) -> int:
         """Bytes of stored matrix ``index`` (about what it takes in memory once parsed)."""
-        return (self.dataset_dir(dataset.session_id, dataset.id) / matrix_file(index)).stat().st_size
+        return self.matrix_path(dataset, index).stat().st_size
+
+    def table(self, dataset: DatasetRecord, targets: bool = True) -> StoredTable:
+        """The dataset as an executor reads it: its features (and targets) where they are stored."""
+        return StoredTable(self.context_path(dataset.session_id), self.matrix_path(dataset, 0),
+                           self.matrix_path(dataset, 1) if targets else None, dataset.rows, dataset.layout.tile[0])
 
     def read_matrices(self, dataset: DatasetRecord, engine: Engine) -> list[EncryptedMatrix]:
         return [self.read_matrix(dataset, index, engine) for index in range(dataset.matrices)]

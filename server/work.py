@@ -26,6 +26,9 @@ The pattern every servicer method follows (async shell, sync body):
   loading a context) on a pool of ``--workers`` threads: at most that many such calls run at once, the rest
   wait in its queue holding no thread. Training jobs compute on threads of their own under a bound of their
   own, also --workers (``server.jobs``).
+- ``Work.ordered(inputs, fn, width)``: a request stream's batches (prediction, query batches), each a
+  ``Work.he`` call of its own, up to ``width`` in flight (the executor's ``parallelism``: 1 in this process,
+  the Ray pool's size), answered in order.
 - ``Work.limits``: per-session streams, anonymous streams and memory in flight, each refused with
   RESOURCE_EXHAUSTED naming its flag.
 - ``Inbound``: the next message of a request stream, or DEADLINE_EXCEEDED naming --stream-idle-timeout.
@@ -39,6 +42,7 @@ grpc's own for as long as its call lasts: convert it to this pattern so that wai
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import functools
@@ -53,6 +57,7 @@ import grpc
 from server.errors import ServiceError
 
 T = TypeVar("T")
+A = TypeVar("A")
 IO_THREADS = 8
 MIB = 2**20
 
@@ -147,6 +152,24 @@ class Work:
 
     async def io(self, function: Callable[..., T], *args: Any) -> T:
         return await self._run(self._io, function, *args)
+
+    async def ordered(self, inputs: AsyncIterator[A], function: Callable[[A], T], width: int) -> AsyncIterator[T]:
+        """``function(item)`` on the HE pool for each of ``inputs``, up to ``width`` at once (the next inputs
+        are read meanwhile), results in input order. ``width`` 1: one at a time, each read after the previous
+        result. On an early exit (a failed call, the client gone) the calls not yet started are cancelled; one
+        already running finishes on its thread and its answer is dropped."""
+        running: collections.deque[asyncio.Future[T]] = collections.deque()
+        try:
+            async for item in inputs:
+                running.append(asyncio.ensure_future(self.he(function, item)))
+                if len(running) >= width:
+                    yield await running.popleft()
+            while running:
+                yield await running.popleft()
+        finally:
+            for future in running:
+                if not future.cancel() and not future.cancelled():
+                    future.exception()  # a call that failed meanwhile: its error is not logged as unretrieved
 
     @staticmethod
     async def _run(pool: ThreadPoolExecutor, function: Callable[..., T], *args: Any) -> T:

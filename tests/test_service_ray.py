@@ -12,12 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from service_support import ROOT, ames, local_server, session_client
 
 from core.linear import LinearRegressionConfig
 from core.logistic import LogisticRegressionConfig
+from core.polynomial import fit_abs
 from server.config import parse_args
 from wire.proto_gen.ciphergrad.v1 import training_service_pb2
 
@@ -41,8 +43,16 @@ def train_both(address: str) -> dict[str, np.ndarray]:
     try:
         linear = client.train(client.upload(X, y).dataset_id, LINEAR)
         logistic = client.train(client.upload(X, labels).dataset_id, LOGISTIC)
+        # Predict with the encrypted models just trained: their weights are the batches' operand. These
+        # parameters leave no level for a server-side sigmoid: the worker's LevelError is the same status.
+        try:
+            client.predict_proba(logistic.model, X, server_sigmoid=True)
+            refused = "no error"
+        except grpc.RpcError as error:
+            refused = f"{error.code().name}: {error.details()}"
         return {"linear": client.weights(linear.model), "logistic": client.weights(logistic.model),
-                "linear_losses": np.asarray(linear.losses)}
+                "linear_losses": np.asarray(linear.losses), "linear_predictions": client.predict(linear.model, X),
+                "logits": client.predict(logistic.model, X), "server_sigmoid": np.asarray(refused)}
     finally:
         client.close()
 
@@ -88,6 +98,18 @@ def test_linear_on_ray_equals_local(results) -> None:
 
 def test_logistic_on_ray_equals_local(results) -> None:
     assert np.max(np.abs(results["ray"]["logistic"] - results["local"]["logistic"])) < TOL
+
+
+def test_encrypted_models_predict_on_ray_as_locally(results) -> None:
+    """Each server's predictions equal its own weights' (the twin; tolerance of test_service_inference), so
+    Ray's and the local server's differ only as their weights do."""
+    X, _, _ = standardized_ames()
+    for where in ("local", "ray"):
+        got = results[where]
+        np.testing.assert_allclose(got["linear_predictions"], X @ got["linear"].reshape(-1), atol=1e-3)
+        np.testing.assert_allclose(got["logits"], X @ got["logistic"].reshape(-1), atol=1e-3)
+        assert str(got["server_sigmoid"]).startswith("FAILED_PRECONDITION: the server-side sigmoid needs")
+    assert str(results["ray"]["server_sigmoid"]) == str(results["local"]["server_sigmoid"])
 
 
 def test_both_jobs_ran_on_the_ray_shards(results, ray_server) -> None:
@@ -166,7 +188,6 @@ def test_workers_gone_mid_job_fail_the_job_naming_the_address(ray_server, result
     """The job's pool workers die between two steps (as when a node leaves): the stream ends UNAVAILABLE and
     the job is recorded FAILED, both with a message naming the Ray address and the step; nothing hangs. The
     next job runs on the workers the pool started in their place."""
-    import grpc
     import ray
 
     X, y, _ = standardized_ames()
@@ -189,5 +210,117 @@ def test_workers_gone_mid_job_fail_the_job_naming_the_address(ray_server, result
         # The pool replaces its dead workers: the next job trains to the uninterrupted weights.
         again = client.train(client.upload(X, y).dataset_id, LINEAR)
         assert np.max(np.abs(client.weights(again.model) - results["local"]["linear"])) < TOL
+    finally:
+        client.close()
+
+
+# -- Predict and ComputeService on the executor ------------------------------------------------------------
+def serve_all(address: str) -> dict[str, np.ndarray]:
+    """Predict, Describe, Metrics and Distances of one fixed input through the server at ``address``."""
+    from client import Client
+    from core import plan
+
+    X, y, _ = standardized_ames()
+    features, rng = X[:, 1:], np.random.default_rng(7)
+    W, b = rng.normal(0, 0.3, size=(features.shape[1], 2)), np.array([0.25, -1.0])
+    predictions = features @ W[:, :1] + 0.1 * rng.normal(size=(len(features), 1))
+    reference, queries = features[:40], features[100:137]
+    out: dict[str, np.ndarray] = {}
+    with Client(address) as client:
+        client.create_session(plan(3))  # every power-of-two rotation key: any tile works
+        out["predict"] = client.predict(client.upload_model(W, b), features, batch_rows=128)  # 4 batches
+        target = (y - y.mean()) / y.std()
+        dataset = client.upload(features, target)
+        described = client.describe(dataset, ddof=0)
+        out["mean"], out["variance"] = described["mean"], described["variance"]
+        metrics = client.metrics(predictions[:, 0], target, mae_bound=8.0)
+        out |= {f"metrics_{name}": np.asarray(metrics[name]) for name in ("mse", "r2", "mae")}
+        out["metrics_dataset_mse"] = np.asarray(client.metrics(predictions[:, 0], dataset=dataset)["mse"])
+        out["distances"] = client.distances(client.upload_reference(reference), queries, batch_rows=8)  # 5 batches
+        encrypted = client.upload_encrypted_reference(reference, query_rows=16)
+        out["distances_encrypted"] = client.distances(encrypted, queries)  # 3 batches
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, ray_server) -> dict[str, dict[str, np.ndarray]]:
+    """The same calls through a local server and through the Ray server, whose executor records the
+    request work it ran (``map_batches``: one call per batch, ``column_sums``)."""
+    executor = ray_server.runner.executor
+    calls: list[str] = []
+    real_batches, real_sums = executor.map_batches, executor.column_sums
+
+    def counting_batches(*args, **kwargs):
+        calls.append("batch")
+        return real_batches(*args, **kwargs)
+
+    def counting_sums(*args, **kwargs):
+        calls.append("sums")
+        return real_sums(*args, **kwargs)
+
+    with local_server(Path(tmp_path_factory.mktemp("local-compute"))) as server:
+        local = serve_all(server.address)
+    executor.map_batches, executor.column_sums = counting_batches, counting_sums
+    try:
+        ray = serve_all(ray_server.address)
+    finally:
+        del executor.map_batches, executor.column_sums
+    return {"local": local, "ray": ray, "calls": {"batch": np.asarray(calls.count("batch")),
+                                                  "sums": np.asarray(calls.count("sums"))}}
+
+
+def test_predict_and_compute_on_ray_equal_local(served) -> None:
+    local, ray = served["local"], served["ray"]
+    assert set(local) == set(ray)
+    for name in local:
+        assert ray[name].shape == local[name].shape, name
+        # Two sessions encrypt the inputs afresh: their noise differs, not only the summation order. The MAE's
+        # degree-6 polynomial amplifies it (~1e-6 each, as against its twin): 2e-6 between the two servers.
+        assert np.max(np.abs(ray[name] - local[name])) < (2 * TOL if name == "metrics_mae" else TOL), name
+    # 4 Predict batches, 5 + 3 query batches; Describe 2 column sums, Metrics 4 (+1 for the MAE) and 3.
+    assert int(served["calls"]["batch"]) == 4 + 5 + 3
+    assert int(served["calls"]["sums"]) == 2 + 4 + 3
+
+
+def test_predict_and_compute_on_ray_equal_the_twins(served) -> None:
+    """Results (streamed back batch by batch, in order) against numpy, within the tolerances of
+    tests/test_service_inference.py and tests/test_service_compute.py."""
+    ray = served["ray"]
+    X, y, _ = standardized_ames()
+    features, rng = X[:, 1:], np.random.default_rng(7)
+    W, b = rng.normal(0, 0.3, size=(features.shape[1], 2)), np.array([0.25, -1.0])
+    predictions = features @ W[:, :1] + 0.1 * rng.normal(size=(len(features), 1))
+    np.testing.assert_allclose(ray["predict"], features @ W + b, atol=1e-3)
+    np.testing.assert_allclose(ray["mean"], features.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(ray["variance"], features.var(axis=0), atol=1e-6 * np.max(np.mean(features**2, 0)))
+    target = (y - y.mean()) / y.std()
+    mse = float(np.mean((predictions[:, 0] - target) ** 2))
+    assert abs(float(ray["metrics_mse"]) - mse) < 1e-6 and abs(float(ray["metrics_dataset_mse"]) - mse) < 1e-6
+    assert abs(float(ray["metrics_r2"]) - (1 - mse / np.var(target))) < 1e-6
+    poly = fit_abs(6, 8.0)  # the MAE's |x| polynomial: equal to its twin, within its bound of the exact MAE
+    assert abs(float(ray["metrics_mae"]) - float(np.mean(poly(predictions[:, 0] - target)))) < 1e-6
+    assert abs(float(ray["metrics_mae"]) - float(np.mean(np.abs(predictions[:, 0] - target)))) <= poly.max_error
+    reference, queries = features[:40], features[100:137]
+    want = ((reference[:, None, :] - queries[None, :, :]) ** 2).sum(axis=2)
+    np.testing.assert_allclose(ray["distances"], want, atol=1e-4 * (1 + want.max()))
+    np.testing.assert_allclose(ray["distances_encrypted"], want, atol=1e-4 * (1 + want.max()))
+
+
+def test_workers_gone_during_a_compute_call_is_unavailable_naming_the_address(ray_server) -> None:
+    """The pool's workers die before a Describe: the call ends UNAVAILABLE naming the Ray address (never
+    INTERNAL or a hang), and the next call runs on the workers the pool started in their place."""
+    import ray
+
+    X, _, _ = standardized_ames()
+    client = session_client(ray_server.address, X.shape)
+    try:
+        dataset = client.upload(X[:, 1:])
+        for worker in ray_server.runner.executor.pool.workers:
+            ray.kill(worker)
+        with pytest.raises(grpc.RpcError) as error:
+            client.describe(dataset, ddof=0)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE, error.value.details()
+        assert "Ray at local" in error.value.details() and "column sums" in error.value.details()
+        np.testing.assert_allclose(client.describe(dataset, ddof=0)["mean"], X[:, 1:].mean(axis=0), atol=1e-6)
     finally:
         client.close()

@@ -12,6 +12,8 @@ directory, never bytes):
   over ranges of row blocks, results stacked back in row order.
 - ``map_batches(context, batches, function, engine, ...)``: ``function`` of each matrix of a request's
   stream (prediction or query batches, each whole), several in flight at once, results in input order.
+- ``apply(executor, context, batch, ...)``: ``map_batches`` of one batch (a servicer's per-batch body; the
+  server's request streams keep ``parallelism`` such calls in flight, ``server.work.Work.ordered``).
 - ``warm(context)``: load a session's public context where the work will run, ahead of its first job.
 - ``column_sums(table, engine, squares, ...)``: ``X.sum(axis=0)`` (of ``X * X``, or of any row-local
   ``function`` of the rows), added up over ranges (Describe's means and variances come from these,
@@ -20,7 +22,8 @@ directory, never bytes):
 ``map_blocks`` and ``column_sums`` call ``function(X_rows)``, or ``function(X_rows, y_rows)`` with
 ``with_targets=True`` (the table's second matrix split into the same row blocks: predictions and targets),
 plus ``**operands``: whole matrices every range needs (a model's encrypted weights, an encrypted reference
-set), each a ``MatrixSource`` (a path, or ``EncryptedMatrix.to_bytes`` bytes). Functions must be picklable
+set), each a ``MatrixSource`` (a path, ``EncryptedMatrix.to_bytes`` bytes, or a matrix the caller already
+parsed and checked: used as is in this process, serialized once per call for Ray's workers). Functions must be picklable
 (module-level, or ``functools.partial`` of one) and row-local: row i of the result depends on row i of the
 inputs only. The secret key never exists here: workers load the session's public context, which the server
 refused to store if it carried one. Every wait on a worker has a timeout; a worker or cluster that goes away
@@ -46,7 +49,7 @@ from core.shards import PooledShards, ShardSource
 from core.tensor import EncryptedMatrix
 
 BlockFunction = Callable[..., EncryptedMatrix]  # f(X_rows[, y_rows], **operands), row-local
-MatrixSource = Path | bytes  # a stored or scratch matrix file, or EncryptedMatrix.to_bytes()
+MatrixSource = Path | bytes | EncryptedMatrix  # a stored or scratch matrix file, its bytes, or the matrix itself
 NO_OPERANDS: Mapping[str, MatrixSource] = {}
 
 
@@ -66,6 +69,8 @@ class StoredTable:
 
 
 class Executor(Protocol):
+    parallelism: int  # independent calls that run at once (1 in this process: TenSEAL holds the GIL)
+
     def shards(self, table: StoredTable, engine: Engine) -> AbstractContextManager[ShardSource]: ...
 
     def gram_partial(self, table: StoredTable, engine: Engine) -> GramPartial: ...
@@ -101,6 +106,13 @@ def open_executor(kind: str, address: str = "", num_cpus: int | None = None) -> 
             f"--executor ray needs the ray extra (pip install 'ciphergrad[ray]'): {exc}"
         ) from exc
     return RayExecutor(address or None, num_cpus=num_cpus)
+
+
+def apply(executor: Executor, context: Path, batch: MatrixSource, function: BlockFunction, engine: Engine,
+          operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> EncryptedMatrix:
+    """``function(batch, **operands)`` on ``executor``: ``map_batches`` of one batch."""
+    (result,) = executor.map_batches(context, [batch], function, engine, operands=operands)
+    return result
 
 
 def square(X: EncryptedMatrix) -> EncryptedMatrix:

@@ -18,6 +18,8 @@ from server.execution import NO_OPERANDS, BlockFunction, ExecutionError, MatrixS
 
 
 class LocalExecutor:
+    parallelism = 1  # TenSEAL holds the GIL: a second call at once would only wait
+
     @contextmanager
     def shards(self, table: StoredTable, engine: Engine) -> Iterator[ShardSource]:
         yield InMemoryShards(_read(engine, table.features), _read(engine, _targets(table)))
@@ -61,7 +63,12 @@ def _apply(engine: Engine, table: StoredTable, function: BlockFunction, with_tar
 
 
 def _read(engine: Engine, source: MatrixSource) -> EncryptedMatrix:
-    return EncryptedMatrix.from_bytes(engine, source if isinstance(source, bytes) else Path(source).read_bytes())
+    if isinstance(source, EncryptedMatrix):
+        return source
+    if isinstance(source, bytes):
+        return EncryptedMatrix.from_bytes(engine, source)
+    with open(source, "rb") as handle:
+        return EncryptedMatrix.from_file(engine, handle)  # one ciphertext's bytes at a time
 
 
 def _targets(table: StoredTable) -> Path:

@@ -129,6 +129,7 @@ class RayExecutor:
             raise ExecutionError(f"cannot join the Ray cluster at {self.address}: {exc}") from exc
         self.max_shards = shards or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.pool = WorkerPool(self.max_shards, **({"contexts": contexts} if contexts else {}))
+        self.parallelism = len(self.pool)
 
     def get(self, refs: list[Any], what: str) -> list[Any]:
         try:
@@ -233,7 +234,10 @@ class RayExecutor:
 
 
 def _source(source: MatrixSource) -> Any:
-    """What a worker reads: a path as text, bytes through the object store (put once, read by reference)."""
+    """What a worker reads: a path as text, bytes (or a matrix, serialized) through the object store (put
+    once, read by reference)."""
+    if isinstance(source, EncryptedMatrix):
+        source = source.to_bytes()
     return ray.put(source) if isinstance(source, bytes) else str(source)
 
 

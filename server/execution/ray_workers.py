@@ -196,6 +196,7 @@ class WorkerPool:
         self.busy = [0] * size
         self._lock = threading.Lock()
         self._suspect = False
+        self._turn = 0  # which of equally busy workers least_busy() names first
 
     def _start(self) -> Any:
         return BlockWorker.options(scheduling_strategy="SPREAD", num_cpus=SHARD_CPU).remote(self.contexts)
@@ -222,11 +223,15 @@ class WorkerPool:
                 self.busy[index] = max(0, self.busy[index] - 1)
 
     def least_busy(self, count: int) -> list[Any]:
-        """``count`` workers for short fan-out calls (not counted busy): the least busy first, round robin."""
+        """``count`` workers for short fan-out calls (not counted busy): the least busy first, round robin.
+        Equally busy workers take turns from call to call, so that calls running at once (the batches of a
+        request stream, each a call of its own) land on different workers."""
         self._replace_dead()
         with self._lock:
-            order = sorted(range(len(self.workers)), key=lambda i: (self.busy[i], i))
-            return [self.workers[order[k % len(order)]] for k in range(count)]
+            size, turn = len(self.workers), self._turn
+            self._turn += 1
+            order = sorted(range(size), key=lambda i: (self.busy[i], (i - turn) % size))
+            return [self.workers[order[k % size]] for k in range(count)]
 
     def _replace_dead(self) -> None:
         if not self._suspect:
