@@ -275,8 +275,9 @@ def test_predict_and_compute_on_ray_equal_local(served) -> None:
     for name in local:
         assert ray[name].shape == local[name].shape, name
         # Two sessions encrypt the inputs afresh: their noise differs, not only the summation order. The MAE's
-        # degree-6 polynomial amplifies it (~1e-6 each, as against its twin): 2e-6 between the two servers.
-        assert np.max(np.abs(ray[name] - local[name])) < (2 * TOL if name == "metrics_mae" else TOL), name
+        # degree-6 polynomial (coefficients up to ~10 on [-8, 8]) amplifies it: 1.1-2.2e-6 seen between the two
+        # servers, so 1e-5 there; each server's MAE is held to its twin in the test below.
+        assert np.max(np.abs(ray[name] - local[name])) < (10 * TOL if name == "metrics_mae" else TOL), name
     # 4 Predict batches, 5 + 3 query batches; Describe 2 column sums, Metrics 4 (+1 for the MAE) and 3.
     assert int(served["calls"]["batch"]) == 4 + 5 + 3
     assert int(served["calls"]["sums"]) == 2 + 4 + 3
@@ -298,7 +299,8 @@ def test_predict_and_compute_on_ray_equal_the_twins(served) -> None:
     assert abs(float(ray["metrics_mse"]) - mse) < 1e-6 and abs(float(ray["metrics_dataset_mse"]) - mse) < 1e-6
     assert abs(float(ray["metrics_r2"]) - (1 - mse / np.var(target))) < 1e-6
     poly = fit_abs(6, 8.0)  # the MAE's |x| polynomial: equal to its twin, within its bound of the exact MAE
-    assert abs(float(ray["metrics_mae"]) - float(np.mean(poly(predictions[:, 0] - target)))) < 1e-6
+    # CKKS noise through the degree-6 polynomial on [-8, 8]: up to ~2e-6 from its twin (see above).
+    assert abs(float(ray["metrics_mae"]) - float(np.mean(poly(predictions[:, 0] - target)))) < 5e-6
     assert abs(float(ray["metrics_mae"]) - float(np.mean(np.abs(predictions[:, 0] - target)))) <= poly.max_error
     reference, queries = features[:40], features[100:137]
     want = ((reference[:, None, :] - queries[None, :, :]) ** 2).sum(axis=2)
