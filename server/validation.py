@@ -60,7 +60,10 @@ def job_config(
     values: dict[str, Any] = {}
     for name, value in struct.fields.items():
         if name not in kinds:  # ``build`` refuses it, naming the known ones (or, for a solver, the choices)
-            values[name] = json_format.MessageToDict(value)
+            try:
+                values[name] = json_format.MessageToDict(value)
+            except ValueError:  # NaN or infinity somewhere in it: JSON has no such numbers
+                raise invalid(f"hyperparameter {name} holds a NaN or an infinity: give finite numbers") from None
             continue
         values[name] = _hyperparameter(name, value, kinds[name])
     column = values.get("intercept_column")
@@ -129,10 +132,12 @@ def _number_lists(name: str, value: struct_pb2.Value) -> tuple[tuple[float, ...]
             raise invalid(f"hyperparameter {name} takes lists of numbers (e.g. [[scales], [shifts]])")
         numbers = []
         for entry in item.list_value.values:
-            number = entry.number_value if entry.WhichOneof("kind") == "number_value" else math.nan
+            kind = entry.WhichOneof("kind")
+            number = entry.number_value if kind == "number_value" else math.nan
             if not math.isfinite(number) or abs(number) > MAX_HYPERPARAMETER:
-                raise invalid(f"hyperparameter {name} holds {json_format.MessageToDict(entry)!r}: every value must "
-                              f"be a finite number within ±{MAX_HYPERPARAMETER:g}")
+                shown = repr(number) if kind == "number_value" else f"a {(kind or 'missing').split('_')[0]} value"
+                raise invalid(f"hyperparameter {name} holds {shown}: every value must be a finite number within "
+                              f"±{MAX_HYPERPARAMETER:g}")
             numbers.append(number)
         lists.append(tuple(numbers))
     return tuple(lists)

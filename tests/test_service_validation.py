@@ -65,6 +65,10 @@ BAD_HYPERPARAMETERS = [
     ({"seed": -1}, "seed"),
     ({"l2": 0.1, "intercept_column": 9}, "intercept_column"),
     ({"momentum": {"a": 1}}, "momentum"),
+    # Found by the slow fuzz test: NaN or infinity where JSON cannot carry them.
+    ({"no_such_field": math.nan}, "no_such_field"),
+    ({"no_such_field": [1.0, math.inf]}, "no_such_field"),
+    ({"standardization": [[1.0, math.nan]]}, "standardization"),
 ]
 
 
