@@ -36,7 +36,6 @@ COPY server/ /src/server/
 COPY client/ /src/client/
 COPY wire/ /src/wire/
 COPY proto/ /src/proto/
-COPY wire/ /src/wire/
 # Slimming: torch's C++ headers and CMake files (when torch is there) only serve to compile
 # extensions, and the libraries' own test suites (`tests` dirs) are never imported (~170 MB).
 # The smoke check imports what the server needs; torch is not one of them.
