@@ -157,9 +157,6 @@ class Work:
         self._he = ThreadPoolExecutor(max_workers=he_threads, thread_name_prefix="he")
         self._io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="io")
 
-    def inbound(self, requests: AsyncIterator[Any], what: str) -> Inbound:
-        return Inbound(requests, self.idle_timeout, what)
-
     @contextlib.asynccontextmanager
     async def open_stream(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext, name: str,
@@ -171,7 +168,7 @@ class Work:
         session's, --max-streams-per-session), then the first message, which must be of one of ``kinds`` (its
         ``kind`` oneof): a missing or other first message is INVALID_ARGUMENT with ``refusal``."""
         who = await self.io(caller, context.invocation_metadata())
-        requests = self.inbound(request_iterator, name)
+        requests = Inbound(request_iterator, self.idle_timeout, name)
         held = limit(who) if limit is not None else self.limits.stream(who.id)  # a SessionRecord by default
         async with held:
             first = await requests.next()
