@@ -82,12 +82,10 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
     async def Metrics(
         self, request_iterator: AsyncIterator[pb.MetricsRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.MetricsResponse]:
-        session = await self.work.io(self.access.session, context.invocation_metadata())
-        requests = self.work.inbound(request_iterator, "Metrics")
-        async with self.work.limits.stream(session.id):
-            first = await requests.next()
-            if first is None or first.WhichOneof("kind") != "spec":
-                raise invalid("Metrics: send a MetricsSpec first, then the predictions (and targets) as chunks")
+        async with self.work.open_stream(
+            request_iterator, context, "Metrics", self.access.session,
+            kinds=("spec",), refusal="Metrics: send a MetricsSpec first, then the predictions (and targets) as chunks",
+        ) as (session, requests, first):
             spec = first.spec
             validation.mae_spec(spec.mae_bound, spec.mae_degree)
             # Predictions and targets are each one matrix (a metric needs all rows): limited by --max-upload-mb.
@@ -163,16 +161,11 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
     async def Distances(
         self, request_iterator: AsyncIterator[pb.DistancesRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.DistancesResponse]:
-        session = await self.work.io(self.access.session, context.invocation_metadata())
-        requests = self.work.inbound(request_iterator, "Distances")
-        async with self.work.limits.stream(session.id):
-            first = await requests.next()
-            kind = first.WhichOneof("kind") if first is not None else None
-            if kind not in ("reference_dataset_id", "model_id"):
-                raise invalid(
-                    "Distances: send the reference set first (model_id of a plaintext one, or reference_dataset_id "
-                    "of one the client encrypted), then batches of encrypted queries"
-                )
+        async with self.work.open_stream(
+            request_iterator, context, "Distances", self.access.session, kinds=("reference_dataset_id", "model_id"),
+            refusal="Distances: send the reference set first (model_id of a plaintext one, or reference_dataset_id "
+                    "of one the client encrypted), then batches of encrypted queries",
+        ) as (session, requests, first):
             queries = await self.work.he(self.reference, first, session)
             budget = Budget(self.max_batch, "--max-batch-mb")
             with self.store.staging() as scratch:

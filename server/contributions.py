@@ -139,13 +139,11 @@ class ContributionServicer(pb_grpc.ContributionServiceServicer):
     async def Contribute(
         self, request_iterator: AsyncIterator[pb.ContributeRequest], context: grpc.aio.ServicerContext
     ) -> pb.ContributeResponse:
-        metadata = context.invocation_metadata()
-        invitation, pool = await self.work.io(self.access.contributor, metadata)
-        requests = self.work.inbound(request_iterator, "Contribute")
-        async with self.work.limits.stream(f"invitation {invitation.id}"):
-            first = await requests.next()
-            if first is None or first.WhichOneof("kind") != "manifest":
-                raise invalid("Contribute: send a ContributionManifest first, then the features' and targets' chunks")
+        async with self.work.open_stream(
+            request_iterator, context, "Contribute", self.access.contributor, kinds=("manifest",),
+            refusal="Contribute: send a ContributionManifest first, then the features' and targets' chunks",
+            limit=lambda contributor: self.work.limits.stream(f"invitation {contributor[0].id}"),
+        ) as ((invitation, pool), requests, first):
             manifest = first.manifest
             check_manifest(manifest, invitation, pool)
             declared = validation.declared_size(manifest.total_size_bytes, "total_size_bytes")
@@ -154,7 +152,8 @@ class ContributionServicer(pb_grpc.ContributionServiceServicer):
             with self.store.staging() as scratch:
                 await receive_contribution(requests, scratch, budget)
                 validation.arrived(declared, budget.used, "total_size_bytes")
-                contribution = await self.work.he(self.store_contribution, metadata, scratch, manifest, budget.used)
+                contribution = await self.work.he(self.store_contribution, context.invocation_metadata(), scratch,
+                                                  manifest, budget.used)
         return pb.ContributeResponse(contribution=contribution.to_proto())
 
     def store_contribution(

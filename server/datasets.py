@@ -82,12 +82,10 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
     async def UploadDataset(
         self, request_iterator: AsyncIterator[pb.UploadDatasetRequest], context: grpc.aio.ServicerContext
     ) -> pb.UploadDatasetResponse:
-        session = await self.work.io(self.access.session, context.invocation_metadata())
-        requests = self.work.inbound(request_iterator, "UploadDataset")
-        async with self.work.limits.stream(session.id):
-            first = await requests.next()
-            if first is None or first.WhichOneof("kind") != "manifest":
-                raise invalid("UploadDataset: send a DatasetManifest first, then the matrices' chunks")
+        async with self.work.open_stream(
+            request_iterator, context, "UploadDataset", self.access.session,
+            kinds=("manifest",), refusal="UploadDataset: send a DatasetManifest first, then the matrices' chunks",
+        ) as (session, requests, first):
             manifest = first.manifest
             count = matrix_count(manifest)
             budget = Budget(self.max_upload)

@@ -123,17 +123,11 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
     async def Predict(
         self, request_iterator: AsyncIterator[pb.PredictRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.PredictResponse]:
-        session = await self.work.io(self.access.session, context.invocation_metadata())
-        requests = self.work.inbound(request_iterator, "Predict")
-        async with self.work.limits.stream(session.id):
-            first = await requests.next()
-            kind = first.WhichOneof("kind") if first is not None else None
-            if kind == "model_id":
-                options = pb.PredictOptions(model_id=first.model_id)
-            elif kind == "options":
-                options = first.options
-            else:
-                raise invalid("Predict: send the model_id (or options) first, then batches of encrypted rows")
+        async with self.work.open_stream(
+            request_iterator, context, "Predict", self.access.session, kinds=("model_id", "options"),
+            refusal="Predict: send the model_id (or options) first, then batches of encrypted rows",
+        ) as (session, requests, first):
+            options = first.options if first.HasField("options") else pb.PredictOptions(model_id=first.model_id)
             predictor = await self.work.he(self.predictor, options, session)
             budget = Budget(self.max_batch, "--max-batch-mb")
             with self.store.staging() as scratch:

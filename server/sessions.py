@@ -34,12 +34,11 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         self, request_iterator: AsyncIterator[pb.CreateSessionRequest], context: grpc.aio.ServicerContext
     ) -> pb.CreateSessionResponse:
         # A contributor token reaches ContributionService only (CreateSession otherwise needs no token).
-        await self.work.io(self.access.refuse_contributor, context.invocation_metadata())
-        requests = self.work.inbound(request_iterator, "CreateSession")
-        async with self.work.limits.anonymous():
-            first = await requests.next()
-            if first is None or first.WhichOneof("kind") != "manifest":
-                raise invalid("CreateSession: send a SessionManifest first, then the context in chunks")
+        async with self.work.open_stream(
+            request_iterator, context, "CreateSession", self.access.refuse_contributor, kinds=("manifest",),
+            refusal="CreateSession: send a SessionManifest first, then the context in chunks",
+            limit=lambda _: self.work.limits.anonymous(),  # no session yet: --max-anonymous-streams
+        ) as (_, requests, first):
             declared = validation.declared_size(first.manifest.context_size_bytes, "context_size_bytes")
             budget = Budget(self.max_upload)
             budget.announce(declared, "the public context")

@@ -53,10 +53,10 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
     async def Train(
         self, request_iterator: AsyncIterator[pb.TrainRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.TrainResponse]:
-        session = await self.work.io(self.access.session, context.invocation_metadata())
-        requests = self.work.inbound(request_iterator, "Train")
-        async with self.work.limits.stream(session.id):
-            first = await requests.next()
+        async with self.work.open_stream(
+            request_iterator, context, "Train", self.access.session, kinds=("start", "attach"),
+            refusal="the first TrainRequest must be `start` (a new job) or `attach` (resume a job)",
+        ) as (session, requests, first):
             link = Link(asyncio.get_running_loop())
             admission = asyncio.ensure_future(self.work.io(self.admit, session, first, link))
             try:
@@ -88,17 +88,14 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         self._tasks.add(starter)
         starter.add_done_callback(self._tasks.discard)
 
-    def admit(self, session: SessionRecord, first: pb.TrainRequest | None, link: Link) -> JobRecord:
-        """The job the first message starts or resumes, attached to ``link``."""
-        kind = first.WhichOneof("kind") if first is not None else None
-        if kind == "start":
+    def admit(self, session: SessionRecord, first: pb.TrainRequest, link: Link) -> JobRecord:
+        """The job the first message (``start`` or ``attach``) starts or resumes, attached to ``link``."""
+        if first.HasField("start"):
             dataset = training_source(self.store, self.access, first.start, session)  # a dataset or a pool
             return self.runner.admit(session.id, link, lambda: self.runner.create(session, dataset, first.start))
-        if kind == "attach":
-            job = self.access.job(first.attach.job_id, session)
-            self.runner.prepare_attach(job)
-            return self.runner.admit(session.id, link, lambda: job)
-        raise invalid("the first TrainRequest must be `start` (a new job) or `attach` (resume a job)")
+        job = self.access.job(first.attach.job_id, session)
+        self.runner.prepare_attach(job)
+        return self.runner.admit(session.id, link, lambda: job)
 
     @rpc
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.GetJobResponse:

@@ -8,11 +8,10 @@ The pattern every servicer method follows (async shell, sync body):
 
     @rpc
     async def Method(self, request_iterator, context):
-        metadata = context.invocation_metadata()              # read on the loop, handed to the bodies
-        session = await self.work.io(self.access.session, metadata)
-        requests = self.work.inbound(request_iterator, "a Method stream")   # idle timeout per message
-        async with self.work.limits.stream(session.id):       # per-session stream limit
-            first = await requests.next()
+        async with self.work.open_stream(                      # the caller, its stream limit, the first message
+            request_iterator, context, "Method", self.access.session,
+            kinds=("manifest",), refusal="Method: send a MethodManifest first, then the matrix's chunks",
+        ) as (session, requests, first):
             with self.store.staging() as scratch:
                 await receive_matrix_async(requests, "chunk", scratch / "m.bin", budget, "the matrix")
                 return await self.work.he(self.method_body, session, first.manifest, scratch)  # sync, testable
@@ -31,6 +30,10 @@ The pattern every servicer method follows (async shell, sync body):
   the Ray pool's size), answered in order.
 - ``Work.limits``: per-session streams, anonymous streams and memory in flight, each refused with
   RESOURCE_EXHAUSTED naming its flag.
+- ``Work.open_stream``: a client-streaming or bidi call's opening, the same for every such servicer: who
+  calls (``caller`` on the IO pool, e.g. ``Access.session``: UNAUTHENTICATED before anything is read), one
+  open stream of theirs (``limit``; a session's by default), the first message, which must be one of
+  ``kinds`` or the call ends with INVALID_ARGUMENT and the servicer's own ``refusal``.
 - ``Inbound``: the next message of a request stream, or DEADLINE_EXCEEDED naming --stream-idle-timeout.
 
 Both pools run the sync body in a copy of the caller's ``contextvars`` (the request id reaches its logs).
@@ -50,14 +53,16 @@ import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import grpc
 
-from server.errors import ServiceError
+from server.errors import ServiceError, invalid
 
 T = TypeVar("T")
 A = TypeVar("A")
+C = TypeVar("C")
 IO_THREADS = 8
 MIB = 2**20
 
@@ -135,6 +140,14 @@ class Limits:
         return self._inflight
 
 
+class Opened(NamedTuple, Generic[C]):
+    """A request stream past its opening (``Work.open_stream``): who calls, the stream, its first message."""
+
+    caller: C
+    requests: Inbound
+    first: Any
+
+
 class Work:
     """The server's two bounded thread pools and its limits (one per server)."""
 
@@ -144,8 +157,24 @@ class Work:
         self._he = ThreadPoolExecutor(max_workers=he_threads, thread_name_prefix="he")
         self._io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="io")
 
-    def inbound(self, requests: AsyncIterator[Any], what: str) -> Inbound:
-        return Inbound(requests, self.idle_timeout, what)
+    @contextlib.asynccontextmanager
+    async def open_stream(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext, name: str,
+        caller: Callable[[Any], C], *, kinds: tuple[str, ...], refusal: str,
+        limit: Callable[[C], AbstractAsyncContextManager[None]] | None = None,
+    ) -> AsyncIterator[Opened[C]]:
+        """The opening of the stream ``name`` (as --stream-idle-timeout's message names it), for the block:
+        ``caller(metadata)`` on the IO pool, then one open stream of that caller (``limit(caller)``; default a
+        session's, --max-streams-per-session), then the first message, which must be of one of ``kinds`` (its
+        ``kind`` oneof): a missing or other first message is INVALID_ARGUMENT with ``refusal``."""
+        who = await self.io(caller, context.invocation_metadata())
+        requests = Inbound(request_iterator, self.idle_timeout, name)
+        held = limit(who) if limit is not None else self.limits.stream(who.id)  # a SessionRecord by default
+        async with held:
+            first = await requests.next()
+            if first is None or first.WhichOneof("kind") not in kinds:
+                raise invalid(refusal)
+            yield Opened(who, requests, first)
 
     async def he(self, function: Callable[..., T], *args: Any) -> T:
         return await self._run(self._he, function, *args)
