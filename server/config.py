@@ -51,7 +51,8 @@ _FLAGS = {
         int,
         "Prometheus /metrics on this port of --listen's host (0: a free one)",
     ),
-    "executor": ("CIPHERGRAD_EXECUTOR", str, "where HE work runs (full-batch jobs, predictions, statistics): local (this process) or ray"),
+    "executor": ("CIPHERGRAD_EXECUTOR", str, "where HE work runs (full-batch jobs, predictions, statistics): "
+                 "local (this process) or ray"),
     "ray_address": ("CIPHERGRAD_RAY_ADDRESS", str, "with --executor ray: empty starts a local Ray, auto or "
                     "HOST:PORT joins a cluster"),
     "ray_num_cpus": ("CIPHERGRAD_RAY_NUM_CPUS", int, "with --executor ray and no address: CPUs of the local Ray"),
