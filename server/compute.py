@@ -30,9 +30,9 @@ from server.errors import invalid, rpc
 from server.execution import BlockFunction, Executor, StoredTable, apply
 from server.records import SessionRecord
 from server.storage import Store
-from server.uploads import Budget, load_matrix, spool_matrices
+from server.uploads import Budget, answer_batches, load_matrix, spool_matrices
 from server.work import Work
-from wire import chunks, codec
+from wire import codec
 from wire.proto_gen.ciphergrad.v1 import compute_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import compute_service_pb2_grpc as pb_grpc
 from wire.proto_gen.ciphergrad.v1 import types_pb2
@@ -170,13 +170,14 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
             budget = Budget(self.max_batch, "--max-batch-mb")
             with self.store.staging() as scratch:
                 # Each query batch is a call on the executor (up to its `parallelism` at once), answered in order.
-                batches = spool_matrices(requests, "queries", budget, "a query batch", scratch)
-                answers = self.work.ordered(batches, functools.partial(self.distances, queries),
-                                            self.executor.parallelism)
-                async with contextlib.aclosing(answers):
-                    async for distances in answers:
-                        for message in chunks.send(pb.DistancesResponse, "distances", [distances]):
-                            yield message
+                replies = answer_batches(
+                    self.work, requests, scratch, field="queries", budget=budget, what="a query batch",
+                    answer=functools.partial(self.distances, queries), width=self.executor.parallelism,
+                    response=pb.DistancesResponse, response_field="distances",
+                )
+                async with contextlib.aclosing(replies):
+                    async for message in replies:
+                        yield message
 
     def reference(self, first: pb.DistancesRequest, session: SessionRecord) -> Queries:
         """What every query batch of the stream runs: the distances to the reference set the first message

@@ -33,9 +33,8 @@ from server.errors import invalid, precondition, rpc
 from server.execution import BlockFunction, Executor, apply
 from server.records import ModelRecord, SessionRecord
 from server.storage import Store, new_id
-from server.uploads import Budget, load_matrix, spool_matrices
+from server.uploads import Budget, answer_batches, load_matrix
 from server.work import Work
-from wire import chunks
 from wire.proto_gen.ciphergrad.v1 import model_service_pb2 as pb
 from wire.proto_gen.ciphergrad.v1 import model_service_pb2_grpc as pb_grpc
 from wire.proto_gen.ciphergrad.v1 import types_pb2
@@ -131,15 +130,16 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             predictor = await self.work.he(self.predictor, options, session)
             budget = Budget(self.max_batch, "--max-batch-mb")
             with self.store.staging() as scratch:
-                # Each batch is answered as soon as it (and those before it) are done: the stream is never
-                # buffered whole; the executor runs up to `parallelism` batches at once.
-                batches = spool_matrices(requests, "rows", budget, "a prediction batch", scratch)
-                answers = self.work.ordered(batches, functools.partial(self.predict_batch, predictor),
-                                            self.executor.parallelism)
-                async with contextlib.aclosing(answers):
-                    async for predictions in answers:
-                        for message in chunks.send(pb.PredictResponse, "predictions", [predictions]):
-                            yield message
+                # Each batch is answered as soon as it (and those before it) are done; the executor runs up to
+                # `parallelism` batches at once.
+                replies = answer_batches(
+                    self.work, requests, scratch, field="rows", budget=budget, what="a prediction batch",
+                    answer=functools.partial(self.predict_batch, predictor), width=self.executor.parallelism,
+                    response=pb.PredictResponse, response_field="predictions",
+                )
+                async with contextlib.aclosing(replies):
+                    async for message in replies:
+                        yield message
 
     def predict_batch(self, predictor: Predictor, path: Path) -> bytes:
         """The serialized predictions for the batch of rows spooled at ``path``, computed on the executor."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from core.engine import Engine
 from core.tensor import EncryptedMatrix
 from server import validation
 from server.errors import ServiceError
-from server.work import Inbound, Limits
+from server.work import Inbound, Limits, Work
 from wire import chunks
 
 
@@ -93,3 +93,18 @@ def load_matrix(engine: Engine, path: Path, what: str, limits: Limits) -> Iterat
         path.unlink()
         yield validation.inbound(matrix, what)
 
+
+
+async def answer_batches(
+    work: Work, requests: Inbound, scratch: Path, *, field: str, budget: Budget, what: str,
+    answer: Callable[[Path], bytes], width: int, response: type, response_field: str,
+) -> AsyncIterator[Any]:
+    """Predict's and Distances' body: each matrix of the stream (``request.<field>``) spooled to ``scratch``,
+    answered by ``answer(path)`` (serialized) on the HE pool, up to ``width`` at once (``Work.ordered``), and
+    sent back in order as ``response`` messages whose ``response_field`` holds the answer's chunks. The stream
+    is never buffered whole; on an early exit the calls not yet started are cancelled."""
+    answers = work.ordered(spool_matrices(requests, field, budget, what, scratch), answer, width)
+    async with contextlib.aclosing(answers):
+        async for blob in answers:
+            for message in chunks.send(response, response_field, [blob]):
+                yield message
