@@ -31,6 +31,7 @@ RUN python3 -m venv /opt/venv \
 COPY build/wheelhouse-ray/ /ray-wheels/
 RUN /opt/venv/bin/pip install --find-links /ray-wheels /ray-wheels/ray-*.whl
 COPY pyproject.toml setup.py* setup.cfg* MANIFEST.in* README* LICENSE* /src/
+COPY ciphergrad/ /src/ciphergrad/
 COPY core/ /src/core/
 COPY server/ /src/server/
 COPY client/ /src/client/
@@ -44,7 +45,7 @@ RUN /opt/venv/bin/pip install /src \
  && rm -rf torch/include torch/share/cmake \
  && find . -depth -type d -name tests -exec rm -rf {} + \
  && cd / \
- && /opt/venv/bin/python -c "import grpc, grpc_health.v1, tenseal, core, server.app, server.execution.ray_shards; print('imports ok')"
+ && /opt/venv/bin/python -c "import grpc, grpc_health.v1, tenseal, ciphergrad.core, ciphergrad.server.app, ciphergrad.server.execution.ray_shards; print('imports ok')"
 
 # ---- server: the runtime image (no torch: the server never runs a twin) ----
 FROM ${BASE_IMAGE} AS server
@@ -84,7 +85,7 @@ LABEL org.ciphergrad.stage=build
 COPY build/wheelhouse-torch/ /torch-wheels/
 RUN /opt/venv/bin/pip install --find-links /torch-wheels /torch-wheels/*.whl \
  && rm -rf /opt/venv/lib/python3.11/site-packages/torch/include /opt/venv/lib/python3.11/site-packages/torch/share/cmake \
- && /opt/venv/bin/python -c "import torch, client.demo; print('client imports ok')"
+ && /opt/venv/bin/python -c "import torch, ciphergrad.client.demo; print('client imports ok')"
 
 FROM server AS client
 LABEL org.ciphergrad.stage=client

@@ -15,12 +15,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m client.demo
+	$(BIN)/python -m ciphergrad.client.demo
 
 # Every algorithm encrypted vs plaintext into report/ (index.html); ARGS="--scaling" adds the rows sweep.
 # `make test` runs the --quick version (tests/test_compare.py).
 compare: $(STAMP)
-	$(BIN)/python -m client.compare $(ARGS)
+	$(BIN)/python -m ciphergrad.client.compare $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

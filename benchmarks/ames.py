@@ -15,10 +15,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from core.compare import compare_linear_regression, per_sample_epochs, r2_score
-from core.conditioning import Standardizer
-from core.data import load_ames, with_intercept
-from core.linear import LinearRegressionConfig
+from ciphergrad.core.compare import compare_linear_regression, per_sample_epochs, r2_score
+from ciphergrad.core.conditioning import Standardizer
+from ciphergrad.core.data import load_ames, with_intercept
+from ciphergrad.core.linear import LinearRegressionConfig
 
 
 def main() -> None:

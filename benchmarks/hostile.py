@@ -42,7 +42,7 @@ from service_support import (  # noqa: E402
 )
 from test_service_hostile import MANIFEST, TINY_X, TINY_Y, HealthProbe  # noqa: E402
 
-from core.linear import LinearRegressionConfig  # noqa: E402
+from ciphergrad.core.linear import LinearRegressionConfig  # noqa: E402
 
 
 def _phase(address: str, seconds: float = 0.0, work=None) -> tuple[list[float], int]:  # type: ignore[no-untyped-def]

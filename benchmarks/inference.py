@@ -23,8 +23,15 @@ from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import Engine, KeyHolder, plan
-from core.inference import linear_torch, mlp_from_torch, mlp_torch, predict_linear, predict_mlp, train_square_mlp
+from ciphergrad.core import Engine, KeyHolder, plan
+from ciphergrad.core.inference import (
+    linear_torch,
+    mlp_from_torch,
+    mlp_torch,
+    predict_linear,
+    predict_mlp,
+    train_square_mlp,
+)
 
 
 def _resample(X: np.ndarray, rows: int, seed: int) -> np.ndarray:

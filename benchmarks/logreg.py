@@ -22,10 +22,10 @@ from sklearn.datasets import load_breast_cancer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import Engine, KeyHolder, plan
-from core.data import standardized_split, with_intercept
-from core.logistic import LogisticRegressionConfig, LogisticTrainer, decode_weights, fit_torch
-from core.tensor import EncryptedMatrix
+from ciphergrad.core import Engine, KeyHolder, plan
+from ciphergrad.core.data import standardized_split, with_intercept
+from ciphergrad.core.logistic import LogisticRegressionConfig, LogisticTrainer, decode_weights, fit_torch
+from ciphergrad.core.tensor import EncryptedMatrix
 
 
 def load(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -33,13 +33,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from client.local import local_server_process
-from client.sdk import Client, default_parameters, training_layout
-from core.compare import r2_score
-from core.conditioning import Standardizer
-from core.data import with_intercept
-from core.layout import choose_tile, rotation_steps
-from core.linear import LinearRegressionConfig
+from ciphergrad.client.local import local_server_process
+from ciphergrad.client.sdk import Client, default_parameters, training_layout
+from ciphergrad.core.compare import r2_score
+from ciphergrad.core.conditioning import Standardizer
+from ciphergrad.core.data import with_intercept
+from ciphergrad.core.layout import choose_tile, rotation_steps
+from ciphergrad.core.linear import LinearRegressionConfig
 
 FEATURES = 10
 GD_ROWS = 100_000

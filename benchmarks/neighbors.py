@@ -31,11 +31,17 @@ from sklearn.neighbors import KNeighborsClassifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import Engine, KeyHolder, Tile, plan
-from core.data import standardized_split
-from core.layout import next_pow2
-from core.neighbors import encrypt_reference, knn_vote, pca_projection, squared_distances, squared_distances_torch
-from core.tensor import EncryptedMatrix
+from ciphergrad.core import Engine, KeyHolder, Tile, plan
+from ciphergrad.core.data import standardized_split
+from ciphergrad.core.layout import next_pow2
+from ciphergrad.core.neighbors import (
+    encrypt_reference,
+    knn_vote,
+    pca_projection,
+    squared_distances,
+    squared_distances_torch,
+)
+from ciphergrad.core.tensor import EncryptedMatrix
 
 # name -> (loader, k, PCA components or None)
 DATASETS = {"digits": (load_digits, 5, True), "iris": (load_iris, 5, False), "wine": (load_wine, 3, False)}

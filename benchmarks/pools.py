@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import itertools
 
-from client import Client, Contributor
-from client.local import local_server
-from core.data import load_ames, with_intercept
-from core.layout import pool_tile
-from core.linear import LinearRegressionConfig
+from ciphergrad.client import Client, Contributor
+from ciphergrad.client.local import local_server
+from ciphergrad.core.data import load_ames, with_intercept
+from ciphergrad.core.layout import pool_tile
+from ciphergrad.core.linear import LinearRegressionConfig
 
 SPLITS = (0, 170, 341, 510)
 

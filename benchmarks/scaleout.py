@@ -45,16 +45,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import Engine, KeyHolder
-from core import gram as core_gram
-from core.data import synthetic_regression
-from core.layout import choose_tile, rotation_steps
-from core.linear import LinearRegressionConfig, LinearTrainer, decode_weights
-from core.params import plan
-from core.tensor import EncryptedMatrix
-from server.execution import StoredTable
-from server.execution.local import LocalExecutor
-from server.execution.ray_shards import RayExecutor
+from ciphergrad.core import Engine, KeyHolder
+from ciphergrad.core import gram as core_gram
+from ciphergrad.core.data import synthetic_regression
+from ciphergrad.core.layout import choose_tile, rotation_steps
+from ciphergrad.core.linear import LinearRegressionConfig, LinearTrainer, decode_weights
+from ciphergrad.core.params import plan
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.server.execution import StoredTable
+from ciphergrad.server.execution.local import LocalExecutor
+from ciphergrad.server.execution.ray_shards import RayExecutor
 
 ROOT = Path(__file__).resolve().parents[1]
 SINGLE_RUNS = 3  # one client alone: the median of this many runs (one run's wall varies by 50% under load)
@@ -109,8 +109,8 @@ def tree_cpu_seconds(root: int) -> float:
 
 def concurrency(clients: int, epochs: int, workers: int | None = None) -> dict:
     """``clients`` Ames trainings at once through one child server on the Ray executor, against one alone."""
-    from client.sdk import Client, default_parameters
-    from core.data import load_ames
+    from ciphergrad.client.sdk import Client, default_parameters
+    from ciphergrad.core.data import load_ames
 
     data = load_ames()
     X, y = np.hstack([np.ones((len(data.X), 1)), data.X]), data.y
@@ -118,7 +118,8 @@ def concurrency(clients: int, epochs: int, workers: int | None = None) -> dict:
     params = default_parameters()
     with tempfile.TemporaryDirectory(prefix="scaleout-server-") as directory:
         root = Path(directory)
-        command = [sys.executable, "-m", "server.main", "--executor", "ray", "--ray-num-cpus", str(os.cpu_count()),
+        command = [sys.executable, "-m", "ciphergrad.server.main", "--executor", "ray",
+                   "--ray-num-cpus", str(os.cpu_count()),
                    "--workers", str(workers or clients), "--listen", "127.0.0.1:0", "--port-file", str(root / "port"),
                    "--data-dir", str(root / "data")]
         with open(root / "server.log", "w") as log:

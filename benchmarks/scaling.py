@@ -26,12 +26,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import Engine, KeyHolder
-from core.data import synthetic_regression
-from core.layout import choose_tile, rotation_steps
-from core.linear import LinearRegressionConfig, LinearTrainer, decode_weights
-from core.params import plan
-from core.tensor import EncryptedMatrix
+from ciphergrad.core import Engine, KeyHolder
+from ciphergrad.core.data import synthetic_regression
+from ciphergrad.core.layout import choose_tile, rotation_steps
+from ciphergrad.core.linear import LinearRegressionConfig, LinearTrainer, decode_weights
+from ciphergrad.core.params import plan
+from ciphergrad.core.tensor import EncryptedMatrix
 
 SIZES = (1_000, 3_000, 10_000, 30_000, 100_000)
 

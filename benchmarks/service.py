@@ -33,13 +33,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from client.estimator import EncryptedLinearRegression
-from client.local import local_server
-from client.sdk import Client, default_parameters
-from core.compare import compare_linear_regression
-from core.data import load_ames, with_intercept
-from core.layout import choose_tile
-from core.linear import LinearRegressionConfig
+from ciphergrad.client.estimator import EncryptedLinearRegression
+from ciphergrad.client.local import local_server
+from ciphergrad.client.sdk import Client, default_parameters
+from ciphergrad.core.compare import compare_linear_regression
+from ciphergrad.core.data import load_ames, with_intercept
+from ciphergrad.core.layout import choose_tile
+from ciphergrad.core.linear import LinearRegressionConfig
 
 
 class _TimedStub:

@@ -26,9 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import Engine, KeyHolder, plan
-from core.data import statistics_datasets
-from core.stats import (
+from ciphergrad.core import Engine, KeyHolder, plan
+from ciphergrad.core.data import statistics_datasets
+from ciphergrad.core.stats import (
     column_mean,
     column_variance,
     covariance,
@@ -39,7 +39,7 @@ from core.stats import (
     mse,
     r2_parts,
 )
-from core.tensor import EncryptedMatrix
+from ciphergrad.core.tensor import EncryptedMatrix
 
 
 def timed(fn, *args, **kwargs):

@@ -1,9 +1,13 @@
 """ciphergrad client: the key holder's SDK (``Client``), scikit-learn-style estimators and the CLI."""
 
-from client.contributor import Contributor
-from client.estimator import EncryptedKNeighborsClassifier, EncryptedLinearRegression, EncryptedLogisticRegression
-from client.local import local_server
-from client.sdk import Client, TrainingRun, default_parameters
+from ciphergrad.client.contributor import Contributor
+from ciphergrad.client.estimator import (
+    EncryptedKNeighborsClassifier,
+    EncryptedLinearRegression,
+    EncryptedLogisticRegression,
+)
+from ciphergrad.client.local import local_server
+from ciphergrad.client.sdk import Client, TrainingRun, default_parameters
 
 __all__ = [
     "Client",

@@ -20,13 +20,13 @@ from typing import Any
 import grpc
 import numpy as np
 
-from client import contribute_cli, pool_cli
-from client.estimator import EncryptedLinearRegression
-from client.local import local_server
-from client.table import BAD_CELL_CHOICES, BadCells, TableError, csv_columns, read_csv, text_columns
-from core import algorithms, linear
-from core.conditioning import Standardizer
-from core.data import with_intercept
+from ciphergrad.client import contribute_cli, pool_cli
+from ciphergrad.client.estimator import EncryptedLinearRegression
+from ciphergrad.client.local import local_server
+from ciphergrad.client.table import BAD_CELL_CHOICES, BadCells, TableError, csv_columns, read_csv, text_columns
+from ciphergrad.core import algorithms, linear
+from ciphergrad.core.conditioning import Standardizer
+from ciphergrad.core.data import with_intercept
 
 # Command-specific defaults and help for some hyperparameters; every field of the config becomes a flag.
 _FLAG_HELP = {
@@ -147,11 +147,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def run_demo(server: str, args: argparse.Namespace) -> str:
     """Ames through the service, next to the torch twin; returns the comparison table."""
-    from core.compare import LinearComparison, r2_score
-    from core.data import load_ames, with_intercept
-    from core.engine import OpCounts
-    from core.linear import fit_torch
-    from core.params import plan
+    from ciphergrad.core.compare import LinearComparison, r2_score
+    from ciphergrad.core.data import load_ames, with_intercept
+    from ciphergrad.core.engine import OpCounts
+    from ciphergrad.core.linear import fit_torch
+    from ciphergrad.core.params import plan
 
     data = load_ames()
     model = _estimator(args, server)
@@ -194,7 +194,7 @@ def run_demo(server: str, args: argparse.Namespace) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.pooled:
-        from client import pool_demo
+        from ciphergrad.client import pool_demo
 
         return pool_demo.main(args.server)
     if args.server:
@@ -209,7 +209,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_compare(arguments: Sequence[str]) -> int:
     # Imported on demand: the report needs the torch twins and matplotlib, which a plain client install lacks.
     try:
-        from client.compare.command import main as compare_main
+        from ciphergrad.client.compare.command import main as compare_main
     except ImportError as exc:
         print(f"ciphergrad: error: compare needs {exc.name}: pip install 'ciphergrad[torch,report]'", file=sys.stderr)
         return 2

@@ -8,11 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from client.datasets import DatasetCalls
-from client.session import as_matrix
-from core.layout import Tile, choose_tile, next_pow2
-from wire import chunks
-from wire.proto_gen.ciphergrad.v1 import compute_service_pb2, dataset_service_pb2, model_service_pb2, types_pb2
+from ciphergrad.client.datasets import DatasetCalls
+from ciphergrad.client.session import as_matrix
+from ciphergrad.core.layout import Tile, choose_tile, next_pow2
+from ciphergrad.wire import chunks
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import (
+    compute_service_pb2,
+    dataset_service_pb2,
+    model_service_pb2,
+    types_pb2,
+)
 
 
 class ComputeCalls(DatasetCalls):
@@ -26,7 +31,7 @@ class ComputeCalls(DatasetCalls):
         (``(d, d)``) when ``correlation`` is true; by default when the dataset is column-packed
         (``upload(X, packing='columns')``), which the covariance needs. ``ddof=1``: sample statistics.
         """
-        from core.stats import finish_correlation, finish_std
+        from ciphergrad.core.stats import finish_correlation, finish_std
 
         holder = self._holder()
         dataset = self._dataset(dataset)
@@ -60,7 +65,7 @@ class ComputeCalls(DatasetCalls):
         largest residual when the targets are given here, else no MAE); ``mae_error_bound`` is its
         documented worst-case error.
         """
-        from core.stats import finish_r2
+        from ciphergrad.core.stats import finish_r2
 
         holder = self._holder()
         P = as_matrix(predictions)

@@ -18,8 +18,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from client.contributor import Contributor
-from client.table import BAD_CELL_CHOICES, CsvTable, TableError, csv_columns, read_csv
+from ciphergrad.client.contributor import Contributor
+from ciphergrad.client.table import BAD_CELL_CHOICES, CsvTable, TableError, csv_columns, read_csv
 
 INVITATION_ENV = "CIPHERGRAD_INVITATION"
 

@@ -21,15 +21,15 @@ import grpc
 import numpy as np
 from tqdm import tqdm
 
-from client.datasets import encrypted_pieces
-from client.pools import decode_invitation
-from client.session import as_matrix
-from core.engine import Engine
-from core.layout import Tile, pool_tile
-from core.params import CKKSParameters
-from wire import chunks
-from wire.chunks import CHANNEL_OPTIONS
-from wire.proto_gen.ciphergrad.v1 import pool_service_pb2, pool_service_pb2_grpc, types_pb2
+from ciphergrad.client.datasets import encrypted_pieces
+from ciphergrad.client.pools import decode_invitation
+from ciphergrad.client.session import as_matrix
+from ciphergrad.core.engine import Engine
+from ciphergrad.core.layout import Tile, pool_tile
+from ciphergrad.core.params import CKKSParameters
+from ciphergrad.wire import chunks
+from ciphergrad.wire.chunks import CHANNEL_OPTIONS
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2, pool_service_pb2_grpc, types_pb2
 
 _PACKING_NAMES = {types_pb2.PACKING_ROWS: "rows", types_pb2.PACKING_COLUMNS: "columns"}
 

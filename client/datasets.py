@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from client.session import Connection, as_matrix
-from core import flat
-from core.engine import Engine
-from core.layout import Tile, choose_tile, grid
-from core.tensor import EncryptedMatrix
-from wire import chunks
-from wire.proto_gen.ciphergrad.v1 import dataset_service_pb2, types_pb2
+from ciphergrad.client.session import Connection, as_matrix
+from ciphergrad.core import flat
+from ciphergrad.core.engine import Engine
+from ciphergrad.core.layout import Tile, choose_tile, grid
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.wire import chunks
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import dataset_service_pb2, types_pb2
 
 PACKINGS = {"rows": types_pb2.PACKING_ROWS, "columns": types_pb2.PACKING_COLUMNS}
 
@@ -121,7 +121,7 @@ class DatasetCalls(Connection):
         sees neither it nor the queries. ``query_rows``: rows per query block (q, rounded up to a power of
         two; ``distances`` then sends queries in blocks of q). ``projection`` (d, c) is applied here before
         encrypting; pass the same one to ``distances``. See core.neighbors.encrypt_reference for the layout."""
-        from core.neighbors import encrypt_reference
+        from ciphergrad.core.neighbors import encrypt_reference
 
         holder = self._holder()
         query_rows = max(1, min(int(query_rows), holder.params.slots))

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import sys
 
-from client.compare import training
-from client.compare.result import TaskResult
-from client.compare.server import running_server
-from client.compare.tasks import LINEAR_SOLVERS, SOLVER_SETTINGS
+from ciphergrad.client.compare import training
+from ciphergrad.client.compare.result import TaskResult
+from ciphergrad.client.compare.server import running_server
+from ciphergrad.client.compare.tasks import LINEAR_SOLVERS, SOLVER_SETTINGS
 
 
 def loss_table(result: TaskResult, every: int = 10) -> list[str]:

@@ -29,12 +29,12 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm import tqdm
 
-from client.local import local_server
-from client.sdk import Client, Transfer, default_parameters, training_layout
-from core import algorithms
-from core.data import with_intercept
-from core.layout import choose_tile
-from core.params import CKKSParameters
+from ciphergrad.client.local import local_server
+from ciphergrad.client.sdk import Client, Transfer, default_parameters, training_layout
+from ciphergrad.core import algorithms
+from ciphergrad.core.data import with_intercept
+from ciphergrad.core.layout import choose_tile
+from ciphergrad.core.params import CKKSParameters
 
 # Estimator parameters beyond the algorithm's hyperparameters, with their defaults.
 _CONNECTION = {"server": None, "tls": False, "shuffles": 4, "fit_intercept": True, "params": None, "progress": None}
@@ -315,8 +315,8 @@ class EncryptedKNeighborsClassifier(ClassifierMixin, BaseEstimator):
         self.projection, self.n_components, self.params, self.batch_rows = projection, n_components, params, batch_rows
 
     def fit(self, X: Any, y: Any) -> EncryptedKNeighborsClassifier:
-        from core.neighbors import pca_projection
-        from core.params import plan
+        from ciphergrad.core.neighbors import pca_projection
+        from ciphergrad.core.params import plan
 
         if self.n_neighbors < 1:
             raise ValueError(f"n_neighbors={self.n_neighbors} must be at least 1")
@@ -358,7 +358,7 @@ class EncryptedKNeighborsClassifier(ClassifierMixin, BaseEstimator):
         return self._client.distances(self.reference_, X, batch_rows=self.batch_rows)
 
     def predict(self, X: Any) -> np.ndarray:
-        from core.neighbors import knn_vote
+        from ciphergrad.core.neighbors import knn_vote
 
         return knn_vote(self.kneighbors_distances(X), self.labels_, self.n_neighbors)
 

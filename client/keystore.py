@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import CipherGradError
-from core.keys import KeyHolder
+from ciphergrad.core.errors import CipherGradError
+from ciphergrad.core.keys import KeyHolder
 
 KEY_DIR_ENV = "CIPHERGRAD_KEY_DIR"
 DEFAULT_ROOT = Path("~/.ciphergrad/keys")

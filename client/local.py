@@ -1,4 +1,4 @@
-"""A throwaway ciphergrad server for one process: ``local_server()`` starts ``python -m server.main`` as a
+"""A throwaway ciphergrad server for one process: ``local_server()`` starts ``python -m ciphergrad.server.main`` as a
 child process on 127.0.0.1 with a free port and a temporary data directory, waits until its health service
 reports SERVING, and stops it (SIGTERM, then SIGKILL) when the block ends. The client never imports the
 server: the two talk over gRPC only, as they would across machines.
@@ -44,7 +44,7 @@ def local_server_process(*, startup_seconds: float = STARTUP_SECONDS) -> Iterato
         folder = Path(scratch)
         port_file, log_path = folder / "address", folder / "server.log"
         command = [
-            sys.executable, "-m", "server.main",
+            sys.executable, "-m", "ciphergrad.server.main",
             "--listen", "127.0.0.1:0",
             "--data-dir", str(folder / "data"),
             "--port-file", str(port_file),

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from client.session import Connection, as_matrix
-from core.inference import MLP
-from core.layout import Tile, next_pow2
-from core.polynomial import Polynomial
-from wire import codec
-from wire.proto_gen.ciphergrad.v1 import model_service_pb2
+from ciphergrad.client.session import Connection, as_matrix
+from ciphergrad.core.inference import MLP
+from ciphergrad.core.layout import Tile, next_pow2
+from ciphergrad.core.polynomial import Polynomial
+from ciphergrad.wire import codec
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import model_service_pb2
 
 
 class ModelCalls(Connection):
@@ -54,7 +54,7 @@ class ModelCalls(Connection):
         if _is_torch_module(model):
             from torch import nn
 
-            from core.inference import mlp_from_torch
+            from ciphergrad.core.inference import mlp_from_torch
 
             if isinstance(model, nn.Linear):
                 weights = model.weight.detach().double().numpy().T

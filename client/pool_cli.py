@@ -21,15 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from client import training
-from client.keystore import KEY_DIR_ENV, KeyDirectory, KeyDirError, SessionRecord, key_dir_for
-from client.pools import pool_keys
-from client.sdk import Client
-from client.table import TableError
-from core import algorithms, gram, linear
-from core.errors import ParameterError
-from core.layout import pool_tile, rotation_steps
-from core.params import plan
+from ciphergrad.client import training
+from ciphergrad.client.keystore import KEY_DIR_ENV, KeyDirectory, KeyDirError, SessionRecord, key_dir_for
+from ciphergrad.client.pools import pool_keys
+from ciphergrad.client.sdk import Client
+from ciphergrad.client.table import TableError
+from ciphergrad.core import algorithms, gram, linear
+from ciphergrad.core.errors import ParameterError
+from ciphergrad.core.layout import pool_tile, rotation_steps
+from ciphergrad.core.params import plan
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from client.compare.tasks import SOLVER_SETTINGS
-from client.estimator import EncryptedLinearRegression
-from client.local import local_server_process
-from client.sdk import Client
-from core import algorithms, standardize
-from core.data import load_ames, with_intercept
+from ciphergrad.client.compare.tasks import SOLVER_SETTINGS
+from ciphergrad.client.estimator import EncryptedLinearRegression
+from ciphergrad.client.local import local_server_process
+from ciphergrad.client.sdk import Client
+from ciphergrad.core import algorithms, standardize
+from ciphergrad.core.data import load_ames, with_intercept
 
 TOLERANCE = 1e-6
 SPLITS = (200, 170, 140)  # rows per contributor; Ames has 510 after the write-up's filtering
@@ -67,7 +67,7 @@ def _contribute(parts: list[tuple[Path, str]], folder: Path) -> list[dict[str, A
         code_path.write_text(code)
         os.chmod(code_path, 0o600)
         command = [
-            sys.executable, "-m", "client.cli", "contribute", str(csv_path),
+            sys.executable, "-m", "ciphergrad.client.cli", "contribute", str(csv_path),
             "--invitation", f"@{code_path}", "--json", "--no-progress",
         ]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}

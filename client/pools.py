@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from client.session import Connection
-from core import standardize
-from core.gram import rotation_steps, weight_period
-from core.keys import KeyHolder
-from core.layout import pool_tile
-from core.params import CKKSParameters, plan
-from wire.proto_gen.ciphergrad.v1 import pool_service_pb2, types_pb2
+from ciphergrad.client.session import Connection
+from ciphergrad.core import standardize
+from ciphergrad.core.gram import rotation_steps, weight_period
+from ciphergrad.core.keys import KeyHolder
+from ciphergrad.core.layout import pool_tile
+from ciphergrad.core.params import CKKSParameters, plan
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2, types_pb2
 
 CODE_PREFIX = "cgi1."
 _PACKINGS = {"rows": types_pb2.PACKING_ROWS, "columns": types_pb2.PACKING_COLUMNS}

@@ -12,12 +12,12 @@ thin part per service: ``client.datasets``, ``client.training``, ``client.models
 
 from __future__ import annotations
 
-from client.compute import ComputeCalls
-from client.models import ModelCalls
-from client.pools import Invitation, InvitationInfo, PoolCalls, PoolInfo, PoolStatistics
-from client.session import Transfer, default_parameters
-from client.training import JobState, TrainingCalls, TrainingRun, training_layout
-from core.layout import rotation_steps
+from ciphergrad.client.compute import ComputeCalls
+from ciphergrad.client.models import ModelCalls
+from ciphergrad.client.pools import Invitation, InvitationInfo, PoolCalls, PoolInfo, PoolStatistics
+from ciphergrad.client.session import Transfer, default_parameters
+from ciphergrad.client.training import JobState, TrainingCalls, TrainingRun, training_layout
+from ciphergrad.core.layout import rotation_steps
 
 
 class Client(TrainingCalls, ModelCalls, ComputeCalls, PoolCalls):

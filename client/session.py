@@ -15,14 +15,14 @@ from typing import Any
 import grpc
 import numpy as np
 
-from core import algorithms
-from core.keys import KeyHolder
-from core.layout import Tile
-from core.params import CKKSParameters, plan
-from core.tensor import EncryptedMatrix
-from wire import chunks, codec
-from wire.chunks import CHANNEL_OPTIONS, CHUNK_BYTES
-from wire.proto_gen.ciphergrad.v1 import (
+from ciphergrad.core import algorithms
+from ciphergrad.core.keys import KeyHolder
+from ciphergrad.core.layout import Tile
+from ciphergrad.core.params import CKKSParameters, plan
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.wire import chunks, codec
+from ciphergrad.wire.chunks import CHANNEL_OPTIONS, CHUNK_BYTES
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import (
     compute_service_pb2_grpc,
     dataset_service_pb2,
     dataset_service_pb2_grpc,

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from core.errors import CipherGradError
+from ciphergrad.core.errors import CipherGradError
 
 BadCells = Literal["error", "drop", "impute"]
 BAD_CELL_CHOICES: tuple[str, ...] = ("error", "drop", "impute")

@@ -11,14 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from client.session import Connection
-from core import algorithms
-from core.gram import GramStatistics, rotation_steps, solve_normal, weight_period
-from core.layout import Tile, choose_tile
-from core.linear import LinearRegressionConfig
-from core.logistic import LogisticRegressionConfig
-from wire import codec
-from wire.proto_gen.ciphergrad.v1 import training_service_pb2
+from ciphergrad.client.session import Connection
+from ciphergrad.core import algorithms
+from ciphergrad.core.gram import GramStatistics, rotation_steps, solve_normal, weight_period
+from ciphergrad.core.layout import Tile, choose_tile
+from ciphergrad.core.linear import LinearRegressionConfig
+from ciphergrad.core.logistic import LogisticRegressionConfig
+from ciphergrad.wire import codec
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2
 
 JobState = training_service_pb2.JobState
 # Solvers that make one pass over the whole table (core.gram): column packing, no minibatches or shuffles.

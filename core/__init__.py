@@ -1,7 +1,7 @@
 """ciphergrad core: CKKS parameters, keys, the encrypted matrix type and algorithms on it (no gRPC)."""
 
-from core.engine import Engine, OpCounts
-from core.errors import (
+from ciphergrad.core.engine import Engine, OpCounts
+from ciphergrad.core.errors import (
     CipherGradError,
     LevelError,
     MalformedInputError,
@@ -9,10 +9,10 @@ from core.errors import (
     SecretKeyError,
     ShapeError,
 )
-from core.keys import KeyHolder
-from core.layout import Tile
-from core.params import CKKSParameters, from_original, plan
-from core.tensor import EncryptedMatrix
+from ciphergrad.core.keys import KeyHolder
+from ciphergrad.core.layout import Tile
+from ciphergrad.core.params import CKKSParameters, from_original, plan
+from ciphergrad.core.tensor import EncryptedMatrix
 
 __all__ = [
     "CKKSParameters",

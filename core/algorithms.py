@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from core import gram_training, linear, logistic
-from core.errors import ParameterError
-from core.training import GradientDescentConfig, GradientTrainer
+from ciphergrad.core import gram_training, linear, logistic
+from ciphergrad.core.errors import ParameterError
+from ciphergrad.core.training import GradientDescentConfig, GradientTrainer
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import tenseal as ts
 
-from core import gram
-from core.engine import Engine, OpCounts
-from core.gram_training import GramTrainer, fit_torch_gram
-from core.keys import KeyHolder
-from core.layout import choose_tile, rotation_steps
-from core.linear import LinearRegressionConfig, LinearTrainer, decode_weights, fit_torch
-from core.params import CKKSParameters, plan
-from core.tensor import EncryptedMatrix
+from ciphergrad.core import gram
+from ciphergrad.core.engine import Engine, OpCounts
+from ciphergrad.core.gram_training import GramTrainer, fit_torch_gram
+from ciphergrad.core.keys import KeyHolder
+from ciphergrad.core.layout import choose_tile, rotation_steps
+from ciphergrad.core.linear import LinearRegressionConfig, LinearTrainer, decode_weights, fit_torch
+from ciphergrad.core.params import CKKSParameters, plan
+from ciphergrad.core.tensor import EncryptedMatrix
 
 
 @dataclass

@@ -21,8 +21,8 @@ import numpy as np
 import tenseal as ts
 from tenseal import sealapi
 
-from core.errors import LevelError, MalformedInputError, ParameterError, SecretKeyError
-from core.params import CKKSParameters
+from ciphergrad.core.errors import LevelError, MalformedInputError, ParameterError, SecretKeyError
+from ciphergrad.core.params import CKKSParameters
 
 Ciphertext = sealapi.Ciphertext
 # Two scales within this relative distance are treated as equal when adding (the cost is an error of

@@ -10,7 +10,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
-from core.errors import MalformedInputError
+from ciphergrad.core.errors import MalformedInputError
 
 MAGIC = b"CGEM"
 # N=32768 with a full chain serializes to ~13 MB; a larger length prefix is corrupt, not a ciphertext.

@@ -58,12 +58,12 @@ from typing import Any
 
 import numpy as np
 
-from core.engine import Ciphertext, Engine
-from core.errors import LevelError, ShapeError
-from core.keys import KeyHolder
-from core.layout import Tile, next_pow2
-from core.tensor import EncryptedMatrix
-from core.training import check_data
+from ciphergrad.core.engine import Ciphertext, Engine
+from ciphergrad.core.errors import LevelError, ShapeError
+from ciphergrad.core.keys import KeyHolder
+from ciphergrad.core.layout import Tile, next_pow2
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.core.training import check_data
 
 __all__ = [
     "GramPartial",

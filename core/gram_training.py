@@ -21,10 +21,10 @@ from typing import Any, Protocol, Self
 
 import numpy as np
 
-from core import standardize
-from core.engine import Ciphertext, Engine, OpCounts
-from core.errors import LevelError, ParameterError, ShapeError
-from core.gram import (
+from ciphergrad.core import standardize
+from ciphergrad.core.engine import Ciphertext, Engine, OpCounts
+from ciphergrad.core.errors import LevelError, ParameterError, ShapeError
+from ciphergrad.core.gram import (
     GramPartial,
     GramStatistics,
     accumulate,
@@ -34,10 +34,10 @@ from core.gram import (
     ridge_vector,
     row_blocks,
 )
-from core.linear import LinearRegressionConfig, TorchFit, initial_weights
-from core.refresh import MaskedRefresh, Refresh
-from core.tensor import EncryptedMatrix
-from core.training import EpochResult, Shuffles
+from ciphergrad.core.linear import LinearRegressionConfig, TorchFit, initial_weights
+from ciphergrad.core.refresh import MaskedRefresh, Refresh
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.core.training import EpochResult, Shuffles
 
 __all__ = ["GramTrainer", "KeyHolderLink", "NormalSolver", "fit_torch_gram", "fit_torch_normal"]
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import ParameterError, ShapeError
-from core.polynomial import Polynomial, evaluate
-from core.tensor import EncryptedMatrix
+from ciphergrad.core.errors import ParameterError, ShapeError
+from ciphergrad.core.polynomial import Polynomial, evaluate
+from ciphergrad.core.tensor import EncryptedMatrix
 
 _TORCH_NAMES = ("PolynomialActivation", "Square", "mlp_from_torch", "mlp_torch", "train_square_mlp")
 __all__ = [
@@ -140,7 +140,7 @@ def predict_mlp(X: EncryptedMatrix, mlp: MLP) -> EncryptedMatrix:
 def __getattr__(name: str) -> Any:
     # The torch-facing names load torch on first use only (see the module docstring).
     if name in _TORCH_NAMES:
-        from core import torch_models
+        from ciphergrad.core import torch_models
 
         return getattr(torch_models, name)
-    raise AttributeError(f"module 'core.inference' has no attribute {name!r}")
+    raise AttributeError(f"module 'ciphergrad.core.inference' has no attribute {name!r}")

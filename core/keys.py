@@ -11,11 +11,11 @@ import numpy as np
 import tenseal as ts
 from tenseal import sealapi
 
-from core import layout
-from core.engine import Engine
-from core.errors import MalformedInputError
-from core.params import CKKSParameters
-from core.tensor import EncryptedMatrix
+from ciphergrad.core import layout
+from ciphergrad.core.engine import Engine
+from ciphergrad.core.errors import MalformedInputError
+from ciphergrad.core.params import CKKSParameters
+from ciphergrad.core.tensor import EncryptedMatrix
 
 
 class KeyHolder:

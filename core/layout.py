@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.errors import ShapeError
+from ciphergrad.core.errors import ShapeError
 
 
 def next_pow2(n: int) -> int:

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core import standardize
-from core.errors import ParameterError
-from core.shards import Batch, RowStep
-from core.tensor import EncryptedMatrix
-from core.training import EpochResult, GradientDescentConfig, GradientTrainer
+from ciphergrad.core import standardize
+from ciphergrad.core.errors import ParameterError
+from ciphergrad.core.shards import Batch, RowStep
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.core.training import EpochResult, GradientDescentConfig, GradientTrainer
 
 __all__ = [
     "LEVELS_PER_STEP",
@@ -109,7 +109,7 @@ class LinearTrainer(GradientTrainer):
         if self.config.solver != "gd":
             raise ParameterError(
                 f"LinearTrainer is the 'gd' solver, not {self.config.solver!r}: train 'gram' with "
-                "core.gram_training.GramTrainer, 'normal' with core.gram.normal_system and solve_normal"
+                "ciphergrad.core.gram_training.GramTrainer, 'normal' with core.gram.normal_system and solve_normal"
             )
         self.weight_scale = weight_scale(self.rows)
         self._decay = self.config.shrink(self.features, self.config.learning_rate) - 1.0 if self.config.l2 else None

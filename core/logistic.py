@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import ParameterError
-from core.polynomial import Polynomial, fit_sigmoid
-from core.polynomial import evaluate as evaluate_polynomial
-from core.shards import Batch, RowStep
-from core.tensor import EncryptedMatrix
-from core.training import GradientDescentConfig, GradientTrainer
+from ciphergrad.core.errors import ParameterError
+from ciphergrad.core.polynomial import Polynomial, fit_sigmoid
+from ciphergrad.core.polynomial import evaluate as evaluate_polynomial
+from ciphergrad.core.shards import Batch, RowStep
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.core.training import GradientDescentConfig, GradientTrainer
 
 __all__ = [
     "LEVELS_PER_STEP",

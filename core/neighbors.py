@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.engine import Engine
-from core.errors import ShapeError
-from core.keys import KeyHolder
-from core.layout import Tile, next_pow2
-from core.tensor import EncryptedMatrix
+from ciphergrad.core.engine import Engine
+from ciphergrad.core.errors import ShapeError
+from ciphergrad.core.keys import KeyHolder
+from ciphergrad.core.layout import Tile, next_pow2
+from ciphergrad.core.tensor import EncryptedMatrix
 
 __all__ = [
     "check_reference",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from core.errors import ParameterError
+from ciphergrad.core.errors import ParameterError
 
 # Largest total modulus (bits) at 128-bit classical security, from the HE standard as enforced by SEAL.
 SECURITY_BOUND_BITS = {4096: 109, 8192: 218, 16384: 438, 32768: 881}

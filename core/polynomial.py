@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import ParameterError
-from core.tensor import EncryptedMatrix
+from ciphergrad.core.errors import ParameterError
+from ciphergrad.core.tensor import EncryptedMatrix
 
 _GRID = 4001  # fitting grid points (uniform): fine enough that the fit is the continuous L2 fit
 _CHECK_GRID = 20001  # grid on which max_error is measured

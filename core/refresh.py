@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from core.tensor import EncryptedMatrix
+from ciphergrad.core.tensor import EncryptedMatrix
 
 Refresh = Callable[[EncryptedMatrix], EncryptedMatrix]
 

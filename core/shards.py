@@ -30,10 +30,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from core.engine import Engine, OpCounts
-from core.errors import ShapeError
-from core.layout import Tile
-from core.tensor import EncryptedMatrix
+from ciphergrad.core.engine import Engine, OpCounts
+from ciphergrad.core.errors import ShapeError
+from ciphergrad.core.layout import Tile
+from ciphergrad.core.tensor import EncryptedMatrix
 
 # What a shard's step yields (a matrix for the key holder to refresh), receives back, and returns.
 StepProgram = Generator[EncryptedMatrix, EncryptedMatrix, "StepPartial"]

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from core.errors import ParameterError, ShapeError
-from core.gram import GramPartial, center_columns
+from ciphergrad.core.errors import ParameterError, ShapeError
+from ciphergrad.core.gram import GramPartial, center_columns
 
 Standardization = tuple[tuple[float, ...], tuple[float, ...]]
 

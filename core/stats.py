@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.errors import ShapeError
-from core.polynomial import Polynomial, evaluate, fit_abs
-from core.tensor import EncryptedMatrix, hstack
+from ciphergrad.core.errors import ShapeError
+from ciphergrad.core.polynomial import Polynomial, evaluate, fit_abs
+from ciphergrad.core.tensor import EncryptedMatrix, hstack
 
 __all__ = [
     "absolute_residuals",

@@ -15,10 +15,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from core import flat, layout
-from core.engine import Ciphertext, Engine
-from core.errors import MalformedInputError, ShapeError
-from core.layout import Tile
+from ciphergrad.core import flat, layout
+from ciphergrad.core.engine import Ciphertext, Engine
+from ciphergrad.core.errors import MalformedInputError, ShapeError
+from ciphergrad.core.layout import Tile
 
 _FORMAT = "ciphergrad.EncryptedMatrix/1"
 Grid = list[list[Ciphertext]]

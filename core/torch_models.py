@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.errors import ParameterError
-from core.inference import MLP
-from core.polynomial import Polynomial
+from ciphergrad.core.errors import ParameterError
+from ciphergrad.core.inference import MLP
+from ciphergrad.core.polynomial import Polynomial
 
 __all__ = ["PolynomialActivation", "Square", "mlp_from_torch", "mlp_torch", "train_square_mlp"]
 

@@ -19,11 +19,11 @@ from typing import Any, Self
 
 import numpy as np
 
-from core.engine import Engine, OpCounts
-from core.errors import ParameterError, ShapeError
-from core.refresh import MaskedRefresh, Refresh
-from core.shards import LocalShards, RowStep, ShardSet, ShardSource
-from core.tensor import EncryptedMatrix
+from ciphergrad.core.engine import Engine, OpCounts
+from ciphergrad.core.errors import ParameterError, ShapeError
+from ciphergrad.core.refresh import MaskedRefresh, Refresh
+from ciphergrad.core.shards import LocalShards, RowStep, ShardSet, ShardSource
+from ciphergrad.core.tensor import EncryptedMatrix
 
 Shuffles = tuple[tuple[EncryptedMatrix, EncryptedMatrix], ...]
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import grpc
 
-from server import auth
-from server.errors import ServiceError, not_found
-from server.pool_records import InvitationRecord, PoolRecord
-from server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
-from server.storage import Store
+from ciphergrad.server import auth
+from ciphergrad.server.errors import ServiceError, not_found
+from ciphergrad.server.pool_records import InvitationRecord, PoolRecord
+from ciphergrad.server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
+from ciphergrad.server.storage import Store
 
 Metadata = Iterable[tuple[str, Any]] | None
 

@@ -14,23 +14,23 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from server.access import Access
-from server.compute import ComputeServicer
-from server.config import ServerConfig
-from server.contributions import ContributionServicer
-from server.datasets import DatasetServicer
-from server.engines import EngineCache
-from server.execution import open_executor
-from server.jobs import JobRunner
-from server.models import ModelServicer
-from server.observability import Interceptor, Metrics
-from server.pools import PoolServicer
-from server.sessions import SessionServicer
-from server.storage import Store
-from server.training import TrainingServicer
-from server.work import MIB, Limits, Work
-from wire.chunks import CHANNEL_OPTIONS
-from wire.proto_gen.ciphergrad.v1 import (
+from ciphergrad.server.access import Access
+from ciphergrad.server.compute import ComputeServicer
+from ciphergrad.server.config import ServerConfig
+from ciphergrad.server.contributions import ContributionServicer
+from ciphergrad.server.datasets import DatasetServicer
+from ciphergrad.server.engines import EngineCache
+from ciphergrad.server.execution import open_executor
+from ciphergrad.server.jobs import JobRunner
+from ciphergrad.server.models import ModelServicer
+from ciphergrad.server.observability import Interceptor, Metrics
+from ciphergrad.server.pools import PoolServicer
+from ciphergrad.server.sessions import SessionServicer
+from ciphergrad.server.storage import Store
+from ciphergrad.server.training import TrainingServicer
+from ciphergrad.server.work import MIB, Limits, Work
+from ciphergrad.wire.chunks import CHANNEL_OPTIONS
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import (
     compute_service_pb2,
     compute_service_pb2_grpc,
     dataset_service_pb2,

@@ -18,24 +18,24 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from core import stats
-from core.engine import Engine
-from core.errors import ShapeError
-from core.neighbors import check_reference, squared_distances
-from core.tensor import EncryptedMatrix
-from server import plainmodels, validation
-from server.access import Access, Metadata
-from server.engines import EngineCache
-from server.errors import invalid, rpc
-from server.execution import BlockFunction, Executor, StoredTable, apply
-from server.records import SessionRecord
-from server.storage import Store
-from server.uploads import Budget, answer_batches, load_matrix, spool_matrices
-from server.work import Work
-from wire import codec
-from wire.proto_gen.ciphergrad.v1 import compute_service_pb2 as pb
-from wire.proto_gen.ciphergrad.v1 import compute_service_pb2_grpc as pb_grpc
-from wire.proto_gen.ciphergrad.v1 import types_pb2
+from ciphergrad.core import stats
+from ciphergrad.core.engine import Engine
+from ciphergrad.core.errors import ShapeError
+from ciphergrad.core.neighbors import check_reference, squared_distances
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.server import plainmodels, validation
+from ciphergrad.server.access import Access, Metadata
+from ciphergrad.server.engines import EngineCache
+from ciphergrad.server.errors import invalid, rpc
+from ciphergrad.server.execution import BlockFunction, Executor, StoredTable, apply
+from ciphergrad.server.records import SessionRecord
+from ciphergrad.server.storage import Store
+from ciphergrad.server.uploads import Budget, answer_batches, load_matrix, spool_matrices
+from ciphergrad.server.work import Work
+from ciphergrad.wire import codec
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import compute_service_pb2 as pb
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import compute_service_pb2_grpc as pb_grpc
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
 
 
 class ComputeServicer(pb_grpc.ComputeServiceServicer):

@@ -21,20 +21,20 @@ from pathlib import Path
 
 import grpc
 
-from core.engine import Engine
-from server import validation
-from server.access import Access, Metadata
-from server.engines import EngineCache
-from server.errors import ServiceError, invalid, rpc
-from server.pool_records import ContributionRecord, InvitationRecord, PoolRecord
-from server.pool_storage import RowCapExceeded
-from server.storage import Store, matrix_file, new_id
-from server.uploads import Budget, receive_matrix_async
-from server.work import Inbound, Work
-from wire import codec
-from wire.chunks import CHUNK_BYTES
-from wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as pb
-from wire.proto_gen.ciphergrad.v1 import pool_service_pb2_grpc as pb_grpc
+from ciphergrad.core.engine import Engine
+from ciphergrad.server import validation
+from ciphergrad.server.access import Access, Metadata
+from ciphergrad.server.engines import EngineCache
+from ciphergrad.server.errors import ServiceError, invalid, rpc
+from ciphergrad.server.pool_records import ContributionRecord, InvitationRecord, PoolRecord
+from ciphergrad.server.pool_storage import RowCapExceeded
+from ciphergrad.server.storage import Store, matrix_file, new_id
+from ciphergrad.server.uploads import Budget, receive_matrix_async
+from ciphergrad.server.work import Inbound, Work
+from ciphergrad.wire import codec
+from ciphergrad.wire.chunks import CHUNK_BYTES
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as pb
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2_grpc as pb_grpc
 
 # A one-row matrix is replicated across its tile (numpy broadcasting), which a column sum would count many times.
 MIN_ROWS = 2

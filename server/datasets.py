@@ -9,20 +9,20 @@ from pathlib import Path
 
 import grpc
 
-from core.errors import ShapeError
-from core.neighbors import check_reference
-from server import validation
-from server.access import Access, Metadata
-from server.engines import EngineCache
-from server.errors import invalid, rpc
-from server.records import DatasetLayout, DatasetRecord, SessionRecord
-from server.storage import Store, matrix_file, new_id
-from server.uploads import Budget, receive_matrix_async
-from server.validation import ScannedMatrix
-from server.work import Work
-from wire.proto_gen.ciphergrad.v1 import dataset_service_pb2 as pb
-from wire.proto_gen.ciphergrad.v1 import dataset_service_pb2_grpc as pb_grpc
-from wire.proto_gen.ciphergrad.v1 import types_pb2
+from ciphergrad.core.errors import ShapeError
+from ciphergrad.core.neighbors import check_reference
+from ciphergrad.server import validation
+from ciphergrad.server.access import Access, Metadata
+from ciphergrad.server.engines import EngineCache
+from ciphergrad.server.errors import invalid, rpc
+from ciphergrad.server.records import DatasetLayout, DatasetRecord, SessionRecord
+from ciphergrad.server.storage import Store, matrix_file, new_id
+from ciphergrad.server.uploads import Budget, receive_matrix_async
+from ciphergrad.server.validation import ScannedMatrix
+from ciphergrad.server.work import Work
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import dataset_service_pb2 as pb
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import dataset_service_pb2_grpc as pb_grpc
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
 
 MAX_SHUFFLES = 1024
 

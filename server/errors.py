@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 from grpc.aio import AbortError
 
-from core.errors import LevelError, MalformedInputError, ParameterError, SecretKeyError, ShapeError
-from server.execution import ExecutionError
+from ciphergrad.core.errors import LevelError, MalformedInputError, ParameterError, SecretKeyError, ShapeError
+from ciphergrad.server.execution import ExecutionError
 
 log = logging.getLogger("ciphergrad.server")
 _ABORTED = (AbortError,)

@@ -25,23 +25,23 @@ from typing import Any
 
 import grpc
 
-from core.algorithms import ALGORITHMS
-from core.gram import DATA_LEVELS, accumulate
-from core.tensor import EncryptedMatrix
-from core.training import GradientTrainer
-from server import validation
-from server.engines import EngineCache
-from server.errors import invalid, precondition, status_for
-from server.execution import Executor, StoredTable, pooled_gram_partial, pooled_shards
-from server.execution.local import LocalExecutor
-from server.links import POLL_SECONDS, Cancelled, Detached, End, JobSlot, Link, StreamRefresh
-from server.pool_training import PoolView, pool_view
-from server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
-from server.storage import Store, matrix_file, new_id
-from server.work import Work, exhausted
-from wire import codec
-from wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
-from wire.proto_gen.ciphergrad.v1 import types_pb2
+from ciphergrad.core.algorithms import ALGORITHMS
+from ciphergrad.core.gram import DATA_LEVELS, accumulate
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.core.training import GradientTrainer
+from ciphergrad.server import validation
+from ciphergrad.server.engines import EngineCache
+from ciphergrad.server.errors import invalid, precondition, status_for
+from ciphergrad.server.execution import Executor, StoredTable, pooled_gram_partial, pooled_shards
+from ciphergrad.server.execution.local import LocalExecutor
+from ciphergrad.server.links import POLL_SECONDS, Cancelled, Detached, End, JobSlot, Link, StreamRefresh
+from ciphergrad.server.pool_training import PoolView, pool_view
+from ciphergrad.server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
+from ciphergrad.server.storage import Store, matrix_file, new_id
+from ciphergrad.server.work import Work, exhausted
+from ciphergrad.wire import codec
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
 
 log = logging.getLogger("ciphergrad.server")
 

@@ -24,12 +24,12 @@ from typing import Any
 
 import grpc
 
-from core.gram import GramStatistics
-from core.tensor import EncryptedMatrix
-from server import validation
-from server.errors import ServiceError, invalid
-from wire import codec
-from wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
+from ciphergrad.core.gram import GramStatistics
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.server import validation
+from ciphergrad.server.errors import ServiceError, invalid
+from ciphergrad.wire import codec
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
 
 log = logging.getLogger("ciphergrad.server")
 POLL_SECONDS = 0.2  # how often a waiting job looks at its link (detached? cancelled?)

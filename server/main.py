@@ -10,10 +10,10 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from server.app import CipherGradServer
-from server.config import parse_args
-from server.execution import ExecutionError
-from server.observability import JsonFormatter
+from ciphergrad.server.app import CipherGradServer
+from ciphergrad.server.config import parse_args
+from ciphergrad.server.execution import ExecutionError
+from ciphergrad.server.observability import JsonFormatter
 
 
 def main(argv: Sequence[str] | None = None) -> int:

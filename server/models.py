@@ -16,28 +16,28 @@ from typing import Any
 import grpc
 import numpy as np
 
-from core.engine import Engine
-from core.errors import LevelError, ShapeError
-from core.inference import (
+from ciphergrad.core.engine import Engine
+from ciphergrad.core.errors import LevelError, ShapeError
+from ciphergrad.core.inference import (
     predict_linear,
     predict_linear_encrypted,
     predict_logistic,
     predict_logistic_encrypted,
     predict_mlp,
 )
-from core.tensor import EncryptedMatrix
-from server import plainmodels
-from server.access import Access, Metadata
-from server.engines import EngineCache
-from server.errors import invalid, precondition, rpc
-from server.execution import BlockFunction, Executor, apply
-from server.records import ModelRecord, SessionRecord
-from server.storage import Store, new_id
-from server.uploads import Budget, answer_batches, load_matrix
-from server.work import Work
-from wire.proto_gen.ciphergrad.v1 import model_service_pb2 as pb
-from wire.proto_gen.ciphergrad.v1 import model_service_pb2_grpc as pb_grpc
-from wire.proto_gen.ciphergrad.v1 import types_pb2
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.server import plainmodels
+from ciphergrad.server.access import Access, Metadata
+from ciphergrad.server.engines import EngineCache
+from ciphergrad.server.errors import invalid, precondition, rpc
+from ciphergrad.server.execution import BlockFunction, Executor, apply
+from ciphergrad.server.records import ModelRecord, SessionRecord
+from ciphergrad.server.storage import Store, new_id
+from ciphergrad.server.uploads import Budget, answer_batches, load_matrix
+from ciphergrad.server.work import Work
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import model_service_pb2 as pb
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import model_service_pb2_grpc as pb_grpc
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
 
 
 def _column_packed(rows: EncryptedMatrix, inputs: int) -> None:

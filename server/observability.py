@@ -25,8 +25,8 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from core.engine import OpCounts
-from wire.proto_gen.ciphergrad.v1 import training_service_pb2
+from ciphergrad.core.engine import OpCounts
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2
 
 log = logging.getLogger("ciphergrad.server")
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")

@@ -11,15 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from core.algorithms import ALGORITHMS
-from core.errors import MalformedInputError, ShapeError
-from core.inference import MLP
-from core.polynomial import Polynomial, fit_sigmoid
-from server import validation
-from server.errors import invalid
-from wire import codec
-from wire.proto_gen.ciphergrad.v1 import model_service_pb2 as pb
-from wire.proto_gen.ciphergrad.v1 import types_pb2
+from ciphergrad.core.algorithms import ALGORITHMS
+from ciphergrad.core.errors import MalformedInputError, ShapeError
+from ciphergrad.core.inference import MLP
+from ciphergrad.core.polynomial import Polynomial, fit_sigmoid
+from ciphergrad.server import validation
+from ciphergrad.server.errors import invalid
+from ciphergrad.wire import codec
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import model_service_pb2 as pb
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
 
 # Plaintext linear and logistic models share the trainable algorithms' enum values (the registry's).
 KINDS = {

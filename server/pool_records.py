@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Self
 
-from core.layout import Tile, pool_tile
-from core.params import CKKSParameters
-from server.records import dumps
-from wire import codec
-from wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as pb
-from wire.proto_gen.ciphergrad.v1 import types_pb2
+from ciphergrad.core.layout import Tile, pool_tile
+from ciphergrad.core.params import CKKSParameters
+from ciphergrad.server.records import dumps
+from ciphergrad.wire import codec
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as pb
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
 
 PACKINGS = {"rows": types_pb2.PACKING_ROWS, "columns": types_pb2.PACKING_COLUMNS}
 

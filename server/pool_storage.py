@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from server.pool_records import ContributionRecord, InvitationRecord, PoolRecord
+from ciphergrad.server.pool_records import ContributionRecord, InvitationRecord, PoolRecord
 
 POOL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS pools (

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.access import Access
-from server.errors import invalid, precondition
-from server.execution import StoredTable
-from server.pool_records import ContributionRecord, PoolRecord
-from server.records import DatasetLayout, DatasetRecord, SessionRecord
-from server.storage import Store, matrix_file
-from wire.proto_gen.ciphergrad.v1 import training_service_pb2 as training_pb
+from ciphergrad.server.access import Access
+from ciphergrad.server.errors import invalid, precondition
+from ciphergrad.server.execution import StoredTable
+from ciphergrad.server.pool_records import ContributionRecord, PoolRecord
+from ciphergrad.server.records import DatasetLayout, DatasetRecord, SessionRecord
+from ciphergrad.server.storage import Store, matrix_file
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2 as training_pb
 
 
 @dataclass(frozen=True)

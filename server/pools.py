@@ -13,23 +13,23 @@ import time
 
 import grpc
 
-from core.keys import encryption_context
-from core.layout import pool_tile
-from core.tensor import EncryptedMatrix
-from server import auth
-from server.access import Access, Metadata
-from server.engines import EngineCache
-from server.errors import ServiceError, invalid, precondition, rpc
-from server.execution import Executor, StoredTable
-from server.pool_records import InvitationRecord, PoolRecord
-from server.pool_training import contribution_tables
-from server.records import JobState
-from server.storage import Store, new_id
-from server.work import Work
-from wire import codec
-from wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as pb
-from wire.proto_gen.ciphergrad.v1 import pool_service_pb2_grpc as pb_grpc
-from wire.proto_gen.ciphergrad.v1 import types_pb2
+from ciphergrad.core.keys import encryption_context
+from ciphergrad.core.layout import pool_tile
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.server import auth
+from ciphergrad.server.access import Access, Metadata
+from ciphergrad.server.engines import EngineCache
+from ciphergrad.server.errors import ServiceError, invalid, precondition, rpc
+from ciphergrad.server.execution import Executor, StoredTable
+from ciphergrad.server.pool_records import InvitationRecord, PoolRecord
+from ciphergrad.server.pool_training import contribution_tables
+from ciphergrad.server.records import JobState
+from ciphergrad.server.storage import Store, new_id
+from ciphergrad.server.work import Work
+from ciphergrad.wire import codec
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as pb
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2_grpc as pb_grpc
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
 
 MAX_NAME = 256
 MAX_FEATURES = 4096

@@ -8,11 +8,16 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Self
 
-from core.layout import Tile
-from core.params import CKKSParameters
-from wire import codec
-from wire.proto_gen.ciphergrad.v1 import dataset_service_pb2, model_service_pb2, session_service_pb2, types_pb2
-from wire.proto_gen.ciphergrad.v1 import training_service_pb2 as training_pb
+from ciphergrad.core.layout import Tile
+from ciphergrad.core.params import CKKSParameters
+from ciphergrad.wire import codec
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import (
+    dataset_service_pb2,
+    model_service_pb2,
+    session_service_pb2,
+    types_pb2,
+)
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2 as training_pb
 
 JobState = training_pb.JobState
 FINISHED_STATES = (JobState.JOB_STATE_SUCCEEDED, JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED)

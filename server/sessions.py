@@ -8,17 +8,17 @@ from pathlib import Path
 
 import grpc
 
-from core.engine import Engine
-from server import auth, validation
-from server.access import Access, Metadata
-from server.engines import EngineCache
-from server.errors import invalid, rpc
-from server.records import SessionRecord
-from server.storage import Store, new_id
-from server.uploads import Budget
-from server.work import Work
-from wire.proto_gen.ciphergrad.v1 import session_service_pb2 as pb
-from wire.proto_gen.ciphergrad.v1 import session_service_pb2_grpc as pb_grpc
+from ciphergrad.core.engine import Engine
+from ciphergrad.server import auth, validation
+from ciphergrad.server.access import Access, Metadata
+from ciphergrad.server.engines import EngineCache
+from ciphergrad.server.errors import invalid, rpc
+from ciphergrad.server.records import SessionRecord
+from ciphergrad.server.storage import Store, new_id
+from ciphergrad.server.uploads import Budget
+from ciphergrad.server.work import Work
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import session_service_pb2 as pb
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import session_service_pb2_grpc as pb_grpc
 
 
 class SessionServicer(pb_grpc.SessionServiceServicer):

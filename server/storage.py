@@ -20,11 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from core.engine import Engine
-from core.tensor import EncryptedMatrix
-from server.execution import StoredTable
-from server.pool_storage import POOL_SCHEMA, POOL_TABLES, PoolStorage
-from server.records import DatasetRecord, JobRecord, JobState, ModelRecord, SessionRecord
+from ciphergrad.core.engine import Engine
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.server.execution import StoredTable
+from ciphergrad.server.pool_storage import POOL_SCHEMA, POOL_TABLES, PoolStorage
+from ciphergrad.server.records import DatasetRecord, JobRecord, JobState, ModelRecord, SessionRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (

@@ -15,16 +15,16 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from server.access import Access, Metadata
-from server.errors import ServiceError, invalid, rpc
-from server.jobs import JobRunner
-from server.links import End, Link
-from server.pool_training import training_source
-from server.records import JobRecord, SessionRecord
-from server.storage import Store
-from server.work import Inbound, Work
-from wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
-from wire.proto_gen.ciphergrad.v1 import training_service_pb2_grpc as pb_grpc
+from ciphergrad.server.access import Access, Metadata
+from ciphergrad.server.errors import ServiceError, invalid, rpc
+from ciphergrad.server.jobs import JobRunner
+from ciphergrad.server.links import End, Link
+from ciphergrad.server.pool_training import training_source
+from ciphergrad.server.records import JobRecord, SessionRecord
+from ciphergrad.server.storage import Store
+from ciphergrad.server.work import Inbound, Work
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2_grpc as pb_grpc
 
 
 async def _read_replies(requests: Inbound, link: Link) -> None:

@@ -20,12 +20,12 @@ from typing import Any
 
 import grpc
 
-from core.engine import Engine
-from core.tensor import EncryptedMatrix
-from server import validation
-from server.errors import ServiceError
-from server.work import Inbound, Limits, Work
-from wire import chunks
+from ciphergrad.core.engine import Engine
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.server import validation
+from ciphergrad.server.errors import ServiceError
+from ciphergrad.server.work import Inbound, Limits, Work
+from ciphergrad.wire import chunks
 
 
 class Budget:

@@ -22,14 +22,14 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
-from core import flat
-from core.engine import Engine
-from core.errors import ParameterError, ShapeError
-from core.layout import Tile
-from core.tensor import EncryptedMatrix, parse_header
-from server.errors import invalid
-from server.records import DatasetRecord
-from wire.proto_gen.ciphergrad.v1 import types_pb2
+from ciphergrad.core import flat
+from ciphergrad.core.engine import Engine
+from ciphergrad.core.errors import ParameterError, ShapeError
+from ciphergrad.core.layout import Tile
+from ciphergrad.core.tensor import EncryptedMatrix, parse_header
+from ciphergrad.server.errors import invalid
+from ciphergrad.server.records import DatasetRecord
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
 
 # A job's epochs: its progress counters are int32 in the API, and 100,000 epochs are years of refreshes.
 MAX_EPOCHS = 100_000

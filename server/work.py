@@ -58,7 +58,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import grpc
 
-from server.errors import ServiceError, invalid
+from ciphergrad.server.errors import ServiceError, invalid
 
 T = TypeVar("T")
 A = TypeVar("A")

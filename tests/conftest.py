@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import EncryptedMatrix, Engine, KeyHolder, plan
+from ciphergrad.core import EncryptedMatrix, Engine, KeyHolder, plan
 
 
 @pytest.fixture(scope="session")

@@ -172,7 +172,7 @@ class ComposeProject:
 
 
 def ames() -> tuple[np.ndarray, np.ndarray]:
-    from core.data import load_ames
+    from ciphergrad.core.data import load_ames
 
     data = load_ames()
     return np.hstack([np.ones((len(data.X), 1)), data.X]), data.y
@@ -181,9 +181,9 @@ def ames() -> tuple[np.ndarray, np.ndarray]:
 def train_from_host(address: str, X: np.ndarray | None = None, y: np.ndarray | None = None) -> dict:
     """The client SDK of this checkout trains a linear regression (Ames by default) on the containerized
     server."""
-    from client.sdk import Client, default_parameters
-    from core.layout import choose_tile
-    from core.linear import LinearRegressionConfig
+    from ciphergrad.client.sdk import Client, default_parameters
+    from ciphergrad.core.layout import choose_tile
+    from ciphergrad.core.linear import LinearRegressionConfig
 
     if X is None or y is None:
         X, y = ames()
@@ -206,7 +206,7 @@ def train_from_host(address: str, X: np.ndarray | None = None, y: np.ndarray | N
 
 
 def fetch_model(address: str, trained: dict) -> np.ndarray:
-    from client.sdk import Client
+    from ciphergrad.client.sdk import Client
 
     with Client(address) as client:
         client.use_session(*trained["session"])

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from service_support import local_server
 
-from client import Client, Contributor
-from client.pools import PoolInfo
+from ciphergrad.client import Client, Contributor
+from ciphergrad.client.pools import PoolInfo
 
 
 @contextmanager

@@ -18,13 +18,13 @@ from typing import Any
 import grpc
 import numpy as np
 
-from client.sdk import Client, default_parameters
-from core.data import load_ames
-from core.layout import choose_tile
-from server.app import CipherGradServer
-from server.config import ServerConfig
-from wire.chunks import CHANNEL_OPTIONS
-from wire.proto_gen.ciphergrad.v1 import (
+from ciphergrad.client.sdk import Client, default_parameters
+from ciphergrad.core.data import load_ames
+from ciphergrad.core.layout import choose_tile
+from ciphergrad.server.app import CipherGradServer
+from ciphergrad.server.config import ServerConfig
+from ciphergrad.wire.chunks import CHANNEL_OPTIONS
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import (
     dataset_service_pb2,
     dataset_service_pb2_grpc,
     session_service_pb2,

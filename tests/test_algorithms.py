@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import algorithms
-from core.errors import ParameterError
-from wire import codec
-from wire.proto_gen.ciphergrad.v1 import types_pb2
+from ciphergrad.core import algorithms
+from ciphergrad.core.errors import ParameterError
+from ciphergrad.wire import codec
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
 
 
 def test_every_entry_has_its_enum_value_and_back():
@@ -49,7 +49,7 @@ def test_unknown_algorithm_names_the_choices():
 def test_trainer_follows_the_configs_solver():
     from dataclasses import replace
 
-    from core.linear import LinearRegressionConfig, LinearTrainer
+    from ciphergrad.core.linear import LinearRegressionConfig, LinearTrainer
 
     class OtherTrainer(LinearTrainer):
         pass

@@ -14,11 +14,11 @@ import pytest
 import torch
 from service_support import local_server
 
-from client.cli import main
-from client.estimator import EncryptedLinearRegression
-from core import algorithms
-from core.data import load_ames, with_intercept
-from core.linear import fit_torch, shuffle_orders
+from ciphergrad.client.cli import main
+from ciphergrad.client.estimator import EncryptedLinearRegression
+from ciphergrad.core import algorithms
+from ciphergrad.core.data import load_ames, with_intercept
+from ciphergrad.core.linear import fit_torch, shuffle_orders
 
 ROOT = Path(__file__).resolve().parent.parent
 

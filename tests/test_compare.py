@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from client.cli import main as cli_main
-from client.compare import main
-from client.compare.scaling import log_slope
-from client.compare.tasks import TASK_NAMES
+from ciphergrad.client.cli import main as cli_main
+from ciphergrad.client.compare import main
+from ciphergrad.client.compare.scaling import log_slope
+from ciphergrad.client.compare.tasks import TASK_NAMES
 
 # |encrypted - plaintext| allowed for the quantity each task compares (TaskResult.diff_of), by its first word.
 DIFF_TOLERANCE = {
@@ -121,7 +121,7 @@ def test_unreachable_server_is_exit_2_naming_the_address(capsys: pytest.CaptureF
 
 @pytest.mark.slow
 def test_demo_shows_the_unconverged_writeup_then_convergence(capsys: pytest.CaptureFixture[str]) -> None:
-    from client.demo import main as demo_main
+    from ciphergrad.client.demo import main as demo_main
 
     assert demo_main() == 0
     out = capsys.readouterr().out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.data import AMES_FEATURES, AMES_TARGET, load_ames, load_diabetes, with_intercept
+from ciphergrad.core.data import AMES_FEATURES, AMES_TARGET, load_ames, load_diabetes, with_intercept
 
 
 @pytest.fixture(scope="module")

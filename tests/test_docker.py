@@ -313,8 +313,8 @@ def test_healthcheck_fails_when_nothing_listens() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_image_builds_serves_and_trains(compose: list[str]) -> None:
-    from core.compare import compare_linear_regression
-    from core.linear import LinearRegressionConfig
+    from ciphergrad.core.compare import compare_linear_regression
+    from ciphergrad.core.linear import LinearRegressionConfig
 
     docker = docker_engine()
     build_seconds = build_test_image(docker)

@@ -173,8 +173,8 @@ def train_and_place(project: ComposeProject, X: np.ndarray, y: np.ndarray) -> tu
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_ray_profile_trains_ames_on_the_worker_nodes(compose: list[str]) -> None:
-    from core.compare import compare_linear_regression
-    from core.linear import LinearRegressionConfig
+    from ciphergrad.core.compare import compare_linear_regression
+    from ciphergrad.core.linear import LinearRegressionConfig
 
     docker = docker_engine()
     if host_network(docker):

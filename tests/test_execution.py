@@ -20,24 +20,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import EncryptedMatrix, stats
-from core.data import load_ames, with_intercept
-from core.errors import ShapeError
-from core.gram import accumulate, row_blocks
-from core.gram_training import GramTrainer
-from core.inference import predict_linear, predict_linear_encrypted
-from core.layout import Tile
-from core.linear import LinearRegressionConfig, LinearTrainer, fit_torch
-from core.logistic import LogisticRegressionConfig, LogisticTrainer
-from core.logistic import fit_torch as fit_torch_logistic
-from core.neighbors import encrypt_reference, squared_distances, squared_distances_torch
-from core.shards import LocalShards, block_ranges, row_blocks_of
-from core.stats import mean_from_sums, variance_from_sums
-from core.tensor import read_block_range
-from server.execution import ExecutionError, StoredTable
-from server.execution.local import LocalExecutor
+from ciphergrad.core import EncryptedMatrix, stats
+from ciphergrad.core.data import load_ames, with_intercept
+from ciphergrad.core.errors import ShapeError
+from ciphergrad.core.gram import accumulate, row_blocks
+from ciphergrad.core.gram_training import GramTrainer
+from ciphergrad.core.inference import predict_linear, predict_linear_encrypted
+from ciphergrad.core.layout import Tile
+from ciphergrad.core.linear import LinearRegressionConfig, LinearTrainer, fit_torch
+from ciphergrad.core.logistic import LogisticRegressionConfig, LogisticTrainer
+from ciphergrad.core.logistic import fit_torch as fit_torch_logistic
+from ciphergrad.core.neighbors import encrypt_reference, squared_distances, squared_distances_torch
+from ciphergrad.core.shards import LocalShards, block_ranges, row_blocks_of
+from ciphergrad.core.stats import mean_from_sums, variance_from_sums
+from ciphergrad.core.tensor import read_block_range
+from ciphergrad.server.execution import ExecutionError, StoredTable
+from ciphergrad.server.execution.local import LocalExecutor
 
-ray_shards = pytest.importorskip("server.execution.ray_shards")
+ray_shards = pytest.importorskip("ciphergrad.server.execution.ray_shards")
 
 
 @pytest.fixture(scope="module")
@@ -318,7 +318,7 @@ def test_warm_loads_a_context_on_every_worker_before_any_job(engine, enc, public
 def test_a_job_engine_is_a_fork_of_the_cached_one(tmp_path, public_context) -> None:
     """Jobs reuse the server's loaded context (no reload per job) but count their own operations; a cache miss
     tells ``on_load`` the context file, so the executor can warm its workers."""
-    from server.engines import EngineCache
+    from ciphergrad.server.engines import EngineCache
 
     class Contexts:
         def context_path(self, session_id: str) -> Path:

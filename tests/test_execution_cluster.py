@@ -13,13 +13,13 @@ import signal
 import numpy as np
 import pytest
 
-from core.data import load_ames, with_intercept
-from core.linear import LinearRegressionConfig, LinearTrainer
-from server.execution import ExecutionError, StoredTable
-from server.execution.local import LocalExecutor
+from ciphergrad.core.data import load_ames, with_intercept
+from ciphergrad.core.linear import LinearRegressionConfig, LinearTrainer
+from ciphergrad.server.execution import ExecutionError, StoredTable
+from ciphergrad.server.execution.local import LocalExecutor
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-ray_shards = pytest.importorskip("server.execution.ray_shards")
+ray_shards = pytest.importorskip("ciphergrad.server.execution.ray_shards")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
 
 

@@ -12,15 +12,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core import EncryptedMatrix, LevelError, ParameterError, ShapeError
-from core.compare import r2_score
-from core.conditioning import Standardizer
-from core.data import load_ames, with_intercept
-from core.gram import accumulate, finalize, normal_system, row_blocks, solve_normal
-from core.gram_training import GramTrainer, fit_torch_gram
-from core.layout import Tile
-from core.linear import LinearRegressionConfig, LinearTrainer
-from wire import codec
+from ciphergrad.core import EncryptedMatrix, LevelError, ParameterError, ShapeError
+from ciphergrad.core.compare import r2_score
+from ciphergrad.core.conditioning import Standardizer
+from ciphergrad.core.data import load_ames, with_intercept
+from ciphergrad.core.gram import accumulate, finalize, normal_system, row_blocks, solve_normal
+from ciphergrad.core.gram_training import GramTrainer, fit_torch_gram
+from ciphergrad.core.layout import Tile
+from ciphergrad.core.linear import LinearRegressionConfig, LinearTrainer
+from ciphergrad.wire import codec
 
 
 @pytest.fixture(scope="module")

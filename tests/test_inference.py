@@ -12,9 +12,9 @@ import torch
 from sklearn.datasets import load_breast_cancer, load_digits
 from torch import nn
 
-from core import Engine, KeyHolder, Tile, plan
-from core.errors import ParameterError, ShapeError
-from core.inference import (
+from ciphergrad.core import Engine, KeyHolder, Tile, plan
+from ciphergrad.core.errors import ParameterError, ShapeError
+from ciphergrad.core.inference import (
     PolynomialActivation,
     Square,
     linear_torch,
@@ -26,8 +26,8 @@ from core.inference import (
     predict_logistic_encrypted,
     predict_mlp,
 )
-from core.polynomial import fit_sigmoid
-from core.tensor import EncryptedMatrix
+from ciphergrad.core.polynomial import fit_sigmoid
+from ciphergrad.core.tensor import EncryptedMatrix
 
 TOL = 1e-5
 

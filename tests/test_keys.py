@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tenseal as ts
 
-from core import EncryptedMatrix, Engine, KeyHolder, MalformedInputError, SecretKeyError, Tile
-from core.layout import choose_tile, rotation_steps
+from ciphergrad.core import EncryptedMatrix, Engine, KeyHolder, MalformedInputError, SecretKeyError, Tile
+from ciphergrad.core.layout import choose_tile, rotation_steps
 
 
 def test_public_context_has_no_secret_key(public_context):

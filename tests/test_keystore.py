@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.keystore import KEY_DIR_ENV, KeyDirectory, KeyDirError, SessionRecord, key_dir_for
-from core.keys import KeyHolder
-from core.params import plan
+from ciphergrad.client.keystore import KEY_DIR_ENV, KeyDirectory, KeyDirError, SessionRecord, key_dir_for
+from ciphergrad.core.keys import KeyHolder
+from ciphergrad.core.params import plan
 
 
 @pytest.fixture(scope="module")

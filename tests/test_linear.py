@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import EncryptedMatrix, ParameterError, ShapeError, Tile
-from core.linear import (
+from ciphergrad.core import EncryptedMatrix, ParameterError, ShapeError, Tile
+from ciphergrad.core.linear import (
     LinearRegressionConfig,
     LinearTrainer,
     decode_weights,
@@ -18,7 +18,7 @@ from core.linear import (
     shuffle_orders,
     weight_scale,
 )
-from core.refresh import MaskedRefresh
+from ciphergrad.core.refresh import MaskedRefresh
 
 ROWS, FEATURES = 32, 4
 

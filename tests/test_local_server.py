@@ -1,4 +1,4 @@
-"""client.local_server: a real server child process, serving while the block runs and gone afterwards."""
+"""ciphergrad.client.local_server: a real server child process, serving while the block runs and gone afterwards."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import grpc
 import numpy as np
 import pytest
 
-from client import Client, local_server
-from core.layout import choose_tile
+from ciphergrad.client import Client, local_server
+from ciphergrad.core.layout import choose_tile
 
 
 def test_local_server_serves_then_stops() -> None:

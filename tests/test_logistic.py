@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from core import KeyHolder, Tile, plan
-from core.data import with_intercept
-from core.errors import ParameterError, ShapeError
-from core.logistic import (
+from ciphergrad.core import KeyHolder, Tile, plan
+from ciphergrad.core.data import with_intercept
+from ciphergrad.core.errors import ParameterError, ShapeError
+from ciphergrad.core.logistic import (
     LogisticRegressionConfig,
     LogisticTrainer,
     decode_weights,
     fit_torch,
     shuffle_orders,
 )
-from core.polynomial import fit_sigmoid
+from ciphergrad.core.polynomial import fit_sigmoid
 
 TOL = 1e-4
 

@@ -12,9 +12,9 @@ from sklearn.datasets import load_digits, load_iris, load_wine
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 
-from core import KeyHolder, Tile, plan
-from core.errors import ShapeError
-from core.neighbors import (
+from ciphergrad.core import KeyHolder, Tile, plan
+from ciphergrad.core.errors import ShapeError
+from ciphergrad.core.neighbors import (
     encrypt_reference,
     knn_vote,
     pca_projection,

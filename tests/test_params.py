@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import CKKSParameters, ParameterError, from_original, plan
-from core.params import SECURITY_BOUND_BITS
+from ciphergrad.core import CKKSParameters, ParameterError, from_original, plan
+from ciphergrad.core.params import SECURITY_BOUND_BITS
 
 
 def test_security_bounds_are_the_he_standard():

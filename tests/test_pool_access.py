@@ -17,10 +17,10 @@ import pytest
 import tenseal as ts
 from pool_support import analyst_pool, contribute, status
 
-from client import Client, Contributor
-from client.pools import decode_invitation
-from wire.proto_gen.ciphergrad import v1
-from wire.proto_gen.ciphergrad.v1 import pool_service_pb2
+from ciphergrad.client import Client, Contributor
+from ciphergrad.client.pools import decode_invitation
+from ciphergrad.wire.proto_gen.ciphergrad import v1
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2
 
 # Every service of every contract file, found by walking the generated modules: a new one cannot be missed.
 ALL_SERVICES = [

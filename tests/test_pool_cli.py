@@ -13,9 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from client.contribute_cli import schema_columns
-from client.pool_cli import parse_duration, status_lines
-from client.table import CsvTable, TableError, read_csv
+from ciphergrad.client.contribute_cli import schema_columns
+from ciphergrad.client.pool_cli import parse_duration, status_lines
+from ciphergrad.client.table import CsvTable, TableError, read_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,15 +19,15 @@ import pytest
 from pool_support import analyst_pool, status
 from service_support import ROOT
 
-from client import Contributor
-from core.engine import Engine
-from core.keys import KeyHolder
-from core.layout import Tile
-from core.params import plan
-from server.pool_records import ContributionRecord
-from server.pool_storage import RowCapExceeded
-from server.pool_training import pool_view
-from server.storage import Store
+from ciphergrad.client import Contributor
+from ciphergrad.core.engine import Engine
+from ciphergrad.core.keys import KeyHolder
+from ciphergrad.core.layout import Tile
+from ciphergrad.core.params import plan
+from ciphergrad.server.pool_records import ContributionRecord
+from ciphergrad.server.pool_storage import RowCapExceeded
+from ciphergrad.server.pool_training import pool_view
+from ciphergrad.server.storage import Store
 
 RNG = np.random.default_rng(11)
 X, Y = RNG.normal(size=(60, 3)), RNG.normal(size=60)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from pool_support import analyst_pool, contribute
 
-from core.conditioning import Standardizer
-from core.data import load_ames, with_intercept
-from core.layout import pool_tile
-from core.linear import LinearRegressionConfig
+from ciphergrad.core.conditioning import Standardizer
+from ciphergrad.core.data import load_ames, with_intercept
+from ciphergrad.core.layout import pool_tile
+from ciphergrad.core.linear import LinearRegressionConfig
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow

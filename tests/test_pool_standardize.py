@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from pool_support import analyst_pool, contribute, status
 
-from core import standardize
-from core.data import with_intercept
-from core.errors import ParameterError, ShapeError
-from core.gram_training import fit_torch_gram, fit_torch_normal
-from core.linear import LinearRegressionConfig
+from ciphergrad.core import standardize
+from ciphergrad.core.data import with_intercept
+from ciphergrad.core.errors import ParameterError, ShapeError
+from ciphergrad.core.gram_training import fit_torch_gram, fit_torch_normal
+from ciphergrad.core.linear import LinearRegressionConfig
 
 
 def _raw_table(rows: int = 600) -> tuple[np.ndarray, np.ndarray]:

@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 from service_support import local_server
 
-from client.cli import main
-from client.contributor import Contributor
-from client.estimator import EncryptedLinearRegression, EncryptedLogisticRegression
-from client.sdk import Client
-from core import algorithms, standardize
-from core.data import load_ames, standardized_split, with_intercept
+from ciphergrad.client.cli import main
+from ciphergrad.client.contributor import Contributor
+from ciphergrad.client.estimator import EncryptedLinearRegression, EncryptedLogisticRegression
+from ciphergrad.client.sdk import Client
+from ciphergrad.core import algorithms, standardize
+from ciphergrad.core.data import load_ames, standardized_split, with_intercept
 
 ROOT = Path(__file__).resolve().parent.parent
 FEATURES = ["LotArea", "YearBuilt", "TotalBsmtSF", "GarageCars"]

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from pool_support import analyst_pool, contribute, status
 
-from core.conditioning import Standardizer
-from core.data import load_ames, with_intercept
-from core.gram_training import fit_torch_gram, fit_torch_normal
-from core.layout import pool_tile
-from core.linear import LinearRegressionConfig
-from core.linear import fit_torch as fit_linear
-from core.logistic import LogisticRegressionConfig
-from core.logistic import fit_torch as fit_logistic
-from wire.proto_gen.ciphergrad.v1 import training_service_pb2, types_pb2
+from ciphergrad.core.conditioning import Standardizer
+from ciphergrad.core.data import load_ames, with_intercept
+from ciphergrad.core.gram_training import fit_torch_gram, fit_torch_normal
+from ciphergrad.core.layout import pool_tile
+from ciphergrad.core.linear import LinearRegressionConfig
+from ciphergrad.core.linear import fit_torch as fit_linear
+from ciphergrad.core.logistic import LogisticRegressionConfig
+from ciphergrad.core.logistic import fit_torch as fit_logistic
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2, types_pb2
 
 # Row splits that leave a partial last block in every contribution (tile rows: the 4,096 slots).
 SPLITS = (0, 170, 341, 510)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from wire import codegen
+from ciphergrad.wire import codegen
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,15 +38,15 @@ def test_generated_stubs_are_fresh(tmp_path: Path) -> None:
         for p in codegen.OUTPUT.rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     )
-    assert names == checked_in, "stale stubs: run `python -m wire.codegen`"
+    assert names == checked_in, "stale stubs: run `python -m ciphergrad.wire.codegen`"
     for name in names:
         assert filecmp.cmp(fresh / name, codegen.OUTPUT / name, shallow=False), (
-            f"wire/proto_gen/{name} is stale: run `python -m wire.codegen`"
+            f"wire/proto_gen/{name} is stale: run `python -m ciphergrad.wire.codegen`"
         )
 
 
 def test_every_service_has_health_and_reflection() -> None:
-    from server.app import SERVICE_NAMES
+    from ciphergrad.server.app import SERVICE_NAMES
 
     assert SERVICE_NAMES == (
         "ciphergrad.v1.SessionService",

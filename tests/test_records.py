@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from core import plan
-from core.layout import Tile
-from server.records import DatasetLayout, DatasetRecord, JobRecord, ModelRecord, SessionRecord
-from server.storage import Store
+from ciphergrad.core import plan
+from ciphergrad.core.layout import Tile
+from ciphergrad.server.records import DatasetLayout, DatasetRecord, JobRecord, ModelRecord, SessionRecord
+from ciphergrad.server.storage import Store
 
 
 def test_records_survive_the_store(tmp_path) -> None:

@@ -18,10 +18,10 @@ from sklearn.datasets import load_iris, load_wine
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 
-from client import Client, EncryptedKNeighborsClassifier
-from core import plan
-from core.neighbors import pca_projection
-from core.polynomial import fit_abs
+from ciphergrad.client import Client, EncryptedKNeighborsClassifier
+from ciphergrad.core import plan
+from ciphergrad.core.neighbors import pca_projection
+from ciphergrad.core.polynomial import fit_abs
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +129,8 @@ def test_knn_in_process_server_and_errors(server, client) -> None:
     with EncryptedKNeighborsClassifier(3, batch_rows=8) as knn:  # in-process server, several query batches
         assert knn.fit(Xtr, ytr).score(Xte, KNeighborsClassifier(3).fit(Xtr, ytr).predict(Xte)) == 1.0
     reference = client.upload_reference(Xtr)
-    from wire.chunks import chunks as _chunks
-    from wire.proto_gen.ciphergrad.v1 import compute_service_pb2
+    from ciphergrad.wire.chunks import chunks as _chunks
+    from ciphergrad.wire.proto_gen.ciphergrad.v1 import compute_service_pb2
 
     rows = client.key_holder.encrypt(Xte[:4], packing="rows").to_bytes()
 
@@ -171,9 +171,9 @@ def test_knn_encrypted_reference_equals_sklearn_on_iris(server, components: int 
 
 
 def test_encrypted_reference_isolation_and_layout_errors(server, client) -> None:
-    from core import Tile
-    from wire.chunks import chunks as _chunks
-    from wire.proto_gen.ciphergrad.v1 import compute_service_pb2, dataset_service_pb2
+    from ciphergrad.core import Tile
+    from ciphergrad.wire.chunks import chunks as _chunks
+    from ciphergrad.wire.proto_gen.ciphergrad.v1 import compute_service_pb2, dataset_service_pb2
 
     Xtr, Xte, _ = _iris()
     reference = client.upload_encrypted_reference(Xtr, query_rows=8, column_names=["a", "b", "c", "d"])

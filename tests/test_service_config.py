@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from service_support import local_server
 
-from client.sdk import Client
-from core.layout import Tile
-from server.config import ServerConfig, parse_args
+from ciphergrad.client.sdk import Client
+from ciphergrad.core.layout import Tile
+from ciphergrad.server.config import ServerConfig, parse_args
 
 
 def test_defaults_flags_and_environment() -> None:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from service_support import ames, local_server, session_client
 
-from core.compare import compare_linear_regression
-from core.linear import LinearRegressionConfig, fit_torch, weight_scale
+from ciphergrad.core.compare import compare_linear_regression
+from ciphergrad.core.linear import LinearRegressionConfig, fit_torch, weight_scale
 
 CONFIG = LinearRegressionConfig()  # the original: learning rate 0.5, 50 epochs, N(0, 1) init
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from service_support import local_server, session_client
 
-from client.sdk import Client, default_parameters
-from core.keys import KeyHolder
-from core.layout import choose_tile
-from core.linear import LinearRegressionConfig
-from wire.proto_gen.ciphergrad.v1 import (
+from ciphergrad.client.sdk import Client, default_parameters
+from ciphergrad.core.keys import KeyHolder
+from ciphergrad.core.layout import choose_tile
+from ciphergrad.core.linear import LinearRegressionConfig
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import (
     dataset_service_pb2,
     session_service_pb2,
     training_service_pb2,
@@ -138,7 +138,7 @@ def test_bad_requests(tmp_path: Path) -> None:
 
 
 def _predict(**kwargs: object) -> object:
-    from wire.proto_gen.ciphergrad.v1 import model_service_pb2
+    from ciphergrad.wire.proto_gen.ciphergrad.v1 import model_service_pb2
 
     return model_service_pb2.PredictRequest(**kwargs)
 

@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from service_support import local_server, session_client
 
-from client.sdk import Client
-from core.layout import Tile
-from wire import chunks
-from wire.proto_gen.ciphergrad.v1 import (
+from ciphergrad.client.sdk import Client
+from ciphergrad.core.layout import Tile
+from ciphergrad.wire import chunks
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import (
     compute_service_pb2,
     dataset_service_pb2,
     model_service_pb2,

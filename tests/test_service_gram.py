@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 from service_support import local_server
 
-import server.jobs
-from client.cli import main
-from client.estimator import EncryptedLinearRegression
-from client.sdk import Client, default_parameters, training_layout
-from core.conditioning import Standardizer
-from core.data import load_ames, with_intercept
-from core.errors import ParameterError
-from core.gram_training import fit_torch_gram
-from core.linear import LinearRegressionConfig
-from wire.proto_gen.ciphergrad.v1 import training_service_pb2
+from ciphergrad.client.cli import main
+from ciphergrad.client.estimator import EncryptedLinearRegression
+from ciphergrad.client.sdk import Client, default_parameters, training_layout
+from ciphergrad.core.conditioning import Standardizer
+from ciphergrad.core.data import load_ames, with_intercept
+from ciphergrad.core.errors import ParameterError
+from ciphergrad.core.gram_training import fit_torch_gram
+from ciphergrad.core.linear import LinearRegressionConfig
+from ciphergrad.server import jobs as server_jobs
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2
 
 SETTINGS = {"learning_rate": 0.7, "momentum": 0.3, "epochs": 12, "init": "zeros"}
 GRAM = LinearRegressionConfig(**SETTINGS, solver="gram")
@@ -40,13 +40,13 @@ def served(tmp_path_factory: pytest.TempPathFactory, ames_std):
     """A server, a session with the Gram layout's keys and Ames uploaded column-packed."""
     X, y = ames_std
     passes: list[int] = []
-    original = server.jobs.accumulate
+    original = server_jobs.accumulate
 
     def counting(*args, **kwargs):
         passes.append(1)
         return original(*args, **kwargs)
 
-    server.jobs.accumulate = counting  # the server runs in this process: count its passes over the rows
+    server_jobs.accumulate = counting  # the server runs in this process: count its passes over the rows
     data_dir = Path(tmp_path_factory.mktemp("data"))
     try:
         with local_server(data_dir) as running:
@@ -59,7 +59,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, ames_std):
                    "data_dir": data_dir}
             client.close()
     finally:
-        server.jobs.accumulate = original
+        server_jobs.accumulate = original
 
 
 def _invalid(call) -> str:

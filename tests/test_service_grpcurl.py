@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from service_support import local_server
 
-from server.app import SERVICE_NAMES
+from ciphergrad.server.app import SERVICE_NAMES
 
 
 def _grpcurl() -> str:

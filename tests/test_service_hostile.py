@@ -23,9 +23,9 @@ from service_support import (
     wait_until,
 )
 
-from core.compare import compare_linear_regression
-from core.linear import LinearRegressionConfig
-from wire.proto_gen.ciphergrad.v1 import session_service_pb2, training_service_pb2
+from ciphergrad.core.compare import compare_linear_regression
+from ciphergrad.core.linear import LinearRegressionConfig
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import session_service_pb2, training_service_pb2
 
 JobState = training_service_pb2.JobState
 TINY_X = np.hstack([np.ones((16, 1)), np.random.default_rng(3).uniform(size=(16, 3))])

@@ -17,10 +17,10 @@ from service_support import local_server
 from sklearn.datasets import load_breast_cancer, load_digits
 from torch import nn
 
-from client import Client
-from core import Tile, plan
-from core.inference import Square, linear_torch, mlp_torch
-from core.polynomial import fit_sigmoid
+from ciphergrad.client import Client
+from ciphergrad.core import Tile, plan
+from ciphergrad.core.inference import Square, linear_torch, mlp_torch
+from ciphergrad.core.polynomial import fit_sigmoid
 
 TOL = 1e-3
 
@@ -108,8 +108,8 @@ def test_wrong_layout_and_other_sessions(server, client, cancer) -> None:
 
 def _row_packed_predict(client: Client, model, X: np.ndarray) -> None:
     """Rows encrypted side by side (the training layout) sent to a server-owned model."""
-    from wire.chunks import chunks as _chunks
-    from wire.proto_gen.ciphergrad.v1 import model_service_pb2
+    from ciphergrad.wire.chunks import chunks as _chunks
+    from ciphergrad.wire.proto_gen.ciphergrad.v1 import model_service_pb2
 
     data = client.key_holder.encrypt(X, tile=Tile(8, 32)).to_bytes()
 

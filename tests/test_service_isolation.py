@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from service_support import local_server, session_client
 
-from client.sdk import Client
-from core.linear import LinearRegressionConfig
-from wire.proto_gen.ciphergrad.v1 import (
+from ciphergrad.client.sdk import Client
+from ciphergrad.core.linear import LinearRegressionConfig
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import (
     dataset_service_pb2,
     model_service_pb2,
     session_service_pb2,

@@ -12,10 +12,10 @@ from service_support import local_server
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
-from client import EncryptedLogisticRegression
-from core import KeyHolder, plan
-from core.data import with_intercept
-from core.logistic import LogisticRegressionConfig, LogisticTrainer, decode_weights, fit_torch
+from ciphergrad.client import EncryptedLogisticRegression
+from ciphergrad.core import KeyHolder, plan
+from ciphergrad.core.data import with_intercept
+from ciphergrad.core.logistic import LogisticRegressionConfig, LogisticTrainer, decode_weights, fit_torch
 
 TOL = 1e-3
 
@@ -65,9 +65,9 @@ def test_estimator_matches_core_and_twin(server, cancer) -> None:
 
 def test_minibatch_job_through_client_matches_twin(server, cancer) -> None:
     """The SDK's train() with a logistic config (shuffled minibatches, Nesterov momentum)."""
-    from client import Client
-    from core.layout import Tile
-    from core.logistic import shuffle_orders
+    from ciphergrad.client import Client
+    from ciphergrad.core.layout import Tile
+    from ciphergrad.core.logistic import shuffle_orders
 
     Xtr, _, ytr, _ = cancer
     X, y = with_intercept(Xtr[:256]), ytr[:256].astype(float)

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from service_support import ServerProcess
 
-from client.sdk import Client, default_parameters
-from core.layout import Tile
-from wire.chunks import CHUNK_BYTES
-from wire.proto_gen.ciphergrad.v1 import dataset_service_pb2, model_service_pb2, types_pb2
+from ciphergrad.client.sdk import Client, default_parameters
+from ciphergrad.core.layout import Tile
+from ciphergrad.wire.chunks import CHUNK_BYTES
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import dataset_service_pb2, model_service_pb2, types_pb2
 
 pytestmark = pytest.mark.slow
 

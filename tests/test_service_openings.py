@@ -14,8 +14,8 @@ import pytest
 from google.protobuf import message_factory
 from pool_support import analyst_pool
 
-from client.pools import decode_invitation
-from wire.proto_gen.ciphergrad import v1
+from ciphergrad.client.pools import decode_invitation
+from ciphergrad.wire.proto_gen.ciphergrad import v1
 
 STREAMING = [
     method

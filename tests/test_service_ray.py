@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from service_support import ROOT, ames, local_server, session_client
 
-from core.linear import LinearRegressionConfig
-from core.logistic import LogisticRegressionConfig
-from core.polynomial import fit_abs
-from server.config import parse_args
-from wire.proto_gen.ciphergrad.v1 import training_service_pb2
+from ciphergrad.core.linear import LinearRegressionConfig
+from ciphergrad.core.logistic import LogisticRegressionConfig
+from ciphergrad.core.polynomial import fit_abs
+from ciphergrad.server.config import parse_args
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2
 
 pytest.importorskip("ray")
 
@@ -217,8 +217,8 @@ def test_workers_gone_mid_job_fail_the_job_naming_the_address(ray_server, result
 # -- Predict and ComputeService on the executor ------------------------------------------------------------
 def serve_all(address: str) -> dict[str, np.ndarray]:
     """Predict, Describe, Metrics and Distances of one fixed input through the server at ``address``."""
-    from client import Client
-    from core import plan
+    from ciphergrad.client import Client
+    from ciphergrad.core import plan
 
     X, y, _ = standardized_ames()
     features, rng = X[:, 1:], np.random.default_rng(7)

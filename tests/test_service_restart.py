@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from service_support import ServerProcess, local_server, session_client
 
-from client.sdk import Client
-from core.linear import LinearRegressionConfig, fit_torch
-from wire.proto_gen.ciphergrad.v1 import training_service_pb2
+from ciphergrad.client.sdk import Client
+from ciphergrad.core.linear import LinearRegressionConfig, fit_torch
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2
 
 RNG = np.random.default_rng(3)
 X = np.hstack([np.ones((64, 1)), RNG.uniform(size=(64, 4))])

@@ -98,7 +98,7 @@ def test_a_full_tmpfs_data_dir(tmp_path: Path) -> None:
             token, session_id, holder = client.token, client.session_id, client.key_holder
         filler.unlink()
         with local_server(data_dir) as server:  # freed and restarted: consistent, and writable again
-            from client.sdk import Client
+            from ciphergrad.client.sdk import Client
 
             client = Client(server.address)
             client.use_session(session_id, token, holder)

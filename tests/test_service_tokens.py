@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from service_support import local_server, session_client
 
-from client.sdk import Client
-from server import auth
-from server.config import parse_args
+from ciphergrad.client.sdk import Client
+from ciphergrad.server import auth
+from ciphergrad.server.config import parse_args
 
 X = np.hstack([np.ones((16, 1)), np.random.default_rng(5).uniform(size=(16, 3))])
 Y = X @ np.array([0.2, -0.1, 0.4, 0.3])

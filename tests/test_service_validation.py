@@ -13,11 +13,11 @@ import pytest
 import tenseal as ts
 from service_support import local_server, session_client
 
-from client.sdk import Client
-from core.tensor import EncryptedMatrix
-from server.validation import MAX_EPOCHS
-from wire import chunks
-from wire.proto_gen.ciphergrad.v1 import (
+from ciphergrad.client.sdk import Client
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.server.validation import MAX_EPOCHS
+from ciphergrad.wire import chunks
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import (
     compute_service_pb2,
     dataset_service_pb2,
     model_service_pb2,

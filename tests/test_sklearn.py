@@ -20,7 +20,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import _check_name, check_estimator, estimator_checks_generator
 
-from client import EncryptedKNeighborsClassifier, EncryptedLinearRegression, EncryptedLogisticRegression, local_server
+from ciphergrad.client import (
+    EncryptedKNeighborsClassifier,
+    EncryptedLinearRegression,
+    EncryptedLogisticRegression,
+    local_server,
+)
 
 # check name -> why it cannot pass; passed to scikit-learn, which then requires these to fail.
 _NOT_IDEMPOTENT = (

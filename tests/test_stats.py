@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris, load_wine
 
-from core import KeyHolder, plan
-from core.errors import ParameterError, ShapeError
-from core.polynomial import fit_abs
-from core.stats import (
+from ciphergrad.core import KeyHolder, plan
+from ciphergrad.core.errors import ParameterError, ShapeError
+from ciphergrad.core.polynomial import fit_abs
+from ciphergrad.core.stats import (
     column_mean,
     column_variance,
     covariance,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from client.table import (
+from ciphergrad.client.table import (
     TableError,
     as_float_matrix,
     as_float_vector,

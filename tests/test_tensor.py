@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core import EncryptedMatrix, KeyHolder, LevelError, MalformedInputError, ShapeError, Tile, from_original
-from core.layout import choose_tile, grid
+from ciphergrad.core import EncryptedMatrix, KeyHolder, LevelError, MalformedInputError, ShapeError, Tile, from_original
+from ciphergrad.core.layout import choose_tile, grid
 
 ATOL = 1e-5
 RTOL = 1e-6

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import Tile
-from core.errors import MalformedInputError, ShapeError
-from wire import chunks, codec
-from wire.proto_gen.ciphergrad.v1 import model_service_pb2, types_pb2
+from ciphergrad.core import Tile
+from ciphergrad.core.errors import MalformedInputError, ShapeError
+from ciphergrad.wire import chunks, codec
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import model_service_pb2, types_pb2
 
 
 def test_matrix_round_trip_keeps_values_and_layout(kh, engine):

@@ -24,12 +24,12 @@ SCRIPT = textwrap.dedent(
     sys.meta_path.insert(0, NoTorch())
 
     import numpy as np
-    from client.sdk import Client, default_parameters
-    from core.data import load_ames, with_intercept
-    from core.layout import choose_tile
-    from core.linear import LinearRegressionConfig
-    from server.app import CipherGradServer
-    from server.config import ServerConfig
+    from ciphergrad.client.sdk import Client, default_parameters
+    from ciphergrad.core.data import load_ames, with_intercept
+    from ciphergrad.core.layout import choose_tile
+    from ciphergrad.core.linear import LinearRegressionConfig
+    from ciphergrad.server.app import CipherGradServer
+    from ciphergrad.server.config import ServerConfig
 
     data = load_ames()
     X = with_intercept(data.X)

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from server.errors import ServiceError
-from server.work import Limits, Work
-from wire.proto_gen.ciphergrad.v1 import training_service_pb2
+from ciphergrad.server.errors import ServiceError
+from ciphergrad.server.work import Limits, Work
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2
 
 
 async def _items(count: int) -> AsyncIterator[int]:

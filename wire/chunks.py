@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
-from core.errors import MalformedInputError
-from wire.proto_gen.ciphergrad.v1 import types_pb2
+from ciphergrad.core.errors import MalformedInputError
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
 
 # Well under gRPC's 4 MB default so that chunks pass any proxy with default limits.
 CHUNK_BYTES = 1 << 20

@@ -15,13 +15,13 @@ import numpy as np
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError
 
-from core import algorithms
-from core.algorithms import Algorithm
-from core.engine import Engine
-from core.errors import MalformedInputError, ShapeError
-from core.params import CKKSParameters
-from core.tensor import EncryptedMatrix
-from wire.proto_gen.ciphergrad.v1 import types_pb2
+from ciphergrad.core import algorithms
+from ciphergrad.core.algorithms import Algorithm
+from ciphergrad.core.engine import Engine
+from ciphergrad.core.errors import MalformedInputError, ShapeError
+from ciphergrad.core.params import CKKSParameters
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
 
 
 # -- encrypted matrices ---------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Generate the Python gRPC stubs for proto/ciphergrad/v1 into wire/proto_gen.
 
 The stubs are checked in (tests/test_proto.py fails when they are stale), so installing the
-package needs no protoc. Regenerate after editing a .proto with ``python -m wire.codegen``.
+package needs no protoc. Regenerate after editing a .proto with ``python -m ciphergrad.wire.codegen``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ PROTO_ROOT = ROOT / "proto"
 OUTPUT = Path(__file__).resolve().parent / "proto_gen"
 # protoc writes absolute imports (`from ciphergrad.v1 import x_pb2`); they must name our package.
 _IMPORT = re.compile(r"^from ciphergrad\.v1 import", re.MULTILINE)
-_PACKAGE = "wire.proto_gen.ciphergrad.v1"
+_PACKAGE = "ciphergrad.wire.proto_gen.ciphergrad.v1"
 
 
 def generate(output: Path = OUTPUT) -> list[Path]:

@@ -7,6 +7,6 @@ Modules: ``tasks`` (the registry: one entry per task), ``training`` and ``comput
 imports: a server this package starts runs in a child process.
 """
 
-from client.compare.command import main
+from ciphergrad.client.compare.command import main
 
 __all__ = ["main"]

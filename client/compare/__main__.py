@@ -1,7 +1,7 @@
-"""``python -m client.compare``: the same as ``ciphergrad compare``."""
+"""``python -m ciphergrad.client.compare``: the same as ``ciphergrad compare``."""
 
 import sys
 
-from client.compare.command import main
+from ciphergrad.client.compare.command import main
 
 sys.exit(main())

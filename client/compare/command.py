@@ -1,4 +1,4 @@
-"""``ciphergrad compare`` / ``python -m client.compare``: run the tasks and the optional scaling sweep
+"""``ciphergrad compare`` / ``python -m ciphergrad.client.compare``: run the tasks and the optional scaling sweep
 against a server and write the report. Bad input (an unknown task, an unreachable ``--server``) is one
 line on stderr and exit code 2."""
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from client.compare import scaling
-from client.compare.result import TaskResult
-from client.compare.server import ServerHandle, ServerUnreachable, running_server
-from client.compare.tasks import TASK_NAMES, Task, select
+from ciphergrad.client.compare import scaling
+from ciphergrad.client.compare.result import TaskResult
+from ciphergrad.client.compare.server import ServerHandle, ServerUnreachable, running_server
+from ciphergrad.client.compare.tasks import TASK_NAMES, Task, select
 
 USAGE_ERROR = 2
 
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         return USAGE_ERROR
     finally:
         torch.set_num_threads(threads)
-    from client.compare import report  # matplotlib loads only when a report is written
+    from ciphergrad.client.compare import report  # matplotlib loads only when a report is written
 
     written = report.write(args.out, results, sweep, meta)
     seconds = meta["task_seconds"] + meta["scaling_seconds"]

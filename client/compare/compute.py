@@ -14,13 +14,13 @@ from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wi
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
-from client.compare.measure import Stopwatch, figures, session, timed
-from client.compare.result import TaskResult
-from core.data import load_diabetes, standardized_split, statistics_datasets
-from core.inference import linear_torch, mlp_torch, train_square_mlp
-from core.layout import Tile, choose_tile
-from core.neighbors import knn_vote, pca_projection, squared_distances_torch
-from core.params import plan
+from ciphergrad.client.compare.measure import Stopwatch, figures, session, timed
+from ciphergrad.client.compare.result import TaskResult
+from ciphergrad.core.data import load_diabetes, standardized_split, statistics_datasets
+from ciphergrad.core.inference import linear_torch, mlp_torch, train_square_mlp
+from ciphergrad.core.layout import Tile, choose_tile
+from ciphergrad.core.neighbors import knn_vote, pca_projection, squared_distances_torch
+from ciphergrad.core.params import plan
 
 INFERENCE_DEPTH = 3  # the MLP's linear, square, linear; one level suffices for the linear models
 BATCH_ROWS = 4096  # one column-packed ciphertext per feature per batch at N = 8192

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from client.sdk import Client
+from ciphergrad.client.sdk import Client
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import ticker
 
-from client.compare.result import TaskResult
+from ciphergrad.client.compare.result import TaskResult
 
 ENCRYPTED = {"color": "#1f5fa8", "label": "encrypted (CKKS, through the server)"}
 PLAIN = {"color": "#e07b00", "label": "plaintext twin (torch / numpy / scikit-learn)"}

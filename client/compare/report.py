@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from client.compare import plots
-from client.compare.result import TaskResult
+from ciphergrad.client.compare import plots
+from ciphergrad.client.compare.result import TaskResult
 
 Table = tuple[list[str], list[list[str]]]  # header, rows
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from client.compare.measure import Stopwatch, session
-from client.compare.server import ServerHandle, running_server
-from client.compare.tasks import LINEAR_SOLVERS
-from client.sdk import default_parameters, training_layout
-from core.data import synthetic_regression
-from core.linear import LinearRegressionConfig
+from ciphergrad.client.compare.measure import Stopwatch, session
+from ciphergrad.client.compare.server import ServerHandle, running_server
+from ciphergrad.client.compare.tasks import LINEAR_SOLVERS
+from ciphergrad.client.sdk import default_parameters, training_layout
+from ciphergrad.core.data import synthetic_regression
+from ciphergrad.core.linear import LinearRegressionConfig
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
 # The rows each solver of the sweep runs ("gd" only up to 100k rows).

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import grpc
 
-from client.local import local_server_process
+from ciphergrad.client.local import local_server_process
 
 READY_SECONDS = 5.0
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from client.compare import compute, training
-from client.compare.result import TaskResult
+from ciphergrad.client.compare import compute, training
+from ciphergrad.client.compare.result import TaskResult
 
 
 @dataclass(frozen=True)

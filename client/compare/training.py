@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 from sklearn.datasets import load_breast_cancer
 
-from client.compare.measure import Stopwatch, figures, session, timed
-from client.compare.result import TaskResult
-from client.sdk import TrainingRun, default_parameters, training_layout
-from core import algorithms, linear, logistic
-from core.compare import per_sample_epochs, r2_score
-from core.conditioning import Standardizer
-from core.data import load_ames, standardized_split, with_intercept
+from ciphergrad.client.compare.measure import Stopwatch, figures, session, timed
+from ciphergrad.client.compare.result import TaskResult
+from ciphergrad.client.sdk import TrainingRun, default_parameters, training_layout
+from ciphergrad.core import algorithms, linear, logistic
+from ciphergrad.core.compare import per_sample_epochs, r2_score
+from ciphergrad.core.conditioning import Standardizer
+from ciphergrad.core.data import load_ames, standardized_split, with_intercept
 
 WRITEUP = {"learning_rate": 0.5, "seed": 0, "solver": "gd"}  # the original write-up: plain GD from N(0, 1) weights
 LOGISTIC = {"learning_rate": 0.3, "momentum": 0.8, "degree": 5, "bound": 8.0}  # as benchmarks/logreg.py

@@ -43,10 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from core.engine import Engine
-from core.gram import GramPartial
-from core.shards import PooledShards, ShardSource
-from core.tensor import EncryptedMatrix
+from ciphergrad.core.engine import Engine
+from ciphergrad.core.gram import GramPartial
+from ciphergrad.core.shards import PooledShards, ShardSource
+from ciphergrad.core.tensor import EncryptedMatrix
 
 BlockFunction = Callable[..., EncryptedMatrix]  # f(X_rows[, y_rows], **operands), row-local
 MatrixSource = Path | bytes | EncryptedMatrix  # a stored or scratch matrix file, its bytes, or the matrix itself
@@ -94,13 +94,13 @@ def open_executor(kind: str, address: str = "", num_cpus: int | None = None) -> 
     """The executor the server's settings name: ``local``, or ``ray`` at ``address`` (empty: a local Ray on
     ``num_cpus`` cores). Ray is imported only here, so the local executor needs no ``ray`` extra."""
     if kind == "local":
-        from server.execution.local import LocalExecutor
+        from ciphergrad.server.execution.local import LocalExecutor
 
         return LocalExecutor()
     if kind != "ray":
         raise ExecutionError(f"executor {kind!r} is not local or ray")
     try:
-        from server.execution.ray_shards import RayExecutor
+        from ciphergrad.server.execution.ray_shards import RayExecutor
     except ImportError as exc:
         raise ExecutionError(
             f"--executor ray needs the ray extra (pip install 'ciphergrad[ray]'): {exc}"

@@ -10,11 +10,18 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from core.engine import Engine
-from core.gram import GramPartial, accumulate
-from core.shards import InMemoryShards, ShardSource
-from core.tensor import EncryptedMatrix
-from server.execution import NO_OPERANDS, BlockFunction, ExecutionError, MatrixSource, StoredTable, rows_function
+from ciphergrad.core.engine import Engine
+from ciphergrad.core.gram import GramPartial, accumulate
+from ciphergrad.core.shards import InMemoryShards, ShardSource
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.server.execution import (
+    NO_OPERANDS,
+    BlockFunction,
+    ExecutionError,
+    MatrixSource,
+    StoredTable,
+    rows_function,
+)
 
 
 class LocalExecutor:

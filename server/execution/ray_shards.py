@@ -35,11 +35,11 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
-from core.engine import Engine, OpCounts
-from core.gram import GramPartial
-from core.layout import Tile
-from core.refresh import Refresh
-from core.shards import (
+from ciphergrad.core.engine import Engine, OpCounts
+from ciphergrad.core.gram import GramPartial
+from ciphergrad.core.layout import Tile
+from ciphergrad.core.refresh import Refresh
+from ciphergrad.core.shards import (
     RowStep,
     StepPartial,
     add_pending,
@@ -49,9 +49,16 @@ from core.shards import (
     split_blocks,
     stack_blocks,
 )
-from core.tensor import EncryptedMatrix
-from server.execution import NO_OPERANDS, BlockFunction, ExecutionError, MatrixSource, StoredTable, rows_function
-from server.execution.ray_workers import WorkerPool
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.server.execution import (
+    NO_OPERANDS,
+    BlockFunction,
+    ExecutionError,
+    MatrixSource,
+    StoredTable,
+    rows_function,
+)
+from ciphergrad.server.execution.ray_workers import WorkerPool
 
 MIN_SHARD_ROWS = 1024  # a table is split only into shards of at least this many rows (see RayShards)
 

@@ -35,10 +35,10 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
-from core.engine import Engine, OpCounts
-from core.gram import accumulate, row_blocks
-from core.shards import Batch, RowStep, StepPartial, row_blocks_of
-from core.tensor import EncryptedMatrix, read_block_range
+from ciphergrad.core.engine import Engine, OpCounts
+from ciphergrad.core.gram import accumulate, row_blocks
+from ciphergrad.core.shards import Batch, RowStep, StepPartial, row_blocks_of
+from ciphergrad.core.tensor import EncryptedMatrix, read_block_range
 
 SHARD_CPU = 0.001  # what a worker reserves (see WorkerPool)
 CONTEXTS_PER_WORKER = 8  # engines a worker keeps (each holds its Galois keys: ~25 MB for an Ames session)

@@ -1,4 +1,4 @@
-from wire.proto_gen.ciphergrad.v1 import types_pb2 as _types_pb2
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2 as _types_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from wire.proto_gen.ciphergrad.v1 import compute_service_pb2 as ciphergrad_dot_v1_dot_compute__service__pb2
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import compute_service_pb2 as ciphergrad_dot_v1_dot_compute__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

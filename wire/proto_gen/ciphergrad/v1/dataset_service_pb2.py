@@ -22,7 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from wire.proto_gen.ciphergrad.v1 import types_pb2 as ciphergrad_dot_v1_dot_types__pb2
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2 as ciphergrad_dot_v1_dot_types__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 

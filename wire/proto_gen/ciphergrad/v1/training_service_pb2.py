@@ -22,8 +22,8 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from wire.proto_gen.ciphergrad.v1 import model_service_pb2 as ciphergrad_dot_v1_dot_model__service__pb2
-from wire.proto_gen.ciphergrad.v1 import types_pb2 as ciphergrad_dot_v1_dot_types__pb2
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import model_service_pb2 as ciphergrad_dot_v1_dot_model__service__pb2
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2 as ciphergrad_dot_v1_dot_types__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 

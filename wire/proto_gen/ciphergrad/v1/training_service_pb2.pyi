@@ -1,7 +1,7 @@
 import datetime
 
-from wire.proto_gen.ciphergrad.v1 import model_service_pb2 as _model_service_pb2
-from wire.proto_gen.ciphergrad.v1 import types_pb2 as _types_pb2
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import model_service_pb2 as _model_service_pb2
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2 as _types_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
