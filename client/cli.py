@@ -1,6 +1,6 @@
 """``ciphergrad``: train on a CSV file through a server, pooled training, or run the Ames demo.
 
-ciphergrad train FILE.csv --target COLUMN --server HOST:PORT [--bad-cells error|drop|impute]
+ciphergrad train FILE.csv --target COLUMN [--model linear|logistic] [--server HOST:PORT] [--bad-cells ...]
 ciphergrad pool create|invite|revoke|train|status NAME ...   # client.pool_cli: the analyst's side
 ciphergrad contribute FILE.csv --invitation CODE             # client.contribute_cli: a contributor's side
 ciphergrad demo [--server HOST:PORT]      # starts a local server when none is given
@@ -14,76 +14,85 @@ import argparse
 import dataclasses
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import grpc
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
 from ciphergrad.client import contribute_cli, pool_cli
-from ciphergrad.client.estimator import EncryptedLinearRegression
+from ciphergrad.client.estimator import EncryptedLinearRegression, EncryptedLogisticRegression
 from ciphergrad.client.local import local_server
-from ciphergrad.client.table import BAD_CELL_CHOICES, BadCells, TableError, csv_columns, read_csv, text_columns
-from ciphergrad.core import algorithms, linear
-from ciphergrad.core.conditioning import Standardizer
-from ciphergrad.core.data import with_intercept
+from ciphergrad.client.table import (
+    BAD_CELL_CHOICES,
+    BadCells,
+    CsvTable,
+    TableError,
+    csv_columns,
+    read_csv,
+    text_columns,
+)
+from ciphergrad.core import algorithms
 
-# Command-specific defaults and help for some hyperparameters; every field of the config becomes a flag.
+# Command-specific help for some hyperparameters; every field of either config becomes a flag.
 _FLAG_HELP = {
-    "learning_rate": "default: 1/largest eigenvalue of X^T X / n",
+    "learning_rate": "step of the iterative solvers (default: derived from the data so it cannot diverge)",
     "batch_size": "power-of-two minibatch (default: full batch)",
-    "init": "initial weights: normal (N(0, 1) from --seed) or zeros",
-    "solver": "gd (per-row gradient descent), gram (encrypted X^T X, the default without --batch-size) or normal "
-    "(this process solves the decrypted X^T X / n once)",
+    "init": "linear: initial weights for gd/gram, normal (N(0, 1) from --seed) or zeros",
+    "solver": "linear: normal (default: exact, one round trip), gram (gradient descent on the encrypted X^T X) or "
+    "gd (per row); logistic: quadratic (default: one pass, one round trip) or gd (per row)",
+    "degree": "logistic gd: degree of the sigmoid polynomial (3, 5 or 7)",
+    "bound": "logistic: logit range of the polynomial approximations",
+    "l2": "ridge penalty on the mean loss (default: 0 for linear, 0.1 for logistic)",
 }
-# Where the CLI's default is not the config's: no --solver means the service's choice (gram, or gd for minibatches).
-_FLAG_DEFAULTS: dict[str, Any] = {"solver": None}
-_FLAG_CHOICES = {"solver": linear.SOLVERS}
+_MODELS = {"linear": EncryptedLinearRegression, "logistic": EncryptedLogisticRegression}
 
 
 def _add_training_flags(parser: argparse.ArgumentParser, **defaults: Any) -> None:
-    """Connection flags plus one flag per field of the linear algorithm's config (``core.algorithms``)."""
+    """Connection flags plus one flag per field of the linear and logistic configs (``core.algorithms``);
+    a flag left out means the estimator's default (``defaults`` overrides that, for the demo)."""
     parser.add_argument("--server", help="HOST:PORT of a ciphergrad server (default: start a local one)")
     parser.add_argument("--tls", metavar="CA.pem", help="use TLS, trusting this CA certificate")
     for spec in _flag_fields():
-        default = defaults.get(spec.name, _FLAG_DEFAULTS.get(spec.name, spec.default))
         kind = str(spec.type)
         flag = "--" + spec.name.replace("_", "-")
         parse = str if "str" in kind else int if "int" in kind and "float" not in kind else float
-        parser.add_argument(
-            flag, type=parse, default=default, choices=_FLAG_CHOICES.get(spec.name), help=_FLAG_HELP.get(spec.name)
-        )
+        parser.add_argument(flag, type=parse, default=defaults.get(spec.name), help=_FLAG_HELP.get(spec.name))
+    parser.add_argument("--no-standardize", action="store_true", default=defaults.get("standardize") is False,
+                        help="encrypt features and target as they are (default: standardize here, map back)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _flag_fields() -> list[dataclasses.Field]:
-    """The linear config's fields that are flags: not ``intercept_column`` (the CLI always fits an intercept)
-    nor the ones holding lists (``standardization``: the SDK's, from a pool's statistics)."""
-    return [spec for spec in dataclasses.fields(algorithms.get("linear").config)
-            if spec.name != "intercept_column" and "tuple" not in str(spec.type)]
+    """The configs' fields that are flags: not ``intercept_column`` (the CLI always fits an intercept) nor
+    the ones holding lists (``standardization``: the SDK's, from a pool's statistics)."""
+    seen: dict[str, dataclasses.Field] = {}
+    for name in ("linear", "logistic"):
+        for spec in dataclasses.fields(algorithms.get(name).config):
+            if spec.name != "intercept_column" and "tuple" not in str(spec.type):
+                seen.setdefault(spec.name, spec)
+    return list(seen.values())
 
 
-def _estimator(args: argparse.Namespace, server: str | None) -> EncryptedLinearRegression:
-    names = [spec.name for spec in _flag_fields()]
-    hyperparameters = {name: getattr(args, name) for name in names}
-    return EncryptedLinearRegression(
-        server=server,
-        tls=args.tls or False,
-        progress=False if args.no_progress else None,
-        **hyperparameters,
-    )
-
-
-def _minmax(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    low, high = values.min(axis=0), values.max(axis=0)
-    span = np.where(high > low, high - low, 1.0)
-    return (values - low) / span, low, span
+def _estimator(args: argparse.Namespace, server: str | None, model: str = "linear") -> Any:
+    estimator = _MODELS[model]
+    accepted = set(estimator().get_params())
+    given = {spec.name: getattr(args, spec.name) for spec in _flag_fields() if getattr(args, spec.name) is not None}
+    wrong = sorted(set(given) - accepted)
+    if wrong:
+        flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
+        raise ValueError(f"{flags} do(es) not apply to --model {model}; drop it or pick the other model")
+    return estimator(server=server, tls=args.tls or False, progress=False if args.no_progress else None,
+                     standardize=not args.no_standardize, **given)
 
 
 def _read_csv(
-    path: str, target: str, features: str | None, bad_cells: BadCells
-) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-    """Feature and target columns of a CSV file as finite floats, and the notices to print.
+    path: str, target: str, features: str | None, bad_cells: BadCells, labels: bool = False
+) -> tuple[list[str], np.ndarray, np.ndarray, list[str], list[str]]:
+    """Feature and target columns of a CSV file as finite floats, the notices to print, and the class names
+    (``labels``: the target's distinct texts in sorted order, the target becoming their indices).
 
     Without ``features``, every other column holding at least one number is a feature; columns of text only
     (no number at all) are left out with a notice. Bad cells in used columns follow ``bad_cells``.
@@ -91,6 +100,9 @@ def _read_csv(
     table = read_csv(path)
     if target not in table.columns:
         raise TableError(f"{path}: no column {target!r} to predict; the header has {list(table.columns)}")
+    classes: list[str] = []
+    if labels:
+        table, classes = _labels_to_codes(table, target)
     notices = []
     if features:
         names = [c.strip() for c in features.split(",") if c.strip() and c.strip() != target]
@@ -106,35 +118,55 @@ def _read_csv(
     clean = csv_columns(table, [*names, target], bad_cells=bad_cells, targets=[target], hint=hint)
     if clean.notice:
         notices.append(clean.notice)
-    return names, clean.values[:, :-1], clean.values[:, -1], notices
+    return names, clean.values[:, :-1], clean.values[:, -1], notices, classes
+
+
+def _labels_to_codes(table: CsvTable, target: str) -> tuple[CsvTable, list[str]]:
+    """The table with the target's labels (any text; blank cells stay blank, i.e. missing) as class indices."""
+    index = table.columns.index(target)
+    classes = sorted({row[index].strip() for row in table.cells if row[index].strip()})
+    if len(classes) < 2:
+        raise TableError(f"{table.path}: column {target!r} holds {len(classes)} distinct label(s); a classifier "
+                         "needs two")
+    code = {label: str(k) for k, label in enumerate(classes)}
+    cells = tuple(tuple(code.get(cell.strip(), "") if i == index else cell for i, cell in enumerate(row))
+                  for row in table.cells)
+    return dataclasses.replace(table, cells=cells), classes
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    features, X, y, notices = _read_csv(args.file, args.target, args.features, args.bad_cells)
+    logistic = args.model == "logistic"
+    features, X, y, notices, classes = _read_csv(args.file, args.target, args.features, args.bad_cells, logistic)
     for notice in notices:
         print(f"note: {notice}", file=sys.stderr)
     if len(X) < 2:
         print(f"error: {args.file} has fewer than 2 usable rows", file=sys.stderr)
         return 2
-    # The key holder conditions the problem before encrypting: standardized features (CKKS holds a bounded
-    # range, and gradient descent converges at a rate set by the conditioning), target scaled to [0, 1], and a
-    # step size from the plaintext spectrum. Coefficients are mapped back to data units afterwards.
-    scaler = Standardizer.fit(X)
-    Xs = scaler.transform(X)
-    ys, y_low, y_span = _minmax(y[:, None])
-    if args.learning_rate is None:
-        design = with_intercept(Xs)
-        args.learning_rate = float(1.0 / np.linalg.eigvalsh(design.T @ design / len(design))[-1])
-    model = _estimator(args, args.server).fit(Xs, ys[:, 0])
-    intercept, coef = scaler.original_weights(model.intercept_, model.coef_)
-    intercept, coef = y_low[0] + y_span[0] * intercept, y_span[0] * coef
-    print(f"trained on {len(X)} rows x {len(features)} features through {args.server or 'a local server'}")
-    # The normal solver has no epochs, so no training loss to show.
-    mse = f"final training MSE (scaled): {model.history_[-1]:.6g}   " if model.history_ else ""
-    print(f"solver {model.config().solver}; {mse}R^2: {model.score(Xs, ys[:, 0]):.4f}")
+    # The estimator conditions the problem on this side before encrypting (standardized features and target,
+    # a step that cannot diverge) and maps the coefficients back to data units.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model = _estimator(args, args.server, args.model).fit(X, y)
+    config = model.config_
+    print(f"trained {args.model} regression on {len(X)} rows x {len(features)} features through "
+          f"{args.server or 'a local server'}")
+    loss = "Brier score" if logistic else "MSE"
+    last = f"final training {loss} (scaled): {model.history_[-1]:.6g}   " if model.history_ else ""
+    if logistic:
+        predicted = model.predict(X)
+        print(f"solver {config.solver}; {last}accuracy: {np.mean(predicted == y):.4f}")
+        print(f"{'class':>24} {'rows':>8} {'predicted':>10} {'correct':>8}")
+        for k, label in enumerate(classes):
+            mine = y == k
+            print(f"{label:>24} {int(mine.sum()):>8} {int((predicted == k).sum()):>10} "
+                  f"{int((predicted[mine] == k).sum()):>8}")
+        if len(classes) == 2:
+            print(f"coefficients of the log-odds of {classes[1]!r} (vs {classes[0]!r}):")
+    else:
+        print(f"solver {config.solver}; {last}R^2: {model.score(X, y):.4f}")
     print(f"{'feature':>24} {'coefficient':>16}")
-    print(f"{'(intercept)':>24} {intercept:>16.6g}")
-    for name, value in zip(features, coef, strict=True):
+    print(f"{'(intercept)':>24} {model.intercept_:>16.6g}")
+    for name, value in zip(features, model.coef_, strict=True):
         print(f"{name:>24} {value:>16.6g}")
     report = model.report_
     print(
@@ -142,6 +174,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"training {report['train_seconds']:.2f}s; refreshes {report['refreshes']}; "
         f"bytes moved {report['bytes_total'] / 1e6:.1f} MB"
     )
+    for warning in caught:
+        if issubclass(warning.category, ConvergenceWarning):
+            print(f"warning: {warning.message}", file=sys.stderr)
     return 0
 
 
@@ -158,7 +193,7 @@ def run_demo(server: str, args: argparse.Namespace) -> str:
     start = time.perf_counter()
     model.fit(data.X, data.y)
     elapsed = time.perf_counter() - start
-    config, X = model.config(), with_intercept(data.X)
+    config, X = model.config_, with_intercept(data.X)
     twin = fit_torch(X, data.y, config, model.shuffle_orders(len(X)) or None)
     report = model.report_
     counts = report["operation_counts"]
@@ -219,9 +254,11 @@ def cmd_compare(arguments: Sequence[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ciphergrad", description="Train models on encrypted data (CKKS).")
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="linear regression on a CSV file, encrypted end to end")
+    train = commands.add_parser("train", help="linear or logistic regression on a CSV file, encrypted end to end")
     train.add_argument("file", help="CSV file with a header row")
     train.add_argument("--target", required=True, help="column to predict")
+    train.add_argument("--model", choices=sorted(_MODELS), default="linear",
+                       help="linear regression (default) or logistic: a classifier of any label column, text too")
     train.add_argument("--features", help="comma-separated feature columns (default: all numeric others)")
     train.add_argument(
         "--bad-cells",
@@ -230,11 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="missing or non-numeric cells: error (default, names them), drop (their rows), "
         "impute (feature column mean)",
     )
-    _add_training_flags(train, epochs=60, learning_rate=None, momentum=0.5, init="zeros")
+    _add_training_flags(train)
     train.set_defaults(handler=cmd_train)
     demo = commands.add_parser("demo", help="Ames: encrypted training through a server vs the torch twin")
     # The original write-up's setup: plain gradient descent, learning rate 0.5, N(0, 1) initial weights.
-    _add_training_flags(demo, epochs=50, learning_rate=0.5, momentum=0.0, init="normal", solver="gd")
+    _add_training_flags(demo, epochs=50, learning_rate=0.5, momentum=0.0, init="normal", solver="gd",
+                        standardize=False)
     demo.add_argument(
         "--pooled",
         action="store_true",

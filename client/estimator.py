@@ -1,13 +1,16 @@
 """scikit-learn estimators that train on a ciphergrad server without showing it the data.
 
 They are ``sklearn.base.BaseEstimator``s with the regressor or classifier mixin, so ``clone``,
-``get_params``/``set_params``, ``Pipeline``, ``GridSearchCV`` and ``cross_val_score`` work. The gradient-
-descent estimators take their hyperparameters from the algorithm's core config (``core.algorithms``): the
-constructor's keyword parameters are the config's fields (``fit_intercept`` stands for ``intercept_column``)
-plus the connection settings, so a new config field is a new estimator parameter without code here.
+``get_params``/``set_params``, ``Pipeline``, ``GridSearchCV`` and ``cross_val_score`` work. Their
+``__init__`` spells out every parameter: the connection settings and the fields of the algorithm's core
+config (``core.algorithms``; ``fit_intercept`` stands for ``intercept_column``).
 
-``fit`` makes CKKS keys in this process, encrypts, uploads, trains remotely (answering masked refresh
-requests) and decrypts the model; ``predict`` then runs on the decrypted model here. Without ``server`` a
+Safe by default: ``fit`` standardizes the rows it owns before encrypting them (and maps the model back),
+refuses values CKKS cannot hold, runs the exact one-round-trip solver unless told otherwise, derives a step
+that cannot diverge for the iterative ones, stops a run whose decrypted loss stops making sense
+(``core.convergence``) and warns when an iterative run ends unconverged. It makes CKKS keys in this
+process, encrypts, uploads, trains remotely (answering masked refresh requests) and decrypts the model;
+``predict`` then runs on the decrypted model here. Without ``server`` a
 throwaway local server (``client.local_server``) is started for the fit. ``fit_pool(client, pool_id)`` trains
 instead on the rows several contributors encrypted into a pool of the client's session (client.pools): this
 process then never holds the rows, only the model.
@@ -17,14 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import sys
 import time
-from collections.abc import Callable
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm import tqdm
@@ -32,37 +36,11 @@ from tqdm import tqdm
 from ciphergrad.client.local import local_server
 from ciphergrad.client.sdk import Client, Transfer, default_parameters, training_layout
 from ciphergrad.core import algorithms
+from ciphergrad.core.conditioning import Standardizer
+from ciphergrad.core.convergence import CONVERGED_BELOW, LossWatch, gradient_norm, safe_learning_rate
 from ciphergrad.core.data import with_intercept
 from ciphergrad.core.layout import choose_tile
 from ciphergrad.core.params import CKKSParameters
-
-# Estimator parameters beyond the algorithm's hyperparameters, with their defaults.
-_CONNECTION = {"server": None, "tls": False, "shuffles": 4, "fit_intercept": True, "params": None, "progress": None}
-# Hyperparameters whose estimator default differs from the config's: solver None is the service's choice
-# (core.algorithms.Algorithm.default_solver: "gram" for full batch, "gd" with batch_size).
-_SERVICE_DEFAULTS = {"solver": None}
-
-
-def _init_for(algorithm: algorithms.Algorithm) -> Callable[..., None]:
-    """An ``__init__`` whose keyword parameters are ``_CONNECTION`` and the algorithm config's fields, stored
-    as given (scikit-learn reads them back through the signature, as for any estimator)."""
-    names = [f for f in dataclasses.fields(algorithm.config) if f.name != "intercept_column"]
-    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    parameters += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in _CONNECTION.items()]
-    parameters += [
-        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_SERVICE_DEFAULTS.get(f.name, f.default))
-        for f in names
-    ]
-    signature = inspect.Signature(parameters)
-
-    def __init__(self: Any, **params: Any) -> None:
-        bound = signature.bind(self, **params)  # an unknown name raises TypeError naming it
-        bound.apply_defaults()
-        for name, value in list(bound.arguments.items())[1:]:
-            setattr(self, name, value)
-
-    __init__.__signature__ = signature  # type: ignore[attr-defined]
-    return __init__
 
 
 def _bar(progress: bool | None, **kwargs: Any) -> tqdm:
@@ -70,16 +48,74 @@ def _bar(progress: bool | None, **kwargs: Any) -> tqdm:
     return tqdm(disable=None if progress is None else not progress, file=sys.stderr, leave=False, **kwargs)
 
 
+@dataclass(frozen=True)
+class _Scaling:
+    """The key holder's conditioning of its own rows: features centred (with an intercept) and divided by
+    their deviation, a regression target likewise; ``model`` maps the weights learned on them back."""
+
+    features: Standardizer
+    target: Standardizer | None
+
+    @classmethod
+    def fit(cls, X: np.ndarray, y: np.ndarray | None, center: bool) -> _Scaling:
+        def standardizer(values: np.ndarray) -> Standardizer:
+            found = Standardizer.fit(values)
+            if center:
+                return found
+            scale = np.sqrt(np.mean(values**2, axis=0))
+            return Standardizer(np.zeros(values.shape[1]), np.where(scale > 0, scale, 1.0))
+
+        return cls(standardizer(X), None if y is None else standardizer(y[:, None]))
+
+    @classmethod
+    def identity(cls, features: int, target: bool) -> _Scaling:
+        return cls(Standardizer(np.zeros(features), np.ones(features)),
+                   Standardizer(np.zeros(1), np.ones(1)) if target else None)
+
+    def rows(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        Xs = self.features.transform(X)
+        return Xs, (y if self.target is None else self.target.transform(y[:, None])[:, 0])
+
+    def model(self, weights: np.ndarray, fit_intercept: bool) -> tuple[float, np.ndarray]:
+        """``(intercept, coef)`` on the original units for ``weights`` learned on the scaled rows."""
+        intercept, coef = (float(weights[0]), weights[1:]) if fit_intercept else (0.0, weights)
+        intercept, coef = self.features.original_weights(intercept, coef)
+        if self.target is not None:
+            scale, shift = float(self.target.scale[0]), float(self.target.mean[0])
+            intercept, coef = scale * intercept + shift, scale * coef
+        return intercept, coef
+
+
 class _EncryptedGradientDescent(BaseEstimator):
-    """What the gradient-descent estimators share: keys, encryption, upload, remote training with refresh
-    answering, decryption and the report. Subclasses name the algorithm and how targets are encoded."""
+    """What the trained linear models share: scaling, keys, encryption, upload, remote training (answering
+    refreshes, watching the decrypted losses), decryption, the model mapped back and the report. Subclasses
+    name the algorithm, their exact and iterative solvers and how targets are encoded."""
 
     algorithm = ""
+    _divergence_hint = ""  # what to change when the decrypted loss stops making sense
+    exact_solver = ""  # the one-round-trip solver: the default without batch_size
 
-    def config(self) -> Any:
-        """The core config of this estimator's hyperparameters (validates them)."""
+    # -- hyperparameters --------------------------------------------------------------------------
+    def _solver(self) -> str:
+        if self.solver is not None:
+            return self.solver
+        return self.exact_solver if self.batch_size is None else "gd"
+
+    def _iterative(self) -> bool:
+        return self._solver() in ("gd", "gram")
+
+    def config(self, learning_rate: float | None = None) -> Any:
+        """The core config of this estimator's hyperparameters (validates them). ``learning_rate`` stands in
+        for a ``learning_rate=None`` (``fit`` derives one from the data); else the config's default."""
         entry = algorithms.get(self.algorithm)
-        values = {name: getattr(self, name) for name in entry.config_fields() if name != "intercept_column"}
+        values = {name: getattr(self, name) for name in entry.config_fields() if hasattr(self, name)}
+        values.pop("intercept_column", None)
+        values["solver"] = self._solver()
+        rate = self.learning_rate if self.learning_rate is not None else learning_rate
+        if rate is None:
+            values.pop("learning_rate")
+        else:
+            values["learning_rate"] = rate
         return entry.service_config({**values, "intercept_column": 0 if self.fit_intercept else None})
 
     def shuffle_orders(self, rows: int) -> list[np.ndarray]:
@@ -91,21 +127,55 @@ class _EncryptedGradientDescent(BaseEstimator):
     def _encode_target(self, y: np.ndarray) -> np.ndarray:
         return y
 
+    # -- fitting ----------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> Any:
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=not self._is_classifier())
-        config = self.config()  # validates hyperparameters before any key is made
-        design = with_intercept(X) if self.fit_intercept else X
+        self.config()  # validates hyperparameters before any key is made
         target = self._encode_target(y)
+        params = self.params or default_parameters(self.algorithm)
+        if self.standardize:
+            scaling = _Scaling.fit(X, None if self._is_classifier() else target, center=self.fit_intercept)
+        else:
+            scaling = _Scaling.identity(X.shape[1], not self._is_classifier())
+        Xs, ys = scaling.rows(X, target)
+        _check_range(Xs, ys, params.max_abs_value / 4, self.standardize)
+        design = with_intercept(Xs) if self.fit_intercept else Xs
+        rate = safe_learning_rate(design, logistic=self._is_classifier()) if self._iterative() else None
+        config = self.config(rate)
         if self.server is None:
             with local_server() as address:
-                return self._fit(address, design, target, config)
-        return self._fit(self.server, design, target, config)
+                self._fit(address, params, design, ys, config)
+        else:
+            self._fit(self.server, params, design, ys, config)
+        weights = self.weights_
+        self.intercept_, self.coef_ = scaling.model(weights, self.fit_intercept)
+        self.config_ = config
+        self._report_convergence(design, ys, weights, config)
+        return self
+
+    def _report_convergence(self, design: np.ndarray, target: np.ndarray, weights: np.ndarray, config: Any) -> None:
+        """Iterative solvers: the gradient norm at the decrypted model on the scaled rows (the key holder's own
+        plaintext), and a ConvergenceWarning when it is not small."""
+        if not self._iterative():
+            self.report_.update(converged=True, gradient_norm=None)
+            return
+        norm = gradient_norm(design, target, weights, logistic=self._is_classifier(), l2=config.l2,
+                             intercept_column=config.intercept_column)
+        converged = norm <= CONVERGED_BELOW
+        self.report_.update(converged=converged, gradient_norm=norm)
+        if not converged:
+            warnings.warn(
+                f"{type(self).__name__}(solver={config.solver!r}) stopped after {config.epochs} epochs unconverged: "
+                f"gradient norm {norm:.3g} > {CONVERGED_BELOW:g} on the scaled rows; raise epochs, or use "
+                f"solver={self.exact_solver!r} (exact, one round trip)",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
 
     def _is_classifier(self) -> bool:
         return isinstance(self, ClassifierMixin)
 
-    def _fit(self, address: str, X: np.ndarray, y: np.ndarray, config: Any) -> Any:
-        params = self.params or default_parameters(self.algorithm)
+    def _fit(self, address: str, params: CKKSParameters, X: np.ndarray, y: np.ndarray, config: Any) -> None:
         tile, rotations = training_layout(X.shape, params.slots, config)
         timings: dict[str, float] = {}
         tick = time.perf_counter()
@@ -122,7 +192,6 @@ class _EncryptedGradientDescent(BaseEstimator):
             client.delete_session()  # the server keeps nothing of this fit
         self._store(weights, run, client.transfer, timings)
         self.report_.update(parameters=params.summary(), context_bytes=session.context_size_bytes)
-        return self
 
     def fit_pool(self, client: Client, pool_id: str, *, standardize: bool = False) -> Any:
         """Train on every row contributed to the pool ``pool_id``; ``client`` holds the pool's session (the
@@ -131,8 +200,9 @@ class _EncryptedGradientDescent(BaseEstimator):
         The rows never reach this process: contributors encrypted them under this session's public key, the
         server trains on the concatenation of their contributions, and only the model (plus masked refreshes)
         is decrypted here. Pools train full batch (``batch_size`` must be None; the ``shuffles``, ``server``,
-        ``tls`` and ``params`` parameters do not apply) and ``fit_intercept`` must match the pool's schema.
-        A logistic pool's targets are 0/1, so ``classes_`` is ``[0.0, 1.0]``.
+        ``tls``, ``params`` and ``standardize`` parameters do not apply: this process never holds the rows to
+        scale them) and ``fit_intercept`` must match the pool's schema. ``learning_rate=None`` is the
+        config's default here. A logistic pool's targets are 0/1, so ``classes_`` is ``[0.0, 1.0]``.
 
         Features are used as contributed (keep them roughly within [-1, 1]) unless ``standardize``: linear
         regression with the "gram" or "normal" solver then decrypts the pool's statistics (count, column means
@@ -169,6 +239,9 @@ class _EncryptedGradientDescent(BaseEstimator):
             {k: v - before[1].get(k, 0) for k, v in client.transfer.received.items()},
         )
         self._store(weights, run, transfer, report)
+        self.coef_ = weights[1:] if self.fit_intercept else weights
+        self.intercept_ = float(weights[0]) if self.fit_intercept else 0.0
+        self.config_ = config
         self.n_features_in_ = len(pool.feature_names)
         self.feature_names_ = list(pool.feature_names)
         if self._is_classifier():
@@ -184,11 +257,11 @@ class _EncryptedGradientDescent(BaseEstimator):
                 if loss is not None:
                     bar.set_postfix(loss=f"{loss:.6g}")
 
-            return client.train(config=config, algorithm=self.algorithm, on_epoch=on_epoch, **source)
+            watch = LossWatch(hint=self._divergence_hint)
+            return client.train(config=config, algorithm=self.algorithm, on_epoch=on_epoch, watch=watch, **source)
 
     def _store(self, weights: np.ndarray, run: Any, transfer: Transfer, report: dict[str, Any]) -> None:
-        self.coef_ = weights[1:] if self.fit_intercept else weights
-        self.intercept_ = float(weights[0]) if self.fit_intercept else 0.0
+        self.weights_ = np.asarray(weights, dtype=np.float64)
         self.history_ = list(run.losses)
         self.report_ = {
             **report,
@@ -209,24 +282,88 @@ class _EncryptedGradientDescent(BaseEstimator):
         return X @ self.coef_ + self.intercept_
 
 
+def _check_range(X: np.ndarray, y: np.ndarray, limit: float, standardized: bool) -> None:
+    """A value CKKS cannot hold at these parameters is an error naming it, never a silently wrong model."""
+    for values, what in ((X, "feature"), (y[:, None], "target")):
+        if values.size == 0:
+            continue
+        row, column = np.unravel_index(np.argmax(np.abs(values)), values.shape)
+        largest = float(values[row, column])
+        if abs(largest) >= limit:
+            where = f"feature column {column}" if what == "feature" else "the target"
+            units = "standard deviations from its mean " if standardized else ""
+            raise ValueError(
+                f"{where}, row {row}: {largest:.4g} {units}is past what CKKS holds at these parameters "
+                f"(|v| < {limit:g}): clip or transform that column (e.g. log), or pass params with a larger first "
+                "prime (CKKSParameters.integer_bits)" + ("" if standardized else ", or keep standardize=True")
+            )
+
+
+_COMMON_DOC = """
+    Parameters
+    ----------
+    server : str or None
+        ``HOST:PORT`` of a ciphergrad server; None starts a throwaway local one for the fit.
+    tls : bool or str
+        False (plaintext: loopback), True (system roots) or the path of a PEM CA certificate.
+    solver : str or None
+        None: {exact!r} (exact, one round trip) without ``batch_size``, "gd" with it. {solvers}
+    learning_rate : float or None
+        Step of the iterative solvers; None derives one that cannot diverge from the scaled rows (1/L rounded
+        down to a power of two, L the gradient's Lipschitz constant). Unused by {exact!r}.
+    epochs, l2, batch_size, momentum, seed
+        Gradient descent: passes, ridge penalty (mean loss + l2/2 |w|^2, intercept unpenalized), power-of-two
+        minibatch (None: full batch), momentum, seed of the shuffles. ``l2`` applies to {exact!r} too.
+    standardize : bool
+        Centre (with an intercept) and scale features{target} here before encrypting, and map the model back:
+        ``coef_`` and ``intercept_`` are in the original units. Values past what CKKS holds are an error.
+    fit_intercept, shuffles, params, progress
+        A column of ones; encrypted row orders for minibatches; CKKS parameters (None: the planner's);
+        progress bars (None: when stderr is a terminal).
+"""
+
+
 class EncryptedLinearRegression(RegressorMixin, _EncryptedGradientDescent):
-    """Linear regression by encrypted gradient descent on a ciphergrad server.
+    """Linear regression trained on a ciphergrad server that never sees the data.
 
-    Parameters: ``server`` (``HOST:PORT``; None starts a local one), ``tls``, ``shuffles`` (encrypted row
-    orders for minibatches), ``fit_intercept``, ``params`` (CKKS parameters; None: the planner's), ``progress``,
-    and the fields of ``core.linear.LinearRegressionConfig`` (learning_rate, epochs, l2, batch_size, momentum,
-    seed, init, solver, ...). ``solver``: "gram" (the default without ``batch_size``: one encrypted pass to
-    ``X^T X / n`` and ``X^T y / n``, then epochs that cost the same for any number of rows; uploads column-
-    packed), "normal" (one round trip: this process decrypts those aggregates and solves exactly) or "gd"
-    (per-row gradient descent, the default with ``batch_size``). Keep features and target roughly in [-1, 1]
-    (or standardized): CKKS holds a bounded range.
-
-    After ``fit``: ``coef_``, ``intercept_``, ``n_features_in_``, ``history_`` (decrypted loss per epoch) and
-    ``report_`` (timings, bytes moved, refreshes, HE operation counts). ``score`` is R², as in scikit-learn.
+    ``fit`` standardizes, makes CKKS keys in this process, encrypts, uploads, trains remotely and decrypts
+    the model. The default solver, "normal", is exact like scikit-learn's ``LinearRegression``: one
+    encrypted pass to ``X^T X / n`` and ``X^T y / n``, which this process decrypts and solves. Iterative
+    solvers stop with ``DivergenceError`` when a decrypted loss stops making sense and warn
+    (``ConvergenceWarning``) when they end unconverged.
+    {common}
+    After ``fit``: ``coef_``, ``intercept_``, ``n_features_in_``, ``config_`` (the core config that ran),
+    ``history_`` (decrypted loss per epoch, scaled units) and ``report_`` (timings, bytes moved, refreshes,
+    HE operation counts, ``converged`` and ``gradient_norm``). ``score`` is R², as in scikit-learn.
     """
 
     algorithm = "linear"
-    __init__ = _init_for(algorithms.get("linear"))
+    exact_solver = "normal"
+    _divergence_hint = "lower learning_rate (None derives a step from the data), or use solver='normal' (exact)"
+
+    def __init__(
+        self,
+        *,
+        server: str | None = None,
+        tls: bool | str = False,
+        solver: str | None = None,
+        learning_rate: float | None = None,
+        epochs: int = 50,
+        l2: float = 0.0,
+        batch_size: int | None = None,
+        momentum: float = 0.0,
+        seed: int = 0,
+        init: str = "normal",
+        standardize: bool = True,
+        fit_intercept: bool = True,
+        shuffles: int = 4,
+        params: CKKSParameters | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.server, self.tls, self.solver, self.learning_rate = server, tls, solver, learning_rate
+        self.epochs, self.l2, self.batch_size, self.momentum, self.seed = epochs, l2, batch_size, momentum, seed
+        self.init, self.standardize, self.fit_intercept = init, standardize, fit_intercept
+        self.shuffles, self.params, self.progress = shuffles, params, progress
 
     def predict(self, X: Any) -> np.ndarray:
         """Predictions from the decrypted model (the key holder's side; nothing leaves this process)."""
@@ -234,19 +371,53 @@ class EncryptedLinearRegression(RegressorMixin, _EncryptedGradientDescent):
 
 
 class EncryptedLogisticRegression(ClassifierMixin, _EncryptedGradientDescent):
-    """Binary logistic regression by encrypted gradient descent on a ciphergrad server.
+    """Binary logistic regression trained on a ciphergrad server that never sees the data.
 
-    Parameters as for EncryptedLinearRegression, with the fields of ``core.logistic.LogisticRegressionConfig``
-    (``degree`` 3, 5 or 7 of the sigmoid polynomial on ``[-bound, bound]``; ``bound=None`` sizes it from the
-    feature count). Standardize the features first. Any two labels are mapped onto 0/1 in sorted order
-    (``classes_``); ``predict_proba`` applies the exact sigmoid to the decrypted model's logit.
+    The default solver, "quadratic", costs what linear regression costs: one encrypted pass to
+    ``X^T X / n`` and ``X^T y / n`` and one round trip, in which this process solves the logistic loss's
+    quadratic surrogate on ``[-bound, bound]`` (``core.quadratic``). "gd" is per-row gradient descent with a
+    polynomial sigmoid of ``degree`` 3, 5 or 7. Any two labels map onto 0/1 in sorted order (``classes_``);
+    ``predict_proba`` applies the exact sigmoid to the decrypted model's logit.
+    {common}
+    degree, bound
+        The sigmoid polynomial's degree ("gd") and the logit range of the polynomial approximations (None:
+        4 for "quadratic", 8 and up with the feature count for "gd").
 
-    After ``fit``: ``coef_``, ``intercept_``, ``classes_``, ``history_`` (per-epoch Brier score of the
-    polynomial probabilities) and ``report_``. ``score`` is the accuracy.
+    After ``fit``: ``coef_``, ``intercept_``, ``classes_``, ``config_``, ``history_`` ("gd": per-epoch Brier
+    score of the polynomial probabilities) and ``report_``. ``score`` is the accuracy.
     """
 
     algorithm = "logistic"
-    __init__ = _init_for(algorithms.get("logistic"))
+    exact_solver = "quadratic"
+    _divergence_hint = (
+        "logits likely left the sigmoid polynomial's range [-bound, bound] (separable classes grow the weights): "
+        "raise l2 (e.g. 0.01) or bound, lower learning_rate, or use solver='quadratic'"
+    )
+
+    def __init__(
+        self,
+        *,
+        server: str | None = None,
+        tls: bool | str = False,
+        solver: str | None = None,
+        learning_rate: float | None = None,
+        epochs: int = 30,
+        l2: float = 0.1,
+        batch_size: int | None = None,
+        momentum: float = 0.0,
+        seed: int = 0,
+        degree: int = 3,
+        bound: float | None = None,
+        standardize: bool = True,
+        fit_intercept: bool = True,
+        shuffles: int = 4,
+        params: CKKSParameters | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.server, self.tls, self.solver, self.learning_rate = server, tls, solver, learning_rate
+        self.epochs, self.l2, self.batch_size, self.momentum, self.seed = epochs, l2, batch_size, momentum, seed
+        self.degree, self.bound, self.standardize, self.fit_intercept = degree, bound, standardize, fit_intercept
+        self.shuffles, self.params, self.progress = shuffles, params, progress
 
     def _encode_target(self, y: np.ndarray) -> np.ndarray:
         check_classification_targets(y)
@@ -279,6 +450,17 @@ class EncryptedLogisticRegression(ClassifierMixin, _EncryptedGradientDescent):
     def predict(self, X: Any) -> np.ndarray:
         positive = self.decision_function(X) > 0  # checks that the model is fitted before classes_ is read
         return self.classes_[positive.astype(int)]
+
+
+_SOLVERS_DOC = {
+    "linear": '"normal", "gram" (gradient descent on the encrypted X^T X / n) or "gd" (per row).',
+    "logistic": '"quadratic" or "gd" (per row, polynomial sigmoid).',
+}
+for _estimator in (EncryptedLinearRegression, EncryptedLogisticRegression):
+    _estimator.__doc__ = _estimator.__doc__.format(common=_COMMON_DOC.format(
+        exact=_estimator.exact_solver, solvers=_SOLVERS_DOC[_estimator.algorithm],
+        target=" and the target" if _estimator.algorithm == "linear" else "",
+    ))
 
 
 class EncryptedKNeighborsClassifier(ClassifierMixin, BaseEstimator):

@@ -33,7 +33,7 @@ import numpy as np
 from ciphergrad.client.compare.tasks import SOLVER_SETTINGS
 from ciphergrad.client.estimator import EncryptedLinearRegression
 from ciphergrad.client.local import local_server_process
-from ciphergrad.client.sdk import Client
+from ciphergrad.client.sdk import Client, default_parameters, training_layout
 from ciphergrad.core import algorithms, standardize
 from ciphergrad.core.data import load_ames, with_intercept
 
@@ -112,14 +112,13 @@ def run(server_address: str | None = None) -> tuple[list[str], float]:
             analyst_sent, analyst_received = _megabytes(analyst.transfer.sent), _megabytes(analyst.transfer.received)
             stats = analyst.pool_statistics(pool.pool_id)  # for the comparisons below, not for the story
         scaling = model.report_["standardization"]
-        # The reference: one owner holding the whole table, the same standardization and settings.
-        whole = EncryptedLinearRegression(server=address, progress=False, standardization=scaling, **SETTINGS)
-        whole.fit(data.X, data.y)
-    config = model.config()
+        config = model.config_
+        # The reference: one owner holding the whole table, the same config (the pool's standardization too).
+        whole_scaled = _one_owner(address, with_intercept(data.X), data.y, config)
     design_s, target_s = standardize.apply(with_intercept(data.X), data.y, scaling, 0)
     twin = algorithms.get("linear").twin_for(config)(design_s, target_s, config)
     pool_weights = np.r_[model.intercept_, model.coef_]
-    whole_weights = stats.raw_weights(np.r_[whole.intercept_, whole.coef_], scaling)
+    whole_weights = stats.raw_weights(whole_scaled, scaling)
     twin_weights = stats.raw_weights(twin.weights, scaling)
     difference = float(np.max(np.abs(pool_weights - whole_weights)))
     design = with_intercept(data.X)
@@ -153,6 +152,18 @@ def run(server_address: str | None = None) -> tuple[list[str], float]:
         "checker after it, training on the whole table; in between, the analyst's Client received no row.)",
     ]
     return lines, difference
+
+
+def _one_owner(address: str, design: np.ndarray, target: np.ndarray, config: Any) -> np.ndarray:
+    """The whole table uploaded by one owner and trained with ``config``: the decrypted weights."""
+    params = default_parameters("linear")
+    tile, rotations = training_layout(design.shape, params.slots, config)
+    with Client(address) as owner:
+        owner.create_session(params, tiles=[tile], rotations=rotations, display_name="one owner, whole table")
+        dataset = owner.upload(design, target, tile=tile)
+        weights = owner.weights(owner.train(dataset.dataset_id, config).model)
+        owner.delete_session()
+    return weights
 
 
 def _party_table(receipts: list[dict[str, Any]], rows: int, sent: float, received: float) -> list[str]:

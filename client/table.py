@@ -59,8 +59,10 @@ def read_csv(path: str | Path) -> CsvTable:
     name = str(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
+            # Comment lines ("# Data source: ...", as downloaded quote tables start) read as blank lines, so
+            # line numbers in messages stay the file's own.
+            reader = csv.reader("\n" if line.lstrip().startswith("#") else line for line in handle)
+            header = next((row for row in reader if any(cell.strip() for cell in row)), None)
             rows, lines = [], []
             for row in reader:
                 if not any(cell.strip() for cell in row):

@@ -3,17 +3,27 @@ refresh requests with fresh encryptions (``KeyHolder.refresh``) and decrypting e
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import numpy as np
 
 from ciphergrad.client.session import Connection
 from ciphergrad.core import algorithms
-from ciphergrad.core.gram import GramStatistics, rotation_steps, solve_normal, weight_period
+from ciphergrad.core.convergence import DivergenceError, LossWatch, check_magnitude
+from ciphergrad.core.gram import (
+    GramStatistics,
+    RightHandSide,
+    one_pass_tile,
+    rotation_steps,
+    solve_normal,
+    weight_period,
+)
 from ciphergrad.core.layout import Tile, choose_tile
 from ciphergrad.core.linear import LinearRegressionConfig
 from ciphergrad.core.logistic import LogisticRegressionConfig
@@ -22,14 +32,21 @@ from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2
 
 JobState = training_service_pb2.JobState
 # Solvers that make one pass over the whole table (core.gram): column packing, no minibatches or shuffles.
-ONE_PASS_SOLVERS = ("gram", "normal")
+ONE_PASS_SOLVERS = ("gram", "normal", "quadratic")
+# The one-round-trip solvers: their statistics go to the key holder once, so the cheaper packing may serve.
+EXACT_SOLVERS = ("normal", "quadratic")
 
 
 def training_layout(shape: tuple[int, int], slots: int, config: Any) -> tuple[Tile, list[int]]:
     """The tile to upload ``(X, y)`` with for ``config`` and the extra rotation steps its training needs
-    (for ``create_session(tiles=[tile], rotations=steps)``): column packing for the one-pass solvers (a
-    12x faster pass, no rotation) with the Gram trainer's steps, row packing for gradient descent."""
-    if getattr(config, "solver", "gd") in ONE_PASS_SOLVERS:
+    (for ``create_session(tiles=[tile], rotations=steps)``): for the exact solvers the packing whose pass
+    costs less (``core.gram.one_pass_tile``), column packing for "gram" (and for statistics standardized on
+    the server), each with the Gram steps; row packing for gradient descent."""
+    solver = getattr(config, "solver", "gd")
+    if solver in EXACT_SOLVERS and getattr(config, "standardization", None) is None:
+        tile = one_pass_tile(shape, slots)  # rows for small tables, columns for large (core.gram.pass_cost)
+        return tile, rotation_steps(weight_period(shape[1], tile), slots)
+    if solver in ONE_PASS_SOLVERS:
         tile = choose_tile(shape, slots, "columns")
         return tile, rotation_steps(weight_period(shape[1], tile), slots)
     return choose_tile(shape, slots, "rows", block_rows=getattr(config, "batch_size", None)), []
@@ -62,6 +79,7 @@ class TrainingCalls(Connection):
         pool_id: str = "",
         on_epoch: Callable[[int, float], None] | None = None,
         on_refresh: Callable[[np.ndarray], None] | None = None,
+        watch: LossWatch | None = None,
     ) -> TrainingRun:
         """Run (or with ``job_id``, resume) a training job, answering refreshes until it ends.
 
@@ -71,8 +89,13 @@ class TrainingCalls(Connection):
         ``on_epoch(epoch, loss)`` gets each decrypted training loss (MSE for linear, the Brier score of the
         polynomial probabilities for logistic); ``on_refresh(values)`` the (masked) values the key holder
         decrypted.
+
+        Every decrypted loss goes through ``watch`` (a fresh ``core.convergence.LossWatch`` by default) and
+        every refresh's values are checked against the plaintext bound: on a loss that is not finite, negative
+        or rising, or a value near the bound, the job is cancelled and ``DivergenceError`` says what to change.
         """
-        holder = self._holder()
+        watch = watch if watch is not None else LossWatch()
+        self._holder()  # no session: an error before anything is sent
         if job_id:
             first = training_service_pb2.TrainRequest(attach=training_service_pb2.AttachJob(job_id=job_id))
         else:
@@ -99,36 +122,12 @@ class TrainingCalls(Connection):
         start = time.perf_counter()
         responses = self.training.Train(requests(), metadata=self.metadata)
         try:
-            for response in responses:
-                kind = response.WhichOneof("event")
-                if kind == "job":
-                    run.job = response.job
-                elif kind == "epoch":
-                    event = response.epoch
-                    self.transfer.add("received", "losses", event.ByteSize())
-                    loss = None
-                    if codec.has_matrix(event.loss):
-                        loss = float(holder.decrypt(self._matrix(event.loss))[0, 0]) * event.loss_scale
-                        run.losses.append(loss)
-                    run.epoch_seconds.append(event.seconds)
-                    for key, value in event.operation_counts.items():
-                        run.operation_counts[key] = run.operation_counts.get(key, 0) + value
-                    if on_epoch:
-                        on_epoch(event.epoch, loss)
-                elif kind == "refresh_request":
-                    tick = time.perf_counter()
-                    reply = self._refresh(response.refresh_request, on_refresh)
-                    outbox.put(training_service_pb2.TrainRequest(refresh_reply=reply))
-                    run.refreshes += 1
-                    run.refresh_seconds += time.perf_counter() - tick
-                elif kind == "normal_system":
-                    tick = time.perf_counter()
-                    solution = self._solve_normal(response.normal_system)
-                    outbox.put(training_service_pb2.TrainRequest(normal_solution=solution))
-                    run.refresh_seconds += time.perf_counter() - tick
-                elif kind == "result":
-                    run.job, run.model = response.result.job, response.result.model
-                    self.transfer.add("received", "model", response.result.model.ByteSize())
+            self._follow(responses, run, outbox, watch, on_epoch, on_refresh)
+        except DivergenceError:
+            if run.job is not None:  # the server learns that this job stopped, nothing more (threat model)
+                with contextlib.suppress(grpc.RpcError):
+                    self.cancel_job(run.job.job_id)
+            raise
         finally:
             outbox.put(None)
             if run.model is None:
@@ -136,14 +135,55 @@ class TrainingCalls(Connection):
         run.seconds = time.perf_counter() - start
         return run
 
+    def _follow(self, responses: Any, run: TrainingRun, outbox: queue.Queue, watch: LossWatch,
+                on_epoch: Callable[[int, float], None] | None,
+                on_refresh: Callable[[np.ndarray], None] | None) -> None:
+        """Answer the Train stream's events into ``run`` until the result arrives."""
+        holder = self._holder()
+        for response in responses:
+            kind = response.WhichOneof("event")
+            if kind == "job":
+                run.job = response.job
+            elif kind == "epoch":
+                event = response.epoch
+                self.transfer.add("received", "losses", event.ByteSize())
+                loss = None
+                if codec.has_matrix(event.loss):
+                    loss = float(holder.decrypt(self._matrix(event.loss))[0, 0]) * event.loss_scale
+                    watch.observe(event.epoch, loss)
+                    run.losses.append(loss)
+                run.epoch_seconds.append(event.seconds)
+                for key, value in event.operation_counts.items():
+                    run.operation_counts[key] = run.operation_counts.get(key, 0) + value
+                if on_epoch:
+                    on_epoch(event.epoch, loss)
+            elif kind == "refresh_request":
+                tick = time.perf_counter()
+                reply = self._refresh(response.refresh_request, on_refresh)
+                outbox.put(training_service_pb2.TrainRequest(refresh_reply=reply))
+                run.refreshes += 1
+                run.refresh_seconds += time.perf_counter() - tick
+            elif kind == "normal_system":
+                tick = time.perf_counter()
+                solution = self._solve_normal(response.normal_system)
+                outbox.put(training_service_pb2.TrainRequest(normal_solution=solution))
+                run.refresh_seconds += time.perf_counter() - tick
+            elif kind == "result":
+                run.job, run.model = response.result.job, response.result.model
+                self.transfer.add("received", "model", response.result.model.ByteSize())
+
     def _refresh(
         self, request: training_service_pb2.RefreshRequest, observe: Callable[[np.ndarray], None] | None
     ) -> training_service_pb2.RefreshReply:
         holder = self._holder()
         masked = self._matrix(request.masked)
+        values = holder.decrypt(masked)
+        # Masks are uniform in +-max_abs_value/4 (core.refresh): past 3/4 the value itself is past half.
+        check_magnitude(values, 0.75 * holder.params.max_abs_value, "a refreshed (masked) value",
+                        "the weights are leaving the range CKKS holds; lower learning_rate or scale the data")
         if observe:
-            observe(holder.decrypt(masked))
-        fresh = codec.matrix_to_proto(holder.refresh(masked))
+            observe(values)
+        fresh = codec.matrix_to_proto(holder.encrypt(values, tile=masked.tile))
         self.transfer.add("received", "refreshes", request.ByteSize())
         self.transfer.add("sent", "refreshes", fresh.ByteSize())
         return training_service_pb2.RefreshReply(refresh_id=request.refresh_id, refreshed=fresh)
@@ -155,7 +195,11 @@ class TrainingCalls(Connection):
             self._matrix(request.gram_diagonals), self._matrix(request.gram_column), request.rows,
             request.features, request.factor,
         )
-        weights = solve_normal(holder, system)[None, :]
+        rhs = None
+        if request.HasField("right_hand_side"):
+            spec = request.right_hand_side
+            rhs = RightHandSide(spec.target_scale, spec.ones_scale, spec.ones_column)
+        weights = solve_normal(holder, system, rhs)[None, :]
         fresh = codec.matrix_to_proto(holder.encrypt(weights, tile=system.column.tile))
         self.transfer.add("received", "normal system", request.ByteSize())
         self.transfer.add("sent", "normal solution", fresh.ByteSize())

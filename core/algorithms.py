@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ciphergrad.core import gram_training, linear, logistic
+from ciphergrad.core import gram_training, linear, logistic, quadratic
 from ciphergrad.core.errors import ParameterError
 from ciphergrad.core.training import GradientDescentConfig, GradientTrainer
 
@@ -86,6 +86,8 @@ ALGORITHMS: dict[str, Algorithm] = {
             logistic.decode_model,
             logistic.shuffle_orders,
             logistic.LEVELS_PER_STEP,
+            solvers={"quadratic": quadratic.QuadraticSolver},
+            twins={"quadratic": quadratic.fit_torch_quadratic},
         ),
     )
 }

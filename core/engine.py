@@ -298,7 +298,13 @@ class Engine:
         if self.galois_keys is None:
             raise LevelError("this context has no Galois keys; the key holder must generate them")
         out = Ciphertext(self.seal)
-        self.evaluator.rotate_vector(a, steps, self.galois_keys, out)
+        try:
+            self.evaluator.rotate_vector(a, steps, self.galois_keys, out)
+        except ValueError as exc:  # SEAL's "Galois key not present": a context made for another layout
+            raise ParameterError(
+                f"rotating by {steps} slots needs a Galois key this context does not carry ({exc}): the key holder "
+                "must create the session with the rotation steps of the data's layout (client.training.training_layout)"
+            ) from None
         self.counts.rotations += 1
         return out
 

@@ -27,6 +27,7 @@ from ciphergrad.core.errors import LevelError, ParameterError, ShapeError
 from ciphergrad.core.gram import (
     GramPartial,
     GramStatistics,
+    RightHandSide,
     accumulate,
     baby_steps,
     finalize,
@@ -223,9 +224,9 @@ class KeyHolderLink(Protocol):
 
     def __call__(self, masked: EncryptedMatrix) -> EncryptedMatrix: ...
 
-    def solve_normal(self, system: GramStatistics) -> EncryptedMatrix:
-        """Decrypt ``G + l2 I'`` and ``b``, solve, and answer with a FRESH encryption of the ``(1, d)``
-        weights in ``system.column``'s tile (never a plaintext: IND-CPA-D)."""
+    def solve_normal(self, system: GramStatistics, rhs: RightHandSide | None = None) -> EncryptedMatrix:
+        """Decrypt ``G + l2 I'`` and ``b``, solve against ``rhs(G, b)`` (``b`` when None), and answer with a
+        FRESH encryption of the ``(1, d)`` weights in ``system.column``'s tile (never a plaintext: IND-CPA-D)."""
         ...
 
 

@@ -41,6 +41,7 @@ from ciphergrad.core.training import GradientDescentConfig, GradientTrainer
 
 __all__ = [
     "LEVELS_PER_STEP",
+    "SOLVERS",
     "LogisticRegressionConfig",
     "LogisticRowStep",
     "LogisticTrainer",
@@ -53,6 +54,10 @@ __all__ = [
 ]
 
 
+# "gd": per-row gradient descent with the polynomial sigmoid (this module); "quadratic": the one-pass
+# quadratic surrogate solved by the key holder (core.quadratic).
+SOLVERS = ("gd", "quadratic")
+
 # The weights' product and row-sum mask (2), or after a refresh of the logit the degree-3 sigmoid (2) and the
 # gradient product (1); higher degrees refresh the residual once more rather than ask for a deeper chain.
 LEVELS_PER_STEP = 3
@@ -60,19 +65,34 @@ LEVELS_PER_STEP = 3
 
 @dataclass(frozen=True)
 class LogisticRegressionConfig(GradientDescentConfig):
-    """Binary logistic regression; momentum is Nesterov's (Bengio's form), ``seed`` orders the shuffles."""
+    """Binary logistic regression; momentum is Nesterov's (Bengio's form), ``seed`` orders the shuffles.
+
+    ``bound``: the logit range ``[-bound, bound]`` of the polynomial approximations -- the sigmoid's for
+    "gd" (None: ``default_bound(features)``), the log-loss surrogate's for "quadratic" (None: 4).
+    ``l2`` defaults to 0.1 on the mean loss (standardized features): it keeps the weights finite on
+    separable classes, so logits stay inside ``bound``, and keeps the quadratic solver's system well
+    conditioned (breast cancer: condition number 24 instead of 1e5, test accuracy 0.965 instead of 0.956)."""
 
     learning_rate: float = 1.0
     epochs: int = 30
+    l2: float = 0.1
     degree: int = 3  # sigmoid polynomial degree: 3, 5 or 7
-    bound: float | None = None  # polynomial range [-bound, bound]; None: default_bound(features)
+    bound: float | None = None  # polynomial range [-bound, bound]; None: the solver's default
+    solver: str = "gd"  # one of SOLVERS
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.degree not in (3, 5, 7):
             raise ParameterError(f"degree={self.degree}: the sigmoid polynomial has degree 3, 5 or 7")
-        if self.bound is not None and not self.bound > 0:
-            raise ParameterError(f"bound={self.bound} must be positive")
+        if self.bound is not None and not (self.bound > 0 and math.isfinite(self.bound)):
+            raise ParameterError(f"bound={self.bound} must be a positive number")
+        if self.solver not in SOLVERS:
+            raise ParameterError(f"solver={self.solver!r} is not one of {', '.join(map(repr, SOLVERS))}")
+        if self.solver == "quadratic" and self.batch_size is not None:
+            raise ParameterError(
+                f"solver='quadratic' works on the whole table, so batch_size={self.batch_size} does not fit: use "
+                "solver='gd' for minibatches, or batch_size=None"
+            )
 
     def polynomial(self, features: int) -> Polynomial:
         return fit_sigmoid(self.degree, self.bound if self.bound is not None else default_bound(features))

@@ -100,6 +100,14 @@ def fit_sigmoid(degree: int = 3, bound: float = 8.0) -> Polynomial:
     return Polynomial(tuple(coefficients), poly.bound, poly.name, poly.max_error)
 
 
+def fit_log_loss(bound: float = 4.0) -> Polynomial:
+    """Least-squares quadratic for the logistic loss ``log(1 + exp(-u))`` on ``[-bound, bound]`` (``u`` the
+    margin ``t * z`` for labels ``t`` in {-1, +1}): the surrogate of Huggins, Adams & Broderick's PASS-GLM,
+    whose minimizer needs only ``X^T X`` and ``X^T t`` (``core.quadratic``). Its curvature ``c2 > 0`` for any
+    bound; ``max_error``: 0.013 at bound 2, 0.096 at 4, 0.37 at 8 (c1 = -1/2 exactly by symmetry)."""
+    return _fit(lambda u: np.logaddexp(0.0, -u), 2, bound, [0, 1, 2], "log-loss")
+
+
 def fit_abs(degree: int = 6, bound: float = 1.0) -> Polynomial:
     """Least-squares |x| on ``[-bound, bound]`` with even terms only.
 

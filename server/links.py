@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from ciphergrad.core.gram import GramStatistics
+from ciphergrad.core.gram import GramStatistics, RightHandSide
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.server import validation
 from ciphergrad.server.errors import ServiceError, invalid
@@ -122,7 +122,7 @@ class StreamRefresh:
             raise invalid(f"refreshed matrix has shape {fresh.shape}; expected {masked.shape} in the same tile")
         return fresh
 
-    def solve_normal(self, system: GramStatistics) -> EncryptedMatrix:
+    def solve_normal(self, system: GramStatistics, rhs: RightHandSide | None = None) -> EncryptedMatrix:
         self._next_id += 1
         request = pb.NormalSystemRequest(
             request_id=self._next_id,
@@ -132,6 +132,10 @@ class StreamRefresh:
             features=system.features,
             factor=system.factor,
         )
+        if rhs is not None:
+            request.right_hand_side.CopyFrom(
+                pb.RightHandSide(target_scale=rhs.target_scale, ones_scale=rhs.ones_scale, ones_column=rhs.ones_column)
+            )
         reply = self._round_trip(pb.TrainResponse(normal_system=request), pb.NormalSolution)
         if reply.request_id != self._next_id:
             raise invalid(f"normal_solution answers request {reply.request_id}; expected {self._next_id}")

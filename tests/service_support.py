@@ -68,7 +68,7 @@ class ServerProcess:
         env = {**os.environ, "CIPHERGRAD_DATA_DIR": str(data_dir), "CIPHERGRAD_LISTEN": "127.0.0.1:0"}
         self.metrics_port: int | None = None  # with --metrics-port
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from server.main import main; sys.exit(main())", *flags],
+            [sys.executable, "-m", "ciphergrad.server.main", *flags],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

@@ -31,10 +31,12 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 def test_estimator_accepts_pandas_and_torch_and_matches_twin(server: str) -> None:
     data = load_ames()
-    model = EncryptedLinearRegression(server=server, epochs=8, progress=False)
+    # The twin sees the rows as sent: standardize=False (Ames is min-max scaled already), the gram solver.
+    model = EncryptedLinearRegression(server=server, solver="gram", epochs=8, standardize=False, progress=False)
     model.fit(pd.DataFrame(data.X), torch.tensor(data.y))
-    assert model.config().solver == "gram"  # the default for full-batch training
-    twin = algorithms.get("linear").twin_for(model.config())(with_intercept(data.X), data.y, model.config())
+    config = model.config_
+    assert config.solver == "gram" and config.learning_rate == 0.25  # 1/lambda_max rounded down to a power of 2
+    twin = algorithms.get("linear").twin_for(config)(with_intercept(data.X), data.y, config)
     weights = np.concatenate([[model.intercept_], model.coef_])
     assert np.max(np.abs(weights - twin.weights)) < 1e-4
     assert np.max(np.abs(np.asarray(model.history_) - twin.losses)) < 1e-6
@@ -47,10 +49,11 @@ def test_estimator_accepts_pandas_and_torch_and_matches_twin(server: str) -> Non
 
 def test_estimator_minibatches_follow_the_twins_shuffles(server: str) -> None:
     data = load_ames()
-    model = EncryptedLinearRegression(server=server, epochs=3, batch_size=128, learning_rate=0.3, progress=False)
+    model = EncryptedLinearRegression(server=server, epochs=3, batch_size=128, learning_rate=0.3, standardize=False,
+                                      progress=False)
     model.fit(data.X, data.y)
     orders = shuffle_orders(len(data.X), model.shuffles, model.seed)
-    twin = fit_torch(with_intercept(data.X), data.y, model.config(), orders)
+    twin = fit_torch(with_intercept(data.X), data.y, model.config_, orders)
     assert np.max(np.abs(np.concatenate([[model.intercept_], model.coef_]) - twin.weights)) < 1e-4
 
 
@@ -77,7 +80,7 @@ def test_cli_demo_prints_the_comparison(server: str, capsys: pytest.CaptureFixtu
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The installed entry point's code as a child process: exit code and streams as a user sees them."""
-    command = [sys.executable, "-c", "import sys; from client.cli import main; sys.exit(main())", *args]
+    command = [sys.executable, "-m", "ciphergrad.client.cli", *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
 
@@ -123,7 +126,7 @@ def test_cli_drop_trains_on_the_complete_rows_and_says_so(
     out, err = capsys.readouterr()
     assert "left out column(s) ['street']: no numeric values" in err
     assert "dropped 3 of 60 rows with a missing or non-numeric cell ('rooms': 3)" in err
-    assert "trained on 57 rows x 2 features" in out
+    assert "trained linear regression on 57 rows x 2 features" in out
     assert float(out.split("R^2:")[1].split()[0]) > 0.99, "the remaining rows follow the formula exactly"
 
 
@@ -134,7 +137,7 @@ def test_cli_impute_keeps_every_row(server: str, tmp_path: Path, capsys: pytest.
     out, err = capsys.readouterr()
     assert "imputed 3 missing or non-numeric cells with their column mean ('rooms': 3)" in err
     assert "street" not in err, "--features names the columns: nothing else is looked at"
-    assert "trained on 60 rows x 2 features" in out
+    assert "trained linear regression on 60 rows x 2 features" in out
 
 
 def test_cli_unreachable_server_is_one_line(tmp_path: Path) -> None:
@@ -146,3 +149,26 @@ def test_cli_unreachable_server_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"ciphergrad: error: 127.0.0.1:{port}: UNAVAILABLE: ")
+
+
+def test_cli_trains_a_classifier_on_text_labels(server: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from sklearn.datasets import load_iris
+
+    iris = load_iris()
+    rows = [(*features, iris.target_names[label]) for features, label in zip(iris.data, iris.target, strict=True)
+            if label < 2]  # setosa vs versicolor: separable
+    path = tmp_path / "flowers.csv"
+    path.write_text("sepal_l,sepal_w,petal_l,petal_w,species\n" + "\n".join(",".join(map(str, r)) for r in rows))
+    assert main(["train", str(path), "--target", "species", "--model", "logistic", "--server", server,
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "trained logistic regression on 100 rows x 4 features" in out
+    assert "solver quadratic" in out and float(out.split("accuracy:")[1].split()[0]) == 1.0
+    counts = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()[:1] in (["setosa"],
+                                                                                                    ["versicolor"])}
+    assert counts == {"setosa": ["50", "50", "50"], "versicolor": ["50", "50", "50"]}
+    assert "log-odds of 'versicolor'" in out
+    # A linear-only flag with the classifier is one clear line.
+    assert main(["train", str(path), "--target", "species", "--model", "logistic", "--init", "zeros"]) == 2
+    assert "--init do(es) not apply to --model logistic" in capsys.readouterr().err

@@ -38,6 +38,7 @@ def _source_packages() -> set[str]:
 
 def _copy_sources(target: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    target.mkdir(parents=True, exist_ok=True)
     for name in SOURCES:
         source = ROOT / name
         if source.is_dir():

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The entry point's code as a child process: exit code and streams as a user sees them."""
-    command = [sys.executable, "-c", "import sys; from client.cli import main; sys.exit(main())", *args]
+    command = [sys.executable, "-m", "ciphergrad.client.cli", *args]
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(cwd), **(env or {})}
     environment.pop("CIPHERGRAD_KEY_DIR", None)
     return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=cwd, env=environment)

@@ -141,7 +141,7 @@ def test_a_contributor_killed_mid_upload_leaves_nothing(served) -> None:
     code = analyst.invite(pool.pool_id, label="killed").code
     before, files = analyst.pool(pool.pool_id), _files(server.store.blob_root)
     script = (
-        "import sys, numpy as np; from client import Contributor; "
+        "import sys, numpy as np; from ciphergrad.client import Contributor; "
         "c = Contributor(sys.argv[1]); rows = 120_000; "
         "c.upload(np.random.rand(rows, 3), np.random.rand(rows), progress=False)"
     )

@@ -164,9 +164,10 @@ def test_fit_pool_matches_the_twin_on_the_concatenated_plaintext(server: str) ->
     data = load_ames()
     with Client(server) as client:
         pool_id = _pool(client, data.X, data.y, list(data.feature_names), [180, 390])
-        model = EncryptedLinearRegression(epochs=8, learning_rate=0.1, momentum=0.5, init="zeros", progress=False)
+        model = EncryptedLinearRegression(solver="gram", epochs=8, learning_rate=0.1, momentum=0.5, init="zeros",
+                                          progress=False)
         model.fit_pool(client, pool_id)
-    config = model.config()
+    config = model.config_
     twin = algorithms.get("linear").twin_for(config)(with_intercept(data.X), data.y, config)
     assert config.solver == "gram" and model.n_features_in_ == 9 and model.feature_names_ == list(data.feature_names)
     assert np.max(np.abs(np.r_[model.intercept_, model.coef_] - twin.weights)) < 1e-4
@@ -188,7 +189,7 @@ def test_fit_pool_standardized_reaches_least_squares_in_raw_units(server: str) -
             EncryptedLogisticRegression().fit_pool(client, pool_id, standardize=True)
     scaling = model.report_["standardization"]
     design, target = standardize.apply(with_intercept(data.X), data.y, scaling, 0)
-    twin = algorithms.get("linear").twin_for(model.config())(design, target, model.config())
+    twin = algorithms.get("linear").twin_for(model.config())(design, target, model.config())  # unstandardized
     weights = np.r_[model.intercept_, model.coef_]
     assert np.max(np.abs(weights - stats.raw_weights(twin.weights, scaling))) < 1e-6
     least_squares = np.linalg.lstsq(with_intercept(data.X), data.y, rcond=None)[0]
@@ -204,14 +205,14 @@ def test_logistic_fit_pool_matches_the_twin(server: str) -> None:
     y = y.astype(np.float64)
     with Client(server) as client:
         pool_id = _pool(client, X, y, [f"f{i}" for i in range(8)], [150, 300])
-        model = EncryptedLogisticRegression(epochs=4, progress=False).fit_pool(client, pool_id)
-    twin = algorithms.get("logistic").twin(with_intercept(X), y, model.config())
+        model = EncryptedLogisticRegression(solver="gd", epochs=4, progress=False).fit_pool(client, pool_id)
+    twin = algorithms.get("logistic").twin(with_intercept(X), y, model.config_)
     assert np.max(np.abs(np.r_[model.intercept_, model.coef_] - twin.weights)) < 1e-3
     assert list(model.classes_) == [0.0, 1.0] and model.score(X, y) > 0.9
 
 
 def test_demo_pooled_runs_three_contributor_processes(tmp_path: Path) -> None:
-    command = [sys.executable, "-c", "import sys; from client.cli import main; sys.exit(main())", "demo", "--pooled"]
+    command = [sys.executable, "-m", "ciphergrad.client.cli", "demo", "--pooled"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr

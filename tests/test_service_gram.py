@@ -131,7 +131,7 @@ def test_bad_solvers_are_invalid_argument(served, ames_std) -> None:
     assert CHOICES in _invalid(lambda: client.train(dataset_id, {"solver": "gram", "batch_size": 128}))
     assert CHOICES in _invalid(lambda: client.train(dataset_id, {"solver": "normal", "batch_size": 64}))
     message = _invalid(lambda: client.train(dataset_id, {"solver": "normal"}, algorithm="logistic"))
-    assert "one solver" in message and "solver='normal'" in message
+    assert "solver='normal' is not one of 'gd', 'quadratic'" in message
     X, y = ames_std
     shuffled = client.upload(X[:64], y[:64], shuffle_orders=[np.arange(64)[::-1]])
     assert "shuffled copies" in _invalid(lambda: client.train(shuffled.dataset_id, {"solver": "gram"}))
@@ -142,8 +142,8 @@ def test_estimator_solvers_and_early_value_error(served, ames_std) -> None:
     model = EncryptedLinearRegression(server=served["address"], solver="normal", fit_intercept=False, progress=False)
     model.fit(X, y)
     assert np.max(np.abs(model.coef_ - np.linalg.lstsq(X, y, rcond=None)[0])) < 1e-6
-    assert model.config().solver == "normal" and model.history_ == []
-    assert EncryptedLinearRegression().config().solver == "gram"
+    assert model.config_.solver == "normal" and model.history_ == []
+    assert EncryptedLinearRegression().config().solver == "normal"  # exact by default, like scikit-learn's
     assert EncryptedLinearRegression(batch_size=128).config().solver == "gd"
     # Nothing is contacted: the unreachable address would be an RpcError.
     bad = EncryptedLinearRegression(server="127.0.0.1:1", solver="gram", batch_size=128)

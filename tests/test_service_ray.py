@@ -120,7 +120,7 @@ def test_both_jobs_ran_on_the_ray_shards(results, ray_server) -> None:
 
 
 def test_bad_ray_address_is_a_one_line_startup_error(tmp_path: Path) -> None:
-    command = [sys.executable, "-c", "import sys; from server.main import main; sys.exit(main())",
+    command = [sys.executable, "-m", "ciphergrad.server.main",
                "--executor", "ray", "--ray-address", "127.0.0.1:9", "--data-dir", str(tmp_path / "data")]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2

@@ -169,3 +169,13 @@ def test_impossible_inputs() -> None:
         clean_table([[np.nan, 1.0], [np.nan, 2.0]], bad_cells="impute")
     with pytest.raises(TableError, match="bad_cells must be one of"):
         clean_table([[np.nan]], bad_cells="zero")  # type: ignore[arg-type]
+
+
+def test_comment_lines_are_skipped_and_line_numbers_kept(tmp_path: Path) -> None:
+    path = tmp_path / "quotes.csv"
+    path.write_text("# Data source: a downloaded quote table\n#\nDate,Open,Close\n2025-01-02,1.5,2\n"
+                    "  # a note between rows\n2025-01-03,2.5,oops\n")
+    table = read_csv(path)
+    assert table.columns == ("Date", "Open", "Close") and len(table.cells) == 2
+    with pytest.raises(TableError, match="line 6"):
+        csv_columns(table, ["Open", "Close"])

@@ -41,6 +41,7 @@ TASKS: tuple[Task, ...] = (
         for solver in LINEAR_SOLVERS
     ),
     Task("logistic-cancer", training.logistic_cancer, {"epochs": 20}, {"epochs": 4}),
+    Task("logistic-cancer-quadratic", training.logistic_cancer_quadratic),
     Task("inference-linear", compute.inference_linear, {"rows": 4096}, {"rows": 256}),
     Task("inference-logistic", compute.inference_logistic, {"rows": 4096}, {"rows": 256}),
     Task("inference-mlp", compute.inference_mlp, {"rows": 1797}, {"rows": 256}),

@@ -138,20 +138,32 @@ class RefreshRequest(_message.Message):
     def __init__(self, refresh_id: _Optional[int] = ..., masked: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ...) -> None: ...
 
 class NormalSystemRequest(_message.Message):
-    __slots__ = ("request_id", "gram_diagonals", "gram_column", "rows", "features", "factor")
+    __slots__ = ("request_id", "gram_diagonals", "gram_column", "rows", "features", "factor", "right_hand_side")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     GRAM_DIAGONALS_FIELD_NUMBER: _ClassVar[int]
     GRAM_COLUMN_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     FACTOR_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_HAND_SIDE_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     gram_diagonals: _types_pb2.EncryptedMatrix
     gram_column: _types_pb2.EncryptedMatrix
     rows: int
     features: int
     factor: float
-    def __init__(self, request_id: _Optional[int] = ..., gram_diagonals: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., gram_column: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., rows: _Optional[int] = ..., features: _Optional[int] = ..., factor: _Optional[float] = ...) -> None: ...
+    right_hand_side: RightHandSide
+    def __init__(self, request_id: _Optional[int] = ..., gram_diagonals: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., gram_column: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., rows: _Optional[int] = ..., features: _Optional[int] = ..., factor: _Optional[float] = ..., right_hand_side: _Optional[_Union[RightHandSide, _Mapping]] = ...) -> None: ...
+
+class RightHandSide(_message.Message):
+    __slots__ = ("target_scale", "ones_scale", "ones_column")
+    TARGET_SCALE_FIELD_NUMBER: _ClassVar[int]
+    ONES_SCALE_FIELD_NUMBER: _ClassVar[int]
+    ONES_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    target_scale: float
+    ones_scale: float
+    ones_column: int
+    def __init__(self, target_scale: _Optional[float] = ..., ones_scale: _Optional[float] = ..., ones_column: _Optional[int] = ...) -> None: ...
 
 class TrainingResult(_message.Message):
     __slots__ = ("job", "model")
