@@ -16,6 +16,9 @@ from ciphergrad.client.compare import main
 from ciphergrad.client.compare.scaling import log_slope
 from ciphergrad.client.compare.tasks import TASK_NAMES
 
+# End-to-end through child processes (or a Ray cluster): make test-slow, and CI after make test.
+pytestmark = pytest.mark.slow
+
 # |encrypted - plaintext| allowed for the quantity each task compares (TaskResult.diff_of), by its first word.
 DIFF_TOLERANCE = {
     "weights": 1e-4,  # gradient descent through refreshes: measured ~1e-7

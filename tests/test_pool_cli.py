@@ -83,6 +83,7 @@ def test_status_screen_shows_each_invitation_and_its_state() -> None:
     assert rows["inv-4"][2] == "active" and " ".join(rows["inv-4"][-3:]) == "2026-01-17 12:00 UTC"
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     checks = [
         (["pool", "status", "houses"], f"no key directory at {tmp_path}/.ciphergrad/keys/houses"),

@@ -50,6 +50,7 @@ def _invitation_id(out: str) -> str:
     return re.search(r"^invitation (\S+) to pool", out, flags=re.MULTILINE).group(1)  # type: ignore[union-attr]
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_the_cli_story(server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     keys = tmp_path / "keys"
     common = ["--key-dir", str(keys)]
@@ -177,6 +178,7 @@ def test_fit_pool_matches_the_twin_on_the_concatenated_plaintext(server: str) ->
         EncryptedLinearRegression(batch_size=64, solver="gd").fit_pool(client, pool_id)
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_fit_pool_standardized_reaches_least_squares_in_raw_units(server: str) -> None:
     data = load_ames()
     with Client(server) as client:
@@ -197,6 +199,7 @@ def test_fit_pool_standardized_reaches_least_squares_in_raw_units(server: str) -
     assert np.allclose(model.predict(data.X), with_intercept(data.X) @ weights), "predict takes raw features"
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_logistic_fit_pool_matches_the_twin(server: str) -> None:
     from sklearn.datasets import load_breast_cancer
 
@@ -211,6 +214,7 @@ def test_logistic_fit_pool_matches_the_twin(server: str) -> None:
     assert list(model.classes_) == [0.0, 1.0] and model.score(X, y) > 0.9
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_demo_pooled_runs_three_contributor_processes(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "ciphergrad.client.cli", "demo", "--pooled"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -67,6 +67,7 @@ def test_statistics_are_the_pooled_means_and_variances(pooled, ames) -> None:
     assert abs(stats.target_variance - y.var()) < 1e-6 * max(1.0, y.var())
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_gram_on_a_pool_equals_the_whole_table(pooled, ames) -> None:
     config = LinearRegressionConfig(learning_rate=0.7, momentum=0.3, epochs=12, init="zeros", solver="gram")
     on_pool, on_table = _both(pooled, config)
@@ -83,6 +84,7 @@ def test_normal_on_a_pool_equals_least_squares(pooled, ames) -> None:
     assert np.max(np.abs(on_pool - twin.weights)) < 1e-6
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_gradient_descent_on_a_pool_equals_the_whole_table(pooled, ames) -> None:
     config = LinearRegressionConfig(learning_rate=0.5, epochs=3, solver="gd")
     on_pool, on_table = _both(pooled, config)
@@ -91,6 +93,7 @@ def test_gradient_descent_on_a_pool_equals_the_whole_table(pooled, ames) -> None
     assert np.max(np.abs(on_pool - twin.weights)) < 1e-4  # B6's tolerance
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_logistic_regression_on_a_pool_equals_the_whole_table(pooled, ames) -> None:
     analyst, _pool, _whole = pooled
     labels = (ames[1] > np.median(ames[1])).astype(float)

@@ -65,6 +65,7 @@ class HealthProbe:
         self.channel.close()
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_64_stalled_streams_leave_health_fast_and_a_normal_client_training(tmp_path: Path) -> None:
     # A server process of its own: the client's key generation and encryption here must not share its GIL.
     flags = ("--max-streams-per-session", "48", "--max-jobs-per-session", "24", "--metrics-port", "0")

@@ -23,6 +23,9 @@ from ciphergrad.core.polynomial import fit_abs
 from ciphergrad.server.config import parse_args
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2
 
+# End-to-end through child processes (or a Ray cluster): make test-slow, and CI after make test.
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("ray")
 
 TOL = 1e-6

@@ -239,6 +239,7 @@ def test_declared_nothing_is_still_accepted(tmp_path: Path) -> None:
         assert response.dataset.rows == len(X)
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_a_prediction_batch_over_max_batch_mb_is_refused(tmp_path: Path) -> None:
     with local_server(tmp_path, max_batch_mb=1) as server:
         client = session_client(server.address, X.shape)

@@ -118,6 +118,7 @@ def test_api_checks_pass(address: str, index: int) -> None:
     assert ran == API_CHECKS
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_pipeline_cross_validation_and_grid_search(address: str) -> None:
     X, y = make_regression(n_samples=64, n_features=3, noise=5.0, random_state=0)
     X = X * [1.0, 10.0, 0.1] + [0.0, 5.0, -1.0]  # badly scaled: the pipeline's scaler must run first
