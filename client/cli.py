@@ -162,12 +162,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"{int((predicted[mine] == k).sum()):>8}")
         if len(classes) == 2:
             print(f"coefficients of the log-odds of {classes[1]!r} (vs {classes[0]!r}):")
+        else:
+            print(f"coefficients of each class's log-odds against the rest ({len(classes)} one-vs-rest models):")
     else:
         print(f"solver {config.solver}; {last}R^2: {model.score(X, y):.4f}")
-    print(f"{'feature':>24} {'coefficient':>16}")
-    print(f"{'(intercept)':>24} {model.intercept_:>16.6g}")
-    for name, value in zip(features, model.coef_, strict=True):
-        print(f"{name:>24} {value:>16.6g}")
+    intercepts, coefs = np.atleast_1d(model.intercept_), np.atleast_2d(model.coef_)
+    heads = classes if len(intercepts) > 1 else ["coefficient"]
+    print(f"{'feature':>24} " + " ".join(f"{str(head)[:16]:>16}" for head in heads))
+    print(f"{'(intercept)':>24} " + " ".join(f"{value:>16.6g}" for value in intercepts))
+    for j, name in enumerate(features):
+        print(f"{name:>24} " + " ".join(f"{value:>16.6g}" for value in coefs[:, j]))
     report = model.report_
     print(
         f"time: session {report['session_seconds']:.2f}s, upload {report['upload_seconds']:.2f}s, "

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm import tqdm
 
@@ -141,17 +141,30 @@ class _EncryptedGradientDescent(BaseEstimator):
         _check_range(Xs, ys, params.max_abs_value / 4, self.standardize)
         design = with_intercept(Xs) if self.fit_intercept else Xs
         rate = safe_learning_rate(design, logistic=self._is_classifier()) if self._iterative() else None
-        config = self.config(rate)
+        config = self._with_classes(self.config(rate))
+        table, column = self._table(design, ys)
         if self.server is None:
             with local_server() as address:
-                self._fit(address, params, design, ys, config)
+                self._fit(address, params, table, column, config)
         else:
-            self._fit(self.server, params, design, ys, config)
-        weights = self.weights_
-        self.intercept_, self.coef_ = scaling.model(weights, self.fit_intercept)
+            self._fit(self.server, params, table, column, config)
+        models = self.weights_.reshape(-1, design.shape[1])  # one row per class (one-vs-rest), else one
+        mapped = [scaling.model(weights, self.fit_intercept) for weights in models]
+        if len(mapped) == 1:
+            self.intercept_, self.coef_ = mapped[0]
+        else:
+            self.intercept_ = np.array([intercept for intercept, _ in mapped])
+            self.coef_ = np.stack([coef for _, coef in mapped])
         self.config_ = config
-        self._report_convergence(design, ys, weights, config)
+        self._report_convergence(design, ys, models[0], config)
         return self
+
+    def _with_classes(self, config: Any) -> Any:
+        return config
+
+    def _table(self, design: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What is encrypted and uploaded: the design and one target column."""
+        return design, target
 
     def _report_convergence(self, design: np.ndarray, target: np.ndarray, weights: np.ndarray, config: Any) -> None:
         """Iterative solvers: the gradient norm at the decrypted model on the scaled rows (the key holder's own
@@ -284,7 +297,7 @@ class _EncryptedGradientDescent(BaseEstimator):
 
 def _check_range(X: np.ndarray, y: np.ndarray, limit: float, standardized: bool) -> None:
     """A value CKKS cannot hold at these parameters is an error naming it, never a silently wrong model."""
-    for values, what in ((X, "feature"), (y[:, None], "target")):
+    for values, what in ((X, "feature"), (y.reshape(len(y), -1), "target")):
         if values.size == 0:
             continue
         row, column = np.unravel_index(np.argmax(np.abs(values)), values.shape)
@@ -371,13 +384,15 @@ class EncryptedLinearRegression(RegressorMixin, _EncryptedGradientDescent):
 
 
 class EncryptedLogisticRegression(ClassifierMixin, _EncryptedGradientDescent):
-    """Binary logistic regression trained on a ciphergrad server that never sees the data.
+    """Logistic regression trained on a ciphergrad server that never sees the data.
 
     The default solver, "quadratic", costs what linear regression costs: one encrypted pass to
     ``X^T X / n`` and ``X^T y / n`` and one round trip, in which this process solves the logistic loss's
-    quadratic surrogate on ``[-bound, bound]`` (``core.quadratic``). "gd" is per-row gradient descent with a
-    polynomial sigmoid of ``degree`` 3, 5 or 7. Any two labels map onto 0/1 in sorted order (``classes_``);
-    ``predict_proba`` applies the exact sigmoid to the decrypted model's logit.
+    quadratic surrogate on ``[-bound, bound]`` (``core.quadratic``). More than two classes train one-vs-rest
+    on that one pass: the 0/1 indicators of all classes but the last are encrypted beside the features, so K
+    classes cost one pass plus K right-hand sides; ``coef_`` is then ``(K, n_features)``. "gd" is per-row
+    gradient descent with a polynomial sigmoid of ``degree`` 3, 5 or 7 (two classes). Labels of any kind are
+    sorted into ``classes_``; ``predict_proba`` applies the exact sigmoid to the decrypted logits.
     {common}
     degree, bound
         The sigmoid polynomial's degree ("gd") and the logit range of the polynomial approximations (None:
@@ -421,35 +436,49 @@ class EncryptedLogisticRegression(ClassifierMixin, _EncryptedGradientDescent):
 
     def _encode_target(self, y: np.ndarray) -> np.ndarray:
         check_classification_targets(y)
-        kind = type_of_target(y, input_name="y")
-        classes = np.unique(y)
-        if kind == "multiclass":
+        classes, codes = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"logistic regression needs at least two classes in y; got 1 class: {classes}")
+        if len(classes) > 2 and self._solver() != "quadratic":
             raise ValueError(
-                f"Only binary classification is supported. The type of the target is {kind}: y holds "
-                f"{len(classes)} classes; train one model per class (one-vs-rest) for more"
+                f"y holds {len(classes)} classes: one-vs-rest trains them from one pass with solver='quadratic' "
+                f"(the default); solver={self._solver()!r} is binary"
             )
-        if len(classes) != 2:
-            raise ValueError(f"binary logistic regression needs two classes in y; got 1 class: {classes}")
         self.classes_ = classes
-        return (y == classes[1]).astype(np.float64)
+        if len(classes) == 2:
+            return codes.astype(np.float64)
+        return np.eye(len(classes))[codes]  # one-hot: one 0/1 target per class
 
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_class = False
-        return tags
+    def _with_classes(self, config: Any) -> Any:
+        return dataclasses.replace(config, classes=len(self.classes_)) if len(self.classes_) > 2 else config
+
+    def _table(self, design: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Several classes: the indicators of all but the last ride along as columns after the design, so one
+        pass gives X^T X and every class's X^T y (core.quadratic, one-vs-rest)."""
+        if target.ndim == 1:
+            return design, target
+        return np.hstack([design, target[:, :-1]]), target[:, -1]
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """The logit ``X @ coef_ + intercept_`` of the decrypted model."""
-        return self._linear_output(X)
+        """The logit ``X @ coef_ + intercept_`` of the decrypted model: ``(n,)``, or ``(n, K)`` per class."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return X @ np.asarray(self.coef_).T + self.intercept_
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """``(n, 2)`` class probabilities (exact sigmoid of the decrypted model's logit)."""
-        positive = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
-        return np.stack([1.0 - positive, positive], axis=1)
+        """``(n, K)`` class probabilities: the exact sigmoid of each logit (one-vs-rest: normalized over the
+        classes, as scikit-learn's one-vs-rest does)."""
+        logits = self.decision_function(X)
+        positive = 1.0 / (1.0 + np.exp(-logits))
+        if positive.ndim == 1:
+            return np.stack([1.0 - positive, positive], axis=1)
+        return positive / positive.sum(axis=1, keepdims=True)
 
     def predict(self, X: Any) -> np.ndarray:
-        positive = self.decision_function(X) > 0  # checks that the model is fitted before classes_ is read
-        return self.classes_[positive.astype(int)]
+        logits = self.decision_function(X)  # checks that the model is fitted before classes_ is read
+        if logits.ndim == 1:
+            return self.classes_[(logits > 0).astype(int)]
+        return self.classes_[np.argmax(logits, axis=1)]
 
 
 _SOLVERS_DOC = {

@@ -198,7 +198,7 @@ class TrainingCalls(Connection):
         rhs = None
         if request.HasField("right_hand_side"):
             spec = request.right_hand_side
-            rhs = RightHandSide(spec.target_scale, spec.ones_scale, spec.ones_column)
+            rhs = RightHandSide(spec.target_scale, spec.ones_scale, spec.ones_column, max(spec.targets, 1))
         weights = solve_normal(holder, system, rhs)[None, :]
         fresh = codec.matrix_to_proto(holder.encrypt(weights, tile=system.column.tile))
         self.transfer.add("received", "normal system", request.ByteSize())

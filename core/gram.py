@@ -408,20 +408,33 @@ class RightHandSide:
     target_scale: float = 1.0
     ones_scale: float = 0.0
     ones_column: int = 0
+    # K > 1: the system's last K - 1 columns are further targets (one-vs-rest class indicators uploaded as
+    # features, y the K-th): each is solved against the first d = features - (K - 1) columns, which share
+    # one X^T X. The solution is K blocks of d weights.
+    targets: int = 1
 
     def __call__(self, G: np.ndarray, b: np.ndarray) -> np.ndarray:
-        if not self.ones_scale:
-            return self.target_scale * b
-        if not 0 <= self.ones_column < len(b):
-            raise ShapeError(f"ones_column={self.ones_column} is outside the {len(b)} features of the system")
-        return self.target_scale * b + self.ones_scale * G[:, self.ones_column]
+        """The right-hand side(s): ``(d,)``, or ``(d, K)`` with several targets."""
+        d = len(b) - (self.targets - 1)
+        if d < 1:
+            raise ShapeError(f"a system of {len(b)} columns cannot hold {self.targets} targets")
+        if not 0 <= self.ones_column < d:
+            raise ShapeError(f"ones_column={self.ones_column} is outside the {d} features of the system")
+        targets = b[:d] if self.targets == 1 else np.column_stack([G[:d, d:], b[:d]])
+        ones = G[:d, self.ones_column] if self.targets == 1 else G[:d, [self.ones_column]]
+        return self.target_scale * targets + self.ones_scale * ones
+
+    def solve(self, G: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Least-squares solution(s) of ``G[:d, :d] w = rhs``, flattened target by target."""
+        d = len(b) - (self.targets - 1)
+        return np.linalg.lstsq(G[:d, :d], self(G, b), rcond=None)[0].T.reshape(-1)
 
 
 def solve_normal(holder: KeyHolder, system: GramStatistics, rhs: RightHandSide | None = None) -> np.ndarray:
     """Key holder side: decrypt ``G + l2 I'`` and ``b`` (aggregates only) and solve exactly; ``rhs`` forms
     another right-hand side from them (the ridge leaves ``G``'s off-diagonal and intercept entries as they are)."""
     G, b, _ = system.dense(holder)
-    return np.linalg.lstsq(G, (rhs or RightHandSide())(G, b), rcond=None)[0]
+    return (rhs or RightHandSide()).solve(G, b)
 
 
 def ridge_vector(features: int, period: int, l2: float, intercept_column: int | None) -> np.ndarray:

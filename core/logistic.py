@@ -79,6 +79,9 @@ class LogisticRegressionConfig(GradientDescentConfig):
     degree: int = 3  # sigmoid polynomial degree: 3, 5 or 7
     bound: float | None = None  # polynomial range [-bound, bound]; None: the solver's default
     solver: str = "gd"  # one of SOLVERS
+    # K > 2 ("quadratic" only): one-vs-rest on one shared X^T X. The table's last K - 1 feature columns are
+    # the 0/1 indicators of classes 0..K-2 and y that of class K-1; the model is K blocks of weights.
+    classes: int = 2
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -88,6 +91,13 @@ class LogisticRegressionConfig(GradientDescentConfig):
             raise ParameterError(f"bound={self.bound} must be a positive number")
         if self.solver not in SOLVERS:
             raise ParameterError(f"solver={self.solver!r} is not one of {', '.join(map(repr, SOLVERS))}")
+        if self.classes < 2:
+            raise ParameterError(f"classes={self.classes}: a classifier needs at least 2 classes")
+        if self.classes > 2 and self.solver != "quadratic":
+            raise ParameterError(
+                f"classes={self.classes}: several classes train one-vs-rest from one pass with solver='quadratic'; "
+                f"solver={self.solver!r} is binary"
+            )
         if self.solver == "quadratic" and self.batch_size is not None:
             raise ParameterError(
                 f"solver='quadratic' works on the whole table, so batch_size={self.batch_size} does not fit: use "

@@ -57,7 +57,8 @@ def system_terms(config: Any) -> tuple[float, RightHandSide]:
         )
     _, c1, c2 = surrogate(config).coefficients
     scale = -c1 / (2.0 * c2)
-    return config.l2 / (2.0 * c2), RightHandSide(2.0 * scale, -scale, config.intercept_column)
+    targets = config.classes if config.classes > 2 else 1
+    return config.l2 / (2.0 * c2), RightHandSide(2.0 * scale, -scale, config.intercept_column, targets)
 
 
 class QuadraticSolver:
@@ -74,9 +75,14 @@ class QuadraticSolver:
                                  f"{config.solver!r} and batch_size={config.batch_size}")
         self.engine, self.stats, self.config, self.link = engine, statistics, config, link
         self.refresh = link  # a runner may refresh the final weights; fresh ones never need it
-        self.features, self.rows = statistics.features, statistics.rows
+        self.rows = statistics.rows
         self.counts = OpCounts()
         self.ridge, self.rhs = system_terms(config)
+        # One-vs-rest: the last K - 1 uploaded columns are class indicators, not features.
+        self.features = statistics.features - (self.rhs.targets - 1)
+        if self.features < 1:
+            raise ShapeError(f"classes={config.classes} needs {config.classes - 1} indicator columns after the "
+                             f"features; the table has {statistics.features} columns")
         self._weights = solved
 
     @staticmethod
@@ -110,11 +116,11 @@ class QuadraticSolver:
     def run_epoch(self) -> EpochResult:
         start = time.perf_counter()
         solved = self.link.solve_normal(self.stats, self.rhs)
-        tile = self.stats.column.tile
-        if solved.shape != (1, self.features) or solved.tile != tile:
+        tile, width = self.stats.column.tile, self.features * self.rhs.targets
+        if solved.shape != (1, width) or solved.tile != tile:
             raise ShapeError(
                 f"the key holder's solution has shape {solved.shape} in tile {solved.tile.rows}x{solved.tile.cols}; "
-                f"expected (1, {self.features}) in tile {tile.rows}x{tile.cols}"
+                f"expected (1, {width}) in tile {tile.rows}x{tile.cols}"
             )
         self._weights = solved
         return EpochResult(1, OpCounts(), 0, time.perf_counter() - start, None, 0.0)
@@ -128,8 +134,8 @@ class QuadraticSolver:
     def metadata(self) -> dict[str, Any]:
         poly = self.config.polynomial(self.features)
         return {"intercept_column": self.config.intercept_column, "features": self.features, "solver": "quadratic",
-                "surrogate": surrogate(self.config).to_dict(), "bound": poly.bound, "degree": poly.degree,
-                "sigmoid": poly.to_dict()}
+                "classes": self.config.classes, "surrogate": surrogate(self.config).to_dict(), "bound": poly.bound,
+                "degree": poly.degree, "sigmoid": poly.to_dict()}
 
 
 def fit_torch_quadratic(X: np.ndarray, y: np.ndarray, config: Any) -> TorchFit:
@@ -143,6 +149,5 @@ def fit_torch_quadratic(X: np.ndarray, y: np.ndarray, config: Any) -> TorchFit:
     ridge, rhs = system_terms(config)
     start = time.perf_counter()
     G = Xt.T @ Xt / rows + torch.diag(torch.as_tensor(ridge_vector(features, features, ridge, config.intercept_column)))
-    b = torch.as_tensor(rhs(G.numpy(), (Xt.T @ yt / rows).numpy()))
-    weights = torch.linalg.lstsq(G, b[:, None]).solution[:, 0]
-    return TorchFit(weights=weights.numpy(), epoch_seconds=[time.perf_counter() - start])
+    weights = rhs.solve(G.numpy(), (Xt.T @ yt / rows).numpy())  # float64 LAPACK, as the key holder's
+    return TorchFit(weights=weights, epoch_seconds=[time.perf_counter() - start])

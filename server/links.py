@@ -134,7 +134,8 @@ class StreamRefresh:
         )
         if rhs is not None:
             request.right_hand_side.CopyFrom(
-                pb.RightHandSide(target_scale=rhs.target_scale, ones_scale=rhs.ones_scale, ones_column=rhs.ones_column)
+                pb.RightHandSide(target_scale=rhs.target_scale, ones_scale=rhs.ones_scale,
+                                 ones_column=rhs.ones_column, targets=rhs.targets)
             )
         reply = self._round_trip(pb.TrainResponse(normal_system=request), pb.NormalSolution)
         if reply.request_id != self._next_id:

@@ -168,6 +168,11 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         if model.server_owned:
             function, check = _plain_model(plainmodels.loads(self.store.model_blob(model)), options)
             return Predictor(engine, context, function, check)
+        if model.metadata.get("classes", 2) > 2:
+            raise precondition(
+                f"model {model.id} is one-vs-rest over {model.metadata['classes']} classes: decrypt it and predict "
+                "on the key holder's side (EncryptedLogisticRegression.predict); encrypted Predict serves one output"
+            )
         weights = self._weights(model)
         assert weights is not None
 

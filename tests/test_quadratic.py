@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from ciphergrad.core import ParameterError
 from ciphergrad.core.algorithms import get
 from ciphergrad.core.data import standardized_split, with_intercept
-from ciphergrad.core.gram import accumulate, row_blocks, solve_normal
+from ciphergrad.core.gram import accumulate, one_pass_tile, row_blocks, solve_normal
 from ciphergrad.core.logistic import LogisticRegressionConfig
 from ciphergrad.core.polynomial import fit_log_loss
 from ciphergrad.core.quadratic import QuadraticSolver, fit_torch_quadratic, system_terms
@@ -113,3 +113,28 @@ def test_resume_keeps_the_statistics(engine, enc, kh, cancer):
     assert not resumed.done
     resumed.run_epoch()
     assert np.max(np.abs(kh.decrypt(resumed.weights) - fit_torch_quadratic(X[:64], y[:64], config).weights)) < 1e-6
+
+
+def test_one_vs_rest_solves_every_class_against_one_gram(engine, enc, kh):
+    from sklearn.datasets import load_wine
+
+    data = load_wine()
+    Xtr, _, ytr, _ = standardized_split(data.data, data.target, 0)
+    design, classes = with_intercept(Xtr), 3
+    onehot = np.eye(classes)[ytr.astype(int)]
+    table, target = np.hstack([design, onehot[:, :-1]]), onehot[:, -1]
+    config = LogisticRegressionConfig(solver="quadratic", classes=classes)
+    Xe = enc(table, tile=one_pass_tile(table.shape, engine.slots))  # rows, with room for y
+    ye = enc(target[:, None], tile=Xe.tile)
+    solver = QuadraticSolver.from_partial(engine, accumulate(engine, row_blocks(Xe, ye)), config, _link(kh))
+    solver.run_epoch()
+    weights = kh.decrypt(solver.weights).reshape(classes, design.shape[1])
+    twin = fit_torch_quadratic(table, target, config).weights.reshape(classes, design.shape[1])
+    assert np.max(np.abs(weights - twin)) < 1e-6
+    # Each class's block is the binary surrogate's solution for that class alone.
+    for k in range(classes):
+        alone = fit_torch_quadratic(design, onehot[:, k], LogisticRegressionConfig(solver="quadratic")).weights
+        assert np.max(np.abs(twin[k] - alone)) < 1e-9
+    assert solver.metadata()["classes"] == 3 and solver.metadata()["features"] == design.shape[1]
+    with pytest.raises(ParameterError, match="one-vs-rest"):
+        LogisticRegressionConfig(solver="gd", classes=3)

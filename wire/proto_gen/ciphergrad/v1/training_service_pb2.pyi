@@ -156,14 +156,16 @@ class NormalSystemRequest(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., gram_diagonals: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., gram_column: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., rows: _Optional[int] = ..., features: _Optional[int] = ..., factor: _Optional[float] = ..., right_hand_side: _Optional[_Union[RightHandSide, _Mapping]] = ...) -> None: ...
 
 class RightHandSide(_message.Message):
-    __slots__ = ("target_scale", "ones_scale", "ones_column")
+    __slots__ = ("target_scale", "ones_scale", "ones_column", "targets")
     TARGET_SCALE_FIELD_NUMBER: _ClassVar[int]
     ONES_SCALE_FIELD_NUMBER: _ClassVar[int]
     ONES_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
     target_scale: float
     ones_scale: float
     ones_column: int
-    def __init__(self, target_scale: _Optional[float] = ..., ones_scale: _Optional[float] = ..., ones_column: _Optional[int] = ...) -> None: ...
+    targets: int
+    def __init__(self, target_scale: _Optional[float] = ..., ones_scale: _Optional[float] = ..., ones_column: _Optional[int] = ..., targets: _Optional[int] = ...) -> None: ...
 
 class TrainingResult(_message.Message):
     __slots__ = ("job", "model")
