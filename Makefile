@@ -36,7 +36,7 @@ BENCHMARKS := ames logreg inference stats neighbors scaling service million scal
 bench: $(STAMP)
 	for name in $(BENCHMARKS); do $(BIN)/python benchmarks/$$name.py --json || exit 1; done
 
-# Needs a Docker engine (see README, Docker). .venv provides pip for the wheelhouse and the compose binary.
+# Needs a Docker engine (see docs/docker.md). .venv provides pip for the wheelhouse and the compose binary.
 docker-compose-plugin: $(STAMP)
 	docker/install-compose-plugin.sh $(BIN)/python
 

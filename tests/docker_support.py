@@ -77,7 +77,7 @@ def docker_engine() -> str:
     """Skip unless a Docker engine answers; return the docker CLI path."""
     docker = shutil.which("docker")
     if docker is None:
-        pytest.skip("no docker CLI on PATH (see README, Docker section)")
+        pytest.skip("no docker CLI on PATH (see docs/docker.md)")
     try:
         info = run([docker, "info", "--format", "{{.ServerVersion}}"], timeout=30)
     except subprocess.TimeoutExpired:

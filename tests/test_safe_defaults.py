@@ -105,6 +105,7 @@ def test_safe_learning_rate_is_a_power_of_two_below_the_bound():
     assert safe_learning_rate(X, logistic=True) == 4 * rate
 
 
+@pytest.mark.slow  # two fits and a job through the service: make test-slow (core's one-vs-rest test is quick)
 def test_multiclass_one_pass_matches_scikit_learn_and_stays_on_the_key_holder(address):
     from sklearn.datasets import load_wine
 
