@@ -138,7 +138,9 @@ def test_checkpoint_resume_continues_without_the_pass(engine, enc, dec, ames, re
     assert engine.counts.since(before).multiplications == 0  # the statistics came from the checkpoint
     assert resumed.epoch == 3
     weights, rest = train(resumed, dec)
-    assert np.max(np.abs(weights - weights_whole)) < 1e-7  # equal up to two runs of fresh-encryption noise
+    # Equal up to two runs of fresh-encryption noise: each masked refresh re-encrypts values near the mask's
+    # bound (64), so six of them leave ~1e-8..1.5e-7 between two runs (1.48e-7 seen on a fresh clone).
+    assert np.max(np.abs(weights - weights_whole)) < 5e-7
     np.testing.assert_allclose(np.r_[losses, rest], losses_whole, rtol=1e-6)
 
 
