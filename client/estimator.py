@@ -295,6 +295,18 @@ class _EncryptedGradientDescent(BaseEstimator):
         return X @ self.coef_ + self.intercept_
 
 
+def _fitted_copy(estimator: Any, target: Any) -> Any:
+    """``target`` (an unfitted scikit-learn model) carrying ``estimator``'s decrypted coefficients."""
+    check_is_fitted(estimator)
+    target.coef_ = np.array(estimator.coef_, dtype=np.float64)
+    target.intercept_ = np.array(estimator.intercept_, dtype=np.float64) if np.ndim(estimator.intercept_) else \
+        float(estimator.intercept_)
+    target.n_features_in_ = estimator.n_features_in_
+    if hasattr(estimator, "feature_names_in_"):
+        target.feature_names_in_ = estimator.feature_names_in_
+    return target
+
+
 def _check_range(X: np.ndarray, y: np.ndarray, limit: float, standardized: bool) -> None:
     """A value CKKS cannot hold at these parameters is an error naming it, never a silently wrong model."""
     for values, what in ((X, "feature"), (y.reshape(len(y), -1), "target")):
@@ -381,6 +393,12 @@ class EncryptedLinearRegression(RegressorMixin, _EncryptedGradientDescent):
     def predict(self, X: Any) -> np.ndarray:
         """Predictions from the decrypted model (the key holder's side; nothing leaves this process)."""
         return self._linear_output(X)
+
+    def to_sklearn(self) -> Any:
+        """The decrypted model as a fitted scikit-learn ``LinearRegression`` (same predictions; no server)."""
+        from sklearn.linear_model import LinearRegression
+
+        return _fitted_copy(self, LinearRegression(fit_intercept=self.fit_intercept))
 
 
 class EncryptedLogisticRegression(ClassifierMixin, _EncryptedGradientDescent):
@@ -479,6 +497,18 @@ class EncryptedLogisticRegression(ClassifierMixin, _EncryptedGradientDescent):
         if logits.ndim == 1:
             return self.classes_[(logits > 0).astype(int)]
         return self.classes_[np.argmax(logits, axis=1)]
+
+    def to_sklearn(self) -> Any:
+        """The decrypted model as a fitted scikit-learn ``LogisticRegression``: the same ``decision_function``
+        and ``predict``, and for two classes the same ``predict_proba``. With more classes scikit-learn takes
+        the softmax of the one-vs-rest logits, where ``predict_proba`` here normalizes their sigmoids."""
+        from sklearn.linear_model import LogisticRegression
+
+        model = _fitted_copy(self, LogisticRegression(C=1.0 / self.l2 if self.l2 else np.inf,
+                                                      fit_intercept=self.fit_intercept))
+        model.coef_, model.intercept_ = np.atleast_2d(model.coef_), np.atleast_1d(model.intercept_)
+        model.classes_ = np.array(self.classes_)
+        return model
 
 
 _SOLVERS_DOC = {

@@ -137,3 +137,18 @@ def test_multiclass_one_pass_matches_scikit_learn_and_stays_on_the_key_holder(ad
             client.predict(run.model, design)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "one-vs-rest over 3 classes" in refused.value.details()
+
+
+@pytest.mark.slow  # two more fits: make test-slow keeps the default suite under six minutes
+def test_to_sklearn_gives_the_same_model_without_a_server(address):
+    X, y = load_diabetes(return_X_y=True)
+    model = EncryptedLinearRegression(server=address).fit(X, y)
+    plain = model.to_sklearn()
+    assert type(plain).__name__ == "LinearRegression"
+    np.testing.assert_allclose(plain.predict(X), model.predict(X), rtol=1e-12)
+    Xb, yb = load_breast_cancer(return_X_y=True)
+    clf = EncryptedLogisticRegression(server=address).fit(Xb[:200], np.where(yb[:200], "benign", "malignant"))
+    twin = clf.to_sklearn()
+    assert list(twin.classes_) == ["benign", "malignant"]
+    np.testing.assert_array_equal(twin.predict(Xb), clf.predict(Xb))
+    np.testing.assert_allclose(twin.predict_proba(Xb), clf.predict_proba(Xb), rtol=1e-9, atol=1e-12)
