@@ -31,8 +31,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from ciphergrad.client.local import local_server_process
 from ciphergrad.client.sdk import Client, default_parameters, training_layout
 from ciphergrad.core.compare import r2_score

@@ -21,15 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_digits, load_iris, load_wine
 from sklearn.neighbors import KNeighborsClassifier
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ciphergrad.core import Engine, KeyHolder, Tile, plan
 from ciphergrad.core.data import standardized_split

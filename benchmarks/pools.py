@@ -19,16 +19,12 @@ statistics), and the same jobs on the whole table uploaded as one dataset in the
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import itertools
 
 from ciphergrad.client import Client, Contributor
 from ciphergrad.client.local import local_server

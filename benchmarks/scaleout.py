@@ -43,8 +43,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from ciphergrad.core import Engine, KeyHolder
 from ciphergrad.core import gram as core_gram
 from ciphergrad.core.data import synthetic_regression

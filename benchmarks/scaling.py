@@ -20,11 +20,8 @@ import json
 import resource
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ciphergrad.core import Engine, KeyHolder
 from ciphergrad.core.data import synthetic_regression

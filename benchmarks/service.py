@@ -26,12 +26,9 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ciphergrad.client.estimator import EncryptedLinearRegression
 from ciphergrad.client.local import local_server

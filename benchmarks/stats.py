@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ciphergrad.core import Engine, KeyHolder, plan
 from ciphergrad.core.data import statistics_datasets

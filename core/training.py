@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Self
@@ -88,7 +89,7 @@ class EpochResult:
     loss_scale: float = 0.0
 
 
-class GradientTrainer:
+class GradientTrainer(ABC):
     """One epoch at a time over encrypted data, so a server can checkpoint between epochs."""
 
     weight_scale: float  # decrypted weights / weight_scale = the model's weights
@@ -132,21 +133,25 @@ class GradientTrainer:
 
     # -- what a subclass defines ----------------------------------------------------------------------
     def _setup(self) -> None:
-        """Derived constants (scales, polynomials), before the data is pre-scaled."""
+        """Derived constants (scales, polynomials), before the data is pre-scaled. Optional: none by default."""
+        return None
 
+    @abstractmethod
     def _initial_weights(self) -> np.ndarray:
-        raise NotImplementedError
+        """The model's starting weights, ``(features,)``, before any scaling the trainer keeps."""
 
+    @abstractmethod
     def row_step(self, rows: int) -> RowStep:
         """The per-row part of a step over a batch of ``rows`` rows (runs on the shards)."""
-        raise NotImplementedError
 
     def _before_step(self) -> None:
-        """Refresh the weights (and velocity) that lack the levels the step needs (on the driver)."""
+        """Refresh the weights (and velocity) that lack the levels the step needs (on the driver). Optional:
+        a trainer whose step fits the weights' levels refreshes nothing."""
+        return None
 
+    @abstractmethod
     def _update(self, step: EncryptedMatrix) -> None:
         """Apply the finished gradient step to ``self.weights`` (momentum, l2: on the driver)."""
-        raise NotImplementedError
 
     def _loss_scale(self) -> float:
         return 0.0
