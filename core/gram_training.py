@@ -238,15 +238,17 @@ class NormalSolver:
 
     weight_scale = 1.0
     streams_rows = True
+    solver = "normal"
 
-    def __init__(self, engine: Engine, statistics: GramStatistics, config: LinearRegressionConfig,
-                 link: KeyHolderLink, *, solved: EncryptedMatrix | None = None) -> None:
-        if config.solver != "normal" or config.batch_size is not None:
-            raise ParameterError(f"NormalSolver runs solver='normal' on the whole table, got solver={config.solver!r}"
-                                 f" and batch_size={config.batch_size}")
+    def __init__(self, engine: Engine, statistics: GramStatistics, config: Any, link: KeyHolderLink, *,
+                 solved: EncryptedMatrix | None = None) -> None:
+        if config.solver != self.solver or config.batch_size is not None:
+            raise ParameterError(f"{type(self).__name__} runs solver={self.solver!r} on the whole table, got "
+                                 f"solver={config.solver!r} and batch_size={config.batch_size}")
         self.engine, self.stats, self.config, self.link = engine, statistics, config, link
         self.refresh = link  # a runner may refresh the final weights; fresh ones never need it
         self.features, self.rows = statistics.features, statistics.rows
+        self.rhs: RightHandSide | None = None  # what the key holder solves against: b (least squares)
         self.counts = OpCounts()
         self._weights = solved
 
@@ -276,17 +278,17 @@ class NormalSolver:
     @property
     def weights(self) -> EncryptedMatrix:
         if self._weights is None:
-            raise LevelError("the normal system has not been solved yet: run_epoch() asks the key holder")
+            raise LevelError(f"the {self.solver} system has not been solved yet: run_epoch() asks the key holder")
         return self._weights
 
     def run_epoch(self) -> EpochResult:
         start = time.perf_counter()
-        solved = self.link.solve_normal(self.stats)
-        tile = self.stats.column.tile
-        if solved.shape != (1, self.features) or solved.tile != tile:
+        solved = self.link.solve_normal(self.stats, self.rhs)
+        tile, width = self.stats.column.tile, self.features * (self.rhs.targets if self.rhs else 1)
+        if solved.shape != (1, width) or solved.tile != tile:
             raise ShapeError(
                 f"the key holder's solution has shape {solved.shape} in tile {solved.tile.rows}x{solved.tile.cols}; "
-                f"expected (1, {self.features}) in tile {tile.rows}x{tile.cols}"
+                f"expected (1, {width}) in tile {tile.rows}x{tile.cols}"
             )
         self._weights = solved
         return EpochResult(1, OpCounts(), 0, time.perf_counter() - start, None, 0.0)

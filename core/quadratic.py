@@ -29,14 +29,13 @@ from typing import Any, Self
 import numpy as np
 
 from ciphergrad.core import standardize
-from ciphergrad.core.engine import Engine, OpCounts
-from ciphergrad.core.errors import LevelError, ParameterError, ShapeError
+from ciphergrad.core.engine import Engine
+from ciphergrad.core.errors import ParameterError, ShapeError
 from ciphergrad.core.gram import GramPartial, GramStatistics, RightHandSide, normal_system, ridge_vector
-from ciphergrad.core.gram_training import KeyHolderLink
+from ciphergrad.core.gram_training import KeyHolderLink, NormalSolver
 from ciphergrad.core.linear import TorchFit
 from ciphergrad.core.polynomial import Polynomial, fit_log_loss
 from ciphergrad.core.tensor import EncryptedMatrix
-from ciphergrad.core.training import EpochResult
 
 __all__ = ["DEFAULT_BOUND", "QuadraticSolver", "fit_torch_quadratic", "surrogate", "system_terms"]
 
@@ -61,75 +60,26 @@ def system_terms(config: Any) -> tuple[float, RightHandSide]:
     return config.l2 / (2.0 * c2), RightHandSide(2.0 * scale, -scale, config.intercept_column, targets)
 
 
-class QuadraticSolver:
-    """``solver='quadratic'``: the job-runner interface of ``core.gram_training.NormalSolver`` (one "epoch":
-    the key holder's round trip; no loss, which the key holder computes from what it decrypted)."""
+class QuadraticSolver(NormalSolver):
+    """``solver='quadratic'``: ``core.gram_training.NormalSolver``'s one round trip on the surrogate's system
+    (the ridge scaled by ``1 / (2 c2)``, the right-hand side of ``system_terms``)."""
 
-    weight_scale = 1.0
-    streams_rows = True  # a server builds it with from_partial over blocks streamed from disk
+    solver = "quadratic"
 
     def __init__(self, engine: Engine, statistics: GramStatistics, config: Any, link: KeyHolderLink, *,
                  solved: EncryptedMatrix | None = None) -> None:
-        if config.solver != "quadratic" or config.batch_size is not None:
-            raise ParameterError(f"QuadraticSolver runs solver='quadratic' on the whole table, got solver="
-                                 f"{config.solver!r} and batch_size={config.batch_size}")
-        self.engine, self.stats, self.config, self.link = engine, statistics, config, link
-        self.refresh = link  # a runner may refresh the final weights; fresh ones never need it
-        self.rows = statistics.rows
-        self.counts = OpCounts()
+        super().__init__(engine, statistics, config, link, solved=solved)
         self.ridge, self.rhs = system_terms(config)
         # One-vs-rest: the last K - 1 uploaded columns are class indicators, not features.
         self.features = statistics.features - (self.rhs.targets - 1)
         if self.features < 1:
             raise ShapeError(f"classes={config.classes} needs {config.classes - 1} indicator columns after the "
                              f"features; the table has {statistics.features} columns")
-        self._weights = solved
-
-    @staticmethod
-    def epochs_of(config: Any) -> int:
-        return 1
 
     @classmethod
     def from_partial(cls, engine: Engine, partial: GramPartial, config: Any, link: KeyHolderLink) -> Self:
         ridge, _ = system_terms(config)
         return cls(engine, normal_system(partial, ridge, config.intercept_column), config, link)
-
-    @classmethod
-    def resume(cls, engine: Engine, X: Any, y: Any, config: Any, link: KeyHolderLink, state: dict[str, Any],
-               shuffles: Any = ()) -> Self:
-        return cls(engine, GramStatistics.from_state(engine, state), config, link, solved=state.get("weights"))
-
-    @property
-    def epoch(self) -> int:
-        return int(self._weights is not None)
-
-    @property
-    def done(self) -> bool:
-        return self._weights is not None
-
-    @property
-    def weights(self) -> EncryptedMatrix:
-        if self._weights is None:
-            raise LevelError("the surrogate's system has not been solved yet: run_epoch() asks the key holder")
-        return self._weights
-
-    def run_epoch(self) -> EpochResult:
-        start = time.perf_counter()
-        solved = self.link.solve_normal(self.stats, self.rhs)
-        tile, width = self.stats.column.tile, self.features * self.rhs.targets
-        if solved.shape != (1, width) or solved.tile != tile:
-            raise ShapeError(
-                f"the key holder's solution has shape {solved.shape} in tile {solved.tile.rows}x{solved.tile.cols}; "
-                f"expected (1, {width}) in tile {tile.rows}x{tile.cols}"
-            )
-        self._weights = solved
-        return EpochResult(1, OpCounts(), 0, time.perf_counter() - start, None, 0.0)
-
-    def state(self) -> dict[str, Any]:
-        return {"weights": self._weights, **self.fixed_state()}
-
-    def fixed_state(self) -> dict[str, Any]:
-        return self.stats.state()
 
     def metadata(self) -> dict[str, Any]:
         poly = self.config.polynomial(self.features)

@@ -130,33 +130,40 @@ def ames_converged(address: str, solver: str, **settings: Any) -> TaskResult:
     return result
 
 
-def logistic_cancer(address: str, epochs: int) -> TaskResult:
-    """Breast cancer (stratified 80/20), degree-5 sigmoid polynomial, Nesterov momentum."""
+def _cancer() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Breast cancer, stratified 80/20, standardized with the training split's statistics, an intercept."""
     bunch = load_breast_cancer()
     Xtr, Xte, ytr, yte = standardized_split(bunch.data, bunch.target, seed=0)
-    Xtr, Xte, ytr = with_intercept(Xtr), with_intercept(Xte), ytr.astype(np.float64)
+    return with_intercept(Xtr), with_intercept(Xte), ytr.astype(np.float64), yte
+
+
+def _test_accuracy(split: tuple, weights: np.ndarray) -> float:
+    _, Xte, _, yte = split
+    return float(np.mean((Xte @ weights > 0) == yte))
+
+
+def _cancer_result(title: str, weights: np.ndarray, twin: np.ndarray, split: tuple, reference: str,
+                   plain_seconds: float, measured: dict) -> TaskResult:
+    """The classifier's task result: test accuracy both ways and the weights' difference."""
+    Xtr, _, _, yte = split
+    return TaskResult(
+        title=title, dataset="breast cancer", rows=Xtr.shape[0], features=Xtr.shape[1] - 1,
+        metric="test accuracy", encrypted_metric=_test_accuracy(split, weights),
+        plain_metric=_test_accuracy(split, twin), max_abs_diff=float(np.max(np.abs(weights - twin))),
+        diff_of="weights", plain_seconds=plain_seconds, notes=f"{reference}; {len(yte)} test rows", **measured,
+    )
+
+
+def logistic_cancer(address: str, epochs: int) -> TaskResult:
+    """Breast cancer (stratified 80/20), degree-5 sigmoid polynomial, Nesterov momentum."""
+    split = Xtr, _, ytr, _ = _cancer()
     config = logistic.LogisticRegressionConfig(epochs=epochs, **LOGISTIC)
     weights, run, measured = _train(address, Xtr, ytr, config, "logistic")
     twin, plain_seconds = timed(logistic.fit_torch, Xtr, ytr, config)
-    exact = logistic.fit_torch(Xtr, ytr, config, exact_sigmoid=True)
-
-    def accuracy(w: np.ndarray) -> float:
-        return float(np.mean((Xte @ w > 0) == yte))
-
-    result = TaskResult(
-        title=f"Logistic regression, degree-5 sigmoid, {epochs} epochs",
-        dataset="breast cancer",
-        rows=Xtr.shape[0],
-        features=Xtr.shape[1] - 1,
-        metric="test accuracy",
-        encrypted_metric=accuracy(weights),
-        plain_metric=accuracy(twin.weights),
-        max_abs_diff=float(np.max(np.abs(weights - twin.weights))),
-        diff_of="weights",
-        plain_seconds=plain_seconds,
-        notes=f"torch with the exact sigmoid: test accuracy {accuracy(exact.weights):.4f}; {len(yte)} test rows",
-        **measured,
-    )
+    exact = logistic.fit_torch(Xtr, ytr, config, exact_sigmoid=True).weights
+    reference = f"torch with the exact sigmoid: test accuracy {_test_accuracy(split, exact):.4f}"
+    result = _cancer_result(f"Logistic regression, degree-5 sigmoid, {epochs} epochs", weights, twin.weights, split,
+                            reference, plain_seconds, measured)
     _curves(result, run, twin, "training Brier score (mean squared probability error)")
     return result
 
@@ -167,28 +174,11 @@ def logistic_cancer_quadratic(address: str) -> TaskResult:
 
     from ciphergrad.core.quadratic import fit_torch_quadratic
 
-    bunch = load_breast_cancer()
-    Xtr, Xte, ytr, yte = standardized_split(bunch.data, bunch.target, seed=0)
-    Xtr, Xte, ytr = with_intercept(Xtr), with_intercept(Xte), ytr.astype(np.float64)
+    split = Xtr, Xte, ytr, yte = _cancer()
     config = logistic.LogisticRegressionConfig(solver="quadratic")
     weights, _, measured = _train(address, Xtr, ytr, config, "logistic")
     twin, plain_seconds = timed(fit_torch_quadratic, Xtr, ytr, config)
     exact = LogisticRegression(max_iter=10_000).fit(Xtr[:, 1:], ytr).score(Xte[:, 1:], yte)
-
-    def accuracy(w: np.ndarray) -> float:
-        return float(np.mean((Xte @ w > 0) == yte))
-
-    return TaskResult(
-        title="Logistic regression, quadratic surrogate on [-4, 4], l2 0.1 (one pass, one round trip)",
-        dataset="breast cancer",
-        rows=Xtr.shape[0],
-        features=Xtr.shape[1] - 1,
-        metric="test accuracy",
-        encrypted_metric=accuracy(weights),
-        plain_metric=accuracy(twin.weights),
-        max_abs_diff=float(np.max(np.abs(weights - twin.weights))),
-        diff_of="weights",
-        plain_seconds=plain_seconds,
-        notes=f"scikit-learn's exact LogisticRegression: test accuracy {exact:.4f}; {len(yte)} test rows",
-        **measured,
-    )
+    reference = f"scikit-learn's exact LogisticRegression: test accuracy {exact:.4f}"
+    title = "Logistic regression, quadratic surrogate on [-4, 4], l2 0.1 (one pass, one round trip)"
+    return _cancer_result(title, weights, twin.weights, split, reference, plain_seconds, measured)
