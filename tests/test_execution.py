@@ -104,6 +104,7 @@ def test_read_block_range_reads_a_range(engine, enc, dec, ames, tmp_path) -> Non
 
 
 # -- the Ray executor against the local one ---------------------------------------------------------------
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_linear_gd_on_ray_equals_local(engine, enc, dec, public_context, ames, refresh, ray_executor, tmp_path):
     X, y = ames
     Xe = enc(X)
@@ -121,6 +122,7 @@ def test_linear_gd_on_ray_equals_local(engine, enc, dec, public_context, ames, r
     assert np.max(np.abs(weights["local"] - fit_torch(X, y, config).weights)) < 1e-4
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_logistic_on_ray_equals_local(engine, enc, dec, public_context, ames, refresh, ray_executor, tmp_path):
     X, y = ames
     labels = (y > np.median(y)).astype(float)
@@ -137,6 +139,7 @@ def test_logistic_on_ray_equals_local(engine, enc, dec, public_context, ames, re
     assert np.max(np.abs(weights["local"] - fit_torch_logistic(X, labels, config).weights)) < 1e-4
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_gram_pass_on_ray_equals_local(engine, enc, dec, public_context, ames, refresh, ray_executor, tmp_path):
     X, y = ames
     Xe = enc(X, packing="columns")
@@ -151,6 +154,7 @@ def test_gram_pass_on_ray_equals_local(engine, enc, dec, public_context, ames, r
     assert whole.rows == len(X)
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_predict_and_describe_fan_out_agree(engine, enc, dec, public_context, ames, ray_executor, tmp_path):
     X, _ = ames
     table = store(tmp_path, public_context, enc(X), None)
@@ -182,6 +186,7 @@ def both(ray_executor):
     return (("local", LocalExecutor()), ("ray", ray_executor))
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_metrics_sums_over_prediction_and_target_blocks(engine, enc, dec, public_context, ames, ray_executor,
                                                         tmp_path):
     """Metrics' MSE and MAE from row-local terms of (predictions, targets) summed over row blocks."""
@@ -205,6 +210,7 @@ def test_metrics_sums_over_prediction_and_target_blocks(engine, enc, dec, public
     assert abs(results["ray"][1] - np.mean(np.abs(predictions - targets))) < poly.max_error + 1e-5
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_prediction_with_an_encrypted_model_operand(engine, enc, dec, public_context, ames, ray_executor,
                                                     tmp_path):
     """Every range of rows gets the whole encrypted weights (bytes through the object store, or a path)."""
@@ -223,6 +229,7 @@ def test_prediction_with_an_encrypted_model_operand(engine, enc, dec, public_con
     assert np.max(np.abs(results["ray"][0] - X @ model[0])) < 1e-4
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_distance_batches_stream_back_in_order(engine, enc, dec, public_context, ames, ray_executor, tmp_path):
     """Query batches (one tile each) go to the workers in turn and come back in the order they were sent."""
     X, _ = ames
@@ -245,6 +252,7 @@ def test_distance_batches_stream_back_in_order(engine, enc, dec, public_context,
             assert np.max(np.abs(got - squared_distances_torch(batch, reference))) < 1e-4
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_bad_input_in_a_worker_is_the_callers_error(engine, enc, public_context, ames, ray_executor, tmp_path):
     """A core error raised in a worker (wrong model width) reaches the caller as that error, as locally."""
     X, _ = ames
@@ -256,6 +264,7 @@ def test_bad_input_in_a_worker_is_the_callers_error(engine, enc, public_context,
 
 
 # -- the worker pool --------------------------------------------------------------------------------------
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_jobs_reuse_the_pool_workers_and_their_contexts(engine, enc, public_context, ames, refresh, ray_executor,
                                                         tmp_path, monkeypatch):
     X, y = ames
@@ -278,6 +287,7 @@ def test_jobs_reuse_the_pool_workers_and_their_contexts(engine, enc, public_cont
     assert len(ray_executor.ranges(dataclasses.replace(table, rows=100_000))) == 2
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_a_dead_worker_is_replaced_for_the_next_job(engine, enc, dec, public_context, ames, refresh, ray_executor,
                                                     tmp_path):
     X, y = ames
@@ -297,6 +307,7 @@ def test_a_dead_worker_is_replaced_for_the_next_job(engine, enc, dec, public_con
     assert np.max(np.abs(weights["ray"] - weights["local"])) < 1e-6
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_warm_loads_a_context_on_every_worker_before_any_job(engine, enc, public_context, ames, ray_executor,
                                                              tmp_path):
     X, y = ames

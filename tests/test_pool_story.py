@@ -161,6 +161,7 @@ def _pool(client: Client, X: np.ndarray, y: np.ndarray, names: list[str], splits
     return pool.pool_id
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_fit_pool_matches_the_twin_on_the_concatenated_plaintext(server: str) -> None:
     data = load_ames()
     with Client(server) as client:

@@ -12,6 +12,9 @@ from service_support import ames, local_server, session_client
 from ciphergrad.core.compare import compare_linear_regression
 from ciphergrad.core.linear import LinearRegressionConfig, fit_torch, weight_scale
 
+# The Ames story through a child-process server: make test-slow, and CI after make test.
+pytestmark = pytest.mark.slow
+
 CONFIG = LinearRegressionConfig()  # the original: learning rate 0.5, 50 epochs, N(0, 1) init
 
 

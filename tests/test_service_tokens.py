@@ -39,6 +39,7 @@ def test_revoke_token_ends_the_old_token_and_keeps_the_session(tmp_path: Path) -
         assert client.train(dataset.dataset_id, {"epochs": 1}).model is not None
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_tokens_expire_after_the_ttl_and_renewal_restarts_it(tmp_path: Path) -> None:
     with local_server(tmp_path, token_ttl=2.0) as server:
         client = session_client(server.address, X.shape)

@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPT = textwrap.dedent(
@@ -51,6 +53,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_server_and_client_train_without_torch() -> None:
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=300
