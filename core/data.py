@@ -38,7 +38,7 @@ def load_ames() -> Dataset:
     Source: Dean De Cock, "Ames, Iowa: Alternative to the Boston Housing Data as an End of Semester
     Regression Project", Journal of Statistics Education 19(3), 2011 (core/data/README.md).
     """
-    with resources.files("core").joinpath("data/ames.csv").open(newline="") as handle:
+    with resources.files("ciphergrad.core").joinpath("data/ames.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     rows = [r for r in rows if r["MSZoning"] in {"RH", "RL", "RP", "RM"}]
     rows = [r for r in rows if int(r["OverallCond"]) in {6, 7, 8, 9, 10}]

@@ -89,6 +89,9 @@ def test_public_names_load_lazily():
         "EncryptedKNeighborsClassifier\n"
         "import ciphergrad\n"
         "assert set(ciphergrad.__all__) <= set(dir(ciphergrad))\n"
+        # Package data by the package's real name (outside the repository no folder named core is importable).
+        "from ciphergrad.core.data import load_ames\n"
+        "assert 'core' not in sys.modules and load_ames().X.shape == (510, 9)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd="/")
 
@@ -102,6 +105,8 @@ clashes = [name for name in ("core", "wire", "server", "client") if (site / name
 assert not clashes, clashes
 from sklearn.datasets import load_diabetes
 from ciphergrad import EncryptedLinearRegression
+from ciphergrad.core.data import load_ames
+assert load_ames().X.shape == (510, 9)  # package data travels in the wheel
 X, y = load_diabetes(return_X_y=True)
 model = EncryptedLinearRegression().fit(X[:200], y[:200])
 print("R2", model.score(X[:200], y[:200]))
