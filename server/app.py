@@ -14,21 +14,21 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from ciphergrad.server.access import Access
-from ciphergrad.server.compute import ComputeServicer
 from ciphergrad.server.config import ServerConfig
-from ciphergrad.server.contributions import ContributionServicer
-from ciphergrad.server.datasets import DatasetServicer
-from ciphergrad.server.engines import EngineCache
 from ciphergrad.server.execution import open_executor
-from ciphergrad.server.jobs import JobRunner
-from ciphergrad.server.models import ModelServicer
-from ciphergrad.server.observability import Interceptor, Metrics
-from ciphergrad.server.pools import PoolServicer
-from ciphergrad.server.sessions import SessionServicer
-from ciphergrad.server.storage import Store
-from ciphergrad.server.training import TrainingServicer
-from ciphergrad.server.work import MIB, Limits, Work
+from ciphergrad.server.execution.engines import EngineCache
+from ciphergrad.server.jobs.runner import JobRunner
+from ciphergrad.server.rpc.access import Access
+from ciphergrad.server.rpc.observability import Interceptor, Metrics
+from ciphergrad.server.rpc.work import MIB, Limits, Work
+from ciphergrad.server.services.compute import ComputeServicer
+from ciphergrad.server.services.contributions import ContributionServicer
+from ciphergrad.server.services.datasets import DatasetServicer
+from ciphergrad.server.services.models import ModelServicer
+from ciphergrad.server.services.pools import PoolServicer
+from ciphergrad.server.services.sessions import SessionServicer
+from ciphergrad.server.services.training import TrainingServicer
+from ciphergrad.server.store.store import Store
 from ciphergrad.wire.chunks import CHANNEL_OPTIONS
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import (
     compute_service_pb2,
@@ -64,7 +64,7 @@ class CipherGradServer:
     """The server with its storage; ``start()`` binds, ``stop()`` pauses jobs and drains calls.
 
     A ``grpc.aio`` server on an event loop of its own (one thread, started by ``start()``): the loop only
-    waits, the work runs on ``server.work``'s bounded pools and on the jobs' threads. The facade is
+    waits, the work runs on ``server.rpc.work``'s bounded pools and on the jobs' threads. The facade is
     synchronous (start, stop, wait, a context manager) for ``server.main`` and in-process tests.
     """
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from ciphergrad.server.app import CipherGradServer
 from ciphergrad.server.config import parse_args
 from ciphergrad.server.execution import ExecutionError
-from ciphergrad.server.observability import JsonFormatter
+from ciphergrad.server.rpc.observability import JsonFormatter
 
 
 def main(argv: Sequence[str] | None = None) -> int:

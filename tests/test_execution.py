@@ -329,7 +329,7 @@ def test_warm_loads_a_context_on_every_worker_before_any_job(engine, enc, public
 def test_a_job_engine_is_a_fork_of_the_cached_one(tmp_path, public_context) -> None:
     """Jobs reuse the server's loaded context (no reload per job) but count their own operations; a cache miss
     tells ``on_load`` the context file, so the executor can warm its workers."""
-    from ciphergrad.server.engines import EngineCache
+    from ciphergrad.server.execution.engines import EngineCache
 
     class Contexts:
         def context_path(self, session_id: str) -> Path:

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from ciphergrad.client.contribute_cli import schema_columns
-from ciphergrad.client.pool_cli import parse_duration, status_lines
+from ciphergrad.client.cli.contribute import schema_columns
+from ciphergrad.client.cli.pool import parse_duration, status_lines
 from ciphergrad.client.table import CsvTable, TableError, read_csv
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,10 +24,10 @@ from ciphergrad.core.engine import Engine
 from ciphergrad.core.keys import KeyHolder
 from ciphergrad.core.layout import Tile
 from ciphergrad.core.params import plan
-from ciphergrad.server.pool_records import ContributionRecord
-from ciphergrad.server.pool_storage import RowCapExceeded
-from ciphergrad.server.pool_training import pool_view
-from ciphergrad.server.storage import Store
+from ciphergrad.server.jobs.pool_view import pool_view
+from ciphergrad.server.store.pool_records import ContributionRecord
+from ciphergrad.server.store.pool_tables import RowCapExceeded
+from ciphergrad.server.store.store import Store
 
 RNG = np.random.default_rng(11)
 X, Y = RNG.normal(size=(60, 3)), RNG.normal(size=60)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ciphergrad.core import plan
 from ciphergrad.core.layout import Tile
-from ciphergrad.server.records import DatasetLayout, DatasetRecord, JobRecord, ModelRecord, SessionRecord
-from ciphergrad.server.storage import Store
+from ciphergrad.server.store.records import DatasetLayout, DatasetRecord, JobRecord, ModelRecord, SessionRecord
+from ciphergrad.server.store.store import Store
 
 
 def test_records_survive_the_store(tmp_path) -> None:

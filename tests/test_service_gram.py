@@ -20,7 +20,7 @@ from ciphergrad.core.data import load_ames, with_intercept
 from ciphergrad.core.errors import ParameterError
 from ciphergrad.core.gram_training import fit_torch_gram
 from ciphergrad.core.linear import LinearRegressionConfig
-from ciphergrad.server import jobs as server_jobs
+from ciphergrad.server.jobs import runner as server_jobs
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2
 
 SETTINGS = {"learning_rate": 0.7, "momentum": 0.3, "epochs": 12, "init": "zeros"}

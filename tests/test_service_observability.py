@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from service_support import local_server, session_client
 
-from ciphergrad.server.observability import JsonFormatter
+from ciphergrad.server.rpc.observability import JsonFormatter
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import session_service_pb2
 
 X = np.hstack([np.ones((16, 1)), np.random.default_rng(6).uniform(size=(16, 3))])

@@ -1,4 +1,4 @@
-"""The opening of every client-streaming RPC (``server.work.Work.open_stream``): a stream that ends before its
+"""The opening of every client-streaming RPC (``server.rpc.work.Work.open_stream``): a stream that ends before its
 first message, one whose first message sets no ``kind`` and one whose first message is of another kind are
 each INVALID_ARGUMENT with that servicer's own sentence naming what to send first. The methods are found by
 walking the contract, so a new streaming RPC without a pinned sentence fails here."""

@@ -12,8 +12,8 @@ import pytest
 from service_support import local_server, session_client
 
 from ciphergrad.client.sdk import Client
-from ciphergrad.server import auth
 from ciphergrad.server.config import parse_args
+from ciphergrad.server.rpc import auth
 
 X = np.hstack([np.ones((16, 1)), np.random.default_rng(5).uniform(size=(16, 3))])
 Y = X @ np.array([0.2, -0.1, 0.4, 0.3])

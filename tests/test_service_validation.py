@@ -15,7 +15,7 @@ from service_support import local_server, session_client
 
 from ciphergrad.client.sdk import Client
 from ciphergrad.core.tensor import EncryptedMatrix
-from ciphergrad.server.validation import MAX_EPOCHS
+from ciphergrad.server.rpc.validation import MAX_EPOCHS
 from ciphergrad.wire import chunks
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import (
     compute_service_pb2,

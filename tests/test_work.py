@@ -1,4 +1,4 @@
-"""``server.work.Work.ordered``: a request stream's batches run up to ``width`` at once on the HE pool and
+"""``server.rpc.work.Work.ordered``: a request stream's batches run up to ``width`` at once on the HE pool and
 their answers come back in input order, whatever order the calls finish in. ``Work.open_stream``: the caller
 is known before anything is read, its stream counts against its limit for the block only, and a wrong first
 message is refused with the servicer's sentence."""
@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from ciphergrad.server.errors import ServiceError
-from ciphergrad.server.work import Limits, Work
+from ciphergrad.server.rpc.errors import ServiceError
+from ciphergrad.server.rpc.work import Limits, Work
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2
 
 

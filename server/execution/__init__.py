@@ -13,7 +13,7 @@ directory, never bytes):
 - ``map_batches(context, batches, function, engine, ...)``: ``function`` of each matrix of a request's
   stream (prediction or query batches, each whole), several in flight at once, results in input order.
 - ``apply(executor, context, batch, ...)``: ``map_batches`` of one batch (a servicer's per-batch body; the
-  server's request streams keep ``parallelism`` such calls in flight, ``server.work.Work.ordered``).
+  server's request streams keep ``parallelism`` such calls in flight, ``server.rpc.work.Work.ordered``).
 - ``warm(context)``: load a session's public context where the work will run, ahead of its first job.
 - ``column_sums(table, engine, squares, ...)``: ``X.sum(axis=0)`` (of ``X * X``, or of any row-local
   ``function`` of the rows), added up over ranges (Describe's means and variances come from these,

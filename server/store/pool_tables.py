@@ -1,4 +1,4 @@
-"""The pool tables of the store (pools, invitations, contributions): a mixin of ``server.storage.Store``,
+"""The pool tables of the store (pools, invitations, contributions): a mixin of ``server.store.store.Store``,
 which owns the connection, the lock and the blob directory.
 
 Blobs of a contribution live in ``blobs/<session>/pools/<pool>/<contribution>/`` (``0.bin``: features,
@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ciphergrad.server.pool_records import ContributionRecord, InvitationRecord, PoolRecord
+from ciphergrad.server.store.pool_records import ContributionRecord, InvitationRecord, PoolRecord
 
 POOL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS pools (

@@ -1,4 +1,4 @@
-"""SessionService: store a public context, hand out a bearer token (async shells, sync bodies: ``server.work``)."""
+"""SessionService: store a public context, hand out a bearer token (async shells, sync bodies: ``server.rpc.work``)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 import grpc
 
 from ciphergrad.core.engine import Engine
-from ciphergrad.server import auth, validation
-from ciphergrad.server.access import Access, Metadata
-from ciphergrad.server.engines import EngineCache
-from ciphergrad.server.errors import invalid, rpc
-from ciphergrad.server.records import SessionRecord
-from ciphergrad.server.storage import Store, new_id
-from ciphergrad.server.uploads import Budget
-from ciphergrad.server.work import Work
+from ciphergrad.server.execution.engines import EngineCache
+from ciphergrad.server.rpc import auth, validation
+from ciphergrad.server.rpc.access import Access, Metadata
+from ciphergrad.server.rpc.errors import invalid, rpc
+from ciphergrad.server.rpc.uploads import Budget
+from ciphergrad.server.rpc.work import Work
+from ciphergrad.server.store.records import SessionRecord
+from ciphergrad.server.store.store import Store, new_id
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import session_service_pb2 as pb
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import session_service_pb2_grpc as pb_grpc
 

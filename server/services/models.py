@@ -1,5 +1,5 @@
 """ModelService: encrypted (client-owned) and plaintext (server-owned) models, batched encrypted inference
-(async shells, sync bodies: ``server.work``). Each prediction batch is checked here and computed on the
+(async shells, sync bodies: ``server.rpc.work``). Each prediction batch is checked here and computed on the
 server's executor (``server.execution``: in this process, or on the Ray pool, up to one batch per worker in
 flight), answers in the order of the batches."""
 
@@ -26,15 +26,15 @@ from ciphergrad.core.inference import (
     predict_mlp,
 )
 from ciphergrad.core.tensor import EncryptedMatrix
-from ciphergrad.server import plainmodels
-from ciphergrad.server.access import Access, Metadata
-from ciphergrad.server.engines import EngineCache
-from ciphergrad.server.errors import invalid, precondition, rpc
 from ciphergrad.server.execution import BlockFunction, Executor, apply
-from ciphergrad.server.records import ModelRecord, SessionRecord
-from ciphergrad.server.storage import Store, new_id
-from ciphergrad.server.uploads import Budget, answer_batches, load_matrix
-from ciphergrad.server.work import Work
+from ciphergrad.server.execution.engines import EngineCache
+from ciphergrad.server.rpc.access import Access, Metadata
+from ciphergrad.server.rpc.errors import invalid, precondition, rpc
+from ciphergrad.server.rpc.uploads import Budget, answer_batches, load_matrix
+from ciphergrad.server.rpc.work import Work
+from ciphergrad.server.store import plainmodels
+from ciphergrad.server.store.records import ModelRecord, SessionRecord
+from ciphergrad.server.store.store import Store, new_id
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import model_service_pb2 as pb
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import model_service_pb2_grpc as pb_grpc
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2

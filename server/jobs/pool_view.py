@@ -1,4 +1,4 @@
-"""Training on a pool: its contributions seen as one table (``PoolView``), so ``server.jobs`` runs the same
+"""Training on a pool: its contributions seen as one table (``PoolView``), so ``server.jobs.runner`` runs the same
 algorithms and solvers on them as on a dataset.
 
 A ``PoolView`` is a ``DatasetRecord`` with the pool's id, columns, total rows, layout and lowest level, plus
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ciphergrad.server.access import Access
-from ciphergrad.server.errors import invalid, precondition
 from ciphergrad.server.execution import StoredTable
-from ciphergrad.server.pool_records import ContributionRecord, PoolRecord
-from ciphergrad.server.records import DatasetLayout, DatasetRecord, SessionRecord
-from ciphergrad.server.storage import Store, matrix_file
+from ciphergrad.server.rpc.access import Access
+from ciphergrad.server.rpc.errors import invalid, precondition
+from ciphergrad.server.store.pool_records import ContributionRecord, PoolRecord
+from ciphergrad.server.store.records import DatasetLayout, DatasetRecord, SessionRecord
+from ciphergrad.server.store.store import Store, matrix_file
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2 as training_pb
 
 

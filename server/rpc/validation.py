@@ -27,8 +27,8 @@ from ciphergrad.core.engine import Engine
 from ciphergrad.core.errors import ParameterError, ShapeError
 from ciphergrad.core.layout import Tile
 from ciphergrad.core.tensor import EncryptedMatrix, parse_header
-from ciphergrad.server.errors import invalid
-from ciphergrad.server.records import DatasetRecord
+from ciphergrad.server.rpc.errors import invalid
+from ciphergrad.server.store.records import DatasetRecord
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
 
 # A job's epochs: its progress counters are int32 in the API, and 100,000 epochs are years of refreshes.

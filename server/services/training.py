@@ -1,7 +1,7 @@
 """TrainingService: the bidirectional training stream plus job bookkeeping (async shells, sync bodies:
-``server.work``).
+``server.rpc.work``).
 
-A Train stream holds no thread: its events come from the job (``server.links.Link``) through an
+A Train stream holds no thread: its events come from the job (``server.jobs.links.Link``) through an
 ``asyncio.Queue``, and a reader task on the loop hands the client's replies to the job. After its first
 message a Train stream may stay silent for as long as the server trains (--stream-idle-timeout applies to the
 first message only); the key holder's answers are bounded by --refresh-timeout instead.
@@ -15,14 +15,14 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from ciphergrad.server.access import Access, Metadata
-from ciphergrad.server.errors import ServiceError, invalid, rpc
-from ciphergrad.server.jobs import JobRunner
-from ciphergrad.server.links import End, Link
-from ciphergrad.server.pool_training import training_source
-from ciphergrad.server.records import JobRecord, SessionRecord
-from ciphergrad.server.storage import Store
-from ciphergrad.server.work import Inbound, Work
+from ciphergrad.server.jobs.links import End, Link
+from ciphergrad.server.jobs.pool_view import training_source
+from ciphergrad.server.jobs.runner import JobRunner
+from ciphergrad.server.rpc.access import Access, Metadata
+from ciphergrad.server.rpc.errors import ServiceError, invalid, rpc
+from ciphergrad.server.rpc.work import Inbound, Work
+from ciphergrad.server.store.records import JobRecord, SessionRecord
+from ciphergrad.server.store.store import Store
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2_grpc as pb_grpc
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from ciphergrad.server.errors import ServiceError
+from ciphergrad.server.rpc.errors import ServiceError
 
 HEADER = "authorization"
 

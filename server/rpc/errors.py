@@ -59,7 +59,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 def _storage_status(exc: OSError | sqlite3.Error) -> tuple[grpc.StatusCode, str]:
     """A full disk is RESOURCE_EXHAUSTED, any other storage failure UNAVAILABLE (the caller may retry); the
-    store's write order keeps it consistent either way (see server.storage)."""
+    store's write order keeps it consistent either way (see server.store.store)."""
     full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
         isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()
     )
@@ -82,7 +82,7 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
 
     Servicers raise ``ServiceError`` or core errors instead of calling ``context.abort`` themselves, which
     keeps their sync bodies testable without a live RPC. Methods are coroutines or async generators
-    (``grpc.aio``, see ``server.work``); plain functions and generators are wrapped too.
+    (``grpc.aio``, see ``server.rpc.work``); plain functions and generators are wrapped too.
     """
     if inspect.isasyncgenfunction(method):
 

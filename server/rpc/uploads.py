@@ -1,9 +1,9 @@
 """Receiving client streams under a size limit (``Budget``, naming the flag that sets it).
 
 Invariant: no stream is ever held in memory as bytes. Uploads go to disk as their chunks arrive (and are
-checked from there, ``server.validation.scan_file``); prediction, query and metrics batches are spooled to a
+checked from there, ``server.rpc.validation.scan_file``); prediction, query and metrics batches are spooled to a
 scratch file one matrix at a time and parsed from it one ciphertext at a time (``load_matrix``), under the
-server-wide memory cap (``server.work.Limits.memory``, --max-inflight-mb). The chunk protocol itself is
+server-wide memory cap (``server.rpc.work.Limits.memory``, --max-inflight-mb). The chunk protocol itself is
 ``wire.chunks``.
 
 The ``grpc.aio`` servicers read on the event loop with the async twins (``receive_matrix_async``,
@@ -22,9 +22,9 @@ import grpc
 
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.tensor import EncryptedMatrix
-from ciphergrad.server import validation
-from ciphergrad.server.errors import ServiceError
-from ciphergrad.server.work import Inbound, Limits, Work
+from ciphergrad.server.rpc import validation
+from ciphergrad.server.rpc.errors import ServiceError
+from ciphergrad.server.rpc.work import Inbound, Limits, Work
 from ciphergrad.wire import chunks
 
 

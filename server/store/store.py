@@ -23,8 +23,8 @@ from typing import Any
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.server.execution import StoredTable
-from ciphergrad.server.pool_storage import POOL_SCHEMA, POOL_TABLES, PoolStorage
-from ciphergrad.server.records import DatasetRecord, JobRecord, JobState, ModelRecord, SessionRecord
+from ciphergrad.server.store.pool_tables import POOL_SCHEMA, POOL_TABLES, PoolStorage
+from ciphergrad.server.store.records import DatasetRecord, JobRecord, JobState, ModelRecord, SessionRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (

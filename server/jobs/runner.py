@@ -1,4 +1,4 @@
-"""Training jobs: a thread per started job, linked to the Train stream attached to it (``server.links``).
+"""Training jobs: a thread per started job, linked to the Train stream attached to it (``server.jobs.links``).
 
 A job waits for one of --workers HE slots on the event loop (QUEUED: no thread), then runs on a thread of
 its own. The trainer (core) masks a ciphertext before calling its refresh callable; ours sends the masked
@@ -29,16 +29,16 @@ from ciphergrad.core.algorithms import ALGORITHMS
 from ciphergrad.core.gram import DATA_LEVELS, accumulate
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.core.training import GradientTrainer
-from ciphergrad.server import validation
-from ciphergrad.server.engines import EngineCache
-from ciphergrad.server.errors import invalid, precondition, status_for
 from ciphergrad.server.execution import Executor, StoredTable, pooled_gram_partial, pooled_shards
+from ciphergrad.server.execution.engines import EngineCache
 from ciphergrad.server.execution.local import LocalExecutor
-from ciphergrad.server.links import POLL_SECONDS, Cancelled, Detached, End, JobSlot, Link, StreamRefresh
-from ciphergrad.server.pool_training import PoolView, pool_view
-from ciphergrad.server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
-from ciphergrad.server.storage import Store, matrix_file, new_id
-from ciphergrad.server.work import Work, exhausted
+from ciphergrad.server.jobs.links import POLL_SECONDS, Cancelled, Detached, End, JobSlot, Link, StreamRefresh
+from ciphergrad.server.jobs.pool_view import PoolView, pool_view
+from ciphergrad.server.rpc import validation
+from ciphergrad.server.rpc.errors import invalid, precondition, status_for
+from ciphergrad.server.rpc.work import Work, exhausted
+from ciphergrad.server.store.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
+from ciphergrad.server.store.store import Store, matrix_file, new_id
 from ciphergrad.wire import codec
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2

@@ -1,5 +1,5 @@
 """DatasetService: atomic uploads of encrypted (features, targets) matrices (async shells, sync bodies:
-``server.work``)."""
+``server.rpc.work``)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import grpc
 
 from ciphergrad.core.errors import ShapeError
 from ciphergrad.core.neighbors import check_reference
-from ciphergrad.server import validation
-from ciphergrad.server.access import Access, Metadata
-from ciphergrad.server.engines import EngineCache
-from ciphergrad.server.errors import invalid, rpc
-from ciphergrad.server.records import DatasetLayout, DatasetRecord, SessionRecord
-from ciphergrad.server.storage import Store, matrix_file, new_id
-from ciphergrad.server.uploads import Budget, receive_matrix_async
-from ciphergrad.server.validation import ScannedMatrix
-from ciphergrad.server.work import Work
+from ciphergrad.server.execution.engines import EngineCache
+from ciphergrad.server.rpc import validation
+from ciphergrad.server.rpc.access import Access, Metadata
+from ciphergrad.server.rpc.errors import invalid, rpc
+from ciphergrad.server.rpc.uploads import Budget, receive_matrix_async
+from ciphergrad.server.rpc.validation import ScannedMatrix
+from ciphergrad.server.rpc.work import Work
+from ciphergrad.server.store.records import DatasetLayout, DatasetRecord, SessionRecord
+from ciphergrad.server.store.store import Store, matrix_file, new_id
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import dataset_service_pb2 as pb
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import dataset_service_pb2_grpc as pb_grpc
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2

@@ -26,8 +26,8 @@ import grpc
 
 from ciphergrad.core.gram import GramStatistics, RightHandSide
 from ciphergrad.core.tensor import EncryptedMatrix
-from ciphergrad.server import validation
-from ciphergrad.server.errors import ServiceError, invalid
+from ciphergrad.server.rpc import validation
+from ciphergrad.server.rpc.errors import ServiceError, invalid
 from ciphergrad.wire import codec
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
 

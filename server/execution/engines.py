@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ciphergrad.core.engine import Engine, OpCounts
-from ciphergrad.server.storage import Store
+from ciphergrad.server.store.store import Store
 
 # An Ames-sized session's engine holds ~25 MB (its Galois keys); 16 of them keep the engines of as many
 # sessions training at once (with 4, eight concurrent sessions reloaded their contexts job after job).

@@ -15,8 +15,8 @@ from ciphergrad.core.algorithms import ALGORITHMS
 from ciphergrad.core.errors import MalformedInputError, ShapeError
 from ciphergrad.core.inference import MLP
 from ciphergrad.core.polynomial import Polynomial, fit_sigmoid
-from ciphergrad.server import validation
-from ciphergrad.server.errors import invalid
+from ciphergrad.server.rpc import validation
+from ciphergrad.server.rpc.errors import invalid
 from ciphergrad.wire import codec
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import model_service_pb2 as pb
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2

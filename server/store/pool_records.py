@@ -1,4 +1,4 @@
-"""Typed records of the pool tables (pools, invitations, contributions), as ``server.records`` has for the
+"""Typed records of the pool tables (pools, invitations, contributions), as ``server.store.records`` has for the
 others: a frozen dataclass per table with its row form (``to_row``/``from_row``) and API form (``to_proto``).
 
 A pool's layout is fixed when it is created (``core.layout.pool_tile``), so every contribution is encrypted
@@ -15,7 +15,7 @@ from typing import Any, Self
 
 from ciphergrad.core.layout import Tile, pool_tile
 from ciphergrad.core.params import CKKSParameters
-from ciphergrad.server.records import dumps
+from ciphergrad.server.store.records import dumps
 from ciphergrad.wire import codec
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as pb
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2

@@ -1,6 +1,6 @@
 """PoolService: the analyst's side of pools (create, invite, revoke, inspect, aggregate statistics).
 
-Every call carries the session's token (a contributor's token is PERMISSION_DENIED in ``server.access``). A
+Every call carries the session's token (a contributor's token is PERMISSION_DENIED in ``server.rpc.access``). A
 pool belongs to one session and uses its CKKS context: contributors download it stripped to the public key
 (``core.keys.encryption_context``, written once per session beside the full context). Statistics are
 encrypted column sums over every contribution, computed by the executor table by table and added; the
@@ -16,16 +16,16 @@ import grpc
 from ciphergrad.core.keys import encryption_context
 from ciphergrad.core.layout import pool_tile
 from ciphergrad.core.tensor import EncryptedMatrix
-from ciphergrad.server import auth
-from ciphergrad.server.access import Access, Metadata
-from ciphergrad.server.engines import EngineCache
-from ciphergrad.server.errors import ServiceError, invalid, precondition, rpc
 from ciphergrad.server.execution import Executor, StoredTable
-from ciphergrad.server.pool_records import InvitationRecord, PoolRecord
-from ciphergrad.server.pool_training import contribution_tables
-from ciphergrad.server.records import JobState
-from ciphergrad.server.storage import Store, new_id
-from ciphergrad.server.work import Work
+from ciphergrad.server.execution.engines import EngineCache
+from ciphergrad.server.jobs.pool_view import contribution_tables
+from ciphergrad.server.rpc import auth
+from ciphergrad.server.rpc.access import Access, Metadata
+from ciphergrad.server.rpc.errors import ServiceError, invalid, precondition, rpc
+from ciphergrad.server.rpc.work import Work
+from ciphergrad.server.store.pool_records import InvitationRecord, PoolRecord
+from ciphergrad.server.store.records import JobState
+from ciphergrad.server.store.store import Store, new_id
 from ciphergrad.wire import codec
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as pb
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2_grpc as pb_grpc
@@ -61,7 +61,7 @@ def check_schema(schema: pb.PoolSchema, slots: int) -> str:
 
 
 class PoolServicer(pb_grpc.PoolServiceServicer):
-    """Async shells (``server.work``): bodies that load a context or add ciphertexts run on ``Work.he``, the
+    """Async shells (``server.rpc.work``): bodies that load a context or add ciphertexts run on ``Work.he``, the
     rest on ``Work.io``."""
 
     def __init__(self, store: Store, access: Access, engines: EngineCache, executor: Executor, work: Work) -> None:

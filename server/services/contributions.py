@@ -1,7 +1,7 @@
 """ContributionService: a contributor's side of a pool (schema and public key, contributions, receipts).
 
 Every call carries a contributor token (an invitation's), which reaches its own pool's schema, appends to
-that pool and lists its own receipts, nothing else (``server.access.Access.contributor``: a revoked or
+that pool and lists its own receipts, nothing else (``server.rpc.access.Access.contributor``: a revoked or
 expired invitation, or a session token, is PERMISSION_DENIED naming why).
 
 A contribution is atomic: its two matrices are received into a scratch directory (``receive_contribution``),
@@ -22,15 +22,15 @@ from pathlib import Path
 import grpc
 
 from ciphergrad.core.engine import Engine
-from ciphergrad.server import validation
-from ciphergrad.server.access import Access, Metadata
-from ciphergrad.server.engines import EngineCache
-from ciphergrad.server.errors import ServiceError, invalid, rpc
-from ciphergrad.server.pool_records import ContributionRecord, InvitationRecord, PoolRecord
-from ciphergrad.server.pool_storage import RowCapExceeded
-from ciphergrad.server.storage import Store, matrix_file, new_id
-from ciphergrad.server.uploads import Budget, receive_matrix_async
-from ciphergrad.server.work import Inbound, Work
+from ciphergrad.server.execution.engines import EngineCache
+from ciphergrad.server.rpc import validation
+from ciphergrad.server.rpc.access import Access, Metadata
+from ciphergrad.server.rpc.errors import ServiceError, invalid, rpc
+from ciphergrad.server.rpc.uploads import Budget, receive_matrix_async
+from ciphergrad.server.rpc.work import Inbound, Work
+from ciphergrad.server.store.pool_records import ContributionRecord, InvitationRecord, PoolRecord
+from ciphergrad.server.store.pool_tables import RowCapExceeded
+from ciphergrad.server.store.store import Store, matrix_file, new_id
 from ciphergrad.wire import codec
 from ciphergrad.wire.chunks import CHUNK_BYTES
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as pb
@@ -109,7 +109,7 @@ def record_contribution(
 
 
 class ContributionServicer(pb_grpc.ContributionServiceServicer):
-    """Async shells (``server.work``); a contributor's open streams count against its invitation's share of
+    """Async shells (``server.rpc.work``); a contributor's open streams count against its invitation's share of
     --max-streams-per-session."""
 
     def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int, work: Work) -> None:

@@ -24,7 +24,7 @@ The pattern every servicer method follows (async shell, sync body):
 - ``Work.he(fn, ...)``: homomorphic work (parsing and checking ciphertexts, predictions, statistics,
   loading a context) on a pool of ``--workers`` threads: at most that many such calls run at once, the rest
   wait in its queue holding no thread. Training jobs compute on threads of their own under a bound of their
-  own, also --workers (``server.jobs``).
+  own, also --workers (``server.jobs.runner``).
 - ``Work.ordered(inputs, fn, width)``: a request stream's batches (prediction, query batches), each a
   ``Work.he`` call of its own, up to ``width`` in flight (the executor's ``parallelism``: 1 in this process,
   the Ray pool's size), answered in order.
@@ -58,7 +58,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import grpc
 
-from ciphergrad.server.errors import ServiceError, invalid
+from ciphergrad.server.rpc.errors import ServiceError, invalid
 
 T = TypeVar("T")
 A = TypeVar("A")

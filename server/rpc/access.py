@@ -12,11 +12,11 @@ from typing import Any
 
 import grpc
 
-from ciphergrad.server import auth
-from ciphergrad.server.errors import ServiceError, not_found
-from ciphergrad.server.pool_records import InvitationRecord, PoolRecord
-from ciphergrad.server.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
-from ciphergrad.server.storage import Store
+from ciphergrad.server.rpc import auth
+from ciphergrad.server.rpc.errors import ServiceError, not_found
+from ciphergrad.server.store.pool_records import InvitationRecord, PoolRecord
+from ciphergrad.server.store.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
+from ciphergrad.server.store.store import Store
 
 Metadata = Iterable[tuple[str, Any]] | None
 

@@ -1,11 +1,7 @@
-"""``ciphergrad``: train on a CSV file through a server, pooled training, or run the Ames demo.
+"""``ciphergrad train FILE.csv --target COLUMN``: linear or logistic regression on a CSV file, encrypted end to end.
 
-ciphergrad train FILE.csv --target COLUMN [--model linear|logistic] [--server HOST:PORT] [--bad-cells ...]
-ciphergrad pool create|invite|revoke|train|status NAME ...   # client.pool_cli: the analyst's side
-ciphergrad contribute FILE.csv --invitation CODE             # client.contribute_cli: a contributor's side
-ciphergrad demo [--server HOST:PORT]      # starts a local server when none is given
-ciphergrad demo --pooled                  # three contributor processes, one analyst (client.pool_demo)
-ciphergrad compare [TASK ...] [--quick] [--scaling] [--server HOST:PORT] [--out DIR]   # client.compare
+The estimator conditions the problem on this side before encrypting (standardized features and target) and maps
+the coefficients back to data units; its exact solvers are the defaults.
 """
 
 from __future__ import annotations
@@ -13,18 +9,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
-import grpc
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from ciphergrad.client import contribute_cli, pool_cli
 from ciphergrad.client.estimator import EncryptedLinearRegression, EncryptedLogisticRegression
-from ciphergrad.client.local import local_server
 from ciphergrad.client.table import (
     BAD_CELL_CHOICES,
     BadCells,
@@ -50,7 +41,7 @@ _FLAG_HELP = {
 _MODELS = {"linear": EncryptedLinearRegression, "logistic": EncryptedLogisticRegression}
 
 
-def _add_training_flags(parser: argparse.ArgumentParser, **defaults: Any) -> None:
+def add_training_flags(parser: argparse.ArgumentParser, **defaults: Any) -> None:
     """Connection flags plus one flag per field of the linear and logistic configs (``core.algorithms``);
     a flag left out means the estimator's default (``defaults`` overrides that, for the demo)."""
     parser.add_argument("--server", help="HOST:PORT of a ciphergrad server (default: start a local one)")
@@ -76,7 +67,7 @@ def _flag_fields() -> list[dataclasses.Field]:
     return list(seen.values())
 
 
-def _estimator(args: argparse.Namespace, server: str | None, model: str = "linear") -> Any:
+def estimator_from(args: argparse.Namespace, server: str | None, model: str = "linear") -> Any:
     estimator = _MODELS[model]
     accepted = set(estimator().get_params())
     given = {spec.name: getattr(args, spec.name) for spec in _flag_fields() if getattr(args, spec.name) is not None}
@@ -146,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # a step that cannot diverge) and maps the coefficients back to data units.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        model = _estimator(args, args.server, args.model).fit(X, y)
+        model = estimator_from(args, args.server, args.model).fit(X, y)
     config = model.config_
     print(f"trained {args.model} regression on {len(X)} rows x {len(features)} features through "
           f"{args.server or 'a local server'}")
@@ -184,80 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_demo(server: str, args: argparse.Namespace) -> str:
-    """Ames through the service, next to the torch twin; returns the comparison table."""
-    from ciphergrad.core.compare import LinearComparison, r2_score
-    from ciphergrad.core.data import load_ames, with_intercept
-    from ciphergrad.core.engine import OpCounts
-    from ciphergrad.core.linear import fit_torch
-    from ciphergrad.core.params import plan
-
-    data = load_ames()
-    model = _estimator(args, server)
-    start = time.perf_counter()
-    model.fit(data.X, data.y)
-    elapsed = time.perf_counter() - start
-    config, X = model.config_, with_intercept(data.X)
-    twin = fit_torch(X, data.y, config, model.shuffle_orders(len(X)) or None)
-    report = model.report_
-    counts = report["operation_counts"]
-    comparison = LinearComparison(
-        config=config,
-        params=model.params or plan(3, slots=1),
-        encrypted_weights=np.concatenate([[model.intercept_], model.coef_]),
-        torch_weights=twin.weights,
-        encrypted_losses=model.history_,
-        torch_losses=twin.losses,
-        epoch_seconds=report["epoch_seconds"],
-        torch_epoch_seconds=twin.epoch_seconds,
-        counts=OpCounts(**{k: v for k, v in counts.items() if k in OpCounts.__dataclass_fields__}),
-        refreshes=report["refreshes"],
-        bytes_moved={
-            **{f"sent {k}": v for k, v in report["bytes_sent"].items()},
-            **{f"received {k}": v for k, v in report["bytes_received"].items()},
-        },
-    )
-    lines = [
-        f"Ames housing: {X.shape[0]} rows x {X.shape[1] - 1} features + bias, trained through {server} (gRPC)",
-        f"learning rate {config.learning_rate}, {config.epochs} epochs, weights ~ N(0, 1) (seed {config.seed})",
-        "",
-        comparison.table(),
-        "",
-        f"R^2 encrypted {r2_score(X, data.y, comparison.encrypted_weights):.6f}, "
-        f"torch {r2_score(X, data.y, twin.weights):.6f}",
-        f"wall time through the service {elapsed:.2f}s (session {report['session_seconds']:.2f}s, "
-        f"upload {report['upload_seconds']:.2f}s, training {report['train_seconds']:.2f}s)",
-    ]
-    return "\n".join(lines)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    if args.pooled:
-        from ciphergrad.client import pool_demo
-
-        return pool_demo.main(args.server)
-    if args.server:
-        print(run_demo(args.server, args))
-    else:
-        with local_server() as address:
-            print(f"started a local server on {address}", file=sys.stderr)
-            print(run_demo(address, args))
-    return 0
-
-
-def cmd_compare(arguments: Sequence[str]) -> int:
-    # Imported on demand: the report needs the torch twins and matplotlib, which a plain client install lacks.
-    try:
-        from ciphergrad.client.compare.command import main as compare_main
-    except ImportError as exc:
-        print(f"ciphergrad: error: compare needs {exc.name}: pip install 'ciphergrad[torch,report]'", file=sys.stderr)
-        return 2
-    return compare_main(arguments)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ciphergrad", description="Train models on encrypted data (CKKS).")
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_command(commands: Any) -> None:
     train = commands.add_parser("train", help="linear or logistic regression on a CSV file, encrypted end to end")
     train.add_argument("file", help="CSV file with a header row")
     train.add_argument("--target", required=True, help="column to predict")
@@ -271,50 +189,5 @@ def build_parser() -> argparse.ArgumentParser:
         help="missing or non-numeric cells: error (default, names them), drop (their rows), "
         "impute (feature column mean)",
     )
-    _add_training_flags(train)
+    add_training_flags(train)
     train.set_defaults(handler=cmd_train)
-    demo = commands.add_parser("demo", help="Ames: encrypted training through a server vs the torch twin")
-    # The original write-up's setup: plain gradient descent, learning rate 0.5, N(0, 1) initial weights.
-    _add_training_flags(demo, epochs=50, learning_rate=0.5, momentum=0.0, init="normal", solver="gd",
-                        standardize=False)
-    demo.add_argument(
-        "--pooled",
-        action="store_true",
-        help="Ames split across three contributor processes; the analyst trains on the pool (client.pool_demo; "
-        "ignores the training flags)",
-    )
-    demo.set_defaults(handler=cmd_demo)
-    pool_cli.add_commands(commands)
-    contribute_cli.add_command(commands)
-    commands.add_parser(  # listed in --help; main() hands its arguments to client.compare
-        "compare",
-        help="every algorithm encrypted vs plaintext, written as a report (ciphergrad compare --help)",
-        add_help=False,
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["compare"]:  # its own parser (client.compare.command) reads the rest
-        return cmd_compare(argv[1:])
-    args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except (ValueError, OSError) as exc:
-        # A newcomer's mistake (a wrong path, a messy table, hyperparameters that do not fit together, a loose
-        # key file, a damaged invitation code: TableError, ParameterError, KeyDirError, ...) deserves one line,
-        # not a traceback.
-        print(f"ciphergrad: error: {exc}", file=sys.stderr)
-        return 2
-    except grpc.RpcError as exc:
-        # The server's status already says what went wrong (unreachable, refused, invalid argument).
-        code, details = getattr(exc, "code", lambda: None)(), getattr(exc, "details", lambda: "")()
-        local = args.command in ("train", "demo")  # the commands that start a server when none is named
-        where = getattr(args, "server", None) or ("the local server" if local else "the server")
-        print(f"ciphergrad: error: {where}: {code.name if code else 'RPC failed'}: {details}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

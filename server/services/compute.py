@@ -1,7 +1,7 @@
 """ComputeService: encrypted statistics (core.stats) and nearest-neighbour distances (core.neighbors).
 
 Results stay encrypted; the client decrypts them and finishes square roots, divisions and the top-k.
-Async shells, sync bodies (``server.work``); the homomorphic work runs on the server's executor
+Async shells, sync bodies (``server.rpc.work``); the homomorphic work runs on the server's executor
 (``server.execution``: in this process, or on the Ray pool): each query batch a call of its own, Describe's
 and Metrics' column sums over row blocks. The tables and batches a call parses count against
 --max-inflight-mb.
@@ -23,15 +23,16 @@ from ciphergrad.core.engine import Engine
 from ciphergrad.core.errors import ShapeError
 from ciphergrad.core.neighbors import check_reference, squared_distances
 from ciphergrad.core.tensor import EncryptedMatrix
-from ciphergrad.server import plainmodels, validation
-from ciphergrad.server.access import Access, Metadata
-from ciphergrad.server.engines import EngineCache
-from ciphergrad.server.errors import invalid, rpc
 from ciphergrad.server.execution import BlockFunction, Executor, StoredTable, apply
-from ciphergrad.server.records import SessionRecord
-from ciphergrad.server.storage import Store
-from ciphergrad.server.uploads import Budget, answer_batches, load_matrix, spool_matrices
-from ciphergrad.server.work import Work
+from ciphergrad.server.execution.engines import EngineCache
+from ciphergrad.server.rpc import validation
+from ciphergrad.server.rpc.access import Access, Metadata
+from ciphergrad.server.rpc.errors import invalid, rpc
+from ciphergrad.server.rpc.uploads import Budget, answer_batches, load_matrix, spool_matrices
+from ciphergrad.server.rpc.work import Work
+from ciphergrad.server.store import plainmodels
+from ciphergrad.server.store.records import SessionRecord
+from ciphergrad.server.store.store import Store
 from ciphergrad.wire import codec
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import compute_service_pb2 as pb
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import compute_service_pb2_grpc as pb_grpc

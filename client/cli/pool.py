@@ -3,7 +3,7 @@
 ``pool create`` makes the keys and a session on the first pool and keeps them in the key directory
 (client.keystore: the secret key never leaves it; the session is made and saved before the pool, so a failure
 in between loses no key), ``pool invite`` prints a code to hand to one contributor (who runs ``ciphergrad
-contribute``, client.contribute_cli), ``pool revoke`` ends one, ``pool status`` shows the rows per invitation
+contribute``, client.cli.contribute), ``pool revoke`` ends one, ``pool status`` shows the rows per invitation
 and ``pool train`` trains on every contributed row and prints the coefficients in raw units.
 
 Bad input (an unknown pool name, a loose key file, a malformed duration, flags that do not fit the algorithm)
