@@ -18,7 +18,6 @@ local server: the one-pass quadratic solver next to the per-row solver, in the s
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -26,6 +25,7 @@ import numpy as np
 from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
+from targets import finish
 
 from ciphergrad import EncryptedLogisticRegression, local_server
 from ciphergrad.core.data import standardized_split
@@ -56,17 +56,6 @@ def _multiclass(address: str, name: str, loader: object) -> dict:
     }
 
 
-def missed(result: dict, targets: dict) -> list[str]:
-    """The targets ``result`` misses, as sentences."""
-    failures = []
-    for key, (relation, bound) in targets.items():
-        value = result[key]
-        ok = value >= bound if relation == ">=" else value <= bound
-        if not ok:
-            failures.append(f"{key} = {value} misses its target {relation} {bound}")
-    return failures
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -95,16 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         quadratic_config=quadratic.config_.to_dict(),
         perrow_config=per_row.config_.to_dict(),
     )
-    failures = missed(result, TARGETS)
-    result["targets_missed"] = failures
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key}: {value}")
-    for failure in failures:
-        print(f"target missed: {failure}", file=sys.stderr)
-    if failures:
+    if finish(result, TARGETS, args.json):
         sys.exit(1)
     return result
 

@@ -1,17 +1,18 @@
-"""Pools: Ames split across three contributors, trained by one analyst through a server child process.
+"""Pools: sealed releases of encrypted sufficient statistics, with and without differential privacy.
 
-The analyst (``client.Client``) makes the keys and a pool; three ``client.Contributor`` objects (in this
-process, one per invitation code) download the schema and the encryption-only public context, encrypt their
-rows and contribute them. The analyst decrypts the pool statistics, trains ``"gram"`` (30 epochs) and
-``"normal"`` with the standardization from those statistics (applied by the server inside the Gram
-statistics), and the same jobs on the whole table uploaded as one dataset in the same session and tile.
-
-  context_bytes_full / context_bytes_contributor   what the analyst uploads vs what a contributor downloads
-  contribute_s / contribute_mb                      per contributor: encrypt + upload wall time, bytes sent
-  statistics_s                                      PoolStatistics call plus decryption
-  train_gram_s / train_normal_s                     the Train call on the pool (one-pass statistics included)
-  max_weight_diff_vs_table                          pool vs one dataset, same config (1e-6 expected)
-  r2_pool / r2_least_squares                        in raw units, after mapping the weights back
+- ``ames``: Ames split across three contributors; the analyst's ridge from the release vs least squares on the
+  whole table (``r2_diff``, target <= 1e-6).
+- ``wine``: three classes across three contributors; one-vs-rest quadratic logistic from the release vs
+  scikit-learn's exact ``LogisticRegression`` (standardized, lbfgs), training accuracy.
+- ``rows_1m_100f_10_contributors``: 1,000,000 rows x 100 features held by 10 contributor processes (100,000
+  rows each, generated in the process from its seed: the parent never sends rows). Each contributes to a
+  regression pool and a two-class pool; the analyst seals both and trains ridge and logistic on them.
+  ``total_s`` (target <= 30) runs from starting the contributors to both models stored;
+  ``contributor_upload_bytes`` is what one contributor sent. The models are checked against numpy's least
+  squares and scikit-learn's logistic regression on the same million rows, regenerated here afterwards.
+- ``dp``: held-out R^2 (Ames, diabetes) and accuracy (breast cancer) against epsilon
+  (``client.compare.privacy``, 20 releases each); ``dp_noise_rel_error``: |empirical sigma / calibrated sigma
+  - 1| over 200 releases of one fixed set of encrypted statistics (target <= 0.1).
 
     .venv/bin/python benchmarks/pools.py --json
 """
@@ -19,79 +20,168 @@ statistics), and the same jobs on the whole table uploaded as one dataset in the
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
+import subprocess
 import sys
 import time
 
 import numpy as np
+from sklearn.datasets import load_wine
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from targets import finish
 
+from ciphergrad import EncryptedLinearRegression, EncryptedLogisticRegression, local_server
 from ciphergrad.client import Client, Contributor
-from ciphergrad.client.local import local_server
-from ciphergrad.core.data import load_ames, with_intercept
-from ciphergrad.core.layout import pool_tile
-from ciphergrad.core.linear import LinearRegressionConfig
+from ciphergrad.client.compare import privacy
+from ciphergrad.client.pool_demo import public_bounds
+from ciphergrad.core.data import load_ames
+from ciphergrad.core.keys import KeyHolder
+from ciphergrad.core.params import plan
+from ciphergrad.core.release import Bounds, RowSpace, analytic_gaussian_sigma, moment_tile, seal
 
-SPLITS = (0, 170, 341, 510)
+TARGETS = {
+    "ames.r2_diff": ("<=", 1e-6),
+    "rows_1m_100f_10_contributors.total_s": ("<=", 30.0),
+    "rows_1m_100f_10_contributors.r2_diff": ("<=", 1e-6),
+    "rows_1m_100f_10_contributors.accuracy_vs_sklearn": (">=", -0.01),
+    "dp_noise_rel_error": ("<=", 0.1),
+}
+MILLION, FEATURES, CONTRIBUTORS = 1_000_000, 100, 10
+TARGET_BOUND = 4.0
 
 
 def _r2(y: np.ndarray, predicted: np.ndarray) -> float:
     return float(1 - np.sum((y - predicted) ** 2) / np.sum((y - y.mean()) ** 2))
 
 
-def run() -> dict[str, object]:
+def shard(index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Contributor ``index``'s rows: features uniform in [-1, 1], a linear target with noise (clipped to the
+    public bound), the same generator wherever it runs."""
+    rng = np.random.default_rng(index)
+    weights = np.random.default_rng(12345).normal(size=FEATURES) / np.sqrt(FEATURES)
+    X = rng.uniform(-1.0, 1.0, size=(MILLION // CONTRIBUTORS, FEATURES))
+    y = np.clip(X @ weights + 0.5 * rng.normal(size=len(X)), -TARGET_BOUND, TARGET_BOUND)
+    return X, y
+
+
+def contribute(index: int, regression_code: str, classes_code: str) -> None:
+    """A contributor process: its shard to both pools, one JSON line of bytes sent."""
+    X, y = shard(index)
+    sent = 0
+    for code, target in ((regression_code, y), (classes_code, np.where(y > 0, "up", "down"))):
+        with Contributor(code) as contributor:
+            contributor.upload(X, target, progress=False)
+            sent += contributor.bytes_sent
+    print(json.dumps({"bytes_sent": sent}))
+
+
+def _small_pool(address: str, X: np.ndarray, y: np.ndarray, names: list[str], target: str,
+                **settings: object) -> tuple[Client, str]:
+    analyst = Client(address)
+    pool = analyst.create_pool("bench", names, target, **settings)  # type: ignore[arg-type]
+    for rows in np.array_split(np.arange(len(X)), 3):
+        with Contributor(analyst.invite(pool.pool_id).code) as contributor:
+            contributor.upload(X[rows], y[rows], progress=False)
+    analyst.seal_pool(pool.pool_id)
+    return analyst, pool.pool_id
+
+
+def ames(address: str) -> dict[str, object]:
     data = load_ames()
-    X, y = data.X, data.y
-    out: dict[str, object] = {"rows": len(X), "features": X.shape[1], "contributors": len(SPLITS) - 1}
-    with local_server() as address:
-        analyst = Client(address)
-        start = time.perf_counter()
-        pool = analyst.create_pool("ames", list(data.feature_names), "SalePrice")
-        out["keys_and_pool_s"] = time.perf_counter() - start
-        out["context_bytes_full"] = len(analyst.key_holder.public_context())
-        seconds, sent = [], []
-        for a, b in itertools.pairwise(SPLITS):
-            contributor = Contributor(analyst.invite(pool.pool_id).code)
-            start = time.perf_counter()
-            contributor.upload(X[a:b], y[a:b], progress=False)
-            seconds.append(time.perf_counter() - start)
-            sent.append(contributor.bytes_sent / 1e6)
-            out["context_bytes_contributor"] = contributor.schema.context_bytes
-            contributor.close()
-        out["contribute_s"], out["contribute_mb"] = seconds, sent
-        start = time.perf_counter()
-        stats = analyst.pool_statistics(pool.pool_id)
-        out["statistics_s"] = time.perf_counter() - start
-        out["max_mean_error"] = float(np.max(np.abs(stats.mean - X.mean(axis=0))))
-        whole = analyst.upload(with_intercept(X), y, tile=pool_tile("columns", X.shape[1] + 1, 4096))
-        least = np.linalg.lstsq(with_intercept(X), y, rcond=None)[0]
-        out["r2_least_squares"] = _r2(y, with_intercept(X) @ least)
-        diffs = []
-        for solver, extra in (("gram", {"learning_rate": 0.7, "momentum": 0.3, "epochs": 30, "init": "zeros"}),
-                              ("normal", {})):
-            config = LinearRegressionConfig(solver=solver, standardization=stats.standardization(), **extra)
-            start = time.perf_counter()
-            weights = analyst.weights(analyst.train(pool_id=pool.pool_id, config=config).model)
-            out[f"train_{solver}_s"] = time.perf_counter() - start
-            on_table = analyst.weights(analyst.train(whole.dataset_id, config).model)
-            diffs.append(float(np.max(np.abs(weights - on_table))))
-            out[f"r2_pool_{solver}"] = _r2(y, with_intercept(X) @ stats.raw_weights(weights))
-        out["max_weight_diff_vs_table"] = max(diffs)
-        analyst.close()
-    return out
+    names = [*data.feature_names, data.target_name]
+    bounds = {n: public_bounds(c) for n, c in zip(names, np.column_stack([data.X, data.y]).T, strict=True)}
+    analyst, pool_id = _small_pool(address, data.X, data.y, list(data.feature_names), data.target_name,
+                                   bounds=bounds)
+    with analyst:
+        model = EncryptedLinearRegression(progress=False).fit_pool(analyst, pool_id)
+    design = np.c_[np.ones(len(data.X)), data.X]
+    exact = np.linalg.lstsq(design, data.y, rcond=None)[0]
+    pooled = _r2(data.y, model.predict(data.X))
+    return {"r2_pool": pooled, "r2_least_squares": _r2(data.y, design @ exact),
+            "r2_diff": abs(pooled - _r2(data.y, design @ exact))}
 
 
-def main() -> int:
+def wine(address: str) -> dict[str, object]:
+    X, y = load_wine(return_X_y=True)
+    names = [f"f{i}" for i in range(X.shape[1])]
+    bounds = {n: public_bounds(c) for n, c in zip(names, X.T, strict=True)}
+    analyst, pool_id = _small_pool(address, X, y, names, "class", bounds=bounds, classes=["0", "1", "2"])
+    with analyst:
+        model = EncryptedLogisticRegression(progress=False).fit_pool(analyst, pool_id)
+    scaled = StandardScaler().fit_transform(X)
+    exact = LogisticRegression(max_iter=10_000).fit(scaled, y)
+    return {"accuracy": float(np.mean(model.predict(X).astype(int) == y)),
+            "sklearn_accuracy": float(exact.score(scaled, y))}
+
+
+def million(address: str) -> dict[str, object]:
+    names = [f"x{i}" for i in range(FEATURES)]
+    bounds = {n: (-1.0, 1.0) for n in names}
+    analyst = Client(address)
+    regression = analyst.create_pool("1m", names, "y", bounds=bounds | {"y": (-TARGET_BOUND, TARGET_BOUND)})
+    classes = analyst.create_pool("1m classes", names, "y", bounds=bounds, classes=["down", "up"])
+    codes = [(analyst.invite(regression.pool_id).code, analyst.invite(classes.pool_id).code)
+             for _ in range(CONTRIBUTORS)]
+    start = time.perf_counter()
+    children = [subprocess.Popen([sys.executable, __file__, "--contributor", str(i), a, b], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for i, (a, b) in enumerate(codes)]
+    sent = []
+    for child in children:
+        out, err = child.communicate(timeout=600)
+        if child.returncode:
+            raise RuntimeError(f"a contributor failed: {err.strip()}")
+        sent.append(json.loads(out.strip().splitlines()[-1])["bytes_sent"])
+    uploaded = time.perf_counter() - start
+    analyst.seal_pool(regression.pool_id)
+    analyst.seal_pool(classes.pool_id)
+    ridge = EncryptedLinearRegression(progress=False).fit_pool(analyst, regression.pool_id)
+    logistic = EncryptedLogisticRegression(progress=False).fit_pool(analyst, classes.pool_id)
+    total = time.perf_counter() - start
+    analyst.close()
+    parts = [shard(i) for i in range(CONTRIBUTORS)]
+    X, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    labels = np.where(y > 0, "up", "down")
+    design = np.c_[np.ones(len(X)), X]
+    exact = np.linalg.lstsq(design, y, rcond=None)[0]
+    reference = LogisticRegression(max_iter=1000).fit(X, labels).score(X, labels)
+    accuracy = float(np.mean(logistic.predict(X) == labels))
+    return {
+        "total_s": round(total, 2), "contributions_s": round(uploaded, 2),
+        "contributor_upload_bytes": int(np.mean(sent)), "r2_pool": _r2(y, ridge.predict(X)),
+        "r2_diff": abs(_r2(y, ridge.predict(X)) - _r2(y, design @ exact)), "logistic_accuracy": accuracy,
+        "sklearn_accuracy": float(reference), "accuracy_vs_sklearn": accuracy - float(reference),
+    }
+
+
+def noise_error(draws: int = 200) -> float:
+    """|empirical sigma / calibrated sigma - 1| of ``core.release.seal``'s noise on fixed encrypted statistics."""
+    data = load_ames()
+    space = RowSpace(tuple(Bounds(*public_bounds(c)) for c in data.X.T), Bounds(*public_bounds(data.y)))
+    holder = KeyHolder(plan(2), rotations=[])
+    n, moments, _ = space.moments(data.X, data.y)
+    encrypted = holder.encrypt(moments[:, None], tile=moment_tile(holder.params.slots))
+    sigma = analytic_gaussian_sigma(1.0, 1e-6, space.sensitivity())
+    noise = [(holder.decrypt(seal([(n, encrypted)], sigma)).ravel() - moments) * n for _ in range(draws)]
+    return abs(float(np.std(np.concatenate(noise))) / sigma - 1)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON line")
-    args = parser.parse_args()
-    result = run()
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>28}: {value}")
-    return 0
+    parser.add_argument("--contributor", nargs=3, metavar=("INDEX", "CODE", "CODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.contributor:
+        contribute(int(args.contributor[0]), args.contributor[1], args.contributor[2])
+        return 0
+    result: dict[str, object] = {}
+    with local_server() as address:
+        result["ames"] = ames(address)
+        result["wine"] = wine(address)
+        result["rows_1m_100f_10_contributors"] = million(address)
+    result["dp"] = privacy.sweep(repeats=20)
+    result["dp_noise_rel_error"] = noise_error()
+    return finish(result, TARGETS, args.json)
 
 
 if __name__ == "__main__":

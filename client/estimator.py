@@ -206,59 +206,45 @@ class _EncryptedGradientDescent(BaseEstimator):
         self._store(weights, run, client.transfer, timings)
         self.report_.update(parameters=params.summary(), context_bytes=session.context_size_bytes)
 
-    def fit_pool(self, client: Client, pool_id: str, *, standardize: bool = False) -> Any:
-        """Train on every row contributed to the pool ``pool_id``; ``client`` holds the pool's session (the
+    def fit_pool(self, client: Client, pool_id: str) -> Any:
+        """Fit to the sealed release of the pool ``pool_id``; ``client`` holds the pool's session (the
         analyst's ``Client`` after ``create_pool``, or one restored with ``use_session``).
 
-        The rows never reach this process: contributors encrypted them under this session's public key, the
-        server trains on the concatenation of their contributions, and only the model (plus masked refreshes)
-        is decrypted here. Pools train full batch (``batch_size`` must be None; the ``shuffles``, ``server``,
-        ``tls``, ``params`` and ``standardize`` parameters do not apply: this process never holds the rows to
-        scale them) and ``fit_intercept`` must match the pool's schema. ``learning_rate=None`` is the
-        config's default here. A logistic pool's targets are 0/1, so ``classes_`` is ``[0.0, 1.0]``.
-
-        Features are used as contributed (keep them roughly within [-1, 1]) unless ``standardize``: linear
-        regression with the "gram" or "normal" solver then decrypts the pool's statistics (count, column means
-        and variances: aggregates, never a row), and the server applies the standardization they give (every
-        feature and the target to mean 0, deviation 1) inside its Gram statistics, so it learns those means and
-        deviations (docs/threat-model.md, Pools). ``coef_`` and ``intercept_`` are mapped back to raw units,
-        so ``predict`` takes raw features; ``report_["standardization"]`` holds the (scale, shift) used.
-        After it: ``coef_``, ``intercept_``, ``n_features_in_``, ``feature_names_`` (the pool's schema),
-        ``history_`` (losses in standardized units when standardized) and ``report_``, as after ``fit``; the
-        pool stays on the server.
+        No row reaches this process or the server: contributors sent encrypted sufficient statistics, the
+        server sealed their one release, and this key holder decrypts it and solves exactly (ridge for the
+        regressor, the quadratic logistic surrogate one-vs-rest for the classifier; ``l2`` and ``bound`` apply,
+        on features standardized with the released means and deviations, here). The weights go back freshly
+        encrypted as the server's model. ``coef_`` and ``intercept_`` are in data units; ``classes_`` are the
+        pool's labels; ``report_["release"]`` holds the release's rows, contributors and privacy.
         """
-        if self.batch_size is not None:
-            raise ValueError(f"batch_size={self.batch_size}: pools train full batch; leave batch_size=None")
-        if standardize and "standardization" not in algorithms.get(self.algorithm).config_fields():
-            raise ValueError(f"standardize=True needs linear regression (gram or normal), not {self.algorithm}")
         pool = client.pool(pool_id)
-        if bool(getattr(pool, "intercept", True)) != bool(self.fit_intercept):
-            has = "has" if getattr(pool, "intercept", True) else "has no"
-            raise ValueError(f"pool {pool_id} {has} an intercept column: set fit_intercept={not self.fit_intercept}")
-        config = self.config()
+        if self._is_classifier() != bool(pool.classes):
+            kind = "a classification" if pool.classes else "a regression"
+            raise ValueError(f"pool {pool_id} is {kind} pool: use Encrypted"
+                             f"{'LogisticRegression' if pool.classes else 'LinearRegression'}")
+        if not self.fit_intercept:
+            raise ValueError("a pool's model always has an intercept: set fit_intercept=True")
         before = (dict(client.transfer.sent), dict(client.transfer.received))
-        report: dict[str, Any] = {"pool_rows": pool.rows, "pool_contributions": pool.contributions}
-        stats = None
-        if standardize:
-            stats = client.pool_statistics(pool_id)
-            report["standardization"] = stats.standardization(target=True)
-            config = dataclasses.replace(config, standardization=report["standardization"])  # checks the solver
-        run = self._train(client, config, pool_id=pool_id)
-        weights = client.weights(run.model)
-        if stats is not None:
-            weights = stats.raw_weights(weights, report["standardization"])
+        settings = {"l2": self.l2, **({"bound": self.bound} if self._is_classifier() else {})}
+        run = client.train(pool_id=pool_id, config={k: v for k, v in settings.items() if v is not None},
+                           algorithm="logistic" if pool.classes else "linear")
+        weights = np.asarray(client.weights(run.model), dtype=np.float64).reshape(-1, len(pool.feature_names) + 1)
         transfer = Transfer(
             {k: v - before[0].get(k, 0) for k, v in client.transfer.sent.items()},
             {k: v - before[1].get(k, 0) for k, v in client.transfer.received.items()},
         )
-        self._store(weights, run, transfer, report)
-        self.coef_ = weights[1:] if self.fit_intercept else weights
-        self.intercept_ = float(weights[0]) if self.fit_intercept else 0.0
-        self.config_ = config
+        release = {"rows": pool.rows, "contributions": pool.contributions, "contributors": pool.contributors,
+                   "mechanism": pool.mechanism, "epsilon": pool.epsilon, "delta": pool.delta}
+        self._store(weights.reshape(-1), run, transfer, {"release": release})
+        if len(weights) == 1:
+            self.intercept_, self.coef_ = float(weights[0, 0]), weights[0, 1:]
+        else:
+            self.intercept_, self.coef_ = weights[:, 0], weights[:, 1:]
+        self.config_ = self.config()
         self.n_features_in_ = len(pool.feature_names)
         self.feature_names_ = list(pool.feature_names)
         if self._is_classifier():
-            self.classes_ = np.array([0.0, 1.0])
+            self.classes_ = np.array(pool.classes)
         return self
 
     def _train(self, client: Client, config: Any, **source: str) -> Any:

@@ -1,11 +1,13 @@
-"""PoolService calls, the analyst's side of pools: create a pool in this session, invite contributors, watch
-their row counts, decrypt the pool's aggregate statistics and train on it (``train(pool_id=...)``).
+"""PoolService calls, the analyst's side of pools: create a pool with its bounds and release policy, invite
+contributors, watch their row counts, seal it, decrypt its release (``pool_statistics``) and train on it
+(``train(pool_id=...)``: the release solved here, the weights sent back freshly encrypted).
 
 An invitation's ``code`` is everything a contributor needs (``client.contributor.Contributor``): the server
-address this client connected to, the contributor token and the pool id, as ``"cgi1." + urlsafe base64 of
-JSON``. The token is shown once (the server keeps its hash): hand the code over as you would a password.
-The analyst never receives contributors' ciphertexts; it decrypts only aggregates (``pool_statistics``),
-masked refreshes and the model (docs/threat-model.md, Pools).
+address this client connected to, the contributor token, the pool id and the SHA-256 fingerprint of this
+session's public key (the contributor refuses any other key), as ``"cgi1." + urlsafe base64 of JSON``. The
+token is shown once (the server keeps its hash): hand the code over as you would a password. The analyst never
+receives contributors' ciphertexts; it decrypts only the pool's one sealed release and the model
+(docs/threat-model.md, Pools).
 """
 
 from __future__ import annotations
@@ -19,20 +21,17 @@ from typing import Any
 import numpy as np
 
 from ciphergrad.client.session import Connection
-from ciphergrad.core import standardize
-from ciphergrad.core.gram import rotation_steps, weight_period
-from ciphergrad.core.keys import KeyHolder
-from ciphergrad.core.layout import pool_tile
+from ciphergrad.core.keys import KeyHolder, key_fingerprint
 from ciphergrad.core.params import CKKSParameters, plan
-from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2, types_pb2
+from ciphergrad.core.release import Bounds, Moments, RowSpace
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2
 
 CODE_PREFIX = "cgi1."
-_PACKINGS = {"rows": types_pb2.PACKING_ROWS, "columns": types_pb2.PACKING_COLUMNS}
-_PACKING_NAMES = {value: name for name, value in _PACKINGS.items()}
 
 
-def encode_invitation(address: str, token: str, pool_id: str, tls: bool = False) -> str:
-    payload = json.dumps({"address": address, "token": token, "pool_id": pool_id, "tls": tls}, sort_keys=True)
+def encode_invitation(address: str, token: str, pool_id: str, tls: bool = False, key: str = "") -> str:
+    payload = json.dumps({"address": address, "token": token, "pool_id": pool_id, "tls": tls, "key": key},
+                         sort_keys=True)
     return CODE_PREFIX + base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
@@ -74,69 +73,100 @@ class Invitation(InvitationInfo):
     code: str = ""  # the opaque string a contributor needs: give it to them, and to nobody else
 
 
+def schema_space(schema: pool_service_pb2.PoolSchema, clip_norm: float = 0.0) -> RowSpace:
+    """The ``core.release.RowSpace`` a pool's schema (and policy's clip norm) defines."""
+    def bounds(name: str) -> Bounds | None:
+        return Bounds(schema.bounds[name].lower, schema.bounds[name].upper) if name in schema.bounds else None
+
+    target = None if schema.classes else bounds(schema.target_name)
+    return RowSpace(tuple(bounds(n) for n in schema.feature_names), target, len(schema.classes), clip_norm or None)
+
+
 @dataclass(frozen=True)
 class PoolInfo:
     pool_id: str
     name: str
     feature_names: tuple[str, ...]
     target_name: str
-    packing: str
-    intercept: bool
+    bounds: dict[str, tuple[float, float]]
+    classes: tuple[str, ...]
+    min_contributors: int
+    min_rows: int
+    epsilon: float  # 0: no differential privacy
+    delta: float
+    mechanism: str  # in words, "none: ..." without differential privacy
+    sealed: float  # epoch seconds; 0: open
+    noise_std: float
     rows: int
     contributions: int
+    contributors: int
     size_bytes: int
     invitations: tuple[InvitationInfo, ...] = ()  # filled by Client.pool(), not by pools()
 
     @classmethod
     def from_proto(cls, message: pool_service_pb2.Pool, invitations: Sequence[Any] = ()) -> PoolInfo:
-        schema = message.schema
+        schema, policy = message.schema, message.policy
+        sealed = message.seal_time.ToNanoseconds() / 1e9 if message.HasField("seal_time") else 0.0
         return cls(message.pool_id, message.display_name, tuple(schema.feature_names), schema.target_name,
-                   _PACKING_NAMES.get(schema.packing, "columns"), schema.intercept, message.rows,
-                   message.contributions, message.size_bytes,
-                   tuple(InvitationInfo.from_proto(i) for i in invitations))
+                   {k: (v.lower, v.upper) for k, v in schema.bounds.items()}, tuple(schema.classes),
+                   policy.min_contributors, policy.min_rows, policy.epsilon, policy.delta, message.mechanism,
+                   float(sealed), message.noise_std, message.rows, message.contributions, message.contributors,
+                   message.size_bytes, tuple(InvitationInfo.from_proto(i) for i in invitations))
 
 
 @dataclass(frozen=True)
-class PoolStatistics:
-    """Decrypted aggregates of every contributed row (features without the intercept column)."""
+class PoolRelease:
+    """A pool's sealed release, decrypted here: ``moments`` holds every aggregate (``core.release.Moments``:
+    means, variances, correlations, ridge and logistic solutions)."""
 
-    rows: int
+    pool_id: str
     feature_names: tuple[str, ...]
-    mean: np.ndarray  # (d,)
-    variance: np.ndarray  # (d,) population variance (ddof=0)
-    target_mean: float
-    target_variance: float
-    sums: dict[str, np.ndarray] = field(default_factory=dict)  # the decrypted sums the above come from
-    intercept: bool = True  # the pool's features carry a column of ones first
+    target_name: str
+    classes: tuple[str, ...]
+    rows: int
+    contributions: int
+    contributors: int
+    epsilon: float
+    delta: float
+    noise_std: float
+    moments: Moments = field(repr=False)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Features' means (data units)."""
+        return self.moments.mean()[: len(self.feature_names)]
+
+    @property
+    def variance(self) -> np.ndarray:
+        """Features' population variances."""
+        return self.moments.variance()[: len(self.feature_names)]
 
     @property
     def std(self) -> np.ndarray:
-        return np.sqrt(np.maximum(self.variance, 0.0))
+        return np.sqrt(self.variance)
 
     @property
-    def intercept_column(self) -> int | None:
-        return 0 if self.intercept else None
+    def target_mean(self) -> float:
+        return float(self.moments.mean()[len(self.feature_names)])
 
-    def standardization(self, target: bool = True) -> standardize.Standardization:
-        """``(scale, shift)`` for ``LinearRegressionConfig(standardization=...)`` (solvers "gram"/"normal"):
-        every feature to mean 0 and deviation 1, and the target too unless ``target=False``. The server applies
-        it inside the Gram statistics and so learns these means and deviations (docs/threat-model.md, Pools)."""
-        target_moments = (self.target_mean, float(np.sqrt(max(self.target_variance, 0.0)))) if target else (0.0, 1.0)
-        return standardize.from_moments(self.mean, self.std, self.intercept_column, *target_moments)
+    @property
+    def target_variance(self) -> float:
+        return float(self.moments.variance()[len(self.feature_names)])
 
-    def raw_weights(self, weights: np.ndarray, standardization: standardize.Standardization | None = None,
-                    target: bool = True) -> np.ndarray:
-        """Weights trained with ``standardization`` (default: ``self.standardization(target)``) in raw units, in
-        the same order (intercept first): ``y = [1, x] @ raw``."""
-        found = standardization if standardization is not None else self.standardization(target)
-        return standardize.raw_weights(weights, found, self.intercept_column)
+    @classmethod
+    def decrypt(cls, release: pool_service_pb2.PoolRelease, holder: KeyHolder, matrix: Any) -> PoolRelease:
+        schema = release.schema
+        values = holder.decrypt(matrix).reshape(-1)
+        moments = Moments.from_release(release.rows, schema_space(schema, release.clip_norm), values, release.noise_std)
+        return cls(release.pool_id, tuple(schema.feature_names), schema.target_name, tuple(schema.classes),
+                   release.rows, release.contributions, release.contributors, release.epsilon, release.delta,
+                   release.noise_std, moments)
 
 
-def pool_keys(params: CKKSParameters, columns: int, packing: str) -> KeyHolder:
-    """Keys for a pool of ``columns`` encrypted feature columns: the rotations of its tile (statistics,
-    gradient descent) and of the Gram solver's weights."""
-    tile = pool_tile(packing, columns, params.slots)
-    return KeyHolder.for_tiles(params, [tile], rotation_steps(weight_period(columns, tile), params.slots))
+def pool_keys(params: CKKSParameters) -> KeyHolder:
+    """Keys for pools: no Galois keys at all (the release is a weighted sum; column-packed predictions add
+    columns without rotating), so the session's public context stays small."""
+    return KeyHolder(params, rotations=[])
 
 
 class PoolCalls(Connection):
@@ -147,22 +177,31 @@ class PoolCalls(Connection):
         feature_names: Sequence[str],
         target_name: str,
         *,
-        packing: str = "columns",
-        intercept: bool = True,
+        bounds: dict[str, tuple[float, float]] | None = None,
+        classes: Sequence[Any] | None = None,
+        min_contributors: int = 3,
+        min_rows: int = 10,
+        epsilon: float | None = None,
+        delta: float | None = None,
+        clip_norm: float | None = None,
         params: CKKSParameters | None = None,
     ) -> PoolInfo:
-        """A pool in this session (one is created with suitable keys if there is none yet). Contributors
-        encrypt ``feature_names`` in this order and ``target_name``; with ``intercept`` their SDK prepends
-        a column of ones (the model's intercept, weight 0)."""
-        if packing not in _PACKINGS:
-            raise ValueError(f"packing={packing!r}: use 'columns' (the default, fastest Gram pass) or 'rows'")
+        """A pool in this session (one is created, with keys, if there is none yet). Contributors summarize
+        ``feature_names`` and ``target_name`` (a classification pool: ``classes``, its labels), each column
+        clipped to its public ``bounds`` ``{name: (lower, upper)}`` if it has some. The server releases nothing
+        before ``min_contributors`` distinct contributors and takes no contribution under ``min_rows`` rows;
+        ``epsilon``/``delta`` make the one release differentially private (bounds needed on every column)."""
         if self.key_holder is None:
-            params = params or plan(3)
-            columns = len(feature_names) + int(intercept)
-            self.create_session(key_holder=pool_keys(params, columns, packing), display_name=f"pool {name}")
-        schema = pool_service_pb2.PoolSchema(feature_names=list(feature_names), target_name=target_name,
-                                             packing=_PACKINGS[packing], intercept=intercept)
-        request = pool_service_pb2.CreatePoolRequest(display_name=name, schema=schema)
+            self.create_session(key_holder=pool_keys(params or plan(3)), display_name=f"pool {name}")
+        schema = pool_service_pb2.PoolSchema(
+            feature_names=list(feature_names), target_name=target_name,
+            bounds={k: pool_service_pb2.ColumnBounds(lower=float(lo), upper=float(hi))
+                    for k, (lo, hi) in (bounds or {}).items()},
+            classes=[str(c) for c in classes or ()],
+        )
+        policy = pool_service_pb2.ReleasePolicy(min_contributors=min_contributors, min_rows=min_rows,
+                                                epsilon=epsilon or 0.0, delta=delta or 0.0, clip_norm=clip_norm or 0.0)
+        request = pool_service_pb2.CreatePoolRequest(display_name=name, schema=schema, policy=policy)
         return PoolInfo.from_proto(self.pools_stub.CreatePool(request, metadata=self.metadata).pool)
 
     def pool(self, pool_id: str) -> PoolInfo:
@@ -187,7 +226,8 @@ class PoolCalls(Connection):
         )
         response = self.pools_stub.CreateInvitation(request, metadata=self.metadata)
         info = InvitationInfo.from_proto(response.invitation)
-        code = encode_invitation(self.address, response.token, pool_id, tls=bool(self.tls))
+        code = encode_invitation(self.address, response.token, pool_id, tls=bool(self.tls),
+                                 key=key_fingerprint(self._holder().public_context()))
         return Invitation(**vars(info), code=code)
 
     def invitations(self, pool_id: str) -> list[InvitationInfo]:
@@ -200,22 +240,19 @@ class PoolCalls(Connection):
         request = pool_service_pb2.RevokeInvitationRequest(invitation_id=invitation_id)
         return InvitationInfo.from_proto(self.pools_stub.RevokeInvitation(request, metadata=self.metadata).invitation)
 
-    # -- aggregates -----------------------------------------------------------------------------------
-    def pool_statistics(self, pool_id: str) -> PoolStatistics:
-        """Count, per-column mean and variance of the pooled features and target, decrypted here from the
-        server's encrypted column sums (no row is ever decrypted)."""
+    # -- the release ----------------------------------------------------------------------------------
+    def seal_pool(self, pool_id: str) -> PoolInfo:
+        """Freeze the pool's contributions and have the server compute its one release (refused below the
+        policy's ``min_contributors``). Later contributions are refused: new data goes to a new pool."""
+        request = pool_service_pb2.SealPoolRequest(pool_id=pool_id)
+        return PoolInfo.from_proto(self.pools_stub.SealPool(request, metadata=self.metadata).pool)
+
+    def pool_statistics(self, pool_id: str) -> PoolRelease:
+        """The pool's sealed release, decrypted here: counts, means, variances, correlations and the exact
+        ridge and logistic solutions (``.moments``); the same numbers on every call."""
         response = self.pools_stub.PoolStatistics(
             pool_service_pb2.PoolStatisticsRequest(pool_id=pool_id), metadata=self.metadata
         )
-        info = self.pool(pool_id)
-        holder = self._holder()
-        names = ("feature_sums", "feature_square_sums", "target_sum", "target_square_sum")
-        sums = {name: holder.decrypt(self._matrix(getattr(response, name))).reshape(-1) for name in names}
-        self.transfer.add("received", "pool statistics", response.ByteSize())
-        n, skip = response.rows, int(info.intercept)
-        mean = sums["feature_sums"][skip:] / n
-        variance = sums["feature_square_sums"][skip:] / n - mean**2
-        target_mean = float(sums["target_sum"][0] / n)
-        target_variance = float(sums["target_square_sum"][0] / n - target_mean**2)
-        return PoolStatistics(n, info.feature_names, mean, variance, target_mean, target_variance, sums,
-                              info.intercept)
+        self.transfer.add("received", "pool release", response.ByteSize())
+        release = response.release
+        return PoolRelease.decrypt(release, self._holder(), self._matrix(release.moments))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ciphergrad.client.compute import ComputeCalls
 from ciphergrad.client.models import ModelCalls
-from ciphergrad.client.pools import Invitation, InvitationInfo, PoolCalls, PoolInfo, PoolStatistics
+from ciphergrad.client.pools import Invitation, InvitationInfo, PoolCalls, PoolInfo, PoolRelease
 from ciphergrad.client.session import Transfer, default_parameters
 from ciphergrad.client.training import JobState, TrainingCalls, TrainingRun, training_layout
 from ciphergrad.core.layout import rotation_steps
@@ -26,6 +26,6 @@ class Client(TrainingCalls, ModelCalls, ComputeCalls, PoolCalls):
 
 
 __all__ = [
-    "Client", "Invitation", "InvitationInfo", "JobState", "PoolInfo", "PoolStatistics", "TrainingRun",
+    "Client", "Invitation", "InvitationInfo", "JobState", "PoolInfo", "PoolRelease", "TrainingRun",
     "Transfer", "default_parameters", "rotation_steps", "training_layout",
 ]

@@ -12,7 +12,9 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf import json_format
 
+from ciphergrad.client.pools import PoolRelease
 from ciphergrad.client.session import Connection
 from ciphergrad.core import algorithms
 from ciphergrad.core.convergence import DivergenceError, LossWatch, check_magnitude
@@ -83,8 +85,9 @@ class TrainingCalls(Connection):
     ) -> TrainingRun:
         """Run (or with ``job_id``, resume) a training job, answering refreshes until it ends.
 
-        ``pool_id`` instead of ``dataset_id`` trains on a pool (``client.pools``): the concatenation of its
-        contributions, full batch (no ``batch_size``); the same solvers and the same ``TrainingRun``.
+        ``pool_id`` instead of ``dataset_id`` trains on a sealed pool (``client.pools``): the server sends its
+        release, this key holder solves it (linear: ridge, solver 'normal'; logistic: the quadratic surrogate,
+        one-vs-rest) and answers with freshly encrypted weights; the same ``TrainingRun``.
         ``algorithm``: 'linear' or 'logistic' (by default the kind of ``config``, else linear).
         ``on_epoch(epoch, loss)`` gets each decrypted training loss (MSE for linear, the Brier score of the
         polynomial probabilities for logistic); ``on_refresh(values)`` the (masked) values the key holder
@@ -168,6 +171,11 @@ class TrainingCalls(Connection):
                 solution = self._solve_normal(response.normal_system)
                 outbox.put(training_service_pb2.TrainRequest(normal_solution=solution))
                 run.refresh_seconds += time.perf_counter() - tick
+            elif kind == "pool_release":
+                tick = time.perf_counter()
+                solution = self._solve_release(response.pool_release, run.job)
+                outbox.put(training_service_pb2.TrainRequest(normal_solution=solution))
+                run.refresh_seconds += time.perf_counter() - tick
             elif kind == "result":
                 run.job, run.model = response.result.job, response.result.model
                 self.transfer.add("received", "model", response.result.model.ByteSize())
@@ -202,6 +210,23 @@ class TrainingCalls(Connection):
         weights = solve_normal(holder, system, rhs)[None, :]
         fresh = codec.matrix_to_proto(holder.encrypt(weights, tile=system.column.tile))
         self.transfer.add("received", "normal system", request.ByteSize())
+        self.transfer.add("sent", "normal solution", fresh.ByteSize())
+        return training_service_pb2.NormalSolution(request_id=request.request_id, weights=fresh)
+
+    def _solve_release(self, request: training_service_pb2.PoolReleaseRequest,
+                       job: training_service_pb2.Job | None) -> training_service_pb2.NormalSolution:
+        """A pool job: decrypt the sealed release, solve it here, answer with a FRESH encryption of the weights
+        (intercept first, data units; one-vs-rest blocks side by side for more than two classes)."""
+        holder = self._holder()
+        release = PoolRelease.decrypt(request.release, holder, self._matrix(request.release.moments))
+        settings = json_format.MessageToDict(job.hyperparameters) if job is not None else {}
+        if release.classes:
+            weights = release.moments.logistic(float(settings.get("l2", 0.1)), settings.get("bound"))
+        else:
+            weights = release.moments.ridge(float(settings.get("l2", 0.0)))
+        tile = Tile(request.weight_tile_rows, request.weight_tile_cols)
+        fresh = codec.matrix_to_proto(holder.encrypt(np.asarray(weights).reshape(1, -1), tile=tile))
+        self.transfer.add("received", "pool release", request.ByteSize())
         self.transfer.add("sent", "normal solution", fresh.ByteSize())
         return training_service_pb2.NormalSolution(request_id=request.request_id, weights=fresh)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from collections.abc import Iterable
@@ -129,3 +130,9 @@ def encryption_context(public_context: bytes) -> bytes:
         context.make_context_public()
     return context.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False,
                              save_relin_keys=False)
+
+
+def key_fingerprint(context: bytes) -> str:
+    """SHA-256 (hex) of a context's public encryption key, as ``encryption_context`` serializes it (deterministic):
+    what an invitation carries so that a contributor encrypts only under the analyst's own key."""
+    return hashlib.sha256(encryption_context(context)).hexdigest()

@@ -142,7 +142,7 @@ def test_contributors_download_the_public_key_alone(served) -> None:
     assert context.has_public_key() and not context.has_secret_key()
     assert not context.has_galois_keys() and not context.has_relin_keys()
     full = len(analyst.key_holder.public_context())
-    assert schema.context_bytes < full / 20  # no evaluation keys: a few percent of the analyst's context
+    assert schema.context_bytes < full / 4  # no evaluation keys (a pool session makes no Galois keys at all)
     assert schema.parameters == analyst.key_holder.params
 
 

@@ -64,8 +64,9 @@ def _invitation(**fields: object) -> SimpleNamespace:
 def test_status_screen_shows_each_invitation_and_its_state() -> None:
     now = dt.datetime(2026, 1, 10, 12, 0, tzinfo=dt.UTC)
     pool = SimpleNamespace(
-        pool_id="p-1", rows=300, contributions=3, size_bytes=12_500_000,
-        feature_names=["a", "b"], target_name="y",
+        pool_id="p-1", rows=300, contributions=3, contributors=2, size_bytes=1_250_000,
+        feature_names=["a", "b"], target_name="y", classes=(), sealed=0.0, min_contributors=3, min_rows=10,
+        mechanism="none: the analyst learns exact aggregates", noise_std=0.0,
         invitations=[
             _invitation(rows=200, contributions=2, max_rows=500),
             _invitation(invitation_id="inv-2", label="south", revoked=True, rows=100, contributions=1),
@@ -74,9 +75,12 @@ def test_status_screen_shows_each_invitation_and_its_state() -> None:
         ],
     )  # fmt: skip
     lines = status_lines("houses", pool, now)
-    assert lines[0] == "pool 'houses' (p-1): 300 rows in 3 contributions, 12.5 MB encrypted"
+    assert lines[0] == ("pool 'houses' (p-1), open: 300 rows in 3 contributions from 2 contributors, 1.25 MB "
+                        "encrypted statistics")
     assert "features: a, b; target: y" in lines[1]
-    rows = {line.split()[0]: line.split() for line in lines[4:]}
+    assert "at least 3 contributors, 10 rows per contribution" in lines[2]
+    assert lines[3].endswith("differential privacy: none: the analyst learns exact aggregates")
+    rows = {line.split()[0]: line.split() for line in lines[6:]}
     assert rows["inv-1"][1:6] == ["north", "active", "200", "2", "500"] and rows["inv-1"][-1] == "never"
     assert rows["inv-2"][2:4] == ["revoked", "100"]
     assert rows["inv-3"][1:3] == ["-", "expired"]

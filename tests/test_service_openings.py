@@ -41,7 +41,7 @@ OPENINGS = {
         "Distances: send the reference set first (model_id of a plaintext one, or reference_dataset_id of one "
         "the client encrypted), then batches of encrypted queries"),
     "ciphergrad.v1.ContributionService.Contribute": (
-        {"manifest"}, "Contribute: send a ContributionManifest first, then the features' and targets' chunks"),
+        {"manifest"}, "Contribute: send a ContributionManifest first, then the statistics' chunks"),
 }
 
 

@@ -2,8 +2,9 @@
 
 The CSV is read with client.table's validation, its columns are checked against the pool's schema before
 anything is encrypted (missing ones are an error naming them; extra ones are left out with a note, never
-encrypted, never sent), and the rows are encrypted here with the analyst's PUBLIC key (``client.contributor``:
-the contributor never holds a secret key) and uploaded as one atomic contribution. The code may come from
+encrypted, never sent), and the rows' sufficient statistics are computed and encrypted here with the
+analyst's PUBLIC key, after checking its fingerprint against the code (``client.contributor``: the contributor
+never holds a secret key), and uploaded as one atomic contribution; no row leaves the machine. The code may come from
 ``--invitation CODE``, ``--invitation @FILE`` (keeps it out of shell history and process listings) or
 ``$CIPHERGRAD_INVITATION``.
 """
@@ -17,6 +18,8 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from ciphergrad.client.contributor import Contributor
 from ciphergrad.client.table import BAD_CELL_CHOICES, CsvTable, TableError, csv_columns, read_csv
@@ -42,6 +45,19 @@ def schema_columns(table: CsvTable, feature_names: Sequence[str], target_name: s
     return [f"{table.path}: column(s) {extra} are not in the pool's schema: left out (never encrypted, never sent)"]
 
 
+def _labels_to_indices(table: CsvTable, target: str, classes: Sequence[str]) -> CsvTable:
+    """The table with the target's labels as their index in ``classes`` (blank cells stay blank: missing)."""
+    index = table.columns.index(target)
+    code = {label: str(k) for k, label in enumerate(classes)}
+    unknown = sorted({row[index].strip() for row in table.cells if row[index].strip() not in code} - {""})
+    if unknown:
+        raise TableError(f"{table.path}: column {target!r} holds label(s) {unknown[:5]} that are not among the "
+                         f"pool's classes {list(classes)}")
+    cells = tuple(tuple(code.get(cell.strip(), "") if i == index else cell for i, cell in enumerate(row))
+                  for row in table.cells)
+    return dataclasses.replace(table, cells=cells)
+
+
 def _invitation_code(args: argparse.Namespace) -> str:
     code = args.invitation or os.environ.get(INVITATION_ENV, "")
     if code.startswith("@"):
@@ -64,32 +80,41 @@ def cmd_contribute(args: argparse.Namespace) -> int:
     for notice in schema_columns(table, schema.feature_names, schema.target_name):
         print(f"note: {notice}", file=sys.stderr)
     hint = "fix the file, or pass --bad-cells drop (drop those rows) or --bad-cells impute (feature column mean)"
+    if schema.classes:  # labels as text: their index in the schema's classes makes the column numeric
+        table = _labels_to_indices(table, schema.target_name, schema.classes)
     columns = [*schema.feature_names, schema.target_name]
     clean = csv_columns(table, columns, bad_cells=args.bad_cells, targets=[schema.target_name], hint=hint)
     if clean.notice:
         print(f"note: {clean.notice}", file=sys.stderr)
     X, y = clean.values[:, :-1], clean.values[:, -1]
+    if schema.classes:
+        y = np.array([schema.classes[int(k)] for k in y])
     with contributor:
         receipt = contributor.upload(X, y, progress=not (args.no_progress or args.json))
     if args.json:  # one line for scripts (ciphergrad demo --pooled reads it)
-        fields = {"file": args.file, "bytes_sent": contributor.bytes_sent, "bytes_received": contributor.bytes_received}
+        fields = {"file": args.file, "bytes_sent": contributor.bytes_sent, "bytes_received": contributor.bytes_received,
+                  "cells_clipped": contributor.clipped}
         print(json.dumps({**dataclasses.asdict(receipt), **fields}))
         return 0
     print(
-        f"contributed {receipt.rows} rows x {X.shape[1]} features from {args.file} to pool {receipt.pool_id}, "
-        "encrypted here with the analyst's public key (this machine holds no secret key)"
+        f"contributed the statistics of {receipt.rows} rows x {X.shape[1]} features from {args.file} to pool "
+        f"{receipt.pool_id}: computed here, encrypted with the analyst's public key (fingerprint checked); no row "
+        "left this machine"
     )
+    if contributor.clipped:
+        print(f"note: {contributor.clipped} value(s) lay outside the pool's bounds and were clipped to them")
     print(
-        f"receipt {receipt.contribution_id}: {receipt.size_bytes / 1e6:.1f} MB stored; "
-        f"sent {contributor.bytes_sent / 1e6:.1f} MB, received {contributor.bytes_received / 1e6:.2f} MB "
-        "(the pool's schema and public key)"
+        f"receipt {receipt.contribution_id}: sent {contributor.bytes_sent / 1e6:.2f} MB, received "
+        f"{contributor.bytes_received / 1e6:.2f} MB (the pool's schema and public key)"
     )
     return 0
 
 
 def add_command(commands: Any) -> None:
     """Add ``contribute`` to the CLI's subparsers."""
-    contribute = commands.add_parser("contribute", help="encrypt a CSV file's rows and add them to a pool")
+    contribute = commands.add_parser(
+        "contribute", help="summarize a CSV file's rows, encrypt the statistics and add them to a pool"
+    )
     contribute.add_argument("file", help="CSV file with a header row holding the pool's columns")
     contribute.add_argument(
         "--invitation", help=f"the code the analyst gave you, or @FILE holding it (default: ${INVITATION_ENV})"

@@ -1,10 +1,11 @@
-"""``ciphergrad pool create|invite|revoke|train|status``: the analyst's side of pooled training from a shell.
+"""``ciphergrad pool create|invite|revoke|seal|train|status``: the analyst's side of pools from a shell.
 
 ``pool create`` makes the keys and a session on the first pool and keeps them in the key directory
 (client.keystore: the secret key never leaves it; the session is made and saved before the pool, so a failure
-in between loses no key), ``pool invite`` prints a code to hand to one contributor (who runs ``ciphergrad
-contribute``, client.cli.contribute), ``pool revoke`` ends one, ``pool status`` shows the rows per invitation
-and ``pool train`` trains on every contributed row and prints the coefficients in raw units.
+in between loses no key), with the pool's public bounds and release policy. ``pool invite`` prints a code to
+hand to one contributor (who runs ``ciphergrad contribute``, client.cli.contribute), ``pool revoke`` ends one,
+``pool seal`` has the server compute the pool's one release, ``pool status`` shows the policy and the rows per
+invitation, and ``pool train`` solves the release here and prints the coefficients in data units.
 
 Bad input (an unknown pool name, a loose key file, a malformed duration, flags that do not fit the algorithm)
 is one line and exit code 2, never a traceback; a server refusal is one line with its status and exit code 1.
@@ -13,35 +14,21 @@ is one line and exit code 2, never a traceback; a server refusal is one line wit
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import re
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ciphergrad.client import training
 from ciphergrad.client.keystore import KEY_DIR_ENV, KeyDirectory, KeyDirError, SessionRecord, key_dir_for
 from ciphergrad.client.pools import pool_keys
 from ciphergrad.client.sdk import Client
 from ciphergrad.client.table import TableError
-from ciphergrad.core import algorithms, gram, linear
 from ciphergrad.core.errors import ParameterError
-from ciphergrad.core.layout import pool_tile, rotation_steps
 from ciphergrad.core.params import plan
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-# Hyperparameters a pool job takes: every config field of both algorithms except what pools fix
-# (full batch: no batch_size; the intercept is the schema's).
-_FIXED = {"batch_size", "intercept_column", "standardization"}
-# The pool command's own defaults (as `ciphergrad train` has its own): start from zero and use heavy-ball
-# momentum, which the safe learning rate (1/trace) keeps stable.
-_POOL_DEFAULTS: dict[str, dict[str, Any]] = {"linear": {"init": "zeros", "momentum": 0.9}}
-# Defaults shown in --help where the config's own default is not what runs.
-_SHOWN_DEFAULTS = {"solver": "gram (normal: one decrypted solve here; gd: per-row)", "bound": "sized from the features"}
-
 
 def parse_duration(text: str) -> int | None:
     """``'7d'``, ``'12h'``, ``'30m'``, ``'90s'``, ``'2w'`` as seconds; ``'never'`` or ``'0'`` as None."""
@@ -83,12 +70,17 @@ def _connect(args: argparse.Namespace, *, with_secret: bool = False) -> tuple[Cl
     return client, record, pool_id
 
 
-def pool_rotations(columns: int, slots: int) -> list[int]:
-    """The rotation steps a column-packed pool of ``columns`` encrypted columns needs: what
-    client.pools.pool_keys makes Galois keys for (the tile's and the Gram solver's)."""
-    tile = pool_tile("columns", columns, slots)
-    steps = {*rotation_steps(tile), *gram.rotation_steps(gram.weight_period(columns, tile), slots)}
-    return sorted(s for s in steps if s % slots)
+def parse_bounds(text: str) -> dict[str, tuple[float, float]]:
+    """``--bounds "age=0:120,income=0:1e6"`` as ``{column: (lower, upper)}``."""
+    found: dict[str, tuple[float, float]] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, span = part.partition("=")
+        lower, _, upper = span.partition(":")
+        try:
+            found[name.strip()] = (float(lower), float(upper))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: write COLUMN=LOWER:UPPER, e.g. age=0:120") from None
+    return found
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -105,11 +97,6 @@ def cmd_create(args: argparse.Namespace) -> int:
             raise KeyDirError(f"{where}; use another --key-dir")
         args.server = record.server
         holder = keys.load_key_holder()
-        if not set(pool_rotations(len(features) + 1, holder.params.slots)) <= set(record.rotations):
-            raise KeyDirError(
-                f"the keys in {keys.path} were made for pools of another width and lack rotations that "
-                f"{len(features)} features need; give this pool its own --key-dir"
-            )
         client = Client(record.server, tls=record.tls)
         client.use_session(record.session_id, keys.load_token(), holder)
     else:
@@ -117,19 +104,27 @@ def cmd_create(args: argparse.Namespace) -> int:
             raise KeyDirError(f"{keys.path} has no session yet: name the server with --server HOST:PORT")
         client = Client(args.server, tls=args.tls or False)
         # The session first, saved at once: should creating the pool fail, the keys of the session are kept.
-        # Keys as Client.create_pool makes them for a new session (plan(3), column packing).
-        holder = pool_keys(plan(3), len(features) + 1, "columns")
+        # Keys as Client.create_pool makes them for a new session (plan(3), no Galois keys).
+        holder = pool_keys(plan(3))
         client.create_session(key_holder=holder, display_name=f"ciphergrad pool {args.name}")
-        steps = pool_rotations(len(features) + 1, holder.params.slots)
-        record = SessionRecord(args.server, client.session_id, tls=args.tls or False, rotations=steps)
+        record = SessionRecord(args.server, client.session_id, tls=args.tls or False, rotations=[])
         keys.save_session(holder, client.token, record)
     with client:
-        pool = client.create_pool(args.name, features, args.target)
+        pool = client.create_pool(
+            args.name, features, args.target, bounds=args.bounds, classes=args.classes,
+            min_contributors=args.min_contributors, min_rows=args.min_rows, epsilon=args.epsilon,
+            delta=args.delta, clip_norm=args.clip_norm,
+        )
     record.pools[args.name] = pool.pool_id
     keys.save_record(record)
     print(f"created pool {args.name!r} ({pool.pool_id}) on {record.server}")
     print(f"  features, in order: {', '.join(features)}")
-    print(f"  target:             {args.target}")
+    print(f"  target:             {args.target}" + (f" (classes {', '.join(pool.classes)})" if pool.classes else ""))
+    unbounded = [c for c in [*features, *([] if pool.classes else [args.target])] if c not in pool.bounds]
+    if unbounded:
+        print(f"  used as they are (no --bounds): {', '.join(unbounded)}")
+    print(f"  release: at least {pool.min_contributors} contributors of {pool.min_rows}+ rows each; "
+          f"differential privacy: {pool.mechanism}")
     print(f"  keys (secret key, session token; never sent): {keys.path}")
     print(f"next: ciphergrad pool invite {args.name} --label NAME_OF_CONTRIBUTOR")
     return 0
@@ -143,20 +138,22 @@ def _when(epoch_seconds: float) -> str:
 
 
 def cmd_invite(args: argparse.Namespace) -> int:
-    client, _, pool_id = _connect(args)
+    # The key itself, not the server's word for it: the code carries its fingerprint (client.pools).
+    client, _, pool_id = _connect(args, with_secret=True)
     with client:
         invitation = client.invite(pool_id, label=args.label, expires_in=args.expires, max_rows=args.max_rows)
     limits = [f"label {args.label!r}" if args.label else "no label"]
     limits.append(f"expires {_when(invitation.expire_time)}")
     limits.append(f"at most {args.max_rows} rows" if args.max_rows else "no row cap")
     print(f"invitation {invitation.invitation_id} to pool {args.name!r} ({'; '.join(limits)})")
-    print("Give this code to the contributor. Treat it like a password: whoever holds it can add rows to the pool")
-    print("(and nothing else) until it expires or you revoke it. It is shown once.")
+    print("Give this code to the contributor. Treat it like a password: whoever holds it can contribute to the pool")
+    print("(and nothing else) until it expires or you revoke it. It is shown once. It carries your public key's")
+    print("fingerprint: the contributor refuses to encrypt under any other key.")
     print()
     print(f"  {invitation.code}")
     print()
     print("The contributor saves it in a file (say invitation.txt) and runs, on their own machine, with a CSV")
-    print("holding the pool's columns (the rows are encrypted there, with your public key):")
+    print("holding the pool's columns (only its statistics leave, encrypted there with your public key):")
     print("  ciphergrad contribute THEIR_FILE.csv --invitation @invitation.txt")
     print(f"Revoke it: ciphergrad pool revoke {args.name} {invitation.invitation_id}")
     return 0
@@ -168,7 +165,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         invitation = client.revoke_invitation(args.invitation_id)
     print(
         f"revoked {args.invitation_id} ({invitation.label or 'no label'}): its code no longer works; "
-        f"the {invitation.rows} rows it contributed stay in the pool"
+        f"the statistics of the {invitation.rows} rows it contributed stay in the pool"
     )
     return 0
 
@@ -184,10 +181,15 @@ def _invitation_state(invitation: Any, now: dt.datetime) -> str:
 def status_lines(name: str, pool: Any, now: dt.datetime | None = None) -> list[str]:
     """The ``pool status`` screen for a PoolInfo (schema, totals, one row per invitation)."""
     now = now or dt.datetime.now(dt.UTC)
+    state = f"sealed {_when(pool.sealed)}" if pool.sealed else "open"
     lines = [
-        f"pool {name!r} ({pool.pool_id}): {pool.rows} rows in {pool.contributions} contributions, "
-        f"{pool.size_bytes / 1e6:.1f} MB encrypted",
-        f"  features: {', '.join(pool.feature_names)}; target: {pool.target_name}",
+        f"pool {name!r} ({pool.pool_id}), {state}: {pool.rows} rows in {pool.contributions} contributions from "
+        f"{pool.contributors} contributors, {pool.size_bytes / 1e6:.2f} MB encrypted statistics",
+        f"  features: {', '.join(pool.feature_names)}; target: {pool.target_name}"
+        + (f" (classes {', '.join(pool.classes)})" if pool.classes else ""),
+        f"  release policy: at least {pool.min_contributors} contributors, {pool.min_rows} rows per contribution",
+        f"  differential privacy: {pool.mechanism}"
+        + (f"; noise std {pool.noise_std:.4g} per released sum" if pool.noise_std else ""),
         "",
     ]
     wide = max([len("invitation"), *(len(inv.invitation_id) for inv in pool.invitations)])
@@ -213,101 +215,56 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
-    entry = algorithms.get(args.algorithm)
-    given = {name: getattr(args, name) for name in entry.config_fields() if getattr(args, name, None) is not None}
-    given = {**_POOL_DEFAULTS.get(args.algorithm, {}), **given}
-    others = sorted(n for n in _training_fields() if n not in entry.config_fields() and getattr(args, n) is not None)
-    if others:
-        flags = ", ".join("--" + n.replace("_", "-") for n in others)
-        raise ParameterError(f"{flags} do(es) not apply to --algorithm {args.algorithm}; remove it")
-    if args.standardize and "standardization" not in entry.config_fields():
-        raise ParameterError(f"--standardize applies to --algorithm linear (gram or normal), not {args.algorithm}")
-    solver = getattr(entry.service_config(given), "solver", "gd")  # a bad combination fails before connecting
-    if args.standardize and solver not in training.ONE_PASS_SOLVERS:
-        raise ParameterError(
-            f"--standardize works with --solver gram or normal (the server folds it into the Gram statistics), "
-            f"not {solver}"
-        )
-    return given
-
-
-def safe_learning_rate(stats: Any, standardized: bool) -> float:
-    """``1 / trace(X^T X / n)`` over the design with its intercept column: the trace bounds the largest
-    eigenvalue, so gradient descent with this step cannot diverge. From aggregates only (count, means, variances);
-    standardized features have second moment 1 (0 for a constant column)."""
-    second_moments = (stats.std > 0).astype(float) if standardized else stats.variance + stats.mean**2
-    return float(1.0 / (1.0 + np.sum(second_moments)))
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    values = _hyperparameters(args)
-    entry = algorithms.get(args.algorithm)
-    client, _, pool_id = _connect(args, with_secret=True)
-    notes = []
+def cmd_seal(args: argparse.Namespace) -> int:
+    client, _, pool_id = _connect(args)
     with client:
-        pool = client.pool(pool_id)
-        solver = getattr(entry.service_config(values), "solver", "gd")
-        wants_rate = args.algorithm == "linear" and "learning_rate" not in values and solver != "normal"
-        stats = client.pool_statistics(pool_id) if args.standardize or wants_rate else None
-        if args.standardize:
-            values["standardization"] = stats.standardization(target=True)
-            notes.append(
-                "standardized: every feature and the target to mean 0 and deviation 1 with the pool's decrypted "
-                "means and deviations (the server applies them inside the Gram statistics, so it learns them)"
-            )
-        if wants_rate:
-            values["learning_rate"] = safe_learning_rate(stats, args.standardize)
-            notes.append(f"learning rate {values['learning_rate']:.4g} = 1/trace(X^T X / n), from the pool statistics")
-        config = entry.service_config(values)
-        run = client.train(pool_id=pool_id, config=config, algorithm=args.algorithm)
-        weights = client.weights(run.model)
-        if args.standardize:
-            weights = stats.raw_weights(weights, values["standardization"])
-    print("\n".join(training_lines(args.name, pool, args.algorithm, config, run, weights, notes)))
+        pool = client.seal_pool(pool_id)
+    print(f"sealed pool {args.name!r}: one release of {pool.rows} rows from {pool.contributors} contributors; "
+          "it takes no more contributions (new data: a new pool)")
+    print(f"  differential privacy: {pool.mechanism}")
+    print(f"next: ciphergrad pool train {args.name}")
     return 0
 
 
-def training_lines(
-    name: str, pool: Any, algorithm: str, config: Any, run: Any, weights: np.ndarray, notes: Sequence[str] = ()
-) -> list[str]:
-    """The ``pool train`` screen: what was trained, the loss per epoch and the coefficients."""
-    solver = getattr(config, "solver", "gd")
+def cmd_train(args: argparse.Namespace) -> int:
+    client, _, pool_id = _connect(args, with_secret=True)
+    with client:
+        pool = client.pool(pool_id)
+        algorithm = "logistic" if pool.classes else "linear"
+        config = {name: value for name in ("l2", "bound") if (value := getattr(args, name)) is not None}
+        if algorithm == "linear" and "bound" in config:
+            raise ParameterError("--bound applies to a classification pool's logistic model, not to regression")
+        run = client.train(pool_id=pool_id, config=config, algorithm=algorithm)
+        release = client.pool_statistics(pool_id)
+        weights = np.asarray(client.weights(run.model))
+    print("\n".join(training_lines(args.name, pool, algorithm, release, run, weights)))
+    return 0
+
+
+def training_lines(name: str, pool: Any, algorithm: str, release: Any, run: Any, weights: np.ndarray) -> list[str]:
+    """The ``pool train`` screen: what was trained from which release, and the coefficients."""
+    model = "ridge regression" if algorithm == "linear" else "logistic regression (quadratic surrogate)"
     lines = [
-        f"trained {algorithm} regression ({solver}) on pool {name!r}: {pool.rows} rows from "
-        f"{pool.contributions} contributions x {len(pool.feature_names)} features",
-        *notes,
+        f"trained {model} on the sealed release of pool {name!r}: {release.rows} rows from {release.contributors} "
+        f"contributors x {len(pool.feature_names)} features",
+        f"differential privacy: {pool.mechanism}",
         "",
     ]
-    if run.losses:
-        kind = "MSE" if algorithm == "linear" else "Brier score"
-        every = max(1, len(run.losses) // 10)
-        lines.append(f"{'epoch':>7} | {kind + ' (encrypted, decrypted here)':>34}")
-        lines += [
-            f"{i + 1:>7} | {loss:>34.8g}"
-            for i, loss in enumerate(run.losses)
-            if i % every == 0 or i == len(run.losses) - 1
-        ]
-    else:
-        lines.append("(no epochs: this process solved the decrypted normal system once)")
-    names = ["(intercept)", *pool.feature_names] if len(weights) == len(pool.feature_names) + 1 else pool.feature_names
-    lines += ["", f"{'coefficient':>24} {'value (raw units)':>18}"]
-    lines += [f"{label:>24} {value:>18.8g}" for label, value in zip(names, weights, strict=True)]
-    lines.append(
-        f"training {run.seconds:.2f}s; {run.refreshes} masked refreshes answered; "
-        "the server never saw a row or the secret key"
-    )
+    blocks = np.asarray(weights).reshape(-1, len(pool.feature_names) + 1)
+    heads = list(pool.classes) if len(blocks) > 1 else [pool.classes[1] if pool.classes else "coefficient"]
+    lines.append(f"{'feature':>24} {'mean':>12} " + " ".join(f"{str(h)[:16]:>16}" for h in heads))
+    means = release.mean
+    lines.append(f"{'(intercept)':>24} {'':>12} " + " ".join(f"{b[0]:>16.6g}" for b in blocks))
+    for j, feature in enumerate(pool.feature_names):
+        lines.append(f"{feature:>24} {means[j]:>12.6g} " + " ".join(f"{b[j + 1]:>16.6g}" for b in blocks))
+    if algorithm == "logistic" and len(blocks) == 1:
+        lines.append(f"(the log-odds of {pool.classes[1]!r} against {pool.classes[0]!r})")
+    lines.append(f"solved here in {run.seconds:.2f}s from one decrypted release; the server saw no row, no "
+                 "decryption and no secret key")
     return lines
 
 
 # -- parsers -------------------------------------------------------------------------------------------
-def _training_fields() -> list[str]:
-    names: list[str] = []
-    for entry in algorithms.ALGORITHMS.values():
-        names += [n for n in entry.config_fields() if n not in _FIXED and n not in names]
-    return names
-
-
 def _add_key_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the pool's name (also names its key directory)")
     parser.add_argument(
@@ -327,6 +284,19 @@ def add_commands(commands: Any) -> None:
     create.add_argument("--target", required=True, help="the column to predict")
     create.add_argument("--server", help="HOST:PORT of the ciphergrad server (needed when the key dir is new)")
     create.add_argument("--tls", metavar="CA.pem", help="use TLS, trusting this CA certificate")
+    create.add_argument("--bounds", type=parse_bounds, default={},
+                        help="public ranges, COLUMN=LOWER:UPPER,...: contributors clip to them and scale to [-1, 1] "
+                        "(needed on every column for --epsilon)")
+    create.add_argument("--classes", type=parse_columns, default=None,
+                        help="a classification pool: the target's labels, comma-separated")
+    create.add_argument("--min-contributors", type=int, default=3,
+                        help="no release from fewer distinct contributors (default 3)")
+    create.add_argument("--min-rows", type=int, default=10, help="rows each contribution needs (default 10)")
+    create.add_argument("--epsilon", type=float, default=None,
+                        help="differential privacy of the release (with --delta)")
+    create.add_argument("--delta", type=float, default=None, help="e.g. 1e-6, below 1/rows")
+    create.add_argument("--clip-norm", type=float, default=None,
+                        help="DP: clip each row's scaled vector to this L2 norm (default: the bounds')")
     create.set_defaults(handler=cmd_create)
     invite = actions.add_parser("invite", help="make an invitation code for one contributor")
     _add_key_dir(invite)
@@ -338,44 +308,17 @@ def add_commands(commands: Any) -> None:
     _add_key_dir(revoke)
     revoke.add_argument("invitation_id", help="the id pool invite printed (see pool status)")
     revoke.set_defaults(handler=cmd_revoke)
-    train = actions.add_parser("train", help="train on every contributed row; prints weights and losses")
+    seal = actions.add_parser("seal", help="freeze the contributions and compute the pool's one release")
+    _add_key_dir(seal)
+    seal.set_defaults(handler=cmd_seal)
+    train = actions.add_parser("train", help="solve the sealed release here (ridge, or logistic for classes)")
     _add_key_dir(train)
-    train.add_argument("--algorithm", choices=sorted(algorithms.ALGORITHMS), default="linear", help="default linear")
-    train.add_argument(
-        "--standardize",
-        action="store_true",
-        help="linear, solver gram or normal: standardize features and target with the pool's decrypted means and "
-        "deviations (applied by the server); coefficients are printed in raw units",
-    )
-    for field_name in _training_fields():
-        _training_flag(train, field_name)
+    train.add_argument("--l2", type=float, default=None,
+                       help="ridge penalty on standardized features (default 0 for linear, 0.1 for logistic)")
+    train.add_argument("--bound", type=float, default=None,
+                       help="logistic: logit range of the quadratic surrogate (default 4)")
     train.set_defaults(handler=cmd_train)
     status = actions.add_parser("status", help="rows per invitation; revoked and expired ones")
     _add_key_dir(status)
     status.set_defaults(handler=cmd_status)
 
-
-def _training_flag(parser: argparse.ArgumentParser, name: str) -> None:
-    """``--name`` for a config field of one or both algorithms; its help says which and their defaults."""
-    owners = {
-        entry.name: spec
-        for entry in algorithms.ALGORITHMS.values()
-        for spec in dataclasses.fields(entry.config)
-        if spec.name == name
-    }
-    spec = next(iter(owners.values()))
-    kind = str(spec.type)
-    parse = str if "str" in kind else int if "int" in kind and "float" not in kind else float
-    shown = {
-        algorithm: _POOL_DEFAULTS.get(algorithm, {}).get(name, _SHOWN_DEFAULTS.get(name, field.default))
-        for algorithm, field in owners.items()
-    }
-    if len(set(shown.values())) == 1:
-        defaults = f"default {next(iter(shown.values()))}"
-    else:
-        defaults = "default " + ", ".join(f"{value} ({algorithm})" for algorithm, value in shown.items())
-    only = f"{next(iter(owners))} only; " if len(owners) == 1 else ""
-    choices = {"solver": linear.SOLVERS, "init": ("normal", "zeros")}.get(name)
-    parser.add_argument(
-        "--" + name.replace("_", "-"), type=parse, default=None, choices=choices, help=f"{only}{defaults}"
-    )

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ciphergrad.client.compare import scaling
+from ciphergrad.client.compare import privacy, scaling
 from ciphergrad.client.compare.result import TaskResult
 from ciphergrad.client.compare.server import ServerHandle, ServerUnreachable, running_server
 from ciphergrad.client.compare.tasks import TASK_NAMES, Task, select
@@ -49,7 +49,7 @@ def measure(args: argparse.Namespace, tasks: list[Task]) -> tuple[list[TaskResul
     """Run the tasks (and the sweep) against the server; the results, the sweep and the run's description."""
     with running_server(args.server) as server:
         runs = scaling.run_count(args.quick) if args.scaling else 0
-        with tqdm(total=len(tasks) + runs, disable=args.no_progress or None, file=sys.stderr) as bar:
+        with tqdm(total=len(tasks) + runs + 1, disable=args.no_progress or None, file=sys.stderr) as bar:
             start = time.perf_counter()
             results = run_tasks(tasks, server, args.quick, bar)
             task_seconds = time.perf_counter() - start
@@ -60,6 +60,9 @@ def measure(args: argparse.Namespace, tasks: list[Task]) -> tuple[list[TaskResul
 
             sweep = scaling.sweep(args.server, args.quick, tick) if args.scaling else None
             scaling_seconds = time.perf_counter() - start - task_seconds
+            # Pools' differential privacy: the release mechanism itself (core.release), no server needed.
+            tick("privacy: utility against epsilon")
+            dp = privacy.sweep(repeats=3 if args.quick else 20)
     meta = {
         "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "mode": "quick" if args.quick else "full",
@@ -72,6 +75,7 @@ def measure(args: argparse.Namespace, tasks: list[Task]) -> tuple[list[TaskResul
         else "not measured (/proc/PID/clear_refs cannot be written here)",
         "task_seconds": task_seconds,
         "scaling_seconds": scaling_seconds,
+        "privacy": dp,
     }
     return results, sweep, meta
 

@@ -127,3 +127,30 @@ def scaling(sweep: dict[str, Any], out: Path) -> str:
         ax.legend(fontsize=8)
     fig.suptitle("Encrypted linear regression through the server: scaling in rows (log-log)", fontsize=10)
     return _save(fig, out, "scaling.png")
+
+
+def privacy(dp: dict[str, Any], out: Path) -> str:
+    """Each table's held-out metric against epsilon (log axis), noise draws' spread shaded, the exact release
+    (no noise) dotted."""
+    finite = [e for e in dp["epsilons"] if e is not None]
+    fig, axes = plt.subplots(1, len(dp["tables"]), figsize=(WIDTH, 2.9))
+    for ax, (name, found) in zip(np.atleast_1d(axes), dp["tables"].items(), strict=True):
+        pairs = [(m, s) for e, m, s in zip(dp["epsilons"], found["mean"], found["std"], strict=True) if e is not None]
+        mean, spread = np.array([m for m, _ in pairs]), np.array([s for _, s in pairs])
+        ax.semilogx(finite, mean, "-o", color=ENCRYPTED["color"], label="noisy release")
+        ax.fill_between(finite, mean - spread, mean + spread, color=ENCRYPTED["color"], alpha=0.15)
+        exact = found["mean"][dp["epsilons"].index(None)] if None in dp["epsilons"] else None
+        if exact is not None:
+            ax.axhline(exact, linestyle=":", color=PLAIN["color"], label="exact release")
+        low = 0.4 if "accuracy" in found["metric"] else -1.0
+        ax.set_ylim(max(min(float(np.min(mean - spread)) - 0.05, exact or 0.0), low), 1.0)
+        ax.set_xlabel("ε")
+        ax.set_ylabel(found["metric"])
+        ax.set_title(f"{name} ({found['rows']} rows)", fontsize=9)
+        ax.set_xticks(finite)
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.grid(True, alpha=0.3)
+    np.atleast_1d(axes)[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Pools: utility of a differentially private release (δ = {dp['delta']:g})", fontsize=10)
+    return _save(fig, out, "privacy.png")

@@ -136,6 +136,17 @@ def scaling_table(sweep: dict[str, Any]) -> Table:
     return header, rows
 
 
+def privacy_table(dp: dict[str, Any]) -> Table:
+    labels = ["∞ (exact)" if e is None else f"{e:g}" for e in dp["epsilons"]]
+    header = ["table", "metric", "rows", "features", *(f"ε = {label}" for label in labels)]
+    rows = [
+        [name, found["metric"], str(found["rows"]), str(found["features"]),
+         *(f"{m:.3f} ± {s:.3f}" for m, s in zip(found["mean"], found["std"], strict=True))]
+        for name, found in dp["tables"].items()
+    ]
+    return header, rows
+
+
 def _slope(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
@@ -175,6 +186,12 @@ def write(out: Path, results: list[TaskResult], sweep: dict[str, Any] | None, me
         sections.append(
             (f"Scaling: {sweep['features']} features, {sweep['epochs']} epochs per size", scaling_table(sweep))
         )
+    dp = meta.get("privacy")
+    if dp:
+        images.append((plots.privacy(dp, out), "Pools: differential privacy's cost"))
+        sections.append((f"Pools with differential privacy: held-out metric against ε (δ = {dp['delta']:g}, "
+                         f"{dp['contributors']} contributors, mean ± sd of {dp['repeats']} releases)",
+                         privacy_table(dp)))
     notes = [f"{r.name}: {r.notes}" for r in results if r.notes]
     intro = (
         f"ciphergrad compare — {meta['mode']} run against {meta['server']}, {meta['created']}, "

@@ -25,10 +25,12 @@ from typing import Any
 import grpc
 
 from ciphergrad.core.gram import GramStatistics, RightHandSide
+from ciphergrad.core.layout import Tile
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.server.rpc import validation
 from ciphergrad.server.rpc.errors import ServiceError, invalid
 from ciphergrad.wire import codec
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as pool_pb
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
 
 log = logging.getLogger("ciphergrad.server")
@@ -143,6 +145,22 @@ class StreamRefresh:
         if not codec.has_matrix(reply.weights):
             raise invalid("normal_solution.weights is empty: send a fresh encryption of the solved weights")
         return validation.inbound(codec.matrix_from_proto(self.engine, reply.weights), "the solved weights")
+
+    def solve_release(self, release: pool_pb.PoolRelease, shape: tuple[int, int], tile: Tile) -> EncryptedMatrix:
+        """A pool job's one exchange: the sealed release out, a fresh encryption of the weights back."""
+        self._next_id += 1
+        request = pb.PoolReleaseRequest(request_id=self._next_id, release=release, weight_tile_rows=tile.rows,
+                                        weight_tile_cols=tile.cols)
+        reply = self._round_trip(pb.TrainResponse(pool_release=request), pb.NormalSolution)
+        if reply.request_id != self._next_id:
+            raise invalid(f"normal_solution answers request {reply.request_id}; expected {self._next_id}")
+        if not codec.has_matrix(reply.weights):
+            raise invalid("normal_solution.weights is empty: send a fresh encryption of the solved weights")
+        weights = validation.inbound(codec.matrix_from_proto(self.engine, reply.weights), "the solved weights")
+        if weights.shape != shape or weights.tile != tile:
+            raise invalid(f"the solved weights have shape {weights.shape} in tile {weights.tile.rows}x"
+                          f"{weights.tile.cols}; the pool's model is {shape} in tile {tile.rows}x{tile.cols}")
+        return weights
 
     def _round_trip(self, event: pb.TrainResponse, expected: type) -> Any:
         self.link.check()

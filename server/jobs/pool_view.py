@@ -1,79 +1,114 @@
-"""Training on a pool: its contributions seen as one table (``PoolView``), so ``server.jobs.runner`` runs the same
-algorithms and solvers on them as on a dataset.
+"""Training on a pool: its sealed release, solved by the key holder in one round trip.
 
-A ``PoolView`` is a ``DatasetRecord`` with the pool's id, columns, total rows, layout and lowest level, plus
-the ``StoredTable`` of each contribution. The job runner hands those tables to the executor one by one and
-adds what comes back (``server.execution.pooled_shards``, ``pooled_gram_partial``): the zero-padded rows at
-the end of each contribution's last block contribute nothing to the sums, and the step divides by the
-pool's total rows. Pools train full batch: contributors upload no shuffled copies, so ``batch_size`` is
-refused with a message saying so.
+A pool holds no rows, only its contributors' encrypted statistics and, once sealed, their one release
+(``core.release``). So a job on a pool is a single exchange: the server sends the release (the same bytes
+``PoolStatistics`` returns), the key holder decrypts it, solves ridge (``linear``, solver ``normal``) or the
+quadratic logistic surrogate (``logistic``, solver ``quadratic``), and answers with a fresh encryption of the
+weights, which the server stores as the job's model. Per-row solvers (``gd``, ``gram``) and per-row
+algorithms would need rows or per-row refreshes: they are FAILED_PRECONDITION, naming the aggregate solvers.
+
+A ``PoolView`` is a ``DatasetRecord`` with the pool's id and its model's columns (intercept first), so job
+records, hyperparameter validation and model records treat it like a dataset.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from ciphergrad.server.execution import StoredTable
+from ciphergrad.core.engine import Engine
+from ciphergrad.core.release import moment_tile
+from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.server.rpc.access import Access
 from ciphergrad.server.rpc.errors import invalid, precondition
-from ciphergrad.server.store.pool_records import ContributionRecord, PoolRecord
+from ciphergrad.server.store.pool_records import PoolRecord
 from ciphergrad.server.store.records import DatasetLayout, DatasetRecord, SessionRecord
-from ciphergrad.server.store.store import Store, matrix_file
+from ciphergrad.server.store.store import Store
+from ciphergrad.wire import codec
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as pool_pb
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2 as training_pb
+
+# The one solver per algorithm that needs nothing but the release.
+AGGREGATE_SOLVERS = {"linear": "normal", "logistic": "quadratic"}
 
 
 @dataclass(frozen=True)
 class PoolView(DatasetRecord):
-    """A pool as the job runner sees it: one table made of its contributions' tables."""
+    """A sealed pool as the job runner sees it: no rows, one release."""
 
-    tables: tuple[StoredTable, ...] = ()
-
-
-def contribution_tables(store: Store, pool: PoolRecord, until: float | None = None) -> list[StoredTable]:
-    """The stored (X, y) of each contribution (recorded by time ``until``, if given), in the order they were made."""
-    context = store.context_path(pool.session_id)
-    tables = []
-    for contribution in _contributions(store, pool.id, until):
-        folder = store.contribution_dir(contribution)
-        tables.append(StoredTable(context, folder / matrix_file(0), folder / matrix_file(1), contribution.rows,
-                                  pool.tile.rows))
-    return tables
+    pool: PoolRecord | None = None
 
 
-def _contributions(store: Store, pool_id: str, until: float | None) -> list[ContributionRecord]:
-    found = store.contributions(pool_id)
-    return found if until is None else [c for c in found if c.created <= until]
-
-
-def pool_view(store: Store, pool_id: str, until: float | None = None) -> PoolView | None:
-    """The pool as one table; ``until``: only the contributions recorded by then (a job's creation time, so
-    a job, paused and resumed, always trains on the rows it started with)."""
-    pool = store.pool(pool_id)
-    if pool is None:
-        return None
-    contributions = _contributions(store, pool.id, until)
+def pool_view(pool: PoolRecord) -> PoolView:
+    tile = moment_tile(pool.params.slots)
     return PoolView(
         id=pool.id, session_id=pool.session_id, display_name=pool.display_name, column_names=pool.column_names,
-        rows=sum(c.rows for c in contributions), columns=pool.columns, shuffle_count=0, matrices=2,
-        size_bytes=sum(c.size_bytes for c in contributions), level=min((c.level for c in contributions), default=0),
-        created=pool.created, layout=DatasetLayout.of(pool.tile, features_only=False),
-        tables=tuple(contribution_tables(store, pool, until)),
+        rows=pool.rows, columns=pool.columns, shuffle_count=0, matrices=0, size_bytes=pool.size_bytes, level=0,
+        created=pool.created, layout=DatasetLayout.of(tile, features_only=False), pool=pool,
     )
 
 
 def training_source(store: Store, access: Access, spec: training_pb.JobSpec, session: SessionRecord) -> DatasetRecord:
-    """What a JobSpec trains on: its dataset, or its pool as a ``PoolView`` (exactly one of the two)."""
+    """What a JobSpec trains on: its dataset, or its sealed pool as a ``PoolView`` (exactly one of the two)."""
     if spec.dataset_id and spec.pool_id:
         raise invalid("JobSpec names both dataset_id and pool_id: set exactly one")
     if not spec.pool_id:
         return access.dataset(spec.dataset_id, session)
     pool = access.pool(spec.pool_id, session)
+    algorithm = codec.algorithm_from_proto(spec.algorithm)
+    name = algorithm.name if algorithm is not None else "this algorithm"
+    choices = ", ".join(f"{a} (solver {s!r})" for a, s in AGGREGATE_SOLVERS.items())
+    if name not in AGGREGATE_SOLVERS:
+        raise precondition(f"a pool releases only aggregates, so it trains {choices}; not {name}")
     fields = spec.hyperparameters.fields
-    if "batch_size" in fields and fields["batch_size"].WhichOneof("kind") != "null_value":
-        raise invalid("pools train full batch (contributors upload no shuffled copies): leave batch_size unset")
-    if not pool.intercept and "intercept_column" not in fields:
-        fields["intercept_column"].null_value = 0  # no column of ones in this pool: nothing unpenalized
-    view = pool_view(store, pool.id)
-    if view is None or not view.tables:
-        raise precondition(f"pool {pool.id} has no contributions yet: invite contributors (CreateInvitation)")
-    return view
+    solver = fields["solver"].string_value if "solver" in fields else ""
+    if solver and solver != AGGREGATE_SOLVERS[name]:
+        raise precondition(f"solver {solver!r} needs rows or per-row refreshes, which a pool never gives out: "
+                           f"pools train {choices}")
+    fields["solver"].string_value = AGGREGATE_SOLVERS[name]
+    for per_row in ("batch_size",):
+        if per_row in fields and fields[per_row].WhichOneof("kind") != "null_value":
+            raise precondition(f"{per_row} has no meaning on a pool's release: leave it unset")
+    if name == "logistic" and not pool.classes:
+        raise precondition(f"pool {pool.id} is a regression pool (no schema.classes): train linear on it")
+    if name == "linear" and pool.classes:
+        raise precondition(f"pool {pool.id} is a classification pool ({len(pool.classes)} classes): train logistic")
+    if name == "logistic":
+        fields["classes"].number_value = len(pool.classes)
+    if not pool.sealed:
+        raise precondition(f"pool {pool.id} is open: seal it first (SealPool; its policy needs "
+                           f"{pool.policy.min_contributors} contributors); a pool trains only on its release")
+    return pool_view(pool)
+
+
+def release_proto(store: Store, engine: Engine, pool: PoolRecord) -> pool_pb.PoolRelease:
+    """The sealed release of ``pool`` as sent to the analyst (FAILED_PRECONDITION while it is open)."""
+    if not pool.sealed:
+        raise precondition(
+            f"pool {pool.id} is open ({pool.contributors} contributor(s), {pool.rows} rows): seal it first "
+            f"(SealPool; its policy needs {pool.policy.min_contributors} contributors); nothing is released before"
+        )
+    matrix = EncryptedMatrix.from_bytes(engine, store.release_path(pool).read_bytes())
+    return pool_pb.PoolRelease(
+        pool_id=pool.id, rows=pool.rows, contributions=pool.contributions, contributors=pool.contributors,
+        moments=codec.matrix_to_proto(matrix), noise_std=pool.noise_std, epsilon=pool.policy.epsilon,
+        delta=pool.policy.delta, schema=pool.schema_proto(), clip_norm=pool.policy.clip_norm,
+    )
+
+
+@dataclass(frozen=True)
+class ReleaseFit:
+    """What the job runner records for a model solved from a release (the trainer's ``metadata`` role)."""
+
+    config: Any
+    features: int  # model columns: the intercept and the pool's features
+    weight_scale: float = 1.0
+
+    def metadata(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"intercept_column": 0, "features": self.features, "solver": self.config.solver,
+                                 "pool": True}
+        if self.config.solver == "quadratic":
+            poly = self.config.polynomial(self.features)
+            found |= {"classes": self.config.classes, "bound": poly.bound, "degree": poly.degree,
+                      "sigmoid": poly.to_dict()}
+        return found

@@ -27,13 +27,14 @@ import grpc
 
 from ciphergrad.core.algorithms import ALGORITHMS
 from ciphergrad.core.gram import DATA_LEVELS, accumulate
+from ciphergrad.core.release import moment_tile
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.core.training import GradientTrainer
-from ciphergrad.server.execution import Executor, StoredTable, pooled_gram_partial, pooled_shards
+from ciphergrad.server.execution import Executor, StoredTable, pooled_shards
 from ciphergrad.server.execution.engines import EngineCache
 from ciphergrad.server.execution.local import LocalExecutor
 from ciphergrad.server.jobs.links import POLL_SECONDS, Cancelled, Detached, End, JobSlot, Link, StreamRefresh
-from ciphergrad.server.jobs.pool_view import PoolView, pool_view
+from ciphergrad.server.jobs.pool_view import PoolView, ReleaseFit, pool_view, release_proto
 from ciphergrad.server.rpc import validation
 from ciphergrad.server.rpc.errors import invalid, precondition, status_for
 from ciphergrad.server.rpc.work import Work, exhausted
@@ -118,7 +119,7 @@ class JobRunner:
             raise invalid(f"dataset {dataset.id} has no targets (uploaded features_only); upload X and y to train")
         config = validation.job_config(spec.hyperparameters, algorithm.config, dataset, build=algorithm.service_config)
         trainer_type = algorithm.trainer_for(config)
-        if getattr(trainer_type, "streams_rows", False):
+        if getattr(trainer_type, "streams_rows", False) and not isinstance(dataset, PoolView):
             problem = streaming_problem(dataset, config.solver)
             if problem and "solver" in spec.hyperparameters.fields:
                 raise invalid(problem)
@@ -272,8 +273,6 @@ class JobRunner:
     def _distributed(self, trainer_type: type, config: Any, dataset: DatasetRecord) -> bool:
         """Whether the executor runs this job: full-batch gradient trainers and the one-pass Gram statistics.
         Minibatches and shuffled copies stay in this process (and everything with the local executor)."""
-        if isinstance(dataset, PoolView):  # one table per contribution: always through the executor
-            return True
         if isinstance(self.executor, LocalExecutor):
             return False
         if getattr(trainer_type, "streams_rows", False):
@@ -282,18 +281,18 @@ class JobRunner:
         return issubclass(trainer_type, GradientTrainer) and full_batch
 
     def _tables(self, dataset: DatasetRecord) -> list[StoredTable]:
-        """The stored tables a job reads: the dataset's, or one per contribution of a pool."""
-        if isinstance(dataset, PoolView):
-            return list(dataset.tables)
+        """The stored tables a job reads."""
         return [self.store.table(dataset)]
 
     def _train_job(self, job_id: str, link: Link, slot: JobSlot) -> None:
         job = self.store.job(job_id)
         assert job is not None
-        dataset = pool_view(self.store, job.pool_id, job.created) if job.pool_id else self.store.dataset(job.dataset_id)
+        if job.pool_id:
+            self._train_pool(job, link, slot)
+            return
+        dataset = self.store.dataset(job.dataset_id)
         if dataset is None:
-            what = f"pool {job.pool_id}" if job.pool_id else f"dataset {job.dataset_id}"
-            raise precondition(f"{what} of job {job_id} was deleted; start a new job")
+            raise precondition(f"dataset {job.dataset_id} of job {job_id} was deleted; start a new job")
         engine = self.engines.fork(job.session_id)  # its own counters: per-epoch operation counts stay exact
         algorithm = codec.algorithm_from_proto(job.algorithm)
         assert algorithm is not None  # create() admitted only trainable algorithms
@@ -330,7 +329,7 @@ class JobRunner:
         elif streams:
             self._emit_job(link, self._set(job_id, S.JOB_STATE_RUNNING, epoch=0))
             if self._distributed(trainer_type, config, dataset):
-                partial = pooled_gram_partial(self.executor, self._tables(dataset), engine)
+                partial = self.executor.gram_partial(self.store.table(dataset), engine)
             else:
                 partial = accumulate(engine, _row_blocks(self.store, dataset, engine, link))
             trainer = trainer_type.from_partial(engine, partial, config, refresh)
@@ -370,6 +369,24 @@ class JobRunner:
         self._finish(job, dataset, weights, trainer, refreshes, link)
         self.store.remove(checkpoint)
         self.store.remove(fixed)
+
+    def _train_pool(self, job: JobRecord, link: Link, slot: JobSlot) -> None:
+        """A pool's job: its release to the key holder, the solved weights back (``server.jobs.pool_view``)."""
+        pool = self.store.pool(job.pool_id)
+        if pool is None:
+            raise precondition(f"pool {job.pool_id} of job {job.id} was deleted; start a new job")
+        engine = self.engines.fork(job.session_id)
+        algorithm = codec.algorithm_from_proto(job.algorithm)
+        assert algorithm is not None
+        config = algorithm.config.from_dict(job.config)
+        self._emit_job(link, self._set(job.id, S.JOB_STATE_RUNNING, epoch=0))
+        release = release_proto(self.store, engine, pool)
+        outputs = len(pool.classes) if len(pool.classes) > 2 else 1
+        view = pool_view(pool)
+        weights = StreamRefresh(link, engine, self.refresh_timeout, slot).solve_release(
+            release, (1, outputs * pool.columns), moment_tile(pool.params.slots))
+        self.store.update_job(job.id, epoch=1)
+        self._finish(job, view, weights, ReleaseFit(config, pool.columns), 0, link)
 
     def _finish(
         self, job: JobRecord, dataset: DatasetRecord, weights: EncryptedMatrix, trainer: Any, refreshes: int, link: Link

@@ -4,11 +4,13 @@ Every call carries a contributor token (an invitation's), which reaches its own 
 that pool and lists its own receipts, nothing else (``server.rpc.access.Access.contributor``: a revoked or
 expired invitation, or a session token, is PERMISSION_DENIED naming why).
 
-A contribution is atomic: its two matrices are received into a scratch directory (``receive_contribution``),
-then checked against the pool, published and recorded in one step (``record_contribution``): the names equal
-the schema, the matrices are the pool's layout (``core.layout.pool_tile``) at the context's top level, their
-rows equal the manifest's, the size is within ``--max-upload-mb`` and the invitation's row cap holds
-(checked again in the locked insert, so concurrent contributions cannot pass it together). A failure at any
+A contribution is the encrypted sufficient statistics of the contributor's rows (``core.release``: one
+``(entries, 1)`` column), never a row. It is atomic: the matrix is received into a scratch directory
+(``receive_contribution``), then checked against the pool, published and recorded in one step
+(``record_contribution``): the names equal the schema, the pool is open, the rows reach the policy's
+``min_rows``, the matrix has the pool's entries in tile ``(slots, 1)`` at the context's top level, the size is
+within ``--max-upload-mb`` and the invitation's row cap holds (the cap and the open state are checked again in
+the locked insert, so concurrent contributions cannot pass the cap, nor land after the seal). A failure at any
 point, a cancelled stream or a killed contributor leaves nothing: the scratch directory is removed, and a
 published directory whose row was refused is removed before the error is returned.
 """
@@ -22,22 +24,20 @@ from pathlib import Path
 import grpc
 
 from ciphergrad.core.engine import Engine
+from ciphergrad.core.release import moment_tile
 from ciphergrad.server.execution.engines import EngineCache
 from ciphergrad.server.rpc import validation
 from ciphergrad.server.rpc.access import Access, Metadata
-from ciphergrad.server.rpc.errors import ServiceError, invalid, rpc
+from ciphergrad.server.rpc.errors import ServiceError, invalid, precondition, rpc
 from ciphergrad.server.rpc.uploads import Budget, receive_matrix_async
 from ciphergrad.server.rpc.work import Inbound, Work
 from ciphergrad.server.store.pool_records import ContributionRecord, InvitationRecord, PoolRecord
-from ciphergrad.server.store.pool_tables import RowCapExceeded
+from ciphergrad.server.store.pool_tables import PoolSealed, RowCapExceeded
 from ciphergrad.server.store.store import Store, matrix_file, new_id
 from ciphergrad.wire import codec
 from ciphergrad.wire.chunks import CHUNK_BYTES
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as pb
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2_grpc as pb_grpc
-
-# A one-row matrix is replicated across its tile (numpy broadcasting), which a column sum would count many times.
-MIN_ROWS = 2
 
 
 def cap_exceeded(invitation: InvitationRecord, max_rows: int, done: int, rows: int) -> ServiceError:
@@ -49,6 +49,11 @@ def cap_exceeded(invitation: InvitationRecord, max_rows: int, done: int, rows: i
     )
 
 
+def sealed(pool: PoolRecord) -> ServiceError:
+    return precondition(f"pool {pool.id} is sealed: its release is final and takes no more contributions; ask the "
+                        "analyst for an invitation to a new pool")
+
+
 def check_manifest(manifest: pb.ContributionManifest, invitation: InvitationRecord, pool: PoolRecord) -> None:
     names, expected = list(manifest.feature_names), list(pool.feature_names)
     if names != expected:
@@ -57,18 +62,20 @@ def check_manifest(manifest: pb.ContributionManifest, invitation: InvitationReco
         detail = f"missing {missing}, unexpected {extra}" if missing or extra else "same names in another order"
         raise invalid(f"feature_names {names} differ from the pool's schema {expected} ({detail}): encrypt the "
                       "schema's columns in its order (GetPoolSchema)")
-    if manifest.rows < MIN_ROWS:
-        raise invalid(f"rows={manifest.rows}: a contribution needs at least {MIN_ROWS} rows")
+    if pool.sealed:
+        raise sealed(pool)
+    if manifest.rows < pool.policy.min_rows:
+        raise invalid(f"rows={manifest.rows}: this pool's policy takes contributions of at least "
+                      f"{pool.policy.min_rows} rows (min_rows), so no release can single out a few: send more rows")
     if invitation.max_rows and invitation.rows + manifest.rows > invitation.max_rows:
         raise cap_exceeded(invitation, invitation.max_rows, invitation.rows, manifest.rows)
 
 
 async def receive_contribution(requests: Inbound, scratch: Path, budget: Budget) -> None:
-    """The features then the targets matrix, each written to ``scratch`` as its chunks arrive (on the loop)."""
-    for index, role in enumerate(("features", "targets")):
-        await receive_matrix_async(requests, "chunk", scratch / matrix_file(index), budget, role)
+    """The statistics matrix, written to ``scratch`` as its chunks arrive (on the loop)."""
+    await receive_matrix_async(requests, "chunk", scratch / matrix_file(0), budget, "statistics")
     if await requests.next() is not None:
-        raise invalid("Contribute: send one manifest, then exactly two matrices (features, targets)")
+        raise invalid("Contribute: send one manifest, then exactly one matrix (the encrypted statistics)")
 
 
 def record_contribution(
@@ -76,25 +83,21 @@ def record_contribution(
     pool: PoolRecord, size: int,
 ) -> ContributionRecord:
     """Check the received matrices against the pool, publish them and record the contribution (atomic)."""
-    X = validation.scan_file(engine, scratch / matrix_file(0), "features")
-    y = validation.scan_file(engine, scratch / matrix_file(1), "targets")
-    rows, tile = manifest.rows, pool.tile
-    if X.shape != (rows, pool.columns):
-        intercept = " (the intercept's column of ones first)" if pool.intercept else ""
-        raise invalid(f"features have shape {X.shape}; the manifest and the pool's schema make it "
-                      f"({rows}, {pool.columns}){intercept}")
-    if y.shape != (rows, 1):
-        raise invalid(f"targets have shape {y.shape}; expected ({rows}, 1)")
-    for name, matrix in (("features", X), ("targets", y)):
-        if matrix.tile != tile:
-            raise invalid(f"{name} are encrypted in {matrix.tile.rows}x{matrix.tile.cols} tiles; the pool's layout "
-                          f"is {tile.rows}x{tile.cols} ({pool.packing} packing): encrypt with that tile")
-        if matrix.level != engine.top_level:
-            raise invalid(f"{name} are at level {matrix.level}; encrypt fresh, at the context's top level "
-                          f"{engine.top_level}")
+    moments = validation.scan_file(engine, scratch / matrix_file(0), "statistics")
+    space, tile = pool.space, moment_tile(engine.params.slots)
+    if moments.shape != (space.entries, 1):
+        raise invalid(f"statistics have shape {moments.shape}; the pool's schema makes ({space.entries}, 1): the "
+                      "mean of upper(v v^T) for v = [1, features, target] (core.release.RowSpace.moments)")
+    if moments.tile != tile:
+        raise invalid(f"statistics are encrypted in {moments.tile.rows}x{moments.tile.cols} tiles; a pool's are "
+                      f"{tile.rows}x{tile.cols}: encrypt with that tile")
+    if moments.level != engine.top_level:
+        raise invalid(f"statistics are at level {moments.level}; encrypt fresh, at the context's top level "
+                      f"{engine.top_level}")
+    rows = manifest.rows
     contribution = ContributionRecord(
         id=new_id(), pool_id=pool.id, invitation_id=invitation.id, session_id=pool.session_id, rows=rows,
-        size_bytes=size, level=min(X.level, y.level), created=time.time(),
+        size_bytes=size, level=moments.level, created=time.time(),
     )
     final = store.contribution_dir(contribution)
     store.publish(scratch, final)
@@ -104,6 +107,8 @@ def record_contribution(
         store.remove(final)
         if isinstance(exc, RowCapExceeded):
             raise cap_exceeded(invitation, exc.max_rows, exc.rows, rows) from None
+        if isinstance(exc, PoolSealed):
+            raise sealed(pool) from None
         raise
     return contribution
 
@@ -130,7 +135,7 @@ class ContributionServicer(pb_grpc.ContributionServiceServicer):
         data = self.store.encryption_context_path(pool.session_id).read_bytes()
         header = pb.PoolSchemaHeader(
             pool_id=pool.id, schema=pool.schema_proto(), parameters=codec.params_to_proto(pool.params),
-            context_size_bytes=len(data), rows_remaining=invitation.rows_remaining,
+            context_size_bytes=len(data), rows_remaining=invitation.rows_remaining, policy=pool.policy.to_proto(),
             expire_time=codec.timestamp(invitation.expires) if invitation.expires else None,
         )
         return header, data
@@ -141,7 +146,7 @@ class ContributionServicer(pb_grpc.ContributionServiceServicer):
     ) -> pb.ContributeResponse:
         async with self.work.open_stream(
             request_iterator, context, "Contribute", self.access.contributor, kinds=("manifest",),
-            refusal="Contribute: send a ContributionManifest first, then the features' and targets' chunks",
+            refusal="Contribute: send a ContributionManifest first, then the statistics' chunks",
             limit=lambda contributor: self.work.limits.stream(f"invitation {contributor[0].id}"),
         ) as ((invitation, pool), requests, first):
             manifest = first.manifest

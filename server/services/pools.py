@@ -1,48 +1,48 @@
-"""PoolService: the analyst's side of pools (create, invite, revoke, inspect, aggregate statistics).
+"""PoolService: the analyst's side of pools (create, invite, revoke, seal, inspect the release).
 
 Every call carries the session's token (a contributor's token is PERMISSION_DENIED in ``server.rpc.access``). A
 pool belongs to one session and uses its CKKS context: contributors download it stripped to the public key
-(``core.keys.encryption_context``, written once per session beside the full context). Statistics are
-encrypted column sums over every contribution, computed by the executor table by table and added; the
-analyst decrypts them (aggregates only: docs/threat-model.md, Pools).
+(``core.keys.encryption_context``, written once per session beside the full context). The release policy is
+the server's to enforce: ``SealPool`` refuses below ``min_contributors``, computes the one release
+(``core.release.seal``: row-weighted sum of the contributions' encrypted statistics, plus Gaussian noise from
+the CSPRNG for a differentially private pool) and stores it; ``PoolStatistics`` and training only ever read
+that release (docs/threat-model.md, Pools).
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import grpc
 
 from ciphergrad.core.keys import encryption_context
-from ciphergrad.core.layout import pool_tile
+from ciphergrad.core.release import Bounds, RowSpace, analytic_gaussian_sigma, seal
 from ciphergrad.core.tensor import EncryptedMatrix
-from ciphergrad.server.execution import Executor, StoredTable
+from ciphergrad.server.execution import Executor
 from ciphergrad.server.execution.engines import EngineCache
-from ciphergrad.server.jobs.pool_view import contribution_tables
+from ciphergrad.server.jobs.pool_view import release_proto
 from ciphergrad.server.rpc import auth
 from ciphergrad.server.rpc.access import Access, Metadata
-from ciphergrad.server.rpc.errors import ServiceError, invalid, precondition, rpc
+from ciphergrad.server.rpc.errors import invalid, precondition, rpc
 from ciphergrad.server.rpc.work import Work
-from ciphergrad.server.store.pool_records import InvitationRecord, PoolRecord
+from ciphergrad.server.store.pool_records import InvitationRecord, PoolRecord, ReleasePolicy
 from ciphergrad.server.store.records import JobState
 from ciphergrad.server.store.store import Store, new_id
-from ciphergrad.wire import codec
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as pb
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2_grpc as pb_grpc
-from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
 
 MAX_NAME = 256
-MAX_FEATURES = 4096
+MAX_FEATURES = 1024  # a release of 1,024 features is 527k entries: 129 ciphertexts at 4,096 slots
+MAX_CLASSES = 256
 MAX_EXPIRY_SECONDS = 10 * 365 * 86400
-_PACKING_NAMES = {types_pb2.PACKING_UNSPECIFIED: "columns", types_pb2.PACKING_COLUMNS: "columns",
-                  types_pb2.PACKING_ROWS: "rows"}
 
 
-def check_schema(schema: pb.PoolSchema, slots: int) -> str:
-    """The schema's packing name, or INVALID_ARGUMENT naming what to change."""
+def check_schema(schema: pb.PoolSchema) -> tuple[dict[str, tuple[float, float]], tuple[str, ...]]:
+    """The schema's bounds and classes, or INVALID_ARGUMENT naming what to change."""
     names = list(schema.feature_names)
     if not names:
-        raise invalid("schema.feature_names is empty: name the feature columns contributors will encrypt")
+        raise invalid("schema.feature_names is empty: name the feature columns contributors will use")
     if len(names) > MAX_FEATURES:
         raise invalid(f"schema.feature_names has {len(names)} columns; at most {MAX_FEATURES}")
     for name in [*names, schema.target_name]:
@@ -53,11 +53,47 @@ def check_schema(schema: pb.PoolSchema, slots: int) -> str:
         raise invalid(f"schema.feature_names repeats {duplicates}: each column once")
     if schema.target_name in names:
         raise invalid(f"schema.target_name {schema.target_name!r} is also a feature: remove it from feature_names")
-    if schema.packing not in _PACKING_NAMES:
-        raise invalid(f"schema.packing={schema.packing} is not a Packing value: use PACKING_COLUMNS or PACKING_ROWS")
-    packing = _PACKING_NAMES[schema.packing]
-    pool_tile(packing, len(names) + int(schema.intercept), slots)  # ShapeError (INVALID_ARGUMENT) if too wide
-    return packing
+    bounds = {}
+    for name, given in schema.bounds.items():
+        if name not in names and name != schema.target_name:
+            raise invalid(f"schema.bounds names {name!r}, which is not a column of the pool")
+        try:
+            bounds[name] = (Bounds(given.lower, given.upper).lower, given.upper)
+        except ValueError as exc:
+            raise invalid(f"schema.bounds[{name!r}]: {exc}") from None
+    classes = tuple(schema.classes)
+    if classes and not 2 <= len(classes) <= MAX_CLASSES:
+        raise invalid(f"schema.classes has {len(classes)} labels: a classifier needs 2..{MAX_CLASSES}")
+    if len(set(classes)) != len(classes) or any(not c.strip() or len(c) > MAX_NAME for c in classes):
+        raise invalid("schema.classes must be distinct, non-blank labels")
+    if classes and schema.target_name in bounds:
+        raise invalid("schema.bounds: a classification target takes no bounds (its indicators are 0 or 1)")
+    return bounds, classes
+
+
+def check_policy(policy: pb.ReleasePolicy, space: RowSpace) -> ReleasePolicy:
+    """The policy with its defaults, or INVALID_ARGUMENT naming the number to change."""
+    found = ReleasePolicy(
+        min_contributors=policy.min_contributors or ReleasePolicy.min_contributors,
+        min_rows=policy.min_rows or ReleasePolicy.min_rows,
+        epsilon=policy.epsilon, delta=policy.delta, clip_norm=policy.clip_norm,
+    )
+    if found.min_contributors < 1 or found.min_rows < 1:
+        raise invalid(f"policy: min_contributors={found.min_contributors} and min_rows={found.min_rows} must be >= 1")
+    for name in ("epsilon", "delta", "clip_norm"):
+        value = getattr(found, name)
+        if not math.isfinite(value) or value < 0:
+            raise invalid(f"policy.{name}={value} must be a finite number >= 0")
+    if found.epsilon or found.delta:
+        if not (found.epsilon > 0 and 0 < found.delta < 1):
+            raise invalid(f"policy: differential privacy needs epsilon > 0 and 0 < delta < 1 (got epsilon="
+                          f"{found.epsilon}, delta={found.delta}); leave both 0 for none")
+        if not space.bounded:
+            missing = [n for n, b in zip(range(space.features), space.feature_bounds, strict=True) if b is None]
+            raise invalid(f"policy: differential privacy needs schema.bounds on every feature and on a regression "
+                          f"target ({len(missing)} feature(s) or the target have none): the noise is calibrated "
+                          "to them")
+    return found
 
 
 class PoolServicer(pb_grpc.PoolServiceServicer):
@@ -77,13 +113,18 @@ class PoolServicer(pb_grpc.PoolServiceServicer):
         session = self.access.session(metadata)
         if len(request.display_name) > MAX_NAME:
             raise invalid(f"display_name has {len(request.display_name)} characters; at most {MAX_NAME}")
-        packing = check_schema(request.schema, session.params.slots)
-        self._ensure_encryption_context(session.id)
+        bounds, classes = check_schema(request.schema)
         pool = PoolRecord(
             id=new_id(), session_id=session.id, display_name=request.display_name,
             feature_names=tuple(request.schema.feature_names), target_name=request.schema.target_name,
-            packing=packing, intercept=request.schema.intercept, params=session.params, created=time.time(),
+            params=session.params, created=time.time(), bounds=bounds, classes=classes,
         )
+        try:
+            space = pool.space
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
+        pool = PoolRecord(**{**vars(pool), "policy": check_policy(request.policy, space)})
+        self._ensure_encryption_context(session.id)
         self.store.add_pool(pool)
         return pb.CreatePoolResponse(pool=pool.to_proto())
 
@@ -174,6 +215,35 @@ class PoolServicer(pb_grpc.PoolServiceServicer):
         return pb.RevokeInvitationResponse(invitation=revoked.to_proto())
 
     @rpc
+    async def SealPool(self, request: pb.SealPoolRequest, context: grpc.aio.ServicerContext) -> pb.SealPoolResponse:
+        return await self.work.he(self.seal_pool, request, context.invocation_metadata())
+
+    def seal_pool(self, request: pb.SealPoolRequest, metadata: Metadata) -> pb.SealPoolResponse:
+        pool = self.access.pool(request.pool_id, self.access.session(metadata))
+        if pool.sealed:
+            raise precondition(f"pool {pool.id} is already sealed: its release stands; new data goes to a new pool")
+        if pool.contributors < pool.policy.min_contributors:
+            raise precondition(
+                f"pool {pool.id} has {pool.contributors} contributor(s); its policy releases nothing below "
+                f"min_contributors={pool.policy.min_contributors}: invite more, then seal"
+            )
+        engine = self.engines.get(pool.session_id)
+        parts = []
+        for contribution in self.store.contributions(pool.id):
+            path = self.store.contribution_dir(contribution) / "0.bin"
+            with open(path, "rb") as handle:
+                parts.append((contribution.rows, EncryptedMatrix.from_file(engine, handle)))
+        noise_std = 0.0
+        if pool.policy.private:
+            noise_std = analytic_gaussian_sigma(pool.policy.epsilon, pool.policy.delta, pool.space.sensitivity())
+        release = seal(parts, noise_std)
+        # A concurrent seal may have won: the first release stands, and both callers see it.
+        self.store.seal_pool(pool, release.to_bytes(), noise_std, time.time())
+        sealed = self.store.pool(pool.id)
+        assert sealed is not None
+        return pb.SealPoolResponse(pool=sealed.to_proto())
+
+    @rpc
     async def PoolStatistics(
         self, request: pb.PoolStatisticsRequest, context: grpc.aio.ServicerContext
     ) -> pb.PoolStatisticsResponse:
@@ -181,24 +251,5 @@ class PoolServicer(pb_grpc.PoolServiceServicer):
 
     def pool_statistics(self, request: pb.PoolStatisticsRequest, metadata: Metadata) -> pb.PoolStatisticsResponse:
         pool = self.access.pool(request.pool_id, self.access.session(metadata))
-        tables = contribution_tables(self.store, pool)
-        if not tables:
-            raise precondition(f"pool {pool.id} has no contributions yet: invite contributors first")
-        engine = self.engines.get(pool.session_id)
-        targets = [StoredTable(t.context, t.targets, None, t.rows, t.tile_rows) for t in tables if t.targets]
-        sums = {
-            "feature_sums": self._column_sums(tables, engine, False),
-            "feature_square_sums": self._column_sums(tables, engine, True),
-            "target_sum": self._column_sums(targets, engine, False),
-            "target_square_sum": self._column_sums(targets, engine, True),
-        }
-        return pb.PoolStatisticsResponse(rows=pool.rows, **{k: codec.matrix_to_proto(v) for k, v in sums.items()})
+        return pb.PoolStatisticsResponse(release=release_proto(self.store, self.engines.get(pool.session_id), pool))
 
-    def _column_sums(self, tables: list[StoredTable], engine: object, squares: bool) -> EncryptedMatrix:
-        total: EncryptedMatrix | None = None
-        for table in tables:
-            part = self.executor.column_sums(table, engine, squares)  # type: ignore[arg-type]
-            total = part if total is None else total + part
-        if total is None:
-            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, "the pool has no contributions yet")
-        return total

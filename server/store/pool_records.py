@@ -1,26 +1,42 @@
 """Typed records of the pool tables (pools, invitations, contributions), as ``server.store.records`` has for the
 others: a frozen dataclass per table with its row form (``to_row``/``from_row``) and API form (``to_proto``).
 
-A pool's layout is fixed when it is created (``core.layout.pool_tile``), so every contribution is encrypted
-alike and their partial sums add up (``core.shards.PooledShards``, ``core.gram.GramPartial.__add__``).
-``columns`` counts the intercept column when the pool has one.
+A pool's schema (columns, bounds, classes) fixes ``core.release.RowSpace``, so every contribution's statistics
+have the same entries and add up; its policy (minimum contributors and rows, differential privacy) is fixed at
+creation too. ``sealed`` (a time) is set once, together with the release blob and its noise.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Self
 
-from ciphergrad.core.layout import Tile, pool_tile
 from ciphergrad.core.params import CKKSParameters
+from ciphergrad.core.release import Bounds, RowSpace
 from ciphergrad.server.store.records import dumps
 from ciphergrad.wire import codec
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as pb
-from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
 
-PACKINGS = {"rows": types_pb2.PACKING_ROWS, "columns": types_pb2.PACKING_COLUMNS}
+DEFAULT_MIN_CONTRIBUTORS = 3
+DEFAULT_MIN_ROWS = 10
+
+
+@dataclass(frozen=True)
+class ReleasePolicy:
+    min_contributors: int = DEFAULT_MIN_CONTRIBUTORS
+    min_rows: int = DEFAULT_MIN_ROWS
+    epsilon: float = 0.0  # 0: no differential privacy
+    delta: float = 0.0
+    clip_norm: float = 0.0  # 0: the bounds' own
+
+    @property
+    def private(self) -> bool:
+        return self.epsilon > 0
+
+    def to_proto(self) -> pb.ReleasePolicy:
+        return pb.ReleasePolicy(**vars(self))
 
 
 @dataclass(frozen=True)
@@ -30,36 +46,56 @@ class PoolRecord:
     display_name: str
     feature_names: tuple[str, ...]
     target_name: str
-    packing: str  # 'rows' or 'columns'
-    intercept: bool  # contributors prepend a column of ones (column 0)
     params: CKKSParameters
     created: float
+    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    classes: tuple[str, ...] = ()
+    policy: ReleasePolicy = ReleasePolicy()
+    sealed: float = 0.0  # when the release was computed; 0: open
+    noise_std: float = 0.0  # of the release's noise, on the scale of the sums
     rows: int = 0  # maintained by the store: the sum over contributions
     contributions: int = 0
+    contributors: int = 0  # distinct invitations with a contribution
     size_bytes: int = 0
 
     @property
-    def columns(self) -> int:
-        """Columns of the encrypted features matrix."""
-        return len(self.feature_names) + int(self.intercept)
+    def space(self) -> RowSpace:
+        def bounds(name: str) -> Bounds | None:
+            return Bounds(*self.bounds[name]) if name in self.bounds else None
 
-    @property
-    def tile(self) -> Tile:
-        return pool_tile(self.packing, self.columns, self.params.slots)
+        target = None if self.classes else bounds(self.target_name)
+        return RowSpace(tuple(bounds(n) for n in self.feature_names), target, len(self.classes),
+                        self.policy.clip_norm or None)
 
     @property
     def column_names(self) -> tuple[str, ...]:
-        return (("intercept",) if self.intercept else ()) + self.feature_names
+        """The model's weight columns: the intercept, then the features."""
+        return ("intercept", *self.feature_names)
+
+    @property
+    def columns(self) -> int:
+        return len(self.column_names)
+
+    @property
+    def mechanism(self) -> str:
+        if not self.policy.private:
+            return "none: the analyst learns exact aggregates"
+        return (f"Gaussian noise on the sufficient statistics (analytic Gaussian mechanism), "
+                f"epsilon={self.policy.epsilon:g}, delta={self.policy.delta:g}, once per pool")
 
     def to_row(self) -> dict[str, Any]:
+        schema = {"features": list(self.feature_names), "target": self.target_name,
+                  "bounds": {k: list(v) for k, v in self.bounds.items()}, "classes": list(self.classes)}
         return {
             "id": self.id,
             "session_id": self.session_id,
             "display_name": self.display_name,
-            "schema_json": dumps({"features": list(self.feature_names), "target": self.target_name,
-                                  "packing": self.packing, "intercept": self.intercept}),
+            "schema_json": dumps(schema),
             "params_json": dumps(self.params.to_dict()),
+            "policy_json": dumps(vars(self.policy)),
             "created": self.created,
+            "sealed": self.sealed,
+            "noise_std": self.noise_std,
         }
 
     @classmethod
@@ -67,21 +103,27 @@ class PoolRecord:
         schema = json.loads(row["schema_json"])
         return cls(
             id=row["id"], session_id=row["session_id"], display_name=row["display_name"],
-            feature_names=tuple(schema["features"]), target_name=schema["target"], packing=schema["packing"],
-            intercept=bool(schema["intercept"]), params=CKKSParameters.from_dict(json.loads(row["params_json"])),
-            created=row["created"], rows=int(row.get("rows") or 0), contributions=int(row.get("contributions") or 0),
-            size_bytes=int(row.get("size_bytes") or 0),
+            feature_names=tuple(schema["features"]), target_name=schema["target"],
+            params=CKKSParameters.from_dict(json.loads(row["params_json"])), created=row["created"],
+            bounds={k: (float(v[0]), float(v[1])) for k, v in schema.get("bounds", {}).items()},
+            classes=tuple(schema.get("classes", ())), policy=ReleasePolicy(**json.loads(row["policy_json"] or "{}")),
+            sealed=float(row.get("sealed") or 0.0), noise_std=float(row.get("noise_std") or 0.0),
+            rows=int(row.get("rows") or 0), contributions=int(row.get("contributions") or 0),
+            contributors=int(row.get("contributors") or 0), size_bytes=int(row.get("size_bytes") or 0),
         )
 
     def schema_proto(self) -> pb.PoolSchema:
-        return pb.PoolSchema(feature_names=list(self.feature_names), target_name=self.target_name,
-                             packing=PACKINGS[self.packing], intercept=self.intercept)
+        bounds = {name: pb.ColumnBounds(lower=lo, upper=hi) for name, (lo, hi) in self.bounds.items()}
+        return pb.PoolSchema(feature_names=list(self.feature_names), target_name=self.target_name, bounds=bounds,
+                             classes=list(self.classes))
 
     def to_proto(self) -> pb.Pool:
         return pb.Pool(
             pool_id=self.id, display_name=self.display_name, schema=self.schema_proto(), rows=self.rows,
             contributions=self.contributions, size_bytes=self.size_bytes, create_time=codec.timestamp(self.created),
-            parameters=codec.params_to_proto(self.params),
+            parameters=codec.params_to_proto(self.params), policy=self.policy.to_proto(),
+            seal_time=codec.timestamp(self.sealed) if self.sealed else None, mechanism=self.mechanism,
+            noise_std=self.noise_std, contributors=self.contributors,
         )
 
 

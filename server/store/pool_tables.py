@@ -1,12 +1,14 @@
 """The pool tables of the store (pools, invitations, contributions): a mixin of ``server.store.store.Store``,
 which owns the connection, the lock and the blob directory.
 
-Blobs of a contribution live in ``blobs/<session>/pools/<pool>/<contribution>/`` (``0.bin``: features,
-``1.bin``: targets), published before their row commits like a dataset's. Row counts of pools and
-invitations are sums over the contributions table, never kept twice. The row cap of an invitation is checked
-in the same locked step that inserts the contribution (``add_contribution``), so concurrent contributions
-under one invitation cannot pass it together. Deleting a session cascades to its pools, their invitations
-and contributions; deleting a pool to its invitations and contributions.
+Blobs of a contribution live in ``blobs/<session>/pools/<pool>/<contribution>/`` (``0.bin``: its encrypted
+statistics), published before their row commits like a dataset's; a sealed pool's release is
+``blobs/<session>/pools/<pool>/release.bin``, written before the row that says the pool is sealed. Row counts
+of pools and invitations are sums over the contributions table, never kept twice. The row cap of an
+invitation and the pool's open state are checked in the same locked step that inserts the contribution
+(``add_contribution``), so concurrent contributions cannot pass the cap together, nor land after the seal.
+Deleting a session cascades to its pools, their invitations and contributions; deleting a pool to its
+invitations and contributions.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ CREATE TABLE IF NOT EXISTS pools (
     display_name TEXT NOT NULL,
     schema_json TEXT NOT NULL,
     params_json TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    policy_json TEXT NOT NULL DEFAULT '{}',
+    sealed REAL NOT NULL DEFAULT 0,
+    noise_std REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS invitations (
     id TEXT PRIMARY KEY,
@@ -52,16 +57,26 @@ CREATE INDEX IF NOT EXISTS contributions_by_pool ON contributions(pool_id);
 """
 
 POOL_TABLES = ("pools", "invitations", "contributions")
+# Columns added after pools first shipped: (table, column, definition), for data dirs made before them.
+POOL_ADDED_COLUMNS = (
+    ("pools", "policy_json", "TEXT NOT NULL DEFAULT '{}'"),
+    ("pools", "sealed", "REAL NOT NULL DEFAULT 0"),
+    ("pools", "noise_std", "REAL NOT NULL DEFAULT 0"),
+)
 
 _POOLS = """
 SELECT p.*, COALESCE(SUM(c.rows), 0) AS rows, COUNT(c.id) AS contributions,
-       COALESCE(SUM(c.size_bytes), 0) AS size_bytes
+       COUNT(DISTINCT c.invitation_id) AS contributors, COALESCE(SUM(c.size_bytes), 0) AS size_bytes
 FROM pools p LEFT JOIN contributions c ON c.pool_id = p.id
 """
 _INVITATIONS = """
 SELECT i.*, COALESCE(SUM(c.rows), 0) AS rows, COUNT(c.id) AS contributions
 FROM invitations i LEFT JOIN contributions c ON c.invitation_id = i.id
 """
+
+
+class PoolSealed(Exception):
+    """A contribution arrived after its pool was sealed."""
 
 
 class RowCapExceeded(Exception):
@@ -82,6 +97,7 @@ class PoolStorage:
     def _delete(self, table: str, row_id: str) -> None: ...
     def session_dir(self, session_id: str) -> Path: ...
     def remove(self, path: Path) -> None: ...
+    def write_blob(self, path: Path, data: bytes) -> None: ...
 
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         with self._lock:
@@ -106,6 +122,20 @@ class PoolStorage:
 
     def pool_dir(self, session_id: str, pool_id: str) -> Path:
         return self.session_dir(session_id) / "pools" / pool_id
+
+    def release_path(self, pool: PoolRecord) -> Path:
+        return self.pool_dir(pool.session_id, pool.id) / "release.bin"
+
+    def seal_pool(self, pool: PoolRecord, release: bytes, noise_std: float, sealed: float) -> bool:
+        """Write the release, then mark the pool sealed (one transaction); False if it already was (the first
+        seal stands: its release is the pool's only one)."""
+        with self._lock:
+            current = self._db.execute("SELECT sealed FROM pools WHERE id = ?", (pool.id,)).fetchone()
+            if current is None or current["sealed"]:
+                return False
+            self.write_blob(self.release_path(pool), release)
+            self._db.execute("UPDATE pools SET sealed = ?, noise_std = ? WHERE id = ?", (sealed, noise_std, pool.id))
+            return True
 
     def encryption_context_path(self, session_id: str) -> Path:
         """The session's public context stripped to its encryption key (what contributors download)."""
@@ -143,6 +173,10 @@ class PoolStorage:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                pool = (contribution.pool_id,)
+                found = self._db.execute("SELECT sealed FROM pools WHERE id = ?", pool).fetchone()
+                if found is not None and found[0]:
+                    raise PoolSealed
                 (done,) = self._db.execute(
                     "SELECT COALESCE(SUM(rows), 0) FROM contributions WHERE invitation_id = ?",
                     (contribution.invitation_id,),
@@ -179,5 +213,5 @@ class PoolStorage:
                 self.remove(pool)
                 continue
             for item in pool.glob("*"):
-                if item.name not in known:
+                if item.name not in known and item.name != "release.bin":
                     self.remove(item)

@@ -23,7 +23,7 @@ from typing import Any
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.server.execution import StoredTable
-from ciphergrad.server.store.pool_tables import POOL_SCHEMA, POOL_TABLES, PoolStorage
+from ciphergrad.server.store.pool_tables import POOL_ADDED_COLUMNS, POOL_SCHEMA, POOL_TABLES, PoolStorage
 from ciphergrad.server.store.records import DatasetRecord, JobRecord, JobState, ModelRecord, SessionRecord
 
 _SCHEMA = """
@@ -83,6 +83,7 @@ _ADDED_COLUMNS = (
     ("datasets", "layout_json", "TEXT NOT NULL DEFAULT '{}'"),
     ("sessions", "token_issued", "REAL NOT NULL DEFAULT 0"),
     ("jobs", "pool_id", "TEXT NOT NULL DEFAULT ''"),
+    *POOL_ADDED_COLUMNS,
 )
 
 

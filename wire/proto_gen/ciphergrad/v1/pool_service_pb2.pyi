@@ -10,20 +10,49 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ColumnBounds(_message.Message):
+    __slots__ = ("lower", "upper")
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    UPPER_FIELD_NUMBER: _ClassVar[int]
+    lower: float
+    upper: float
+    def __init__(self, lower: _Optional[float] = ..., upper: _Optional[float] = ...) -> None: ...
+
 class PoolSchema(_message.Message):
-    __slots__ = ("feature_names", "target_name", "packing", "intercept")
+    __slots__ = ("feature_names", "target_name", "bounds", "classes")
+    class BoundsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ColumnBounds
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ColumnBounds, _Mapping]] = ...) -> None: ...
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     TARGET_NAME_FIELD_NUMBER: _ClassVar[int]
-    PACKING_FIELD_NUMBER: _ClassVar[int]
-    INTERCEPT_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
     feature_names: _containers.RepeatedScalarFieldContainer[str]
     target_name: str
-    packing: _types_pb2.Packing
-    intercept: bool
-    def __init__(self, feature_names: _Optional[_Iterable[str]] = ..., target_name: _Optional[str] = ..., packing: _Optional[_Union[_types_pb2.Packing, str]] = ..., intercept: _Optional[bool] = ...) -> None: ...
+    bounds: _containers.MessageMap[str, ColumnBounds]
+    classes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, feature_names: _Optional[_Iterable[str]] = ..., target_name: _Optional[str] = ..., bounds: _Optional[_Mapping[str, ColumnBounds]] = ..., classes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReleasePolicy(_message.Message):
+    __slots__ = ("min_contributors", "min_rows", "epsilon", "delta", "clip_norm")
+    MIN_CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    MIN_ROWS_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
+    min_contributors: int
+    min_rows: int
+    epsilon: float
+    delta: float
+    clip_norm: float
+    def __init__(self, min_contributors: _Optional[int] = ..., min_rows: _Optional[int] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., clip_norm: _Optional[float] = ...) -> None: ...
 
 class Pool(_message.Message):
-    __slots__ = ("pool_id", "display_name", "schema", "rows", "contributions", "size_bytes", "create_time", "parameters")
+    __slots__ = ("pool_id", "display_name", "schema", "rows", "contributions", "size_bytes", "create_time", "parameters", "policy", "seal_time", "mechanism", "noise_std", "contributors")
     POOL_ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +61,11 @@ class Pool(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SEAL_TIME_FIELD_NUMBER: _ClassVar[int]
+    MECHANISM_FIELD_NUMBER: _ClassVar[int]
+    NOISE_STD_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
     pool_id: str
     display_name: str
     schema: PoolSchema
@@ -40,7 +74,12 @@ class Pool(_message.Message):
     size_bytes: int
     create_time: _timestamp_pb2.Timestamp
     parameters: _types_pb2.CkksParameters
-    def __init__(self, pool_id: _Optional[str] = ..., display_name: _Optional[str] = ..., schema: _Optional[_Union[PoolSchema, _Mapping]] = ..., rows: _Optional[int] = ..., contributions: _Optional[int] = ..., size_bytes: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parameters: _Optional[_Union[_types_pb2.CkksParameters, _Mapping]] = ...) -> None: ...
+    policy: ReleasePolicy
+    seal_time: _timestamp_pb2.Timestamp
+    mechanism: str
+    noise_std: float
+    contributors: int
+    def __init__(self, pool_id: _Optional[str] = ..., display_name: _Optional[str] = ..., schema: _Optional[_Union[PoolSchema, _Mapping]] = ..., rows: _Optional[int] = ..., contributions: _Optional[int] = ..., size_bytes: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parameters: _Optional[_Union[_types_pb2.CkksParameters, _Mapping]] = ..., policy: _Optional[_Union[ReleasePolicy, _Mapping]] = ..., seal_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mechanism: _Optional[str] = ..., noise_std: _Optional[float] = ..., contributors: _Optional[int] = ...) -> None: ...
 
 class Invitation(_message.Message):
     __slots__ = ("invitation_id", "pool_id", "label", "create_time", "expire_time", "max_rows", "rows_contributed", "contributions", "revoked")
@@ -81,12 +120,14 @@ class Contribution(_message.Message):
     def __init__(self, contribution_id: _Optional[str] = ..., pool_id: _Optional[str] = ..., invitation_id: _Optional[str] = ..., rows: _Optional[int] = ..., size_bytes: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreatePoolRequest(_message.Message):
-    __slots__ = ("display_name", "schema")
+    __slots__ = ("display_name", "schema", "policy")
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     display_name: str
     schema: PoolSchema
-    def __init__(self, display_name: _Optional[str] = ..., schema: _Optional[_Union[PoolSchema, _Mapping]] = ...) -> None: ...
+    policy: ReleasePolicy
+    def __init__(self, display_name: _Optional[str] = ..., schema: _Optional[_Union[PoolSchema, _Mapping]] = ..., policy: _Optional[_Union[ReleasePolicy, _Mapping]] = ...) -> None: ...
 
 class CreatePoolResponse(_message.Message):
     __slots__ = ("pool",)
@@ -172,25 +213,53 @@ class RevokeInvitationResponse(_message.Message):
     invitation: Invitation
     def __init__(self, invitation: _Optional[_Union[Invitation, _Mapping]] = ...) -> None: ...
 
+class SealPoolRequest(_message.Message):
+    __slots__ = ("pool_id",)
+    POOL_ID_FIELD_NUMBER: _ClassVar[int]
+    pool_id: str
+    def __init__(self, pool_id: _Optional[str] = ...) -> None: ...
+
+class SealPoolResponse(_message.Message):
+    __slots__ = ("pool",)
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    pool: Pool
+    def __init__(self, pool: _Optional[_Union[Pool, _Mapping]] = ...) -> None: ...
+
 class PoolStatisticsRequest(_message.Message):
     __slots__ = ("pool_id",)
     POOL_ID_FIELD_NUMBER: _ClassVar[int]
     pool_id: str
     def __init__(self, pool_id: _Optional[str] = ...) -> None: ...
 
-class PoolStatisticsResponse(_message.Message):
-    __slots__ = ("rows", "feature_sums", "feature_square_sums", "target_sum", "target_square_sum")
+class PoolRelease(_message.Message):
+    __slots__ = ("pool_id", "rows", "contributions", "contributors", "moments", "noise_std", "epsilon", "delta", "schema", "clip_norm")
+    POOL_ID_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
-    FEATURE_SUMS_FIELD_NUMBER: _ClassVar[int]
-    FEATURE_SQUARE_SUMS_FIELD_NUMBER: _ClassVar[int]
-    TARGET_SUM_FIELD_NUMBER: _ClassVar[int]
-    TARGET_SQUARE_SUM_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    MOMENTS_FIELD_NUMBER: _ClassVar[int]
+    NOISE_STD_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
+    pool_id: str
     rows: int
-    feature_sums: _types_pb2.EncryptedMatrix
-    feature_square_sums: _types_pb2.EncryptedMatrix
-    target_sum: _types_pb2.EncryptedMatrix
-    target_square_sum: _types_pb2.EncryptedMatrix
-    def __init__(self, rows: _Optional[int] = ..., feature_sums: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., feature_square_sums: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., target_sum: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., target_square_sum: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ...) -> None: ...
+    contributions: int
+    contributors: int
+    moments: _types_pb2.EncryptedMatrix
+    noise_std: float
+    epsilon: float
+    delta: float
+    schema: PoolSchema
+    clip_norm: float
+    def __init__(self, pool_id: _Optional[str] = ..., rows: _Optional[int] = ..., contributions: _Optional[int] = ..., contributors: _Optional[int] = ..., moments: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., noise_std: _Optional[float] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., schema: _Optional[_Union[PoolSchema, _Mapping]] = ..., clip_norm: _Optional[float] = ...) -> None: ...
+
+class PoolStatisticsResponse(_message.Message):
+    __slots__ = ("release",)
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    release: PoolRelease
+    def __init__(self, release: _Optional[_Union[PoolRelease, _Mapping]] = ...) -> None: ...
 
 class GetPoolSchemaRequest(_message.Message):
     __slots__ = ()
@@ -205,20 +274,22 @@ class GetPoolSchemaResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[PoolSchemaHeader, _Mapping]] = ..., context_chunk: _Optional[bytes] = ...) -> None: ...
 
 class PoolSchemaHeader(_message.Message):
-    __slots__ = ("pool_id", "schema", "parameters", "context_size_bytes", "rows_remaining", "expire_time")
+    __slots__ = ("pool_id", "schema", "parameters", "context_size_bytes", "rows_remaining", "expire_time", "policy")
     POOL_ID_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     ROWS_REMAINING_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     pool_id: str
     schema: PoolSchema
     parameters: _types_pb2.CkksParameters
     context_size_bytes: int
     rows_remaining: int
     expire_time: _timestamp_pb2.Timestamp
-    def __init__(self, pool_id: _Optional[str] = ..., schema: _Optional[_Union[PoolSchema, _Mapping]] = ..., parameters: _Optional[_Union[_types_pb2.CkksParameters, _Mapping]] = ..., context_size_bytes: _Optional[int] = ..., rows_remaining: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    policy: ReleasePolicy
+    def __init__(self, pool_id: _Optional[str] = ..., schema: _Optional[_Union[PoolSchema, _Mapping]] = ..., parameters: _Optional[_Union[_types_pb2.CkksParameters, _Mapping]] = ..., context_size_bytes: _Optional[int] = ..., rows_remaining: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., policy: _Optional[_Union[ReleasePolicy, _Mapping]] = ...) -> None: ...
 
 class ContributeRequest(_message.Message):
     __slots__ = ("manifest", "chunk")

@@ -26,13 +26,16 @@ if _version_not_supported:
 
 
 class PoolServiceStub:
-    """Pools: encrypted rows from several data owners, trained on by one analyst.
+    """Pools: sealed, optionally differentially private aggregates of several data owners' tables.
 
-    The analyst (a session's key holder) creates a pool with a column schema and invites contributors.
-    A contributor encrypts its rows under the analyst's public key (it never holds a secret key) and
-    appends them with ContributionService. Training on a pool (JobSpec.pool_id) trains on the
-    concatenation of its contributions. The analyst never receives a contributor's ciphertexts: only
-    masked refreshes, the aggregates it asks for (PoolStatistics) and the model (docs/threat-model.md).
+    The analyst (a session's key holder) creates a pool with a column schema and a release policy, and
+    invites contributors. A contributor computes the sufficient statistics of its rows on its own machine
+    (core/release.py: the mean of upper(v v^T) for v = [1, features, target]), encrypts them under the
+    analyst's public key (it never holds a secret key) and uploads them with ContributionService: a few
+    ciphertexts, never a row. SealPool freezes the set of contributions and computes the one release (their
+    row-weighted sum, plus Gaussian noise for a differentially private pool); PoolStatistics and training
+    (JobSpec.pool_id, solvers "normal" and "quadratic") only ever use that release. The analyst never
+    receives a contributor's ciphertexts, nor anything per row (docs/threat-model.md, Pools).
 
     The analyst's side; every call carries the session's bearer token.
     """
@@ -78,6 +81,11 @@ class PoolServiceStub:
                 request_serializer=ciphergrad_dot_v1_dot_pool__service__pb2.RevokeInvitationRequest.SerializeToString,
                 response_deserializer=ciphergrad_dot_v1_dot_pool__service__pb2.RevokeInvitationResponse.FromString,
                 _registered_method=True)
+        self.SealPool = channel.unary_unary(
+                '/ciphergrad.v1.PoolService/SealPool',
+                request_serializer=ciphergrad_dot_v1_dot_pool__service__pb2.SealPoolRequest.SerializeToString,
+                response_deserializer=ciphergrad_dot_v1_dot_pool__service__pb2.SealPoolResponse.FromString,
+                _registered_method=True)
         self.PoolStatistics = channel.unary_unary(
                 '/ciphergrad.v1.PoolService/PoolStatistics',
                 request_serializer=ciphergrad_dot_v1_dot_pool__service__pb2.PoolStatisticsRequest.SerializeToString,
@@ -86,13 +94,16 @@ class PoolServiceStub:
 
 
 class PoolServiceServicer:
-    """Pools: encrypted rows from several data owners, trained on by one analyst.
+    """Pools: sealed, optionally differentially private aggregates of several data owners' tables.
 
-    The analyst (a session's key holder) creates a pool with a column schema and invites contributors.
-    A contributor encrypts its rows under the analyst's public key (it never holds a secret key) and
-    appends them with ContributionService. Training on a pool (JobSpec.pool_id) trains on the
-    concatenation of its contributions. The analyst never receives a contributor's ciphertexts: only
-    masked refreshes, the aggregates it asks for (PoolStatistics) and the model (docs/threat-model.md).
+    The analyst (a session's key holder) creates a pool with a column schema and a release policy, and
+    invites contributors. A contributor computes the sufficient statistics of its rows on its own machine
+    (core/release.py: the mean of upper(v v^T) for v = [1, features, target]), encrypts them under the
+    analyst's public key (it never holds a secret key) and uploads them with ContributionService: a few
+    ciphertexts, never a row. SealPool freezes the set of contributions and computes the one release (their
+    row-weighted sum, plus Gaussian noise for a differentially private pool); PoolStatistics and training
+    (JobSpec.pool_id, solvers "normal" and "quadratic") only ever use that release. The analyst never
+    receives a contributor's ciphertexts, nor anything per row (docs/threat-model.md, Pools).
 
     The analyst's side; every call carries the session's bearer token.
     """
@@ -142,10 +153,16 @@ class PoolServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SealPool(self, request, context):
+        """Freezes the pool's contributions and computes its release, once. FAILED_PRECONDITION below the
+        policy's min_contributors. Later contributions are refused: new data goes to a new pool.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PoolStatistics(self, request, context):
-        """Encrypted per-column aggregates over every contributed row, for the analyst to decrypt
-        (e.g. to standardize features): they reveal the pool's count, column sums and sums of squares,
-        never a row.
+        """The sealed release, the same on every call (FAILED_PRECONDITION while the pool is open).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -189,6 +206,11 @@ def add_PoolServiceServicer_to_server(servicer, server):
                     request_deserializer=ciphergrad_dot_v1_dot_pool__service__pb2.RevokeInvitationRequest.FromString,
                     response_serializer=ciphergrad_dot_v1_dot_pool__service__pb2.RevokeInvitationResponse.SerializeToString,
             ),
+            'SealPool': grpc.unary_unary_rpc_method_handler(
+                    servicer.SealPool,
+                    request_deserializer=ciphergrad_dot_v1_dot_pool__service__pb2.SealPoolRequest.FromString,
+                    response_serializer=ciphergrad_dot_v1_dot_pool__service__pb2.SealPoolResponse.SerializeToString,
+            ),
             'PoolStatistics': grpc.unary_unary_rpc_method_handler(
                     servicer.PoolStatistics,
                     request_deserializer=ciphergrad_dot_v1_dot_pool__service__pb2.PoolStatisticsRequest.FromString,
@@ -203,13 +225,16 @@ def add_PoolServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PoolService:
-    """Pools: encrypted rows from several data owners, trained on by one analyst.
+    """Pools: sealed, optionally differentially private aggregates of several data owners' tables.
 
-    The analyst (a session's key holder) creates a pool with a column schema and invites contributors.
-    A contributor encrypts its rows under the analyst's public key (it never holds a secret key) and
-    appends them with ContributionService. Training on a pool (JobSpec.pool_id) trains on the
-    concatenation of its contributions. The analyst never receives a contributor's ciphertexts: only
-    masked refreshes, the aggregates it asks for (PoolStatistics) and the model (docs/threat-model.md).
+    The analyst (a session's key holder) creates a pool with a column schema and a release policy, and
+    invites contributors. A contributor computes the sufficient statistics of its rows on its own machine
+    (core/release.py: the mean of upper(v v^T) for v = [1, features, target]), encrypts them under the
+    analyst's public key (it never holds a secret key) and uploads them with ContributionService: a few
+    ciphertexts, never a row. SealPool freezes the set of contributions and computes the one release (their
+    row-weighted sum, plus Gaussian noise for a differentially private pool); PoolStatistics and training
+    (JobSpec.pool_id, solvers "normal" and "quadratic") only ever use that release. The analyst never
+    receives a contributor's ciphertexts, nor anything per row (docs/threat-model.md, Pools).
 
     The analyst's side; every call carries the session's bearer token.
     """
@@ -404,6 +429,33 @@ class PoolService:
             _registered_method=True)
 
     @staticmethod
+    def SealPool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ciphergrad.v1.PoolService/SealPool',
+            ciphergrad_dot_v1_dot_pool__service__pb2.SealPoolRequest.SerializeToString,
+            ciphergrad_dot_v1_dot_pool__service__pb2.SealPoolResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def PoolStatistics(request,
             target,
             options=(),
@@ -473,9 +525,9 @@ class ContributionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Contribute(self, request_iterator, context):
-        """Client stream: one ContributionManifest, then the features and targets matrices as MatrixChunk
-        streams, encrypted with the pool's packing at the context's top level. Atomic: a failed or
-        cancelled contribution leaves nothing in the pool.
+        """Client stream: one ContributionManifest, then the encrypted statistics as one MatrixChunk stream
+        (a (entries, 1) matrix in tile (slots, 1) at the context's top level). Atomic: a failed or cancelled
+        contribution leaves nothing in the pool. FAILED_PRECONDITION once the pool is sealed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -23,12 +23,13 @@ _sym_db = _symbol_database.Default()
 
 
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import model_service_pb2 as ciphergrad_dot_v1_dot_model__service__pb2
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as ciphergrad_dot_v1_dot_pool__service__pb2
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2 as ciphergrad_dot_v1_dot_types__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$ciphergrad/v1/training_service.proto\x12\rciphergrad.v1\x1a!ciphergrad/v1/model_service.proto\x1a\x19\x63iphergrad/v1/types.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x01\n\x07JobSpec\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12+\n\talgorithm\x18\x02 \x01(\x0e\x32\x18.ciphergrad.v1.Algorithm\x12\x30\n\x0fhyperparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07pool_id\x18\x04 \x01(\t\"\x1b\n\tAttachJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"U\n\x0cRefreshReply\x12\x12\n\nrefresh_id\x18\x01 \x01(\x03\x12\x31\n\trefreshed\x18\x02 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\"U\n\x0eNormalSolution\x12\x12\n\nrequest_id\x18\x01 \x01(\x03\x12/\n\x07weights\x18\x02 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\"\xdb\x01\n\x0cTrainRequest\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x16.ciphergrad.v1.JobSpecH\x00\x12*\n\x06\x61ttach\x18\x02 \x01(\x0b\x32\x18.ciphergrad.v1.AttachJobH\x00\x12\x34\n\rrefresh_reply\x18\x03 \x01(\x0b\x32\x1b.ciphergrad.v1.RefreshReplyH\x00\x12\x38\n\x0fnormal_solution\x18\x04 \x01(\x0b\x32\x1d.ciphergrad.v1.NormalSolutionH\x00\x42\x06\n\x04kind\"\xfe\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12+\n\talgorithm\x18\x03 \x01(\x0e\x32\x18.ciphergrad.v1.Algorithm\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.ciphergrad.v1.JobState\x12\r\n\x05\x65poch\x18\x05 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x06 \x01(\x05\x12\x10\n\x08model_id\x18\x07 \x01(\t\x12\x15\n\rerror_message\x18\x08 \x01(\t\x12\x30\n\x0fhyperparameters\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\trefreshes\x18\n \x01(\x05\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07pool_id\x18\r \x01(\t\"\x89\x02\n\rEpochProgress\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12,\n\x04loss\x18\x02 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\x12\x11\n\trefreshes\x18\x03 \x01(\x05\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\x12K\n\x10operation_counts\x18\x05 \x03(\x0b\x32\x31.ciphergrad.v1.EpochProgress.OperationCountsEntry\x12\x12\n\nloss_scale\x18\x06 \x01(\x01\x1a\x36\n\x14OperationCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"T\n\x0eRefreshRequest\x12\x12\n\nrefresh_id\x18\x01 \x01(\x03\x12.\n\x06masked\x18\x02 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\"\xfd\x01\n\x13NormalSystemRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x03\x12\x36\n\x0egram_diagonals\x18\x02 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\x12\x33\n\x0bgram_column\x18\x03 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\x12\x0c\n\x04rows\x18\x04 \x01(\x03\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x01(\x05\x12\x0e\n\x06\x66\x61\x63tor\x18\x06 \x01(\x01\x12\x35\n\x0fright_hand_side\x18\x07 \x01(\x0b\x32\x1c.ciphergrad.v1.RightHandSide\"_\n\rRightHandSide\x12\x14\n\x0ctarget_scale\x18\x01 \x01(\x01\x12\x12\n\nones_scale\x18\x02 \x01(\x01\x12\x13\n\x0bones_column\x18\x03 \x01(\x05\x12\x0f\n\x07targets\x18\x04 \x01(\x05\"V\n\x0eTrainingResult\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.ciphergrad.v1.Job\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.ciphergrad.v1.Model\"\x92\x02\n\rTrainResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x12.ciphergrad.v1.JobH\x00\x12-\n\x05\x65poch\x18\x02 \x01(\x0b\x32\x1c.ciphergrad.v1.EpochProgressH\x00\x12\x38\n\x0frefresh_request\x18\x03 \x01(\x0b\x32\x1d.ciphergrad.v1.RefreshRequestH\x00\x12/\n\x06result\x18\x04 \x01(\x0b\x32\x1d.ciphergrad.v1.TrainingResultH\x00\x12;\n\rnormal_system\x18\x05 \x01(\x0b\x32\".ciphergrad.v1.NormalSystemRequestH\x00\x42\x07\n\x05\x65vent\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"1\n\x0eGetJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.ciphergrad.v1.Job\"\x11\n\x0fListJobsRequest\"4\n\x10ListJobsResponse\x12 \n\x04jobs\x18\x01 \x03(\x0b\x32\x12.ciphergrad.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"4\n\x11\x43\x61ncelJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.ciphergrad.v1.Job*\xb0\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x14\n\x10JOB_STATE_PAUSED\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x32\xbd\x02\n\x0fTrainingService\x12\x46\n\x05Train\x12\x1b.ciphergrad.v1.TrainRequest\x1a\x1c.ciphergrad.v1.TrainResponse(\x01\x30\x01\x12\x45\n\x06GetJob\x12\x1c.ciphergrad.v1.GetJobRequest\x1a\x1d.ciphergrad.v1.GetJobResponse\x12K\n\x08ListJobs\x12\x1e.ciphergrad.v1.ListJobsRequest\x1a\x1f.ciphergrad.v1.ListJobsResponse\x12N\n\tCancelJob\x12\x1f.ciphergrad.v1.CancelJobRequest\x1a .ciphergrad.v1.CancelJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$ciphergrad/v1/training_service.proto\x12\rciphergrad.v1\x1a!ciphergrad/v1/model_service.proto\x1a ciphergrad/v1/pool_service.proto\x1a\x19\x63iphergrad/v1/types.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x01\n\x07JobSpec\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12+\n\talgorithm\x18\x02 \x01(\x0e\x32\x18.ciphergrad.v1.Algorithm\x12\x30\n\x0fhyperparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07pool_id\x18\x04 \x01(\t\"\x1b\n\tAttachJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"U\n\x0cRefreshReply\x12\x12\n\nrefresh_id\x18\x01 \x01(\x03\x12\x31\n\trefreshed\x18\x02 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\"U\n\x0eNormalSolution\x12\x12\n\nrequest_id\x18\x01 \x01(\x03\x12/\n\x07weights\x18\x02 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\"\xdb\x01\n\x0cTrainRequest\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x16.ciphergrad.v1.JobSpecH\x00\x12*\n\x06\x61ttach\x18\x02 \x01(\x0b\x32\x18.ciphergrad.v1.AttachJobH\x00\x12\x34\n\rrefresh_reply\x18\x03 \x01(\x0b\x32\x1b.ciphergrad.v1.RefreshReplyH\x00\x12\x38\n\x0fnormal_solution\x18\x04 \x01(\x0b\x32\x1d.ciphergrad.v1.NormalSolutionH\x00\x42\x06\n\x04kind\"\xfe\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12+\n\talgorithm\x18\x03 \x01(\x0e\x32\x18.ciphergrad.v1.Algorithm\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.ciphergrad.v1.JobState\x12\r\n\x05\x65poch\x18\x05 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x06 \x01(\x05\x12\x10\n\x08model_id\x18\x07 \x01(\t\x12\x15\n\rerror_message\x18\x08 \x01(\t\x12\x30\n\x0fhyperparameters\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\trefreshes\x18\n \x01(\x05\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07pool_id\x18\r \x01(\t\"\x89\x02\n\rEpochProgress\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12,\n\x04loss\x18\x02 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\x12\x11\n\trefreshes\x18\x03 \x01(\x05\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\x12K\n\x10operation_counts\x18\x05 \x03(\x0b\x32\x31.ciphergrad.v1.EpochProgress.OperationCountsEntry\x12\x12\n\nloss_scale\x18\x06 \x01(\x01\x1a\x36\n\x14OperationCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"T\n\x0eRefreshRequest\x12\x12\n\nrefresh_id\x18\x01 \x01(\x03\x12.\n\x06masked\x18\x02 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\"\x89\x01\n\x12PoolReleaseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x03\x12+\n\x07release\x18\x02 \x01(\x0b\x32\x1a.ciphergrad.v1.PoolRelease\x12\x18\n\x10weight_tile_rows\x18\x03 \x01(\x05\x12\x18\n\x10weight_tile_cols\x18\x04 \x01(\x05\"\xfd\x01\n\x13NormalSystemRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x03\x12\x36\n\x0egram_diagonals\x18\x02 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\x12\x33\n\x0bgram_column\x18\x03 \x01(\x0b\x32\x1e.ciphergrad.v1.EncryptedMatrix\x12\x0c\n\x04rows\x18\x04 \x01(\x03\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x01(\x05\x12\x0e\n\x06\x66\x61\x63tor\x18\x06 \x01(\x01\x12\x35\n\x0fright_hand_side\x18\x07 \x01(\x0b\x32\x1c.ciphergrad.v1.RightHandSide\"_\n\rRightHandSide\x12\x14\n\x0ctarget_scale\x18\x01 \x01(\x01\x12\x12\n\nones_scale\x18\x02 \x01(\x01\x12\x13\n\x0bones_column\x18\x03 \x01(\x05\x12\x0f\n\x07targets\x18\x04 \x01(\x05\"V\n\x0eTrainingResult\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.ciphergrad.v1.Job\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.ciphergrad.v1.Model\"\xcd\x02\n\rTrainResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x12.ciphergrad.v1.JobH\x00\x12-\n\x05\x65poch\x18\x02 \x01(\x0b\x32\x1c.ciphergrad.v1.EpochProgressH\x00\x12\x38\n\x0frefresh_request\x18\x03 \x01(\x0b\x32\x1d.ciphergrad.v1.RefreshRequestH\x00\x12/\n\x06result\x18\x04 \x01(\x0b\x32\x1d.ciphergrad.v1.TrainingResultH\x00\x12;\n\rnormal_system\x18\x05 \x01(\x0b\x32\".ciphergrad.v1.NormalSystemRequestH\x00\x12\x39\n\x0cpool_release\x18\x06 \x01(\x0b\x32!.ciphergrad.v1.PoolReleaseRequestH\x00\x42\x07\n\x05\x65vent\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"1\n\x0eGetJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.ciphergrad.v1.Job\"\x11\n\x0fListJobsRequest\"4\n\x10ListJobsResponse\x12 \n\x04jobs\x18\x01 \x03(\x0b\x32\x12.ciphergrad.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"4\n\x11\x43\x61ncelJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.ciphergrad.v1.Job*\xb0\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x14\n\x10JOB_STATE_PAUSED\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x32\xbd\x02\n\x0fTrainingService\x12\x46\n\x05Train\x12\x1b.ciphergrad.v1.TrainRequest\x1a\x1c.ciphergrad.v1.TrainResponse(\x01\x30\x01\x12\x45\n\x06GetJob\x12\x1c.ciphergrad.v1.GetJobRequest\x1a\x1d.ciphergrad.v1.GetJobResponse\x12K\n\x08ListJobs\x12\x1e.ciphergrad.v1.ListJobsRequest\x1a\x1f.ciphergrad.v1.ListJobsResponse\x12N\n\tCancelJob\x12\x1f.ciphergrad.v1.CancelJobRequest\x1a .ciphergrad.v1.CancelJobResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,46 +38,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EPOCHPROGRESS_OPERATIONCOUNTSENTRY']._loaded_options = None
   _globals['_EPOCHPROGRESS_OPERATIONCOUNTSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=2454
-  _globals['_JOBSTATE']._serialized_end=2630
-  _globals['_JOBSPEC']._serialized_start=181
-  _globals['_JOBSPEC']._serialized_end=322
-  _globals['_ATTACHJOB']._serialized_start=324
-  _globals['_ATTACHJOB']._serialized_end=351
-  _globals['_REFRESHREPLY']._serialized_start=353
-  _globals['_REFRESHREPLY']._serialized_end=438
-  _globals['_NORMALSOLUTION']._serialized_start=440
-  _globals['_NORMALSOLUTION']._serialized_end=525
-  _globals['_TRAINREQUEST']._serialized_start=528
-  _globals['_TRAINREQUEST']._serialized_end=747
-  _globals['_JOB']._serialized_start=750
-  _globals['_JOB']._serialized_end=1132
-  _globals['_EPOCHPROGRESS']._serialized_start=1135
-  _globals['_EPOCHPROGRESS']._serialized_end=1400
-  _globals['_EPOCHPROGRESS_OPERATIONCOUNTSENTRY']._serialized_start=1346
-  _globals['_EPOCHPROGRESS_OPERATIONCOUNTSENTRY']._serialized_end=1400
-  _globals['_REFRESHREQUEST']._serialized_start=1402
-  _globals['_REFRESHREQUEST']._serialized_end=1486
-  _globals['_NORMALSYSTEMREQUEST']._serialized_start=1489
-  _globals['_NORMALSYSTEMREQUEST']._serialized_end=1742
-  _globals['_RIGHTHANDSIDE']._serialized_start=1744
-  _globals['_RIGHTHANDSIDE']._serialized_end=1839
-  _globals['_TRAININGRESULT']._serialized_start=1841
-  _globals['_TRAININGRESULT']._serialized_end=1927
-  _globals['_TRAINRESPONSE']._serialized_start=1930
-  _globals['_TRAINRESPONSE']._serialized_end=2204
-  _globals['_GETJOBREQUEST']._serialized_start=2206
-  _globals['_GETJOBREQUEST']._serialized_end=2237
-  _globals['_GETJOBRESPONSE']._serialized_start=2239
-  _globals['_GETJOBRESPONSE']._serialized_end=2288
-  _globals['_LISTJOBSREQUEST']._serialized_start=2290
-  _globals['_LISTJOBSREQUEST']._serialized_end=2307
-  _globals['_LISTJOBSRESPONSE']._serialized_start=2309
-  _globals['_LISTJOBSRESPONSE']._serialized_end=2361
-  _globals['_CANCELJOBREQUEST']._serialized_start=2363
-  _globals['_CANCELJOBREQUEST']._serialized_end=2397
-  _globals['_CANCELJOBRESPONSE']._serialized_start=2399
-  _globals['_CANCELJOBRESPONSE']._serialized_end=2451
-  _globals['_TRAININGSERVICE']._serialized_start=2633
-  _globals['_TRAININGSERVICE']._serialized_end=2950
+  _globals['_JOBSTATE']._serialized_start=2687
+  _globals['_JOBSTATE']._serialized_end=2863
+  _globals['_JOBSPEC']._serialized_start=215
+  _globals['_JOBSPEC']._serialized_end=356
+  _globals['_ATTACHJOB']._serialized_start=358
+  _globals['_ATTACHJOB']._serialized_end=385
+  _globals['_REFRESHREPLY']._serialized_start=387
+  _globals['_REFRESHREPLY']._serialized_end=472
+  _globals['_NORMALSOLUTION']._serialized_start=474
+  _globals['_NORMALSOLUTION']._serialized_end=559
+  _globals['_TRAINREQUEST']._serialized_start=562
+  _globals['_TRAINREQUEST']._serialized_end=781
+  _globals['_JOB']._serialized_start=784
+  _globals['_JOB']._serialized_end=1166
+  _globals['_EPOCHPROGRESS']._serialized_start=1169
+  _globals['_EPOCHPROGRESS']._serialized_end=1434
+  _globals['_EPOCHPROGRESS_OPERATIONCOUNTSENTRY']._serialized_start=1380
+  _globals['_EPOCHPROGRESS_OPERATIONCOUNTSENTRY']._serialized_end=1434
+  _globals['_REFRESHREQUEST']._serialized_start=1436
+  _globals['_REFRESHREQUEST']._serialized_end=1520
+  _globals['_POOLRELEASEREQUEST']._serialized_start=1523
+  _globals['_POOLRELEASEREQUEST']._serialized_end=1660
+  _globals['_NORMALSYSTEMREQUEST']._serialized_start=1663
+  _globals['_NORMALSYSTEMREQUEST']._serialized_end=1916
+  _globals['_RIGHTHANDSIDE']._serialized_start=1918
+  _globals['_RIGHTHANDSIDE']._serialized_end=2013
+  _globals['_TRAININGRESULT']._serialized_start=2015
+  _globals['_TRAININGRESULT']._serialized_end=2101
+  _globals['_TRAINRESPONSE']._serialized_start=2104
+  _globals['_TRAINRESPONSE']._serialized_end=2437
+  _globals['_GETJOBREQUEST']._serialized_start=2439
+  _globals['_GETJOBREQUEST']._serialized_end=2470
+  _globals['_GETJOBRESPONSE']._serialized_start=2472
+  _globals['_GETJOBRESPONSE']._serialized_end=2521
+  _globals['_LISTJOBSREQUEST']._serialized_start=2523
+  _globals['_LISTJOBSREQUEST']._serialized_end=2540
+  _globals['_LISTJOBSRESPONSE']._serialized_start=2542
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2594
+  _globals['_CANCELJOBREQUEST']._serialized_start=2596
+  _globals['_CANCELJOBREQUEST']._serialized_end=2630
+  _globals['_CANCELJOBRESPONSE']._serialized_start=2632
+  _globals['_CANCELJOBRESPONSE']._serialized_end=2684
+  _globals['_TRAININGSERVICE']._serialized_start=2866
+  _globals['_TRAININGSERVICE']._serialized_end=3183
 # @@protoc_insertion_point(module_scope)

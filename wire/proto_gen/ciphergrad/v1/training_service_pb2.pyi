@@ -1,6 +1,7 @@
 import datetime
 
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import model_service_pb2 as _model_service_pb2
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as _pool_service_pb2
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2 as _types_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -137,6 +138,18 @@ class RefreshRequest(_message.Message):
     masked: _types_pb2.EncryptedMatrix
     def __init__(self, refresh_id: _Optional[int] = ..., masked: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ...) -> None: ...
 
+class PoolReleaseRequest(_message.Message):
+    __slots__ = ("request_id", "release", "weight_tile_rows", "weight_tile_cols")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_TILE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_TILE_COLS_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    release: _pool_service_pb2.PoolRelease
+    weight_tile_rows: int
+    weight_tile_cols: int
+    def __init__(self, request_id: _Optional[int] = ..., release: _Optional[_Union[_pool_service_pb2.PoolRelease, _Mapping]] = ..., weight_tile_rows: _Optional[int] = ..., weight_tile_cols: _Optional[int] = ...) -> None: ...
+
 class NormalSystemRequest(_message.Message):
     __slots__ = ("request_id", "gram_diagonals", "gram_column", "rows", "features", "factor", "right_hand_side")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -176,18 +189,20 @@ class TrainingResult(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., model: _Optional[_Union[_model_service_pb2.Model, _Mapping]] = ...) -> None: ...
 
 class TrainResponse(_message.Message):
-    __slots__ = ("job", "epoch", "refresh_request", "result", "normal_system")
+    __slots__ = ("job", "epoch", "refresh_request", "result", "normal_system", "pool_release")
     JOB_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     REFRESH_REQUEST_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     NORMAL_SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    POOL_RELEASE_FIELD_NUMBER: _ClassVar[int]
     job: Job
     epoch: EpochProgress
     refresh_request: RefreshRequest
     result: TrainingResult
     normal_system: NormalSystemRequest
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., epoch: _Optional[_Union[EpochProgress, _Mapping]] = ..., refresh_request: _Optional[_Union[RefreshRequest, _Mapping]] = ..., result: _Optional[_Union[TrainingResult, _Mapping]] = ..., normal_system: _Optional[_Union[NormalSystemRequest, _Mapping]] = ...) -> None: ...
+    pool_release: PoolReleaseRequest
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., epoch: _Optional[_Union[EpochProgress, _Mapping]] = ..., refresh_request: _Optional[_Union[RefreshRequest, _Mapping]] = ..., result: _Optional[_Union[TrainingResult, _Mapping]] = ..., normal_system: _Optional[_Union[NormalSystemRequest, _Mapping]] = ..., pool_release: _Optional[_Union[PoolReleaseRequest, _Mapping]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
