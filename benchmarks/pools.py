@@ -4,9 +4,10 @@
   whole table (``r2_diff``, target <= 1e-6).
 - ``wine``: three classes across three contributors; one-vs-rest quadratic logistic from the release vs
   scikit-learn's exact ``LogisticRegression`` (standardized, lbfgs), training accuracy.
-- ``rows_1m_100f_10_contributors``: 1,000,000 rows x 100 features held by 10 contributor processes (100,000
-  rows each, generated in the process from its seed: the parent never sends rows). Each contributes to a
-  regression pool and a two-class pool; the analyst seals both and trains ridge and logistic on them.
+- ``rows_1m_100f_10_contributors``: 1,000,000 rows x 100 features held by 10 contributor processes
+  (``pool_contributor.py``; 100,000 rows each, generated in the process from its seed: the parent never sends
+  rows). Each contributes to a regression pool and a two-class pool; the analyst seals both and trains ridge
+  and logistic on them.
   ``total_s`` (target <= 30) runs from starting the contributors to both models stored;
   ``contributor_upload_bytes`` is what one contributor sent. The models are checked against numpy's least
   squares and scikit-learn's logistic regression on the same million rows, regenerated here afterwards.
@@ -24,8 +25,10 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+from pool_contributor import CONTRIBUTORS, FEATURES, TARGET_BOUND, shard
 from sklearn.datasets import load_wine
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -47,33 +50,10 @@ TARGETS = {
     "rows_1m_100f_10_contributors.accuracy_vs_sklearn": (">=", -0.01),
     "dp_noise_rel_error": ("<=", 0.1),
 }
-MILLION, FEATURES, CONTRIBUTORS = 1_000_000, 100, 10
-TARGET_BOUND = 4.0
 
 
 def _r2(y: np.ndarray, predicted: np.ndarray) -> float:
     return float(1 - np.sum((y - predicted) ** 2) / np.sum((y - y.mean()) ** 2))
-
-
-def shard(index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Contributor ``index``'s rows: features uniform in [-1, 1], a linear target with noise (clipped to the
-    public bound), the same generator wherever it runs."""
-    rng = np.random.default_rng(index)
-    weights = np.random.default_rng(12345).normal(size=FEATURES) / np.sqrt(FEATURES)
-    X = rng.uniform(-1.0, 1.0, size=(MILLION // CONTRIBUTORS, FEATURES))
-    y = np.clip(X @ weights + 0.5 * rng.normal(size=len(X)), -TARGET_BOUND, TARGET_BOUND)
-    return X, y
-
-
-def contribute(index: int, regression_code: str, classes_code: str) -> None:
-    """A contributor process: its shard to both pools, one JSON line of bytes sent."""
-    X, y = shard(index)
-    sent = 0
-    for code, target in ((regression_code, y), (classes_code, np.where(y > 0, "up", "down"))):
-        with Contributor(code) as contributor:
-            contributor.upload(X, target, progress=False)
-            sent += contributor.bytes_sent
-    print(json.dumps({"bytes_sent": sent}))
 
 
 def _small_pool(address: str, X: np.ndarray, y: np.ndarray, names: list[str], target: str,
@@ -124,7 +104,8 @@ def million(address: str) -> dict[str, object]:
     codes = [(analyst.invite(regression.pool_id).code, analyst.invite(classes.pool_id).code)
              for _ in range(CONTRIBUTORS)]
     start = time.perf_counter()
-    children = [subprocess.Popen([sys.executable, __file__, "--contributor", str(i), a, b], stdout=subprocess.PIPE,
+    script = str(Path(__file__).with_name("pool_contributor.py"))
+    children = [subprocess.Popen([sys.executable, script, str(i), a, b], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True) for i, (a, b) in enumerate(codes)]
     sent = []
     for child in children:
@@ -169,11 +150,7 @@ def noise_error(draws: int = 200) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON line")
-    parser.add_argument("--contributor", nargs=3, metavar=("INDEX", "CODE", "CODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.contributor:
-        contribute(int(args.contributor[0]), args.contributor[1], args.contributor[2])
-        return 0
     result: dict[str, object] = {}
     with local_server() as address:
         result["ames"] = ames(address)

@@ -1,15 +1,14 @@
-"""ciphergrad client: the key holder's SDK (``Client``), scikit-learn-style estimators and the CLI."""
+"""ciphergrad client: the key holder's SDK (``Client``), scikit-learn-style estimators, pool contributors and
+the CLI. The public names are ``ciphergrad``'s, loaded on first use: a contributor process that needs only
+``Contributor`` does not import scikit-learn."""
 
-from ciphergrad.client.contributor import Contributor
-from ciphergrad.client.estimator import (
-    EncryptedKNeighborsClassifier,
-    EncryptedLinearRegression,
-    EncryptedLogisticRegression,
-)
-from ciphergrad.client.local import local_server
-from ciphergrad.client.sdk import Client, TrainingRun, default_parameters
+from __future__ import annotations
 
-__all__ = [
+from typing import TYPE_CHECKING, Any
+
+import ciphergrad
+
+__all__ = [  # ciphergrad.__all__: the same names, one place each for IDEs
     "Client",
     "Contributor",
     "EncryptedKNeighborsClassifier",
@@ -19,3 +18,19 @@ __all__ = [
     "default_parameters",
     "local_server",
 ]
+
+if TYPE_CHECKING:
+    from ciphergrad.client.contributor import Contributor
+    from ciphergrad.client.estimator import (
+        EncryptedKNeighborsClassifier,
+        EncryptedLinearRegression,
+        EncryptedLogisticRegression,
+    )
+    from ciphergrad.client.local import local_server
+    from ciphergrad.client.sdk import Client, TrainingRun, default_parameters
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module 'ciphergrad.client' has no attribute {name!r}")
+    return getattr(ciphergrad, name)

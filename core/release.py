@@ -122,21 +122,23 @@ class RowSpace:
             raise ShapeError(f"rows of shape {X.shape} with {len(y)} targets; the pool has {self.features} features")
         if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
             raise ParameterError("rows hold NaN or infinite values: clean or drop them first")
-        columns, clipped = [], 0
-        for j, bounds in enumerate(self.feature_bounds):
-            scaled, count = _scale(X[:, j], bounds)
-            columns.append(scaled)
-            clipped += count
+        lower = np.array([b.lower if b else -np.inf for b in self.feature_bounds])
+        upper = np.array([b.upper if b else np.inf for b in self.feature_bounds])
+        center = np.array([b.center if b else 0.0 for b in self.feature_bounds])
+        half = np.array([b.half_width if b else 1.0 for b in self.feature_bounds])
+        u = np.empty((len(X), self.width - 1))
+        clipped = int(np.count_nonzero((X < lower) | (X > upper)))
+        np.subtract(np.clip(X, lower, upper), center, out=u[:, : self.features])
+        u[:, : self.features] /= half
         if self.classes:
             labels = y.astype(np.int64)
             if np.any(labels != y) or np.any(labels < 0) or np.any(labels >= self.classes):
                 raise ParameterError(f"labels must be class indices 0..{self.classes - 1}")
-            columns.extend((labels == k).astype(np.float64) for k in range(self.classes))
+            u[:, self.features:] = labels[:, None] == np.arange(self.classes)
         else:
             scaled, count = _scale(y, self.target_bounds)
-            columns.append(scaled)
+            u[:, self.features] = scaled
             clipped += count
-        u = np.column_stack(columns)
         if self.clip_norm is not None:
             norms = np.linalg.norm(u, axis=1)
             over = norms > self.clip_norm
@@ -147,9 +149,12 @@ class RowSpace:
     def moments(self, X: np.ndarray, y: np.ndarray) -> tuple[int, np.ndarray, int]:
         """``(n, mean of upper(v v^T) over the rows, cells clipped)``: what a contributor encrypts."""
         u, clipped = self.rows(X, y)
-        v = np.column_stack([np.ones(len(u)), u])
+        n = len(u)
+        S = np.empty((self.width, self.width))
+        S[0, 0], S[0, 1:] = n, u.sum(axis=0)
+        S[1:, 1:] = u.T @ u
         rows, cols = np.triu_indices(self.width)
-        return len(v), (v.T @ v)[rows, cols] / len(v), clipped
+        return n, S[rows, cols] / n, clipped
 
     def sensitivity(self) -> float:
         """L2 distance between ``upper(v v^T)`` of any two rows (replace-one): with ``|u|^2 <= B^2``,

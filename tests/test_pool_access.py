@@ -149,9 +149,9 @@ def test_contributors_download_the_public_key_alone(served) -> None:
 def test_deleting_the_session_deletes_its_pools(tmp_path: Path) -> None:
     with analyst_pool(tmp_path, 2) as (server, analyst, pool):
         contributor = contribute(analyst, pool, [(X[:10, :2], Y[:10])])[0]
-        pool_dir = server.store.pool_dir(analyst.session_id, pool.pool_id)
+        pool_dir = server.store.pools.pool_dir(analyst.session_id, pool.pool_id)
         assert any(pool_dir.iterdir())
         analyst.delete_session()
-        assert server.store.pool(pool.pool_id) is None and not pool_dir.exists()
+        assert server.store.pools.get(pool.pool_id) is None and not pool_dir.exists()
         code, _ = status(contributor.contributions)
         assert code == grpc.StatusCode.UNAUTHENTICATED  # the invitation went with the pool

@@ -75,7 +75,7 @@ def test_the_locked_insert_admits_exactly_the_cap(tmp_path: Path) -> None:
         record = ContributionRecord(f"c{index}", "p", "i", "s", 30, 1, 3, time.time())
         try:
             store._db.execute("PRAGMA foreign_keys=OFF")  # no pool/invitation rows in this unit test
-            store.add_contribution(record, max_rows=100)
+            store.pools.add_contribution(record, max_rows=100)
             admitted.append(index)
         except RowCapExceeded:
             pass
@@ -85,7 +85,7 @@ def test_the_locked_insert_admits_exactly_the_cap(tmp_path: Path) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(admitted) == 3 and sum(c.rows for c in store.contributions("p")) == 90
+    assert len(admitted) == 3 and sum(c.rows for c in store.pools.contributions("p")) == 90
     store.close()
 
 

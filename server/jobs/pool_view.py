@@ -88,7 +88,7 @@ def release_proto(store: Store, engine: Engine, pool: PoolRecord) -> pool_pb.Poo
             f"pool {pool.id} is open ({pool.contributors} contributor(s), {pool.rows} rows): seal it first "
             f"(SealPool; its policy needs {pool.policy.min_contributors} contributors); nothing is released before"
         )
-    matrix = EncryptedMatrix.from_bytes(engine, store.release_path(pool).read_bytes())
+    matrix = EncryptedMatrix.from_bytes(engine, store.pools.release_path(pool).read_bytes())
     return pool_pb.PoolRelease(
         pool_id=pool.id, rows=pool.rows, contributions=pool.contributions, contributors=pool.contributors,
         moments=codec.matrix_to_proto(matrix), noise_std=pool.noise_std, epsilon=pool.policy.epsilon,

@@ -372,7 +372,7 @@ class JobRunner:
 
     def _train_pool(self, job: JobRecord, link: Link, slot: JobSlot) -> None:
         """A pool's job: its release to the key holder, the solved weights back (``server.jobs.pool_view``)."""
-        pool = self.store.pool(job.pool_id)
+        pool = self.store.pools.get(job.pool_id)
         if pool is None:
             raise precondition(f"pool {job.pool_id} of job {job.id} was deleted; start a new job")
         engine = self.engines.fork(job.session_id)

@@ -55,7 +55,7 @@ class Access:
             if token is None:
                 return
             digest = auth.token_hash(token)
-        invitation = self.store.invitation_by_token_hash(digest)
+        invitation = self.store.pools.invitation_by_token_hash(digest)
         if invitation is not None and auth.same_hash(invitation.token_hash, digest):
             raise ServiceError(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -67,7 +67,7 @@ class Access:
     def contributor(self, metadata: Metadata) -> tuple[InvitationRecord, PoolRecord]:
         """The live invitation whose token the call carries, and its pool (ContributionService only)."""
         digest = auth.token_hash(auth.bearer_token(metadata))
-        invitation = self.store.invitation_by_token_hash(digest)
+        invitation = self.store.pools.invitation_by_token_hash(digest)
         if invitation is None or not auth.same_hash(invitation.token_hash, digest):
             session = self.store.session_by_token_hash(digest)
             if session is not None and auth.same_hash(session.token_hash, digest):
@@ -87,16 +87,16 @@ class Access:
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(invitation.expires))
             raise ServiceError(grpc.StatusCode.PERMISSION_DENIED,
                                f"invitation {invitation.id} expired at {when}: ask the analyst for a new invitation")
-        pool = self.store.pool(invitation.pool_id)
+        pool = self.store.pools.get(invitation.pool_id)
         if pool is None:  # deleted meanwhile (the cascade removes the invitation too)
             raise ServiceError(grpc.StatusCode.PERMISSION_DENIED, f"pool {invitation.pool_id} was deleted")
         return invitation, pool
 
     def pool(self, pool_id: str, caller: SessionRecord) -> PoolRecord:
-        return self._owned("pool", pool_id, self.store.pool(pool_id) if pool_id else None, caller)
+        return self._owned("pool", pool_id, self.store.pools.get(pool_id) if pool_id else None, caller)
 
     def invitation(self, invitation_id: str, caller: SessionRecord) -> InvitationRecord:
-        found = self.store.invitation(invitation_id) if invitation_id else None
+        found = self.store.pools.invitation(invitation_id) if invitation_id else None
         return self._owned("invitation", invitation_id, found, caller)
 
     def own_session(self, session_id: str, caller: SessionRecord) -> SessionRecord:

@@ -99,10 +99,10 @@ def record_contribution(
         id=new_id(), pool_id=pool.id, invitation_id=invitation.id, session_id=pool.session_id, rows=rows,
         size_bytes=size, level=moments.level, created=time.time(),
     )
-    final = store.contribution_dir(contribution)
+    final = store.pools.contribution_dir(contribution)
     store.publish(scratch, final)
     try:
-        store.add_contribution(contribution, invitation.max_rows)
+        store.pools.add_contribution(contribution, invitation.max_rows)
     except BaseException as exc:
         store.remove(final)
         if isinstance(exc, RowCapExceeded):
@@ -132,7 +132,7 @@ class ContributionServicer(pb_grpc.ContributionServiceServicer):
     def pool_schema(self, metadata: Metadata) -> tuple[pb.PoolSchemaHeader, bytes]:
         """The schema header and the public encryption context (public key only: well under a MB)."""
         invitation, pool = self.access.contributor(metadata)
-        data = self.store.encryption_context_path(pool.session_id).read_bytes()
+        data = self.store.pools.encryption_context_path(pool.session_id).read_bytes()
         header = pb.PoolSchemaHeader(
             pool_id=pool.id, schema=pool.schema_proto(), parameters=codec.params_to_proto(pool.params),
             context_size_bytes=len(data), rows_remaining=invitation.rows_remaining, policy=pool.policy.to_proto(),
@@ -176,5 +176,5 @@ class ContributionServicer(pb_grpc.ContributionServiceServicer):
 
     def list_contributions(self, metadata: Metadata) -> pb.ListContributionsResponse:
         invitation, pool = self.access.contributor(metadata)
-        own = self.store.contributions(pool.id, invitation.id)
+        own = self.store.pools.contributions(pool.id, invitation.id)
         return pb.ListContributionsResponse(contributions=[c.to_proto() for c in own])

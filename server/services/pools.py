@@ -125,11 +125,11 @@ class PoolServicer(pb_grpc.PoolServiceServicer):
             raise invalid(str(exc)) from None
         pool = PoolRecord(**{**vars(pool), "policy": check_policy(request.policy, space)})
         self._ensure_encryption_context(session.id)
-        self.store.add_pool(pool)
+        self.store.pools.add(pool)
         return pb.CreatePoolResponse(pool=pool.to_proto())
 
     def _ensure_encryption_context(self, session_id: str) -> None:
-        path = self.store.encryption_context_path(session_id)
+        path = self.store.pools.encryption_context_path(session_id)
         if not path.exists():
             data = encryption_context(self.store.context_path(session_id).read_bytes())
             self.store.write_blob(path, data)
@@ -140,7 +140,7 @@ class PoolServicer(pb_grpc.PoolServiceServicer):
 
     def get_pool(self, request: pb.GetPoolRequest, metadata: Metadata) -> pb.GetPoolResponse:
         pool = self.access.pool(request.pool_id, self.access.session(metadata))
-        invitations = [i.to_proto() for i in self.store.invitations(pool.id)]
+        invitations = [i.to_proto() for i in self.store.pools.invitations(pool.id)]
         return pb.GetPoolResponse(pool=pool.to_proto(), invitations=invitations)
 
     @rpc
@@ -149,7 +149,7 @@ class PoolServicer(pb_grpc.PoolServiceServicer):
 
     def list_pools(self, request: pb.ListPoolsRequest, metadata: Metadata) -> pb.ListPoolsResponse:
         session = self.access.session(metadata)
-        return pb.ListPoolsResponse(pools=[p.to_proto() for p in self.store.pools(session.id)])
+        return pb.ListPoolsResponse(pools=[p.to_proto() for p in self.store.pools.for_session(session.id)])
 
     @rpc
     async def DeletePool(
@@ -164,7 +164,7 @@ class PoolServicer(pb_grpc.PoolServiceServicer):
         if busy:
             raise precondition(f"job {busy[0]} is training on pool {pool.id}: cancel it (CancelJob) or let it "
                                "finish, then delete the pool")
-        self.store.delete_pool(pool)
+        self.store.pools.delete(pool)
         return pb.DeletePoolResponse()
 
     @rpc
@@ -188,7 +188,7 @@ class PoolServicer(pb_grpc.PoolServiceServicer):
             label=request.label, created=now,
             expires=now + request.expires_in_seconds if request.expires_in_seconds else 0.0, max_rows=request.max_rows,
         )
-        self.store.add_invitation(invitation)
+        self.store.pools.add_invitation(invitation)
         return pb.CreateInvitationResponse(invitation=invitation.to_proto(), token=token)
 
     @rpc
@@ -199,7 +199,7 @@ class PoolServicer(pb_grpc.PoolServiceServicer):
 
     def list_invitations(self, request: pb.ListInvitationsRequest, metadata: Metadata) -> pb.ListInvitationsResponse:
         pool = self.access.pool(request.pool_id, self.access.session(metadata))
-        return pb.ListInvitationsResponse(invitations=[i.to_proto() for i in self.store.invitations(pool.id)])
+        return pb.ListInvitationsResponse(invitations=[i.to_proto() for i in self.store.pools.invitations(pool.id)])
 
     @rpc
     async def RevokeInvitation(
@@ -209,8 +209,8 @@ class PoolServicer(pb_grpc.PoolServiceServicer):
 
     def revoke_invitation(self, request: pb.RevokeInvitationRequest, metadata: Metadata) -> pb.RevokeInvitationResponse:
         invitation = self.access.invitation(request.invitation_id, self.access.session(metadata))
-        self.store.revoke_invitation(invitation.id)
-        revoked = self.store.invitation(invitation.id)
+        self.store.pools.revoke_invitation(invitation.id)
+        revoked = self.store.pools.invitation(invitation.id)
         assert revoked is not None
         return pb.RevokeInvitationResponse(invitation=revoked.to_proto())
 
@@ -229,8 +229,8 @@ class PoolServicer(pb_grpc.PoolServiceServicer):
             )
         engine = self.engines.get(pool.session_id)
         parts = []
-        for contribution in self.store.contributions(pool.id):
-            path = self.store.contribution_dir(contribution) / "0.bin"
+        for contribution in self.store.pools.contributions(pool.id):
+            path = self.store.pools.contribution_dir(contribution) / "0.bin"
             with open(path, "rb") as handle:
                 parts.append((contribution.rows, EncryptedMatrix.from_file(engine, handle)))
         noise_std = 0.0
@@ -238,8 +238,8 @@ class PoolServicer(pb_grpc.PoolServiceServicer):
             noise_std = analytic_gaussian_sigma(pool.policy.epsilon, pool.policy.delta, pool.space.sensitivity())
         release = seal(parts, noise_std)
         # A concurrent seal may have won: the first release stands, and both callers see it.
-        self.store.seal_pool(pool, release.to_bytes(), noise_std, time.time())
-        sealed = self.store.pool(pool.id)
+        self.store.pools.seal(pool, release.to_bytes(), noise_std, time.time())
+        sealed = self.store.pools.get(pool.id)
         assert sealed is not None
         return pb.SealPoolResponse(pool=sealed.to_proto())
 

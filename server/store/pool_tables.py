@@ -1,5 +1,5 @@
-"""The pool tables of the store (pools, invitations, contributions): a mixin of ``server.store.store.Store``,
-which owns the connection, the lock and the blob directory.
+"""The pool tables of the store (pools, invitations, contributions): ``Store.pools``, composed with the
+``server.store.store.Store`` that owns the connection, the lock and the blob directory.
 
 Blobs of a contribution live in ``blobs/<session>/pools/<pool>/<contribution>/`` (``0.bin``: its encrypted
 statistics), published before their row commits like a dataset's; a sealed pool's release is
@@ -16,9 +16,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ciphergrad.server.store.pool_records import ContributionRecord, InvitationRecord, PoolRecord
+
+if TYPE_CHECKING:
+    from ciphergrad.server.store.store import Store
 
 POOL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS pools (
@@ -87,35 +90,32 @@ class RowCapExceeded(Exception):
         self.max_rows, self.rows = max_rows, rows
 
 
-class PoolStorage:
-    """Mixin: needs ``_db``, ``_lock``, ``_insert``, ``_delete``, ``session_dir`` and ``remove`` of the Store."""
+class PoolTables:
+    """The pool tables, on the connection, lock and blob directory of their ``Store``."""
 
-    _db: sqlite3.Connection
-    _lock: threading.RLock
-
-    def _insert(self, table: str, row: dict[str, Any]) -> None: ...  # provided by Store
-    def _delete(self, table: str, row_id: str) -> None: ...
-    def session_dir(self, session_id: str) -> Path: ...
-    def remove(self, path: Path) -> None: ...
-    def write_blob(self, path: Path, data: bytes) -> None: ...
+    def __init__(self, store: Store) -> None:
+        self._db: sqlite3.Connection = store._db
+        self._lock: threading.RLock = store._lock
+        self._insert, self._delete = store._insert, store._delete
+        self.session_dir, self.remove, self.write_blob = store.session_dir, store.remove, store.write_blob
 
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(r) for r in self._db.execute(sql, args).fetchall()]
 
     # -- pools -----------------------------------------------------------------------------------------
-    def add_pool(self, pool: PoolRecord) -> None:
+    def add(self, pool: PoolRecord) -> None:
         self._insert("pools", pool.to_row())
 
-    def pool(self, pool_id: str) -> PoolRecord | None:
+    def get(self, pool_id: str) -> PoolRecord | None:
         rows = self._query(_POOLS + " WHERE p.id = ? GROUP BY p.id", (pool_id,))
         return PoolRecord.from_row(rows[0]) if rows else None
 
-    def pools(self, session_id: str) -> list[PoolRecord]:
+    def for_session(self, session_id: str) -> list[PoolRecord]:
         rows = self._query(_POOLS + " WHERE p.session_id = ? GROUP BY p.id ORDER BY p.created", (session_id,))
         return [PoolRecord.from_row(r) for r in rows]
 
-    def delete_pool(self, pool: PoolRecord) -> None:
+    def delete(self, pool: PoolRecord) -> None:
         """The row (cascading to invitations and contributions), then the blobs."""
         self._delete("pools", pool.id)
         self.remove(self.pool_dir(pool.session_id, pool.id))
@@ -126,7 +126,7 @@ class PoolStorage:
     def release_path(self, pool: PoolRecord) -> Path:
         return self.pool_dir(pool.session_id, pool.id) / "release.bin"
 
-    def seal_pool(self, pool: PoolRecord, release: bytes, noise_std: float, sealed: float) -> bool:
+    def seal(self, pool: PoolRecord, release: bytes, noise_std: float, sealed: float) -> bool:
         """Write the release, then mark the pool sealed (one transaction); False if it already was (the first
         seal stands: its release is the pool's only one)."""
         with self._lock:
@@ -204,7 +204,7 @@ class PoolStorage:
             rows = self._query("SELECT * FROM contributions WHERE pool_id = ? ORDER BY created, id", (pool_id,))
         return [ContributionRecord.from_row(r) for r in rows]
 
-    def _sweep_pool_orphans(self, session: Path) -> None:
+    def sweep_orphans(self, session: Path) -> None:
         """Contribution directories (and pools) no committed row refers to."""
         pools = {r["id"] for r in self._query("SELECT id FROM pools WHERE session_id = ?", (session.name,))}
         known = {r["id"] for r in self._query("SELECT id FROM contributions WHERE session_id = ?", (session.name,))}

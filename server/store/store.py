@@ -23,7 +23,7 @@ from typing import Any
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.server.execution import StoredTable
-from ciphergrad.server.store.pool_tables import POOL_ADDED_COLUMNS, POOL_SCHEMA, POOL_TABLES, PoolStorage
+from ciphergrad.server.store.pool_tables import POOL_ADDED_COLUMNS, POOL_SCHEMA, POOL_TABLES, PoolTables
 from ciphergrad.server.store.records import DatasetRecord, JobRecord, JobState, ModelRecord, SessionRecord
 
 _SCHEMA = """
@@ -95,7 +95,7 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-class Store(PoolStorage):
+class Store:
     """Thread-safe metadata and blob storage rooted at one data directory."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -115,6 +115,7 @@ class Store(PoolStorage):
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA + POOL_SCHEMA)
         self._migrate()
+        self.pools = PoolTables(self)
         self._sweep_orphans()
 
     def close(self) -> None:
@@ -346,7 +347,7 @@ class Store(PoolStorage):
             for item in [*(session / "jobs").glob("*.ckpt"), *(session / "jobs").glob("*.fixed")]:
                 if item.stem not in jobs:
                     self.remove(item)
-            self._sweep_pool_orphans(session)
+            self.pools.sweep_orphans(session)
 
     def _all(self, table: str) -> list[dict[str, Any]]:
         with self._lock:
