@@ -127,7 +127,7 @@ class RowSpace:
         center = np.array([b.center if b else 0.0 for b in self.feature_bounds])
         half = np.array([b.half_width if b else 1.0 for b in self.feature_bounds])
         u = np.empty((len(X), self.width - 1))
-        clipped = int(np.count_nonzero((X < lower) | (X > upper)))
+        clipped = int(np.count_nonzero((lower > X) | (upper < X)))
         np.subtract(np.clip(X, lower, upper), center, out=u[:, : self.features])
         u[:, : self.features] /= half
         if self.classes:
