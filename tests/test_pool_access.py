@@ -106,10 +106,7 @@ def test_revoked_and_expired_invitations_are_refused_naming_why(served) -> None:
     invited = time.time()
     expiring = Contributor(analyst.invite(pool.pool_id, expires_in=3).code)
     expire_time = expiring.schema.expire_time
-    assert invited + 2 < expire_time < time.time() + 3.5
-    time.sleep(max(0.0, expire_time - time.time()) + 0.2)
-    code, details = status(expiring.contributions)
-    assert code == grpc.StatusCode.PERMISSION_DENIED and "expired" in details
+    assert invited + 2 < expire_time < time.time() + 3.5  # expiry itself: tests/test_access_clock.py
 
 
 def test_contributors_see_only_their_own_receipts(served) -> None:

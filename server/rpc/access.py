@@ -7,7 +7,7 @@ PERMISSION_DENIED, naming what it is for, wherever the other kind belongs."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
@@ -22,8 +22,10 @@ Metadata = Iterable[tuple[str, Any]] | None
 
 
 class Access:
-    def __init__(self, store: Store, token_ttl: float = 0.0) -> None:
-        self.store = store
+    """``clock`` (epoch seconds) decides token and invitation expiry: ``time.time``, or a test's own."""
+
+    def __init__(self, store: Store, token_ttl: float = 0.0, clock: Callable[[], float] = time.time) -> None:
+        self.store, self.clock = store, clock
         self.token_ttl = token_ttl  # seconds a token stays valid after it is issued; 0: until revoked
 
     def session(self, metadata: Metadata) -> SessionRecord:
@@ -39,7 +41,7 @@ class Access:
                 "unknown or revoked session token: create a session (SessionService.CreateSession) and "
                 "use the token it returns",
             )
-        if self.token_ttl and time.time() > session.token_issued + self.token_ttl:
+        if self.token_ttl and self.clock() > session.token_issued + self.token_ttl:
             raise ServiceError(
                 grpc.StatusCode.UNAUTHENTICATED,
                 f"the session token expired (tokens last {self.token_ttl:g} s, server flag --token-ttl): renew it "
@@ -83,7 +85,7 @@ class Access:
         if invitation.revoked:
             raise ServiceError(grpc.StatusCode.PERMISSION_DENIED,
                                f"invitation {invitation.id} was revoked by the analyst: ask for a new invitation")
-        if invitation.expired():
+        if invitation.expired(self.clock()):
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(invitation.expires))
             raise ServiceError(grpc.StatusCode.PERMISSION_DENIED,
                                f"invitation {invitation.id} expired at {when}: ask the analyst for a new invitation")
