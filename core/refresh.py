@@ -21,7 +21,7 @@ Refreshes of related values add up: ``k`` refreshes of values each within ``W`` 
 most ``k W / B`` (a union bound), so a run of 50 epochs at ``B = 64`` and ``|w| <= 1`` guarantees nothing
 about the trajectory. In single-owner training the key holder owns the rows and learns the model anyway;
 where the key holder is not the data owner, a per-row refresh is a leak of that size
-(docs/threat-model.md, "Refresh masks").
+(docs/threat-model.md, "The masked refresh").
 """
 
 from __future__ import annotations
