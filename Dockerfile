@@ -1,5 +1,6 @@
-# ciphergrad server image: Debian bookworm + Python 3.11, non-root, data dir as a volume,
-# healthcheck through the standard gRPC health service.
+# ciphergrad server image: Debian bookworm + Python 3.11, non-root, data dir as a volume, TLS by default
+# (docker/entrypoint.sh: a CA and server certificate generated into the volume at first start, or mounted
+# ones; CIPHERGRAD_PLAINTEXT=1 opts out), healthcheck through the standard gRPC health service.
 #
 # Offline build (no registry, no index): see the "Docker" section of README.md.
 #   docker/build-base.sh        -> ciphergrad-base:bookworm (debootstrap minbase + python3)
@@ -56,17 +57,27 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     CIPHERGRAD_LISTEN=0.0.0.0:50051 \
-    CIPHERGRAD_DATA_DIR=/var/lib/ciphergrad
+    CIPHERGRAD_DATA_DIR=/var/lib/ciphergrad \
+    CIPHERGRAD_TLS_DIR=/var/lib/ciphergrad/tls \
+    CIPHERGRAD_TLS_CERT=/var/lib/ciphergrad/tls/server.pem \
+    CIPHERGRAD_TLS_KEY=/var/lib/ciphergrad/tls/server.key \
+    CIPHERGRAD_HEALTH_CA=/var/lib/ciphergrad/tls/ca.pem \
+    CIPHERGRAD_CA_EXPORT=/var/lib/ciphergrad-ca
+# /var/lib/ciphergrad-ca: where the entrypoint publishes the CA certificate (public) for client containers;
+# a named volume mounted there takes this directory's owner and mode.
 RUN groupadd --system --gid ${UID} ciphergrad \
  && useradd --system --uid ${UID} --gid ciphergrad --no-create-home \
             --home-dir /var/lib/ciphergrad --shell /usr/sbin/nologin ciphergrad \
- && mkdir -p /var/lib/ciphergrad \
- && chown ciphergrad:ciphergrad /var/lib/ciphergrad \
- && chmod 0700 /var/lib/ciphergrad
+ && mkdir -p /var/lib/ciphergrad /var/lib/ciphergrad-ca \
+ && chown ciphergrad:ciphergrad /var/lib/ciphergrad /var/lib/ciphergrad-ca \
+ && chmod 0700 /var/lib/ciphergrad \
+ && chmod 0755 /var/lib/ciphergrad-ca
 COPY --from=build /opt/venv /opt/venv
 COPY docker/healthcheck.py /usr/local/bin/ciphergrad-healthcheck
+COPY docker/entrypoint.sh /usr/local/bin/ciphergrad-entrypoint
 RUN sed -i '1s|.*|#!/opt/venv/bin/python|' /usr/local/bin/ciphergrad-healthcheck \
- && chmod 0755 /usr/local/bin/ciphergrad-healthcheck
+ && chmod 0755 /usr/local/bin/ciphergrad-healthcheck /usr/local/bin/ciphergrad-entrypoint \
+ && command -v openssl
 
 USER ciphergrad
 WORKDIR /var/lib/ciphergrad
@@ -75,8 +86,9 @@ VOLUME ["/var/lib/ciphergrad"]
 EXPOSE 50051
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
   CMD ["ciphergrad-healthcheck"]
-# Flags are also read from CIPHERGRAD_* variables (CIPHERGRAD_LISTEN, CIPHERGRAD_DATA_DIR, ...).
-ENTRYPOINT ["ciphergrad-server"]
+# Flags are also read from CIPHERGRAD_* variables (CIPHERGRAD_LISTEN, CIPHERGRAD_DATA_DIR, ...); the
+# entrypoint sets up TLS (or, with CIPHERGRAD_PLAINTEXT=1, not) and execs ciphergrad-server with them.
+ENTRYPOINT ["ciphergrad-entrypoint"]
 CMD []
 
 # ---- client: the server image plus the torch twins, for `ciphergrad demo` in a container ----

@@ -31,7 +31,7 @@ def main() -> None:
 
     data = load_ames()
     X = with_intercept(data.X)
-    config = LinearRegressionConfig(learning_rate=0.5, epochs=args.epochs, seed=0, solver="gd")  # the write-up: B1
+    config = LinearRegressionConfig(learning_rate=0.5, epochs=args.epochs, init_seed=0, solver="gd")  # the write-up: B1
     run = compare_linear_regression(X, data.y, config)
     print(run.table())
 

@@ -169,7 +169,7 @@ def concurrency(clients: int, epochs: int, workers: int | None = None) -> dict:
 
 def plaintext_weights(X: np.ndarray, y: np.ndarray, config: LinearRegressionConfig) -> np.ndarray:
     """The same epochs in float64 from the same start (heavy-ball and l2 are off in this benchmark)."""
-    w = np.random.default_rng(config.seed).normal(size=X.shape[1])
+    w = np.random.default_rng(config.init_seed).normal(size=X.shape[1])
     for _ in range(config.epochs):
         w = w - config.learning_rate * X.T @ (X @ w - y[:, 0]) / len(X)
     return w
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
         answer = holder.refresh(EncryptedMatrix.from_bytes(holder.engine, matrix.to_bytes())).to_bytes()
         return EncryptedMatrix.from_bytes(engine, answer)
 
-    config = LinearRegressionConfig(learning_rate=0.5, epochs=args.epochs, seed=0)
+    config = LinearRegressionConfig(learning_rate=0.5, epochs=args.epochs, init_seed=0)
     result: dict = {"rows": args.rows, "features": args.features, "epochs": args.epochs}
     with tempfile.TemporaryDirectory(prefix="scaleout-") as directory:
         root = Path(directory)

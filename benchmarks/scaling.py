@@ -65,7 +65,7 @@ def run_size(rows: int, features: int, config: LinearRegressionConfig, seed: int
         losses.append(float(holder.decrypt(result.loss)[0, 0]) * result.loss_scale)
     weights = decode_weights(holder.decrypt(trainer.weights), trainer.weight_scale)
     # The same epochs in plaintext float64 from the same start: the encrypted run must track them.
-    w = np.random.default_rng(config.seed).normal(size=X.shape[1])
+    w = np.random.default_rng(config.init_seed).normal(size=X.shape[1])
     for _ in range(config.epochs):
         w = w - config.learning_rate * X.T @ (X @ w - y[:, 0]) / rows
     return {
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
 
-    config = LinearRegressionConfig(learning_rate=0.5, epochs=args.epochs, seed=args.seed)
+    config = LinearRegressionConfig(learning_rate=0.5, epochs=args.epochs, init_seed=args.seed)
     runs = []
     for rows in args.sizes:
         runs.append(run_size(rows, args.features, config, args.seed))

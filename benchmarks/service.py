@@ -69,7 +69,7 @@ def training(repeats: int, epochs: int) -> dict:
                 server=address,
                 learning_rate=config.learning_rate,
                 epochs=config.epochs,
-                seed=config.seed,
+                init_seed=config.init_seed,
                 solver=config.solver,  # "gd": the same trainer as in process
                 progress=False,
             ).fit(data.X, data.y)

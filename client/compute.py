@@ -61,11 +61,15 @@ class ComputeCalls(DatasetCalls):
 
         ``targets`` are encrypted here and sent along, or (``dataset``) the server uses the targets of an
         uploaded dataset (the predictions are then encrypted in its tile). The MAE uses a least-squares
-        |x| polynomial on ``[-mae_bound, mae_bound]`` (residuals must lie inside; by default 1.25 times the
-        largest residual when the targets are given here, else no MAE); ``mae_error_bound`` is its
-        documented worst-case error.
+        |x| polynomial on ``[-mae_bound, mae_bound]`` (residuals must lie inside); ``mae_error_bound`` is its
+        documented worst-case error. The server receives ``mae_bound`` in plaintext: by default, when the
+        targets are given here, it is 1.25 times the largest residual rounded UP to a power of two
+        (``core.stats.mae_grid_bound``), so the server learns one exponent in -4..19 of these residuals
+        (at most 4.6 bits, docs/threat-model.md), never the residual itself; without targets here there is
+        no MAE unless ``mae_bound`` is given. A ``mae_bound`` you pass is sent as it is: take it from public
+        knowledge (the target's unit and range), not from the data.
         """
-        from ciphergrad.core.stats import finish_r2
+        from ciphergrad.core.stats import finish_r2, mae_grid_bound
 
         holder = self._holder()
         P = as_matrix(predictions)
@@ -80,7 +84,8 @@ class ComputeCalls(DatasetCalls):
             tile = choose_tile(P.shape, holder.params.slots, "columns")
             blobs = [holder.encrypt(P, tile=tile).to_bytes(), holder.encrypt(Y, tile=tile).to_bytes()]
             if mae_bound is None:
-                mae_bound = 1.25 * float(np.max(np.abs(P - Y))) or 1.0
+                # P and Y are the key holder's plaintexts: only their exponent on a public grid may travel.
+                mae_bound = mae_grid_bound(float(np.max(np.abs(P - Y))) if P.size else 0.0)
         spec = compute_service_pb2.MetricsSpec(
             dataset_id=dataset.dataset_id if dataset is not None else "",
             mae_bound=mae_bound or 0.0,

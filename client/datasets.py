@@ -40,6 +40,9 @@ class DatasetCalls(Connection):
     ) -> dataset_service_pb2.Dataset:
         """Encrypt ``X`` (n, d) and ``y`` (n,) and upload them, plus one copy per row order.
 
+        ``shuffle_orders`` stay here (only the encrypted copies go up); draw them from the CSPRNG with
+        ``core.randomness.shuffle_orders``, never from a seed the server could learn or guess.
+
         Without ``y`` only the features go up (``features_only``: for ``describe``, not for training).
         ``packing``: 'rows' (training, the default) or 'columns' (one ciphertext per column: what the
         covariance/correlation of ``describe`` needs); an explicit ``tile`` overrides it.

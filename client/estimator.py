@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from ciphergrad.client.local import local_server
 from ciphergrad.client.sdk import Client, Transfer, default_parameters, training_layout
-from ciphergrad.core import algorithms
+from ciphergrad.core import algorithms, randomness
 from ciphergrad.core.conditioning import Standardizer
 from ciphergrad.core.convergence import CONVERGED_BELOW, LossWatch, gradient_norm, safe_learning_rate
 from ciphergrad.core.data import with_intercept
@@ -118,12 +118,6 @@ class _EncryptedGradientDescent(BaseEstimator):
             values["learning_rate"] = rate
         return entry.service_config({**values, "intercept_column": 0 if self.fit_intercept else None})
 
-    def shuffle_orders(self, rows: int) -> list[np.ndarray]:
-        """Row orders of the encrypted copies minibatch training visits (the torch twin needs them too)."""
-        if not self.batch_size:
-            return []
-        return algorithms.get(self.algorithm).shuffle_orders(rows, self.shuffles, self.seed)
-
     def _encode_target(self, y: np.ndarray) -> np.ndarray:
         return y
 
@@ -197,7 +191,9 @@ class _EncryptedGradientDescent(BaseEstimator):
             timings["session_seconds"] = time.perf_counter() - tick
             tick = time.perf_counter()
             with _bar(self.progress, desc="upload", unit="B", unit_scale=True) as bar:
-                orders = self.shuffle_orders(len(X))
+                # Drawn from the CSPRNG here and kept here: the server gets the encrypted copies, never the orders.
+                orders = randomness.shuffle_orders(len(X), self.shuffles) if self.batch_size else []
+                self.shuffle_orders_ = orders  # the batches the run visited, for a plaintext twin to replay
                 dataset = client.upload(X, y, tile=tile, shuffle_orders=orders, progress=bar.update)
             timings["upload_seconds"] = time.perf_counter() - tick
             run = self._train(client, config, dataset_id=dataset.dataset_id)
@@ -321,10 +317,14 @@ _COMMON_DOC = """
         None: {exact!r} (exact, one round trip) without ``batch_size``, "gd" with it. {solvers}
     learning_rate : float or None
         Step of the iterative solvers; None derives one that cannot diverge from the scaled rows (1/L rounded
-        down to a power of two, L the gradient's Lipschitz constant). Unused by {exact!r}.
-    epochs, l2, batch_size, momentum, seed
+        down to a power of two, L the gradient's Lipschitz constant). The server receives it, so it learns
+        ``floor(log2 L)`` of these rows (docs/threat-model.md: under 3 bits for 80 standardized features);
+        pass a number to send nothing derived from the data. Unused by {exact!r}.
+    epochs, l2, batch_size, momentum
         Gradient descent: passes, ridge penalty (mean loss + l2/2 |w|^2, intercept unpenalized), power-of-two
-        minibatch (None: full batch), momentum, seed of the shuffles. ``l2`` applies to {exact!r} too.
+        minibatch (None: full batch), momentum. ``l2`` applies to {exact!r} too. Minibatches visit
+        ``shuffles`` encrypted copies of the rows in orders drawn here from a CSPRNG (``core.randomness``);
+        the orders never leave this process (``shuffle_orders_`` after ``fit``) and no seed reproduces them.
     standardize : bool
         Centre (with an intercept) and scale features{target} here before encrypting, and map the model back:
         ``coef_`` and ``intercept_`` are in the original units. Values past what CKKS holds are an error.
@@ -343,6 +343,10 @@ class EncryptedLinearRegression(RegressorMixin, _EncryptedGradientDescent):
     solvers stop with ``DivergenceError`` when a decrypted loss stops making sense and warn
     (``ConvergenceWarning``) when they end unconverged.
     {common}
+    init, init_seed
+        "gd"/"gram": initial weights N(0, 1) from ``init_seed`` (reproducible: a starting point protects
+        nothing) or "zeros".
+
     After ``fit``: ``coef_``, ``intercept_``, ``n_features_in_``, ``config_`` (the core config that ran),
     ``history_`` (decrypted loss per epoch, scaled units) and ``report_`` (timings, bytes moved, refreshes,
     HE operation counts, ``converged`` and ``gradient_norm``). ``score`` is R², as in scikit-learn.
@@ -363,8 +367,8 @@ class EncryptedLinearRegression(RegressorMixin, _EncryptedGradientDescent):
         l2: float = 0.0,
         batch_size: int | None = None,
         momentum: float = 0.0,
-        seed: int = 0,
         init: str = "normal",
+        init_seed: int = 0,
         standardize: bool = True,
         fit_intercept: bool = True,
         shuffles: int = 4,
@@ -372,8 +376,8 @@ class EncryptedLinearRegression(RegressorMixin, _EncryptedGradientDescent):
         progress: bool | None = None,
     ) -> None:
         self.server, self.tls, self.solver, self.learning_rate = server, tls, solver, learning_rate
-        self.epochs, self.l2, self.batch_size, self.momentum, self.seed = epochs, l2, batch_size, momentum, seed
-        self.init, self.standardize, self.fit_intercept = init, standardize, fit_intercept
+        self.epochs, self.l2, self.batch_size, self.momentum = epochs, l2, batch_size, momentum
+        self.init, self.init_seed, self.standardize, self.fit_intercept = init, init_seed, standardize, fit_intercept
         self.shuffles, self.params, self.progress = shuffles, params, progress
 
     def predict(self, X: Any) -> np.ndarray:
@@ -424,7 +428,6 @@ class EncryptedLogisticRegression(ClassifierMixin, _EncryptedGradientDescent):
         l2: float = 0.1,
         batch_size: int | None = None,
         momentum: float = 0.0,
-        seed: int = 0,
         degree: int = 3,
         bound: float | None = None,
         standardize: bool = True,
@@ -434,7 +437,7 @@ class EncryptedLogisticRegression(ClassifierMixin, _EncryptedGradientDescent):
         progress: bool | None = None,
     ) -> None:
         self.server, self.tls, self.solver, self.learning_rate = server, tls, solver, learning_rate
-        self.epochs, self.l2, self.batch_size, self.momentum, self.seed = epochs, l2, batch_size, momentum, seed
+        self.epochs, self.l2, self.batch_size, self.momentum = epochs, l2, batch_size, momentum
         self.degree, self.bound, self.standardize, self.fit_intercept = degree, bound, standardize, fit_intercept
         self.shuffles, self.params, self.progress = shuffles, params, progress
 

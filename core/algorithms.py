@@ -4,8 +4,9 @@ line in ``ALGORITHMS``. The wire enum, the server's job runner, the SDK, the est
 Each entry names its config dataclass, the trainer class for a config (``trainer_for``: an algorithm may
 offer several solvers, each with its twin, ``twin_for``, and the service picks one when a job names none,
 ``service_config``), the plaintext twin (torch, imported only when called), how decrypted weights become
-coefficients, the row orders of its encrypted shuffles and the levels one step needs between refreshes
-(what ``default_parameters`` plans for). Trainers report their own model metadata (``metadata()``).
+coefficients and the levels one step needs between refreshes (what ``default_parameters`` plans for).
+Trainers report their own model metadata (``metadata()``). Row orders of encrypted shuffles belong to no
+algorithm and to no config: the key holder draws and keeps them (``core.randomness.shuffle_orders``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ class Algorithm:
     trainer: type[GradientTrainer]
     twin: Callable[..., Any]  # fit_torch(X, y, config, orders): the float64 torch twin
     decode: Callable[[np.ndarray, float], np.ndarray]  # (decrypted weights, Model.weight_scale) -> coefficients
-    shuffle_orders: Callable[[int, int, int], list[np.ndarray]]  # (rows, count, seed) -> the key holder's orders
     levels_per_step: int
     # Trainers by ``config.solver`` for algorithms with several solvers; ``trainer`` runs any other config.
     solvers: Mapping[str, type] = field(default_factory=dict)
@@ -71,7 +71,6 @@ ALGORITHMS: dict[str, Algorithm] = {
             linear.LinearTrainer,
             linear.fit_torch,
             linear.decode_weights,
-            linear.shuffle_orders,
             linear.LEVELS_PER_STEP,
             solvers={"gram": gram_training.GramTrainer, "normal": gram_training.NormalSolver},
             twins={"gram": gram_training.fit_torch_gram, "normal": gram_training.fit_torch_normal},
@@ -84,7 +83,6 @@ ALGORITHMS: dict[str, Algorithm] = {
             logistic.LogisticTrainer,
             logistic.fit_torch,
             logistic.decode_model,
-            logistic.shuffle_orders,
             logistic.LEVELS_PER_STEP,
             solvers={"quadratic": quadratic.QuadraticSolver},
             twins={"quadratic": quadratic.fit_torch_quadratic},

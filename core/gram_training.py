@@ -21,7 +21,7 @@ from typing import Any, Protocol, Self
 
 import numpy as np
 
-from ciphergrad.core import standardize
+from ciphergrad.core import randomness, standardize
 from ciphergrad.core.engine import Ciphertext, Engine, OpCounts
 from ciphergrad.core.errors import LevelError, ParameterError, ShapeError
 from ciphergrad.core.gram import (
@@ -87,7 +87,6 @@ class GramTrainer:
         self.features, self.rows, self.epoch = statistics.features, statistics.rows, epoch
         self.refresh = MaskedRefresh(refresh) if mask_refreshes else refresh
         self.counts = OpCounts()
-        self._rng = np.random.default_rng()
         self._setup()
         if weights is None:
             start = np.r_[initial_weights(self.features, config), -1.0][None, :]
@@ -201,7 +200,7 @@ class GramTrainer:
         (ct,) = weights.ciphertexts
         p, d = self.stats.period, self.features
         noise = np.zeros(p)  # hide the padding slots too (the masked refresh covers the model's d slots)
-        noise[d:] = self._rng.uniform(-1.0, 1.0, p - d) * self.engine.params.max_abs_value / 4
+        noise[d:] = randomness.uniform(self.engine.params.max_abs_value / 4, p - d)  # CSPRNG, like the mask
         ct = self.engine.add_plain(ct, np.tile(noise, self.engine.slots // p))
         fresh = self.refresh(EncryptedMatrix(self.engine, [[ct]], (1, d), self._tile, (True, False)))
         (new,) = fresh.ciphertexts

@@ -50,7 +50,6 @@ __all__ = [
     "default_bound",
     "fit_torch",
     "predict_proba",
-    "shuffle_orders",
 ]
 
 
@@ -65,7 +64,7 @@ LEVELS_PER_STEP = 3
 
 @dataclass(frozen=True)
 class LogisticRegressionConfig(GradientDescentConfig):
-    """Binary logistic regression; momentum is Nesterov's (Bengio's form), ``seed`` orders the shuffles.
+    """Binary logistic regression; momentum is Nesterov's (Bengio's form).
 
     ``bound``: the logit range ``[-bound, bound]`` of the polynomial approximations -- the sigmoid's for
     "gd" (None: ``default_bound(features)``), the log-loss surrogate's for "quadratic" (None: 4).
@@ -112,12 +111,6 @@ def default_bound(features: int) -> float:
     """Sigmoid range for standardized features: 8 (the usual choice, sigmoid(8) = 0.9997) up to 30
     features, growing like sqrt(features) beyond, as the spread of a logit over independent features does."""
     return max(8.0, 8.0 * math.sqrt(features / 30.0))
-
-
-def shuffle_orders(rows: int, count: int, seed: int) -> list[np.ndarray]:
-    """Row orders of the key holder's encrypted shuffles."""
-    rng = np.random.default_rng([seed, 2])
-    return [rng.permutation(rows) for _ in range(count)]
 
 
 def decode_weights(values: np.ndarray, bound: float) -> np.ndarray:

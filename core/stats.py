@@ -12,9 +12,15 @@ Variance uses the expansion ``(sum(x**2) - sum(x)**2 / n) / (n - ddof)``:
 two levels instead of three for the centred form (centring by a broadcast mean would also put the mean
 into the padding slots and cost a masking level). CKKS error is ~1e-9 relative to the largest
 intermediate (``sum(x**2)/n``), so the cancellation matters only when |mean| >> std by ~1e4 or more.
+
+The MAE's polynomial range travels to the server in plaintext, so a range derived from the key holder's
+residuals is rounded to a public grid first (``mae_grid_bound``: a power of two, exponent in
+``MAE_GRID_EXPONENTS``), leaking one small integer instead of a real number.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -23,6 +29,7 @@ from ciphergrad.core.polynomial import Polynomial, evaluate, fit_abs
 from ciphergrad.core.tensor import EncryptedMatrix, hstack
 
 __all__ = [
+    "MAE_GRID_EXPONENTS",
     "absolute_residuals",
     "column_mean",
     "column_variance",
@@ -31,6 +38,7 @@ __all__ = [
     "finish_r2",
     "finish_std",
     "mae",
+    "mae_grid_bound",
     "mae_polynomials",
     "mean_from_sums",
     "mse",
@@ -178,6 +186,27 @@ def mae(
     _check_pair(predictions, targets)
     poly, averaged = mae_polynomials(predictions.shape[0] * predictions.shape[1], bound=bound, degree=degree)
     return absolute_residuals(predictions, targets, polynomial=averaged).sum(), poly
+
+
+# The powers of two ``mae_grid_bound`` chooses from: 24 values, so at most log2(24) < 4.6 bits. Below 2**-4
+# the degree-6 polynomial's coefficients (~bound**-5) amplify CKKS noise past its own error bound (at 2**-8 a
+# mean absolute residual of 0.0027 decrypts as -0.0007), so smaller residuals share the range 2**-4.
+MAE_GRID_EXPONENTS = (-4, 19)  # 2**19 < the server's MAX_MAE_BOUND (1e6)
+
+
+def mae_grid_bound(largest_residual: float) -> float:
+    """The |x| polynomial's range for residuals up to ``largest_residual`` in absolute value, on a public
+    grid: ``2**ceil(log2(1.25 * largest_residual))`` (1.25: a margin for values the key holder did not
+    see, e.g. CKKS noise), clamped to ``2**MAE_GRID_EXPONENTS``; 1/16 when there is no residual. Whoever
+    receives it learns only that exponent, at most ``log2(24)`` bits; above the clamp the MAE's error bound
+    (proportional to the range) is at most twice that of the unrounded range."""
+    largest = abs(float(largest_residual))
+    if not math.isfinite(largest):
+        raise ValueError(f"largest_residual={largest_residual} must be finite")
+    low, high = MAE_GRID_EXPONENTS
+    if largest == 0.0:
+        return 2.0**low
+    return 2.0 ** min(max(math.ceil(math.log2(1.25 * largest)), low), high)
 
 
 def mae_polynomials(count: int, *, bound: float = 1.0, degree: int = 6) -> tuple[Polynomial, Polynomial]:

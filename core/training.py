@@ -38,7 +38,6 @@ class GradientDescentConfig:
     l2: float = 0.0  # ridge penalty (the intercept column is not penalized)
     batch_size: int | None = None  # None: full batch; else the row-block size of the encrypted shuffles
     momentum: float = 0.0  # 0 = plain gradient descent, as in the original
-    seed: int = 0  # initial weights and shuffle orders
     intercept_column: int | None = 0  # column of ones, or None
 
     def __post_init__(self) -> None:
@@ -72,6 +71,12 @@ class GradientDescentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
+        if "seed" in data:
+            # The old shared seed also ordered the shuffles, so a server holding it could recompute them.
+            raise ParameterError(
+                "seed is no hyperparameter: the key holder draws shuffle orders from a CSPRNG and keeps them "
+                "(core.randomness); linear regression's N(0, 1) initial weights take init_seed"
+            )
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         unknown = set(data) - set(known)
         if unknown:

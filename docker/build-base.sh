@@ -13,8 +13,9 @@ MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 WORKDIR="${WORKDIR:-$PWD/build/base}"
 ROOTFS="$WORKDIR/rootfs"
 TARBALL="$WORKDIR/rootfs.tar"
-# python3-venv brings ensurepip (pip + setuptools wheels); ca-certificates for any TLS the app does.
-INCLUDE="python3,python3-venv,ca-certificates"
+# python3-venv brings ensurepip (pip + setuptools wheels); ca-certificates for any TLS the app does; openssl
+# generates the TLS certificate at the server's first start (docker/entrypoint.sh).
+INCLUDE="python3,python3-venv,ca-certificates,openssl"
 
 command -v debootstrap >/dev/null || { echo "debootstrap missing: apt-get install -y debootstrap" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "run as root (debootstrap needs it)" >&2; exit 1; }

@@ -5,8 +5,9 @@ Exit 0 when SERVING, 1 otherwise. The address is the first argument, else derive
 CIPHERGRAD_LISTEN (a wildcard host such as 0.0.0.0 or [::] is probed on loopback).
 Env: CIPHERGRAD_HEALTH_SERVICE (default "": the whole server), CIPHERGRAD_HEALTH_TIMEOUT (s, 3).
 TLS: when the server runs with CIPHERGRAD_TLS_CERT, the probe uses TLS too, trusting
-CIPHERGRAD_HEALTH_CA (default: that certificate) and checking the name CIPHERGRAD_HEALTH_TLS_NAME
-(default: the certificate's own name as the channel sees it).
+CIPHERGRAD_HEALTH_CA (when that file exists: the image points it at the generated CA, docker/entrypoint.sh;
+else the certificate itself) and checking the name CIPHERGRAD_HEALTH_TLS_NAME (default: the certificate's
+own name as the channel sees it). CIPHERGRAD_PLAINTEXT=1 (the entrypoint's opt-out) probes in plaintext.
 """
 
 import os
@@ -25,9 +26,10 @@ def probe_address(listen: str) -> str:
 
 def open_channel(address: str) -> grpc.Channel:
     cert = os.environ.get("CIPHERGRAD_TLS_CERT")
-    if not cert:
+    if not cert or os.environ.get("CIPHERGRAD_PLAINTEXT") == "1":
         return grpc.insecure_channel(address)
-    with open(os.environ.get("CIPHERGRAD_HEALTH_CA", cert), "rb") as f:
+    ca = os.environ.get("CIPHERGRAD_HEALTH_CA", "")
+    with open(ca if ca and os.path.isfile(ca) else cert, "rb") as f:
         credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
     name = os.environ.get("CIPHERGRAD_HEALTH_TLS_NAME")
     options = [("grpc.ssl_target_name_override", name)] if name else []

@@ -23,6 +23,8 @@ COMPOSE = ROOT / "docker-compose.yml"
 HOST_OVERRIDE = ROOT / "docker" / "compose.host.yml"
 HEALTHCHECK = ROOT / "docker" / "healthcheck.py"
 DATA_DIR = "/var/lib/ciphergrad"
+CA_DIR = "/var/lib/ciphergrad-ca"  # where the server publishes its generated CA certificate (docker/entrypoint.sh)
+ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 BASE_IMAGE = os.environ.get("CIPHERGRAD_BASE_IMAGE", "ciphergrad-base:bookworm")
 TEST_IMAGE = os.environ.get("CIPHERGRAD_TEST_IMAGE", "ciphergrad:test")
 BUILD_STAGE_LABEL = "org.ciphergrad.stage"
@@ -170,6 +172,15 @@ class ComposeProject:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def ca(self, directory: Path, service: str = "server") -> Path:
+        """The CA certificate the server generated at first start (TLS is the image's default), copied to
+        ``directory`` for the host's clients to trust."""
+        pem = self("exec", "-T", service, "cat", f"{CA_DIR}/ca.pem").stdout
+        assert pem.startswith("-----BEGIN CERTIFICATE-----"), f"no CA certificate in {CA_DIR}: {pem[:200]!r}"
+        path = Path(directory) / f"{service}-ca.pem"
+        path.write_text(pem)
+        return path
+
 
 def ames() -> tuple[np.ndarray, np.ndarray]:
     from ciphergrad.core.data import load_ames
@@ -178,9 +189,10 @@ def ames() -> tuple[np.ndarray, np.ndarray]:
     return np.hstack([np.ones((len(data.X), 1)), data.X]), data.y
 
 
-def train_from_host(address: str, X: np.ndarray | None = None, y: np.ndarray | None = None) -> dict:
+def train_from_host(address: str, X: np.ndarray | None = None, y: np.ndarray | None = None, *,
+                    tls: Path | bool = False) -> dict:
     """The client SDK of this checkout trains a linear regression (Ames by default) on the containerized
-    server."""
+    server (``tls``: the CA certificate to trust, ``ComposeProject.ca``)."""
     from ciphergrad.client.sdk import Client, default_parameters
     from ciphergrad.core.layout import choose_tile
     from ciphergrad.core.linear import LinearRegressionConfig
@@ -188,13 +200,14 @@ def train_from_host(address: str, X: np.ndarray | None = None, y: np.ndarray | N
     if X is None or y is None:
         X, y = ames()
     params = default_parameters()
-    client = Client(address)
+    client = Client(address, tls=tls)
     try:
         client.create_session(params, tiles=[choose_tile(X.shape, params.slots, "rows")])
         dataset = client.upload(X, y)
         trained = client.train(dataset.dataset_id, LinearRegressionConfig())
         return {
             "session": (client.session_id, client.token, client.key_holder),
+            "tls": tls,
             "model_id": trained.model.model_id,
             "weights": client.weights(trained.model),
             "losses": list(trained.losses),
@@ -208,6 +221,6 @@ def train_from_host(address: str, X: np.ndarray | None = None, y: np.ndarray | N
 def fetch_model(address: str, trained: dict) -> np.ndarray:
     from ciphergrad.client.sdk import Client
 
-    with Client(address) as client:
+    with Client(address, tls=trained["tls"]) as client:
         client.use_session(*trained["session"])
         return client.weights(client.get_model(trained["model_id"]))

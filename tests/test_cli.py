@@ -18,7 +18,7 @@ from ciphergrad.client.cli import main
 from ciphergrad.client.estimator import EncryptedLinearRegression
 from ciphergrad.core import algorithms
 from ciphergrad.core.data import load_ames, with_intercept
-from ciphergrad.core.linear import fit_torch, shuffle_orders
+from ciphergrad.core.linear import fit_torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,14 +47,31 @@ def test_estimator_accepts_pandas_and_torch_and_matches_twin(server: str) -> Non
     assert len(report["epoch_seconds"]) == 8 and report["train_seconds"] > 0
 
 
-def test_estimator_minibatches_follow_the_twins_shuffles(server: str) -> None:
+def test_estimator_minibatches_follow_the_twins_shuffles(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key holder draws the shuffle orders (CSPRNG) and keeps them: the twin replays them from
+    ``shuffle_orders_``, and no seed or order is among the hyperparameters the server received."""
+    from ciphergrad.client.training import TrainingCalls
+
+    received: list[dict] = []
+    train = TrainingCalls.train
+
+    def spy(self, *args, **kwargs):
+        run = train(self, *args, **kwargs)
+        received.append(dict(run.job.hyperparameters))  # the server's own record of the job
+        return run
+
+    monkeypatch.setattr(TrainingCalls, "train", spy)
     data = load_ames()
     model = EncryptedLinearRegression(server=server, epochs=3, batch_size=128, learning_rate=0.3, standardize=False,
                                       progress=False)
     model.fit(data.X, data.y)
-    orders = shuffle_orders(len(data.X), model.shuffles, model.seed)
+    orders = model.shuffle_orders_
+    assert len(orders) == model.shuffles and all(sorted(o) == list(range(len(data.X))) for o in orders)
     twin = fit_torch(with_intercept(data.X), data.y, model.config_, orders)
     assert np.max(np.abs(np.concatenate([[model.intercept_], model.coef_]) - twin.weights)) < 1e-4
+    (hyperparameters,) = received
+    assert hyperparameters["batch_size"] == 128 and hyperparameters["learning_rate"] == 0.3
+    assert "seed" not in hyperparameters and not any("shuffle" in key for key in hyperparameters)
 
 
 def test_cli_train_csv(server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

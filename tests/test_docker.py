@@ -1,6 +1,7 @@
-"""Docker packaging: the compose file and Dockerfile (no engine needed), the healthcheck probe,
-and an end-to-end test that builds the image, starts it with compose, waits for the gRPC health
-service to report healthy and trains through it (marked docker + slow; skipped without an engine).
+"""Docker packaging: the compose file and Dockerfile (no engine needed), the healthcheck probe, the
+entrypoint's TLS by default (run on the host, no engine needed), and an end-to-end test that builds the
+image, starts it with compose, waits for the gRPC health service to report healthy and trains through it
+over TLS with the CA the container generated (marked docker + slow; skipped without an engine).
 The compose "ray" profile is tested in tests/test_docker_ray.py; helpers are in tests/docker_support.py.
 
 Run the end-to-end tests with ``make docker-test``.
@@ -15,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -24,8 +26,10 @@ import numpy as np
 import pytest
 from docker_support import (
     BUILD_STAGE_LABEL,
+    CA_DIR,
     COMPOSE,
     DATA_DIR,
+    ENTRYPOINT,
     HEALTHCHECK,
     HOST_OVERRIDE,
     ROOT,
@@ -42,6 +46,8 @@ from docker_support import (
     train_from_host,
 )
 from grpc_health.v1 import health, health_pb2
+
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import dataset_service_pb2
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +78,15 @@ def test_compose_server_has_volume_port_and_grpc_healthcheck(compose: list[str])
     assert server["build"]["target"] == "server", "the Dockerfile's last stage is the client image"
     assert server["environment"]["CIPHERGRAD_DATA_DIR"] == DATA_DIR
     assert server["environment"]["CIPHERGRAD_LISTEN"] == "0.0.0.0:50051"
-    (volume,) = server["volumes"]
-    assert volume["type"] == "volume" and volume["target"] == DATA_DIR
-    assert volume["source"] in config["volumes"], "the data dir lives in a named volume"
+    assert server["environment"]["CIPHERGRAD_PLAINTEXT"] == "0", "TLS unless plaintext is asked for"
+    volumes = {volume["target"]: volume for volume in server["volumes"]}
+    assert set(volumes) == {DATA_DIR, CA_DIR}
+    for volume in volumes.values():
+        assert volume["type"] == "volume" and volume["source"] in config["volumes"], "named volumes"
+        assert not volume.get("read_only")
+    assert volumes[DATA_DIR]["source"] != volumes[CA_DIR]["source"], "clients get the CA, not the data volume"
+    plaintext = compose_config(compose, COMPOSE, CIPHERGRAD_PLAINTEXT="1")["services"]["server"]["environment"]
+    assert plaintext["CIPHERGRAD_PLAINTEXT"] == "1", "the explicit opt-out reaches the entrypoint"
     (port,) = server["ports"]
     assert (int(port["target"]), str(port["published"])) == (50051, "50051")
     check = server["healthcheck"]
@@ -91,7 +103,11 @@ def test_compose_demo_profile_runs_the_client_against_the_server(compose: list[s
     assert demo["profiles"] == ["demo"]
     assert demo["image"] == "ciphergrad-client:latest", "the demo needs the twins: the client image"
     assert demo["entrypoint"] == ["ciphergrad"]
-    assert demo["command"] == ["demo", "--server", "server:50051"]
+    assert demo["command"] == ["demo", "--server", "server:50051", "--tls", f"{CA_DIR}/ca.pem"]
+    (volume,) = demo["volumes"]
+    assert volume["target"] == CA_DIR and volume["read_only"], "the client trusts the server's CA, read-only"
+    server_ca = {v["target"]: v["source"] for v in config["services"]["server"]["volumes"]}[CA_DIR]
+    assert volume["source"] == server_ca
     assert demo["depends_on"]["server"]["condition"] == "service_healthy"
 
 
@@ -101,7 +117,7 @@ def test_compose_host_network_override(compose: list[str]) -> None:
     assert server["network_mode"] == demo["network_mode"] == "host"
     assert not server.get("ports"), "published ports conflict with host networking"
     assert server["environment"]["CIPHERGRAD_LISTEN"] == "127.0.0.1:50888"
-    assert demo["command"] == ["demo", "--server", "127.0.0.1:50888"]
+    assert demo["command"] == ["demo", "--server", "127.0.0.1:50888", "--tls", f"{CA_DIR}/ca.pem"]
     assert server["healthcheck"]["test"] == ["CMD", "ciphergrad-healthcheck"]
 
 
@@ -133,7 +149,14 @@ def test_dockerfile_server_stage_is_hardened() -> None:
     assert json.loads(ops["VOLUME"]) == [DATA_DIR]
     assert "CIPHERGRAD_DATA_DIR=" + DATA_DIR in ops["ENV"]
     assert "ciphergrad-healthcheck" in ops["HEALTHCHECK"]
-    assert json.loads(ops["ENTRYPOINT"]) == ["ciphergrad-server"]
+    assert json.loads(ops["ENTRYPOINT"]) == ["ciphergrad-entrypoint"], "TLS set up before the server starts"
+    env = " ".join(arg for op, arg in stages["server"] if op == "ENV")
+    assert f"CIPHERGRAD_TLS_CERT={DATA_DIR}/tls/server.pem" in env and f"CIPHERGRAD_CA_EXPORT={CA_DIR}" in env
+    assert f"CIPHERGRAD_HEALTH_CA={DATA_DIR}/tls/ca.pem" in env, "the healthcheck trusts the generated CA"
+    assert "CIPHERGRAD_PLAINTEXT" not in env
+    copies = [arg for op, arg in stages["server"] if op == "COPY"]
+    assert "docker/entrypoint.sh /usr/local/bin/ciphergrad-entrypoint" in copies
+    assert "openssl" in (ROOT / "docker" / "build-base.sh").read_text(), "the entrypoint generates with openssl"
     build = " ".join(arg for op, arg in stages["build"] if op in ("ENV", "RUN"))
     assert "PIP_NO_INDEX=1" in build, "the build installs from the wheelhouse only"
 
@@ -306,13 +329,134 @@ def test_healthcheck_fails_when_nothing_listens() -> None:
     assert "UNAVAILABLE" in result.stderr
 
 
+# --------------------------------------------- the entrypoint's TLS by default, on the host (no engine)
+
+
+def _entrypoint(tmp_path: Path, server: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """docker/entrypoint.sh as the image runs it (data dir, TLS paths and CA export as the Dockerfile sets
+    them, under ``tmp_path``), with ``server`` standing in for ciphergrad-server: by default a script that
+    prints the TLS settings it was started with."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    stand_in = bin_dir / "ciphergrad-server"
+    if server is None:
+        stand_in.write_text('#!/bin/sh\necho "cert=${CIPHERGRAD_TLS_CERT:-} key=${CIPHERGRAD_TLS_KEY:-} args=$*"\n')
+        stand_in.chmod(0o755)
+    elif not stand_in.exists():
+        stand_in.symlink_to(server)
+    data = tmp_path / "data"
+    settings = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "CIPHERGRAD_DATA_DIR": str(data),
+        "CIPHERGRAD_TLS_DIR": str(data / "tls"),
+        "CIPHERGRAD_TLS_CERT": str(data / "tls" / "server.pem"),
+        "CIPHERGRAD_TLS_KEY": str(data / "tls" / "server.key"),
+        "CIPHERGRAD_HEALTH_CA": str(data / "tls" / "ca.pem"),
+        "CIPHERGRAD_CA_EXPORT": str(tmp_path / "ca-export"),
+        **env,
+    }
+    return run(["sh", str(ENTRYPOINT), "--workers", "1"], env=compose_env(**settings), timeout=60)
+
+
+@pytest.fixture
+def openssl() -> str:
+    found = shutil.which("openssl")
+    if found is None:
+        pytest.skip("no openssl CLI (the image has it: docker/build-base.sh)")
+    return found
+
+
+def test_entrypoint_generates_a_ca_and_certificate_once_and_reuses_them(tmp_path: Path, openssl: str) -> None:
+    first = _entrypoint(tmp_path, CIPHERGRAD_TLS_NAMES="grpc.example.org, 10.0.0.5")
+    assert first.returncode == 0, first.stderr
+    tls = tmp_path / "data" / "tls"
+    assert first.stdout.split() == [f"cert={tls / 'server.pem'}", f"key={tls / 'server.key'}", "args=--workers",
+                                    "1"], "the server starts with TLS on"
+    assert sorted(p.name for p in tls.iterdir()) == ["ca.pem", "server.key", "server.pem"], "no CA key is kept"
+    assert (tls / "server.key").stat().st_mode & 0o077 == 0, "the server key is the owner's only"
+    verified = run([openssl, "verify", "-CAfile", str(tls / "ca.pem"), str(tls / "server.pem")])
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    names = run([openssl, "x509", "-in", str(tls / "server.pem"), "-noout", "-ext", "subjectAltName"]).stdout
+    for name in ("DNS:server", "DNS:server-ray", "DNS:localhost", "IP Address:127.0.0.1", "DNS:grpc.example.org",
+                 "IP Address:10.0.0.5"):
+        assert name in names, names
+    exported = tmp_path / "ca-export" / "ca.pem"
+    assert exported.read_bytes() == (tls / "ca.pem").read_bytes() and exported.stat().st_mode & 0o777 == 0o644
+    assert "SHA-256 fingerprint" in first.stderr
+
+    before = {p.name: p.read_bytes() for p in tls.iterdir()}
+    again = _entrypoint(tmp_path)
+    assert again.returncode == 0 and "generated" not in again.stderr, again.stderr
+    assert {p.name: p.read_bytes() for p in tls.iterdir()} == before, "a restart keeps the certificate clients trust"
+
+
+def test_entrypoint_serves_plaintext_only_when_asked(tmp_path: Path) -> None:
+    plain = _entrypoint(tmp_path, CIPHERGRAD_PLAINTEXT="1")
+    assert plain.returncode == 0 and plain.stdout.split()[:2] == ["cert=", "key="], plain.stdout
+    assert "WITHOUT TLS" in plain.stderr
+    assert not (tmp_path / "data" / "tls").exists(), "nothing generated when plaintext is asked for"
+    vague = _entrypoint(tmp_path, CIPHERGRAD_PLAINTEXT="yes")
+    assert vague.returncode == 2 and "use 1 (plaintext) or 0" in vague.stderr
+    # A mounted certificate that is missing is an error naming it, never replaced by a generated one.
+    mounted = _entrypoint(tmp_path, CIPHERGRAD_TLS_CERT=str(tmp_path / "mnt" / "cert.pem"),
+                          CIPHERGRAD_TLS_KEY=str(tmp_path / "mnt" / "key.pem"))
+    assert mounted.returncode == 2 and "cert.pem" in mounted.stderr and not mounted.stdout
+    assert not (tmp_path / "data" / "tls").exists()
+
+
+def test_entrypoint_serves_tls_the_sdk_and_the_healthcheck_trust(tmp_path: Path, openssl: str) -> None:
+    """The real ciphergrad-server behind the entrypoint: the SDK and the healthcheck reach it over TLS with
+    the generated CA; a plaintext client does not get through."""
+    from ciphergrad.client import Client
+
+    server = Path(sys.executable).with_name("ciphergrad-server")
+    port_file = tmp_path / "port"
+    settings = {"CIPHERGRAD_LISTEN": "127.0.0.1:0", "CIPHERGRAD_PORT_FILE": str(port_file)}
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ciphergrad-server").symlink_to(server)
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "CIPHERGRAD_DATA_DIR": str(tmp_path / "data"),
+        "CIPHERGRAD_TLS_DIR": str(tmp_path / "data" / "tls"),
+        "CIPHERGRAD_TLS_CERT": str(tmp_path / "data" / "tls" / "server.pem"),
+        "CIPHERGRAD_TLS_KEY": str(tmp_path / "data" / "tls" / "server.key"),
+        "CIPHERGRAD_HEALTH_CA": str(tmp_path / "data" / "tls" / "ca.pem"),
+        **settings,
+    }
+    process = subprocess.Popen(["sh", str(ENTRYPOINT), "--workers", "1"], env=compose_env(**env),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            assert process.poll() is None, process.communicate()[0]
+            assert time.monotonic() < deadline, "the server did not start within 60 s"
+            time.sleep(0.2)
+        address = port_file.read_text().strip()
+        ca = tmp_path / "data" / "tls" / "ca.pem"
+        probe_env = {k: env[k] for k in ("CIPHERGRAD_TLS_CERT", "CIPHERGRAD_HEALTH_CA")}
+        tls = _probe(address, **probe_env)
+        assert tls.returncode == 0 and "SERVING" in tls.stdout, tls.stderr
+        plain = _probe(address, CIPHERGRAD_PLAINTEXT="1", CIPHERGRAD_HEALTH_TIMEOUT="2", **probe_env)
+        assert plain.returncode == 1, "a plaintext probe must not reach a TLS server"
+        with Client(address, tls=ca) as client, pytest.raises(grpc.RpcError) as caught:
+            client.datasets.ListDatasets(dataset_service_pb2.ListDatasetsRequest(), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED, "TLS handshake done, then no token"
+        with Client(address) as client, pytest.raises(grpc.RpcError) as caught:
+            client.datasets.ListDatasets(dataset_service_pb2.ListDatasetsRequest(), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
 # ------------------------------------------------------------------- end to end, needs an engine
 
 
 @pytest.mark.docker
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-def test_image_builds_serves_and_trains(compose: list[str]) -> None:
+def test_image_builds_serves_and_trains(compose: list[str], tmp_path: Path) -> None:
     from ciphergrad.core.compare import compare_linear_regression
     from ciphergrad.core.linear import LinearRegressionConfig
 
@@ -335,7 +479,11 @@ def test_image_builds_serves_and_trains(compose: list[str]) -> None:
         uid = project("exec", "-T", "server", "id", "-u").stdout.strip()
         assert uid != "0", "the server must not run as root"
 
-        trained = train_from_host(project.address())
+        # TLS by default: the host trusts the CA the server generated at first start; plaintext gets nowhere.
+        ca = project.ca(tmp_path)
+        plain = _probe(project.address(), CIPHERGRAD_HEALTH_TIMEOUT="5")
+        assert plain.returncode == 1, f"the container answered plaintext:\n{plain.stdout}"
+        trained = train_from_host(project.address(), tls=ca)
         X, y = ames()
         local = compare_linear_regression(X, y, LinearRegressionConfig())
         gap_core = float(np.max(np.abs(trained["weights"] - local.encrypted_weights)))
@@ -360,6 +508,7 @@ def test_image_builds_serves_and_trains(compose: list[str]) -> None:
         project("down")
         project("up", "-d", "--no-build", "server")
         project.wait_healthy()
+        assert project.ca(tmp_path).read_bytes() == ca.read_bytes(), "the certificate lives in the volume"
         fetched = fetch_model(project.address(), trained)
         assert float(np.max(np.abs(fetched - trained["weights"]))) < 1e-12
         status = run([docker, "inspect", "-f", "{{.State.Health.Status}}", project.container()]).stdout.strip()

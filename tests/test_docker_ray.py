@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import shlex
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
 from docker_support import (
+    CA_DIR,
     COMPOSE,
     DATA_DIR,
     HOST_OVERRIDE,
@@ -70,8 +72,8 @@ def test_compose_ray_profile_is_a_head_a_worker_and_a_server_on_them(compose: li
         service = services[name]
         assert service["profiles"] == ["ray"]
         assert service["image"] == "ciphergrad:latest", "every node runs the server image (it carries ray)"
-        (volume,) = service["volumes"]
-        assert (volume["source"], volume["target"]) == (services["server"]["volumes"][0]["source"], DATA_DIR), \
+        (volume,) = [v for v in service["volumes"] if v["target"] == DATA_DIR]
+        assert volume["source"] == services["server"]["volumes"][0]["source"], \
             "shard actors read blobs by path: one shared volume at the same path on every node"
     head, worker, server = services["ray-head"], services["ray-worker"], services["server-ray"]
     assert head["entrypoint"] == ["ray"] and "--head" in head["command"] and "--port=6379" in head["command"]
@@ -80,7 +82,13 @@ def test_compose_ray_profile_is_a_head_a_worker_and_a_server_on_them(compose: li
     assert server["command"] == ["--executor", "ray", "--ray-address", "ray-head:6379"]
     assert ray_start_flags(server)["--address"] == "ray-head:6379"
     assert ray_start_flags(server)["--num-cpus"] == "0", "the server's node runs no shards"
-    assert "ciphergrad-server" in " ".join(server["entrypoint"])
+    # TLS by default like the plain server: the entrypoint generates (or reuses, on the shared volume) the
+    # certificate and publishes the CA where client containers read it.
+    assert "exec ciphergrad-entrypoint" in " ".join(server["entrypoint"])
+    assert server["environment"]["CIPHERGRAD_PLAINTEXT"] == "0"
+    assert {(v["source"], v["target"]) for v in server["volumes"]} == {
+        (v["source"], v["target"]) for v in services["server"]["volumes"]} and \
+        any(v["target"] == CA_DIR for v in server["volumes"])
     assert server["depends_on"]["ray-head"]["condition"] == "service_healthy"
     assert server["environment"]["CIPHERGRAD_DATA_DIR"] == DATA_DIR
     assert server["healthcheck"]["test"] == ["CMD", "ciphergrad-healthcheck"]
@@ -161,10 +169,10 @@ def ports_in_use(ports: set[int]) -> list[int]:
     return busy
 
 
-def train_and_place(project: ComposeProject, X: np.ndarray, y: np.ndarray) -> tuple[dict, dict[str, float]]:
-    """Train through server-ray; the CPU seconds each node's pool workers spent meanwhile."""
+def train_and_place(project: ComposeProject, X: np.ndarray, y: np.ndarray, ca: Path) -> tuple[dict, dict[str, float]]:
+    """Train through server-ray (TLS, trusting ``ca``); the CPU seconds each node's pool workers spent meanwhile."""
     before = worker_cpu(project)
-    trained = train_from_host(f"127.0.0.1:{project.ray_port}", X, y)
+    trained = train_from_host(f"127.0.0.1:{project.ray_port}", X, y, tls=ca)
     after = worker_cpu(project)
     return trained, {name: after[name][1] - before[name][1] for name in RAY_NODES}
 
@@ -172,7 +180,7 @@ def train_and_place(project: ComposeProject, X: np.ndarray, y: np.ndarray) -> tu
 @pytest.mark.docker
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-def test_ray_profile_trains_ames_on_the_worker_nodes(compose: list[str]) -> None:
+def test_ray_profile_trains_ames_on_the_worker_nodes(compose: list[str], tmp_path: Path) -> None:
     from ciphergrad.core.compare import compare_linear_regression
     from ciphergrad.core.linear import LinearRegressionConfig
 
@@ -200,9 +208,10 @@ def test_ray_profile_trains_ames_on_the_worker_nodes(compose: list[str]) -> None
         # Ames (510 rows) is one shard; five copies (2,550 rows) split in two (min_shard_rows 1,024).
         X, y = ames()
         config = LinearRegressionConfig()
+        ca = project.ca(tmp_path, "server-ray")  # server-ray serves TLS by default, like server
         for copies in (1, 5):
             Xc, yc = np.vstack([X] * copies), np.concatenate([y] * copies)
-            trained, cpu = train_and_place(project, Xc, yc)
+            trained, cpu = train_and_place(project, Xc, yc, ca)
             local = compare_linear_regression(Xc, yc, config)
             gap_local = float(np.max(np.abs(trained["weights"] - local.encrypted_weights)))
             gap_torch = float(np.max(np.abs(trained["weights"] - local.torch_weights)))

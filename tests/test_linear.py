@@ -15,9 +15,9 @@ from ciphergrad.core.linear import (
     LinearTrainer,
     decode_weights,
     fit_torch,
-    shuffle_orders,
     weight_scale,
 )
+from ciphergrad.core.randomness import shuffle_orders
 from ciphergrad.core.refresh import MaskedRefresh
 
 ROWS, FEATURES = 32, 4
@@ -103,8 +103,8 @@ def test_full_batch_matches_torch(kh, engine, refresh, problem, settings):
 
 def test_minibatches_over_shuffles_match_torch(kh, engine, refresh, problem):
     X, y = problem
-    config = LinearRegressionConfig(epochs=3, batch_size=8, seed=5)
-    orders = shuffle_orders(ROWS, 2, config.seed)
+    config = LinearRegressionConfig(epochs=3, batch_size=8)
+    orders = shuffle_orders(ROWS, 2)  # the key holder's (CSPRNG); the twin replays the same ones
     assert all(sorted(order) == list(range(ROWS)) for order in orders)
     assert not np.array_equal(orders[0], orders[1])
     weights, losses, trainer = train(kh, engine, refresh, X, y, config, orders)
@@ -113,10 +113,13 @@ def test_minibatches_over_shuffles_match_torch(kh, engine, refresh, problem):
     assert_matches(weights, losses, twin)
 
 
-def test_shuffle_orders_are_seeded():
-    first, again, other = shuffle_orders(10, 3, 1), shuffle_orders(10, 3, 1), shuffle_orders(10, 3, 2)
-    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
-    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+def test_initial_weights_follow_init_seed_and_shuffles_take_none():
+    """The N(0, 1) start is reproducible (it protects nothing); no config field orders the shuffles."""
+    same = [fit_torch(np.eye(3), np.ones(3), LinearRegressionConfig(epochs=1, init_seed=s)).weights for s in (1, 1, 2)]
+    assert np.array_equal(same[0], same[1]) and not np.array_equal(same[0], same[2])
+    assert "seed" not in LinearRegressionConfig.__dataclass_fields__
+    with pytest.raises(ParameterError, match="init_seed"):
+        LinearRegressionConfig.from_dict({"seed": 5})
 
 
 def test_resume_from_state_continues_training(kh, engine, refresh, problem):
@@ -149,7 +152,7 @@ def test_refresh_sees_masked_weights(kh, engine, refresh, problem):
 def test_masked_refresh_hides_values_and_restores_them(kh, enc, dec, refresh):
     w = np.array([[0.1, -0.2, 0.3, 0.05]])
     W = enc(w) * 1.0 * 1.0  # two levels down
-    masked = MaskedRefresh(refresh, seed=4)
+    masked = MaskedRefresh(refresh)
     assert masked.bound_for(W) == kh.params.max_abs_value / 4
     before = W.to_bytes()
     fresh = masked(W)
@@ -164,13 +167,25 @@ def test_masked_refresh_hides_values_and_restores_them(kh, enc, dec, refresh):
 
 def test_masked_refresh_bound_and_count(enc, dec, refresh, engine):
     before = engine.counts.refreshes
-    masked = MaskedRefresh(refresh, bound=0.5, seed=1)
+    masked = MaskedRefresh(refresh, bound=0.5)
     W = enc(np.zeros((1, 3)))
     dec(masked(masked(W)))
     assert masked.count == 2
     assert engine.counts.refreshes == before + 2
     assert all(np.max(np.abs(seen)) <= 0.5 + 1e-6 for seen in refresh.seen)
     assert not np.allclose(refresh.seen[0], 0, atol=1e-3)
+
+
+def test_masked_refreshes_with_the_same_arguments_draw_different_masks(enc, dec, refresh):
+    """No seed: two wrappers built alike (a resumed or repeated job) never show the key holder the same
+    masked values, and each still restores the value (CKKS error ~1e-9 at these parameters; 1e-6 allowed)."""
+    w = np.array([[0.25, -0.5, 0.75]])
+    W = enc(w) * 1.0 * 1.0
+    fresh = [MaskedRefresh(refresh)(W) for _ in range(2)]
+    first, second = refresh.seen
+    assert np.min(np.abs(first - second)) > 1e-3  # every entry's mask differs (equal by chance: ~2**-40)
+    for matrix in fresh:
+        np.testing.assert_allclose(dec(matrix), w, atol=1e-6)
 
 
 def test_masked_refresh_rejects_wrong_shape(enc, kh, engine):
@@ -203,7 +218,7 @@ def test_config_validation(settings, pattern):
 
 
 def test_config_dict_round_trip():
-    config = LinearRegressionConfig(learning_rate=0.25, epochs=7, l2=0.01, batch_size=64, momentum=0.9, seed=3)
+    config = LinearRegressionConfig(learning_rate=0.25, epochs=7, l2=0.01, batch_size=64, momentum=0.9, init_seed=3)
     assert LinearRegressionConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ParameterError, match=r"unknown.*'rate'"):
         LinearRegressionConfig.from_dict({"rate": 0.1})

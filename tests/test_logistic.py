@@ -18,9 +18,9 @@ from ciphergrad.core.logistic import (
     LogisticTrainer,
     decode_weights,
     fit_torch,
-    shuffle_orders,
 )
 from ciphergrad.core.polynomial import fit_sigmoid
+from ciphergrad.core.randomness import shuffle_orders
 
 TOL = 1e-4
 
@@ -80,7 +80,7 @@ def test_shuffled_minibatches_match_twin(kh: KeyHolder, data) -> None:
     X, y = data
     config = LogisticRegressionConfig(learning_rate=0.5, epochs=2, batch_size=128, degree=3)
     tile = Tile(128, 8)
-    orders = shuffle_orders(len(X), 2, config.seed)
+    orders = shuffle_orders(len(X), 2)
     shuffles = tuple((kh.encrypt(X[o], tile=tile), kh.encrypt(y[o][:, None], tile=tile)) for o in orders)
     weights, _ = _train(kh, X, y, config, tile=tile, shuffles=shuffles)
     np.testing.assert_allclose(weights, fit_torch(X, y, config, orders).weights, atol=TOL)

@@ -102,6 +102,31 @@ def test_metrics_streamed_and_from_dataset(client, wine) -> None:
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "no targets" in caught.value.details()
 
 
+def test_default_mae_bound_reaches_the_server_on_the_power_of_two_grid(client, wine, monkeypatch) -> None:
+    """The default range is derived from the key holder's residuals: only its power-of-two exponent travels
+    (the old 1.25 * max|p - y| sent a real number derived from the data)."""
+    from ciphergrad.core.stats import mae_grid_bound
+    from ciphergrad.wire.proto_gen.ciphergrad.v1 import compute_service_pb2
+
+    sent: list[float] = []
+    real = compute_service_pb2.MetricsSpec
+
+    def spy(**fields):
+        sent.append(fields["mae_bound"])
+        return real(**fields)
+
+    monkeypatch.setattr(compute_service_pb2, "MetricsSpec", spy)
+    Z = (wine - wine.mean(axis=0)) / wine.std(axis=0)
+    y, p = Z[:, 0], 0.6 * Z[:, 1] + 0.2 * Z[:, 2]
+    largest = float(np.max(np.abs(p - y)))
+    got = client.metrics(p, y)
+    assert sent == [mae_grid_bound(largest)] and sent[0] != 1.25 * largest
+    assert np.log2(sent[0]).is_integer() and 1.25 * largest <= sent[0] < 2.5 * largest
+    poly = fit_abs(6, sent[0])
+    assert got["mae_error_bound"] == pytest.approx(poly.max_error)
+    assert abs(got["mae"] - float(np.mean(np.abs(p - y)))) <= poly.max_error
+
+
 def _iris():
     data = load_iris()
     Xtr, Xte, ytr, _ = train_test_split(data.data, data.target, test_size=0.2, stratify=data.target, random_state=0)

@@ -119,8 +119,8 @@ values = st.recursive(
     max_leaves=4,
 )
 names = st.sampled_from(
-    ["learning_rate", "epochs", "l2", "batch_size", "momentum", "seed", "intercept_column", "degree", "bound", "init",
-     "solver", "nonsense"]
+    ["learning_rate", "epochs", "l2", "batch_size", "momentum", "init_seed", "intercept_column", "degree", "bound",
+     "init", "solver", "nonsense"]
 )  # fmt: skip
 int32 = st.integers(-(2**31), 2**31 - 1)
 int64 = st.integers(-(2**63), 2**63 - 1)

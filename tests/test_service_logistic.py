@@ -69,12 +69,12 @@ def test_minibatch_job_through_client_matches_twin(server, cancer) -> None:
     """The SDK's train() with a logistic config (shuffled minibatches, Nesterov momentum)."""
     from ciphergrad.client import Client
     from ciphergrad.core.layout import Tile
-    from ciphergrad.core.logistic import shuffle_orders
+    from ciphergrad.core.randomness import shuffle_orders
 
     Xtr, _, ytr, _ = cancer
     X, y = with_intercept(Xtr[:256]), ytr[:256].astype(float)
     config = LogisticRegressionConfig(learning_rate=0.5, epochs=2, batch_size=128, momentum=0.5)
-    orders = shuffle_orders(len(X), 2, config.seed)
+    orders = shuffle_orders(len(X), 2)
     with Client(server.address) as client:
         tile = Tile(128, 16)
         client.create_session(plan(3), tiles=[tile])

@@ -90,10 +90,10 @@ def _run_checks(estimator, selected: set[str] | None) -> list[dict]:
 def test_parameters_come_from_the_algorithm_config() -> None:
     linear = EncryptedLinearRegression(epochs=7, momentum=0.5)
     params = linear.get_params()
-    expected = {"learning_rate", "epochs", "l2", "batch_size", "momentum", "seed", "init", "server", "fit_intercept",
-                "solver", "standardize"}
+    expected = {"learning_rate", "epochs", "l2", "batch_size", "momentum", "init_seed", "init", "server",
+                "fit_intercept", "solver", "standardize"}
     assert expected <= set(params)
-    assert "intercept_column" not in params
+    assert "intercept_column" not in params and "seed" not in params  # shuffles come from the CSPRNG
     twin = clone(linear).set_params(l2=0.1)
     assert twin.epochs == 7 and twin.l2 == 0.1 and linear.l2 == 0.0
     assert twin.config().l2 == 0.1 and twin.config().intercept_column == 0

@@ -15,6 +15,7 @@ from ciphergrad.core import KeyHolder, plan
 from ciphergrad.core.errors import ParameterError, ShapeError
 from ciphergrad.core.polynomial import fit_abs
 from ciphergrad.core.stats import (
+    MAE_GRID_EXPONENTS,
     column_mean,
     column_variance,
     covariance,
@@ -22,6 +23,7 @@ from ciphergrad.core.stats import (
     finish_r2,
     finish_std,
     mae,
+    mae_grid_bound,
     mse,
     r2_parts,
     standardization_params,
@@ -92,6 +94,30 @@ def test_regression_metrics(kh: KeyHolder, wine: np.ndarray) -> None:
     got = float(kh.decrypt(enc)[0, 0])
     assert abs(got - float(np.mean(poly(p - y)))) < 1e-6
     assert abs(got - float(np.mean(np.abs(p - y)))) <= poly.max_error
+
+
+def test_mae_grid_bound_is_a_public_power_of_two() -> None:
+    """What may travel to the server: 2**ceil(log2(1.25 r)) clamped to the grid, one of 24 values."""
+    assert mae_grid_bound(3.0) == 4.0 and mae_grid_bound(3.3) == 8.0 and mae_grid_bound(-0.7) == 1.0
+    assert mae_grid_bound(0.0) == mae_grid_bound(1e-9) == 2.0 ** MAE_GRID_EXPONENTS[0]
+    assert mae_grid_bound(1e12) == 2.0 ** MAE_GRID_EXPONENTS[1]
+    residuals = np.geomspace(1e-3, 1e5, 500)
+    bounds = {mae_grid_bound(r) for r in residuals}
+    assert len(bounds) <= MAE_GRID_EXPONENTS[1] - MAE_GRID_EXPONENTS[0] + 1 == 24
+    assert all(np.log2(b).is_integer() for b in bounds)
+    with pytest.raises(ValueError):
+        mae_grid_bound(float("nan"))
+
+
+def test_mae_of_small_residuals_stays_within_its_bound_at_the_grid_floor(kh: KeyHolder) -> None:
+    """Residuals of 0.005: a range of 1.25 * 0.005 (what was sent before) makes the |x| polynomial's
+    coefficients amplify CKKS noise past its bound; the grid's floor 2**-4 keeps the documented bound."""
+    p = np.linspace(-0.01, 0.01, 16)[:, None]
+    y = 0.5 * p
+    bound = mae_grid_bound(float(np.max(np.abs(p - y))))
+    assert bound == 2.0**-4
+    enc, poly = mae(kh.encrypt(p), kh.encrypt(y), bound=bound)
+    assert abs(float(kh.decrypt(enc)[0, 0]) - float(np.mean(np.abs(p - y)))) <= poly.max_error
 
 
 def test_abs_polynomial_error_bound_is_attained_and_small() -> None:

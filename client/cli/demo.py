@@ -28,7 +28,7 @@ def run_demo(server: str, args: argparse.Namespace) -> str:
     model.fit(data.X, data.y)
     elapsed = time.perf_counter() - start
     config, X = model.config_, with_intercept(data.X)
-    twin = fit_torch(X, data.y, config, model.shuffle_orders(len(X)) or None)
+    twin = fit_torch(X, data.y, config, model.shuffle_orders_ or None)
     report = model.report_
     counts = report["operation_counts"]
     comparison = LinearComparison(
@@ -49,7 +49,8 @@ def run_demo(server: str, args: argparse.Namespace) -> str:
     )
     lines = [
         f"Ames housing: {X.shape[0]} rows x {X.shape[1] - 1} features + bias, trained through {server} (gRPC)",
-        f"learning rate {config.learning_rate}, {config.epochs} epochs, weights ~ N(0, 1) (seed {config.seed})",
+        f"learning rate {config.learning_rate}, {config.epochs} epochs, "
+        f"weights ~ N(0, 1) (init_seed {config.init_seed})",
         "",
         comparison.table(),
         "",

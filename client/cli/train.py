@@ -31,7 +31,7 @@ from ciphergrad.core import algorithms
 _FLAG_HELP = {
     "learning_rate": "step of the iterative solvers (default: derived from the data so it cannot diverge)",
     "batch_size": "power-of-two minibatch (default: full batch)",
-    "init": "linear: initial weights for gd/gram, normal (N(0, 1) from --seed) or zeros",
+    "init": "linear: initial weights for gd/gram, normal (N(0, 1) from --init-seed) or zeros",
     "solver": "linear: normal (default: exact, one round trip), gram (gradient descent on the encrypted X^T X) or "
     "gd (per row); logistic: quadratic (default: one pass, one round trip) or gd (per row)",
     "degree": "logistic gd: degree of the sigmoid polynomial (3, 5 or 7)",

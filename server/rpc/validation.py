@@ -3,7 +3,7 @@ is checked here first, and a bad value raises INVALID_ARGUMENT naming the field 
 
 Invariants once a value has passed:
 * numbers are finite and inside the documented ranges below (``MAX_EPOCHS`` keeps a job's epoch counters
-  inside the API's int32; seeds and columns are non-negative; floats stay within ``MAX_HYPERPARAMETER``);
+  inside the API's int32; ``init_seed`` and columns are non-negative; floats stay within ``MAX_HYPERPARAMETER``);
 * Struct hyperparameters hold a number, boolean or string only where the algorithm's config field takes
   one, and null only for optional fields;
 * declared sizes are non-negative and, when given, equal to the bytes that actually arrived;
@@ -46,7 +46,7 @@ SIGMOID_BOUNDS = (0.01, 1000.0)
 # Within this factor of the session's scale (or of its square, an unrescaled product) a ciphertext is usable.
 SCALE_FACTOR = 2.0
 
-_INT_RANGES = {"epochs": (1, MAX_EPOCHS), "seed": (0, MAX_SEED)}
+_INT_RANGES = {"epochs": (1, MAX_EPOCHS), "init_seed": (0, MAX_SEED)}
 
 
 def job_config(
