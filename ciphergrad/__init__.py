@@ -23,7 +23,7 @@ _PUBLIC = {
     "TrainingRun": "ciphergrad.client.sdk",
     "default_parameters": "ciphergrad.client.sdk",
     "Contributor": "ciphergrad.client.contributor",
-    "EncryptedKNeighborsClassifier": "ciphergrad.client.estimator",
+    "EncryptedKNeighborsClassifier": "ciphergrad.client.neighbors",
     "EncryptedLinearRegression": "ciphergrad.client.estimator",
     "EncryptedLogisticRegression": "ciphergrad.client.estimator",
     "local_server": "ciphergrad.client.local",
@@ -42,12 +42,9 @@ __all__ = [
 
 if TYPE_CHECKING:
     from ciphergrad.client.contributor import Contributor
-    from ciphergrad.client.estimator import (
-        EncryptedKNeighborsClassifier,
-        EncryptedLinearRegression,
-        EncryptedLogisticRegression,
-    )
+    from ciphergrad.client.estimator import EncryptedLinearRegression, EncryptedLogisticRegression
     from ciphergrad.client.local import local_server
+    from ciphergrad.client.neighbors import EncryptedKNeighborsClassifier
     from ciphergrad.client.sdk import Client, TrainingRun, default_parameters
 
 

@@ -21,12 +21,9 @@ __all__ = [  # ciphergrad.__all__: the same names, one place each for IDEs
 
 if TYPE_CHECKING:
     from ciphergrad.client.contributor import Contributor
-    from ciphergrad.client.estimator import (
-        EncryptedKNeighborsClassifier,
-        EncryptedLinearRegression,
-        EncryptedLogisticRegression,
-    )
+    from ciphergrad.client.estimator import EncryptedLinearRegression, EncryptedLogisticRegression
     from ciphergrad.client.local import local_server
+    from ciphergrad.client.neighbors import EncryptedKNeighborsClassifier
     from ciphergrad.client.sdk import Client, TrainingRun, default_parameters
 
 
