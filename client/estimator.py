@@ -73,11 +73,13 @@ class EncryptedLinearRegression(RegressorMixin, EncryptedGradientDescent):
         shuffles: int = 4,
         params: CKKSParameters | None = None,
         progress: bool | None = None,
+        keep_session: bool = False,
     ) -> None:
         self.server, self.tls, self.solver, self.learning_rate = server, tls, solver, learning_rate
         self.epochs, self.l2, self.batch_size, self.momentum = epochs, l2, batch_size, momentum
         self.init, self.init_seed, self.standardize, self.fit_intercept = init, init_seed, standardize, fit_intercept
         self.shuffles, self.params, self.progress = shuffles, params, progress
+        self.keep_session = keep_session
 
     def predict(self, X: Any) -> np.ndarray:
         """Predictions from the decrypted model (the key holder's side; nothing leaves this process)."""
@@ -134,11 +136,13 @@ class EncryptedLogisticRegression(ClassifierMixin, EncryptedGradientDescent):
         shuffles: int = 4,
         params: CKKSParameters | None = None,
         progress: bool | None = None,
+        keep_session: bool = False,
     ) -> None:
         self.server, self.tls, self.solver, self.learning_rate = server, tls, solver, learning_rate
         self.epochs, self.l2, self.batch_size, self.momentum = epochs, l2, batch_size, momentum
         self.degree, self.bound, self.standardize, self.fit_intercept = degree, bound, standardize, fit_intercept
         self.shuffles, self.params, self.progress = shuffles, params, progress
+        self.keep_session = keep_session
 
     def _encode_target(self, y: np.ndarray) -> np.ndarray:
         check_classification_targets(y)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,21 @@ class Scaling:
         return intercept, coef
 
 
+@dataclass(frozen=True)
+class KeptSession:
+    """What reaches a model kept on the server after ``fit(keep_session=True)``: the session's token and its
+    key holder, SECRET key included. Keep it as secret as the data (``ciphergrad train --keep-model`` writes
+    it to a key directory readable by its owner only); ``Client.use_session`` reopens it."""
+
+    server: str
+    tls: bool | str
+    session_id: str
+    token: str = field(repr=False)
+    key_holder: Any = field(repr=False)
+    model_id: str = ""
+    dataset_id: str = ""
+
+
 class EncryptedGradientDescent(BaseEstimator):
     """What the trained linear models share: scaling, keys, encryption, upload, remote training (answering
     refreshes, watching the decrypted losses), decryption, the model mapped back and the report. Subclasses
@@ -119,6 +134,10 @@ class EncryptedGradientDescent(BaseEstimator):
             scaling = Scaling.fit(X, None if self._is_classifier() else target, center=self.fit_intercept)
         else:
             scaling = Scaling.identity(X.shape[1], not self._is_classifier())
+        if self.keep_session and self.server is None:
+            raise ValueError("keep_session=True keeps the model on a server you name (server='HOST:PORT'): a "
+                             "throwaway local server forgets it when fit returns")
+        self.scaling_ = scaling
         Xs, ys = scaling.rows(X, target)
         _check_range(Xs, ys, params.max_abs_value / 4, self.standardize)
         design = with_intercept(Xs) if self.fit_intercept else Xs
@@ -186,7 +205,11 @@ class EncryptedGradientDescent(BaseEstimator):
             timings["upload_seconds"] = time.perf_counter() - tick
             run = self._train(client, config, dataset_id=dataset.dataset_id)
             weights = client.weights(run.model)
-            client.delete_session()  # the server keeps nothing of this fit
+            if self.keep_session:
+                self.session_ = KeptSession(address, self.tls, client.session_id, client.token, client.key_holder,
+                                            run.model.model_id, dataset.dataset_id)
+            else:
+                client.delete_session()  # the server keeps nothing of this fit
         self._store(weights, run, client.transfer, timings)
         self.report_.update(parameters=params.summary(), context_bytes=session.context_size_bytes)
 
@@ -319,4 +342,8 @@ COMMON_DOC = """
     fit_intercept, shuffles, params, progress
         A column of ones; encrypted row orders for minibatches; CKKS parameters (None: the planner's);
         progress bars (None: when stderr is a terminal).
+    keep_session : bool
+        Keep the session, the encrypted rows and the encrypted model on ``server`` after ``fit`` (default: the
+        session is deleted). ``session_`` then holds its token and key holder, secret key included
+        (``ciphergrad train --keep-model`` stores them in a private key directory for ``ciphergrad predict``).
 """

@@ -103,6 +103,14 @@ class KeyDirectory:
     def save_token(self, token: str) -> None:
         self._write(TOKEN_FILE, token.encode())
 
+    def save_file(self, name: str, data: bytes) -> None:
+        """Another private file beside the keys (a kept model's ``model.json``)."""
+        self._make_dir()
+        self._write(name, data)
+
+    def load_file(self, name: str) -> bytes:
+        return self._read(name)
+
     def _make_dir(self) -> None:
         self.path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
         os.chmod(self.path, _DIR_MODE)  # mkdir's mode is masked by the umask, and an existing dir keeps its own

@@ -189,3 +189,32 @@ def test_cli_trains_a_classifier_on_text_labels(server: str, tmp_path: Path,
     # A linear-only flag with the classifier is one clear line.
     assert main(["train", str(path), "--target", "species", "--model", "logistic", "--init", "zeros"]) == 2
     assert "--init do(es) not apply to --model logistic" in capsys.readouterr().err
+
+
+def test_kept_models_are_listed_and_predict_encrypted(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """train --keep-model --save, then `models` and `predict`: the server's encrypted predictions, decrypted and
+    mapped back, equal the saved decrypted model's on the same rows."""
+    from sklearn.datasets import load_diabetes
+
+    monkeypatch.setenv("CIPHERGRAD_MODELS_DIR", str(tmp_path / "models"))
+    frame = load_diabetes(as_frame=True).frame
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    frame.drop(columns=["target"]).head(25).to_csv(tmp_path / "new.csv", index=False)
+    assert main(["train", str(tmp_path / "train.csv"), "--target", "target", "--keep-model", "--no-progress"]) == 2
+    assert "add --server HOST:PORT" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "train.csv"), "--target", "target", "--server", server, "--keep-model",
+                 "--save", str(tmp_path / "model.json"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    model_id = out.split("kept model ")[1].split()[0]
+    assert (tmp_path / "models" / model_id / "secret-context.bin").stat().st_mode & 0o777 == 0o600
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert model_id in listing and "linear" in listing and server in listing
+    assert main(["predict", model_id, str(tmp_path / "new.csv"), "--out", str(tmp_path / "out.csv")]) == 0
+    predicted = pd.read_csv(tmp_path / "out.csv")["predicted_target"].to_numpy()
+    saved = __import__("json").loads((tmp_path / "model.json").read_text())
+    local = frame.drop(columns=["target"]).head(25).to_numpy() @ np.array(saved["coef"]) + saved["intercept"]
+    assert np.max(np.abs(predicted - local)) < 1e-3 * np.max(np.abs(local))  # CKKS error, in data units
+    assert main(["predict", "no-such-model", str(tmp_path / "new.csv"), "--out", str(tmp_path / "x.csv")]) == 2
+    assert "no kept model 'no-such-model'" in capsys.readouterr().err

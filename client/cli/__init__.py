@@ -3,6 +3,7 @@
 ciphergrad train FILE.csv --target COLUMN [--model linear|logistic] [--server HOST:PORT] [--bad-cells ...]
 ciphergrad pool create|invite|revoke|train|status NAME ...   # client.cli.pool: the analyst's side
 ciphergrad contribute FILE.csv --invitation CODE             # client.cli.contribute: a contributor's side
+ciphergrad models; ciphergrad predict MODEL_ID FILE.csv --out OUT.csv   # client.cli.models: kept models
 ciphergrad demo [--server HOST:PORT]      # starts a local server when none is given
 ciphergrad demo --pooled                  # three contributor processes, one analyst (client.pool_demo)
 ciphergrad compare [TASK ...] [--quick] [--scaling] [--server HOST:PORT] [--out DIR]   # client.compare
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from ciphergrad.client.cli import contribute, demo, pool, train
+from ciphergrad.client.cli import contribute, demo, models, pool, train
 
 
 def cmd_compare(arguments: Sequence[str]) -> int:
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     train.add_command(commands)
     demo.add_command(commands)
+    models.add_commands(commands)
     pool.add_commands(commands)
     contribute.add_command(commands)
     commands.add_parser(  # listed in --help; main() hands its arguments to client.compare

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
+from ciphergrad.client.cli import models
 from ciphergrad.client.estimator import EncryptedLinearRegression, EncryptedLogisticRegression
 from ciphergrad.client.table import (
     BAD_CELL_CHOICES,
@@ -76,7 +77,7 @@ def estimator_from(args: argparse.Namespace, server: str | None, model: str = "l
         flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
         raise ValueError(f"{flags} do(es) not apply to --model {model}; drop it or pick the other model")
     return estimator(server=server, tls=args.tls or False, progress=False if args.no_progress else None,
-                     standardize=not args.no_standardize, **given)
+                     standardize=not args.no_standardize, keep_session=getattr(args, "keep_model", False), **given)
 
 
 def _read_csv(
@@ -127,6 +128,9 @@ def _labels_to_codes(table: CsvTable, target: str) -> tuple[CsvTable, list[str]]
 
 def cmd_train(args: argparse.Namespace) -> int:
     logistic = args.model == "logistic"
+    if args.keep_model and not args.server:
+        raise ValueError("--keep-model keeps the model on a server you name: add --server HOST:PORT (the default "
+                         "local server is thrown away after training)")
     features, X, y, notices, classes = _read_csv(args.file, args.target, args.features, args.bad_cells, logistic)
     for notice in notices:
         print(f"note: {notice}", file=sys.stderr)
@@ -172,6 +176,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     for warning in caught:
         if issubclass(warning.category, ConvergenceWarning):
             print(f"warning: {warning.message}", file=sys.stderr)
+    metric = ("accuracy", float(np.mean(model.predict(X) == y))) if logistic else ("R^2", float(model.score(X, y)))
+    description = models.describe(model, features, args.target, classes, metric)
+    if args.save:
+        models.save_json(args.save, description)
+        print(f"saved the decrypted model to {args.save}")
+    if args.keep_model:
+        where = models.keep(model, description, args.models_dir)
+        print(f"kept model {model.session_.model_id} on {args.server} (keys in {where}); predict with:")
+        print(f"  ciphergrad predict {model.session_.model_id} FILE.csv --out predictions.csv")
     return 0
 
 
@@ -190,4 +203,10 @@ def add_command(commands: Any) -> None:
         "impute (feature column mean)",
     )
     add_training_flags(train)
+    train.add_argument("--save", metavar="MODEL.json", help="write the decrypted model here (this machine only)")
+    train.add_argument("--keep-model", action="store_true",
+                       help="keep the encrypted model on --server for ciphergrad predict (keys in a private "
+                       "directory under --models-dir)")
+    train.add_argument("--models-dir", help="root of the kept models (default: $CIPHERGRAD_MODELS_DIR, else "
+                       "~/.ciphergrad/models)")
     train.set_defaults(handler=cmd_train)
