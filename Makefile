@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo compare test test-slow lint bench docker-compose-plugin docker-image docker-test clean
+.PHONY: demo compare test test-slow lint bench figures docker-compose-plugin docker-image docker-test clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -33,8 +33,19 @@ test-slow: $(STAMP)
 
 BENCHMARKS := ames logreg inference stats neighbors scaling service million scaleout hostile pools
 
+# Each benchmark's JSON line goes to benchmarks/results/NAME.json (the README's and docs' tables come from
+# there: make figures); a missed target fails the run after its line is kept.
 bench: $(STAMP)
-	for name in $(BENCHMARKS); do $(BIN)/python benchmarks/$$name.py --json || exit 1; done
+	mkdir -p benchmarks/results
+	for name in $(BENCHMARKS); do \
+		$(BIN)/python benchmarks/$$name.py --json > benchmarks/results/$$name.out; status=$$?; \
+		tail -n 1 benchmarks/results/$$name.out > benchmarks/results/$$name.json; rm benchmarks/results/$$name.out; \
+		[ $$status -eq 0 ] || exit 1; \
+	done
+	$(BIN)/python benchmarks/figures.py
+
+figures: $(STAMP)
+	$(BIN)/python benchmarks/figures.py
 
 # Needs a Docker engine (see docs/docker.md). .venv provides pip for the wheelhouse and the compose binary.
 docker-compose-plugin: $(STAMP)

@@ -56,22 +56,6 @@ def choose_tile(shape: tuple[int, int], slots: int, packing: str = "rows", block
     return Tile(height, width)
 
 
-def pool_tile(packing: str, columns: int, slots: int) -> Tile:
-    """The one tile every contribution to a pool is encrypted in, whatever its rows, so that partial sums of
-    different contributions add up: ``Tile(slots, 1)`` for column packing, ``Tile(slots / w, w)`` with
-    ``w = next_pow2(columns + 1)`` for row packing (room for y: the Gram solvers run on it too)."""
-    if packing == "columns":
-        return Tile(slots, 1)
-    if packing != "rows":
-        raise ShapeError(f"packing={packing!r}: use 'rows' or 'columns'")
-    width = next_pow2(columns + 1)
-    if width > slots:
-        raise ShapeError(
-            f"{columns} columns need {width} slots per row; the context has {slots}: use packing='columns'"
-        )
-    return Tile(slots // width, width)
-
-
 def grid(shape: tuple[int, int], tile: Tile) -> tuple[int, int]:
     """Number of tiles along each dimension (a size-1 dimension needs one)."""
     return math.ceil(shape[0] / tile.rows), math.ceil(shape[1] / tile.cols)

@@ -4,6 +4,8 @@ README stays a five-minute read, and no page points outside the project."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,11 @@ def test_readme_is_a_short_read() -> None:
 def test_no_page_points_outside_the_project() -> None:
     for page in PAGES:
         assert "shared/" not in page.read_text() and "GUIDE.md" not in page.read_text(), page.name
+
+
+def test_measured_tables_are_generated_from_the_benchmarks_json() -> None:
+    """README's and docs/benchmarks.md's measured tables equal what benchmarks/figures.py makes of
+    benchmarks/results/*.json: a figure changes by re-running its benchmark, never by hand."""
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "figures.py"), "--check"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
