@@ -3,10 +3,16 @@ engine built from its public context only (as it would be on the other side of t
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from ciphergrad.core import EncryptedMatrix, Engine, KeyHolder, plan
+
+# The hostile clients (benchmarks/hostile_clients.py) serve benchmarks/hostile.py and the service tests alike.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hostile_clients import MANIFEST, TINY_X, TINY_Y, HealthProbe
 from service_support import (
     ServerProcess,
     StalledStreams,
@@ -25,44 +26,9 @@ from service_support import (
 
 from ciphergrad.core.compare import compare_linear_regression
 from ciphergrad.core.linear import LinearRegressionConfig
-from ciphergrad.wire.proto_gen.ciphergrad.v1 import session_service_pb2, training_service_pb2
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2
 
 JobState = training_service_pb2.JobState
-TINY_X = np.hstack([np.ones((16, 1)), np.random.default_rng(3).uniform(size=(16, 3))])
-TINY_Y = TINY_X @ np.array([0.2, -0.1, 0.4, 0.3])
-MANIFEST = session_service_pb2.SessionManifest(display_name="stalled", context_size_bytes=1000)
-
-
-class HealthProbe:
-    """Health checks every 50 ms on a channel of their own, each with a 1 s deadline; records each latency."""
-
-    def __init__(self, address: str) -> None:
-        self.channel = grpc.insecure_channel(address)
-        self.stub = health_pb2_grpc.HealthStub(self.channel)
-        self.latencies: list[float] = []
-        self.failures: list[grpc.RpcError] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._probe, daemon=True)
-
-    def __enter__(self) -> HealthProbe:
-        self._thread.start()
-        return self
-
-    def _probe(self) -> None:
-        while not self._stop.is_set():
-            start = time.perf_counter()
-            try:
-                answer = self.stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-                assert answer.status == health_pb2.HealthCheckResponse.SERVING
-                self.latencies.append(time.perf_counter() - start)
-            except grpc.RpcError as exc:
-                self.failures.append(exc)
-            self._stop.wait(0.05)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self.channel.close()
 
 
 @pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
