@@ -116,3 +116,37 @@ def test_encrypted_refinement_matches_twin(engine, enc, kh, cancer):
     resumed = RefinedSolver.resume(engine, Xe, ye, config, link, solver.state())
     assert resumed.done and len(resumed._rows) == X.shape[1]
     assert solver.metadata()["refine_steps"] == 2
+
+
+def test_service_refines_and_refuses_bad_combinations(tmp_path, cancer):
+    """Through a server: the estimator's refined weights match the twin (same 1e-3 as above); refine_steps with
+    solver='gd' is INVALID_ARGUMENT naming the valid choice."""
+    import grpc
+    from service_support import local_server
+
+    from ciphergrad import EncryptedLogisticRegression
+    from ciphergrad.client.session import default_parameters
+    from ciphergrad.core.layout import choose_tile
+
+    X, y = cancer
+    X, y = X[:96, :11], y[:96]
+    config = LogisticRegressionConfig(solver="quadratic", refine_steps=2)
+    with local_server(tmp_path) as server:
+        address = server.address
+        model = EncryptedLogisticRegression(server=address, refine_steps=2, standardize=False, progress=False)
+        model.fit(X[:, 1:], y)
+        assert model.config_.refine_steps == 2 and model.report_["refreshes"] >= 2
+        twin = fit_torch_refined(X, y, config).weights
+        assert np.max(np.abs(model.weights_ - twin)) < 1e-3
+
+        from ciphergrad import Client
+
+        params = default_parameters("logistic")
+        with Client(address) as client:
+            client.create_session(params, tiles=[choose_tile(X.shape, params.slots, "rows")])
+            dataset = client.upload(X, y, tile=choose_tile(X.shape, params.slots, "rows"))
+            with pytest.raises(grpc.RpcError) as caught:
+                client.train(dataset_id=dataset.dataset_id, algorithm="logistic",
+                             config={"solver": "gd", "refine_steps": 1})
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "solver='quadratic'" in caught.value.details()
