@@ -12,6 +12,15 @@ local server: the one-pass quadratic solver next to the per-row solver, in the s
 - scikit-learn's exact ``LogisticRegression`` on the same split, for reference.
 - digits (10 classes, 64 features) and wine (3 classes, 13): one-vs-rest from one pass, the defaults.
 
+- ``rows_1m_32f`` (``--rows-1m``, off by default: it runs for many minutes on 2 cores; ``--rows-1m
+  100000`` runs the same section on fewer rows): 1,000,000 rows x 32 features from a known logistic
+  model (seeded), ``EncryptedLogisticRegression(l2=0.01)`` (quadratic, otherwise the defaults) against a
+  ciphergrad server in a child process: keys -> encrypted upload -> one pass -> one round trip ->
+  decrypted model. ``total_s`` is that whole fit; ``server_peak_rss_mb`` the child's VmHWM;
+  ``accuracy`` on the same rows next to scikit-learn's exact ``LogisticRegression``
+  (``sklearn_accuracy``). Targets (issue 18, only when the section runs at 1,000,000 rows):
+  total_s <= 300, |accuracy - sklearn_accuracy| <= 0.01, server RSS < 4096 MiB.
+
 ``*_train_s`` is the Train call (the pass and the key holder's round trips), as the estimator reports it;
 ``*_total_s`` adds keys, session and upload. Targets (exit 1 when one is missed): quadratic test accuracy
 >= 0.95 with the Train call <= 3 s; digits accuracy >= 0.92.
@@ -24,6 +33,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_breast_cancer, load_digits, load_wine
@@ -63,14 +73,78 @@ def _multiclass(address: str, name: str, loader: object) -> dict:
     }
 
 
+BIG_FEATURES = 32
+# The default l2 = 0.1 (chosen for breast cancer's conditioning) shrinks this imbalanced (58/42) problem's
+# boundary: accuracy 0.010 below the exact fit at 200,000 rows (float64 twin); 0.01 gives 0.0003.
+BIG_L2 = 0.01
+BIG_TARGETS = {"rows_1m_32f.total_s": ("<=", 300.0), "rows_1m_32f.accuracy_gap": ("<=", 0.01),
+               "rows_1m_32f.server_peak_rss_mb": ("<=", 4096.0)}
+
+
+def _synthetic_logistic(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Correlated Gaussian features (a shared factor), labels drawn from a known logistic model."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=BIG_FEATURES) / np.sqrt(BIG_FEATURES) * 2.0
+    X = rng.normal(size=(rows, BIG_FEATURES)) + 0.5 * rng.normal(size=(rows, 1))
+    p = 1.0 / (1.0 + np.exp(-(0.5 + X @ w)))
+    return X, (rng.random(rows) < p).astype(np.float64)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
+def rows_1m_32f(rows: int) -> dict:
+    """The ``rows_1m_32f`` section: one-pass logistic regression on ``rows`` x 32 through a child server."""
+    from ciphergrad.client.local import local_server_process
+
+    X, y = _synthetic_logistic(rows)
+    with local_server_process() as server:
+        start = time.perf_counter()
+        model = EncryptedLogisticRegression(server=server.address, progress=False, l2=BIG_L2).fit(X, y)
+        total = time.perf_counter() - start
+        peak = _peak_rss_mb(server.pid)
+    accuracy = float(model.score(X, y))
+    exact = float(LogisticRegression(max_iter=1000).fit(X, y).score(X, y))
+    report = model.report_
+    return {
+        "rows": rows, "features": BIG_FEATURES, "total_s": round(total, 1), "accuracy": accuracy,
+        "sklearn_accuracy": exact, "accuracy_gap": round(abs(accuracy - exact), 5),
+        "server_peak_rss_mb": round(peak, 1),
+        "upload_s": round(report.get("upload_seconds", float("nan")), 1),
+        "train_s": round(report.get("train_seconds", float("nan")), 1),
+        "parameters": report.get("parameters"), "executor": "local (child server process)", "l2": BIG_L2,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--rows-1m", type=int, nargs="?", const=1_000_000, default=0, metavar="ROWS",
+                        help="also run the rows_1m_32f section (default 1,000,000 rows; long)")
+    parser.add_argument("--only-rows-1m", action="store_true", help="run the rows_1m_32f section alone")
     args = parser.parse_args(argv)
+    targets = dict(TARGETS)
+    if args.rows_1m:
+        section = rows_1m_32f(args.rows_1m)
+        if args.rows_1m == 1_000_000:
+            targets = BIG_TARGETS if args.only_rows_1m else {**targets, **BIG_TARGETS}
+        elif args.only_rows_1m:
+            targets = {}
+        if args.only_rows_1m:
+            result = {"rows_1m_32f": section}
+            if finish(result, targets, args.json):
+                sys.exit(1)
+            return result
 
     data = load_breast_cancer()
     Xtr, Xte, ytr, yte = standardized_split(data.data, data.target, 0)
     result: dict = {"rows": len(Xtr), "features": Xtr.shape[1]}
+    if args.rows_1m:
+        result["rows_1m_32f"] = section
     with local_server() as address:
         _fit(address, Xtr[:50], ytr[:50])  # warm-up: imports and the server's first session
         quadratic, quadratic_total = _fit(address, Xtr, ytr)
@@ -102,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
         quadratic_config=quadratic.config_.to_dict(),
         perrow_config=per_row.config_.to_dict(),
     )
-    if finish(result, TARGETS, args.json):
+    if finish(result, targets, args.json):
         sys.exit(1)
     return result
 
