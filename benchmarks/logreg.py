@@ -5,8 +5,21 @@ local server: the one-pass quadratic solver next to the per-row solver, in the s
   of the logistic loss on [-4, 4], l2 0.1): one encrypted pass to X^T X and X^T y, one round trip.
 - per-row: ``solver="gd"`` tuned as before (Nesterov momentum 0.8, learning rate 0.3, degree-5 sigmoid on
   [-8, 8], 20 epochs, no penalty): every epoch re-reads every row and refreshes masked values.
+- refined: the quadratic solution plus ``k`` per-row steps preconditioned by (X^T X / 4n + l2 I')^-1
+  (``refine_steps``, core.refine; degree-5 sigmoid on the default range), k = 0, 1, 3, 5 in ``refine_sweep``;
+  ``refined_*`` is k = ``REFINE_STEPS``. Target from issue 18: accuracy >= the per-row solver's - 0.005
+  (``refined_accuracy_margin`` >= 0) in at most half its Train time (``refined_time_ratio`` <= 0.5).
 - scikit-learn's exact ``LogisticRegression`` on the same split, for reference.
 - digits (10 classes, 64 features) and wine (3 classes, 13): one-vs-rest from one pass, the defaults.
+
+- ``rows_1m_32f`` (``--rows-1m``, off by default: it runs for many minutes on 2 cores; ``--rows-1m
+  100000`` runs the same section on fewer rows): 1,000,000 rows x 32 features from a known logistic
+  model (seeded), ``EncryptedLogisticRegression(l2=0.01)`` (quadratic, otherwise the defaults) against a
+  ciphergrad server in a child process: keys -> encrypted upload -> one pass -> one round trip ->
+  decrypted model. ``total_s`` is that whole fit; ``server_peak_rss_mb`` the child's VmHWM;
+  ``accuracy`` on the same rows next to scikit-learn's exact ``LogisticRegression``
+  (``sklearn_accuracy``). Targets (issue 18, only when the section runs at 1,000,000 rows):
+  total_s <= 300, |accuracy - sklearn_accuracy| <= 0.01, server RSS < 4096 MiB.
 
 ``*_train_s`` is the Train call (the pass and the key holder's round trips), as the estimator reports it;
 ``*_total_s`` adds keys, session and upload. Targets (exit 1 when one is missed): quadratic test accuracy
@@ -20,6 +33,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_breast_cancer, load_digits, load_wine
@@ -31,7 +45,10 @@ from ciphergrad import EncryptedLogisticRegression, local_server
 from ciphergrad.core.data import standardized_split
 
 TARGETS = {"quadratic_accuracy": (">=", 0.95), "quadratic_train_s": ("<=", 3.0),
-           "digits_multiclass_accuracy": (">=", 0.92)}
+           "digits_multiclass_accuracy": (">=", 0.92), "refined_accuracy_margin": (">=", 0.0),
+           "refined_time_ratio": ("<=", 0.5)}
+REFINE_STEPS = 3  # the benchmark's default k
+REFINED = {"solver": "quadratic", "degree": 5}
 PER_ROW = {"solver": "gd", "learning_rate": 0.3, "momentum": 0.8, "degree": 5, "bound": 8.0, "epochs": 20, "l2": 0.0}
 
 
@@ -56,18 +73,87 @@ def _multiclass(address: str, name: str, loader: object) -> dict:
     }
 
 
+BIG_FEATURES = 32
+# The default l2 = 0.1 (chosen for breast cancer's conditioning) shrinks this imbalanced (58/42) problem's
+# boundary: accuracy 0.010 below the exact fit at 200,000 rows (float64 twin); 0.01 gives 0.0003.
+BIG_L2 = 0.01
+BIG_TARGETS = {"rows_1m_32f.total_s": ("<=", 300.0), "rows_1m_32f.accuracy_gap": ("<=", 0.01),
+               "rows_1m_32f.server_peak_rss_mb": ("<=", 4096.0)}
+
+
+def _synthetic_logistic(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Correlated Gaussian features (a shared factor), labels drawn from a known logistic model."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=BIG_FEATURES) / np.sqrt(BIG_FEATURES) * 2.0
+    X = rng.normal(size=(rows, BIG_FEATURES)) + 0.5 * rng.normal(size=(rows, 1))
+    p = 1.0 / (1.0 + np.exp(-(0.5 + X @ w)))
+    return X, (rng.random(rows) < p).astype(np.float64)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
+def rows_1m_32f(rows: int) -> dict:
+    """The ``rows_1m_32f`` section: one-pass logistic regression on ``rows`` x 32 through a child server."""
+    from ciphergrad.client.local import local_server_process
+
+    X, y = _synthetic_logistic(rows)
+    with local_server_process() as server:
+        start = time.perf_counter()
+        model = EncryptedLogisticRegression(server=server.address, progress=False, l2=BIG_L2).fit(X, y)
+        total = time.perf_counter() - start
+        peak = _peak_rss_mb(server.pid)
+    accuracy = float(model.score(X, y))
+    exact = float(LogisticRegression(max_iter=1000).fit(X, y).score(X, y))
+    report = model.report_
+    return {
+        "rows": rows, "features": BIG_FEATURES, "total_s": round(total, 1), "accuracy": accuracy,
+        "sklearn_accuracy": exact, "accuracy_gap": round(abs(accuracy - exact), 5),
+        "server_peak_rss_mb": round(peak, 1),
+        "upload_s": round(report.get("upload_seconds", float("nan")), 1),
+        "train_s": round(report.get("train_seconds", float("nan")), 1),
+        "parameters": report.get("parameters"), "executor": "local (child server process)", "l2": BIG_L2,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--rows-1m", type=int, nargs="?", const=1_000_000, default=0, metavar="ROWS",
+                        help="also run the rows_1m_32f section (default 1,000,000 rows; long)")
+    parser.add_argument("--only-rows-1m", action="store_true", help="run the rows_1m_32f section alone")
     args = parser.parse_args(argv)
+    targets = dict(TARGETS)
+    if args.rows_1m:
+        section = rows_1m_32f(args.rows_1m)
+        if args.rows_1m == 1_000_000:
+            targets = BIG_TARGETS if args.only_rows_1m else {**targets, **BIG_TARGETS}
+        elif args.only_rows_1m:
+            targets = {}
+        if args.only_rows_1m:
+            result = {"rows_1m_32f": section}
+            if finish(result, targets, args.json):
+                sys.exit(1)
+            return result
 
     data = load_breast_cancer()
     Xtr, Xte, ytr, yte = standardized_split(data.data, data.target, 0)
     result: dict = {"rows": len(Xtr), "features": Xtr.shape[1]}
+    if args.rows_1m:
+        result["rows_1m_32f"] = section
     with local_server() as address:
         _fit(address, Xtr[:50], ytr[:50])  # warm-up: imports and the server's first session
         quadratic, quadratic_total = _fit(address, Xtr, ytr)
         per_row, per_row_total = _fit(address, Xtr, ytr, standardize=False, **PER_ROW)
+        sweep = {}
+        for k in (0, 1, 3, 5):
+            refined, _ = _fit(address, Xtr, ytr, refine_steps=k, **REFINED)
+            sweep[k] = {"accuracy": float(refined.score(Xte, yte)),
+                        "train_s": round(refined.report_["train_seconds"], 3)}
         for name, loader in (("digits", load_digits), ("wine", load_wine)):
             result.update(_multiclass(address, name, loader))
     exact = LogisticRegression(max_iter=10_000).fit(Xtr, ytr)
@@ -80,11 +166,17 @@ def main(argv: list[str] | None = None) -> dict:
         perrow_total_s=round(per_row_total, 3),
         perrow_refreshes=per_row.report_["refreshes"],
         sklearn_accuracy=float(exact.score(Xte, yte)),
+        refined_accuracy=sweep[REFINE_STEPS]["accuracy"],
+        refined_train_s=sweep[REFINE_STEPS]["train_s"],
+        refined_steps=REFINE_STEPS,
+        refine_sweep={str(k): v for k, v in sweep.items()},
+        refined_accuracy_margin=round(sweep[REFINE_STEPS]["accuracy"] - (float(per_row.score(Xte, yte)) - 0.005), 4),
+        refined_time_ratio=round(sweep[REFINE_STEPS]["train_s"] / per_row.report_["train_seconds"], 3),
         train_speedup=round(per_row.report_["train_seconds"] / quadratic.report_["train_seconds"], 2),
         quadratic_config=quadratic.config_.to_dict(),
         perrow_config=per_row.config_.to_dict(),
     )
-    if finish(result, TARGETS, args.json):
+    if finish(result, targets, args.json):
         sys.exit(1)
     return result
 

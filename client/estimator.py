@@ -106,6 +106,10 @@ class EncryptedLogisticRegression(ClassifierMixin, EncryptedGradientDescent):
     degree, bound
         The sigmoid polynomial's degree ("gd") and the logit range of the polynomial approximations (None:
         4 for "quadratic", 8 and up with the feature count for "gd").
+    refine_steps
+        "quadratic", two classes: after the one-pass solution take this many per-row steps preconditioned by
+        ``(X^T X / 4n + l2 I')^-1`` (Böhning's fixed Hessian bound; ``core.refine``), with the sigmoid
+        polynomial of ``degree`` on ``[-bound, bound]`` (None: 8 and up, as "gd"). 0 (default): none.
 
     After ``fit``: ``coef_``, ``intercept_``, ``classes_``, ``config_``, ``history_`` ("gd": per-epoch Brier
     score of the polynomial probabilities) and ``report_``. ``score`` is the accuracy.
@@ -131,6 +135,7 @@ class EncryptedLogisticRegression(ClassifierMixin, EncryptedGradientDescent):
         momentum: float = 0.0,
         degree: int = 3,
         bound: float | None = None,
+        refine_steps: int = 0,
         standardize: bool = True,
         fit_intercept: bool = True,
         shuffles: int = 4,
@@ -141,6 +146,7 @@ class EncryptedLogisticRegression(ClassifierMixin, EncryptedGradientDescent):
         self.server, self.tls, self.solver, self.learning_rate = server, tls, solver, learning_rate
         self.epochs, self.l2, self.batch_size, self.momentum = epochs, l2, batch_size, momentum
         self.degree, self.bound, self.standardize, self.fit_intercept = degree, bound, standardize, fit_intercept
+        self.refine_steps = refine_steps
         self.shuffles, self.params, self.progress = shuffles, params, progress
         self.keep_session = keep_session
 

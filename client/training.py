@@ -16,7 +16,7 @@ from google.protobuf import json_format
 
 from ciphergrad.client.pools import PoolRelease
 from ciphergrad.client.session import Connection
-from ciphergrad.core import algorithms
+from ciphergrad.core import algorithms, refine
 from ciphergrad.core.convergence import DivergenceError, LossWatch, check_magnitude
 from ciphergrad.core.gram import (
     GramStatistics,
@@ -45,6 +45,9 @@ def training_layout(shape: tuple[int, int], slots: int, config: Any) -> tuple[Ti
     costs less (``core.gram.one_pass_tile``), column packing for "gram" (and for statistics standardized on
     the server), each with the Gram steps; row packing for gradient descent."""
     solver = getattr(config, "solver", "gd")
+    if getattr(config, "refine_steps", 0):  # core.refine: the pass and the per-row steps on one row-packed table
+        tile = choose_tile(shape, slots, "rows")
+        return tile, rotation_steps(weight_period(shape[1], tile), slots)
     if solver in EXACT_SOLVERS and getattr(config, "standardization", None) is None:
         tile = one_pass_tile(shape, slots)  # rows for small tables, columns for large (core.gram.pass_cost)
         return tile, rotation_steps(weight_period(shape[1], tile), slots)
@@ -143,6 +146,7 @@ class TrainingCalls(Connection):
                 on_refresh: Callable[[np.ndarray], None] | None) -> None:
         """Answer the Train stream's events into ``run`` until the result arrives."""
         holder = self._holder()
+        kept: dict[str, np.ndarray] = {}  # refinement: the preconditioner this key holder computed (core.refine)
         for response in responses:
             kind = response.WhichOneof("event")
             if kind == "job":
@@ -162,13 +166,13 @@ class TrainingCalls(Connection):
                     on_epoch(event.epoch, loss)
             elif kind == "refresh_request":
                 tick = time.perf_counter()
-                reply = self._refresh(response.refresh_request, on_refresh)
+                reply = self._refresh(response.refresh_request, on_refresh, kept)
                 outbox.put(training_service_pb2.TrainRequest(refresh_reply=reply))
                 run.refreshes += 1
                 run.refresh_seconds += time.perf_counter() - tick
             elif kind == "normal_system":
                 tick = time.perf_counter()
-                solution = self._solve_normal(response.normal_system)
+                solution = self._solve_normal(response.normal_system, kept)
                 outbox.put(training_service_pb2.TrainRequest(normal_solution=solution))
                 run.refresh_seconds += time.perf_counter() - tick
             elif kind == "pool_release":
@@ -181,7 +185,8 @@ class TrainingCalls(Connection):
                 self.transfer.add("received", "model", response.result.model.ByteSize())
 
     def _refresh(
-        self, request: training_service_pb2.RefreshRequest, observe: Callable[[np.ndarray], None] | None
+        self, request: training_service_pb2.RefreshRequest, observe: Callable[[np.ndarray], None] | None,
+        kept: dict[str, np.ndarray] | None = None,
     ) -> training_service_pb2.RefreshReply:
         holder = self._holder()
         masked = self._matrix(request.masked)
@@ -191,12 +196,21 @@ class TrainingCalls(Connection):
                         "the weights are leaving the range CKKS holds; lower learning_rate or scale the data")
         if observe:
             observe(values)
+        if request.precondition:
+            if not kept or "preconditioner" not in kept:
+                raise ValueError(
+                    "the server asks for a preconditioned refresh, but this process did not answer the job's "
+                    "normal_system round trip (refine_steps jobs resume only in the process that started them): "
+                    "start the job again"
+                )
+            values = refine.apply(kept["preconditioner"], values, holder.params.max_abs_value)
         fresh = codec.matrix_to_proto(holder.encrypt(values, tile=masked.tile))
         self.transfer.add("received", "refreshes", request.ByteSize())
         self.transfer.add("sent", "refreshes", fresh.ByteSize())
         return training_service_pb2.RefreshReply(refresh_id=request.refresh_id, refreshed=fresh)
 
-    def _solve_normal(self, request: training_service_pb2.NormalSystemRequest) -> training_service_pb2.NormalSolution:
+    def _solve_normal(self, request: training_service_pb2.NormalSystemRequest,
+                      kept: dict[str, np.ndarray] | None = None) -> training_service_pb2.NormalSolution:
         """solver='normal': decrypt the aggregates, solve, answer with a FRESH encryption (never a plaintext)."""
         holder = self._holder()
         system = GramStatistics(
@@ -207,11 +221,27 @@ class TrainingCalls(Connection):
         if request.HasField("right_hand_side"):
             spec = request.right_hand_side
             rhs = RightHandSide(spec.target_scale, spec.ones_scale, spec.ones_column, max(spec.targets, 1))
+        if request.HasField("preconditioner"):
+            return self._solve_refined(request, system, rhs or RightHandSide(), kept if kept is not None else {})
         weights = solve_normal(holder, system, rhs)[None, :]
         fresh = codec.matrix_to_proto(holder.encrypt(weights, tile=system.column.tile))
         self.transfer.add("received", "normal system", request.ByteSize())
         self.transfer.add("sent", "normal solution", fresh.ByteSize())
         return training_service_pb2.NormalSolution(request_id=request.request_id, weights=fresh)
+
+    def _solve_refined(self, request: training_service_pb2.NormalSystemRequest, system: GramStatistics,
+                       rhs: RightHandSide, kept: dict[str, np.ndarray]) -> training_service_pb2.NormalSolution:
+        """Refinement (core.refine): the warm start and P's rows, fresh encryptions; P stays here for the steps."""
+        spec = request.preconditioner
+        pre = refine.Preconditioner(spec.system_ridge, spec.l2, spec.intercept_column, spec.weight_scale,
+                                    Tile(spec.tile_rows, spec.tile_cols))
+        _, kept["preconditioner"], start, rows = refine.answer(self._holder(), system, rhs, pre)
+        solution = training_service_pb2.NormalSolution(request_id=request.request_id,
+                                                       weights=codec.matrix_to_proto(start))
+        solution.preconditioner.extend(codec.matrix_to_proto(row) for row in rows)
+        self.transfer.add("received", "normal system", request.ByteSize())
+        self.transfer.add("sent", "normal solution", solution.ByteSize())
+        return solution
 
     def _solve_release(self, request: training_service_pb2.PoolReleaseRequest,
                        job: training_service_pb2.Job | None) -> training_service_pb2.NormalSolution:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ciphergrad.core import gram_training, linear, logistic, quadratic
+from ciphergrad.core import gram_training, linear, logistic, quadratic, refine
 from ciphergrad.core.errors import ParameterError
 from ciphergrad.core.training import GradientDescentConfig, GradientTrainer
 
@@ -39,11 +39,11 @@ class Algorithm:
 
     def trainer_for(self, config: GradientDescentConfig) -> type[GradientTrainer]:
         """The trainer class that runs ``config``."""
-        return self.solvers.get(getattr(config, "solver", ""), self.trainer)
+        return self.solvers.get(solver_key(config), self.trainer)
 
     def twin_for(self, config: GradientDescentConfig) -> Callable[..., Any]:
         """The plaintext twin of ``trainer_for(config)``: ``twin(X, y, config)``."""
-        return self.twins.get(getattr(config, "solver", ""), self.twin)
+        return self.twins.get(solver_key(config), self.twin)
 
     def service_config(self, values: Mapping[str, Any]) -> GradientDescentConfig:
         """The config a service job runs for these hyperparameters: ``solver``, when the algorithm has
@@ -59,6 +59,12 @@ class Algorithm:
     def config_fields(self) -> tuple[str, ...]:
         """The hyperparameters, in declaration order (``intercept_column`` included)."""
         return tuple(f.name for f in fields(self.config))
+
+
+def solver_key(config: Any) -> str:
+    """The ``solvers``/``twins`` key of ``config``: its solver, ``"<solver>+refine"`` with ``refine_steps``."""
+    solver = getattr(config, "solver", "")
+    return f"{solver}+refine" if getattr(config, "refine_steps", 0) else solver
 
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -84,8 +90,8 @@ ALGORITHMS: dict[str, Algorithm] = {
             logistic.fit_torch,
             logistic.decode_model,
             logistic.LEVELS_PER_STEP,
-            solvers={"quadratic": quadratic.QuadraticSolver},
-            twins={"quadratic": quadratic.fit_torch_quadratic},
+            solvers={"quadratic": quadratic.QuadraticSolver, "quadratic+refine": refine.RefinedSolver},
+            twins={"quadratic": quadratic.fit_torch_quadratic, "quadratic+refine": refine.fit_torch_refined},
         ),
     )
 }

@@ -81,6 +81,9 @@ class LogisticRegressionConfig(GradientDescentConfig):
     # K > 2 ("quadratic" only): one-vs-rest on one shared X^T X. The table's last K - 1 feature columns are
     # the 0/1 indicators of classes 0..K-2 and y that of class K-1; the model is K blocks of weights.
     classes: int = 2
+    # "quadratic" only: warm-start the per-row trainer from the one-pass solution and take this many steps
+    # preconditioned by (X^T X / 4n + l2 I')^-1 (core.refine). 0: the one-pass solution as it is.
+    refine_steps: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,6 +104,24 @@ class LogisticRegressionConfig(GradientDescentConfig):
             raise ParameterError(
                 f"solver='quadratic' works on the whole table, so batch_size={self.batch_size} does not fit: use "
                 "solver='gd' for minibatches, or batch_size=None"
+            )
+
+        if self.refine_steps < 0:
+            raise ParameterError(f"refine_steps={self.refine_steps} must be 0 (no refinement) or more")
+        if self.refine_steps and self.solver != "quadratic":
+            raise ParameterError(
+                f"refine_steps={self.refine_steps} refines the one-pass solution: it needs solver='quadratic' "
+                f"(valid: solver='quadratic' with refine_steps >= 0, solver={self.solver!r} with refine_steps=0)"
+            )
+        if self.refine_steps and self.classes > 2:
+            raise ParameterError(
+                f"refine_steps={self.refine_steps} refines a binary model; classes={self.classes} trains "
+                "one-vs-rest from one pass: set refine_steps=0"
+            )
+        if self.refine_steps and not self.l2 > 0:
+            raise ParameterError(
+                f"refine_steps={self.refine_steps} needs l2 > 0 (e.g. the default 0.1): the preconditioner "
+                f"(X^T X / 4n + l2 I')^-1 and the refresh mask's range depend on it; got l2={self.l2}"
             )
 
     def polynomial(self, features: int) -> Polynomial:

@@ -37,6 +37,8 @@ _FLAG_HELP = {
     "gd (per row); logistic: quadratic (default: one pass, one round trip) or gd (per row)",
     "degree": "logistic gd: degree of the sigmoid polynomial (3, 5 or 7)",
     "bound": "logistic: logit range of the polynomial approximations",
+    "refine_steps": "logistic quadratic: per-row steps preconditioned by (X^T X / 4n + l2 I')^-1 after the "
+    "one-pass solution (default: 0)",
     "l2": "ridge penalty on the mean loss (default: 0 for linear, 0.1 for logistic)",
 }
 _MODELS = {"linear": EncryptedLinearRegression, "logistic": EncryptedLogisticRegression}

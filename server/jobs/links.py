@@ -26,6 +26,7 @@ import grpc
 
 from ciphergrad.core.gram import GramStatistics, RightHandSide
 from ciphergrad.core.layout import Tile
+from ciphergrad.core.refine import Preconditioner
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.server.rpc import validation
 from ciphergrad.server.rpc.errors import ServiceError, invalid
@@ -114,8 +115,16 @@ class StreamRefresh:
         self._next_id = 0
 
     def __call__(self, masked: EncryptedMatrix) -> EncryptedMatrix:
+        return self._refresh(masked, False)
+
+    def precondition(self, masked: EncryptedMatrix) -> EncryptedMatrix:
+        """Refinement (``core.refine``): a fresh encryption of ``P`` times the masked row."""
+        return self._refresh(masked, True)
+
+    def _refresh(self, masked: EncryptedMatrix, precondition: bool) -> EncryptedMatrix:
         self._next_id += 1
-        request = pb.RefreshRequest(refresh_id=self._next_id, masked=codec.matrix_to_proto(masked))
+        request = pb.RefreshRequest(refresh_id=self._next_id, masked=codec.matrix_to_proto(masked),
+                                    precondition=precondition)
         reply = self._round_trip(pb.TrainResponse(refresh_request=request), pb.RefreshReply)
         if reply.refresh_id != self._next_id:
             raise invalid(f"refresh_reply answers request {reply.refresh_id}; expected {self._next_id}")
@@ -125,6 +134,21 @@ class StreamRefresh:
         return fresh
 
     def solve_normal(self, system: GramStatistics, rhs: RightHandSide | None = None) -> EncryptedMatrix:
+        reply = self._solve(system, rhs, None)
+        return validation.inbound(codec.matrix_from_proto(self.engine, reply.weights), "the solved weights")
+
+    def solve_refined(self, system: GramStatistics, rhs: RightHandSide,
+                      spec: Preconditioner) -> tuple[EncryptedMatrix, list[EncryptedMatrix]]:
+        """Refinement: the warm start and ``Enc(P)``'s rows, fresh encryptions in ``spec.tile``."""
+        reply = self._solve(system, rhs, spec)
+        rows = [validation.inbound(codec.matrix_from_proto(self.engine, row), "a preconditioner row")
+                for row in reply.preconditioner]
+        if len(rows) != system.features:
+            raise invalid(f"normal_solution.preconditioner has {len(rows)} rows; expected {system.features} "
+                          "(a client too old for refine_steps?)")
+        return validation.inbound(codec.matrix_from_proto(self.engine, reply.weights), "the solved weights"), rows
+
+    def _solve(self, system: GramStatistics, rhs: RightHandSide | None, spec: Preconditioner | None) -> Any:
         self._next_id += 1
         request = pb.NormalSystemRequest(
             request_id=self._next_id,
@@ -139,12 +163,16 @@ class StreamRefresh:
                 pb.RightHandSide(target_scale=rhs.target_scale, ones_scale=rhs.ones_scale,
                                  ones_column=rhs.ones_column, targets=rhs.targets)
             )
+        if spec is not None:
+            request.preconditioner.CopyFrom(pb.Preconditioner(
+                system_ridge=spec.system_ridge, l2=spec.l2, intercept_column=spec.intercept_column,
+                weight_scale=spec.weight_scale, tile_rows=spec.tile.rows, tile_cols=spec.tile.cols))
         reply = self._round_trip(pb.TrainResponse(normal_system=request), pb.NormalSolution)
         if reply.request_id != self._next_id:
             raise invalid(f"normal_solution answers request {reply.request_id}; expected {self._next_id}")
         if not codec.has_matrix(reply.weights):
             raise invalid("normal_solution.weights is empty: send a fresh encryption of the solved weights")
-        return validation.inbound(codec.matrix_from_proto(self.engine, reply.weights), "the solved weights")
+        return reply
 
     def solve_release(self, release: pool_pb.PoolRelease, shape: tuple[int, int], tile: Tile) -> EncryptedMatrix:
         """A pool job's one exchange: the sealed release out, a fresh encryption of the weights back."""

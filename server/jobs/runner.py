@@ -126,6 +126,10 @@ class JobRunner:
             if problem:  # the default solver, not one the user named: data uploaded for gradient descent
                 config = dataclasses.replace(config, solver="gd")
                 trainer_type = algorithm.trainer_for(config)
+        if getattr(trainer_type, "needs_pass", False) and not isinstance(dataset, PoolView):
+            problem = streaming_problem(dataset, config.solver)
+            if problem:  # refinement runs the one-pass solve first, on the table it then steps over
+                raise invalid(problem.replace("or use solver='gd'", "or use refine_steps=0 / solver='gd'"))
         epochs_of = getattr(trainer_type, "epochs_of", None)
         now = time.time()
         job = JobRecord(
@@ -277,6 +281,8 @@ class JobRunner:
             return False
         if getattr(trainer_type, "streams_rows", False):
             return True
+        if not getattr(trainer_type, "shardable", True):  # e.g. refinement: its pass and steps run here
+            return False
         full_batch = getattr(config, "batch_size", None) is None and not dataset.shuffle_count
         return issubclass(trainer_type, GradientTrainer) and full_batch
 

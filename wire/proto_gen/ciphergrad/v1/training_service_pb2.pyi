@@ -58,12 +58,14 @@ class RefreshReply(_message.Message):
     def __init__(self, refresh_id: _Optional[int] = ..., refreshed: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ...) -> None: ...
 
 class NormalSolution(_message.Message):
-    __slots__ = ("request_id", "weights")
+    __slots__ = ("request_id", "weights", "preconditioner")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    PRECONDITIONER_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     weights: _types_pb2.EncryptedMatrix
-    def __init__(self, request_id: _Optional[int] = ..., weights: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ...) -> None: ...
+    preconditioner: _containers.RepeatedCompositeFieldContainer[_types_pb2.EncryptedMatrix]
+    def __init__(self, request_id: _Optional[int] = ..., weights: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., preconditioner: _Optional[_Iterable[_Union[_types_pb2.EncryptedMatrix, _Mapping]]] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
     __slots__ = ("start", "attach", "refresh_reply", "normal_solution")
@@ -131,12 +133,14 @@ class EpochProgress(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., loss: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., refreshes: _Optional[int] = ..., seconds: _Optional[float] = ..., operation_counts: _Optional[_Mapping[str, int]] = ..., loss_scale: _Optional[float] = ...) -> None: ...
 
 class RefreshRequest(_message.Message):
-    __slots__ = ("refresh_id", "masked")
+    __slots__ = ("refresh_id", "masked", "precondition")
     REFRESH_ID_FIELD_NUMBER: _ClassVar[int]
     MASKED_FIELD_NUMBER: _ClassVar[int]
+    PRECONDITION_FIELD_NUMBER: _ClassVar[int]
     refresh_id: int
     masked: _types_pb2.EncryptedMatrix
-    def __init__(self, refresh_id: _Optional[int] = ..., masked: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ...) -> None: ...
+    precondition: bool
+    def __init__(self, refresh_id: _Optional[int] = ..., masked: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., precondition: _Optional[bool] = ...) -> None: ...
 
 class PoolReleaseRequest(_message.Message):
     __slots__ = ("request_id", "release", "weight_tile_rows", "weight_tile_cols")
@@ -151,7 +155,7 @@ class PoolReleaseRequest(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., release: _Optional[_Union[_pool_service_pb2.PoolRelease, _Mapping]] = ..., weight_tile_rows: _Optional[int] = ..., weight_tile_cols: _Optional[int] = ...) -> None: ...
 
 class NormalSystemRequest(_message.Message):
-    __slots__ = ("request_id", "gram_diagonals", "gram_column", "rows", "features", "factor", "right_hand_side")
+    __slots__ = ("request_id", "gram_diagonals", "gram_column", "rows", "features", "factor", "right_hand_side", "preconditioner")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     GRAM_DIAGONALS_FIELD_NUMBER: _ClassVar[int]
     GRAM_COLUMN_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +163,7 @@ class NormalSystemRequest(_message.Message):
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     FACTOR_FIELD_NUMBER: _ClassVar[int]
     RIGHT_HAND_SIDE_FIELD_NUMBER: _ClassVar[int]
+    PRECONDITIONER_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     gram_diagonals: _types_pb2.EncryptedMatrix
     gram_column: _types_pb2.EncryptedMatrix
@@ -166,7 +171,24 @@ class NormalSystemRequest(_message.Message):
     features: int
     factor: float
     right_hand_side: RightHandSide
-    def __init__(self, request_id: _Optional[int] = ..., gram_diagonals: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., gram_column: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., rows: _Optional[int] = ..., features: _Optional[int] = ..., factor: _Optional[float] = ..., right_hand_side: _Optional[_Union[RightHandSide, _Mapping]] = ...) -> None: ...
+    preconditioner: Preconditioner
+    def __init__(self, request_id: _Optional[int] = ..., gram_diagonals: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., gram_column: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., rows: _Optional[int] = ..., features: _Optional[int] = ..., factor: _Optional[float] = ..., right_hand_side: _Optional[_Union[RightHandSide, _Mapping]] = ..., preconditioner: _Optional[_Union[Preconditioner, _Mapping]] = ...) -> None: ...
+
+class Preconditioner(_message.Message):
+    __slots__ = ("system_ridge", "l2", "intercept_column", "weight_scale", "tile_rows", "tile_cols")
+    SYSTEM_RIDGE_FIELD_NUMBER: _ClassVar[int]
+    L2_FIELD_NUMBER: _ClassVar[int]
+    INTERCEPT_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_SCALE_FIELD_NUMBER: _ClassVar[int]
+    TILE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    TILE_COLS_FIELD_NUMBER: _ClassVar[int]
+    system_ridge: float
+    l2: float
+    intercept_column: int
+    weight_scale: float
+    tile_rows: int
+    tile_cols: int
+    def __init__(self, system_ridge: _Optional[float] = ..., l2: _Optional[float] = ..., intercept_column: _Optional[int] = ..., weight_scale: _Optional[float] = ..., tile_rows: _Optional[int] = ..., tile_cols: _Optional[int] = ...) -> None: ...
 
 class RightHandSide(_message.Message):
     __slots__ = ("target_scale", "ones_scale", "ones_column", "targets")
