@@ -118,6 +118,7 @@ def test_encrypted_refinement_matches_twin(engine, enc, kh, cancer):
     assert solver.metadata()["refine_steps"] == 2
 
 
+@pytest.mark.slow  # a server, keys and a fit: about 11 s
 def test_service_refines_and_refuses_bad_combinations(tmp_path, cancer):
     """Through a server: the estimator's refined weights match the twin (same 1e-3 as above); refine_steps with
     solver='gd' is INVALID_ARGUMENT naming the valid choice."""
