@@ -71,7 +71,8 @@ class CipherGradServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         # First: a bad --ray-address fails here (ExecutionError naming it) before anything is opened.
-        self.executor = open_executor(config.executor, config.ray_address, config.ray_num_cpus)
+        self.executor = open_executor(config.executor, config.ray_address, config.ray_num_cpus,
+                                      blocks=config.ray_blocks, object_store_mb=config.ray_object_store_mb)
         self.store = Store(config.data_dir)
         self.metrics = Metrics(self.store.job_counts)
         self.engines = EngineCache(self.store, track=self.metrics.track)
@@ -158,7 +159,7 @@ class CipherGradServer:
             log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
         log.info("ciphergrad server listening on %s, data in %s, executor %s", self.address, self.config.data_dir,
                  self.config.executor if self.config.executor == "local" else
-                 f"ray at {self.config.ray_address or 'a local Ray'}")
+                 f"ray at {self.config.ray_address or 'a local Ray'}, blocks by {self.config.ray_blocks}")
         return self
 
     async def _start(self) -> None:

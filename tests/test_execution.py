@@ -174,6 +174,26 @@ def test_predict_and_describe_fan_out_agree(engine, enc, dec, public_context, am
     assert np.max(np.abs(results["ray"][2] - X.var(axis=0))) < 1e-4
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
+def test_path_mode_equals_object_store_mode(engine, enc, dec, public_context, ames, refresh, ray_executor, tmp_path):
+    """``--ray-blocks path``: workers read the same blocks from the (here shared) disk; same weights."""
+    X, y = ames
+    Xe = enc(X)
+    table = store(tmp_path, public_context, Xe, enc(y, tile=Xe.tile))
+    config = LinearRegressionConfig(learning_rate=0.5, epochs=2)
+    weights = {}
+    saved = ray_executor.feeder, ray_executor.contexts, ray_executor.blocks
+    for mode in ("object-store", "path"):
+        ray_executor.feeder = ray_shards.BlockFeeder(mode, saved[0].budget)
+        ray_executor.contexts, ray_executor.blocks = ray_shards.ContextRefs(mode), mode
+        try:
+            with ray_executor.shards(table, engine) as shards:
+                weights[mode] = train(LinearTrainer(engine, None, None, config, refresh, shards=shards), dec)
+        finally:
+            ray_executor.feeder, ray_executor.contexts, ray_executor.blocks = saved
+    assert np.max(np.abs(weights["path"] - weights["object-store"])) < 1e-6
+
+
 def test_an_address_where_nothing_answers_is_a_clear_error() -> None:
     with pytest.raises(ExecutionError, match=r"127\.0\.0\.1:9"):
         ray_shards.RayExecutor("127.0.0.1:9", connect_timeout=2)

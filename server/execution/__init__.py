@@ -1,7 +1,8 @@
 """Where a job's homomorphic work runs: in this process (``local``) or in Ray workers (``ray_shards``).
 
 One small interface, ``Executor``, over a ``StoredTable`` (paths into the blob store or a request's scratch
-directory, never bytes):
+directory, never bytes; the Ray executor reads them in the server and sends their blocks through Ray's object
+store, or with ``--ray-blocks path`` lets its workers read them on a shared disk: ``ray_blocks``):
 
 - ``shards(table, engine)``: a context manager giving the ``core.shards.ShardSource`` that a
   ``GradientTrainer(engine, None, None, config, refresh, shards=...)`` runs full-batch steps on. Ray: the
@@ -90,9 +91,11 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def open_executor(kind: str, address: str = "", num_cpus: int | None = None) -> Executor:
+def open_executor(kind: str, address: str = "", num_cpus: int | None = None, *, blocks: str = "object-store",
+                  object_store_mb: float = 256) -> Executor:
     """The executor the server's settings name: ``local``, or ``ray`` at ``address`` (empty: a local Ray on
-    ``num_cpus`` cores). Ray is imported only here, so the local executor needs no ``ray`` extra."""
+    ``num_cpus`` cores) with blocks sent through the object store (within ``object_store_mb``) or by path
+    (``blocks``, see ``ray_blocks``). Ray is imported only here, so the local executor needs no ``ray`` extra."""
     if kind == "local":
         from ciphergrad.server.execution.local import LocalExecutor
 
@@ -105,7 +108,7 @@ def open_executor(kind: str, address: str = "", num_cpus: int | None = None) -> 
         raise ExecutionError(
             f"--executor ray needs the ray extra (pip install 'ciphergrad[ray]'): {exc}"
         ) from exc
-    return RayExecutor(address or None, num_cpus=num_cpus)
+    return RayExecutor(address or None, num_cpus=num_cpus, blocks=blocks, object_store_mb=object_store_mb)
 
 
 def apply(executor: Executor, context: Path, batch: MatrixSource, function: BlockFunction, engine: Engine,

@@ -5,15 +5,17 @@
   loaded (LRU), so a session's context is loaded once per worker, not once per job, and no job pays for
   starting a worker process.
 - Training (``shards``): the job's row blocks (``core.shards.block_ranges``) go to the least busy workers,
-  one range each, read from the blob store once per job (paths travel, not bytes: every node must see the
-  data directory, e.g. a shared volume), with their pre-scaled copies prepared once per job; per step each
+  one range each, read from the blob store once per job and sent through Ray's object store (by default;
+  within a memory budget, in pieces past it; or, with ``blocks="path"``, read by the workers from a data
+  directory every node mounts: ``ray_blocks``), with their pre-scaled copies prepared once per job; per step each
   returns its pending sums. A table is split only into shards of ``min_shard_rows`` rows or more: a small
   table's fan-out costs more in round trips and driver work than it saves, and jobs running at once already
   keep the workers busy. The step's weights go into the object store once (``ray.put``) and every shard reads
   that one object. A refresh a step asks for mid-way (the logistic logit) is stacked over shards, refreshed
   once by the driver's ``refresh`` (the key holder's masked round trip) and split back.
 - Fan-out (``map_blocks``, ``column_sums``, ``gram_partial``): one call per range of row blocks on the pool's
-  workers; whole-matrix operands given as bytes go into the object store once per call.
+  workers (one per piece past the budget; the Gram pass adds its pieces up on the worker); whole-matrix
+  operands go into the object store once per call.
 
 Every ``ray.get`` has a timeout. A dead worker or a cluster that goes away raises ``ExecutionError`` naming
 the address and what was running (the pool then replaces dead workers before the next job); an address where
@@ -58,6 +60,7 @@ from ciphergrad.server.execution import (
     StoredTable,
     rows_function,
 )
+from ciphergrad.server.execution.ray_blocks import BUDGET_MB, BlockFeeder, ContextRefs
 from ciphergrad.server.execution.ray_workers import WorkerPool
 
 MIN_SHARD_ROWS = 1024  # a table is split only into shards of at least this many rows (see RayShards)
@@ -73,11 +76,13 @@ class RayShards:
         self.indices = executor.pool.acquire(len(self.ranges))
         self.actors = [executor.pool.workers[index] for index in self.indices]
         try:
-            args = (str(table.context), str(table.features), str(_targets(table)))
-            self.placement = executor.get(
-                [a.open_shard.remote(key, *args, start, stop)
-                 for a, key, (start, stop) in zip(self.actors, self.keys, self.ranges, strict=True)],
-                "loading the shards")
+            context = executor.contexts.handle(table.context)
+            executor.feeder.feed(
+                [table.features, _targets(table)], self.ranges,
+                lambda index, sources: self.actors[index].load_blocks.remote(self.keys[index], context, *sources),
+                executor.get, "loading the shards", _one_row_last(table))
+            self.placement = executor.get([a.open_shard.remote(key) for a, key in self._shards()],
+                                          "opening the shards")
         except BaseException:
             self.close()
             raise
@@ -125,7 +130,11 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None, shards: int | None = None,
                  min_shard_rows: int = MIN_SHARD_ROWS, contexts: int | None = None, timeout: float = 600.0,
-                 connect_timeout: float = 10.0) -> None:
+                 connect_timeout: float = 10.0, blocks: str = "object-store",
+                 object_store_mb: float = BUDGET_MB) -> None:
+        # Checked first: a bad mode or budget is a configuration error, before any Ray starts.
+        self.feeder = BlockFeeder(blocks, int(object_store_mb * 2**20))
+        self.blocks, self.contexts = blocks, ContextRefs(blocks)
         self.address, self.timeout, self.min_shard_rows = address or "local", timeout, max(1, min_shard_rows)
         if address and address != "auto":
             _check_reachable(address, connect_timeout)
@@ -180,16 +189,25 @@ class RayExecutor:
     def warm(self, context: Path) -> None:
         """Load a session's public context on every worker now (e.g. when the session is created), without
         waiting: the first job of the session then finds it cached."""
+        handle = self.contexts.handle(context)
         for worker in self.pool.workers:
-            worker.warm.remote(str(context))
+            worker.warm.remote(handle)
 
     def gram_partial(self, table: StoredTable, engine: Engine) -> GramPartial:
-        args = (str(table.context), str(table.features), str(_targets(table)))
-        ranges = self.ranges(table)
+        """Each range's pieces added up on its worker (``gram_add``), one partial per worker back."""
+        ranges, context = self.ranges(table), self.contexts.handle(table.context)
         workers = self.pool.least_busy(len(ranges))
-        replies = self.get([w.gram_range.remote(*args, start, stop) for w, (start, stop) in zip(workers, ranges,
-                                                                                             strict=True)],
-                           "the Gram pass")
+        key = uuid.uuid4().hex
+        try:
+            self.feeder.feed([table.features, _targets(table)], ranges,
+                             lambda index, sources: workers[index].gram_add.remote(f"{key}-{index}", context, *sources),
+                             self.get, "the Gram pass", _one_row_last(table))
+            replies = self.get([w.gram_take.remote(f"{key}-{index}") for index, w in enumerate(workers)],
+                               "the Gram pass")
+        except BaseException:
+            for index, worker in enumerate(workers):
+                worker.release.remote(f"{key}-{index}")
+            raise
         _count(engine, [counts for _, counts in replies])
         partials = [GramPartial.from_state(engine, state) for state, _ in replies]
         return functools.reduce(lambda a, b: a + b, partials)
@@ -210,10 +228,11 @@ class RayExecutor:
                     operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> Iterator[EncryptedMatrix]:
         """``function`` of each batch whole, on the pool's workers in turn with up to one batch per worker in
         flight (the next batches are read from ``batches`` meanwhile), yielded in input order."""
-        whole, workers = _sources(operands), itertools.cycle(self.pool.least_busy(len(self.pool)))
+        handle, whole = self.contexts.handle(context), self._sources(operands)
+        workers = itertools.cycle(self.pool.least_busy(len(self.pool)))
         in_flight: collections.deque[Any] = collections.deque()
         for batch in batches:
-            in_flight.append(next(workers).map_range.remote(str(context), [_source(batch)], 0, None, function, whole))
+            in_flight.append(next(workers).map_range.remote(handle, [self._source(batch)], function, whole))
             if len(in_flight) >= len(self.pool):
                 yield self._result(in_flight.popleft(), engine)
         while in_flight:
@@ -226,30 +245,33 @@ class RayExecutor:
 
     def _map(self, table: StoredTable, function: BlockFunction, engine: Engine, with_targets: bool,
              operands: Mapping[str, MatrixSource], what: str) -> list[EncryptedMatrix]:
-        sources = [str(table.features)] + ([str(_targets(table))] if with_targets else [])
-        ranges, whole = self.ranges(table), _sources(operands)
+        """``function`` of every piece of every range (a range: one worker's; its pieces, several when the
+        table passes the object-store budget, run there in order), results in row order."""
+        paths = [table.features] + ([_targets(table)] if with_targets else [])
+        ranges, context, whole = self.ranges(table), self.contexts.handle(table.context), self._sources(operands)
         workers = self.pool.least_busy(len(ranges))
-        refs = [w.map_range.remote(str(table.context), sources, start, stop, function, whole)
-                for w, (start, stop) in zip(workers, ranges, strict=True)]
-        replies = self.get(refs, what)
-        _count(engine, [counts for _, counts in replies])
-        return [EncryptedMatrix.from_bytes(engine, data) for data, _ in replies]
+        replies = self.feeder.feed(
+            paths, ranges, lambda index, sources: workers[index].map_range.remote(context, sources, function, whole),
+            self.get, what, _one_row_last(table))
+        flat = [reply for per_range in replies for reply in per_range]
+        _count(engine, [counts for _, counts in flat])
+        return [EncryptedMatrix.from_bytes(engine, data) for data, _ in flat]
+
+    def _source(self, source: MatrixSource) -> Any:
+        """What a worker reads: bytes (a matrix serialized, or a file's contents in object-store mode) through
+        the object store (put once, read by reference), or in path mode a file's path."""
+        if isinstance(source, EncryptedMatrix):
+            source = source.to_bytes()
+        if isinstance(source, bytes):
+            return ray.put(source)
+        return str(source) if self.blocks == "path" else ray.put(Path(source).read_bytes())
+
+    def _sources(self, operands: Mapping[str, MatrixSource]) -> dict[str, Any]:
+        return {name: self._source(source) for name, source in operands.items()}
 
     def close(self) -> None:
         self.pool.shutdown()
         ray.shutdown()
-
-
-def _source(source: MatrixSource) -> Any:
-    """What a worker reads: a path as text, bytes (or a matrix, serialized) through the object store (put
-    once, read by reference)."""
-    if isinstance(source, EncryptedMatrix):
-        source = source.to_bytes()
-    return ray.put(source) if isinstance(source, bytes) else str(source)
-
-
-def _sources(operands: Mapping[str, MatrixSource]) -> dict[str, Any]:
-    return {name: _source(source) for name, source in operands.items()}
 
 
 def _column_sum(*inputs: EncryptedMatrix, function: BlockFunction | None, **operands: EncryptedMatrix
@@ -272,6 +294,10 @@ def _check_reachable(address: str, timeout: float) -> None:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
         raise ExecutionError(f"no Ray cluster answers at {address}: {exc}") from exc
+
+
+def _one_row_last(table: StoredTable) -> bool:
+    return table.rows > 1 and table.rows % table.tile_rows == 1
 
 
 def _targets(table: StoredTable) -> Path:
