@@ -182,15 +182,13 @@ def test_path_mode_equals_object_store_mode(engine, enc, dec, public_context, am
     table = store(tmp_path, public_context, Xe, enc(y, tile=Xe.tile))
     config = LinearRegressionConfig(learning_rate=0.5, epochs=2)
     weights = {}
-    saved = ray_executor.feeder, ray_executor.contexts, ray_executor.blocks
     for mode in ("object-store", "path"):
-        ray_executor.feeder = ray_shards.BlockFeeder(mode, saved[0].budget)
-        ray_executor.contexts, ray_executor.blocks = ray_shards.ContextRefs(mode), mode
+        ray_executor.set_blocks(mode)
         try:
             with ray_executor.shards(table, engine) as shards:
                 weights[mode] = train(LinearTrainer(engine, None, None, config, refresh, shards=shards), dec)
         finally:
-            ray_executor.feeder, ray_executor.contexts, ray_executor.blocks = saved
+            ray_executor.set_blocks("object-store")
     assert np.max(np.abs(weights["path"] - weights["object-store"])) < 1e-6
 
 

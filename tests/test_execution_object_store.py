@@ -95,11 +95,10 @@ def test_the_guard_catches_a_worker_reading_by_path(guarded, table, engine) -> N
     """Control: the same fan-out in path mode makes the workers open the blobs, which the guard refuses."""
     executor, _ = guarded
     before = forbidden_opens(executor)
-    path_mode = ray_shards.BlockFeeder("path", executor.feeder.budget)
-    original, executor.feeder = executor.feeder, path_mode
+    executor.set_blocks("path")
     try:
         with pytest.raises(PermissionError, match=str(Path(table.features).parent)):
             executor.column_sums(table, engine)
     finally:
-        executor.feeder = original
+        executor.set_blocks("object-store")
     assert forbidden_opens(executor) > before

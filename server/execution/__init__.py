@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.gram import GramPartial
@@ -143,3 +143,20 @@ def pooled_gram_partial(executor: Executor, tables: Sequence[StoredTable], engin
     """The Gram statistics' partial sums of several tables with one layout, added (rows add up too)."""
     partials = [executor.gram_partial(table, engine) for table in tables]
     return functools.reduce(operator.add, partials)
+
+
+def pooled_gram_state(executor: Executor, tables: Sequence[StoredTable], engine: Engine,
+                      finish: Callable[[GramPartial], dict[str, Any]]) -> dict[str, Any]:
+    """``finish`` of the tables' summed Gram partial: what a one-pass trainer keeps (``one_pass_state``; the
+    ``core.gram.finalize`` rotations, ~1.5 s on Ames). An executor with ``gram_finish`` (Ray) runs it on a
+    worker, next to the partials, and returns the state with matrices as bytes; else it runs here."""
+    remote = getattr(executor, "gram_finish", None)
+    if remote is not None:
+        return remote(tables, engine, finish)
+    return finish(pooled_gram_partial(executor, tables, engine))
+
+
+def one_pass_state(partial: GramPartial, *, trainer_type: Any, config: Any) -> dict[str, Any]:
+    """The statistics ``trainer_type.from_partial`` derives from ``partial`` (``fixed_state``): a function that
+    ships to a worker; ``trainer_type.resume(engine, None, None, config, refresh, state)`` starts from them."""
+    return trainer_type.from_partial(partial.engine, partial, config, None).fixed_state()

@@ -29,7 +29,7 @@ import functools
 import itertools
 import socket
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -132,9 +132,7 @@ class RayExecutor:
                  min_shard_rows: int = MIN_SHARD_ROWS, contexts: int | None = None, timeout: float = 600.0,
                  connect_timeout: float = 10.0, blocks: str = "object-store",
                  object_store_mb: float = BUDGET_MB) -> None:
-        # Checked first: a bad mode or budget is a configuration error, before any Ray starts.
-        self.feeder = BlockFeeder(blocks, int(object_store_mb * 2**20))
-        self.blocks, self.contexts = blocks, ContextRefs(blocks)
+        self.set_blocks(blocks, object_store_mb)  # first: a bad mode or budget fails before any Ray starts
         self.address, self.timeout, self.min_shard_rows = address or "local", timeout, max(1, min_shard_rows)
         if address and address != "auto":
             _check_reachable(address, connect_timeout)
@@ -146,6 +144,11 @@ class RayExecutor:
         self.max_shards = shards or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.pool = WorkerPool(self.max_shards, **({"contexts": contexts} if contexts else {}))
         self.parallelism = len(self.pool)
+
+    def set_blocks(self, blocks: str, object_store_mb: float | None = None) -> None:
+        """Switch how blocks reach the workers from the next call on (a running job's shards keep theirs)."""
+        budget = self.feeder.budget if object_store_mb is None else int(object_store_mb * 2**20)
+        self.feeder, self.blocks, self.contexts = BlockFeeder(blocks, budget), blocks, ContextRefs(blocks)
 
     def get(self, refs: list[Any], what: str) -> list[Any]:
         try:
@@ -195,6 +198,24 @@ class RayExecutor:
 
     def gram_partial(self, table: StoredTable, engine: Engine) -> GramPartial:
         """Each range's pieces added up on its worker (``gram_add``), one partial per worker back."""
+        replies = self.get(self._gram_states(table), "the Gram pass")
+        _count(engine, [counts for _, counts in replies])
+        partials = [GramPartial.from_state(engine, state) for state, _ in replies]
+        return functools.reduce(lambda a, b: a + b, partials)
+
+    def gram_finish(self, tables: list[StoredTable], engine: Engine,
+                    finish: Callable[[GramPartial], dict[str, Any]]) -> dict[str, Any]:
+        """``finish`` of the tables' summed Gram partial, on a worker: the partials stay in the object store
+        and go to that worker by reference; only ``finish``'s result (matrices as bytes) comes back."""
+        states = [ref for table in tables for ref in self._gram_states(table)]
+        (worker,) = self.pool.least_busy(1)
+        ref = worker.gram_finish.remote(self.contexts.handle(tables[0].context), states, finish)
+        state, counts = self.get([ref], "the Gram statistics")[0]
+        _count(engine, [counts])
+        return state
+
+    def _gram_states(self, table: StoredTable) -> list[Any]:
+        """Refs of each range's ``(GramPartial.to_state(), counts)``, still on the workers' nodes."""
         ranges, context = self.ranges(table), self.contexts.handle(table.context)
         workers = self.pool.least_busy(len(ranges))
         key = uuid.uuid4().hex
@@ -202,15 +223,11 @@ class RayExecutor:
             self.feeder.feed([table.features, _targets(table)], ranges,
                              lambda index, sources: workers[index].gram_add.remote(f"{key}-{index}", context, *sources),
                              self.get, "the Gram pass", _one_row_last(table))
-            replies = self.get([w.gram_take.remote(f"{key}-{index}") for index, w in enumerate(workers)],
-                               "the Gram pass")
         except BaseException:
             for index, worker in enumerate(workers):
                 worker.release.remote(f"{key}-{index}")
             raise
-        _count(engine, [counts for _, counts in replies])
-        partials = [GramPartial.from_state(engine, state) for state, _ in replies]
-        return functools.reduce(lambda a, b: a + b, partials)
+        return [w.gram_take.remote(f"{key}-{index}") for index, w in enumerate(workers)]
 
     def map_blocks(self, table: StoredTable, function: BlockFunction, engine: Engine, *, with_targets: bool = False,
                    operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> EncryptedMatrix:

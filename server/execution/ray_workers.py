@@ -216,6 +216,23 @@ class BlockWorker:
         partial, counts = self.grams.pop(key)
         return partial.to_state(), counts.to_dict()
 
+    def gram_finish(self, context: ContextHandle, states: list[Any], finish: Callable[[GramPartial], dict]
+                    ) -> tuple[dict[str, Any], dict]:
+        """``finish`` of the sum of the ranges' partials (``gram_take`` replies, by reference): e.g. the
+        statistics' rotations (``server.execution.one_pass_state``); matrices in the result as bytes."""
+        engine = self.contexts.engine(context)
+        replies = ray.get(states)
+        for _, counts in replies:
+            _add_counts(engine.counts, OpCounts(**counts))
+        partials = [GramPartial.from_state(engine, state) for state, _ in replies]
+        total = partials[0]
+        for partial in partials[1:]:
+            total = total + partial
+        state = finish(total)
+        portable = {key: value.to_bytes() if isinstance(value, EncryptedMatrix) else value
+                    for key, value in state.items()}
+        return portable, engine.counts.to_dict()
+
     def forbid_reads(self, directory: str) -> None:
         """From now on, any open of a path under ``directory`` in this worker raises PermissionError and is
         counted (``usage()['forbidden_opens']``): proof that the object-store mode needs no shared disk
