@@ -107,7 +107,8 @@ class CipherGradServer:
             interceptors=[Interceptor(self.metrics)],
         )
         session_service_pb2_grpc.add_SessionServiceServicer_to_server(
-            SessionServicer(self.store, self.access, self.engines, self.runner.stop, max_upload, work), self.server
+            SessionServicer(self.store, self.access, self.engines, self.runner.stop, max_upload, work,
+                            self.executor), self.server
         )
         dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
             DatasetServicer(self.store, self.access, self.engines, max_upload, work), self.server

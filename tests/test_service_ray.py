@@ -358,3 +358,29 @@ def test_one_pass_statistics_are_finalized_on_a_worker(ray_server, tmp_path: Pat
     for solver in ("normal", "gram"):
         ray, local_fit = coefficients[f"ray {solver}"], coefficients[f"local {solver}"]
         assert np.max(np.abs(ray - local_fit)) <= 1e-6 * max(1.0, np.max(np.abs(local_fit))), solver
+
+
+def test_contexts_are_checked_on_a_worker_and_a_secret_key_never_leaves(ray_server, monkeypatch) -> None:
+    """CreateSession on Ray: a pool worker loads the context (the server process does not); a secret key is
+    refused in the server before any worker sees it (FAILED_PRECONDITION), garbage by the worker's load."""
+    from ciphergrad.client.sdk import Client, default_parameters
+    from ciphergrad.core import KeyHolder
+    from ciphergrad.core.engine import Engine
+    from ciphergrad.wire.proto_gen.ciphergrad.v1 import session_service_pb2
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the Ray server loaded a context in its own process at CreateSession")
+
+    monkeypatch.setattr(Engine, "from_public_context", refuse)
+    holder = KeyHolder(default_parameters(), rotations=[1])
+    with Client(ray_server.address) as client:
+        for data, code in ((holder._context.serialize(save_secret_key=True), grpc.StatusCode.FAILED_PRECONDITION),
+                           (b"garbage", grpc.StatusCode.INVALID_ARGUMENT), (holder.public_context(), None)):
+            requests = [session_service_pb2.CreateSessionRequest(manifest=session_service_pb2.SessionManifest()),
+                        session_service_pb2.CreateSessionRequest(context_chunk=data)]
+            if code is None:
+                assert client.sessions.CreateSession(iter(requests)).token
+                continue
+            with pytest.raises(grpc.RpcError) as caught:
+                client.sessions.CreateSession(iter(requests))
+            assert caught.value.code() == code, caught.value.details()

@@ -16,6 +16,9 @@ store, or with ``--ray-blocks path`` lets its workers read them on a shared disk
 - ``apply(executor, context, batch, ...)``: ``map_batches`` of one batch (a servicer's per-batch body; the
   server's request streams keep ``parallelism`` such calls in flight, ``server.rpc.work.Work.ordered``).
 - ``warm(context)``: load a session's public context where the work will run, ahead of its first job.
+- ``inspect_context(context, final)``: load a received public context where the work runs (refusing a
+  secret key or garbage, as ``Engine.from_public_context``) and return its parameters; Ray keeps it loaded
+  on that worker under the path it will be ``final``-ly stored at.
 - ``column_sums(table, engine, squares, ...)``: ``X.sum(axis=0)`` (of ``X * X``, or of any row-local
   ``function`` of the rows), added up over ranges (Describe's means and variances come from these,
   ``core.stats.*_from_sums``; Metrics' sums of squared residuals and of targets likewise).
@@ -46,6 +49,7 @@ from typing import Any, Protocol
 
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.gram import GramPartial
+from ciphergrad.core.params import CKKSParameters
 from ciphergrad.core.shards import PooledShards, ShardSource
 from ciphergrad.core.tensor import EncryptedMatrix
 
@@ -87,6 +91,8 @@ class Executor(Protocol):
                     operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> Iterator[EncryptedMatrix]: ...
 
     def warm(self, context: Path) -> None: ...
+
+    def inspect_context(self, context: Path, final: Path | None = None) -> CKKSParameters: ...
 
     def close(self) -> None: ...
 

@@ -54,11 +54,13 @@ class ContextRefs:
         self._refs: collections.OrderedDict[tuple[str, int, int], Any] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def handle(self, context: Path) -> Any:
+    def handle(self, context: Path, final: Path | None = None) -> Any:
+        """``final``: the path the file will be renamed to (same size and mtime), which names it in object-store
+        mode, so that a context checked before it is stored is the one its session's calls find cached."""
         if self.mode == "path":
             return str(context)
         stat = os.stat(context)
-        key = (str(context), stat.st_size, stat.st_mtime_ns)
+        key = (str(final or context), stat.st_size, stat.st_mtime_ns)
         with self._lock:
             if key in self._refs:
                 self._refs.move_to_end(key)

@@ -37,9 +37,12 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
+from ciphergrad.core.context_bytes import carries_secret_key
 from ciphergrad.core.engine import Engine, OpCounts
+from ciphergrad.core.errors import SecretKeyError
 from ciphergrad.core.gram import GramPartial
 from ciphergrad.core.layout import Tile
+from ciphergrad.core.params import CKKSParameters
 from ciphergrad.core.refresh import Refresh
 from ciphergrad.core.shards import (
     RowStep,
@@ -195,6 +198,16 @@ class RayExecutor:
         handle = self.contexts.handle(context)
         for worker in self.pool.workers:
             worker.warm.remote(handle)
+
+    def inspect_context(self, context: Path, final: Path | None = None) -> CKKSParameters:
+        """Load a received context on one worker (which keeps it, cached under ``final``'s path: the session's
+        first job there finds it) and return its parameters; a bad context raises as locally. A context that
+        carries a secret key is refused here, before it could reach the object store or a worker."""
+        if carries_secret_key(Path(context).read_bytes()):
+            raise SecretKeyError("the context carries a secret key: the computing party must never hold it; "
+                                 "export it with KeyHolder.public_context()")
+        (worker,) = self.pool.least_busy(1)
+        return self.get([worker.inspect.remote(self.contexts.handle(context, final))], "checking a public context")[0]
 
     def gram_partial(self, table: StoredTable, engine: Engine) -> GramPartial:
         """Each range's pieces added up on its worker (``gram_add``), one partial per worker back."""

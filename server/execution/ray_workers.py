@@ -140,6 +140,11 @@ class BlockWorker:
         self.contexts.engine(context)
         return self.contexts.loads
 
+    def inspect(self, context: ContextHandle) -> Any:
+        """Load ``context`` (kept in the cache) and return its parameters (``Engine.from_public_context``'s
+        checks: no secret key, a CKKS context with a usable scale)."""
+        return self.contexts.engine(context).params
+
     # -- a job's shard ---------------------------------------------------------------------------------
     def load_blocks(self, key: str, context: ContextHandle, X: MatrixSource, y: MatrixSource) -> None:
         """One piece of a shard's rows (pieces arrive in row order: calls from one caller run in order). The
