@@ -28,6 +28,7 @@ import collections
 import functools
 import itertools
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -66,6 +67,7 @@ from ciphergrad.server.execution import (
 from ciphergrad.server.execution.ray_blocks import BUDGET_MB, BlockFeeder, ContextRefs
 from ciphergrad.server.execution.ray_workers import WorkerPool
 
+HOLDERS_KEPT = 1024  # contexts whose holders the executor remembers (oldest forgotten: a load on demand)
 MIN_SHARD_ROWS = 1024  # a table is split only into shards of at least this many rows (see RayShards)
 
 
@@ -76,8 +78,9 @@ class RayShards:
         self.executor, self.table = executor, table
         self.ranges = executor.ranges(table)
         self.keys = [f"{uuid.uuid4().hex}-{index}" for index in range(len(self.ranges))]
-        self.indices = executor.pool.acquire(len(self.ranges))
+        self.indices = executor.pool.acquire(len(self.ranges), executor.holders(table.context))
         self.actors = [executor.pool.workers[index] for index in self.indices]
+        executor.hold(table.context, self.actors)
         try:
             context = executor.contexts.handle(table.context)
             executor.feeder.feed(
@@ -147,6 +150,22 @@ class RayExecutor:
         self.max_shards = shards or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.pool = WorkerPool(self.max_shards, **({"contexts": contexts} if contexts else {}))
         self.parallelism = len(self.pool)
+        # Which workers loaded which context (by stored path): a session's calls go to them first, so that a
+        # small session's context is loaded on one worker, not all. May be stale (a worker's LRU evicted it,
+        # a worker was replaced): then the worker loads it again on demand, nothing fails.
+        self._holders: dict[str, set[int]] = {}
+        self._holders_lock = threading.Lock()
+
+    def holders(self, context: Path) -> set[int]:
+        with self._holders_lock:
+            return set(self._holders.get(str(context), ()))
+
+    def hold(self, context: Path, workers: Iterable[Any]) -> None:
+        indices = {self.pool.workers.index(worker) for worker in workers if worker in self.pool.workers}
+        with self._holders_lock:
+            self._holders.setdefault(str(context), set()).update(indices)
+            while len(self._holders) > HOLDERS_KEPT:
+                self._holders.pop(next(iter(self._holders)))
 
     def set_blocks(self, blocks: str, object_store_mb: float | None = None) -> None:
         """Switch how blocks reach the workers from the next call on (a running job's shards keep theirs)."""
@@ -193,11 +212,14 @@ class RayExecutor:
             shards.close()
 
     def warm(self, context: Path) -> None:
-        """Load a session's public context on every worker now (e.g. when the session is created), without
-        waiting: the first job of the session then finds it cached."""
-        handle = self.contexts.handle(context)
-        for worker in self.pool.workers:
-            worker.warm.remote(handle)
+        """Load a session's public context on one worker now (the least busy) unless one holds it already,
+        without waiting: the session's calls go to that worker first, and a job of several shards loads it
+        on the others as it opens them (one load per worker that serves the session, not per worker)."""
+        if self.holders(context):
+            return
+        (worker,) = self.pool.least_busy(1)
+        worker.warm.remote(self.contexts.handle(context))
+        self.hold(context, [worker])
 
     def inspect_context(self, context: Path, final: Path | None = None) -> CKKSParameters:
         """Load a received context on one worker (which keeps it, cached under ``final``'s path: the session's
@@ -206,8 +228,10 @@ class RayExecutor:
         if carries_secret_key(Path(context).read_bytes()):
             raise SecretKeyError("the context carries a secret key: the computing party must never hold it; "
                                  "export it with KeyHolder.public_context()")
-        (worker,) = self.pool.least_busy(1)
-        return self.get([worker.inspect.remote(self.contexts.handle(context, final))], "checking a public context")[0]
+        (worker,) = self.pool.least_busy(1, self.holders(final or context))
+        params = self.get([worker.inspect.remote(self.contexts.handle(context, final))], "checking a public context")
+        self.hold(final or context, [worker])
+        return params[0]
 
     def gram_partial(self, table: StoredTable, engine: Engine) -> GramPartial:
         """Each range's pieces added up on its worker (``gram_add``), one partial per worker back."""
@@ -221,7 +245,8 @@ class RayExecutor:
         """``finish`` of the tables' summed Gram partial, on a worker: the partials stay in the object store
         and go to that worker by reference; only ``finish``'s result (matrices as bytes) comes back."""
         states = [ref for table in tables for ref in self._gram_states(table)]
-        (worker,) = self.pool.least_busy(1)
+        (worker,) = self.pool.least_busy(1, self.holders(tables[0].context))
+        self.hold(tables[0].context, [worker])
         ref = worker.gram_finish.remote(self.contexts.handle(tables[0].context), states, finish)
         state, counts = self.get([ref], "the Gram statistics")[0]
         _count(engine, [counts])
@@ -230,7 +255,8 @@ class RayExecutor:
     def _gram_states(self, table: StoredTable) -> list[Any]:
         """Refs of each range's ``(GramPartial.to_state(), counts)``, still on the workers' nodes."""
         ranges, context = self.ranges(table), self.contexts.handle(table.context)
-        workers = self.pool.least_busy(len(ranges))
+        workers = self.pool.least_busy(len(ranges), self.holders(table.context))
+        self.hold(table.context, workers)
         key = uuid.uuid4().hex
         try:
             self.feeder.feed([table.features, _targets(table)], ranges,
@@ -259,10 +285,12 @@ class RayExecutor:
         """``function`` of each batch whole, on the pool's workers in turn with up to one batch per worker in
         flight (the next batches are read from ``batches`` meanwhile), yielded in input order."""
         handle, whole = self.contexts.handle(context), self._sources(operands)
-        workers = itertools.cycle(self.pool.least_busy(len(self.pool)))
+        workers = itertools.cycle(self.pool.least_busy(len(self.pool), self.holders(context)))
         in_flight: collections.deque[Any] = collections.deque()
         for batch in batches:
-            in_flight.append(next(workers).map_range.remote(handle, [self._source(batch)], function, whole))
+            worker = next(workers)
+            self.hold(context, [worker])
+            in_flight.append(worker.map_range.remote(handle, [self._source(batch)], function, whole))
             if len(in_flight) >= len(self.pool):
                 yield self._result(in_flight.popleft(), engine)
         while in_flight:
@@ -279,7 +307,8 @@ class RayExecutor:
         table passes the object-store budget, run there in order), results in row order."""
         paths = [table.features] + ([_targets(table)] if with_targets else [])
         ranges, context, whole = self.ranges(table), self.contexts.handle(table.context), self._sources(operands)
-        workers = self.pool.least_busy(len(ranges))
+        workers = self.pool.least_busy(len(ranges), self.holders(table.context))
+        self.hold(table.context, workers)
         replies = self.feeder.feed(
             paths, ranges, lambda index, sources: workers[index].map_range.remote(context, sources, function, whole),
             self.get, what, _one_row_last(table))

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -284,11 +284,12 @@ class WorkerPool:
         """A call failed: check the workers before handing any out again."""
         self._suspect = True
 
-    def acquire(self, count: int) -> list[int]:
-        """Indices of ``count`` distinct workers, least busy first, counted busy until ``release``."""
+    def acquire(self, count: int, prefer: Collection[int] = ()) -> list[int]:
+        """Indices of ``count`` distinct workers, least busy first (of equally busy ones, those in ``prefer``:
+        they hold the job's context), counted busy until ``release``."""
         self._replace_dead()
         with self._lock:
-            chosen = sorted(range(len(self.workers)), key=lambda i: (self.busy[i], i))[:count]
+            chosen = sorted(range(len(self.workers)), key=lambda i: (self.busy[i], i not in prefer, i))[:count]
             for index in chosen:
                 self.busy[index] += 1
             return chosen
@@ -298,15 +299,16 @@ class WorkerPool:
             for index in indices:
                 self.busy[index] = max(0, self.busy[index] - 1)
 
-    def least_busy(self, count: int) -> list[Any]:
+    def least_busy(self, count: int, prefer: Collection[int] = ()) -> list[Any]:
         """``count`` workers for short fan-out calls (not counted busy): the least busy first, round robin.
         Equally busy workers take turns from call to call, so that calls running at once (the batches of a
-        request stream, each a call of its own) land on different workers."""
+        request stream, each a call of its own) land on different workers; of equally busy workers those in
+        ``prefer`` (holding the call's context) come first."""
         self._replace_dead()
         with self._lock:
             size, turn = len(self.workers), self._turn
             self._turn += 1
-            order = sorted(range(size), key=lambda i: (self.busy[i], (i - turn) % size))
+            order = sorted(range(size), key=lambda i: (self.busy[i], i not in prefer, (i - turn) % size))
             return [self.workers[order[k % size]] for k in range(count)]
 
     def _replace_dead(self) -> None:
