@@ -196,7 +196,10 @@ def lifecycle_client(address: str, go: Path, epochs: int) -> None:
 def lifecycles(clients: int, epochs: int, blocks: str) -> dict:
     """Whole client lifecycles (fresh keys, session, upload, training) as separate processes against one child
     ``ciphergrad-server --executor ray``: one alone (the median of ``SINGLE_RUNS``), then ``clients`` at once.
-    ``server_cpu_s_per_lifecycle``: the server process's CPU seconds per lifecycle (its Ray workers apart)."""
+    ``server_cpu_s_per_lifecycle``: the server process's CPU seconds per lifecycle (its Ray workers apart);
+    ``server_tree_cpu_s_per_lifecycle`` with its local Ray (workers, raylet); ``lifecycle_cpu_floor_ratio``:
+    the ratio an otherwise idle machine allows at best, ``clients`` x (that + the client's CPU) / cores / the
+    single wall (other engineers' load stretches the measured ratio past it)."""
     with tempfile.TemporaryDirectory(prefix="scaleout-lifecycle-") as directory:
         root = Path(directory)
         command = [sys.executable, "-m", "ciphergrad.server.main", "--executor", "ray",
@@ -230,9 +233,10 @@ def lifecycles(clients: int, epochs: int, blocks: str) -> dict:
                 return [json.loads(out.strip().splitlines()[-1]) for out in outputs]
 
             run(1, "warm")  # the pool's first context load and the server's imports
-            before = cpu_seconds(server.pid)
+            before, tree_before = cpu_seconds(server.pid), tree_cpu_seconds(server.pid)
             singles = [run(1, f"single-{k}")[0] for k in range(SINGLE_RUNS)]
             cpu_single = (cpu_seconds(server.pid) - before) / SINGLE_RUNS
+            tree_single = (tree_cpu_seconds(server.pid) - tree_before) / SINGLE_RUNS
             wall_1 = float(np.median([r["end"] - r["start"] for r in singles]))
             before = cpu_seconds(server.pid)
             together = run(clients, "together")
@@ -247,6 +251,10 @@ def lifecycles(clients: int, epochs: int, blocks: str) -> dict:
             "server_cpu_s_per_lifecycle": cpu_single, "server_cpu_s_per_lifecycle_concurrent": cpu_n,
             "lifecycle_concurrency_ratio": wall_n / wall_1,
             "client_cpu_s_per_lifecycle": float(np.median([r["cpu_s"] for r in singles])),
+            "server_tree_cpu_s_per_lifecycle": tree_single,
+            # What the cores alone allow: all the lifecycles' CPU spread over every core, over one's wall.
+            "lifecycle_cpu_floor_ratio": clients * (tree_single + float(np.median([r["cpu_s"] for r in singles])))
+            / (os.cpu_count() or 1) / wall_1,
             "client_cpu_s_per_lifecycle_concurrent": float(np.mean([r["cpu_s"] for r in together])),
             "lifecycle_max_abs_coef_diff": max(float(np.max(np.abs(np.array(r["coef"]) - alone))) for r in together)}
 
