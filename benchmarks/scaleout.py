@@ -26,7 +26,20 @@ of this process; the ratio is the concurrent wall time over the single one. The 
 ``concurrency_max_abs_weight_diff`` is the largest difference of any concurrent job's weights from the single
 run's.
 
+Blocks (issue 20): the Ray runs send blocks through Ray's object store (the default ``--ray-blocks``);
+``object_store_peak_bytes`` is the most block bytes held there at once (budget ``object_store_budget_bytes``,
+past which the blocks stream in pieces). ``gram_pass_1m_object_store_s`` and ``gram_pass_1m_path_s``: the Gram
+pass over ``--million-rows`` x 10 on 2 workers, by object store and by path, in the same run with the contexts
+loaded ahead (``gram_pass_1m_object_store_vs_path`` their ratio; ``gram_pass_1m_object_store_peak_bytes``).
+
+Lifecycles (issue 20): ``--clients`` whole client lifecycles (fresh keys, session, Ames upload,
+``EncryptedLinearRegression(server=..., epochs=10).fit``), each a process of its own, against one child server
+on Ray; ``server_cpu_s_per_lifecycle`` (the server process alone) and ``lifecycle_concurrency_ratio`` (all at
+once over one alone); see ``lifecycles``. Targets (``TARGETS``, in one place): the process exits 1 when a
+measured one is missed, after printing everything.
+
     .venv/bin/python benchmarks/scaleout.py --json
+    .venv/bin/python benchmarks/scaleout.py --only-lifecycle --json   # or --only-million, --only-concurrency
 """
 
 from __future__ import annotations

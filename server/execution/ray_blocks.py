@@ -73,6 +73,13 @@ class ContextRefs:
         return key, [ref]
 
 
+    def forget(self, context: Path) -> None:
+        """Drop the object of a context that was refused (it will never be named again)."""
+        with self._lock:
+            for key in [key for key in self._refs if key[0] == str(context)]:
+                del self._refs[key]
+
+
 class BlockFeeder:
     """Hands ranges of row blocks of stored matrices to worker calls, within the object-store budget."""
 

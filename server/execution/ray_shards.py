@@ -229,7 +229,12 @@ class RayExecutor:
             raise SecretKeyError("the context carries a secret key: the computing party must never hold it; "
                                  "export it with KeyHolder.public_context()")
         (worker,) = self.pool.least_busy(1, self.holders(final or context))
-        params = self.get([worker.inspect.remote(self.contexts.handle(context, final))], "checking a public context")
+        try:
+            params = self.get([worker.inspect.remote(self.contexts.handle(context, final))],
+                              "checking a public context")
+        except BaseException:
+            self.contexts.forget(final or context)
+            raise
         self.hold(final or context, [worker])
         return params[0]
 
