@@ -72,7 +72,6 @@ class ContextRefs:
                 self._refs.popitem(last=False)
         return key, [ref]
 
-
     def forget(self, context: Path) -> None:
         """Drop the object of a context that was refused (it will never be named again)."""
         with self._lock:
