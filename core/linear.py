@@ -11,9 +11,9 @@ into a copy of X once, and y into a pre-scaled copy, so no level is spent on con
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from ciphergrad.core import standardize
 from ciphergrad.core.errors import ParameterError
 from ciphergrad.core.shards import Batch, RowStep
 from ciphergrad.core.tensor import EncryptedMatrix
-from ciphergrad.core.training import EpochResult, GradientDescentConfig, GradientTrainer
+from ciphergrad.core.training import EpochResult, GradientDescentConfig, GradientTrainer, TorchFit, torch_epochs
 
 __all__ = [
     "LEVELS_PER_STEP",
@@ -145,13 +145,6 @@ class LinearRowStep(RowStep):
 
 
 # -- the plaintext twin ----------------------------------------------------------------------------
-@dataclass
-class TorchFit:
-    weights: np.ndarray
-    losses: list[float] = field(default_factory=list)
-    epoch_seconds: list[float] = field(default_factory=list)
-
-
 def fit_torch(
     X: np.ndarray,
     y: np.ndarray,
@@ -161,30 +154,20 @@ def fit_torch(
     """The same algorithm in float64: same initial weights, shuffle order, batches and updates."""
     import torch  # only the twin needs torch; the encrypted path runs without it
 
-    Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
-    yt = torch.as_tensor(np.asarray(y, dtype=np.float64).reshape(-1, 1))
-    rows, features = Xt.shape
-    w = torch.as_tensor(initial_weights(features, config)).reshape(1, -1)
-    velocity = None
+    features = np.shape(X)[1]
     shrink = torch.as_tensor(config.shrink(features, config.learning_rate))
-    orders = orders or [np.arange(rows)]
-    fit = TorchFit(weights=np.empty(0))
-    for epoch in range(config.epochs):
-        start = time.perf_counter()
-        total = 0.0
-        for batch in config.batches(orders, epoch, rows):
-            index = torch.as_tensor(batch)
-            xb, yb = Xt[index], yt[index]
-            residual = xb @ w.T - yb
-            total += float((residual**2).sum())
-            step = (config.learning_rate / len(index)) * (residual.T @ xb)
-            if config.l2:
-                step = step - w * (shrink - 1.0)
-            if config.momentum:
-                velocity = step if velocity is None else velocity * config.momentum + step
-                step = velocity
-            w = w - step
-        fit.losses.append(total / rows)
-        fit.epoch_seconds.append(time.perf_counter() - start)
-    fit.weights = w.numpy().reshape(-1)
-    return fit
+    velocity = None
+
+    def update(xb: Any, yb: Any, w: Any) -> tuple[Any, float]:
+        nonlocal velocity
+        residual = xb @ w.T - yb
+        step = (config.learning_rate / len(xb)) * (residual.T @ xb)
+        if config.l2:
+            step = step - w * (shrink - 1.0)
+        if config.momentum:
+            velocity = step if velocity is None else velocity * config.momentum + step
+            step = velocity
+        return w - step, float((residual**2).sum())
+
+    w = torch.as_tensor(initial_weights(features, config)).reshape(1, -1)
+    return torch_epochs(X, y, config, orders, w, update)

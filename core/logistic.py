@@ -25,9 +25,8 @@ encrypted every epoch from the residual the gradient needs anyway: the polynomia
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Generator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,7 @@ from ciphergrad.core.polynomial import Polynomial, fit_sigmoid
 from ciphergrad.core.polynomial import evaluate as evaluate_polynomial
 from ciphergrad.core.shards import Batch, RowStep
 from ciphergrad.core.tensor import EncryptedMatrix
-from ciphergrad.core.training import GradientDescentConfig, GradientTrainer
+from ciphergrad.core.training import GradientDescentConfig, GradientTrainer, TorchFit, torch_epochs
 
 __all__ = [
     "LEVELS_PER_STEP",
@@ -221,13 +220,6 @@ class LogisticRowStep(RowStep):
 
 
 # -- the plaintext twins -------------------------------------------------------------------------------
-@dataclass
-class TorchFit:
-    weights: np.ndarray
-    epoch_seconds: list[float] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)  # mean squared error of the probabilities (Brier)
-
-
 def fit_torch(
     X: np.ndarray,
     y: np.ndarray,
@@ -237,41 +229,30 @@ def fit_torch(
     exact_sigmoid: bool = False,
 ) -> TorchFit:
     """The same algorithm in float64 (same start, batches, order and updates); the polynomial sigmoid
-    by default, the exact one with ``exact_sigmoid=True``."""
+    by default, the exact one with ``exact_sigmoid=True``. Its losses are the Brier score of the probabilities."""
     import torch  # only the twin needs torch; the encrypted path runs without it
 
-    Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
-    yt = torch.as_tensor(np.asarray(y, dtype=np.float64).reshape(-1, 1))
-    rows, features = Xt.shape
+    features = np.shape(X)[1]
     poly = config.polynomial(features)
     mu, lr = config.momentum, config.learning_rate
-    w = torch.zeros((1, features), dtype=torch.float64)
-    velocity = None
     shrink = torch.as_tensor(config.shrink(features, (1.0 + mu) * lr))
-    orders = orders or [np.arange(rows)]
-    fit = TorchFit(weights=np.empty(0))
-    for epoch in range(config.epochs):
-        start = time.perf_counter()
-        total = 0.0
-        for batch in config.batches(orders, epoch, rows):
-            index = torch.as_tensor(batch)
-            xb, yb = Xt[index], yt[index]
-            z = xb @ w.T
-            s = torch.sigmoid(z) if exact_sigmoid else poly(z)
-            total += float(((s - yb) ** 2).sum())
-            step = ((1.0 + mu) * lr / len(index)) * ((s - yb).T @ xb)
-            new = w * shrink if config.l2 else w
-            if mu:
-                if velocity is None:
-                    velocity = -step
-                    new = new - step
-                else:
-                    new = new + velocity * (mu * mu / (1.0 + mu)) - step
-                    velocity = velocity * mu - step
-            else:
+    velocity = None
+
+    def update(xb: Any, yb: Any, w: Any) -> tuple[Any, float]:
+        nonlocal velocity
+        z = xb @ w.T
+        s = torch.sigmoid(z) if exact_sigmoid else poly(z)
+        step = ((1.0 + mu) * lr / len(xb)) * ((s - yb).T @ xb)
+        new = w * shrink if config.l2 else w
+        if mu:
+            if velocity is None:
+                velocity = -step
                 new = new - step
-            w = new
-        fit.epoch_seconds.append(time.perf_counter() - start)
-        fit.losses.append(total / rows)
-    fit.weights = w.numpy().reshape(-1)
-    return fit
+            else:
+                new = new + velocity * (mu * mu / (1.0 + mu)) - step
+                velocity = velocity * mu - step
+        else:
+            new = new - step
+        return new, float(((s - yb) ** 2).sum())
+
+    return torch_epochs(X, y, config, orders, torch.zeros((1, features), dtype=torch.float64), update)

@@ -392,6 +392,25 @@ def read_block_range(engine: Engine, path: str | Path, start: int, stop: int) ->
     return EncryptedMatrix(engine, tiles, (rows, shape[1]), tile, pads)
 
 
+def block_range_bytes(path: str | Path, start: int, stop: int) -> bytes:
+    """Row blocks ``[start, stop)`` of a matrix stored with ``to_bytes``, as ``to_bytes`` of a matrix of their
+    own: the header rewritten, the ciphertexts' bytes copied unparsed (file I/O only, no CKKS work and no
+    context needed, so a process without the session's keys can cut a table into pieces)."""
+    with open(path, "rb") as handle:
+        header, _ = flat.read(handle)
+        try:
+            shape = (int(header["shape"][0]), int(header["shape"][1]))
+            tile = Tile(int(header["tile"][0]), int(header["tile"][1]))
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise MalformedInputError(f"malformed EncryptedMatrix header in {path}: {exc}") from exc
+        blocks, cols = layout.grid(shape, tile)
+        if not 0 <= start < stop <= blocks:
+            raise ShapeError(f"row blocks [{start}, {stop}) out of range for the {blocks} blocks of {path}")
+        blobs = list(flat.blob_range(handle, start * cols, (stop - start) * cols))
+    rows = min(stop * tile.rows, shape[0]) - start * tile.rows
+    part = dict(header, shape=[rows, shape[1]], grid=[stop - start, cols])
+    return b"".join(flat.pieces(part, blobs))
+
 
 def hstack(columns: list[EncryptedMatrix]) -> EncryptedMatrix:
     """Side by side, like ``np.hstack``, for column-packed matrices (tile width 1): no homomorphic work."""

@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from typing import Any, Self
 
 import numpy as np
@@ -249,3 +249,39 @@ def check_data(X: EncryptedMatrix, y: EncryptedMatrix) -> None:
         raise ShapeError(f"y has shape {y.shape}; expected ({X.shape[0]}, 1) to match X {X.shape}")
     if y.tile != X.tile:
         raise ShapeError("X and y must be encrypted with the same tile (pass tile=X.tile)")
+
+
+# -- the plaintext twins' shared loop ---------------------------------------------------------------------
+@dataclass
+class TorchFit:
+    """A twin's result: final weights, the training loss of each epoch (at the weights it started from, summed
+    over its batches and divided by the rows) and each epoch's seconds."""
+
+    weights: np.ndarray
+    losses: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+
+def torch_epochs(X: np.ndarray, y: np.ndarray, config: GradientDescentConfig, orders: list[np.ndarray] | None,
+                 w: Any, update: Callable[[Any, Any, Any], tuple[Any, float]]) -> TorchFit:
+    """The epochs of a float64 twin: ``config.batches`` over ``orders`` (the key holder's shuffles; one identity
+    order without), ``w, loss_sum = update(xb, yb, w)`` per batch. Each algorithm brings its own ``update``
+    (gradient and momentum exactly as its encrypted trainer applies them) and initial ``w`` (a (1, d) tensor)."""
+    import torch  # only the twins need torch; the encrypted path runs without it
+
+    Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
+    yt = torch.as_tensor(np.asarray(y, dtype=np.float64).reshape(-1, 1))
+    rows = Xt.shape[0]
+    orders = orders or [np.arange(rows)]
+    fit = TorchFit(weights=np.empty(0))
+    for epoch in range(config.epochs):
+        start = time.perf_counter()
+        total = 0.0
+        for batch in config.batches(orders, epoch, rows):
+            index = torch.as_tensor(batch)
+            w, loss = update(Xt[index], yt[index], w)
+            total += loss
+        fit.losses.append(total / rows)
+        fit.epoch_seconds.append(time.perf_counter() - start)
+    fit.weights = w.numpy().reshape(-1)
+    return fit

@@ -71,7 +71,8 @@ class CipherGradServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         # First: a bad --ray-address fails here (ExecutionError naming it) before anything is opened.
-        self.executor = open_executor(config.executor, config.ray_address, config.ray_num_cpus)
+        self.executor = open_executor(config.executor, config.ray_address, config.ray_num_cpus,
+                                      blocks=config.ray_blocks, object_store_mb=config.ray_object_store_mb)
         self.store = Store(config.data_dir)
         self.metrics = Metrics(self.store.job_counts)
         self.engines = EngineCache(self.store, track=self.metrics.track)
@@ -106,7 +107,8 @@ class CipherGradServer:
             interceptors=[Interceptor(self.metrics)],
         )
         session_service_pb2_grpc.add_SessionServiceServicer_to_server(
-            SessionServicer(self.store, self.access, self.engines, self.runner.stop, max_upload, work), self.server
+            SessionServicer(self.store, self.access, self.engines, self.runner.stop, max_upload, work,
+                            self.executor), self.server
         )
         dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
             DatasetServicer(self.store, self.access, self.engines, max_upload, work), self.server
@@ -158,7 +160,7 @@ class CipherGradServer:
             log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
         log.info("ciphergrad server listening on %s, data in %s, executor %s", self.address, self.config.data_dir,
                  self.config.executor if self.config.executor == "local" else
-                 f"ray at {self.config.ray_address or 'a local Ray'}")
+                 f"ray at {self.config.ray_address or 'a local Ray'}, blocks by {self.config.ray_blocks}")
         return self
 
     async def _start(self) -> None:

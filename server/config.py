@@ -24,6 +24,8 @@ class ServerConfig:
     executor: str = "local"
     ray_address: str = ""
     ray_num_cpus: int | None = None
+    ray_blocks: str = "object-store"
+    ray_object_store_mb: int = 256
     refresh_timeout: float = 600.0
     stream_idle_timeout: float = 300.0
     max_streams_per_session: int = 16
@@ -56,6 +58,12 @@ _FLAGS = {
     "ray_address": ("CIPHERGRAD_RAY_ADDRESS", str, "with --executor ray: empty starts a local Ray, auto or "
                     "HOST:PORT joins a cluster"),
     "ray_num_cpus": ("CIPHERGRAD_RAY_NUM_CPUS", int, "with --executor ray and no address: CPUs of the local Ray"),
+    "ray_blocks": ("CIPHERGRAD_RAY_BLOCKS", str, "with --executor ray: how workers get a table's blocks and the "
+                   "session's context: object-store (the server reads them and sends them through Ray's object "
+                   "store; no shared disk) or path (workers read the data directory, which every node must mount "
+                   "at the same path)"),
+    "ray_object_store_mb": ("CIPHERGRAD_RAY_OBJECT_STORE_MB", int, "with --ray-blocks object-store: MiB of blocks "
+                            "in Ray's object store at once; a larger table streams to the workers in pieces"),
     "refresh_timeout": ("CIPHERGRAD_REFRESH_TIMEOUT", float, "seconds a job waits for its key holder's reply "
                         "before it pauses (resumable with attach)"),
     "stream_idle_timeout": ("CIPHERGRAD_STREAM_IDLE_TIMEOUT", float, "seconds an inbound stream (upload, batch, "
@@ -105,6 +113,10 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         parser.error(f"--executor must be local or ray, not {args.executor!r}")
     if args.ray_num_cpus is not None and args.ray_num_cpus < 1:
         parser.error("--ray-num-cpus must be at least 1")
+    if args.ray_blocks not in ("object-store", "path"):
+        parser.error(f"--ray-blocks must be object-store or path, not {args.ray_blocks!r}")
+    if args.ray_object_store_mb < 1:
+        parser.error(f"--ray-object-store-mb must be at least 1 (MiB), not {args.ray_object_store_mb}")
     for name in ("refresh_timeout", "stream_idle_timeout", "keepalive_seconds"):
         if not getattr(args, name) > 0:  # also refuses NaN
             parser.error(f"--{name.replace('_', '-')} must be a positive number of seconds")

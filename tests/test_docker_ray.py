@@ -1,6 +1,7 @@
 """The compose "ray" profile: a Ray head, a Ray worker and `server-ray` (--executor ray) from the server image,
 on bridge networks (service names) or, with docker/compose.host.yml, on the host's network (three Ray nodes on
-one IP, each with its own ports). `docker compose config` checks need no engine; the end-to-end test (marked
+one IP, each with its own ports). Only server-ray mounts the data volume: the Ray nodes get blocks through the
+object store. `docker compose config` checks need no engine; the end-to-end test (marked
 docker + slow) starts the profile, trains Ames from the host through server-ray and checks where the shards ran.
 
 Run the end-to-end test with ``make docker-test`` (or ``python -m pytest -m docker -s tests/test_docker_ray.py``).
@@ -68,14 +69,16 @@ def test_compose_ray_profile_is_a_head_a_worker_and_a_server_on_them(compose: li
     config = compose_config(compose, COMPOSE, profile="ray")
     services = config["services"]
     assert {"ray-head", "ray-worker", "server-ray"} <= set(services)
+    head, worker, server = services["ray-head"], services["ray-worker"], services["server-ray"]
     for name in RAY_NODES:
         service = services[name]
         assert service["profiles"] == ["ray"]
         assert service["image"] == "ciphergrad:latest", "every node runs the server image (it carries ray)"
-        (volume,) = [v for v in service["volumes"] if v["target"] == DATA_DIR]
-        assert volume["source"] == services["server"]["volumes"][0]["source"], \
-            "shard actors read blobs by path: one shared volume at the same path on every node"
-    head, worker, server = services["ray-head"], services["ray-worker"], services["server-ray"]
+    (volume,) = [v for v in server["volumes"] if v["target"] == DATA_DIR]
+    assert volume["source"] == services["server"]["volumes"][0]["source"]
+    for name in ("ray-head", "ray-worker"):
+        assert not services[name].get("volumes"), f"{name}: blocks come through the object store, not a disk"
+    assert "--ray-blocks" not in server["command"], "the default, object-store mode"
     assert head["entrypoint"] == ["ray"] and "--head" in head["command"] and "--port=6379" in head["command"]
     assert worker["entrypoint"] == ["ray"] and "--address=ray-head:6379" in worker["command"]
     assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
@@ -113,7 +116,7 @@ def test_ray_profile_on_the_host_network(compose: list[str]) -> None:
     for name in RAY_NODES:
         assert services[name]["network_mode"] == "host"
         assert not services[name].get("ports"), "published ports conflict with host networking"
-        assert services[name]["volumes"] == plain[name]["volumes"], "the same shared data volume as on bridges"
+        assert services[name].get("volumes") == plain[name].get("volumes"), "the same volumes as on bridges"
         missing = [flag for flag in PER_NODE_FLAGS if flag not in flags[name]]
         assert not missing, f"{name}: several nodes on one IP need their own {missing}"
     head, server = services["ray-head"], services["server-ray"]
@@ -147,6 +150,8 @@ for pid in filter(str.isdigit, os.listdir('/proc')):
     count, seconds = count + 1, seconds + (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 print(count, seconds)
 """
+
+DATA_FILES_PROBE = f"import os; print(sum(len(files) for _, _, files in os.walk({DATA_DIR!r})))"
 
 
 def worker_cpu(project: ComposeProject) -> dict[str, tuple[int, float]]:
@@ -223,5 +228,8 @@ def test_ray_profile_trains_ames_on_the_worker_nodes(compose: list[str], tmp_pat
             assert cpu["ray-head"] + cpu["ray-worker"] > 1.0, "the epochs ran in the pool workers"
             if copies > 1:
                 assert min(cpu["ray-head"], cpu["ray-worker"]) > 1.0, f"two shards, one per node: {cpu}"
+        for name in ("ray-head", "ray-worker"):  # no data volume: nothing of the jobs' tables on their disks
+            files = project("exec", "-T", name, "python", "-c", DATA_FILES_PROBE).stdout.strip()
+            assert files == "0", f"{name} holds {files} files under {DATA_DIR}"
     finally:
         project("down", "-v", "--remove-orphans", timeout=120, check=False)

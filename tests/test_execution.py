@@ -174,6 +174,24 @@ def test_predict_and_describe_fan_out_agree(engine, enc, dec, public_context, am
     assert np.max(np.abs(results["ray"][2] - X.var(axis=0))) < 1e-4
 
 
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
+def test_path_mode_equals_object_store_mode(engine, enc, dec, public_context, ames, refresh, ray_executor, tmp_path):
+    """``--ray-blocks path``: workers read the same blocks from the (here shared) disk; same weights."""
+    X, y = ames
+    Xe = enc(X)
+    table = store(tmp_path, public_context, Xe, enc(y, tile=Xe.tile))
+    config = LinearRegressionConfig(learning_rate=0.5, epochs=2)
+    weights = {}
+    for mode in ("object-store", "path"):
+        ray_executor.set_blocks(mode)
+        try:
+            with ray_executor.shards(table, engine) as shards:
+                weights[mode] = train(LinearTrainer(engine, None, None, config, refresh, shards=shards), dec)
+        finally:
+            ray_executor.set_blocks("object-store")
+    assert np.max(np.abs(weights["path"] - weights["object-store"])) < 1e-6
+
+
 def test_an_address_where_nothing_answers_is_a_clear_error() -> None:
     with pytest.raises(ExecutionError, match=r"127\.0\.0\.1:9"):
         ray_shards.RayExecutor("127.0.0.1:9", connect_timeout=2)
@@ -308,8 +326,8 @@ def test_a_dead_worker_is_replaced_for_the_next_job(engine, enc, dec, public_con
 
 
 @pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
-def test_warm_loads_a_context_on_every_worker_before_any_job(engine, enc, public_context, ames, ray_executor,
-                                                             tmp_path):
+def test_warm_loads_a_context_on_one_worker_and_its_calls_go_there(engine, enc, public_context, ames, ray_executor,
+                                                                   tmp_path):
     X, y = ames
     Xe = enc(X)
     table = store(tmp_path, public_context, Xe, enc(y, tile=Xe.tile))
@@ -320,10 +338,17 @@ def test_warm_loads_a_context_on_every_worker_before_any_job(engine, enc, public
 
     before = loads()
     ray_executor.warm(table.context)
-    assert loads() == [n + 1 for n in before]  # a worker serves calls in order: the warm ran first
-    with ray_executor.shards(table, engine):
+    ray_executor.warm(table.context)  # held already: nothing more to load
+    warmed = loads()
+    assert sum(warmed) == sum(before) + 1  # a worker serves calls in order: the warm ran first
+    (holder,) = ray_executor.holders(table.context)
+    assert warmed[holder] == before[holder] + 1
+    row = functools.partial(predict_linear, weights=np.ones(X.shape[1]), bias=0.0)
+    (alone,) = ray_executor.map_batches(table.context, [Xe.to_bytes()], row, engine)  # one call: to the holder
+    assert alone.shape == (len(X), 1) and loads() == warmed
+    with ray_executor.shards(table, engine):  # two shards: the other worker loads it as its shard opens
         pass
-    assert loads() == [n + 1 for n in before]  # the job found it cached
+    assert sum(loads()) == sum(before) + 2 and ray_executor.holders(table.context) == {0, 1}
 
 
 def test_a_job_engine_is_a_fork_of_the_cached_one(tmp_path, public_context) -> None:

@@ -164,3 +164,12 @@ def test_limited_keys_serve_matmul_with_many_outputs(limited, limited_engine):
     w = np.arange(12.0).reshape(3, 4) / 10  # 4 outputs: offsets 1, 2, 3 in a 4-wide tile
     X = EncryptedMatrix.encrypt(limited_engine, x)
     np.testing.assert_allclose(limited.decrypt(X @ w), x @ w, atol=1e-5)
+
+
+def test_a_secret_key_is_seen_in_the_context_bytes_without_loading_them(kh) -> None:
+    """``core.context_bytes``: what lets a Ray server refuse a secret key before a worker would load it."""
+    from ciphergrad.core.context_bytes import carries_secret_key
+
+    assert carries_secret_key(kh._context.serialize(save_secret_key=True))
+    assert not carries_secret_key(kh.public_context())
+    assert not carries_secret_key(b"garbage") and not carries_secret_key(b"")

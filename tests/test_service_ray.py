@@ -329,3 +329,58 @@ def test_workers_gone_during_a_compute_call_is_unavailable_naming_the_address(ra
         np.testing.assert_allclose(client.describe(dataset, ddof=0)["mean"], X[:, 1:].mean(axis=0), atol=1e-6)
     finally:
         client.close()
+
+
+@pytest.mark.filterwarnings("ignore:.*unconverged")  # "gram" at 5 epochs: a comparison, not a fit
+def test_one_pass_statistics_are_finalized_on_a_worker(ray_server, tmp_path: Path, monkeypatch) -> None:
+    """The SDK's one-pass solvers ("normal", the default, and "gram") on Ray: the statistics' rotations
+    (``core.gram.finalize``) run on a pool worker, never in the server process, and the coefficients equal
+    the local server's within 1e-6 relative (data units: the estimator maps them back)."""
+    from ciphergrad import EncryptedLinearRegression
+    from ciphergrad.core import gram, gram_training
+
+    calls: list[str] = []
+    for module in (gram, gram_training):
+        real = module.finalize
+        monkeypatch.setattr(module, "finalize",
+                            lambda *args, real=real, **kwargs: calls.append("finalize") or real(*args, **kwargs))
+    X, y, _ = ames()
+    coefficients: dict[str, np.ndarray] = {}
+    with local_server(tmp_path) as local:
+        for name, address in (("ray", ray_server.address), ("local", local.address)):
+            for solver in ("normal", "gram"):
+                model = EncryptedLinearRegression(server=address, solver=solver, epochs=5, progress=False)
+                model.fit(X[:, 1:], y)
+                coefficients[f"{name} {solver}"] = np.r_[model.intercept_, model.coef_]
+            if name == "ray":
+                assert calls == [], "the Ray server finalized Gram statistics in its own process"
+    assert calls, "control: the local server's finalize went through the patched function"
+    for solver in ("normal", "gram"):
+        ray, local_fit = coefficients[f"ray {solver}"], coefficients[f"local {solver}"]
+        assert np.max(np.abs(ray - local_fit)) <= 1e-6 * max(1.0, np.max(np.abs(local_fit))), solver
+
+
+def test_contexts_are_checked_on_a_worker_and_a_secret_key_never_leaves(ray_server, monkeypatch) -> None:
+    """CreateSession on Ray: a pool worker loads the context (the server process does not); a secret key is
+    refused in the server before any worker sees it (FAILED_PRECONDITION), garbage by the worker's load."""
+    from ciphergrad.client.sdk import Client, default_parameters
+    from ciphergrad.core import KeyHolder
+    from ciphergrad.core.engine import Engine
+    from ciphergrad.wire.proto_gen.ciphergrad.v1 import session_service_pb2
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the Ray server loaded a context in its own process at CreateSession")
+
+    monkeypatch.setattr(Engine, "from_public_context", refuse)
+    holder = KeyHolder(default_parameters(), rotations=[1])
+    with Client(ray_server.address) as client:
+        for data, code in ((holder._context.serialize(save_secret_key=True), grpc.StatusCode.FAILED_PRECONDITION),
+                           (b"garbage", grpc.StatusCode.INVALID_ARGUMENT), (holder.public_context(), None)):
+            requests = [session_service_pb2.CreateSessionRequest(manifest=session_service_pb2.SessionManifest()),
+                        session_service_pb2.CreateSessionRequest(context_chunk=data)]
+            if code is None:
+                assert client.sessions.CreateSession(iter(requests)).token
+                continue
+            with pytest.raises(grpc.RpcError) as caught:
+                client.sessions.CreateSession(iter(requests))
+            assert caught.value.code() == code, caught.value.details()

@@ -1,7 +1,8 @@
 """Where a job's homomorphic work runs: in this process (``local``) or in Ray workers (``ray_shards``).
 
 One small interface, ``Executor``, over a ``StoredTable`` (paths into the blob store or a request's scratch
-directory, never bytes):
+directory, never bytes; the Ray executor reads them in the server and sends their blocks through Ray's object
+store, or with ``--ray-blocks path`` lets its workers read them on a shared disk: ``ray_blocks``):
 
 - ``shards(table, engine)``: a context manager giving the ``core.shards.ShardSource`` that a
   ``GradientTrainer(engine, None, None, config, refresh, shards=...)`` runs full-batch steps on. Ray: the
@@ -15,6 +16,9 @@ directory, never bytes):
 - ``apply(executor, context, batch, ...)``: ``map_batches`` of one batch (a servicer's per-batch body; the
   server's request streams keep ``parallelism`` such calls in flight, ``server.rpc.work.Work.ordered``).
 - ``warm(context)``: load a session's public context where the work will run, ahead of its first job.
+- ``inspect_context(context, final)``: load a received public context where the work runs (refusing a
+  secret key or garbage, as ``Engine.from_public_context``) and return its parameters; Ray keeps it loaded
+  on that worker under the path it will be ``final``-ly stored at.
 - ``column_sums(table, engine, squares, ...)``: ``X.sum(axis=0)`` (of ``X * X``, or of any row-local
   ``function`` of the rows), added up over ranges (Describe's means and variances come from these,
   ``core.stats.*_from_sums``; Metrics' sums of squared residuals and of targets likewise).
@@ -41,10 +45,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.gram import GramPartial
+from ciphergrad.core.params import CKKSParameters
 from ciphergrad.core.shards import PooledShards, ShardSource
 from ciphergrad.core.tensor import EncryptedMatrix
 
@@ -87,12 +92,16 @@ class Executor(Protocol):
 
     def warm(self, context: Path) -> None: ...
 
+    def inspect_context(self, context: Path, final: Path | None = None) -> CKKSParameters: ...
+
     def close(self) -> None: ...
 
 
-def open_executor(kind: str, address: str = "", num_cpus: int | None = None) -> Executor:
+def open_executor(kind: str, address: str = "", num_cpus: int | None = None, *, blocks: str = "object-store",
+                  object_store_mb: float = 256) -> Executor:
     """The executor the server's settings name: ``local``, or ``ray`` at ``address`` (empty: a local Ray on
-    ``num_cpus`` cores). Ray is imported only here, so the local executor needs no ``ray`` extra."""
+    ``num_cpus`` cores) with blocks sent through the object store (within ``object_store_mb``) or by path
+    (``blocks``, see ``ray_blocks``). Ray is imported only here, so the local executor needs no ``ray`` extra."""
     if kind == "local":
         from ciphergrad.server.execution.local import LocalExecutor
 
@@ -105,7 +114,7 @@ def open_executor(kind: str, address: str = "", num_cpus: int | None = None) -> 
         raise ExecutionError(
             f"--executor ray needs the ray extra (pip install 'ciphergrad[ray]'): {exc}"
         ) from exc
-    return RayExecutor(address or None, num_cpus=num_cpus)
+    return RayExecutor(address or None, num_cpus=num_cpus, blocks=blocks, object_store_mb=object_store_mb)
 
 
 def apply(executor: Executor, context: Path, batch: MatrixSource, function: BlockFunction, engine: Engine,
@@ -140,3 +149,20 @@ def pooled_gram_partial(executor: Executor, tables: Sequence[StoredTable], engin
     """The Gram statistics' partial sums of several tables with one layout, added (rows add up too)."""
     partials = [executor.gram_partial(table, engine) for table in tables]
     return functools.reduce(operator.add, partials)
+
+
+def pooled_gram_state(executor: Executor, tables: Sequence[StoredTable], engine: Engine,
+                      finish: Callable[[GramPartial], dict[str, Any]]) -> dict[str, Any]:
+    """``finish`` of the tables' summed Gram partial: what a one-pass trainer keeps (``one_pass_state``; the
+    ``core.gram.finalize`` rotations, ~1.5 s on Ames). An executor with ``gram_finish`` (Ray) runs it on a
+    worker, next to the partials, and returns the state with matrices as bytes; else it runs here."""
+    remote = getattr(executor, "gram_finish", None)
+    if remote is not None:
+        return remote(tables, engine, finish)
+    return finish(pooled_gram_partial(executor, tables, engine))
+
+
+def one_pass_state(partial: GramPartial, *, trainer_type: Any, config: Any) -> dict[str, Any]:
+    """The statistics ``trainer_type.from_partial`` derives from ``partial`` (``fixed_state``): a function that
+    ships to a worker; ``trainer_type.resume(engine, None, None, config, refresh, state)`` starts from them."""
+    return trainer_type.from_partial(partial.engine, partial, config, None).fixed_state()

@@ -28,7 +28,7 @@ class EngineCache:
         self._store = store
         self._track = track  # told every new engine's operation counters (the metrics endpoint)
         # Told the context file of every session whose engine this cache loads (an upload, a prediction):
-        # the executor's warm(), so that its workers load the context too before the session's first job.
+        # the executor's warm(), so that a worker holds the context too before the session's first job.
         self.on_load: Callable[[Path], None] | None = None
         self._size = size
         self._engines: OrderedDict[str, Engine] = OrderedDict()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.gram import GramPartial, accumulate
+from ciphergrad.core.params import CKKSParameters
 from ciphergrad.core.shards import InMemoryShards, ShardSource
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.server.execution import (
@@ -58,6 +59,9 @@ class LocalExecutor:
 
     def warm(self, context: Path) -> None:
         pass  # nothing to load ahead: each call reads what it needs
+
+    def inspect_context(self, context: Path, final: Path | None = None) -> CKKSParameters:
+        return Engine.from_public_context(Path(context).read_bytes()).params
 
     def close(self) -> None:
         pass

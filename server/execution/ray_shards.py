@@ -5,15 +5,17 @@
   loaded (LRU), so a session's context is loaded once per worker, not once per job, and no job pays for
   starting a worker process.
 - Training (``shards``): the job's row blocks (``core.shards.block_ranges``) go to the least busy workers,
-  one range each, read from the blob store once per job (paths travel, not bytes: every node must see the
-  data directory, e.g. a shared volume), with their pre-scaled copies prepared once per job; per step each
+  one range each, read from the blob store once per job and sent through Ray's object store (by default;
+  within a memory budget, in pieces past it; or, with ``blocks="path"``, read by the workers from a data
+  directory every node mounts: ``ray_blocks``), with their pre-scaled copies prepared once per job; per step each
   returns its pending sums. A table is split only into shards of ``min_shard_rows`` rows or more: a small
   table's fan-out costs more in round trips and driver work than it saves, and jobs running at once already
   keep the workers busy. The step's weights go into the object store once (``ray.put``) and every shard reads
   that one object. A refresh a step asks for mid-way (the logistic logit) is stacked over shards, refreshed
   once by the driver's ``refresh`` (the key holder's masked round trip) and split back.
 - Fan-out (``map_blocks``, ``column_sums``, ``gram_partial``): one call per range of row blocks on the pool's
-  workers; whole-matrix operands given as bytes go into the object store once per call.
+  workers (one per piece past the budget; the Gram pass adds its pieces up on the worker); whole-matrix
+  operands go into the object store once per call.
 
 Every ``ray.get`` has a timeout. A dead worker or a cluster that goes away raises ``ExecutionError`` naming
 the address and what was running (the pool then replaces dead workers before the next job); an address where
@@ -26,8 +28,9 @@ import collections
 import functools
 import itertools
 import socket
+import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,9 +38,12 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
+from ciphergrad.core.context_bytes import carries_secret_key
 from ciphergrad.core.engine import Engine, OpCounts
+from ciphergrad.core.errors import SecretKeyError
 from ciphergrad.core.gram import GramPartial
 from ciphergrad.core.layout import Tile
+from ciphergrad.core.params import CKKSParameters
 from ciphergrad.core.refresh import Refresh
 from ciphergrad.core.shards import (
     RowStep,
@@ -58,8 +64,10 @@ from ciphergrad.server.execution import (
     StoredTable,
     rows_function,
 )
+from ciphergrad.server.execution.ray_blocks import BUDGET_MB, BlockFeeder, ContextRefs
 from ciphergrad.server.execution.ray_workers import WorkerPool
 
+HOLDERS_KEPT = 1024  # contexts whose holders the executor remembers (oldest forgotten: a load on demand)
 MIN_SHARD_ROWS = 1024  # a table is split only into shards of at least this many rows (see RayShards)
 
 
@@ -70,14 +78,17 @@ class RayShards:
         self.executor, self.table = executor, table
         self.ranges = executor.ranges(table)
         self.keys = [f"{uuid.uuid4().hex}-{index}" for index in range(len(self.ranges))]
-        self.indices = executor.pool.acquire(len(self.ranges))
+        self.indices = executor.pool.acquire(len(self.ranges), executor.holders(table.context))
         self.actors = [executor.pool.workers[index] for index in self.indices]
+        executor.hold(table.context, self.actors)
         try:
-            args = (str(table.context), str(table.features), str(_targets(table)))
-            self.placement = executor.get(
-                [a.open_shard.remote(key, *args, start, stop)
-                 for a, key, (start, stop) in zip(self.actors, self.keys, self.ranges, strict=True)],
-                "loading the shards")
+            context = executor.contexts.handle(table.context)
+            executor.feeder.feed(
+                [table.features, _targets(table)], self.ranges,
+                lambda index, sources: self.actors[index].load_blocks.remote(self.keys[index], context, *sources),
+                executor.get, "loading the shards", _one_row_last(table))
+            self.placement = executor.get([a.open_shard.remote(key) for a, key in self._shards()],
+                                          "opening the shards")
         except BaseException:
             self.close()
             raise
@@ -125,7 +136,9 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None, shards: int | None = None,
                  min_shard_rows: int = MIN_SHARD_ROWS, contexts: int | None = None, timeout: float = 600.0,
-                 connect_timeout: float = 10.0) -> None:
+                 connect_timeout: float = 10.0, blocks: str = "object-store",
+                 object_store_mb: float = BUDGET_MB) -> None:
+        self.set_blocks(blocks, object_store_mb)  # first: a bad mode or budget fails before any Ray starts
         self.address, self.timeout, self.min_shard_rows = address or "local", timeout, max(1, min_shard_rows)
         if address and address != "auto":
             _check_reachable(address, connect_timeout)
@@ -137,6 +150,27 @@ class RayExecutor:
         self.max_shards = shards or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.pool = WorkerPool(self.max_shards, **({"contexts": contexts} if contexts else {}))
         self.parallelism = len(self.pool)
+        # Which workers loaded which context (by stored path): a session's calls go to them first, so that a
+        # small session's context is loaded on one worker, not all. May be stale (a worker's LRU evicted it,
+        # a worker was replaced): then the worker loads it again on demand, nothing fails.
+        self._holders: dict[str, set[int]] = {}
+        self._holders_lock = threading.Lock()
+
+    def holders(self, context: Path) -> set[int]:
+        with self._holders_lock:
+            return set(self._holders.get(str(context), ()))
+
+    def hold(self, context: Path, workers: Iterable[Any]) -> None:
+        indices = {self.pool.workers.index(worker) for worker in workers if worker in self.pool.workers}
+        with self._holders_lock:
+            self._holders.setdefault(str(context), set()).update(indices)
+            while len(self._holders) > HOLDERS_KEPT:
+                self._holders.pop(next(iter(self._holders)))
+
+    def set_blocks(self, blocks: str, object_store_mb: float | None = None) -> None:
+        """Switch how blocks reach the workers from the next call on (a running job's shards keep theirs)."""
+        budget = self.feeder.budget if object_store_mb is None else int(object_store_mb * 2**20)
+        self.feeder, self.blocks, self.contexts = BlockFeeder(blocks, budget), blocks, ContextRefs(blocks)
 
     def get(self, refs: list[Any], what: str) -> list[Any]:
         try:
@@ -178,21 +212,66 @@ class RayExecutor:
             shards.close()
 
     def warm(self, context: Path) -> None:
-        """Load a session's public context on every worker now (e.g. when the session is created), without
-        waiting: the first job of the session then finds it cached."""
-        for worker in self.pool.workers:
-            worker.warm.remote(str(context))
+        """Load a session's public context on one worker now (the least busy) unless one holds it already,
+        without waiting: the session's calls go to that worker first, and a job of several shards loads it
+        on the others as it opens them (one load per worker that serves the session, not per worker)."""
+        if self.holders(context):
+            return
+        (worker,) = self.pool.least_busy(1)
+        worker.warm.remote(self.contexts.handle(context))
+        self.hold(context, [worker])
+
+    def inspect_context(self, context: Path, final: Path | None = None) -> CKKSParameters:
+        """Load a received context on one worker (which keeps it, cached under ``final``'s path: the session's
+        first job there finds it) and return its parameters; a bad context raises as locally. A context that
+        carries a secret key is refused here, before it could reach the object store or a worker."""
+        if carries_secret_key(Path(context).read_bytes()):
+            raise SecretKeyError("the context carries a secret key: the computing party must never hold it; "
+                                 "export it with KeyHolder.public_context()")
+        (worker,) = self.pool.least_busy(1, self.holders(final or context))
+        try:
+            params = self.get([worker.inspect.remote(self.contexts.handle(context, final))],
+                              "checking a public context")
+        except BaseException:
+            self.contexts.forget(final or context)
+            raise
+        self.hold(final or context, [worker])
+        return params[0]
 
     def gram_partial(self, table: StoredTable, engine: Engine) -> GramPartial:
-        args = (str(table.context), str(table.features), str(_targets(table)))
-        ranges = self.ranges(table)
-        workers = self.pool.least_busy(len(ranges))
-        replies = self.get([w.gram_range.remote(*args, start, stop) for w, (start, stop) in zip(workers, ranges,
-                                                                                             strict=True)],
-                           "the Gram pass")
+        """Each range's pieces added up on its worker (``gram_add``), one partial per worker back."""
+        replies = self.get(self._gram_states(table), "the Gram pass")
         _count(engine, [counts for _, counts in replies])
         partials = [GramPartial.from_state(engine, state) for state, _ in replies]
         return functools.reduce(lambda a, b: a + b, partials)
+
+    def gram_finish(self, tables: list[StoredTable], engine: Engine,
+                    finish: Callable[[GramPartial], dict[str, Any]]) -> dict[str, Any]:
+        """``finish`` of the tables' summed Gram partial, on a worker: the partials stay in the object store
+        and go to that worker by reference; only ``finish``'s result (matrices as bytes) comes back."""
+        states = [ref for table in tables for ref in self._gram_states(table)]
+        (worker,) = self.pool.least_busy(1, self.holders(tables[0].context))
+        self.hold(tables[0].context, [worker])
+        ref = worker.gram_finish.remote(self.contexts.handle(tables[0].context), states, finish)
+        state, counts = self.get([ref], "the Gram statistics")[0]
+        _count(engine, [counts])
+        return state
+
+    def _gram_states(self, table: StoredTable) -> list[Any]:
+        """Refs of each range's ``(GramPartial.to_state(), counts)``, still on the workers' nodes."""
+        ranges, context = self.ranges(table), self.contexts.handle(table.context)
+        workers = self.pool.least_busy(len(ranges), self.holders(table.context))
+        self.hold(table.context, workers)
+        key = uuid.uuid4().hex
+        try:
+            self.feeder.feed([table.features, _targets(table)], ranges,
+                             lambda index, sources: workers[index].gram_add.remote(f"{key}-{index}", context, *sources),
+                             self.get, "the Gram pass", _one_row_last(table))
+        except BaseException:
+            for index, worker in enumerate(workers):
+                worker.release.remote(f"{key}-{index}")
+            raise
+        return [w.gram_take.remote(f"{key}-{index}") for index, w in enumerate(workers)]
 
     def map_blocks(self, table: StoredTable, function: BlockFunction, engine: Engine, *, with_targets: bool = False,
                    operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> EncryptedMatrix:
@@ -210,10 +289,13 @@ class RayExecutor:
                     operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> Iterator[EncryptedMatrix]:
         """``function`` of each batch whole, on the pool's workers in turn with up to one batch per worker in
         flight (the next batches are read from ``batches`` meanwhile), yielded in input order."""
-        whole, workers = _sources(operands), itertools.cycle(self.pool.least_busy(len(self.pool)))
+        handle, whole = self.contexts.handle(context), self._sources(operands)
+        workers = itertools.cycle(self.pool.least_busy(len(self.pool), self.holders(context)))
         in_flight: collections.deque[Any] = collections.deque()
         for batch in batches:
-            in_flight.append(next(workers).map_range.remote(str(context), [_source(batch)], 0, None, function, whole))
+            worker = next(workers)
+            self.hold(context, [worker])
+            in_flight.append(worker.map_range.remote(handle, [self._source(batch)], function, whole))
             if len(in_flight) >= len(self.pool):
                 yield self._result(in_flight.popleft(), engine)
         while in_flight:
@@ -226,30 +308,34 @@ class RayExecutor:
 
     def _map(self, table: StoredTable, function: BlockFunction, engine: Engine, with_targets: bool,
              operands: Mapping[str, MatrixSource], what: str) -> list[EncryptedMatrix]:
-        sources = [str(table.features)] + ([str(_targets(table))] if with_targets else [])
-        ranges, whole = self.ranges(table), _sources(operands)
-        workers = self.pool.least_busy(len(ranges))
-        refs = [w.map_range.remote(str(table.context), sources, start, stop, function, whole)
-                for w, (start, stop) in zip(workers, ranges, strict=True)]
-        replies = self.get(refs, what)
-        _count(engine, [counts for _, counts in replies])
-        return [EncryptedMatrix.from_bytes(engine, data) for data, _ in replies]
+        """``function`` of every piece of every range (a range: one worker's; its pieces, several when the
+        table passes the object-store budget, run there in order), results in row order."""
+        paths = [table.features] + ([_targets(table)] if with_targets else [])
+        ranges, context, whole = self.ranges(table), self.contexts.handle(table.context), self._sources(operands)
+        workers = self.pool.least_busy(len(ranges), self.holders(table.context))
+        self.hold(table.context, workers)
+        replies = self.feeder.feed(
+            paths, ranges, lambda index, sources: workers[index].map_range.remote(context, sources, function, whole),
+            self.get, what, _one_row_last(table))
+        flat = [reply for per_range in replies for reply in per_range]
+        _count(engine, [counts for _, counts in flat])
+        return [EncryptedMatrix.from_bytes(engine, data) for data, _ in flat]
+
+    def _source(self, source: MatrixSource) -> Any:
+        """What a worker reads: bytes (a matrix serialized, or a file's contents in object-store mode) through
+        the object store (put once, read by reference), or in path mode a file's path."""
+        if isinstance(source, EncryptedMatrix):
+            source = source.to_bytes()
+        if isinstance(source, bytes):
+            return ray.put(source)
+        return str(source) if self.blocks == "path" else ray.put(Path(source).read_bytes())
+
+    def _sources(self, operands: Mapping[str, MatrixSource]) -> dict[str, Any]:
+        return {name: self._source(source) for name, source in operands.items()}
 
     def close(self) -> None:
         self.pool.shutdown()
         ray.shutdown()
-
-
-def _source(source: MatrixSource) -> Any:
-    """What a worker reads: a path as text, bytes (or a matrix, serialized) through the object store (put
-    once, read by reference)."""
-    if isinstance(source, EncryptedMatrix):
-        source = source.to_bytes()
-    return ray.put(source) if isinstance(source, bytes) else str(source)
-
-
-def _sources(operands: Mapping[str, MatrixSource]) -> dict[str, Any]:
-    return {name: _source(source) for name, source in operands.items()}
 
 
 def _column_sum(*inputs: EncryptedMatrix, function: BlockFunction | None, **operands: EncryptedMatrix
@@ -272,6 +358,10 @@ def _check_reachable(address: str, timeout: float) -> None:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
         raise ExecutionError(f"no Ray cluster answers at {address}: {exc}") from exc
+
+
+def _one_row_last(table: StoredTable) -> bool:
+    return table.rows > 1 and table.rows % table.tile_rows == 1
 
 
 def _targets(table: StoredTable) -> Path:

@@ -9,12 +9,14 @@ Ray worker process a second or more: paid per job, they dominated small jobs (a 
   size and modification time, so a session's context is loaded once per worker, not once per job. Each shard
   gets a *fork* of the cached engine (same SEAL context, its own operation counters), so the counts a job
   reports never mix with another job's on the same worker.
-- A job's shard is state inside a worker (``open_shard`` ... ``release``), named by a key unique to the
-  job's shard; its blocks are read from the blob store once per job. A worker serves one call at a time
+- A job's shard is state inside a worker (``load_blocks`` per piece, ``open_shard`` ... ``release``), named
+  by a key unique to the job's shard; its blocks arrive once per job, as object refs (``ray_blocks``) or, in
+  path mode, as ranges of a blob file the worker reads. A worker serves one call at a time
   (TenSEAL holds the GIL anyway), so jobs sharing a worker take turns step by step and the cluster's cores
   are never oversubscribed by our own processes.
-- Fan-out calls (``map_range``, ``reduce_range``, ``gram_range``) run on the same workers and reuse their
-  engines. Inputs are ``MatrixSource``s: a path every node can read, or bytes already in Ray's object store.
+- Fan-out calls (``map_range``; ``gram_add`` per piece, then ``gram_take``) run on the same workers and
+  reuse their engines. Inputs are ``MatrixSource``s: bytes already in Ray's object store, or (path mode) a
+  path every node can read.
 
 A worker that dies (killed, its node gone) fails the calls in flight, which the executor reports as an
 ``ExecutionError``; the pool replaces dead workers before it hands out shards again. No secret key reaches
@@ -25,10 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -36,50 +39,66 @@ import ray
 from ray.exceptions import RayActorError
 
 from ciphergrad.core.engine import Engine, OpCounts
-from ciphergrad.core.gram import accumulate, row_blocks
-from ciphergrad.core.shards import Batch, RowStep, StepPartial, row_blocks_of
+from ciphergrad.core.gram import GramPartial, accumulate, row_blocks
+from ciphergrad.core.shards import Batch, RowStep, StepPartial, stack_blocks
 from ciphergrad.core.tensor import EncryptedMatrix, read_block_range
 
 SHARD_CPU = 0.001  # what a worker reserves (see WorkerPool)
 CONTEXTS_PER_WORKER = 8  # engines a worker keeps (each holds its Galois keys: ~25 MB for an Ames session)
 PING_SECONDS = 5.0  # how long the pool waits to learn whether a worker it suspects is dead
 
-# A matrix a worker can read: a path on the shared data directory, or EncryptedMatrix.to_bytes() bytes
-# (usually an object ref, which Ray resolves to the bytes before the call runs).
-MatrixSource = str | bytes | ray.ObjectRef
+# A matrix a worker can read: EncryptedMatrix.to_bytes() bytes (usually an object ref, which Ray resolves to the
+# bytes before the call runs when it is a top-level argument), or, in path mode, a path on the shared data
+# directory, whole or as (path, start block, stop block).
+MatrixSource = str | bytes | tuple[str, int, int] | ray.ObjectRef
+# A public context: its path (path mode) or ((path, size, mtime), [ref to its bytes]) (ray_blocks.ContextRefs).
+ContextHandle = str | tuple[tuple[str, int, int], list[ray.ObjectRef]]
 
 
 class ContextCache:
-    """Engines by context file (path, size, mtime), least recently used evicted past ``size``."""
+    """Engines by context (path, size, mtime), least recently used evicted past ``size``.
+
+    A context is named by its path (path mode: read here) or by ``(key, [ref])`` (object store: the key the
+    server made from the same path, size and mtime; the ref fetched only on a miss)."""
 
     def __init__(self, size: int = CONTEXTS_PER_WORKER) -> None:
         self.size, self.loads = size, 0
         self._engines: OrderedDict[tuple[str, int, int], Engine] = OrderedDict()
 
-    def engine(self, context: str) -> Engine:
+    def engine(self, context: ContextHandle) -> Engine:
         """A fork of the cached engine: shares the loaded keys, counts its own operations."""
-        stat = os.stat(context)
-        key = (context, stat.st_size, stat.st_mtime_ns)
+        if isinstance(context, str):
+            stat = os.stat(context)
+            key: tuple[str, int, int] = (context, stat.st_size, stat.st_mtime_ns)
+        else:
+            key = tuple(context[0])  # type: ignore[assignment]
         if key in self._engines:
             self._engines.move_to_end(key)
         else:
-            self._engines[key] = Engine.from_public_context(Path(context).read_bytes())
+            data = Path(context).read_bytes() if isinstance(context, str) else ray.get(context[1][0])
+            self._engines[key] = Engine.from_public_context(data)
             self.loads += 1
             while len(self._engines) > self.size:
                 self._engines.popitem(last=False)
         return dataclasses.replace(self._engines[key], counts=OpCounts())
 
 
-def read_range(engine: Engine, source: MatrixSource, start: int, stop: int | None) -> EncryptedMatrix:
-    """Row blocks ``[start, stop)`` of ``source`` (``stop`` None: all of them)."""
-    if isinstance(source, ray.ObjectRef):  # Ray resolves only top-level arguments, not refs inside a dict
+def read_source(engine: Engine, source: MatrixSource) -> EncryptedMatrix:
+    """A matrix from what a call was given: bytes (or a ref to them), a whole file's path, or
+    ``(path, start, stop)``: row blocks of a stored matrix (path mode)."""
+    if isinstance(source, ray.ObjectRef):  # Ray resolves only top-level arguments, not refs inside a list
         source = ray.get(source)
     if isinstance(source, bytes):
-        matrix = EncryptedMatrix.from_bytes(engine, source)
-        return matrix if stop is None else row_blocks_of(matrix, start, stop)
-    if stop is None:
-        return EncryptedMatrix.from_bytes(engine, Path(source).read_bytes())
-    return read_block_range(engine, source, start, stop)
+        return EncryptedMatrix.from_bytes(engine, source)
+    if isinstance(source, tuple | list):
+        path, start, stop = source
+        return read_block_range(engine, path, start, stop)
+    return EncryptedMatrix.from_bytes(engine, Path(source).read_bytes())
+
+
+def _add_counts(counts: OpCounts, more: OpCounts) -> None:
+    for name, value in more.to_dict().items():
+        setattr(counts, name, getattr(counts, name) + value)
 
 
 def _peak_rss_mb() -> float:
@@ -108,20 +127,35 @@ class BlockWorker:
     def __init__(self, contexts: int = CONTEXTS_PER_WORKER) -> None:
         self.contexts = ContextCache(contexts)
         self.shards: dict[str, _Shard] = {}
+        # shards being loaded: their engine and pieces (X, y)
+        self.loading: dict[str, tuple[Engine, list[tuple[EncryptedMatrix, EncryptedMatrix]]]] = {}
+        self.grams: dict[str, tuple[GramPartial, OpCounts]] = {}  # Gram partials being added up
+        self.forbidden_opens = 0
 
     def where(self) -> dict[str, Any]:
         return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
-    def warm(self, context: str) -> int:
+    def warm(self, context: ContextHandle) -> int:
         """Load ``context`` now (before a job needs it); the number of contexts loaded so far."""
         self.contexts.engine(context)
         return self.contexts.loads
 
+    def inspect(self, context: ContextHandle) -> Any:
+        """Load ``context`` (kept in the cache) and return its parameters (``Engine.from_public_context``'s
+        checks: no secret key, a CKKS context with a usable scale)."""
+        return self.contexts.engine(context).params
+
     # -- a job's shard ---------------------------------------------------------------------------------
-    def open_shard(self, key: str, context: str, features: str, targets: str, start: int, stop: int
-                   ) -> dict[str, Any]:
-        engine = self.contexts.engine(context)
-        X, y = read_block_range(engine, features, start, stop), read_block_range(engine, targets, start, stop)
+    def load_blocks(self, key: str, context: ContextHandle, X: MatrixSource, y: MatrixSource) -> None:
+        """One piece of a shard's rows (pieces arrive in row order: calls from one caller run in order). The
+        shard's pieces share one engine fork, whose counters then report the job's operations."""
+        engine, pieces = self.loading.setdefault(key, (self.contexts.engine(context), []))
+        pieces.append((read_source(engine, X), read_source(engine, y)))
+
+    def open_shard(self, key: str) -> dict[str, Any]:
+        """The shard of the pieces loaded under ``key``, kept for the job (until ``release``)."""
+        engine, pieces = self.loading.pop(key)
+        X, y = (stack_blocks([piece[k] for piece in pieces]) for k in (0, 1))
         self.shards[key] = _Shard(engine, X, y)
         return self.where() | {"rows": X.shape[0], "columns": X.shape[1], "tile": (X.tile.rows, X.tile.cols)}
 
@@ -144,6 +178,8 @@ class BlockWorker:
 
     def release(self, key: str) -> None:
         self.shards.pop(key, None)
+        self.loading.pop(key, None)
+        self.grams.pop(key, None)
 
     def _shard(self, key: str) -> _Shard:
         if key not in self.shards:
@@ -162,25 +198,65 @@ class BlockWorker:
         return "refresh", request.to_bytes()
 
     # -- fan-out ---------------------------------------------------------------------------------------
-    def map_range(self, context: str, sources: list[MatrixSource], start: int, stop: int | None,
-                  function: Callable[..., EncryptedMatrix], whole: dict[str, MatrixSource]) -> tuple[bytes, dict]:
-        """``function(*row blocks [start, stop) of each source, **whole matrices)`` (``stop`` None: the
-        sources whole), serialized, and the operations it took."""
+    def map_range(self, context: ContextHandle, sources: list[MatrixSource], function: Callable[..., EncryptedMatrix],
+                  whole: dict[str, MatrixSource]) -> tuple[bytes, dict]:
+        """``function(*sources, **whole matrices)`` (the sources: row blocks of a table, or a request's batch),
+        serialized, and the operations it took."""
         engine = self.contexts.engine(context)
-        blocks = [read_range(engine, source, start, stop) for source in sources]
-        operands = {name: read_range(engine, source, 0, None) for name, source in whole.items()}
+        blocks = [read_source(engine, source) for source in sources]
+        operands = {name: read_source(engine, source) for name, source in whole.items()}
         return function(*blocks, **operands).to_bytes(), engine.counts.to_dict()
 
-    def gram_range(self, context: str, features: str, targets: str, start: int, stop: int
-                   ) -> tuple[dict[str, Any], dict]:
+    def gram_add(self, key: str, context: ContextHandle, X: MatrixSource, y: MatrixSource) -> None:
+        """Add one piece's Gram products to the partial kept under ``key`` (``gram_take`` returns it)."""
         engine = self.contexts.engine(context)
-        X, y = read_block_range(engine, features, start, stop), read_block_range(engine, targets, start, stop)
-        return accumulate(engine, row_blocks(X, y)).to_state(), engine.counts.to_dict()
+        part = accumulate(engine, row_blocks(read_source(engine, X), read_source(engine, y)))
+        before = self.grams.get(key)
+        if before is not None:
+            part = before[0] + part
+            _add_counts(engine.counts, before[1])
+        self.grams[key] = (part, engine.counts)
+
+    def gram_take(self, key: str) -> tuple[dict[str, Any], dict]:
+        partial, counts = self.grams.pop(key)
+        return partial.to_state(), counts.to_dict()
+
+    def gram_finish(self, context: ContextHandle, states: list[Any], finish: Callable[[GramPartial], dict]
+                    ) -> tuple[dict[str, Any], dict]:
+        """``finish`` of the sum of the ranges' partials (``gram_take`` replies, by reference): e.g. the
+        statistics' rotations (``server.execution.one_pass_state``); matrices in the result as bytes."""
+        engine = self.contexts.engine(context)
+        replies = ray.get(states)
+        for _, counts in replies:
+            _add_counts(engine.counts, OpCounts(**counts))
+        partials = [GramPartial.from_state(engine, state) for state, _ in replies]
+        total = partials[0]
+        for partial in partials[1:]:
+            total = total + partial
+        state = finish(total)
+        portable = {key: value.to_bytes() if isinstance(value, EncryptedMatrix) else value
+                    for key, value in state.items()}
+        return portable, engine.counts.to_dict()
+
+    def forbid_reads(self, directory: str) -> None:
+        """From now on, any open of a path under ``directory`` in this worker raises PermissionError and is
+        counted (``usage()['forbidden_opens']``): proof that the object-store mode needs no shared disk
+        (tests/test_execution_object_store.py). An audit hook: it stays for the process's life."""
+        root = os.path.realpath(directory) + os.sep
+
+        def hook(event: str, args: tuple) -> None:
+            if event == "open" and isinstance(args[0], str | bytes | os.PathLike):
+                path = os.path.realpath(os.fsdecode(args[0]))
+                if path.startswith(root):
+                    self.forbidden_opens += 1
+                    raise PermissionError(f"worker {os.getpid()} opened {path}: blocks must come by object ref")
+
+        sys.addaudithook(hook)
 
     def usage(self) -> dict[str, float]:
         """This worker's peak resident memory, CPU seconds used (load-independent work), contexts loaded."""
         return {"peak_rss_mb": _peak_rss_mb(), "cpu_s": time.process_time(), "context_loads": self.contexts.loads,
-                "open_shards": len(self.shards)}
+                "open_shards": len(self.shards), "forbidden_opens": self.forbidden_opens}
 
 
 class WorkerPool:
@@ -208,11 +284,12 @@ class WorkerPool:
         """A call failed: check the workers before handing any out again."""
         self._suspect = True
 
-    def acquire(self, count: int) -> list[int]:
-        """Indices of ``count`` distinct workers, least busy first, counted busy until ``release``."""
+    def acquire(self, count: int, prefer: Collection[int] = ()) -> list[int]:
+        """Indices of ``count`` distinct workers, least busy first (of equally busy ones, those in ``prefer``:
+        they hold the job's context), counted busy until ``release``."""
         self._replace_dead()
         with self._lock:
-            chosen = sorted(range(len(self.workers)), key=lambda i: (self.busy[i], i))[:count]
+            chosen = sorted(range(len(self.workers)), key=lambda i: (self.busy[i], i not in prefer, i))[:count]
             for index in chosen:
                 self.busy[index] += 1
             return chosen
@@ -222,15 +299,16 @@ class WorkerPool:
             for index in indices:
                 self.busy[index] = max(0, self.busy[index] - 1)
 
-    def least_busy(self, count: int) -> list[Any]:
+    def least_busy(self, count: int, prefer: Collection[int] = ()) -> list[Any]:
         """``count`` workers for short fan-out calls (not counted busy): the least busy first, round robin.
         Equally busy workers take turns from call to call, so that calls running at once (the batches of a
-        request stream, each a call of its own) land on different workers."""
+        request stream, each a call of its own) land on different workers; of equally busy workers those in
+        ``prefer`` (holding the call's context) come first."""
         self._replace_dead()
         with self._lock:
             size, turn = len(self.workers), self._turn
             self._turn += 1
-            order = sorted(range(size), key=lambda i: (self.busy[i], (i - turn) % size))
+            order = sorted(range(size), key=lambda i: (self.busy[i], i not in prefer, (i - turn) % size))
             return [self.workers[order[k % size]] for k in range(count)]
 
     def _replace_dead(self) -> None:

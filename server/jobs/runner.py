@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -30,7 +31,7 @@ from ciphergrad.core.gram import DATA_LEVELS, accumulate
 from ciphergrad.core.release import moment_tile
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.core.training import GradientTrainer
-from ciphergrad.server.execution import Executor, StoredTable, pooled_shards
+from ciphergrad.server.execution import Executor, StoredTable, one_pass_state, pooled_gram_state, pooled_shards
 from ciphergrad.server.execution.engines import EngineCache
 from ciphergrad.server.execution.local import LocalExecutor
 from ciphergrad.server.jobs.links import POLL_SECONDS, Cancelled, Detached, End, JobSlot, Link, StreamRefresh
@@ -335,10 +336,13 @@ class JobRunner:
         elif streams:
             self._emit_job(link, self._set(job_id, S.JOB_STATE_RUNNING, epoch=0))
             if self._distributed(trainer_type, config, dataset):
-                partial = self.executor.gram_partial(self.store.table(dataset), engine)
+                # The pass and the statistics' rotations on the executor (Ray: its workers, not this process).
+                finish = functools.partial(one_pass_state, trainer_type=trainer_type, config=config)
+                fixed_state = pooled_gram_state(self.executor, self._tables(dataset), engine, finish)
+                trainer = trainer_type.resume(engine, None, None, config, refresh, fixed_state)
             else:
                 partial = accumulate(engine, _row_blocks(self.store, dataset, engine, link))
-            trainer = trainer_type.from_partial(engine, partial, config, refresh)
+                trainer = trainer_type.from_partial(engine, partial, config, refresh)
             self.store.write_blob(fixed, codec.checkpoint_to_bytes(trainer.fixed_state()))
         else:
             trainer = trainer_type(engine, X, y, config, refresh, shuffles, **sharded)
