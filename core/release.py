@@ -37,7 +37,8 @@ import numpy as np
 
 from ciphergrad.core.errors import ParameterError, ShapeError
 from ciphergrad.core.layout import Tile
-from ciphergrad.core.quadratic import surrogate
+from ciphergrad.core.polynomial import fit_log_loss
+from ciphergrad.core.quadratic import DEFAULT_BOUND
 from ciphergrad.core.tensor import EncryptedMatrix
 
 __all__ = [
@@ -339,7 +340,7 @@ class Moments:
         classes (the log-odds of class 1), ``(K, 1 + d)`` for more; data units, intercept first."""
         if not self.space.classes:
             raise ParameterError("a regression pool: declare its classes to train a classifier")
-        _, c1, c2 = surrogate(_Surrogate(bound)).coefficients
+        _, c1, c2 = fit_log_loss(bound if bound is not None else DEFAULT_BOUND).coefficients
         G, shift, scale, extra, target = self._system()
         d = self.space.features
         models = []
@@ -348,9 +349,3 @@ class Moments:
             w = self._solve(G, -c1 / (2 * c2) * labels, l2 / (2 * c2) + extra)
             models.append(self._raw(w, shift, scale, target))
         return models[1] if self.space.classes == 2 else np.array(models)
-
-
-@dataclass(frozen=True)
-class _Surrogate:
-    bound: float | None
-

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -377,39 +376,6 @@ def parse_header(engine: Engine, header: Any) -> tuple[tuple[int, int], Tile, tu
         raise ShapeError(f"shape {shape} must have positive dimensions")
     tile.check(engine.slots)
     return shape, tile, pads, layout.grid(shape, tile)
-
-
-def read_block_range(engine: Engine, path: str | Path, start: int, stop: int) -> EncryptedMatrix:
-    """Row blocks ``[start, stop)`` of a matrix stored with ``to_bytes``, reading only their ciphertexts."""
-    with open(path, "rb") as handle:
-        header, _ = flat.read(handle)
-        shape, tile, pads, (blocks, cols) = parse_header(engine, header)
-        if not 0 <= start < stop <= blocks:
-            raise ShapeError(f"row blocks [{start}, {stop}) out of range for the {blocks} blocks of {path}")
-        blobs = list(flat.blob_range(handle, start * cols, (stop - start) * cols))
-    tiles = [[engine.ciphertext_from_bytes(b) for b in blobs[i * cols : (i + 1) * cols]] for i in range(stop - start)]
-    rows = min(stop * tile.rows, shape[0]) - start * tile.rows
-    return EncryptedMatrix(engine, tiles, (rows, shape[1]), tile, pads)
-
-
-def block_range_bytes(path: str | Path, start: int, stop: int) -> bytes:
-    """Row blocks ``[start, stop)`` of a matrix stored with ``to_bytes``, as ``to_bytes`` of a matrix of their
-    own: the header rewritten, the ciphertexts' bytes copied unparsed (file I/O only, no CKKS work and no
-    context needed, so a process without the session's keys can cut a table into pieces)."""
-    with open(path, "rb") as handle:
-        header, _ = flat.read(handle)
-        try:
-            shape = (int(header["shape"][0]), int(header["shape"][1]))
-            tile = Tile(int(header["tile"][0]), int(header["tile"][1]))
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise MalformedInputError(f"malformed EncryptedMatrix header in {path}: {exc}") from exc
-        blocks, cols = layout.grid(shape, tile)
-        if not 0 <= start < stop <= blocks:
-            raise ShapeError(f"row blocks [{start}, {stop}) out of range for the {blocks} blocks of {path}")
-        blobs = list(flat.blob_range(handle, start * cols, (stop - start) * cols))
-    rows = min(stop * tile.rows, shape[0]) - start * tile.rows
-    part = dict(header, shape=[rows, shape[1]], grid=[stop - start, cols])
-    return b"".join(flat.pieces(part, blobs))
 
 
 def hstack(columns: list[EncryptedMatrix]) -> EncryptedMatrix:

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from ciphergrad.core import EncryptedMatrix, stats
+from ciphergrad.core.blocks import read_block_range
 from ciphergrad.core.data import load_ames, with_intercept
 from ciphergrad.core.errors import ShapeError
 from ciphergrad.core.gram import accumulate, row_blocks
@@ -33,7 +34,6 @@ from ciphergrad.core.logistic import fit_torch as fit_torch_logistic
 from ciphergrad.core.neighbors import encrypt_reference, squared_distances, squared_distances_torch
 from ciphergrad.core.shards import LocalShards, block_ranges, row_blocks_of
 from ciphergrad.core.stats import mean_from_sums, variance_from_sums
-from ciphergrad.core.tensor import read_block_range
 from ciphergrad.server.execution import ExecutionError, StoredTable
 from ciphergrad.server.execution.local import LocalExecutor
 

@@ -3,7 +3,7 @@
 node mounts the data directory at the same path, which saves one copy).
 
 Object store (``BlockFeeder``): the server cuts each worker's range of row blocks into pieces with
-``core.tensor.block_range_bytes`` (file I/O only: the ciphertexts' bytes are copied, never parsed, so this
+``core.blocks.block_range_bytes`` (file I/O only: the ciphertexts' bytes are copied, never parsed, so this
 costs the server no CKKS work), ``ray.put``s each piece once and hands the ref to the worker call that owns the
 range; the worker parses the piece and keeps it (a training job's shard, for the job's life) or consumes it (a
 fan-out call). Every block of the table is read once per call (once per job for shards).
@@ -32,7 +32,7 @@ from typing import Any
 
 import ray
 
-from ciphergrad.core.tensor import block_range_bytes
+from ciphergrad.core.blocks import block_range_bytes
 
 MODES = ("object-store", "path")
 BUDGET_MB = 256  # default --ray-object-store-mb: half a compose node's 512 MiB object store

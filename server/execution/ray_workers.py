@@ -38,10 +38,11 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
+from ciphergrad.core.blocks import read_block_range
 from ciphergrad.core.engine import Engine, OpCounts
 from ciphergrad.core.gram import GramPartial, accumulate, row_blocks
 from ciphergrad.core.shards import Batch, RowStep, StepPartial, stack_blocks
-from ciphergrad.core.tensor import EncryptedMatrix, read_block_range
+from ciphergrad.core.tensor import EncryptedMatrix
 
 SHARD_CPU = 0.001  # what a worker reserves (see WorkerPool)
 CONTEXTS_PER_WORKER = 8  # engines a worker keeps (each holds its Galois keys: ~25 MB for an Ames session)

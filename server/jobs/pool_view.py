@@ -66,9 +66,8 @@ def training_source(store: Store, access: Access, spec: training_pb.JobSpec, ses
         raise precondition(f"solver {solver!r} needs rows or per-row refreshes, which a pool never gives out: "
                            f"pools train {choices}")
     fields["solver"].string_value = AGGREGATE_SOLVERS[name]
-    for per_row in ("batch_size",):
-        if per_row in fields and fields[per_row].WhichOneof("kind") != "null_value":
-            raise precondition(f"{per_row} has no meaning on a pool's release: leave it unset")
+    if "batch_size" in fields and fields["batch_size"].WhichOneof("kind") != "null_value":
+        raise precondition("batch_size has no meaning on a pool's release: leave it unset")
     if name == "logistic" and not pool.classes:
         raise precondition(f"pool {pool.id} is a regression pool (no schema.classes): train linear on it")
     if name == "linear" and pool.classes:

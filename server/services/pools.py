@@ -58,7 +58,7 @@ def check_schema(schema: pb.PoolSchema) -> tuple[dict[str, tuple[float, float]],
         if name not in names and name != schema.target_name:
             raise invalid(f"schema.bounds names {name!r}, which is not a column of the pool")
         try:
-            bounds[name] = (Bounds(given.lower, given.upper).lower, given.upper)
+            bounds[name] = (Bounds(given.lower, given.upper).lower, given.upper)  # Bounds validates the pair
         except ValueError as exc:
             raise invalid(f"schema.bounds[{name!r}]: {exc}") from None
     classes = tuple(schema.classes)
@@ -89,10 +89,9 @@ def check_policy(policy: pb.ReleasePolicy, space: RowSpace) -> ReleasePolicy:
             raise invalid(f"policy: differential privacy needs epsilon > 0 and 0 < delta < 1 (got epsilon="
                           f"{found.epsilon}, delta={found.delta}); leave both 0 for none")
         if not space.bounded:
-            missing = [n for n, b in zip(range(space.features), space.feature_bounds, strict=True) if b is None]
+            missing = sum(b is None for b in space.feature_bounds)
             raise invalid(f"policy: differential privacy needs schema.bounds on every feature and on a regression "
-                          f"target ({len(missing)} feature(s) or the target have none): the noise is calibrated "
-                          "to them")
+                          f"target ({missing} feature(s) or the target have none): the noise is calibrated to them")
     return found
 
 
