@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo compare test test-slow lint bench figures docker-compose-plugin docker-image docker-test clean
+.PHONY: demo compare test test-slow lint bench figures compare-figures docker-compose-plugin docker-image docker-test clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/figures.py
 
 figures: $(STAMP)
+	$(BIN)/python benchmarks/figures.py
+
+# The comparison report's tables and two of its plots in docs/benchmarks.md (about 5 minutes).
+compare-figures: $(STAMP)
+	$(BIN)/python -m ciphergrad.client.compare --scaling --out report
+	mkdir -p benchmarks/results/compare
+	cp report/compare.md report/compare.json benchmarks/results/compare/
+	cp report/loss_ames-converged-gd.png docs/compare_loss_ames_converged.png
+	cp report/scaling.png docs/compare_scaling.png
 	$(BIN)/python benchmarks/figures.py
 
 # Needs a Docker engine (see docs/docker.md). .venv provides pip for the wheelhouse and the compose binary.

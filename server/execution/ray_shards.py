@@ -127,6 +127,23 @@ class RayShards:
         self.executor.pool.release(self.indices)
 
 
+def _start_ray(address: str | None, num_cpus: int | None) -> None:
+    """Joins ``address`` or starts a local Ray. A local start is tried twice: Ray gives a new node a fixed 30 s
+    to register (``ray._private.node``), which a loaded machine can miss once, and says so with a bare
+    ``Exception``; a second miss is an ``ExecutionError`` naming it."""
+    for attempt in (1, 2):
+        try:
+            ray.init(address=address or None, num_cpus=None if address else num_cpus, include_dashboard=False,
+                     logging_level="ERROR", log_to_driver=False, ignore_reinit_error=True)
+            return
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ExecutionError(f"cannot join the Ray cluster at {address or 'local'}: {exc}") from exc
+        except Exception as exc:  # Ray's own start-up timeout is a bare Exception
+            if address or attempt == 2 or "timed out during startup" not in str(exc):
+                raise ExecutionError(f"cannot start Ray ({address or 'local'}): {exc}") from exc
+            ray.shutdown()
+
+
 class RayExecutor:
     """Connects to Ray (``address`` None: a local Ray on this machine's cores, capped by ``num_cpus``;
     ``"auto"`` or ``host:port``: an existing cluster) and starts the worker pool. ``shards``: the pool's
@@ -142,11 +159,7 @@ class RayExecutor:
         self.address, self.timeout, self.min_shard_rows = address or "local", timeout, max(1, min_shard_rows)
         if address and address != "auto":
             _check_reachable(address, connect_timeout)
-        try:
-            ray.init(address=address or None, num_cpus=None if address else num_cpus, include_dashboard=False,
-                     logging_level="ERROR", log_to_driver=False, ignore_reinit_error=True)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ExecutionError(f"cannot join the Ray cluster at {self.address}: {exc}") from exc
+        _start_ray(address, num_cpus)
         self.max_shards = shards or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.pool = WorkerPool(self.max_shards, **({"contexts": contexts} if contexts else {}))
         self.parallelism = len(self.pool)

@@ -96,15 +96,19 @@ def load_matrix(engine: Engine, path: Path, what: str, limits: Limits) -> Iterat
 
 
 async def answer_batches(
-    work: Work, requests: Inbound, scratch: Path, *, field: str, budget: Budget, what: str,
-    answer: Callable[[Path], bytes], width: int, response: type, response_field: str,
+    work: Work, requests: Inbound, staging: Callable[[], contextlib.AbstractContextManager[Path]], max_batch: int, *,
+    field: str, what: str, answer: Callable[[Path], bytes], width: int, response: type, response_field: str,
 ) -> AsyncIterator[Any]:
-    """Predict's and Distances' body: each matrix of the stream (``request.<field>``) spooled to ``scratch``,
-    answered by ``answer(path)`` (serialized) on the HE pool, up to ``width`` at once (``Work.ordered``), and
-    sent back in order as ``response`` messages whose ``response_field`` holds the answer's chunks. The stream
-    is never buffered whole; on an early exit the calls not yet started are cancelled."""
-    answers = work.ordered(spool_matrices(requests, field, budget, what, scratch), answer, width)
-    async with contextlib.aclosing(answers):
-        async for blob in answers:
-            for message in chunks.send(response, response_field, [blob]):
-                yield message
+    """Predict's and Distances' body: each matrix of the stream (``request.<field>``, at most ``max_batch``
+    bytes: --max-batch-mb) spooled to a ``staging()`` directory, answered by ``answer(path)`` (serialized) on
+    the HE pool, up to ``width`` at once (``Work.ordered``; the executor's parallelism), and sent back in
+    order as ``response`` messages whose ``response_field`` holds the answer's chunks. The stream is never
+    buffered whole; on an early exit the calls not yet started are cancelled and the staging directory
+    removed."""
+    budget = Budget(max_batch, "--max-batch-mb")
+    with staging() as scratch:
+        answers = work.ordered(spool_matrices(requests, field, budget, what, scratch), answer, width)
+        async with contextlib.aclosing(answers):
+            async for blob in answers:
+                for message in chunks.send(response, response_field, [blob]):
+                    yield message

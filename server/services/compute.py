@@ -168,17 +168,14 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                     "of one the client encrypted), then batches of encrypted queries",
         ) as (session, requests, first):
             queries = await self.work.he(self.reference, first, session)
-            budget = Budget(self.max_batch, "--max-batch-mb")
-            with self.store.staging() as scratch:
-                # Each query batch is a call on the executor (up to its `parallelism` at once), answered in order.
-                replies = answer_batches(
-                    self.work, requests, scratch, field="queries", budget=budget, what="a query batch",
-                    answer=functools.partial(self.distances, queries), width=self.executor.parallelism,
-                    response=pb.DistancesResponse, response_field="distances",
-                )
-                async with contextlib.aclosing(replies):
-                    async for message in replies:
-                        yield message
+            replies = answer_batches(
+                self.work, requests, self.store.staging, self.max_batch, field="queries", what="a query batch",
+                answer=functools.partial(self.distances, queries), width=self.executor.parallelism,
+                response=pb.DistancesResponse, response_field="distances",
+            )
+            async with contextlib.aclosing(replies):
+                async for message in replies:
+                    yield message
 
     def reference(self, first: pb.DistancesRequest, session: SessionRecord) -> Queries:
         """What every query batch of the stream runs: the distances to the reference set the first message

@@ -30,7 +30,7 @@ from ciphergrad.server.execution import BlockFunction, Executor, apply
 from ciphergrad.server.execution.engines import EngineCache
 from ciphergrad.server.rpc.access import Access, Metadata
 from ciphergrad.server.rpc.errors import invalid, precondition, rpc
-from ciphergrad.server.rpc.uploads import Budget, answer_batches, load_matrix
+from ciphergrad.server.rpc.uploads import answer_batches, load_matrix
 from ciphergrad.server.rpc.work import Work
 from ciphergrad.server.store import plainmodels
 from ciphergrad.server.store.records import ModelRecord, SessionRecord
@@ -128,18 +128,14 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         ) as (session, requests, first):
             options = first.options if first.HasField("options") else pb.PredictOptions(model_id=first.model_id)
             predictor = await self.work.he(self.predictor, options, session)
-            budget = Budget(self.max_batch, "--max-batch-mb")
-            with self.store.staging() as scratch:
-                # Each batch is answered as soon as it (and those before it) are done; the executor runs up to
-                # `parallelism` batches at once.
-                replies = answer_batches(
-                    self.work, requests, scratch, field="rows", budget=budget, what="a prediction batch",
-                    answer=functools.partial(self.predict_batch, predictor), width=self.executor.parallelism,
-                    response=pb.PredictResponse, response_field="predictions",
-                )
-                async with contextlib.aclosing(replies):
-                    async for message in replies:
-                        yield message
+            replies = answer_batches(
+                self.work, requests, self.store.staging, self.max_batch, field="rows", what="a prediction batch",
+                answer=functools.partial(self.predict_batch, predictor), width=self.executor.parallelism,
+                response=pb.PredictResponse, response_field="predictions",
+            )
+            async with contextlib.aclosing(replies):
+                async for message in replies:
+                    yield message
 
     def predict_batch(self, predictor: Predictor, path: Path) -> bytes:
         """The serialized predictions for the batch of rows spooled at ``path``, computed on the executor."""
