@@ -167,12 +167,16 @@ class RefinedSolver(LogisticTrainer):
                state: dict[str, Any], shuffles: Shuffles = (), *, shards: ShardSource | None = None) -> Self:
         rows = [state[key] for key in sorted((k for k in state if k.startswith("preconditioner_")),
                                              key=lambda k: int(k.rsplit("_", 1)[1]))]
-        return cls(engine, X, y, config, refresh, shuffles, weights=state["weights"], epoch=int(state["epoch"]),
-                   preconditioner=rows or None, shards=shards)
+        # Only the preconditioner (a stop between its write and the first step's checkpoint): start again.
+        return cls(engine, X, y, config, refresh, shuffles, weights=state.get("weights"),
+                   epoch=int(state.get("epoch", 0)), preconditioner=rows or None, shards=shards)
 
     def state(self) -> dict[str, Any]:
-        rows = {f"preconditioner_{j}": row for j, row in enumerate(self._rows or [])}
-        return {"epoch": self.epoch, "weights": self.weights, **rows}
+        return {"epoch": self.epoch, "weights": self.weights, **self.fixed_state()}
+
+    def fixed_state(self) -> dict[str, Any]:
+        """``Enc(P)``'s rows once the round trip brought them: a job runner writes them once, not every step."""
+        return {f"preconditioner_{j}": row for j, row in enumerate(self._rows or [])}
 
     def metadata(self) -> dict[str, Any]:
         return {**super().metadata(), "solver": "quadratic", "refine_steps": self.config.refine_steps}
