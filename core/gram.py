@@ -116,6 +116,15 @@ class GramPartial:
         sums = {key: self.engine.add(ct, other.sums[key]) for key, ct in self.sums.items()}
         return GramPartial(self.engine, self.tile, self.features, self.rows + other.rows, sums)
 
+    def absorb(self, other: GramPartial) -> GramPartial:
+        """``self + other`` in place on ``self`` (whose sums must be its own: a running total), no new sums."""
+        if (other.tile, other.features) != (self.tile, self.features):
+            return self + other  # raises, naming both layouts
+        for key, ct in other.sums.items():
+            self.sums[key] = self.engine.add_into(self.sums[key], ct)
+        self.rows += other.rows
+        return self
+
     @property
     def columns(self) -> bool:
         return self.tile.cols == 1
@@ -133,11 +142,12 @@ class GramPartial:
         return cls(engine, Tile(*state["tile"]), int(state["features"]), int(state["rows"]), sums)  # type: ignore[misc]
 
 
-def accumulate(engine: Engine, blocks: Iterable[Block]) -> GramPartial:
-    """One pass: the products of every ``(X, y)`` row block, summed (see the module docstring for costs). Each
-    product goes into the running sums in place as soon as it is made: the pass holds one set of sums and one
-    product, not a block's worth of products (595 ciphertexts, ~470 MB, for 32 features and an intercept)."""
-    total: GramPartial | None = None
+def accumulate(engine: Engine, blocks: Iterable[Block], into: GramPartial | None = None) -> GramPartial:
+    """One pass: the products of every ``(X, y)`` row block, summed (see the module docstring for costs), onto
+    ``into`` (in place: a running total of earlier blocks) when given. Each product goes into the running sums
+    in place as soon as it is made: the pass holds one set of sums and one product, not a block's worth of
+    products (595 ciphertexts, ~470 MB, for 32 features and an intercept)."""
+    total = into
     for X, y in blocks:
         total = _block_products(engine, X, y, total)
     if total is None:
