@@ -224,6 +224,15 @@ class Engine:
         self.counts.additions += 1
         return out
 
+    def add_into(self, total: Ciphertext, ct: Ciphertext) -> Ciphertext:
+        """``total + ct``, in place on ``total`` when both sit at one level and scale (a running sum the caller
+        owns, e.g. the Gram pass's: no new ciphertext per block); otherwise as ``add``."""
+        if self._chain_index(total) != self._chain_index(ct) or total.scale != ct.scale:
+            return self.add(total, ct)
+        self.evaluator.add_inplace(total, ct)
+        self.counts.additions += 1
+        return total
+
     def sub(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
         a, b = self._align(a, b)
         out = Ciphertext(self.seal)

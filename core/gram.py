@@ -116,6 +116,15 @@ class GramPartial:
         sums = {key: self.engine.add(ct, other.sums[key]) for key, ct in self.sums.items()}
         return GramPartial(self.engine, self.tile, self.features, self.rows + other.rows, sums)
 
+    def absorb(self, other: GramPartial) -> GramPartial:
+        """``self + other`` in place on ``self`` (whose sums must be its own: a running total), no new sums."""
+        if (other.tile, other.features) != (self.tile, self.features):
+            return self + other  # raises, naming both layouts
+        for key, ct in other.sums.items():
+            self.sums[key] = self.engine.add_into(self.sums[key], ct)
+        self.rows += other.rows
+        return self
+
     @property
     def columns(self) -> bool:
         return self.tile.cols == 1
@@ -133,18 +142,22 @@ class GramPartial:
         return cls(engine, Tile(*state["tile"]), int(state["features"]), int(state["rows"]), sums)  # type: ignore[misc]
 
 
-def accumulate(engine: Engine, blocks: Iterable[Block]) -> GramPartial:
-    """One pass: the products of every ``(X, y)`` row block, summed (see the module docstring for costs)."""
-    total: GramPartial | None = None
+def accumulate(engine: Engine, blocks: Iterable[Block], into: GramPartial | None = None) -> GramPartial:
+    """One pass: the products of every ``(X, y)`` row block, summed (see the module docstring for costs), onto
+    ``into`` (in place: a running total of earlier blocks) when given. Each product goes into the running sums
+    in place as soon as it is made: the pass holds one set of sums and one product, not a block's worth of
+    products (595 ciphertexts, ~470 MB, for 32 features and an intercept)."""
+    total = into
     for X, y in blocks:
-        part = _block_products(engine, X, y)
-        total = part if total is None else total + part
+        total = _block_products(engine, X, y, total)
     if total is None:
         raise ShapeError("no row blocks to accumulate: the table is empty")
     return total
 
 
-def _block_products(engine: Engine, X: EncryptedMatrix, y: EncryptedMatrix) -> GramPartial:
+def _block_products(engine: Engine, X: EncryptedMatrix, y: EncryptedMatrix,
+                    total: GramPartial | None = None) -> GramPartial:
+    """The block's products, added into ``total`` (in place) or as a new partial when None."""
     check_data(X, y)
     if X.grid[0] != 1:
         raise ShapeError(f"a row block is one ciphertext row; got {X.grid[0]} (use row_blocks(X, y))")
@@ -156,24 +169,39 @@ def _block_products(engine: Engine, X: EncryptedMatrix, y: EncryptedMatrix) -> G
             f"{X.level}: encrypt at the top level of plan({DATA_LEVELS})"
         )
     d, tile = X.shape[1], X.tile
+    if tile.cols != 1 and (X.grid[1] != 1 or d >= tile.cols):
+        raise ShapeError(
+            f"row-packed Gram accumulation needs the {d} features plus y inside one tile row of width "
+            f"{tile.cols}: encrypt with packing='columns' (faster) or a tile wider than {d}"
+        )
+    if total is not None and (tile, d) != (total.tile, total.features):
+        raise ShapeError(
+            f"cannot add Gram partials of {total.features} features in {total.tile} and {d} in {tile}: "
+            "accumulate every block with the same layout"
+        )
 
     def product(a: Ciphertext, b: Ciphertext) -> Ciphertext:
         return engine.multiply(a, b, rescale=False, relinearize=False)
 
-    if tile.cols == 1:
-        columns = [*X.ciphertexts, y.ciphertexts[0]]
-        sums = {("pair", j, k): product(columns[j], columns[k]) for j in range(d + 1) for k in range(j, d + 1)}
-    else:
-        if X.grid[1] != 1 or d >= tile.cols:
-            raise ShapeError(
-                f"row-packed Gram accumulation needs the {d} features plus y inside one tile row of width "
-                f"{tile.cols}: encrypt with packing='columns' (faster) or a tile wider than {d}"
-            )
+    def products() -> Iterator[tuple[tuple[str, int, int], Ciphertext]]:
+        if tile.cols == 1:
+            columns = [*X.ciphertexts, y.ciphertexts[0]]
+            for j in range(d + 1):
+                for k in range(j, d + 1):
+                    yield ("pair", j, k), product(columns[j], columns[k])
+            return
         (xb,), (yb,) = X.ciphertexts, y.ciphertexts
-        sums = {("diag", s, 0): product(xb, xb if s == 0 else engine.rotate(xb, s)) for s in range(d)}
-        sums[("xy", 0, 0)] = product(xb, yb)
-        sums[("yy", 0, 0)] = product(yb, yb)
-    return GramPartial(engine, tile, d, X.shape[0], sums)
+        for s in range(d):
+            yield ("diag", s, 0), product(xb, xb if s == 0 else engine.rotate(xb, s))
+        yield ("xy", 0, 0), product(xb, yb)
+        yield ("yy", 0, 0), product(yb, yb)
+
+    if total is None:
+        return GramPartial(engine, tile, d, X.shape[0], dict(products()))
+    for key, ct in products():
+        total.sums[key] = engine.add_into(total.sums[key], ct)
+    total.rows += X.shape[0]
+    return total
 
 
 def center_columns(partial: GramPartial, center: np.ndarray, intercept_column: int) -> GramPartial:

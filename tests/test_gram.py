@@ -69,6 +69,14 @@ def test_partials_over_block_ranges_add_up(engine, enc, kh, ames):
     G_first, _, _ = finalize(first).dense(kh)
     rows = X[: first.rows]
     assert np.max(np.abs(G_first - rows.T @ rows / len(rows))) < 1e-7
+    # In place (a worker's running partial, the finishing worker's sum): the same statistics, the same object.
+    running = accumulate(engine, blocks[:2])
+    grown = accumulate(engine, blocks[2:], into=running)
+    absorbed = accumulate(engine, blocks[:1]).absorb(accumulate(engine, blocks[1:]))
+    assert grown is running and grown.rows == absorbed.rows == len(X)
+    for partial in (grown, absorbed):
+        for a, b in zip(finalize(partial).dense(kh), finalize(whole).dense(kh), strict=True):
+            assert np.max(np.abs(np.asarray(a) - np.asarray(b))) < 1e-9
 
 
 @pytest.mark.parametrize(

@@ -116,6 +116,12 @@ def test_encrypted_refinement_matches_twin(engine, enc, kh, cancer):
     # Checkpoint: the preconditioner's rows travel with the state.
     resumed = RefinedSolver.resume(engine, Xe, ye, config, link, solver.state())
     assert resumed.done and len(resumed._rows) == X.shape[1]
+    # The rows are the fixed part a job runner writes once; alone (a stop before the first step's checkpoint)
+    # they resume a job that starts again from its pass.
+    assert set(solver.fixed_state()) == {f"preconditioner_{j}" for j in range(X.shape[1])}
+    assert set(solver.state()) == {"epoch", "weights", *solver.fixed_state()}
+    again = RefinedSolver.resume(engine, Xe, ye, config, link, solver.fixed_state())
+    assert again.epoch == 0 and not again.done
     assert solver.metadata()["refine_steps"] == 2
 
 

@@ -211,10 +211,10 @@ class BlockWorker:
     def gram_add(self, key: str, context: ContextHandle, X: MatrixSource, y: MatrixSource) -> None:
         """Add one piece's Gram products to the partial kept under ``key`` (``gram_take`` returns it)."""
         engine = self.contexts.engine(context)
-        part = accumulate(engine, row_blocks(read_source(engine, X), read_source(engine, y)))
         before = self.grams.get(key)
+        part = accumulate(engine, row_blocks(read_source(engine, X), read_source(engine, y)),
+                          into=before[0] if before is not None else None)  # in place on the kept partial
         if before is not None:
-            part = before[0] + part
             _add_counts(engine.counts, before[1])
         self.grams[key] = (part, engine.counts)
 
@@ -233,7 +233,7 @@ class BlockWorker:
         partials = [GramPartial.from_state(engine, state) for state, _ in replies]
         total = partials[0]
         for partial in partials[1:]:
-            total = total + partial
+            total = total.absorb(partial)  # in place: the loaded partials are this call's own
         state = finish(total)
         portable = {key: value.to_bytes() if isinstance(value, EncryptedMatrix) else value
                     for key, value in state.items()}

@@ -9,7 +9,9 @@ client of the same session attaches again. A session has at most --max-jobs-per-
 
 A one-pass trainer (``streams_rows``: the "gram" and "normal" solvers) never loads the dataset: its row
 blocks stream from disk into ``core.gram.accumulate``, and the statistics (``fixed_state``) are written once
-beside the checkpoint, so a resumed job skips the pass and per-epoch checkpoints hold only the weights.
+beside the checkpoint, so a resumed job skips the pass and per-epoch checkpoints hold only the weights. Any
+trainer's ``fixed_state`` is written once when it appears (refinement: the ``d`` rows of ``Enc(P)`` after its
+first epoch, 13 MB on breast cancer, 0.13 s to serialize), not with every epoch's checkpoint.
 """
 
 from __future__ import annotations
@@ -355,6 +357,7 @@ class JobRunner:
             result = trainer.run_epoch()
             seconds = time.perf_counter() - start
             refreshes += result.refreshes
+            constant = self._write_fixed(trainer, fixed, constant)
             changing = {key: value for key, value in trainer.state().items() if key not in constant}
             self.store.write_blob(checkpoint, codec.checkpoint_to_bytes(changing))
             self.store.update_job(job_id, epoch=trainer.epoch, refreshes=refreshes)
@@ -379,6 +382,15 @@ class JobRunner:
         self._finish(job, dataset, weights, trainer, refreshes, link)
         self.store.remove(checkpoint)
         self.store.remove(fixed)
+
+    def _write_fixed(self, trainer: Any, path: Any, written: set[str]) -> set[str]:
+        """A trainer's part that stops changing once made (``fixed_state``; refinement: ``Enc(P)``'s rows, after
+        its first epoch) is written once beside the checkpoint, before the checkpoint that leaves it out."""
+        fixed = trainer.fixed_state() if hasattr(trainer, "fixed_state") else {}
+        if set(fixed) <= written:
+            return written
+        self.store.write_blob(path, codec.checkpoint_to_bytes(fixed))
+        return set(fixed)
 
     def _train_pool(self, job: JobRecord, link: Link, slot: JobSlot) -> None:
         """A pool's job: its release to the key holder, the solved weights back (``server.jobs.pool_view``)."""
