@@ -19,6 +19,11 @@ store, or with ``--ray-blocks path`` lets its workers read them on a shared disk
 - ``inspect_context(context, final)``: load a received public context where the work runs (refusing a
   secret key or garbage, as ``Engine.from_public_context``) and return its parameters; Ray keeps it loaded
   on that worker under the path it will be ``final``-ly stored at.
+- ``check_files(context, paths, check, engine)``: ``check(engine, file, index)`` of each file where the
+  session's context is loaded: in this process (with ``engine()``), or on Ray on one pool worker holding it
+  (the files' bytes through the object store, whole, or their paths): an upload's checks parse every
+  ciphertext, so with Ray the server process loads no context and parses no ciphertext for them. ``check``
+  returns something small and picklable (not a matrix); what it raises reaches the caller as raised.
 - ``column_sums(table, engine, squares, ...)``: ``X.sum(axis=0)`` (of ``X * X``, or of any row-local
   ``function`` of the rows), added up over ranges (Describe's means and variances come from these,
   ``core.stats.*_from_sums``; Metrics' sums of squared residuals and of targets likewise).
@@ -45,7 +50,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.gram import GramPartial
@@ -56,6 +61,7 @@ from ciphergrad.core.tensor import EncryptedMatrix
 BlockFunction = Callable[..., EncryptedMatrix]  # f(X_rows[, y_rows], **operands), row-local
 MatrixSource = Path | bytes | EncryptedMatrix  # a stored or scratch matrix file, its bytes, or the matrix itself
 NO_OPERANDS: Mapping[str, MatrixSource] = {}
+FileCheck = Callable[[Engine, BinaryIO, int], Any]  # check(engine, an open file, its index) -> a small result
 
 
 class ExecutionError(RuntimeError):
@@ -93,6 +99,9 @@ class Executor(Protocol):
     def warm(self, context: Path) -> None: ...
 
     def inspect_context(self, context: Path, final: Path | None = None) -> CKKSParameters: ...
+
+    def check_files(self, context: Path, paths: Sequence[Path], check: FileCheck,
+                    engine: Callable[[], Engine]) -> list[Any]: ...
 
     def close(self) -> None: ...
 

@@ -146,6 +146,39 @@ class BlockFeeder:
                 self._release(size)
         return results
 
+    def feed_files(self, paths: Sequence[Path], submit: Callable[[int, BlockSource], Any],
+                   get: Callable[[list[Any], str], list[Any]], what: str) -> list[Any]:
+        """``submit(index, source)`` for each whole file (its bytes put once, or its path in path mode); the
+        calls' results in order, at most ``budget`` bytes in flight (a file larger than that goes alone)."""
+        results: list[Any] = []
+        in_flight: collections.deque[tuple[Any, int]] = collections.deque()
+
+        def settle() -> None:
+            ref, size = in_flight.popleft()
+            try:
+                results.append(get([ref], what)[0])
+            finally:
+                self._release(size)
+
+        try:
+            for index, path in enumerate(paths):
+                if self.mode == "path":
+                    in_flight.append((submit(index, str(path)), 0))
+                    continue
+                size = os.path.getsize(path)
+                while in_flight and self._held_now() + size > self.budget:
+                    settle()
+                ref = ray.put(Path(path).read_bytes())
+                self._hold(size)
+                in_flight.append((submit(index, ref), size))
+                del ref
+            while in_flight:
+                settle()
+        finally:
+            for _, size in in_flight:
+                self._release(size)
+        return results
+
     def _held_now(self) -> int:
         with self._lock:
             return self._held

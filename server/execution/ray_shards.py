@@ -30,7 +30,7 @@ import itertools
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ from ciphergrad.server.execution import (
     NO_OPERANDS,
     BlockFunction,
     ExecutionError,
+    FileCheck,
     MatrixSource,
     StoredTable,
     rows_function,
@@ -237,6 +238,17 @@ class RayExecutor:
             raise
         self.hold(final or context, [worker])
         return params[0]
+
+    def check_files(self, context: Path, paths: Sequence[Path], check: FileCheck,
+                    engine: Callable[[], Engine]) -> list[Any]:
+        """``check`` of each file on one worker holding the session's context (calls to one worker run in
+        order): this process loads no context and parses no ciphertext (``engine`` is not called)."""
+        (worker,) = self.pool.least_busy(1, self.holders(context))
+        self.hold(context, [worker])
+        handle = self.contexts.handle(context)
+        return self.feeder.feed_files(
+            paths, lambda index, source: worker.check_file.remote(handle, source, check, index), self.get,
+            "checking an upload")
 
     def gram_partial(self, table: StoredTable, engine: Engine) -> GramPartial:
         """Each range's pieces added up on its worker (``gram_add``), one partial per worker back."""

@@ -26,6 +26,7 @@ a worker: contexts that carry one are refused by ``Engine.from_public_context``.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import sys
 import threading
@@ -207,6 +208,16 @@ class BlockWorker:
         blocks = [read_source(engine, source) for source in sources]
         operands = {name: read_source(engine, source) for name, source in whole.items()}
         return function(*blocks, **operands).to_bytes(), engine.counts.to_dict()
+
+    def check_file(self, context: ContextHandle, source: MatrixSource, check: Callable[[Engine, Any, int], Any],
+                   index: int) -> Any:
+        """``check(engine, file, index)`` of a whole file (its bytes, or in path mode its path): an upload's
+        checks (``server.execution.check_files``), on the worker that holds the session's context."""
+        engine = self.contexts.engine(context)
+        if isinstance(source, bytes):
+            return check(engine, io.BytesIO(source), index)
+        with open(str(source), "rb") as handle:
+            return check(engine, handle, index)
 
     def gram_add(self, key: str, context: ContextHandle, X: MatrixSource, y: MatrixSource) -> None:
         """Add one piece's Gram products to the partial kept under ``key`` (``gram_take`` returns it)."""
