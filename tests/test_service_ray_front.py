@@ -1,27 +1,39 @@
-"""With ``--executor ray`` the server process only routes an upload: its checks (every ciphertext parsed
-against the session's context) run on the pool worker holding that context (``Executor.check_files``).
+"""With ``--executor ray`` the server process only routes an upload and a one-pass job: the upload's checks
+(every ciphertext parsed against the session's context) run on the pool worker holding that context
+(``Executor.check_files``), and a "gram" or "normal" job's pass, statistics and trainer on the pool too
+(``server.execution.ray_trainers``): the server relays refreshes and the normal system as bytes.
 
 One in-process server on a local 2-CPU Ray for the module (~10 s with Ray's start). In this process a guard
 counts every context load (``Engine.from_public_context``) and every ciphertext parsed
 (``Engine.ciphertext_from_bytes``) while a session is created and an Ames-sized table uploaded: both stay 0
 (the Ray workers are processes of their own, unguarded). Bad uploads still get INVALID_ARGUMENT with a
 human message from the worker (a corrupt ciphertext: SEAL's refusal; a scale the session cannot take: the
-validation layer's ``ServiceError``, pickled with its code) and leave nothing behind.
+validation layer's ``ServiceError``, pickled with its code) and leave nothing behind. The one-pass jobs give
+their twins' results within 1e-6 (the gram solver's weights and losses, and after a pause and a resume from
+the job's checkpoints; the normal solver's least squares) with no context loaded in the server process.
 """
 
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from service_support import ames, local_server, session_client
 
+from ciphergrad.client.sdk import Client, default_parameters, training_layout
+from ciphergrad.client.training import TrainingCalls
 from ciphergrad.core import flat
+from ciphergrad.core.conditioning import Standardizer
+from ciphergrad.core.data import load_ames, with_intercept
 from ciphergrad.core.engine import Engine
+from ciphergrad.core.gram_training import fit_torch_gram
+from ciphergrad.core.linear import LinearRegressionConfig
 from ciphergrad.wire import chunks
-from ciphergrad.wire.proto_gen.ciphergrad.v1 import dataset_service_pb2
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import dataset_service_pb2, training_service_pb2
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.timeout(300)
@@ -104,3 +116,78 @@ def test_a_bad_upload_is_invalid_argument_from_the_worker(ray_server, guard) -> 
         client.close()
     assert list((data_dir / "tmp").iterdir()) == []  # no partial upload kept
     assert guard["contexts"] == 0
+
+
+GRAM = LinearRegressionConfig(learning_rate=0.7, momentum=0.3, epochs=6, init="zeros", solver="gram")
+
+
+def test_one_pass_jobs_run_on_the_pool(ray_server, guard) -> None:
+    server, data_dir = ray_server
+    data = load_ames()
+    X, y = with_intercept(Standardizer.fit(data.X).transform(data.X)), data.y
+    params = default_parameters()
+    tile, rotations = training_layout(X.shape, params.slots, GRAM)
+    client = Client(server.address)
+    try:
+        client.create_session(params, tiles=[tile], rotations=rotations)
+        dataset_id = client.upload(X, y, tile=tile).dataset_id
+        normal = client.train(dataset_id, {"solver": "normal"})
+        assert normal.job.state == training_service_pb2.JOB_STATE_SUCCEEDED
+        assert np.max(np.abs(client.weights(normal.model) - np.linalg.lstsq(X, y, rcond=None)[0])) < 1e-6
+
+        twin = fit_torch_gram(X, y, GRAM)
+        run = client.train(dataset_id, GRAM)
+        assert run.job.state == training_service_pb2.JOB_STATE_SUCCEEDED and run.refreshes == GRAM.epochs
+        assert np.max(np.abs(client.weights(run.model) - twin.weights)) < 1e-6
+        assert np.max(np.abs(np.asarray(run.losses) - twin.losses)) < 1e-6
+
+        # Paused at its third refresh, resumed from its checkpoints (written as bytes by the server).
+        def leave_at_third_refresh(values: np.ndarray, seen: list = []) -> None:  # noqa: B006
+            seen.append(values)
+            if len(seen) == 3:
+                raise KeyboardInterrupt("the data owner closed the laptop")
+
+        with pytest.raises(KeyboardInterrupt):
+            client.train(dataset_id, GRAM, on_refresh=leave_at_third_refresh)
+        job = next(j for j in client.list_jobs() if j.state != training_service_pb2.JOB_STATE_SUCCEEDED)
+        for _ in range(300):
+            if client.get_job(job.job_id).state == training_service_pb2.JOB_STATE_PAUSED:
+                break
+            time.sleep(0.1)
+        paused = client.get_job(job.job_id)
+        assert paused.state == training_service_pb2.JOB_STATE_PAUSED and 0 < paused.epoch < GRAM.epochs
+        resumed = client.train(job_id=job.job_id)
+        assert resumed.job.state == training_service_pb2.JOB_STATE_SUCCEEDED
+        assert np.max(np.abs(client.weights(resumed.model) - twin.weights)) < 1e-6
+        assert np.max(np.abs(np.asarray(resumed.losses) - twin.losses[paused.epoch:])) < 1e-6
+        assert not list(data_dir.glob(f"blobs/*/jobs/{job.job_id}.*"))  # checkpoints cleaned up at the end
+    finally:
+        client.close()
+    assert guard["contexts"] == 0
+    assert server.engines._engines == {}
+
+
+def test_a_bad_refresh_reply_fails_the_job_with_invalid_argument(ray_server, monkeypatch) -> None:
+    """The worker checks the client's refreshed matrix (``validation.reply_matrix``): a corrupt ciphertext in it
+    ends the job INVALID_ARGUMENT, as in-process."""
+    server, _ = ray_server
+    data = load_ames()
+    X, y = with_intercept(Standardizer.fit(data.X).transform(data.X)), data.y
+    params = default_parameters()
+    tile, rotations = training_layout(X.shape, params.slots, GRAM)
+    original = TrainingCalls._refresh
+
+    def corrupting(self, request, *args, **kwargs):
+        reply = original(self, request, *args, **kwargs)
+        reply.refreshed.ciphertexts[0] = bytes(len(reply.refreshed.ciphertexts[0]))
+        return reply
+
+    monkeypatch.setattr(TrainingCalls, "_refresh", corrupting)
+    client = Client(server.address)
+    try:
+        client.create_session(params, tiles=[tile], rotations=rotations)
+        dataset_id = client.upload(X, y, tile=tile).dataset_id
+        error = _refused(lambda: client.train(dataset_id, GRAM))
+        assert "refreshed matrix" in error.details() or "ciphertext" in error.details()
+    finally:
+        client.close()

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from ciphergrad.core.engine import Engine
+from ciphergrad.core.engine import Engine, OpCounts
 from ciphergrad.core.gram import GramPartial
 from ciphergrad.core.params import CKKSParameters
 from ciphergrad.core.shards import PooledShards, ShardSource
@@ -62,6 +62,14 @@ BlockFunction = Callable[..., EncryptedMatrix]  # f(X_rows[, y_rows], **operands
 MatrixSource = Path | bytes | EncryptedMatrix  # a stored or scratch matrix file, its bytes, or the matrix itself
 NO_OPERANDS: Mapping[str, MatrixSource] = {}
 FileCheck = Callable[[Engine, BinaryIO, int], Any]  # check(engine, an open file, its index) -> a small result
+
+
+@dataclass
+class Tally:
+    """Where the operation counts of a call go when this process loads no engine for it (a Ray server's
+    one-pass jobs, ``pooled_gram_state``): ``counts`` as an ``Engine``'s."""
+
+    counts: OpCounts
 
 
 class ExecutionError(RuntimeError):
@@ -160,14 +168,16 @@ def pooled_gram_partial(executor: Executor, tables: Sequence[StoredTable], engin
     return functools.reduce(operator.add, partials)
 
 
-def pooled_gram_state(executor: Executor, tables: Sequence[StoredTable], engine: Engine,
+def pooled_gram_state(executor: Executor, tables: Sequence[StoredTable], engine: Engine | Tally,
                       finish: Callable[[GramPartial], dict[str, Any]]) -> dict[str, Any]:
     """``finish`` of the tables' summed Gram partial: what a one-pass trainer keeps (``one_pass_state``; the
     ``core.gram.finalize`` rotations, ~1.5 s on Ames). An executor with ``gram_finish`` (Ray) runs it on a
-    worker, next to the partials, and returns the state with matrices as bytes; else it runs here."""
+    worker, next to the partials, and returns the state with matrices as bytes (``engine`` may then be a
+    ``Tally``: only its counts are used); else it runs here."""
     remote = getattr(executor, "gram_finish", None)
     if remote is not None:
         return remote(tables, engine, finish)
+    assert isinstance(engine, Engine), "a Tally serves executors with gram_finish only"
     return finish(pooled_gram_partial(executor, tables, engine))
 
 

@@ -63,9 +63,11 @@ from ciphergrad.server.execution import (
     FileCheck,
     MatrixSource,
     StoredTable,
+    Tally,
     rows_function,
 )
 from ciphergrad.server.execution.ray_blocks import BUDGET_MB, BlockFeeder, ContextRefs
+from ciphergrad.server.execution.ray_trainers import RemoteTrainer
 from ciphergrad.server.execution.ray_workers import WorkerPool
 
 HOLDERS_KEPT = 1024  # contexts whose holders the executor remembers (oldest forgotten: a load on demand)
@@ -257,7 +259,25 @@ class RayExecutor:
         partials = [GramPartial.from_state(engine, state) for state, _ in replies]
         return functools.reduce(lambda a, b: a + b, partials)
 
-    def gram_finish(self, tables: list[StoredTable], engine: Engine,
+    @contextmanager
+    def trainer(self, context: Path, trainer_type: Any, config: Any, checkpoints: list[bytes], relay: Any,
+                counts: OpCounts) -> Iterator[RemoteTrainer]:
+        """A one-pass job's trainer on the worker holding its context, from the job's ``checkpoints`` (the
+        statistics, then the last epoch's), for the job's life (``ray_trainers``); ``relay`` carries its
+        questions to the key holder, ``counts`` gets its epochs' operations."""
+        (worker,) = self.pool.least_busy(1, self.holders(context))
+        self.hold(context, [worker])
+        key = uuid.uuid4().hex
+
+        def call(method: str, *args: Any) -> Any:
+            return self.get([getattr(worker, method).remote(key, *args)], f"a one-pass job's {method}")[0]
+
+        try:
+            yield RemoteTrainer(call, relay, counts, self.contexts.handle(context), trainer_type, config, checkpoints)
+        finally:
+            worker.release.remote(key)  # fire and forget, as a job's shards
+
+    def gram_finish(self, tables: list[StoredTable], engine: Engine | Tally,
                     finish: Callable[[GramPartial], dict[str, Any]]) -> dict[str, Any]:
         """``finish`` of the tables' summed Gram partial, on a worker: the partials stay in the object store
         and go to that worker by reference; only ``finish``'s result (matrices as bytes) comes back."""
@@ -356,7 +376,7 @@ def _column_sum(*inputs: EncryptedMatrix, function: BlockFunction | None, **oper
     return pending_row_sum(rows)
 
 
-def _count(engine: Engine, deltas: list[dict[str, int]]) -> None:
+def _count(engine: Engine | Tally, deltas: list[dict[str, int]]) -> None:
     for delta in deltas:
         for name, value in OpCounts(**delta).to_dict().items():
             setattr(engine.counts, name, getattr(engine.counts, name) + value)

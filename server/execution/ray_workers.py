@@ -44,6 +44,7 @@ from ciphergrad.core.engine import Engine, OpCounts
 from ciphergrad.core.gram import GramPartial, accumulate, row_blocks
 from ciphergrad.core.shards import Batch, RowStep, StepPartial, stack_blocks
 from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.server.execution.ray_trainers import TrainerHost
 
 SHARD_CPU = 0.001  # what a worker reserves (see WorkerPool)
 CONTEXTS_PER_WORKER = 8  # engines a worker keeps (each holds its Galois keys: ~25 MB for an Ames session)
@@ -132,6 +133,7 @@ class BlockWorker:
         # shards being loaded: their engine and pieces (X, y)
         self.loading: dict[str, tuple[Engine, list[tuple[EncryptedMatrix, EncryptedMatrix]]]] = {}
         self.grams: dict[str, tuple[GramPartial, OpCounts]] = {}  # Gram partials being added up
+        self.trainers: dict[str, TrainerHost] = {}  # one-pass jobs' trainers (ray_trainers)
         self.forbidden_opens = 0
 
     def where(self) -> dict[str, Any]:
@@ -182,6 +184,21 @@ class BlockWorker:
         self.shards.pop(key, None)
         self.loading.pop(key, None)
         self.grams.pop(key, None)
+        host = self.trainers.pop(key, None)
+        if host is not None:
+            host.stop()
+
+    # -- a one-pass job's trainer (ray_trainers) ------------------------------------------------------------
+    def trainer_open(self, key: str, context: ContextHandle, trainer_type: Any, config: Any,
+                     checkpoints: list[bytes]) -> dict[str, Any]:
+        """The job's trainer from its checkpoints, kept under ``key`` until ``release``."""
+        self.trainers[key] = TrainerHost(self.contexts.engine(context), trainer_type, config, checkpoints)
+        return self.trainers[key].summary()
+
+    def trainer_step(self, key: str, action: str, answer: bytes | None) -> tuple[str, Any]:
+        if key not in self.trainers:
+            raise RuntimeError(f"trainer {key} is not open on worker {os.getpid()} (released, or the worker restarted)")
+        return self.trainers[key].step(action, answer)
 
     def _shard(self, key: str) -> _Shard:
         if key not in self.shards:

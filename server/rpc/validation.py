@@ -29,6 +29,7 @@ from ciphergrad.core.layout import Tile
 from ciphergrad.core.tensor import EncryptedMatrix, parse_header
 from ciphergrad.server.rpc.errors import invalid
 from ciphergrad.server.store.records import DatasetRecord
+from ciphergrad.wire import codec
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
 
 # A job's epochs: its progress counters are int32 in the API, and 100,000 epochs are years of refreshes.
@@ -208,6 +209,19 @@ def ciphertext(engine: Engine, ct: Any, what: str) -> None:
         )
     if engine.level(ct) < 0:
         raise invalid(f"{what}: a ciphertext has no level left for its scale: encrypt it afresh")
+
+
+def reply_matrix(engine: Engine, message: types_pb2.EncryptedMatrix | bytes, what: str,
+                 like: Any = None) -> EncryptedMatrix:
+    """A matrix the key holder sent back (a refreshed matrix, solved weights), as the proto or its serialized
+    bytes: parsed against the session's context, every ciphertext usable (``inbound``) and, with ``like`` (the
+    matrix sent out), in its shape and tile."""
+    if isinstance(message, bytes):
+        message = types_pb2.EncryptedMatrix.FromString(message)
+    matrix = inbound(codec.matrix_from_proto(engine, message), what)
+    if like is not None and (matrix.shape != like.shape or matrix.tile != like.tile):
+        raise invalid(f"{what} has shape {matrix.shape}; expected {like.shape} in the same tile")
+    return matrix
 
 
 @dataclass(frozen=True)
