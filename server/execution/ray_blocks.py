@@ -54,9 +54,10 @@ class ContextRefs:
         self._refs: collections.OrderedDict[tuple[str, int, int], Any] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def handle(self, context: Path, final: Path | None = None) -> Any:
+    def handle(self, context: Path, final: Path | None = None, data: bytes | None = None) -> Any:
         """``final``: the path the file will be renamed to (same size and mtime), which names it in object-store
-        mode, so that a context checked before it is stored is the one its session's calls find cached."""
+        mode, so that a context checked before it is stored is the one its session's calls find cached;
+        ``data``: the file's bytes when the caller has read them already (a context is tens of MB)."""
         if self.mode == "path":
             return str(context)
         stat = os.stat(context)
@@ -65,7 +66,7 @@ class ContextRefs:
             if key in self._refs:
                 self._refs.move_to_end(key)
                 return key, [self._refs[key]]
-        ref = ray.put(Path(context).read_bytes())
+        ref = ray.put(Path(context).read_bytes() if data is None else data)
         with self._lock:
             self._refs[key] = ref
             while len(self._refs) > self.size:

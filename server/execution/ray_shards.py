@@ -228,12 +228,13 @@ class RayExecutor:
         """Load a received context on one worker (which keeps it, cached under ``final``'s path: the session's
         first job there finds it) and return its parameters; a bad context raises as locally. A context that
         carries a secret key is refused here, before it could reach the object store or a worker."""
-        if carries_secret_key(Path(context).read_bytes()):
+        data = Path(context).read_bytes()  # read once here: the check and the object store share it
+        if carries_secret_key(data):
             raise SecretKeyError("the context carries a secret key: the computing party must never hold it; "
                                  "export it with KeyHolder.public_context()")
         (worker,) = self.pool.least_busy(1, self.holders(final or context))
         try:
-            params = self.get([worker.inspect.remote(self.contexts.handle(context, final))],
+            params = self.get([worker.inspect.remote(self.contexts.handle(context, final, data))],
                               "checking a public context")
         except BaseException:
             self.contexts.forget(final or context)
