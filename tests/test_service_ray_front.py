@@ -1,7 +1,8 @@
 """With ``--executor ray`` the server process only routes an upload and a one-pass job: the upload's checks
 (every ciphertext parsed against the session's context) run on the pool worker holding that context
 (``Executor.check_files``), and a "gram" or "normal" job's pass, statistics and trainer on the pool too
-(``server.execution.ray_trainers``): the server relays refreshes and the normal system as bytes.
+(``server.execution.ray_trainers``): the server relays refreshes and the normal system as bytes. So does a
+per-row ("gd") job on a table of one shard: its whole trainer runs on the worker that holds its blocks.
 
 One in-process server on a local 2-CPU Ray for the module (~10 s with Ray's start). In this process a guard
 counts every context load (``Engine.from_public_context``) and every ciphertext parsed
@@ -10,7 +11,9 @@ counts every context load (``Engine.from_public_context``) and every ciphertext 
 human message from the worker (a corrupt ciphertext: SEAL's refusal; a scale the session cannot take: the
 validation layer's ``ServiceError``, pickled with its code) and leave nothing behind. The one-pass jobs give
 their twins' results within 1e-6 (the gram solver's weights and losses, and after a pause and a resume from
-the job's checkpoints; the normal solver's least squares) with no context loaded in the server process.
+the job's checkpoints; the normal solver's least squares) with no context loaded in the server process; a
+"gd" job run whole on a worker gives the weights and losses of the same job on the executor's shards (driven
+from the server, as larger tables are) within 1e-6.
 """
 
 from __future__ import annotations
@@ -189,5 +192,25 @@ def test_a_bad_refresh_reply_fails_the_job_with_invalid_argument(ray_server, mon
         dataset_id = client.upload(X, y, tile=tile).dataset_id
         error = _refused(lambda: client.train(dataset_id, GRAM))
         assert "refreshed matrix" in error.details() or "ciphertext" in error.details()
+    finally:
+        client.close()
+
+
+def test_a_per_row_job_on_one_shard_runs_whole_on_the_pool(ray_server, guard, monkeypatch) -> None:
+    server, _ = ray_server
+    data = load_ames()
+    X, y = with_intercept(Standardizer.fit(data.X).transform(data.X)), data.y
+    config = LinearRegressionConfig(learning_rate=0.5, momentum=0.3, epochs=3)
+    client = session_client(server.address, X.shape)
+    try:
+        dataset_id = client.upload(X, y).dataset_id
+        hosted = client.train(dataset_id, config)
+        assert guard["contexts"] == 0  # the job's trainer ran on a worker: no context in this process
+        monkeypatch.setattr(server.runner.executor, "whole", lambda table: False)  # the driver here, one shard
+        sharded = client.train(dataset_id, config)
+        assert guard["contexts"] == 1
+        assert hosted.refreshes == sharded.refreshes > 0
+        assert np.max(np.abs(client.weights(hosted.model) - client.weights(sharded.model))) < 1e-6
+        assert np.max(np.abs(np.asarray(hosted.losses) - sharded.losses) / np.asarray(sharded.losses)) < 1e-6
     finally:
         client.close()

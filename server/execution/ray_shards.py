@@ -260,23 +260,39 @@ class RayExecutor:
         partials = [GramPartial.from_state(engine, state) for state, _ in replies]
         return functools.reduce(lambda a, b: a + b, partials)
 
+    def whole(self, table: StoredTable) -> bool:
+        """Whether ``table`` is one shard (``ranges``): a per-row job on it can run its trainer on that shard's
+        worker (``trainer(..., table=table)``) instead of driving the shard from this process."""
+        return len(self.ranges(table)) == 1
+
     @contextmanager
     def trainer(self, context: Path, trainer_type: Any, config: Any, checkpoints: list[bytes], relay: Any,
-                counts: OpCounts) -> Iterator[RemoteTrainer]:
-        """A one-pass job's trainer on the worker holding its context, from the job's ``checkpoints`` (the
-        statistics, then the last epoch's), for the job's life (``ray_trainers``); ``relay`` carries its
-        questions to the key holder, ``counts`` gets its epochs' operations."""
-        (worker,) = self.pool.least_busy(1, self.holders(context))
+                counts: OpCounts, table: StoredTable | None = None) -> Iterator[RemoteTrainer]:
+        """A job's trainer on the worker holding its context, from the job's ``checkpoints`` (a one-pass
+        job's statistics, then the last epoch's) and, for a per-row trainer, on ``table``'s blocks (one shard:
+        ``whole``), for the job's life (``ray_trainers``); ``relay`` carries its questions to the key holder,
+        ``counts`` gets its epochs' operations. A per-row trainer's worker counts one busy shard meanwhile, as
+        its shard would; a one-pass trainer's (light: an update per epoch) goes to a holder of the context."""
+        if table is None:
+            (worker,), indices = self.pool.least_busy(1, self.holders(context)), []
+        else:
+            indices = self.pool.acquire(1, self.holders(context))
+            worker = self.pool.workers[indices[0]]
         self.hold(context, [worker])
-        key = uuid.uuid4().hex
+        key, handle = uuid.uuid4().hex, self.contexts.handle(context)
 
         def call(method: str, *args: Any) -> Any:
-            return self.get([getattr(worker, method).remote(key, *args)], f"a one-pass job's {method}")[0]
+            return self.get([getattr(worker, method).remote(key, *args)], f"a training job's {method}")[0]
 
         try:
-            yield RemoteTrainer(call, relay, counts, self.contexts.handle(context), trainer_type, config, checkpoints)
+            if table is not None:
+                self.feeder.feed([table.features, _targets(table)], self.ranges(table),
+                                 lambda _, sources: worker.load_blocks.remote(key, handle, *sources), self.get,
+                                 "loading a job's blocks", _one_row_last(table))
+            yield RemoteTrainer(call, relay, counts, handle, trainer_type, config, checkpoints)
         finally:
             worker.release.remote(key)  # fire and forget, as a job's shards
+            self.pool.release(indices)
 
     def gram_finish(self, tables: list[StoredTable], engine: Engine | Tally,
                     finish: Callable[[GramPartial], dict[str, Any]]) -> dict[str, Any]:

@@ -1,9 +1,12 @@
-"""A one-pass job's trainer on a Ray pool worker: the Gram epochs' updates, the masked refreshes' arithmetic and
-the normal solver's checks run there, next to the session's loaded context, and the server process only relays.
+"""A job's trainer on a Ray pool worker: the epochs' updates, the masked refreshes' arithmetic and the checks
+of the key holder's replies run there, next to the session's loaded context, and the server process relays.
 
-One-pass trainers (``streams_rows``: ``core.gram_training.GramTrainer``, ``NormalSolver`` and its subclasses)
-need the data only through their statistics, which the pass leaves on a worker anyway
-(``RayExecutor.gram_finish``). So with the Ray executor the job's trainer lives on a worker for the job
+Which jobs: one-pass trainers (``streams_rows``: ``core.gram_training.GramTrainer``, ``NormalSolver`` and its
+subclasses), which need the data only through their statistics, which the pass leaves on a worker anyway
+(``RayExecutor.gram_finish``); and full-batch per-row trainers (linear "gd", logistic) on a table that is
+one shard (``RayExecutor.whole``: fewer rows than two shards' minimum), whose blocks go to the worker that
+then runs the whole trainer in-process there (larger tables keep their shards, and the driver's side stays
+in the server). With the Ray executor such a job's trainer lives on a worker for the job
 (state across steps: a ``TrainerHost`` inside the ``BlockWorker`` actor, by key) and the job runner drives a
 ``RemoteTrainer``, which has the runner's trainer interface but holds no context and parses no ciphertext:
 its matrices are ``core.flat.FlatMatrix`` bytes (checkpoints, losses, the final weights).
@@ -74,22 +77,33 @@ class WorkerLink:
 
 
 class TrainerHost:
-    """One job's trainer on a worker, from its checkpoints (the statistics, then the last epoch's state)."""
+    """One job's trainer on a worker, from its checkpoints (the statistics, then the last epoch's state) and,
+    for a per-row trainer, the job's whole table (``data``: X and y, loaded on this worker)."""
 
-    def __init__(self, engine: Engine, trainer_type: Any, config: Any, checkpoints: list[bytes]) -> None:
+    def __init__(self, engine: Engine, trainer_type: Any, config: Any, checkpoints: list[bytes],
+                 data: tuple[EncryptedMatrix, EncryptedMatrix] | None = None) -> None:
         state: dict[str, Any] = {}
-        for data in checkpoints:
-            state |= codec.checkpoint_from_bytes(engine, data)
+        for blob in checkpoints:
+            state |= codec.checkpoint_from_bytes(engine, blob)
         self.link = WorkerLink(engine)
-        self.trainer = trainer_type.resume(engine, None, None, config, self.link, state)
-        self.constant = set(self.trainer.fixed_state())
+        X, y = data if data is not None else (None, None)
+        if state or data is None:
+            self.trainer = trainer_type.resume(engine, X, y, config, self.link, state)
+        else:
+            self.trainer = trainer_type(engine, X, y, config, self.link)
+        self.constant = set(self._fixed())
         self._thread: threading.Thread | None = None
 
     def summary(self) -> dict[str, Any]:
         trainer = self.trainer
         return {"epoch": trainer.epoch, "done": trainer.done, "weight_scale": trainer.weight_scale,
                 "metadata": trainer.metadata(),
-                "fixed": {key: _portable(value) for key, value in trainer.fixed_state().items()}}
+                "fixed": {key: _portable(value) for key, value in self._fixed().items()}}
+
+    def _fixed(self) -> dict[str, Any]:
+        """A one-pass trainer's statistics (``fixed_state``); a per-row trainer has none."""
+        fixed = getattr(self.trainer, "fixed_state", None)
+        return fixed() if fixed is not None else {}
 
     def step(self, action: str, answer: bytes | None) -> tuple[str, Any]:
         """Start ``action`` ("epoch", "weights", or "refresh": the weights refreshed once more) with ``answer``

@@ -191,8 +191,14 @@ class BlockWorker:
     # -- a one-pass job's trainer (ray_trainers) ------------------------------------------------------------
     def trainer_open(self, key: str, context: ContextHandle, trainer_type: Any, config: Any,
                      checkpoints: list[bytes]) -> dict[str, Any]:
-        """The job's trainer from its checkpoints, kept under ``key`` until ``release``."""
-        self.trainers[key] = TrainerHost(self.contexts.engine(context), trainer_type, config, checkpoints)
+        """The job's trainer from its checkpoints and, if blocks were loaded under ``key`` (``load_blocks``: a
+        per-row trainer's whole table), on them; kept under ``key`` until ``release``."""
+        if key in self.loading:
+            engine, pieces = self.loading.pop(key)
+            data = (stack_blocks([piece[0] for piece in pieces]), stack_blocks([piece[1] for piece in pieces]))
+            self.trainers[key] = TrainerHost(engine, trainer_type, config, checkpoints, data)
+        else:
+            self.trainers[key] = TrainerHost(self.contexts.engine(context), trainer_type, config, checkpoints)
         return self.trainers[key].summary()
 
     def trainer_step(self, key: str, action: str, answer: bytes | None) -> tuple[str, Any]:

@@ -314,9 +314,11 @@ class JobRunner:
         trainer_type = algorithm.trainer_for(config)
         streams = getattr(trainer_type, "streams_rows", False)
         distributed = self._distributed(trainer_type, config, dataset)
-        # A one-pass job on an executor that hosts trainers (Ray): the pass, its statistics and the trainer run
-        # on a pool worker, and this process loads no engine for it (server.execution.ray_trainers).
-        remote = distributed and streams and hasattr(self.executor, "trainer")
+        # On an executor that hosts trainers (Ray), a one-pass job (its pass, statistics and trainer) or a
+        # per-row job on a table of one shard runs on a pool worker, and this process loads no engine for it
+        # (server.execution.ray_trainers); a larger per-row job keeps its shards and its driver here.
+        remote = distributed and hasattr(self.executor, "trainer") and (
+            streams or self.executor.whole(self.store.table(dataset)))  # type: ignore[attr-defined]
         engine = None if remote else self.engines.fork(job.session_id)  # own counters: exact per-epoch counts
         refresh = StreamRefresh(link, engine, self.refresh_timeout, slot)
         with contextlib.ExitStack() as stack:
@@ -332,19 +334,22 @@ class JobRunner:
 
     def _remote_trainer(self, job: JobRecord, dataset: DatasetRecord, config: Any, trainer_type: Any,
                         refresh: StreamRefresh, link: Link) -> contextlib.AbstractContextManager[Any]:
-        """The job's trainer on the executor, from its checkpoints; the pass first (on the workers, its
-        statistics checkpointed here as bytes) when none was made yet."""
+        """The job's trainer on the executor, from its checkpoints (and a per-row trainer on its table's
+        blocks); a one-pass job's pass first (on the workers, its statistics checkpointed here as bytes) when
+        none was made yet."""
         fixed = self.store.fixed_checkpoint_path(job.session_id, job.id)
         checkpoint = self.store.checkpoint_path(job.session_id, job.id)
         tally = Tally(self.engines.tally())
-        if not fixed.exists():
+        streams = getattr(trainer_type, "streams_rows", False)
+        if streams and not fixed.exists():
             self._emit_job(link, self._set(job.id, S.JOB_STATE_RUNNING, epoch=0))
             finish = functools.partial(one_pass_state, trainer_type=trainer_type, config=config)
             state = pooled_gram_state(self.executor, self._tables(dataset), tally, finish)
             self.store.write_blob(fixed, codec.checkpoint_to_bytes(flat_state(state)))
         checkpoints = [path.read_bytes() for path in (fixed, checkpoint) if path.exists()]
+        table = None if streams else self.store.table(dataset)
         return self.executor.trainer(self.store.context_path(job.session_id), trainer_type,  # type: ignore[attr-defined]
-                                     config, checkpoints, refresh, tally.counts)
+                                     config, checkpoints, refresh, tally.counts, table)
 
     def _local_trainer(self, job: JobRecord, dataset: DatasetRecord, engine: Any, config: Any, trainer_type: Any,
                        refresh: StreamRefresh, link: Link, shards: Any) -> Any:
