@@ -276,7 +276,7 @@ class RayExecutor:
         if table is None:
             (worker,), indices = self.pool.least_busy(1, self.holders(context)), []
         else:
-            indices = self.pool.acquire(1, self.holders(context))
+            indices = self.pool.acquire(1, self.holders(context), affinity=1)
             worker = self.pool.workers[indices[0]]
         self.hold(context, [worker])
         key, handle = uuid.uuid4().hex, self.contexts.handle(context)
