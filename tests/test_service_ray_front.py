@@ -207,7 +207,23 @@ def test_a_per_row_job_on_one_shard_runs_whole_on_the_pool(ray_server, guard, mo
     try:
         dataset_id = client.upload(X, y).dataset_id
         hosted = client.train(dataset_id, config)
-        assert guard["contexts"] == 0  # the job's trainer ran on a worker: no context in this process
+        # Paused at its second refresh and resumed from the checkpoint (the server wrote it as bytes).
+        def leave_at_second_refresh(values: np.ndarray, seen: list = []) -> None:  # noqa: B006
+            seen.append(values)
+            if len(seen) == 2:
+                raise KeyboardInterrupt("the data owner closed the laptop")
+
+        with pytest.raises(KeyboardInterrupt):
+            client.train(dataset_id, config, on_refresh=leave_at_second_refresh)
+        job = next(j for j in client.list_jobs() if j.state != training_service_pb2.JOB_STATE_SUCCEEDED)
+        for _ in range(300):
+            if client.get_job(job.job_id).state == training_service_pb2.JOB_STATE_PAUSED:
+                break
+            time.sleep(0.1)
+        assert client.get_job(job.job_id).state == training_service_pb2.JOB_STATE_PAUSED
+        resumed = client.train(job_id=job.job_id)
+        assert np.max(np.abs(client.weights(resumed.model) - client.weights(hosted.model))) < 1e-6
+        assert guard["contexts"] == 0  # the jobs' trainers ran on a worker: no context in this process
         monkeypatch.setattr(server.runner.executor, "whole", lambda table: False)  # the driver here, one shard
         sharded = client.train(dataset_id, config)
         assert guard["contexts"] == 1
