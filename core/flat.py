@@ -5,6 +5,7 @@ needs a whole table in memory."""
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 from collections.abc import Iterable, Iterator
@@ -65,3 +66,32 @@ def _blob(stream: BinaryIO, prefix: bytes) -> bytes:
     if len(blob) != length:
         raise MalformedInputError("truncated EncryptedMatrix")
     return blob
+
+
+class FlatMatrix:
+    """An ``EncryptedMatrix`` kept in its flat form, its ciphertexts never parsed (so no context is needed):
+    what a process that only routes matrices (a Ray server's one-pass jobs: ``server.execution.ray_trainers``)
+    checkpoints, stores and sends. ``header()``, ``blobs()`` and ``to_bytes()`` are ``EncryptedMatrix``'s;
+    ``shape`` and ``level`` come from the header, written by the party that parsed the ciphertexts."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._header, _ = read(io.BytesIO(data))
+
+    def header(self) -> dict[str, Any]:
+        return dict(self._header)
+
+    def blobs(self) -> list[bytes]:
+        return list(read(io.BytesIO(self.data))[1])
+
+    def to_bytes(self) -> bytes:
+        return self.data
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        rows, cols = self._header["shape"]
+        return int(rows), int(cols)
+
+    @property
+    def level(self) -> int:
+        return int(self._header["level"])

@@ -117,10 +117,12 @@ def encrypt_reference(
     return EncryptedMatrix.encrypt(engine, np.repeat(R, tile.cols, axis=1), tile=tile)
 
 
-def check_reference(reference: EncryptedMatrix, queries_tile: Tile | None = None, features: int | None = None) -> int:
+def check_reference(reference: EncryptedMatrix, queries_tile: Tile | None = None, features: int | None = None,
+                    slots: int | None = None) -> int:
     """The number of features of an encrypted reference set; ShapeError (saying what to do) if its layout is
-    not ``encrypt_reference``'s or does not fit queries in ``queries_tile`` with ``features`` columns."""
-    tile, slots = reference.tile, reference.engine.slots
+    not ``encrypt_reference``'s or does not fit queries in ``queries_tile`` with ``features`` columns.
+    ``reference`` needs only ``shape`` and ``tile`` when ``slots`` (the context's) is given."""
+    tile, slots = reference.tile, slots or reference.engine.slots
     q = tile.cols
     if tile.rows * q != slots or reference.shape[1] % q:
         raise ShapeError(

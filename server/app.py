@@ -111,7 +111,7 @@ class CipherGradServer:
                             self.executor), self.server
         )
         dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
-            DatasetServicer(self.store, self.access, self.engines, max_upload, work), self.server
+            DatasetServicer(self.store, self.access, self.engines, max_upload, work, self.executor), self.server
         )
         training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
             TrainingServicer(self.store, self.access, self.runner, work), self.server

@@ -19,6 +19,7 @@ from ciphergrad.core import algorithms
 from ciphergrad.core.algorithms import Algorithm
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.errors import MalformedInputError, ShapeError
+from ciphergrad.core.flat import FlatMatrix
 from ciphergrad.core.params import CKKSParameters
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
@@ -51,7 +52,7 @@ def header_from_proto(message: types_pb2.MatrixHeader) -> dict[str, Any]:
     }
 
 
-def matrix_to_proto(matrix: EncryptedMatrix) -> types_pb2.EncryptedMatrix:
+def matrix_to_proto(matrix: EncryptedMatrix | FlatMatrix) -> types_pb2.EncryptedMatrix:
     return types_pb2.EncryptedMatrix(header=header_to_proto(matrix.header()), ciphertexts=matrix.blobs())
 
 
@@ -105,12 +106,12 @@ def struct_from_dict(values: dict[str, Any]) -> struct_pb2.Struct:
 
 # -- trainer checkpoints --------------------------------------------------------------------------------
 def checkpoint_to_bytes(state: dict[str, Any]) -> bytes:
-    """A trainer's ``state()``: encrypted matrices in their wire form, everything else (numbers, None) as
-    scalars."""
+    """A trainer's ``state()``: encrypted matrices (parsed, or ``FlatMatrix``) in their wire form, everything
+    else (numbers, None) as scalars."""
     message = types_pb2.TrainerCheckpoint()
     scalars = {}
     for key, value in state.items():
-        if isinstance(value, EncryptedMatrix):
+        if isinstance(value, EncryptedMatrix | FlatMatrix):
             message.matrices[key].CopyFrom(matrix_to_proto(value))
         elif value is None or isinstance(value, bool | int | float | str):
             scalars[key] = value

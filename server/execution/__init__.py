@@ -19,6 +19,11 @@ store, or with ``--ray-blocks path`` lets its workers read them on a shared disk
 - ``inspect_context(context, final)``: load a received public context where the work runs (refusing a
   secret key or garbage, as ``Engine.from_public_context``) and return its parameters; Ray keeps it loaded
   on that worker under the path it will be ``final``-ly stored at.
+- ``check_files(context, paths, check, engine)``: ``check(engine, file, index)`` of each file where the
+  session's context is loaded: in this process (with ``engine()``), or on Ray on one pool worker holding it
+  (the files' bytes through the object store, whole, or their paths): an upload's checks parse every
+  ciphertext, so with Ray the server process loads no context and parses no ciphertext for them. ``check``
+  returns something small and picklable (not a matrix); what it raises reaches the caller as raised.
 - ``column_sums(table, engine, squares, ...)``: ``X.sum(axis=0)`` (of ``X * X``, or of any row-local
   ``function`` of the rows), added up over ranges (Describe's means and variances come from these,
   ``core.stats.*_from_sums``; Metrics' sums of squared residuals and of targets likewise).
@@ -45,9 +50,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
-from ciphergrad.core.engine import Engine
+from ciphergrad.core.engine import Engine, OpCounts
 from ciphergrad.core.gram import GramPartial
 from ciphergrad.core.params import CKKSParameters
 from ciphergrad.core.shards import PooledShards, ShardSource
@@ -56,6 +61,15 @@ from ciphergrad.core.tensor import EncryptedMatrix
 BlockFunction = Callable[..., EncryptedMatrix]  # f(X_rows[, y_rows], **operands), row-local
 MatrixSource = Path | bytes | EncryptedMatrix  # a stored or scratch matrix file, its bytes, or the matrix itself
 NO_OPERANDS: Mapping[str, MatrixSource] = {}
+FileCheck = Callable[[Engine, BinaryIO, int], Any]  # check(engine, an open file, its index) -> a small result
+
+
+@dataclass
+class Tally:
+    """Where the operation counts of a call go when this process loads no engine for it (a Ray server's
+    one-pass jobs, ``pooled_gram_state``): ``counts`` as an ``Engine``'s."""
+
+    counts: OpCounts
 
 
 class ExecutionError(RuntimeError):
@@ -93,6 +107,9 @@ class Executor(Protocol):
     def warm(self, context: Path) -> None: ...
 
     def inspect_context(self, context: Path, final: Path | None = None) -> CKKSParameters: ...
+
+    def check_files(self, context: Path, paths: Sequence[Path], check: FileCheck,
+                    engine: Callable[[], Engine]) -> list[Any]: ...
 
     def close(self) -> None: ...
 
@@ -151,14 +168,16 @@ def pooled_gram_partial(executor: Executor, tables: Sequence[StoredTable], engin
     return functools.reduce(operator.add, partials)
 
 
-def pooled_gram_state(executor: Executor, tables: Sequence[StoredTable], engine: Engine,
+def pooled_gram_state(executor: Executor, tables: Sequence[StoredTable], engine: Engine | Tally,
                       finish: Callable[[GramPartial], dict[str, Any]]) -> dict[str, Any]:
     """``finish`` of the tables' summed Gram partial: what a one-pass trainer keeps (``one_pass_state``; the
     ``core.gram.finalize`` rotations, ~1.5 s on Ames). An executor with ``gram_finish`` (Ray) runs it on a
-    worker, next to the partials, and returns the state with matrices as bytes; else it runs here."""
+    worker, next to the partials, and returns the state with matrices as bytes (``engine`` may then be a
+    ``Tally``: only its counts are used); else it runs here."""
     remote = getattr(executor, "gram_finish", None)
     if remote is not None:
         return remote(tables, engine, finish)
+    assert isinstance(engine, Engine), "a Tally serves executors with gram_finish only"
     return finish(pooled_gram_partial(executor, tables, engine))
 
 

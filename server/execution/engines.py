@@ -62,6 +62,14 @@ class EngineCache:
             self._track(engine.counts)
         return engine
 
+    def tally(self) -> OpCounts:
+        """Fresh operation counters the metrics endpoint follows, for work whose engine lives elsewhere (a Ray
+        server's one-pass jobs: their trainers run on pool workers)."""
+        counts = OpCounts()
+        if self._track is not None:
+            self._track(counts)
+        return counts
+
     def forget(self, session_id: str) -> None:
         with self._lock:
             self._engines.pop(session_id, None)

@@ -6,9 +6,10 @@ them for the job.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.gram import GramPartial, accumulate
@@ -19,6 +20,7 @@ from ciphergrad.server.execution import (
     NO_OPERANDS,
     BlockFunction,
     ExecutionError,
+    FileCheck,
     MatrixSource,
     StoredTable,
     rows_function,
@@ -62,6 +64,15 @@ class LocalExecutor:
 
     def inspect_context(self, context: Path, final: Path | None = None) -> CKKSParameters:
         return Engine.from_public_context(Path(context).read_bytes()).params
+
+    def check_files(self, context: Path, paths: Sequence[Path], check: FileCheck,
+                    engine: Callable[[], Engine]) -> list[Any]:
+        loaded = engine()
+        results = []
+        for index, path in enumerate(paths):
+            with open(path, "rb") as handle:
+                results.append(check(loaded, handle, index))
+        return results
 
     def close(self) -> None:
         pass

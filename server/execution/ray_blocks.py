@@ -16,8 +16,10 @@ ranges, each new piece put only after the oldest one's call returned; the server
 returns, so Ray frees the object then. ``peak_bytes`` records the most held at once (the benchmarks report it).
 
 Contexts (``ContextRefs``): by path, or put once per session (keyed by the file's path, size and mtime) and
-kept for the ``CONTEXT_REFS`` most recent sessions; a worker fetches the object only on a miss of its own
-context cache, so a cached session costs one small ref per call.
+kept for the most recent sessions within ``CONTEXT_MB`` (an Ames training session's context is 73 MB; with
+room for 4 only, eight sessions at once re-read and re-put their contexts call after call, ~0.5 s of this
+process's CPU per session); a worker fetches the object only on a miss of its own context cache, so a cached
+session costs one small ref per call.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from ciphergrad.core.blocks import block_range_bytes
 
 MODES = ("object-store", "path")
 BUDGET_MB = 256  # default --ray-object-store-mb: half a compose node's 512 MiB object store
-CONTEXT_REFS = 4  # sessions whose public context stays in the object store (each tens of MB)
+CONTEXT_MB = 1024  # public contexts kept in the object store, most recent sessions first (at least one)
 
 # A worker's view of a range of blocks: a ref to its bytes (Ray resolves a top-level argument to the bytes
 # before the call runs) or, in path mode, (path, start, stop) for the worker to read.
@@ -49,14 +51,15 @@ class ContextRefs:
     The ref travels inside a list so that Ray does not fetch it for every call; a worker ``ray.get``s it only
     when its own cache misses (``ray_workers.ContextCache``)."""
 
-    def __init__(self, mode: str, size: int = CONTEXT_REFS) -> None:
-        self.mode, self.size = mode, size
+    def __init__(self, mode: str, budget_bytes: int = CONTEXT_MB * 2**20) -> None:
+        self.mode, self.budget = mode, budget_bytes
         self._refs: collections.OrderedDict[tuple[str, int, int], Any] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def handle(self, context: Path, final: Path | None = None) -> Any:
+    def handle(self, context: Path, final: Path | None = None, data: bytes | None = None) -> Any:
         """``final``: the path the file will be renamed to (same size and mtime), which names it in object-store
-        mode, so that a context checked before it is stored is the one its session's calls find cached."""
+        mode, so that a context checked before it is stored is the one its session's calls find cached;
+        ``data``: the file's bytes when the caller has read them already (a context is tens of MB)."""
         if self.mode == "path":
             return str(context)
         stat = os.stat(context)
@@ -65,10 +68,10 @@ class ContextRefs:
             if key in self._refs:
                 self._refs.move_to_end(key)
                 return key, [self._refs[key]]
-        ref = ray.put(Path(context).read_bytes())
+        ref = ray.put(Path(context).read_bytes() if data is None else data)
         with self._lock:
             self._refs[key] = ref
-            while len(self._refs) > self.size:
+            while len(self._refs) > 1 and sum(size for _, size, _ in self._refs) > self.budget:
                 self._refs.popitem(last=False)
         return key, [ref]
 
@@ -143,6 +146,39 @@ class BlockFeeder:
                 settle()
         finally:
             for _, _, size in in_flight:  # a failed call: what was still in flight is dropped
+                self._release(size)
+        return results
+
+    def feed_files(self, paths: Sequence[Path], submit: Callable[[int, BlockSource], Any],
+                   get: Callable[[list[Any], str], list[Any]], what: str) -> list[Any]:
+        """``submit(index, source)`` for each whole file (its bytes put once, or its path in path mode); the
+        calls' results in order, at most ``budget`` bytes in flight (a file larger than that goes alone)."""
+        results: list[Any] = []
+        in_flight: collections.deque[tuple[Any, int]] = collections.deque()
+
+        def settle() -> None:
+            ref, size = in_flight.popleft()
+            try:
+                results.append(get([ref], what)[0])
+            finally:
+                self._release(size)
+
+        try:
+            for index, path in enumerate(paths):
+                if self.mode == "path":
+                    in_flight.append((submit(index, str(path)), 0))
+                    continue
+                size = os.path.getsize(path)
+                while in_flight and self._held_now() + size > self.budget:
+                    settle()
+                ref = ray.put(Path(path).read_bytes())
+                self._hold(size)
+                in_flight.append((submit(index, ref), size))
+                del ref
+            while in_flight:
+                settle()
+        finally:
+            for _, size in in_flight:
                 self._release(size)
         return results
 

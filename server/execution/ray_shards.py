@@ -30,7 +30,7 @@ import itertools
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -60,11 +60,14 @@ from ciphergrad.server.execution import (
     NO_OPERANDS,
     BlockFunction,
     ExecutionError,
+    FileCheck,
     MatrixSource,
     StoredTable,
+    Tally,
     rows_function,
 )
 from ciphergrad.server.execution.ray_blocks import BUDGET_MB, BlockFeeder, ContextRefs
+from ciphergrad.server.execution.ray_trainers import RemoteTrainer
 from ciphergrad.server.execution.ray_workers import WorkerPool
 
 HOLDERS_KEPT = 1024  # contexts whose holders the executor remembers (oldest forgotten: a load on demand)
@@ -238,18 +241,30 @@ class RayExecutor:
         """Load a received context on one worker (which keeps it, cached under ``final``'s path: the session's
         first job there finds it) and return its parameters; a bad context raises as locally. A context that
         carries a secret key is refused here, before it could reach the object store or a worker."""
-        if carries_secret_key(Path(context).read_bytes()):
+        data = Path(context).read_bytes()  # read once here: the check and the object store share it
+        if carries_secret_key(data):
             raise SecretKeyError("the context carries a secret key: the computing party must never hold it; "
                                  "export it with KeyHolder.public_context()")
         (worker,) = self.pool.least_busy(1, self.holders(final or context))
         try:
-            params = self.get([worker.inspect.remote(self.contexts.handle(context, final))],
+            params = self.get([worker.inspect.remote(self.contexts.handle(context, final, data))],
                               "checking a public context")
         except BaseException:
             self.contexts.forget(final or context)
             raise
         self.hold(final or context, [worker])
         return params[0]
+
+    def check_files(self, context: Path, paths: Sequence[Path], check: FileCheck,
+                    engine: Callable[[], Engine]) -> list[Any]:
+        """``check`` of each file on one worker holding the session's context (calls to one worker run in
+        order): this process loads no context and parses no ciphertext (``engine`` is not called)."""
+        (worker,) = self.pool.least_busy(1, self.holders(context))
+        self.hold(context, [worker])
+        handle = self.contexts.handle(context)
+        return self.feeder.feed_files(
+            paths, lambda index, source: worker.check_file.remote(handle, source, check, index), self.get,
+            "checking an upload")
 
     def gram_partial(self, table: StoredTable, engine: Engine) -> GramPartial:
         """Each range's pieces added up on its worker (``gram_add``), one partial per worker back."""
@@ -258,7 +273,41 @@ class RayExecutor:
         partials = [GramPartial.from_state(engine, state) for state, _ in replies]
         return functools.reduce(lambda a, b: a + b, partials)
 
-    def gram_finish(self, tables: list[StoredTable], engine: Engine,
+    def whole(self, table: StoredTable) -> bool:
+        """Whether ``table`` is one shard (``ranges``): a per-row job on it can run its trainer on that shard's
+        worker (``trainer(..., table=table)``) instead of driving the shard from this process."""
+        return len(self.ranges(table)) == 1
+
+    @contextmanager
+    def trainer(self, context: Path, trainer_type: Any, config: Any, checkpoints: list[bytes], relay: Any,
+                counts: OpCounts, table: StoredTable | None = None) -> Iterator[RemoteTrainer]:
+        """A job's trainer on the worker holding its context, from the job's ``checkpoints`` (a one-pass
+        job's statistics, then the last epoch's) and, for a per-row trainer, on ``table``'s blocks (one shard:
+        ``whole``), for the job's life (``ray_trainers``); ``relay`` carries its questions to the key holder,
+        ``counts`` gets its epochs' operations. A per-row trainer's worker counts one busy shard meanwhile, as
+        its shard would; a one-pass trainer's (light: an update per epoch) goes to a holder of the context."""
+        if table is None:
+            (worker,), indices = self.pool.least_busy(1, self.holders(context)), []
+        else:
+            indices = self.pool.acquire(1, self.holders(context), affinity=1)
+            worker = self.pool.workers[indices[0]]
+        self.hold(context, [worker])
+        key, handle = uuid.uuid4().hex, self.contexts.handle(context)
+
+        def call(method: str, *args: Any) -> Any:
+            return self.get([getattr(worker, method).remote(key, *args)], f"a training job's {method}")[0]
+
+        try:
+            if table is not None:
+                self.feeder.feed([table.features, _targets(table)], self.ranges(table),
+                                 lambda _, sources: worker.load_blocks.remote(key, handle, *sources), self.get,
+                                 "loading a job's blocks", _one_row_last(table))
+            yield RemoteTrainer(call, relay, counts, handle, trainer_type, config, checkpoints)
+        finally:
+            worker.release.remote(key)  # fire and forget, as a job's shards
+            self.pool.release(indices)
+
+    def gram_finish(self, tables: list[StoredTable], engine: Engine | Tally,
                     finish: Callable[[GramPartial], dict[str, Any]]) -> dict[str, Any]:
         """``finish`` of the tables' summed Gram partial, on a worker: the partials stay in the object store
         and go to that worker by reference; only ``finish``'s result (matrices as bytes) comes back."""
@@ -357,7 +406,7 @@ def _column_sum(*inputs: EncryptedMatrix, function: BlockFunction | None, **oper
     return pending_row_sum(rows)
 
 
-def _count(engine: Engine, deltas: list[dict[str, int]]) -> None:
+def _count(engine: Engine | Tally, deltas: list[dict[str, int]]) -> None:
     for delta in deltas:
         for name, value in OpCounts(**delta).to_dict().items():
             setattr(engine.counts, name, getattr(engine.counts, name) + value)

@@ -26,6 +26,7 @@ a worker: contexts that carry one are refused by ``Engine.from_public_context``.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import sys
 import threading
@@ -43,6 +44,7 @@ from ciphergrad.core.engine import Engine, OpCounts
 from ciphergrad.core.gram import GramPartial, accumulate, row_blocks
 from ciphergrad.core.shards import Batch, RowStep, StepPartial, stack_blocks
 from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.server.execution.ray_trainers import TrainerHost
 
 SHARD_CPU = 0.001  # what a worker reserves (see WorkerPool)
 CONTEXTS_PER_WORKER = 8  # engines a worker keeps (each holds its Galois keys: ~25 MB for an Ames session)
@@ -131,6 +133,7 @@ class BlockWorker:
         # shards being loaded: their engine and pieces (X, y)
         self.loading: dict[str, tuple[Engine, list[tuple[EncryptedMatrix, EncryptedMatrix]]]] = {}
         self.grams: dict[str, tuple[GramPartial, OpCounts]] = {}  # Gram partials being added up
+        self.trainers: dict[str, TrainerHost] = {}  # one-pass jobs' trainers (ray_trainers)
         self.forbidden_opens = 0
 
     def where(self) -> dict[str, Any]:
@@ -181,6 +184,27 @@ class BlockWorker:
         self.shards.pop(key, None)
         self.loading.pop(key, None)
         self.grams.pop(key, None)
+        host = self.trainers.pop(key, None)
+        if host is not None:
+            host.stop()
+
+    # -- a one-pass job's trainer (ray_trainers) ------------------------------------------------------------
+    def trainer_open(self, key: str, context: ContextHandle, trainer_type: Any, config: Any,
+                     checkpoints: list[bytes]) -> dict[str, Any]:
+        """The job's trainer from its checkpoints and, if blocks were loaded under ``key`` (``load_blocks``: a
+        per-row trainer's whole table), on them; kept under ``key`` until ``release``."""
+        if key in self.loading:
+            engine, pieces = self.loading.pop(key)
+            data = (stack_blocks([piece[0] for piece in pieces]), stack_blocks([piece[1] for piece in pieces]))
+            self.trainers[key] = TrainerHost(engine, trainer_type, config, checkpoints, data)
+        else:
+            self.trainers[key] = TrainerHost(self.contexts.engine(context), trainer_type, config, checkpoints)
+        return self.trainers[key].summary()
+
+    def trainer_step(self, key: str, action: str, answer: bytes | None) -> tuple[str, Any]:
+        if key not in self.trainers:
+            raise RuntimeError(f"trainer {key} is not open on worker {os.getpid()} (released, or the worker restarted)")
+        return self.trainers[key].step(action, answer)
 
     def _shard(self, key: str) -> _Shard:
         if key not in self.shards:
@@ -207,6 +231,16 @@ class BlockWorker:
         blocks = [read_source(engine, source) for source in sources]
         operands = {name: read_source(engine, source) for name, source in whole.items()}
         return function(*blocks, **operands).to_bytes(), engine.counts.to_dict()
+
+    def check_file(self, context: ContextHandle, source: MatrixSource, check: Callable[[Engine, Any, int], Any],
+                   index: int) -> Any:
+        """``check(engine, file, index)`` of a whole file (its bytes, or in path mode its path): an upload's
+        checks (``server.execution.check_files``), on the worker that holds the session's context."""
+        engine = self.contexts.engine(context)
+        if isinstance(source, bytes):
+            return check(engine, io.BytesIO(source), index)
+        with open(str(source), "rb") as handle:
+            return check(engine, handle, index)
 
     def gram_add(self, key: str, context: ContextHandle, X: MatrixSource, y: MatrixSource) -> None:
         """Add one piece's Gram products to the partial kept under ``key`` (``gram_take`` returns it)."""
@@ -285,12 +319,15 @@ class WorkerPool:
         """A call failed: check the workers before handing any out again."""
         self._suspect = True
 
-    def acquire(self, count: int, prefer: Collection[int] = ()) -> list[int]:
+    def acquire(self, count: int, prefer: Collection[int] = (), affinity: int = 0) -> list[int]:
         """Indices of ``count`` distinct workers, least busy first (of equally busy ones, those in ``prefer``:
-        they hold the job's context), counted busy until ``release``."""
+        they hold the job's context), counted busy until ``release``. ``affinity``: a worker in ``prefer`` still
+        comes first with up to this many more busy shards than another (a whole job's trainer: a context load
+        elsewhere, ~0.45 CPU s, costs more than waiting behind one more job's step)."""
         self._replace_dead()
         with self._lock:
-            chosen = sorted(range(len(self.workers)), key=lambda i: (self.busy[i], i not in prefer, i))[:count]
+            chosen = sorted(range(len(self.workers)),
+                            key=lambda i: (self.busy[i] - (affinity if i in prefer else 0), i not in prefer, i))[:count]
             for index in chosen:
                 self.busy[index] += 1
             return chosen

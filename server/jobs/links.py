@@ -33,6 +33,7 @@ from ciphergrad.server.rpc.errors import ServiceError, invalid
 from ciphergrad.wire import codec
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import pool_service_pb2 as pool_pb
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
 
 log = logging.getLogger("ciphergrad.server")
 POLL_SECONDS = 0.2  # how often a waiting job looks at its link (detached? cancelled?)
@@ -122,33 +123,37 @@ class StreamRefresh:
         return self._refresh(masked, True)
 
     def _refresh(self, masked: EncryptedMatrix, precondition: bool) -> EncryptedMatrix:
+        reply = self.refresh_reply(masked, precondition)
+        return validation.reply_matrix(self.engine, reply, "the refreshed matrix", like=masked)
+
+    def refresh_reply(self, masked: Any, precondition: bool = False) -> types_pb2.EncryptedMatrix:
+        """The round trip of a refresh: the client's refreshed matrix as it came (its caller checks it, here or
+        on the Ray worker running the job's trainer: ``server.execution.ray_trainers``)."""
         self._next_id += 1
         request = pb.RefreshRequest(refresh_id=self._next_id, masked=codec.matrix_to_proto(masked),
                                     precondition=precondition)
         reply = self._round_trip(pb.TrainResponse(refresh_request=request), pb.RefreshReply)
         if reply.refresh_id != self._next_id:
             raise invalid(f"refresh_reply answers request {reply.refresh_id}; expected {self._next_id}")
-        fresh = validation.inbound(codec.matrix_from_proto(self.engine, reply.refreshed), "the refreshed matrix")
-        if fresh.shape != masked.shape or fresh.tile != masked.tile:
-            raise invalid(f"refreshed matrix has shape {fresh.shape}; expected {masked.shape} in the same tile")
-        return fresh
+        return reply.refreshed
 
     def solve_normal(self, system: GramStatistics, rhs: RightHandSide | None = None) -> EncryptedMatrix:
-        reply = self._solve(system, rhs, None)
-        return validation.inbound(codec.matrix_from_proto(self.engine, reply.weights), "the solved weights")
+        return validation.reply_matrix(self.engine, self.normal_reply(system, rhs).weights, "the solved weights")
 
     def solve_refined(self, system: GramStatistics, rhs: RightHandSide,
                       spec: Preconditioner) -> tuple[EncryptedMatrix, list[EncryptedMatrix]]:
         """Refinement: the warm start and ``Enc(P)``'s rows, fresh encryptions in ``spec.tile``."""
-        reply = self._solve(system, rhs, spec)
-        rows = [validation.inbound(codec.matrix_from_proto(self.engine, row), "a preconditioner row")
-                for row in reply.preconditioner]
+        reply = self.normal_reply(system, rhs, spec)
+        rows = [validation.reply_matrix(self.engine, row, "a preconditioner row") for row in reply.preconditioner]
         if len(rows) != system.features:
             raise invalid(f"normal_solution.preconditioner has {len(rows)} rows; expected {system.features} "
                           "(a client too old for refine_steps?)")
-        return validation.inbound(codec.matrix_from_proto(self.engine, reply.weights), "the solved weights"), rows
+        return validation.reply_matrix(self.engine, reply.weights, "the solved weights"), rows
 
-    def _solve(self, system: GramStatistics, rhs: RightHandSide | None, spec: Preconditioner | None) -> Any:
+    def normal_reply(self, system: GramStatistics, rhs: RightHandSide | None = None,
+                     spec: Preconditioner | None = None) -> Any:
+        """The round trip of a normal system (``system``'s matrices parsed, or ``FlatMatrix``): the client's
+        ``NormalSolution`` as it came, its weights present but not yet parsed."""
         self._next_id += 1
         request = pb.NormalSystemRequest(
             request_id=self._next_id,
@@ -184,7 +189,7 @@ class StreamRefresh:
             raise invalid(f"normal_solution answers request {reply.request_id}; expected {self._next_id}")
         if not codec.has_matrix(reply.weights):
             raise invalid("normal_solution.weights is empty: send a fresh encryption of the solved weights")
-        weights = validation.inbound(codec.matrix_from_proto(self.engine, reply.weights), "the solved weights")
+        weights = validation.reply_matrix(self.engine, reply.weights, "the solved weights")
         if weights.shape != shape or weights.tile != tile:
             raise invalid(f"the solved weights have shape {weights.shape} in tile {weights.tile.rows}x"
                           f"{weights.tile.cols}; the pool's model is {shape} in tile {tile.rows}x{tile.cols}")

@@ -33,9 +33,17 @@ from ciphergrad.core.gram import DATA_LEVELS, accumulate
 from ciphergrad.core.release import moment_tile
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.core.training import GradientTrainer
-from ciphergrad.server.execution import Executor, StoredTable, one_pass_state, pooled_gram_state, pooled_shards
+from ciphergrad.server.execution import (
+    Executor,
+    StoredTable,
+    Tally,
+    one_pass_state,
+    pooled_gram_state,
+    pooled_shards,
+)
 from ciphergrad.server.execution.engines import EngineCache
 from ciphergrad.server.execution.local import LocalExecutor
+from ciphergrad.server.execution.ray_trainers import flat_state
 from ciphergrad.server.jobs.links import POLL_SECONDS, Cancelled, Detached, End, JobSlot, Link, StreamRefresh
 from ciphergrad.server.jobs.pool_view import PoolView, ReleaseFit, pool_view, release_proto
 from ciphergrad.server.rpc import validation
@@ -302,23 +310,52 @@ class JobRunner:
         dataset = self.store.dataset(job.dataset_id)
         if dataset is None:
             raise precondition(f"dataset {job.dataset_id} of job {job_id} was deleted; start a new job")
-        engine = self.engines.fork(job.session_id)  # its own counters: per-epoch operation counts stay exact
         algorithm = codec.algorithm_from_proto(job.algorithm)
         assert algorithm is not None  # create() admitted only trainable algorithms
         config = algorithm.config.from_dict(job.config)
-        refresh = StreamRefresh(link, engine, self.refresh_timeout, slot)
         trainer_type = algorithm.trainer_for(config)
         streams = getattr(trainer_type, "streams_rows", False)
         distributed = self._distributed(trainer_type, config, dataset)
+        # On an executor that hosts trainers (Ray), a one-pass job (its pass, statistics and trainer) or a
+        # per-row job on a table of one shard runs on a pool worker, and this process loads no engine for it
+        # (server.execution.ray_trainers); a larger per-row job keeps its shards and its driver here.
+        remote = distributed and hasattr(self.executor, "trainer") and (
+            streams or self.executor.whole(self.store.table(dataset)))  # type: ignore[attr-defined]
+        engine = None if remote else self.engines.fork(job.session_id)  # own counters: exact per-epoch counts
+        refresh = StreamRefresh(link, engine, self.refresh_timeout, slot)
         with contextlib.ExitStack() as stack:
-            # The executor's shards (Ray actors holding their row blocks) live for the job, closed on any exit.
+            # The executor's shards (Ray actors holding their row blocks) live for the job, closed on any exit;
+            # so does a remote trainer.
             shards = stack.enter_context(pooled_shards(self.executor, self._tables(dataset), engine)) \
                 if distributed and not streams else None
-            self._run_trainer(job, dataset, engine, config, trainer_type, refresh, link, shards)
+            if remote:
+                trainer = stack.enter_context(self._remote_trainer(job, dataset, config, trainer_type, refresh, link))
+            else:
+                trainer = self._local_trainer(job, dataset, engine, config, trainer_type, refresh, link, shards)
+            self._run_trainer(job, dataset, trainer, streams, link)
 
-    def _run_trainer(self, job: JobRecord, dataset: DatasetRecord, engine: Any, config: Any, trainer_type: Any,
-                     refresh: StreamRefresh, link: Link, shards: Any) -> None:
-        job_id = job.id
+    def _remote_trainer(self, job: JobRecord, dataset: DatasetRecord, config: Any, trainer_type: Any,
+                        refresh: StreamRefresh, link: Link) -> contextlib.AbstractContextManager[Any]:
+        """The job's trainer on the executor, from its checkpoints (and a per-row trainer on its table's
+        blocks); a one-pass job's pass first (on the workers, its statistics checkpointed here as bytes) when
+        none was made yet."""
+        fixed = self.store.fixed_checkpoint_path(job.session_id, job.id)
+        checkpoint = self.store.checkpoint_path(job.session_id, job.id)
+        tally = Tally(self.engines.tally())
+        streams = getattr(trainer_type, "streams_rows", False)
+        if streams and not fixed.exists():
+            self._emit_job(link, self._set(job.id, S.JOB_STATE_RUNNING, epoch=0))
+            finish = functools.partial(one_pass_state, trainer_type=trainer_type, config=config)
+            state = pooled_gram_state(self.executor, self._tables(dataset), tally, finish)
+            self.store.write_blob(fixed, codec.checkpoint_to_bytes(flat_state(state)))
+        checkpoints = [path.read_bytes() for path in (fixed, checkpoint) if path.exists()]
+        table = None if streams else self.store.table(dataset)
+        return self.executor.trainer(self.store.context_path(job.session_id), trainer_type,  # type: ignore[attr-defined]
+                                     config, checkpoints, refresh, tally.counts, table)
+
+    def _local_trainer(self, job: JobRecord, dataset: DatasetRecord, engine: Any, config: Any, trainer_type: Any,
+                       refresh: StreamRefresh, link: Link, shards: Any) -> Any:
+        """The job's trainer in this process: from its checkpoints, after the one-pass statistics, or new."""
         streams = getattr(trainer_type, "streams_rows", False)
         X = y = None
         shuffles: tuple = ()
@@ -326,28 +363,34 @@ class JobRunner:
             matrices = self.store.read_matrices(dataset, engine)
             X, y = matrices[0], matrices[1]
             shuffles = tuple((matrices[k], matrices[k + 1]) for k in range(2, len(matrices), 2))
-        checkpoint = self.store.checkpoint_path(job.session_id, job_id)
-        fixed = self.store.fixed_checkpoint_path(job.session_id, job_id)
+        checkpoint = self.store.checkpoint_path(job.session_id, job.id)
+        fixed = self.store.fixed_checkpoint_path(job.session_id, job.id)
         state: dict[str, Any] = {}
         for path in (fixed, checkpoint):  # the pass's statistics (written once), then the last epoch's state
             if path.exists():
                 state |= codec.checkpoint_from_bytes(engine, path.read_bytes())
         sharded = {"shards": shards} if shards is not None else {}
         if state:
-            trainer = trainer_type.resume(engine, X, y, config, refresh, state, shuffles, **sharded)
-        elif streams:
-            self._emit_job(link, self._set(job_id, S.JOB_STATE_RUNNING, epoch=0))
-            if self._distributed(trainer_type, config, dataset):
-                # The pass and the statistics' rotations on the executor (Ray: its workers, not this process).
-                finish = functools.partial(one_pass_state, trainer_type=trainer_type, config=config)
-                fixed_state = pooled_gram_state(self.executor, self._tables(dataset), engine, finish)
-                trainer = trainer_type.resume(engine, None, None, config, refresh, fixed_state)
-            else:
-                partial = accumulate(engine, _row_blocks(self.store, dataset, engine, link))
-                trainer = trainer_type.from_partial(engine, partial, config, refresh)
-            self.store.write_blob(fixed, codec.checkpoint_to_bytes(trainer.fixed_state()))
+            return trainer_type.resume(engine, X, y, config, refresh, state, shuffles, **sharded)
+        if not streams:
+            return trainer_type(engine, X, y, config, refresh, shuffles, **sharded)
+        self._emit_job(link, self._set(job.id, S.JOB_STATE_RUNNING, epoch=0))
+        if self._distributed(trainer_type, config, dataset):
+            # The pass and the statistics' rotations on the executor (its workers, not this process).
+            finish = functools.partial(one_pass_state, trainer_type=trainer_type, config=config)
+            fixed_state = pooled_gram_state(self.executor, self._tables(dataset), engine, finish)
+            trainer = trainer_type.resume(engine, None, None, config, refresh, fixed_state)
         else:
-            trainer = trainer_type(engine, X, y, config, refresh, shuffles, **sharded)
+            partial = accumulate(engine, _row_blocks(self.store, dataset, engine, link))
+            trainer = trainer_type.from_partial(engine, partial, config, refresh)
+        self.store.write_blob(fixed, codec.checkpoint_to_bytes(trainer.fixed_state()))
+        return trainer
+
+    def _run_trainer(self, job: JobRecord, dataset: DatasetRecord, trainer: Any, streams: bool, link: Link) -> None:
+        """Run the trainer's epochs (in this process or remote), a checkpoint after each, and store the model."""
+        job_id = job.id
+        checkpoint = self.store.checkpoint_path(job.session_id, job_id)
+        fixed = self.store.fixed_checkpoint_path(job.session_id, job_id)
         constant = set(trainer.fixed_state()) if streams else set()
         self._emit_job(link, self._set(job_id, S.JOB_STATE_RUNNING, epoch=trainer.epoch))
         refreshes = job.refreshes

@@ -28,6 +28,10 @@ class ServiceError(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self) -> tuple[type, tuple[grpc.StatusCode, str]]:
+        """Picklable with its code: a check that fails on a Ray worker reaches the caller as this error."""
+        return ServiceError, (self.code, self.message)
+
 
 def invalid(message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message)

@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from google.protobuf import json_format, struct_pb2
 
@@ -29,6 +29,7 @@ from ciphergrad.core.layout import Tile
 from ciphergrad.core.tensor import EncryptedMatrix, parse_header
 from ciphergrad.server.rpc.errors import invalid
 from ciphergrad.server.store.records import DatasetRecord
+from ciphergrad.wire import codec
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
 
 # A job's epochs: its progress counters are int32 in the API, and 100,000 epochs are years of refreshes.
@@ -210,31 +211,52 @@ def ciphertext(engine: Engine, ct: Any, what: str) -> None:
         raise invalid(f"{what}: a ciphertext has no level left for its scale: encrypt it afresh")
 
 
+def reply_matrix(engine: Engine, message: types_pb2.EncryptedMatrix | bytes, what: str,
+                 like: Any = None) -> EncryptedMatrix:
+    """A matrix the key holder sent back (a refreshed matrix, solved weights), as the proto or its serialized
+    bytes: parsed against the session's context, every ciphertext usable (``inbound``) and, with ``like`` (the
+    matrix sent out), in its shape and tile."""
+    if isinstance(message, bytes):
+        message = types_pb2.EncryptedMatrix.FromString(message)
+    matrix = inbound(codec.matrix_from_proto(engine, message), what)
+    if like is not None and (matrix.shape != like.shape or matrix.tile != like.tile):
+        raise invalid(f"{what} has shape {matrix.shape}; expected {like.shape} in the same tile")
+    return matrix
+
+
 @dataclass(frozen=True)
 class ScannedMatrix:
-    """What a stored upload's checks need of a matrix (shape, tile, level), without its ciphertexts."""
+    """What a stored upload's checks need of a matrix (shape, tile, level, the context's slots), without its
+    ciphertexts or engine: small and picklable, so the check may run where the session's context is loaded
+    (a Ray worker, ``Executor.check_files``) and only this comes back."""
 
-    engine: Engine
     shape: tuple[int, int]
     tile: Tile
     level: int
+    slots: int
 
 
 def scan_file(engine: Engine, path: Path, what: str) -> ScannedMatrix:
     """Check a serialized matrix on disk one ciphertext at a time (an upload is never held whole)."""
     with open(path, "rb") as handle:
-        header, blobs = flat.read(handle)
-        shape, tile, _, (rows, cols) = parse_header(engine, header)
-        level, count = None, 0
-        for blob in blobs:
-            ct = engine.ciphertext_from_bytes(blob)
-            ciphertext(engine, ct, what)
-            level = engine.level(ct) if level is None else min(level, engine.level(ct))
-            count += 1
+        return scan(engine, handle, what)
+
+
+def scan(engine: Engine, handle: BinaryIO, what: str) -> ScannedMatrix:
+    """``scan_file`` of an open file (or bytes in a ``BytesIO``): every ciphertext parsed against ``engine``'s
+    context and checked (``ciphertext``), their count against the header's grid."""
+    header, blobs = flat.read(handle)
+    shape, tile, _, (rows, cols) = parse_header(engine, header)
+    level, count = None, 0
+    for blob in blobs:
+        ct = engine.ciphertext_from_bytes(blob)
+        ciphertext(engine, ct, what)
+        level = engine.level(ct) if level is None else min(level, engine.level(ct))
+        count += 1
     if count != rows * cols:
         raise ShapeError(
             f"{what}: a {shape[0]}x{shape[1]} matrix in {tile.rows}x{tile.cols} tiles needs {rows * cols} "
             f"ciphertexts, got {count}"
         )
     assert level is not None  # rows * cols >= 1
-    return ScannedMatrix(engine, shape, tile, level)
+    return ScannedMatrix(shape, tile, level, engine.slots)

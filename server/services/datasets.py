@@ -1,17 +1,28 @@
 """DatasetService: atomic uploads of encrypted (features, targets) matrices (async shells, sync bodies:
-``server.rpc.work``)."""
+``server.rpc.work``).
+
+Invariants: an upload is kept only once every ciphertext of every matrix parsed against the session's context
+and passed ``validation.scan`` and the shapes agree; otherwise nothing of it stays (INVALID_ARGUMENT). The
+ciphertext checks run where the executor keeps contexts (``Executor.check_files``): in this process with the
+local executor, on a pool worker with Ray, so that a Ray server's process never loads a context for an upload.
+"""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 import grpc
 
+from ciphergrad.core.engine import Engine
 from ciphergrad.core.errors import ShapeError
 from ciphergrad.core.neighbors import check_reference
+from ciphergrad.server.execution import Executor
 from ciphergrad.server.execution.engines import EngineCache
+from ciphergrad.server.execution.local import LocalExecutor
 from ciphergrad.server.rpc import validation
 from ciphergrad.server.rpc.access import Access, Metadata
 from ciphergrad.server.rpc.errors import invalid, rpc
@@ -40,6 +51,11 @@ def matrix_count(manifest: pb.DatasetManifest) -> int:
     if manifest.reference_set and not manifest.features_only:
         raise invalid("a reference_set dataset is one encrypted matrix: set features_only (no targets)")
     return 1 if manifest.features_only else 2 * (1 + manifest.shuffle_count)
+
+
+def scan_upload(engine: Engine, handle: BinaryIO, index: int) -> ScannedMatrix:
+    """The checks of an upload's matrix ``index`` (``Executor.check_files`` runs them where the context is)."""
+    return validation.scan(engine, handle, f"matrix #{index}")
 
 
 def check_pairs(matrices: list[ScannedMatrix], columns: int) -> None:
@@ -74,9 +90,10 @@ def check_packing(X: ScannedMatrix, declared: int) -> None:
 
 
 class DatasetServicer(pb_grpc.DatasetServiceServicer):
-    def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int, work: Work) -> None:
+    def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int, work: Work,
+                 executor: Executor | None = None) -> None:
         self.store, self.access, self.engines, self.max_upload = store, access, engines, max_upload
-        self.work = work
+        self.work, self.executor = work, executor or LocalExecutor()
 
     @rpc
     async def UploadDataset(
@@ -105,13 +122,15 @@ class DatasetServicer(pb_grpc.DatasetServiceServicer):
         """Check the received matrices in ``scratch`` (``size`` bytes in all) and keep them as a dataset."""
         count = matrix_count(manifest)
         validation.arrived(manifest.total_size_bytes, size, "total_size_bytes")
-        engine = self.engines.get(session.id)
-        # Every ciphertext is checked against the session's context, one at a time from disk, before
-        # anything is kept: the upload is never parsed whole into memory.
-        matrices = [validation.scan_file(engine, scratch / matrix_file(i), f"matrix #{i}") for i in range(count)]
+        # Every ciphertext is checked against the session's context, one at a time, before anything is kept
+        # (the upload is never parsed whole into memory): here, or on the Ray worker holding the context.
+        matrices = self.executor.check_files(self.store.context_path(session.id),
+                                             [scratch / matrix_file(i) for i in range(count)], scan_upload,
+                                             functools.partial(self.engines.get, session.id))
         columns = matrices[0].shape[1]
         if manifest.reference_set:
-            columns = check_reference(matrices[0])  # its layout, or a message saying how to encrypt it
+            # its layout, or a message saying how to encrypt it
+            columns = check_reference(matrices[0], slots=matrices[0].slots)
             if manifest.column_names and len(manifest.column_names) != columns:
                 raise ShapeError(f"{len(manifest.column_names)} column names for {columns} reference features")
         elif manifest.features_only:
