@@ -14,7 +14,8 @@ their twins' results within 1e-6 (the gram solver's weights and losses, and afte
 the job's checkpoints; the normal solver's least squares) with no context loaded in the server process; a
 "gd" job run whole on a worker gives the weights and losses of the same job on the executor's shards (driven
 from the server, as larger tables are) within 1e-6; the one-pass logistic solver ("quadratic", a normal system
-with a right-hand side) on the pool gives the local server's coefficients within 1e-6. About 60 s in all.
+with a right-hand side) on the pool gives the local server's coefficients within 1e-6. About 60 s in all;
+the default suite runs the upload tests (about 15 s), ``make test-slow`` the jobs too.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def test_a_bad_upload_is_invalid_argument_from_the_worker(ray_server, guard) -> 
 GRAM = LinearRegressionConfig(learning_rate=0.7, momentum=0.3, epochs=6, init="zeros", solver="gram")
 
 
+@pytest.mark.slow  # a job each on the pool: make test-slow
 def test_one_pass_jobs_run_on_the_pool(ray_server, guard) -> None:
     server, data_dir = ray_server
     data = load_ames()
@@ -172,6 +174,7 @@ def test_one_pass_jobs_run_on_the_pool(ray_server, guard) -> None:
     assert server.engines._engines == {}
 
 
+@pytest.mark.slow  # a job each on the pool: make test-slow
 def test_a_bad_refresh_reply_fails_the_job_with_invalid_argument(ray_server, monkeypatch) -> None:
     """The worker checks the client's refreshed matrix (``validation.reply_matrix``): a corrupt ciphertext in it
     ends the job INVALID_ARGUMENT, as in-process."""
@@ -198,6 +201,7 @@ def test_a_bad_refresh_reply_fails_the_job_with_invalid_argument(ray_server, mon
         client.close()
 
 
+@pytest.mark.slow  # a job each on the pool: make test-slow
 def test_a_per_row_job_on_one_shard_runs_whole_on_the_pool(ray_server, guard, monkeypatch) -> None:
     server, _ = ray_server
     data = load_ames()
@@ -234,6 +238,7 @@ def test_a_per_row_job_on_one_shard_runs_whole_on_the_pool(ray_server, guard, mo
         client.close()
 
 
+@pytest.mark.slow  # a job each on the pool: make test-slow
 def test_the_quadratic_logistic_solver_on_the_pool_equals_local(ray_server, tmp_path: Path) -> None:
     """``EncryptedLogisticRegression()`` (one pass, "quadratic": the normal system with a right-hand side)
     whose trainer runs on a worker gives the local server's coefficients within 1e-6."""
