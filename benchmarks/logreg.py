@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from processes import descendants, peak_rss_mb
 from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
@@ -95,39 +96,15 @@ def _synthetic_logistic(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     return X, (rng.random(rows) < p).astype(np.float64)
 
 
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
-
-
-def _descendants(root: int) -> set[int]:
-    """Every live process under ``root`` (a server's local Ray: GCS, raylet, agents, the pool's workers)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found: set[int] = set()
-    frontier = {root}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier and pid not in found}
-        found |= frontier
-    return found
-
-
 def _ray_peaks(server_pid: int) -> dict:
     """VmHWM summed over the server's Ray pool workers (``ray::BlockWorker``) and over its other Ray
     processes; RSS counts the object store's shared pages in every process that maps them, so the sums are
     upper bounds."""
     workers, other, count = 0.0, 0.0, 0
-    for pid in _descendants(server_pid):
+    for pid in descendants(server_pid):
         try:
             title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            peak = _peak_rss_mb(pid)
+            peak = peak_rss_mb(pid)
         except (OSError, RuntimeError):
             continue
         if title.startswith("ray::") and not title.rstrip().endswith("Agent"):
@@ -152,7 +129,7 @@ def rows_1m_32f(rows: int, executor: str = "local") -> dict:
         start = time.perf_counter()
         model = EncryptedLogisticRegression(server=server.address, progress=False, l2=BIG_L2).fit(X, y)
         total = time.perf_counter() - start
-        peak = _peak_rss_mb(server.pid)
+        peak = peak_rss_mb(server.pid)
         ray = _ray_peaks(server.pid) if executor == "ray" else {}
     accuracy = float(model.score(X, y))
     exact = float(LogisticRegression(max_iter=1000).fit(X, y).score(X, y))

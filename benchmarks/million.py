@@ -26,9 +26,9 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from processes import peak_rss_mb
 from targets import finish
 
 from ciphergrad.client.local import local_server_process
@@ -55,14 +55,6 @@ def synthetic(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     X = Z + 0.5 * rng.normal(size=(rows, 1))
     y = 3.0 + X @ w + 0.5 * rng.normal(size=rows)
     return X, y, np.r_[3.0, w]
-
-
-def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident memory (VmHWM), MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
 
 
 class EncryptTimer:

@@ -56,6 +56,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from processes import cpu_seconds, tree_cpu_seconds
 from targets import finish
 
 from ciphergrad.client.local import ServerProcess
@@ -98,36 +99,6 @@ def train(executor, table, engine, config, refresh, holder) -> tuple[list[float]
                      "cpu_s_per_epoch": max(a["cpu_s"] - b["cpu_s"] for a, b in zip(after, before, strict=True))
                      / len(seconds)}
         return seconds, decode_weights(holder.decrypt(trainer.weights), trainer.weight_scale), usage
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process (the server: the jobs' driver side, not the Ray actors)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds of ``root`` and every live process under it (the server, its local Ray: raylet, GCS and
-    the pool's workers). Workers are long-lived, so differences between two readings are their work."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, frontier = {root}, [root]
-    while frontier:
-        children = [pid for pid, parent in parents.items() if parent in frontier and pid not in tree]
-        tree.update(children)
-        frontier = children
-    total = 0.0
-    for pid in tree:
-        try:
-            total += cpu_seconds(pid)
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
 
 
 def concurrency(clients: int, epochs: int, workers: int | None = None) -> dict:

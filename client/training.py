@@ -18,17 +18,11 @@ from ciphergrad.client.pools import PoolRelease
 from ciphergrad.client.session import Connection
 from ciphergrad.core import algorithms, refine
 from ciphergrad.core.convergence import DivergenceError, LossWatch, check_magnitude
-from ciphergrad.core.gram import (
-    GramStatistics,
-    RightHandSide,
-    one_pass_tile,
-    rotation_steps,
-    solve_normal,
-    weight_period,
-)
+from ciphergrad.core.gram import GramStatistics, one_pass_tile, rotation_steps, weight_period
 from ciphergrad.core.layout import Tile, choose_tile
 from ciphergrad.core.linear import LinearRegressionConfig
 from ciphergrad.core.logistic import LogisticRegressionConfig
+from ciphergrad.core.normal import RightHandSide, solve_normal
 from ciphergrad.wire import codec
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2
 

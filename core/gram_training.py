@@ -24,18 +24,9 @@ import numpy as np
 from ciphergrad.core import randomness, standardize
 from ciphergrad.core.engine import Ciphertext, Engine, OpCounts
 from ciphergrad.core.errors import LevelError, ParameterError, ShapeError
-from ciphergrad.core.gram import (
-    GramPartial,
-    GramStatistics,
-    RightHandSide,
-    accumulate,
-    baby_steps,
-    finalize,
-    normal_system,
-    ridge_vector,
-    row_blocks,
-)
+from ciphergrad.core.gram import GramPartial, GramStatistics, accumulate, baby_steps, finalize, row_blocks
 from ciphergrad.core.linear import LinearRegressionConfig, TorchFit, initial_weights
+from ciphergrad.core.normal import RightHandSide, normal_system, ridge_vector
 from ciphergrad.core.refresh import MaskedRefresh, Refresh
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.core.training import EpochResult, Shuffles

@@ -104,7 +104,7 @@ class LinearTrainer(GradientTrainer):
         if self.config.solver != "gd":
             raise ParameterError(
                 f"LinearTrainer is the 'gd' solver, not {self.config.solver!r}: train 'gram' with "
-                "ciphergrad.core.gram_training.GramTrainer, 'normal' with core.gram.normal_system and solve_normal"
+                "ciphergrad.core.gram_training.GramTrainer, 'normal' with core.normal.normal_system and solve_normal"
             )
         self.weight_scale = weight_scale(self.rows)
         self._decay = self.config.shrink(self.features, self.config.learning_rate) - 1.0 if self.config.l2 else None

@@ -11,7 +11,7 @@ whose minimizer solves ``(G + l2/(2 c2) I') w = -c1/(2 c2) X^T t / n``. With an 
 ``X^T t / n = 2 b - G[:, c]`` (``b = X^T y / n``), so the server runs exactly the least-squares pass of
 ``core.gram`` on the dataset as uploaded (labels 0/1, any packing), adds the scaled ridge, and asks the key
 holder once, as the normal solver does: the key holder decrypts ``G + l2' I'`` and ``b`` (aggregates,
-``d(d+1)/2 + d + 1`` numbers), forms the right-hand side (``core.gram.RightHandSide``), solves and answers
+``d(d+1)/2 + d + 1`` numbers), forms the right-hand side (``core.normal.RightHandSide``), solves and answers
 with a fresh encryption of the weights. Costs: the Gram pass and one round trip; no refresh, no epoch.
 
 What it is worth: with ``l2 = 0`` the weights are the least-squares fit to ``-c1/c2 * t`` (``R`` scales them
@@ -31,9 +31,10 @@ import numpy as np
 from ciphergrad.core import standardize
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.errors import ParameterError, ShapeError
-from ciphergrad.core.gram import GramPartial, GramStatistics, RightHandSide, normal_system, ridge_vector
+from ciphergrad.core.gram import GramPartial, GramStatistics
 from ciphergrad.core.gram_training import KeyHolderLink, NormalSolver
 from ciphergrad.core.linear import TorchFit
+from ciphergrad.core.normal import RightHandSide, normal_system, ridge_vector
 from ciphergrad.core.polynomial import Polynomial, fit_log_loss
 from ciphergrad.core.tensor import EncryptedMatrix
 

@@ -67,12 +67,13 @@ import numpy as np
 from ciphergrad.core import randomness
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.errors import ParameterError, ShapeError
-from ciphergrad.core.gram import GramStatistics, RightHandSide, accumulate, normal_system, ridge_vector, row_blocks
+from ciphergrad.core.gram import GramStatistics, accumulate, row_blocks
 from ciphergrad.core.gram_training import KeyHolderLink
 from ciphergrad.core.keys import KeyHolder
 from ciphergrad.core.layout import Tile
 from ciphergrad.core.linear import TorchFit
 from ciphergrad.core.logistic import LogisticRegressionConfig, LogisticRowStep, LogisticTrainer
+from ciphergrad.core.normal import RightHandSide, normal_system, ridge_vector
 from ciphergrad.core.quadratic import fit_torch_quadratic, system_terms
 from ciphergrad.core.refresh import Refresh
 from ciphergrad.core.shards import RowStep, ShardSource

@@ -16,10 +16,11 @@ from ciphergrad.core import EncryptedMatrix, LevelError, ParameterError, ShapeEr
 from ciphergrad.core.compare import r2_score
 from ciphergrad.core.conditioning import Standardizer
 from ciphergrad.core.data import load_ames, with_intercept
-from ciphergrad.core.gram import accumulate, finalize, normal_system, row_blocks, solve_normal
+from ciphergrad.core.gram import accumulate, finalize, row_blocks
 from ciphergrad.core.gram_training import GramTrainer, fit_torch_gram
 from ciphergrad.core.layout import Tile
 from ciphergrad.core.linear import LinearRegressionConfig, LinearTrainer
+from ciphergrad.core.normal import normal_system, solve_normal
 from ciphergrad.wire import codec
 
 

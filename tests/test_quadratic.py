@@ -18,8 +18,9 @@ from sklearn.linear_model import LogisticRegression
 from ciphergrad.core import ParameterError
 from ciphergrad.core.algorithms import get
 from ciphergrad.core.data import standardized_split, with_intercept
-from ciphergrad.core.gram import accumulate, one_pass_tile, row_blocks, solve_normal
+from ciphergrad.core.gram import accumulate, one_pass_tile, row_blocks
 from ciphergrad.core.logistic import LogisticRegressionConfig
+from ciphergrad.core.normal import solve_normal
 from ciphergrad.core.polynomial import fit_log_loss
 from ciphergrad.core.quadratic import QuadraticSolver, fit_torch_quadratic, system_terms
 

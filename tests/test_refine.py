@@ -18,8 +18,8 @@ from sklearn.datasets import load_breast_cancer
 from ciphergrad.core import ParameterError
 from ciphergrad.core.algorithms import get
 from ciphergrad.core.data import standardized_split, with_intercept
-from ciphergrad.core.gram import ridge_vector
 from ciphergrad.core.logistic import LogisticRegressionConfig
+from ciphergrad.core.normal import ridge_vector
 from ciphergrad.core.refine import (
     Preconditioner,
     RefinedSolver,

@@ -4,13 +4,12 @@ the bad solver requests (INVALID_ARGUMENT from the server, ValueError in the SDK
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from service_support import local_server
+from service_support import leave_mid_job, local_server
 
 from ciphergrad.client.cli import main
 from ciphergrad.client.estimator import EncryptedLinearRegression
@@ -20,7 +19,7 @@ from ciphergrad.core.data import load_ames, with_intercept
 from ciphergrad.core.errors import ParameterError
 from ciphergrad.core.gram_training import fit_torch_gram
 from ciphergrad.core.linear import LinearRegressionConfig
-from ciphergrad.server.jobs import runner as server_jobs
+from ciphergrad.server.jobs import trainers as server_jobs
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2
 
 SETTINGS = {"learning_rate": 0.7, "momentum": 0.3, "epochs": 12, "init": "zeros"}
@@ -98,22 +97,8 @@ def test_normal_matches_least_squares_and_predicts(served, ames_std) -> None:
 def test_resumed_gram_job_skips_the_pass(served, ames_std) -> None:
     X, y = ames_std
     client = served["client"]
-    seen: list[np.ndarray] = []
-
-    def leave_at_third_refresh(values: np.ndarray) -> None:
-        seen.append(values)
-        if len(seen) == 3:
-            raise KeyboardInterrupt("the data owner closed the laptop")
-
     before = len(served["passes"])
-    with pytest.raises(KeyboardInterrupt):
-        client.train(served["dataset"].dataset_id, GRAM, on_refresh=leave_at_third_refresh)
-    job = next(j for j in client.list_jobs() if j.state != training_service_pb2.JOB_STATE_SUCCEEDED)
-    for _ in range(300):
-        if client.get_job(job.job_id).state == training_service_pb2.JOB_STATE_PAUSED:
-            break
-        time.sleep(0.1)
-    paused = client.get_job(job.job_id)
+    job = paused = leave_mid_job(client, served["dataset"].dataset_id, GRAM)
     assert paused.state == training_service_pb2.JOB_STATE_PAUSED and 0 < paused.epoch < GRAM.epochs
     assert list(served["data_dir"].glob(f"blobs/*/jobs/{job.job_id}.fixed"))  # the statistics, written once
     resumed = client.train(job_id=job.job_id)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from service_support import ROOT, ames, local_server, session_client
+from service_support import ROOT, ames, leave_mid_job, local_server, session_client
 
 from ciphergrad.core.linear import LinearRegressionConfig
 from ciphergrad.core.logistic import LogisticRegressionConfig
@@ -164,22 +163,8 @@ def test_a_paused_ray_job_resumes_on_new_shards(ray_server, results) -> None:
     again, finishes on new shards with the weights of the uninterrupted run."""
     X, y, _ = standardized_ames()
     client = session_client(ray_server.address, X.shape)
-    seen: list[np.ndarray] = []
-
-    def leave_at_third_refresh(values: np.ndarray) -> None:
-        seen.append(values)
-        if len(seen) == 3:
-            raise KeyboardInterrupt("the data owner closed the laptop")
-
     try:
-        with pytest.raises(KeyboardInterrupt):
-            client.train(client.upload(X, y).dataset_id, LINEAR, on_refresh=leave_at_third_refresh)
-        job = client.list_jobs()[0]
-        deadline = time.monotonic() + 30
-        while client.get_job(job.job_id).state != training_service_pb2.JOB_STATE_PAUSED:
-            assert time.monotonic() < deadline, "the job did not pause"
-            time.sleep(0.1)
-        paused = client.get_job(job.job_id)
+        job = paused = leave_mid_job(client, client.upload(X, y).dataset_id, LINEAR)
         assert 0 < paused.epoch < LINEAR.epochs
         before = len(ray_server.sharded_rows)
         resumed = client.train(job_id=job.job_id)

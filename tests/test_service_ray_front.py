@@ -21,13 +21,12 @@ the default suite runs the upload tests (about 15 s), ``make test-slow`` the job
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from service_support import ames, local_server, session_client
+from service_support import ames, leave_mid_job, local_server, session_client
 
 from ciphergrad.client.estimator import EncryptedLogisticRegression
 from ciphergrad.client.sdk import Client, default_parameters, training_layout
@@ -149,19 +148,7 @@ def test_one_pass_jobs_run_on_the_pool(ray_server, guard) -> None:
         assert np.max(np.abs(np.asarray(run.losses) - twin.losses)) < 1e-6
 
         # Paused at its third refresh, resumed from its checkpoints (written as bytes by the server).
-        def leave_at_third_refresh(values: np.ndarray, seen: list = []) -> None:  # noqa: B006
-            seen.append(values)
-            if len(seen) == 3:
-                raise KeyboardInterrupt("the data owner closed the laptop")
-
-        with pytest.raises(KeyboardInterrupt):
-            client.train(dataset_id, GRAM, on_refresh=leave_at_third_refresh)
-        job = next(j for j in client.list_jobs() if j.state != training_service_pb2.JOB_STATE_SUCCEEDED)
-        for _ in range(300):
-            if client.get_job(job.job_id).state == training_service_pb2.JOB_STATE_PAUSED:
-                break
-            time.sleep(0.1)
-        paused = client.get_job(job.job_id)
+        job = paused = leave_mid_job(client, dataset_id, GRAM)
         assert paused.state == training_service_pb2.JOB_STATE_PAUSED and 0 < paused.epoch < GRAM.epochs
         resumed = client.train(job_id=job.job_id)
         assert resumed.job.state == training_service_pb2.JOB_STATE_SUCCEEDED
@@ -212,19 +199,8 @@ def test_a_per_row_job_on_one_shard_runs_whole_on_the_pool(ray_server, guard, mo
         dataset_id = client.upload(X, y).dataset_id
         hosted = client.train(dataset_id, config)
         # Paused at its second refresh and resumed from the checkpoint (the server wrote it as bytes).
-        def leave_at_second_refresh(values: np.ndarray, seen: list = []) -> None:  # noqa: B006
-            seen.append(values)
-            if len(seen) == 2:
-                raise KeyboardInterrupt("the data owner closed the laptop")
-
-        with pytest.raises(KeyboardInterrupt):
-            client.train(dataset_id, config, on_refresh=leave_at_second_refresh)
-        job = next(j for j in client.list_jobs() if j.state != training_service_pb2.JOB_STATE_SUCCEEDED)
-        for _ in range(300):
-            if client.get_job(job.job_id).state == training_service_pb2.JOB_STATE_PAUSED:
-                break
-            time.sleep(0.1)
-        assert client.get_job(job.job_id).state == training_service_pb2.JOB_STATE_PAUSED
+        job = leave_mid_job(client, dataset_id, config, at_refresh=2)
+        assert job.state == training_service_pb2.JOB_STATE_PAUSED
         resumed = client.train(job_id=job.job_id)
         assert np.max(np.abs(client.weights(resumed.model) - client.weights(hosted.model))) < 1e-6
         assert guard["contexts"] == 0  # the jobs' trainers ran on a worker: no context in this process

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from service_support import ServerProcess, local_server, session_client
+from service_support import ServerProcess, leave_mid_job, local_server, session_client
 
 from ciphergrad.client.sdk import Client
 from ciphergrad.core.linear import LinearRegressionConfig, fit_torch
@@ -96,18 +96,7 @@ def test_job_pauses_when_client_leaves_and_resumes(tmp_path: Path) -> None:
     with local_server(tmp_path) as server:
         client = session_client(server.address, X.shape)
         dataset = client.upload(X, Y)
-        seen: list[np.ndarray] = []
-
-        def leave_at_third_refresh(values: np.ndarray) -> None:
-            seen.append(values)
-            if len(seen) == 3:
-                raise KeyboardInterrupt("the data owner closed the laptop")
-
-        with pytest.raises(KeyboardInterrupt):
-            client.train(dataset.dataset_id, CONFIG, on_refresh=leave_at_third_refresh)
-        job = client.list_jobs()[0]
-        _wait_for_state(client, job.job_id, PAUSED)
-        paused = client.get_job(job.job_id)
+        job = paused = leave_mid_job(client, dataset.dataset_id, CONFIG)
         assert 0 < paused.epoch < CONFIG.epochs
         resumed = client.train(job_id=job.job_id)
         assert resumed.job.state == training_service_pb2.JOB_STATE_SUCCEEDED

@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 import tenseal as ts
+from hostile_clients import TINY_X, TINY_Y
 from service_support import local_server, session_client
 
 from ciphergrad.client.sdk import Client
@@ -25,8 +26,7 @@ from ciphergrad.wire.proto_gen.ciphergrad.v1 import (
     types_pb2,
 )
 
-X = np.hstack([np.ones((16, 1)), np.random.default_rng(3).uniform(size=(16, 3))])
-Y = X @ np.array([0.2, -0.1, 0.4, 0.3])
+X, Y = TINY_X, TINY_Y  # the hostile clients' tiny table: 16 rows, an intercept and 3 features
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 

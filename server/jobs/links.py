@@ -24,8 +24,9 @@ from typing import Any
 
 import grpc
 
-from ciphergrad.core.gram import GramStatistics, RightHandSide
+from ciphergrad.core.gram import GramStatistics
 from ciphergrad.core.layout import Tile
+from ciphergrad.core.normal import RightHandSide
 from ciphergrad.core.refine import Preconditioner
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.server.rpc import validation

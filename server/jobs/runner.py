@@ -11,7 +11,8 @@ A one-pass trainer (``streams_rows``: the "gram" and "normal" solvers) never loa
 blocks stream from disk into ``core.gram.accumulate``, and the statistics (``fixed_state``) are written once
 beside the checkpoint, so a resumed job skips the pass and per-epoch checkpoints hold only the weights. Any
 trainer's ``fixed_state`` is written once when it appears (refinement: the ``d`` rows of ``Enc(P)`` after its
-first epoch, 13 MB on breast cancer, 0.13 s to serialize), not with every epoch's checkpoint.
+first epoch, 13 MB on breast cancer, 0.13 s to serialize), not with every epoch's checkpoint. Where a
+job's trainer is made (here or on a pool worker) is ``server.jobs.trainers``'s business.
 """
 
 from __future__ import annotations
@@ -19,38 +20,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from ciphergrad.core.algorithms import ALGORITHMS
-from ciphergrad.core.gram import DATA_LEVELS, accumulate
+from ciphergrad.core.gram import DATA_LEVELS
 from ciphergrad.core.release import moment_tile
 from ciphergrad.core.tensor import EncryptedMatrix
-from ciphergrad.core.training import GradientTrainer
 from ciphergrad.server.execution import (
     Executor,
-    StoredTable,
-    Tally,
-    one_pass_state,
-    pooled_gram_state,
     pooled_shards,
 )
 from ciphergrad.server.execution.engines import EngineCache
 from ciphergrad.server.execution.local import LocalExecutor
-from ciphergrad.server.execution.ray_trainers import flat_state
 from ciphergrad.server.jobs.links import POLL_SECONDS, Cancelled, Detached, End, JobSlot, Link, StreamRefresh
 from ciphergrad.server.jobs.pool_view import PoolView, ReleaseFit, pool_view, release_proto
+from ciphergrad.server.jobs.trainers import JobTrainers
 from ciphergrad.server.rpc import validation
 from ciphergrad.server.rpc.errors import invalid, precondition, status_for
 from ciphergrad.server.rpc.work import Work, exhausted
 from ciphergrad.server.store.records import DatasetRecord, JobRecord, ModelRecord, SessionRecord
-from ciphergrad.server.store.store import Store, matrix_file, new_id
+from ciphergrad.server.store.store import Store, new_id
 from ciphergrad.wire import codec
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2 as pb
 from ciphergrad.wire.proto_gen.ciphergrad.v1 import types_pb2
@@ -84,17 +79,6 @@ def streaming_problem(dataset: DatasetRecord, solver: str) -> str | None:
     return None
 
 
-def _row_blocks(store: Store, dataset: DatasetRecord, engine: Any, link: Link) -> Iterator[tuple[Any, Any]]:
-    """The dataset's (X, y) row blocks read from disk one at a time: memory for one block, whatever the rows."""
-    folder = store.dataset_dir(dataset.session_id, dataset.id)
-    with open(folder / matrix_file(0), "rb") as features, open(folder / matrix_file(1), "rb") as targets:
-        X = EncryptedMatrix.read_row_blocks(engine, features)
-        y = EncryptedMatrix.read_row_blocks(engine, targets)
-        for block in zip(X, y, strict=True):
-            link.check()
-            yield block
-
-
 def _algorithm_name(value: int) -> str:
     try:
         return types_pb2.Algorithm.Name(value)
@@ -108,6 +92,7 @@ class JobRunner:
         self.store, self.engines, self.work, self.refresh_timeout = store, engines, work, refresh_timeout
         self.executor = executor or LocalExecutor()
         self.max_jobs_per_session = max_jobs_per_session
+        self.trainers = JobTrainers(store, engines, self.executor)
         self._slots = threading.BoundedSemaphore(max(1, workers))
         self._links: dict[str, Link] = {}  # every attached job, queued or running
         self._owners: dict[str, str] = {}  # job id -> session id, for the per-session limit
@@ -285,22 +270,6 @@ class JobRunner:
     def _emit_job(self, link: Link, job: JobRecord) -> None:
         link.emit(pb.TrainResponse(job=job.to_proto()))
 
-    def _distributed(self, trainer_type: type, config: Any, dataset: DatasetRecord) -> bool:
-        """Whether the executor runs this job: full-batch gradient trainers and the one-pass Gram statistics.
-        Minibatches and shuffled copies stay in this process (and everything with the local executor)."""
-        if isinstance(self.executor, LocalExecutor):
-            return False
-        if getattr(trainer_type, "streams_rows", False):
-            return True
-        if not getattr(trainer_type, "shardable", True):  # e.g. refinement: its pass and steps run here
-            return False
-        full_batch = getattr(config, "batch_size", None) is None and not dataset.shuffle_count
-        return issubclass(trainer_type, GradientTrainer) and full_batch
-
-    def _tables(self, dataset: DatasetRecord) -> list[StoredTable]:
-        """The stored tables a job reads."""
-        return [self.store.table(dataset)]
-
     def _train_job(self, job_id: str, link: Link, slot: JobSlot) -> None:
         job = self.store.job(job_id)
         assert job is not None
@@ -315,76 +284,25 @@ class JobRunner:
         config = algorithm.config.from_dict(job.config)
         trainer_type = algorithm.trainer_for(config)
         streams = getattr(trainer_type, "streams_rows", False)
-        distributed = self._distributed(trainer_type, config, dataset)
-        # On an executor that hosts trainers (Ray), a one-pass job (its pass, statistics and trainer) or a
-        # per-row job on a table of one shard runs on a pool worker, and this process loads no engine for it
-        # (server.execution.ray_trainers); a larger per-row job keeps its shards and its driver here.
-        remote = distributed and hasattr(self.executor, "trainer") and (
-            streams or self.executor.whole(self.store.table(dataset)))  # type: ignore[attr-defined]
+        distributed = self.trainers.distributed(trainer_type, config, dataset)
+        remote = self.trainers.hosted(trainer_type, config, dataset)
         engine = None if remote else self.engines.fork(job.session_id)  # own counters: exact per-epoch counts
         refresh = StreamRefresh(link, engine, self.refresh_timeout, slot)
+
+        def started() -> None:
+            self._emit_job(link, self._set(job.id, S.JOB_STATE_RUNNING, epoch=0))
+
         with contextlib.ExitStack() as stack:
             # The executor's shards (Ray actors holding their row blocks) live for the job, closed on any exit;
             # so does a remote trainer.
-            shards = stack.enter_context(pooled_shards(self.executor, self._tables(dataset), engine)) \
+            shards = stack.enter_context(pooled_shards(self.executor, self.trainers.tables(dataset), engine)) \
                 if distributed and not streams else None
+            made = self.trainers
             if remote:
-                trainer = stack.enter_context(self._remote_trainer(job, dataset, config, trainer_type, refresh, link))
+                trainer = stack.enter_context(made.remote(job, dataset, config, trainer_type, refresh, started))
             else:
-                trainer = self._local_trainer(job, dataset, engine, config, trainer_type, refresh, link, shards)
+                trainer = made.local(job, dataset, engine, config, trainer_type, refresh, link, shards, started)
             self._run_trainer(job, dataset, trainer, streams, link)
-
-    def _remote_trainer(self, job: JobRecord, dataset: DatasetRecord, config: Any, trainer_type: Any,
-                        refresh: StreamRefresh, link: Link) -> contextlib.AbstractContextManager[Any]:
-        """The job's trainer on the executor, from its checkpoints (and a per-row trainer on its table's
-        blocks); a one-pass job's pass first (on the workers, its statistics checkpointed here as bytes) when
-        none was made yet."""
-        fixed = self.store.fixed_checkpoint_path(job.session_id, job.id)
-        checkpoint = self.store.checkpoint_path(job.session_id, job.id)
-        tally = Tally(self.engines.tally())
-        streams = getattr(trainer_type, "streams_rows", False)
-        if streams and not fixed.exists():
-            self._emit_job(link, self._set(job.id, S.JOB_STATE_RUNNING, epoch=0))
-            finish = functools.partial(one_pass_state, trainer_type=trainer_type, config=config)
-            state = pooled_gram_state(self.executor, self._tables(dataset), tally, finish)
-            self.store.write_blob(fixed, codec.checkpoint_to_bytes(flat_state(state)))
-        checkpoints = [path.read_bytes() for path in (fixed, checkpoint) if path.exists()]
-        table = None if streams else self.store.table(dataset)
-        return self.executor.trainer(self.store.context_path(job.session_id), trainer_type,  # type: ignore[attr-defined]
-                                     config, checkpoints, refresh, tally.counts, table)
-
-    def _local_trainer(self, job: JobRecord, dataset: DatasetRecord, engine: Any, config: Any, trainer_type: Any,
-                       refresh: StreamRefresh, link: Link, shards: Any) -> Any:
-        """The job's trainer in this process: from its checkpoints, after the one-pass statistics, or new."""
-        streams = getattr(trainer_type, "streams_rows", False)
-        X = y = None
-        shuffles: tuple = ()
-        if not streams and shards is None:
-            matrices = self.store.read_matrices(dataset, engine)
-            X, y = matrices[0], matrices[1]
-            shuffles = tuple((matrices[k], matrices[k + 1]) for k in range(2, len(matrices), 2))
-        checkpoint = self.store.checkpoint_path(job.session_id, job.id)
-        fixed = self.store.fixed_checkpoint_path(job.session_id, job.id)
-        state: dict[str, Any] = {}
-        for path in (fixed, checkpoint):  # the pass's statistics (written once), then the last epoch's state
-            if path.exists():
-                state |= codec.checkpoint_from_bytes(engine, path.read_bytes())
-        sharded = {"shards": shards} if shards is not None else {}
-        if state:
-            return trainer_type.resume(engine, X, y, config, refresh, state, shuffles, **sharded)
-        if not streams:
-            return trainer_type(engine, X, y, config, refresh, shuffles, **sharded)
-        self._emit_job(link, self._set(job.id, S.JOB_STATE_RUNNING, epoch=0))
-        if self._distributed(trainer_type, config, dataset):
-            # The pass and the statistics' rotations on the executor (its workers, not this process).
-            finish = functools.partial(one_pass_state, trainer_type=trainer_type, config=config)
-            fixed_state = pooled_gram_state(self.executor, self._tables(dataset), engine, finish)
-            trainer = trainer_type.resume(engine, None, None, config, refresh, fixed_state)
-        else:
-            partial = accumulate(engine, _row_blocks(self.store, dataset, engine, link))
-            trainer = trainer_type.from_partial(engine, partial, config, refresh)
-        self.store.write_blob(fixed, codec.checkpoint_to_bytes(trainer.fixed_state()))
-        return trainer
 
     def _run_trainer(self, job: JobRecord, dataset: DatasetRecord, trainer: Any, streams: bool, link: Link) -> None:
         """Run the trainer's epochs (in this process or remote), a checkpoint after each, and store the model."""

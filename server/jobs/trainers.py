@@ -1,0 +1,122 @@
+"""Where a training job's trainer comes from: in the server process (from its checkpoints, after the one-pass
+statistics, or new) or hosted on the executor's pool worker (``server.execution.ray_trainers``).
+
+The runner (``server.jobs.runner``) decides nothing about placement: it asks ``distributed`` whether the
+executor runs the job (full-batch gradient trainers and the one-pass statistics; minibatches, shuffled
+copies and refinement stay here), gets the trainer from ``remote`` or ``local``, and runs its epochs. A
+one-pass trainer's statistics are written once (``fixed_state``) beside the checkpoint, so a resumed job
+skips the pass; ``started`` tells the runner the job is RUNNING before a pass begins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ciphergrad.core.gram import accumulate
+from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.core.training import GradientTrainer
+from ciphergrad.server.execution import Executor, StoredTable, Tally, one_pass_state, pooled_gram_state
+from ciphergrad.server.execution.engines import EngineCache
+from ciphergrad.server.execution.local import LocalExecutor
+from ciphergrad.server.execution.ray_trainers import flat_state
+from ciphergrad.server.jobs.links import Link, StreamRefresh
+from ciphergrad.server.store.records import DatasetRecord, JobRecord
+from ciphergrad.server.store.store import Store, matrix_file
+from ciphergrad.wire import codec
+
+
+def row_blocks(store: Store, dataset: DatasetRecord, engine: Any, link: Link) -> Iterator[tuple[Any, Any]]:
+    """The dataset's (X, y) row blocks read from disk one at a time: memory for one block, whatever the rows."""
+    folder = store.dataset_dir(dataset.session_id, dataset.id)
+    with open(folder / matrix_file(0), "rb") as features, open(folder / matrix_file(1), "rb") as targets:
+        X = EncryptedMatrix.read_row_blocks(engine, features)
+        y = EncryptedMatrix.read_row_blocks(engine, targets)
+        for block in zip(X, y, strict=True):
+            link.check()
+            yield block
+
+
+class JobTrainers:
+    """The trainers of the jobs of one server: its store (data, checkpoints), engines and executor."""
+
+    def __init__(self, store: Store, engines: EngineCache, executor: Executor) -> None:
+        self.store, self.engines, self.executor = store, engines, executor
+
+    def distributed(self, trainer_type: type, config: Any, dataset: DatasetRecord) -> bool:
+        """Whether the executor runs this job: full-batch gradient trainers and the one-pass Gram statistics.
+        Minibatches and shuffled copies stay in this process (and everything with the local executor)."""
+        if isinstance(self.executor, LocalExecutor):
+            return False
+        if getattr(trainer_type, "streams_rows", False):
+            return True
+        if not getattr(trainer_type, "shardable", True):  # e.g. refinement: its pass and steps run here
+            return False
+        full_batch = getattr(config, "batch_size", None) is None and not dataset.shuffle_count
+        return issubclass(trainer_type, GradientTrainer) and full_batch
+
+    def hosted(self, trainer_type: type, config: Any, dataset: DatasetRecord) -> bool:
+        """Whether the job's whole trainer runs on a pool worker: on an executor that hosts trainers (Ray), a
+        one-pass job (its pass, statistics and trainer) or a per-row job on a table of one shard, and this
+        process loads no engine for it; a larger per-row job keeps its shards and its driver here."""
+        return self.distributed(trainer_type, config, dataset) and hasattr(self.executor, "trainer") and (
+            getattr(trainer_type, "streams_rows", False)
+            or self.executor.whole(self.store.table(dataset)))  # type: ignore[attr-defined]
+
+    def tables(self, dataset: DatasetRecord) -> list[StoredTable]:
+        """The stored tables a job reads."""
+        return [self.store.table(dataset)]
+
+    def remote(self, job: JobRecord, dataset: DatasetRecord, config: Any, trainer_type: Any,
+               refresh: StreamRefresh, started: Callable[[], None]) -> contextlib.AbstractContextManager[Any]:
+        """The job's trainer on the executor, from its checkpoints (and a per-row trainer on its table's
+        blocks); a one-pass job's pass first (on the workers, its statistics checkpointed here as bytes) when
+        none was made yet."""
+        fixed = self.store.fixed_checkpoint_path(job.session_id, job.id)
+        checkpoint = self.store.checkpoint_path(job.session_id, job.id)
+        tally = Tally(self.engines.tally())
+        streams = getattr(trainer_type, "streams_rows", False)
+        if streams and not fixed.exists():
+            started()
+            finish = functools.partial(one_pass_state, trainer_type=trainer_type, config=config)
+            state = pooled_gram_state(self.executor, self.tables(dataset), tally, finish)
+            self.store.write_blob(fixed, codec.checkpoint_to_bytes(flat_state(state)))
+        checkpoints = [path.read_bytes() for path in (fixed, checkpoint) if path.exists()]
+        table = None if streams else self.store.table(dataset)
+        return self.executor.trainer(self.store.context_path(job.session_id), trainer_type,  # type: ignore[attr-defined]
+                                     config, checkpoints, refresh, tally.counts, table)
+
+    def local(self, job: JobRecord, dataset: DatasetRecord, engine: Any, config: Any, trainer_type: Any,
+              refresh: StreamRefresh, link: Link, shards: Any, started: Callable[[], None]) -> Any:
+        """The job's trainer in this process: from its checkpoints, after the one-pass statistics, or new."""
+        streams = getattr(trainer_type, "streams_rows", False)
+        X = y = None
+        shuffles: tuple = ()
+        if not streams and shards is None:
+            matrices = self.store.read_matrices(dataset, engine)
+            X, y = matrices[0], matrices[1]
+            shuffles = tuple((matrices[k], matrices[k + 1]) for k in range(2, len(matrices), 2))
+        checkpoint = self.store.checkpoint_path(job.session_id, job.id)
+        fixed = self.store.fixed_checkpoint_path(job.session_id, job.id)
+        state: dict[str, Any] = {}
+        for path in (fixed, checkpoint):  # the pass's statistics (written once), then the last epoch's state
+            if path.exists():
+                state |= codec.checkpoint_from_bytes(engine, path.read_bytes())
+        sharded = {"shards": shards} if shards is not None else {}
+        if state:
+            return trainer_type.resume(engine, X, y, config, refresh, state, shuffles, **sharded)
+        if not streams:
+            return trainer_type(engine, X, y, config, refresh, shuffles, **sharded)
+        started()
+        if self.distributed(trainer_type, config, dataset):
+            # The pass and the statistics' rotations on the executor (its workers, not this process).
+            finish = functools.partial(one_pass_state, trainer_type=trainer_type, config=config)
+            fixed_state = pooled_gram_state(self.executor, self.tables(dataset), engine, finish)
+            trainer = trainer_type.resume(engine, None, None, config, refresh, fixed_state)
+        else:
+            partial = accumulate(engine, row_blocks(self.store, dataset, engine, link))
+            trainer = trainer_type.from_partial(engine, partial, config, refresh)
+        self.store.write_blob(fixed, codec.checkpoint_to_bytes(trainer.fixed_state()))
+        return trainer
