@@ -190,11 +190,14 @@ class EncryptedGradientDescent(BaseEstimator):
         return isinstance(self, ClassifierMixin)
 
     def _fit(self, address: str, params: CKKSParameters, X: np.ndarray, y: np.ndarray, config: Any) -> None:
-        tile, rotations = training_layout(X.shape, params.slots, config)
+        # A session deleted after the fit gets the training's Galois keys only (a smaller context to make,
+        # send and load); a kept one also those of Predict and the other calls on its data and model.
+        tile, rotations = training_layout(X.shape, params.slots, config, serving=self.keep_session)
         timings: dict[str, float] = {}
         tick = time.perf_counter()
         with Client(address, tls=self.tls) as client:
-            session = client.create_session(params, tiles=[tile], rotations=rotations, display_name=type(self).__name__)
+            session = client.create_session(params, tiles=[tile] if self.keep_session else [], rotations=rotations,
+                                            display_name=type(self).__name__)
             timings["session_seconds"] = time.perf_counter() - tick
             tick = time.perf_counter()
             with _bar(self.progress, desc="upload", unit="B", unit_scale=True) as bar:

@@ -1,10 +1,10 @@
 """The analyst's local key directory: what ``ciphergrad pool ...`` commands need between two runs.
 
 One directory holds one session: the CKKS context WITH its secret key (``secret-context.bin``, under 1 MB:
-TenSEAL stores the secret key and remakes evaluation keys from it on loading, so the loaded context's own
-Galois keys are TenSEAL's default set, while the server keeps the session's public context from its
-creation), the session's bearer token (``session-token``) and ``session.json`` (server address, TLS setting,
-session id, the pools made in that session by name and the rotation steps of the session's Galois keys).
+TenSEAL stores the secret key and remakes the relinearization keys from it on loading; the loaded context
+has no Galois keys, while the server keeps the session's public context from its creation), the session's
+bearer token (``session-token``) and ``session.json`` (server address, TLS setting, session id, the pools
+made in that session by name and the rotation steps of the session's Galois keys).
 The default is ``~/.ciphergrad/keys/<pool name>`` (one session per pool); ``--key-dir DIR`` or
 ``$CIPHERGRAD_KEY_DIR`` name a directory that several pools can share.
 

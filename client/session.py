@@ -128,13 +128,13 @@ class Connection:
 
         ``tiles``: the layouts you will encrypt with; only their rotation keys are generated, plus the steps
         in ``rotations`` (``training_layout`` gives both for a training config), which keeps the context
-        small. Without tiles every power-of-two rotation key is made.
+        small. Without tiles or rotations every power-of-two rotation key is made.
         """
         if key_holder is None:
             if isinstance(params, dict):
                 params = CKKSParameters.from_dict(params)
             params = params or default_parameters()
-            key_holder = KeyHolder.for_tiles(params, tiles, rotations) if tiles else KeyHolder(params)
+            key_holder = KeyHolder.for_tiles(params, tiles, rotations) if tiles or rotations else KeyHolder(params)
         context = key_holder.public_context()
 
         def requests() -> Iterator[session_service_pb2.CreateSessionRequest]:

@@ -16,9 +16,9 @@ from google.protobuf import json_format
 
 from ciphergrad.client.pools import PoolRelease
 from ciphergrad.client.session import Connection
-from ciphergrad.core import algorithms, refine
+from ciphergrad.core import algorithms, layout, refine
 from ciphergrad.core.convergence import DivergenceError, LossWatch, check_magnitude
-from ciphergrad.core.gram import GramStatistics, one_pass_tile, rotation_steps, weight_period
+from ciphergrad.core.gram import GramStatistics, one_pass_tile, pass_steps, rotation_steps, weight_period
 from ciphergrad.core.layout import Tile, choose_tile
 from ciphergrad.core.linear import LinearRegressionConfig
 from ciphergrad.core.logistic import LogisticRegressionConfig
@@ -33,22 +33,30 @@ ONE_PASS_SOLVERS = ("gram", "normal", "quadratic")
 EXACT_SOLVERS = ("normal", "quadratic")
 
 
-def training_layout(shape: tuple[int, int], slots: int, config: Any) -> tuple[Tile, list[int]]:
+def training_layout(shape: tuple[int, int], slots: int, config: Any, *,
+                    serving: bool = True) -> tuple[Tile, list[int]]:
     """The tile to upload ``(X, y)`` with for ``config`` and the extra rotation steps its training needs
     (for ``create_session(tiles=[tile], rotations=steps)``): for the exact solvers the packing whose pass
     costs less (``core.gram.one_pass_tile``), column packing for "gram" (and for statistics standardized on
-    the server), each with the Gram steps; row packing for gradient descent."""
+    the server), each with the Gram steps; row packing for gradient descent.
+
+    ``serving=False``: a session that only trains and is deleted after it (the estimators without
+    ``keep_session``): the steps are exactly the training's, the tile's included (create the session with
+    ``tiles=[]``), so the public context carries no key for Predict, Describe or Metrics."""
     solver = getattr(config, "solver", "gd")
     if getattr(config, "refine_steps", 0):  # core.refine: the pass and the per-row steps on one row-packed table
         tile = choose_tile(shape, slots, "rows")
-        return tile, rotation_steps(weight_period(shape[1], tile), slots)
+        steps = rotation_steps(weight_period(shape[1], tile), slots)
+        return tile, steps if serving else sorted({*steps, *layout.rotation_steps(tile)})
     if solver in EXACT_SOLVERS and getattr(config, "standardization", None) is None:
         tile = one_pass_tile(shape, slots)  # rows for small tables, columns for large (core.gram.pass_cost)
-        return tile, rotation_steps(weight_period(shape[1], tile), slots)
-    if solver in ONE_PASS_SOLVERS:
+    elif solver in ONE_PASS_SOLVERS:
         tile = choose_tile(shape, slots, "columns")
-        return tile, rotation_steps(weight_period(shape[1], tile), slots)
-    return choose_tile(shape, slots, "rows", block_rows=getattr(config, "batch_size", None)), []
+    else:
+        tile = choose_tile(shape, slots, "rows", block_rows=getattr(config, "batch_size", None))
+        return tile, [] if serving else layout.rotation_steps(tile)
+    period = weight_period(shape[1], tile)
+    return tile, rotation_steps(period, slots) if serving else pass_steps(shape[1], period, slots)
 
 
 @dataclass

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +57,8 @@ class Engine:
 
     context: ts.Context
     counts: OpCounts = field(default_factory=OpCounts)
+    # Galois keys the context does not hold, made on the first rotation (the key holder's seeded keys).
+    load_galois_keys: Callable[[], sealapi.GaloisKeys | None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.seal = self.context.seal_context().data
@@ -304,6 +307,8 @@ class Engine:
 
     def rotate(self, a: Ciphertext, steps: int) -> Ciphertext:
         """Cyclic left rotation of the slots by ``steps`` (negative: right)."""
+        if self.galois_keys is None and self.load_galois_keys is not None:
+            self.galois_keys, self.load_galois_keys = self.load_galois_keys(), None
         if self.galois_keys is None:
             raise LevelError("this context has no Galois keys; the key holder must generate them")
         out = Ciphertext(self.seal)
@@ -328,27 +333,18 @@ class Engine:
 
     # -- serialization ---------------------------------------------------------------------------
     def ciphertext_to_bytes(self, ct: Ciphertext) -> bytes:
-        # SEAL's Python binding serializes to files only; tmpfs keeps that a memory copy.
-        path = _scratch_path()
-        try:
+        with scratch_file() as path:
             ct.save(path)
             with open(path, "rb") as handle:
                 return handle.read()
-        finally:
-            _unlink(path)
 
     def ciphertext_from_bytes(self, data: bytes) -> Ciphertext:
-        path = _scratch_path()
-        try:
-            with open(path, "wb") as handle:
-                handle.write(data)
+        with scratch_file(data) as path:
             ct = Ciphertext(self.seal)
             try:
                 ct.load(self.seal, path)
             except Exception as exc:  # SEAL validates structure and parameters on load
                 raise MalformedInputError(f"not a ciphertext of this context: {exc}") from exc
-        finally:
-            _unlink(path)
         if ct.size() != 2:
             raise MalformedInputError(f"ciphertext has {ct.size()} polynomials; expected 2 (relinearized)")
         return ct
@@ -371,6 +367,20 @@ def _check_ckks_scale(context: ts.Context) -> None:
 
 
 _scratch_dir: str | None = None
+
+
+@contextlib.contextmanager
+def scratch_file(data: bytes | None = None) -> Iterator[str]:
+    """A private path holding ``data`` (if given), removed afterwards: SEAL's Python binding saves and loads
+    through files only, and tmpfs keeps that a memory copy."""
+    path = _scratch_path()
+    try:
+        if data is not None:
+            with open(path, "wb") as handle:
+                handle.write(data)
+        yield path
+    finally:
+        _unlink(path)
 
 
 def _scratch_path() -> str:

@@ -60,6 +60,7 @@ from ciphergrad.core.engine import Ciphertext, Engine
 from ciphergrad.core.errors import LevelError, ShapeError
 from ciphergrad.core.keys import KeyHolder
 from ciphergrad.core.layout import Tile, next_pow2
+from ciphergrad.core.layout import rotation_steps as layout_steps
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.core.training import check_data
 
@@ -71,6 +72,7 @@ __all__ = [
     "finalize",
     "one_pass_tile",
     "pass_cost",
+    "pass_steps",
     "rotation_steps",
     "row_blocks",
     "weight_period",
@@ -396,10 +398,21 @@ def weight_period(features: int, tile: Tile) -> int:
 
 
 def rotation_steps(period: int, slots: int) -> list[int]:
-    """Galois keys the Gram pass, its finalization and the trainer use for weights of this period."""
+    """Galois keys the Gram pass, its finalization and the trainer use for weights of this period: every
+    left rotation below the period (the pass's diagonal products, the baby and giant steps), the powers of
+    two (the slot sums), and the matrix operations' on the weights' tile (Predict with the trained model)."""
+    powers = [1 << k for k in range(int(math.log2(slots)))]
+    return sorted({*range(1, period), *powers, *layout_steps(Tile(slots // period, period))})
+
+
+def pass_steps(features: int, period: int, slots: int) -> list[int]:
+    """Exactly the Galois keys of the one-pass statistics of ``features`` encrypted columns (the intercept's
+    included) and y, for weights of this period: the pass's diagonal products (row packing), the finalization's
+    folds and the Gram trainer's baby and giant steps. ``rotation_steps`` adds what serving the data and the
+    model afterwards takes; a fit that keeps no session needs only these."""
     baby = baby_steps(period)
     powers = [1 << k for k in range(int(math.log2(slots)))]
-    return sorted({*range(1, period), *(-a for a in range(baby, period, baby)), *powers, *(-q for q in powers)})
+    return sorted({*range(1, features), *range(1, baby), *range(baby, period, baby), *powers})
 
 
 def baby_steps(period: int) -> int:

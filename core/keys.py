@@ -13,7 +13,8 @@ import tenseal as ts
 from tenseal import sealapi
 
 from ciphergrad.core import layout
-from ciphergrad.core.engine import Engine
+from ciphergrad.core.context_bytes import with_galois_keys
+from ciphergrad.core.engine import Engine, scratch_file
 from ciphergrad.core.errors import MalformedInputError
 from ciphergrad.core.params import CKKSParameters
 from ciphergrad.core.tensor import EncryptedMatrix
@@ -34,16 +35,12 @@ class KeyHolder:
             coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes),
         )
         context.global_scale = 2.0**params.scale_bits
-        # TenSEAL only creates the Galois key container with the full power-of-two set; overwrite it.
-        context.generate_galois_keys()
-        if rotations is not None:
-            steps = sorted({int(s) for s in rotations if s % params.slots})
-            galois = context.seal_context().data.key_context_data().galois_tool()
-            sealapi.KeyGenerator(context.seal_context().data, context.secret_key().data).create_galois_keys(
-                [galois.get_elt_from_step(s) for s in steps], context.data.galois_keys()
-            )
+        steps = None if rotations is None else sorted({int(s) for s in rotations if s % params.slots})
+        # Seeded (half the bytes; core.context_bytes) and made once: the public context carries them as they
+        # are, and this process expands them only if it rotates itself (an in-process computation).
+        self._galois_keys = _seeded_galois_keys(context, steps) if steps != [] else None
         self._context = context
-        self.engine = Engine(context)
+        self.engine = Engine(context, load_galois_keys=self._load_galois_keys)
         self._decryptor = sealapi.Decryptor(self.engine.seal, context.secret_key().data)
 
     @classmethod
@@ -59,9 +56,9 @@ class KeyHolder:
     def from_secret_context(cls, data: bytes) -> KeyHolder:
         """The key holder whose full context ``secret_context()`` serialized (e.g. read back from the
         analyst's key directory, client.keystore). Its parameters are read from the context itself. TenSEAL
-        remakes the evaluation keys from the secret key on loading, with its default Galois keys (the power-of-
-        two steps): encryption and decryption are the same, but ``public_context()`` is not the one a session
-        was created with."""
+        remakes the relinearization keys from the secret key on loading, and no Galois keys (none were made
+        in TenSEAL's own container): encryption and decryption are the same, but ``public_context()`` is not
+        the one a session was created with (the server keeps that one)."""
         try:
             context = ts.context_from(data)
         except Exception as exc:  # TenSEAL raises bare ValueError/RuntimeError on garbage
@@ -70,6 +67,7 @@ class KeyHolder:
             raise MalformedInputError("the context carries no secret key: it is a public context, not a key holder's")
         holder = cls.__new__(cls)
         holder._context = context
+        holder._galois_keys = None  # TenSEAL's own, made on loading (docstring)
         holder.engine = Engine(context)
         holder.params = holder.engine.params
         holder._decryptor = sealapi.Decryptor(holder.engine.seal, context.secret_key().data)
@@ -77,9 +75,21 @@ class KeyHolder:
 
     def public_context(self) -> bytes:
         """Public key, relinearization and Galois keys: everything a computing party needs, no secret."""
-        return self._context.serialize(
-            save_public_key=True, save_secret_key=False, save_galois_keys=True, save_relin_keys=True
-        )
+        if self._galois_keys is None:  # a context loaded from its secret form carries TenSEAL's own keys
+            return self._context.serialize(save_public_key=True, save_secret_key=False,
+                                           save_galois_keys=self._context.has_galois_keys(), save_relin_keys=True)
+        public = self._context.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False,
+                                         save_relin_keys=True)
+        return with_galois_keys(public, self._galois_keys)
+
+    def _load_galois_keys(self) -> Any:
+        """The Galois keys expanded from their seeds, for this process's own rotations."""
+        if self._galois_keys is None:
+            return None
+        keys = sealapi.GaloisKeys()
+        with scratch_file(self._galois_keys) as path:
+            keys.load(self.engine.seal, path)
+        return keys
 
     def encryption_context(self) -> bytes:
         """The public key alone (no relinearization or Galois keys): enough to encrypt, about 1% of
@@ -120,6 +130,22 @@ class KeyHolder:
         os.fchmod(fd, 0o600)  # the mode given to open() only applies when the file is new
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+
+
+def _seeded_galois_keys(context: ts.Context, steps: list[int] | None) -> bytes:
+    """SEAL's seeded serialization of the Galois keys for ``steps`` (None: SEAL's default, every power-of-two
+    step both ways): written once, never held expanded by the key holder."""
+    seal = context.seal_context().data
+    generator = sealapi.KeyGenerator(seal, context.secret_key().data)
+    if steps is None:
+        serializable = generator.create_galois_keys()
+    else:
+        galois = seal.key_context_data().galois_tool()
+        serializable = generator.create_galois_keys([galois.get_elt_from_step(s) for s in steps])
+    with scratch_file() as path:
+        serializable.save(path)
+        with open(path, "rb") as handle:
+            return handle.read()
 
 
 def encryption_context(public_context: bytes) -> bytes:

@@ -80,8 +80,11 @@ class CKKSParameters:
         return 2 * self.poly_modulus_degree * 8 * (len(self.coeff_mod_bit_sizes) - 1)
 
     def galois_key_bytes(self, rotations: int) -> int:
+        """Galois keys for ``rotations`` steps as the key holder sends them, seeded (``core.context_bytes``):
+        per step, one key-switching ciphertext per data prime, of which only the first polynomial travels, over
+        every prime, special one included (SEAL's compression trims some 20 % more)."""
         data_primes = len(self.coeff_mod_bit_sizes) - 1
-        return rotations * data_primes * 2 * self.poly_modulus_degree * 8 * len(self.coeff_mod_bit_sizes)
+        return rotations * data_primes * self.poly_modulus_degree * 8 * len(self.coeff_mod_bit_sizes)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "coeff_mod_bit_sizes": list(self.coeff_mod_bit_sizes)}

@@ -173,3 +173,54 @@ def test_a_secret_key_is_seen_in_the_context_bytes_without_loading_them(kh) -> N
     assert carries_secret_key(kh._context.serialize(save_secret_key=True))
     assert not carries_secret_key(kh.public_context())
     assert not carries_secret_key(b"garbage") and not carries_secret_key(b"")
+
+
+def test_galois_keys_travel_seeded_at_half_the_bytes(limited, limited_engine) -> None:
+    """``core.context_bytes.with_galois_keys``: the key holder's public context carries SEAL's seeded Galois keys;
+    TenSEAL's own serialization of the very same keys (expanded on loading) is about twice as large."""
+    seeded = limited.public_context()
+    expanded = limited_engine.context.serialize(save_public_key=True, save_secret_key=False,
+                                                save_galois_keys=True, save_relin_keys=True)
+    without = limited_engine.context.serialize(save_public_key=True, save_secret_key=False,
+                                               save_galois_keys=False, save_relin_keys=True)
+    assert len(seeded) - len(without) < 0.6 * (len(expanded) - len(without))
+    for step in (1, 8, 16, -4):  # the same keys as the tile asked for: a missing one would raise
+        assert limited_engine.galois_keys.has_key(limited_engine.seal.key_context_data().galois_tool()
+                                                  .get_elt_from_step(step))
+
+
+def test_key_holder_rotates_with_its_own_keys_made_on_first_use(params) -> None:
+    holder = KeyHolder(params, rotations=[2])
+    assert holder.engine.galois_keys is None  # nothing expanded until this process rotates
+    x = np.arange(1.0, 9.0)
+    rotated = holder.engine.rotate(holder.engine.encrypt(np.tile(x, params.slots // 8)), 2)
+    decrypted = holder.decrypt(EncryptedMatrix(holder.engine, [[rotated]], (1, 8), Tile(1, 8)))
+    np.testing.assert_allclose(decrypted[0], np.roll(x, -2), atol=1e-5)
+    with pytest.raises(ValueError, match="Galois key"):
+        holder.engine.rotate(rotated, 1)
+
+
+def test_with_galois_keys_replaces_the_keys_and_keeps_the_rest(kh, limited) -> None:
+    from ciphergrad.core.context_bytes import with_galois_keys
+
+    full = kh.public_context()  # every power-of-two step
+    spliced = with_galois_keys(full, limited._galois_keys)
+    engine = Engine.from_public_context(spliced)
+    steps = rotation_steps(choose_tile(SHAPE, kh.params.slots))
+    assert engine.params == kh.params and engine.galois_keys.size() == len(steps)
+    x = np.linspace(-1, 1, 8)
+    ct = EncryptedMatrix.encrypt(engine, x[None, :], tile=Tile(1, 8))
+    np.testing.assert_allclose(kh.decrypt(ct), x[None, :], atol=1e-6)  # still kh's public key
+
+
+def test_a_key_holder_read_back_from_its_secret_form(kh, secret_bytes) -> None:
+    """The secret form keeps the secret and public keys (``client.keystore``): the same encryption key, no
+    Galois keys remade on loading (the server keeps the session's public context from its creation)."""
+    from ciphergrad.core.keys import key_fingerprint
+
+    assert len(secret_bytes) < 1_000_000
+    holder = KeyHolder.from_secret_context(secret_bytes)
+    assert key_fingerprint(holder.public_context()) == key_fingerprint(kh.public_context())
+    assert not ts.context_from(holder.public_context()).has_galois_keys()
+    x = np.linspace(-1, 1, 8)[None, :]
+    np.testing.assert_allclose(kh.decrypt(holder.encrypt(x)), x, atol=1e-6)

@@ -16,7 +16,7 @@ ranges, each new piece put only after the oldest one's call returned; the server
 returns, so Ray frees the object then. ``peak_bytes`` records the most held at once (the benchmarks report it).
 
 Contexts (``ContextRefs``): by path, or put once per session (keyed by the file's path, size and mtime) and
-kept for the most recent sessions within ``CONTEXT_MB`` (an Ames training session's context is 73 MB; with
+kept for the most recent sessions within ``CONTEXT_MB`` (an Ames training session's context is 32 MB; with
 room for 4 only, eight sessions at once re-read and re-put their contexts call after call, ~0.5 s of this
 process's CPU per session); a worker fetches the object only on a miss of its own context cache, so a cached
 session costs one small ref per call.
