@@ -18,7 +18,15 @@ from ciphergrad.client.pools import PoolRelease
 from ciphergrad.client.session import Connection
 from ciphergrad.core import algorithms, layout, refine
 from ciphergrad.core.convergence import DivergenceError, LossWatch, check_magnitude
-from ciphergrad.core.gram import GramStatistics, one_pass_tile, pass_steps, rotation_steps, weight_period
+from ciphergrad.core.gram import (
+    UPPER,
+    WRAPPED,
+    GramStatistics,
+    one_pass_tile,
+    pass_steps,
+    rotation_steps,
+    weight_period,
+)
 from ciphergrad.core.layout import Tile, choose_tile
 from ciphergrad.core.linear import LinearRegressionConfig
 from ciphergrad.core.logistic import LogisticRegressionConfig
@@ -215,9 +223,10 @@ class TrainingCalls(Connection):
                       kept: dict[str, np.ndarray] | None = None) -> training_service_pb2.NormalSolution:
         """solver='normal': decrypt the aggregates, solve, answer with a FRESH encryption (never a plaintext)."""
         holder = self._holder()
+        form = UPPER if request.diagonal_form == training_service_pb2.DIAGONAL_FORM_UPPER else WRAPPED
         system = GramStatistics(
             self._matrix(request.gram_diagonals), self._matrix(request.gram_column), request.rows,
-            request.features, request.factor,
+            request.features, request.factor, form,
         )
         rhs = None
         if request.HasField("right_hand_side"):

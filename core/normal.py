@@ -26,7 +26,7 @@ __all__ = ["RightHandSide", "normal_system", "ridge_vector", "solve_normal"]
 def normal_system(partial: GramPartial, l2: float = 0.0, intercept_column: int | None = 0,
                   transform: np.ndarray | None = None) -> GramStatistics:
     """Server side of the normal solver: encrypted ``G + l2 I'`` (intercept unpenalized) and ``b``."""
-    stats = finalize(partial, 1.0, transform)
+    stats = finalize(partial, 1.0, transform, for_decryption=True)
     if l2:
         engine, diagonals = partial.engine, stats.diagonals
         ridge = np.tile(ridge_vector(stats.features, stats.period, l2, intercept_column), engine.slots // stats.period)

@@ -16,7 +16,7 @@ from ciphergrad.core import EncryptedMatrix, LevelError, ParameterError, ShapeEr
 from ciphergrad.core.compare import r2_score
 from ciphergrad.core.conditioning import Standardizer
 from ciphergrad.core.data import load_ames, with_intercept
-from ciphergrad.core.gram import accumulate, finalize, row_blocks
+from ciphergrad.core.gram import UPPER, WRAPPED, GramStatistics, accumulate, finalize, row_blocks
 from ciphergrad.core.gram_training import GramTrainer, fit_torch_gram
 from ciphergrad.core.layout import Tile
 from ciphergrad.core.linear import LinearRegressionConfig, LinearTrainer
@@ -107,11 +107,12 @@ def test_gram_with_conditioning_reaches_least_squares(engine, enc, dec, ames, re
     assert abs(r2_score(X, y, np.r_[intercept, coef]) - r2_score(X, y, least_squares)) < 1e-4
 
 
-@pytest.mark.parametrize("l2", [0.0, 0.05])
-def test_normal_solver_matches_lstsq(engine, enc, kh, ames, l2):
+@pytest.mark.parametrize(("l2", "packing"), [(0.0, "columns"), (0.05, "columns"), (0.0, "rows"), (0.05, "rows")])
+def test_normal_solver_matches_lstsq(engine, enc, kh, ames, l2, packing):
     _, y, data = ames
     Xs = with_intercept(Standardizer.fit(data.X).transform(data.X))  # key-holder conditioning, as for "gram"
-    system = normal_system(accumulate(engine, row_blocks(*encrypted(enc, Xs, y, "columns"))), l2, 0)
+    system = normal_system(accumulate(engine, row_blocks(*encrypted(enc, Xs, y, packing))), l2, 0)
+    assert system.form == (UPPER if packing == "rows" else WRAPPED)
     weights = solve_normal(kh, to_key_holder(kh, system))
     n = len(Xs)
     ridge = np.eye(Xs.shape[1]) * l2
@@ -131,6 +132,25 @@ def to_key_holder(kh, system):
         diagonals=EncryptedMatrix.from_bytes(kh.engine, system.diagonals.to_bytes()),
         column=EncryptedMatrix.from_bytes(kh.engine, system.column.to_bytes()),
     )
+
+
+def test_upper_statistics_hold_the_wrapped_ones_at_half_the_rotations(engine, enc, kh, ames):
+    """``finalize(for_decryption=True)`` on row-packed data: one fold per pass product, the same aggregates,
+    and a checkpoint that keeps its form."""
+    X, y, _ = ames
+    partial = accumulate(engine, row_blocks(*encrypted(enc, X, y, "rows")))
+    before = engine.counts.snapshot()
+    wrapped = finalize(partial)
+    middle = engine.counts.snapshot()
+    upper = finalize(partial, for_decryption=True)
+    rotations = (middle.rotations - before.rotations, engine.counts.since(middle).rotations)
+    assert (wrapped.form, upper.form) == (WRAPPED, UPPER) and rotations[1] < 0.6 * rotations[0]
+    assert upper.diagonals.shape == (1, X.shape[1] * upper.period)  # no diagonal beyond the features
+    n = len(X)
+    for got, want in zip(upper.dense(kh), (X.T @ X / n, X.T @ y[:, 0] / n, float(y[:, 0] @ y[:, 0]) / n), strict=True):
+        assert np.max(np.abs(np.asarray(got) - want)) < 1e-7  # as the wrapped form (test_statistics_match_numpy)
+    state = codec.checkpoint_from_bytes(engine, codec.checkpoint_to_bytes(upper.state()))
+    assert GramStatistics.from_state(engine, state).form == UPPER
 
 
 def test_checkpoint_resume_continues_without_the_pass(engine, enc, dec, ames, refresh):

@@ -72,7 +72,8 @@ class WorkerLink:
 
     def solve_normal(self, system: Any, rhs: Any = None) -> EncryptedMatrix:
         question = {"diagonals": system.diagonals.to_bytes(), "column": system.column.to_bytes(),
-                    "rows": system.rows, "features": system.features, "factor": system.factor, "rhs": rhs}
+                    "rows": system.rows, "features": system.features, "factor": system.factor,
+                    "form": system.form, "rhs": rhs}
         return validation.reply_matrix(self.engine, self._ask("solve", question), "the solved weights")
 
 
@@ -170,6 +171,7 @@ class _System:
     rows: int
     features: int
     factor: float
+    form: str
 
 
 class RemoteTrainer:
@@ -220,7 +222,7 @@ class RemoteTrainer:
                 answer = self.relay.refresh_reply(FlatMatrix(value))
             else:
                 system = _System(FlatMatrix(value["diagonals"]), FlatMatrix(value["column"]), value["rows"],
-                                 value["features"], value["factor"])
+                                 value["features"], value["factor"], value["form"])
                 answer = self.relay.normal_reply(system, value["rhs"]).weights
             kind, value = self.call("trainer_step", action, answer.SerializeToString())
         return value

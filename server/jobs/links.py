@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from ciphergrad.core.gram import GramStatistics
+from ciphergrad.core.gram import UPPER, GramStatistics
 from ciphergrad.core.layout import Tile
 from ciphergrad.core.normal import RightHandSide
 from ciphergrad.core.refine import Preconditioner
@@ -163,6 +163,7 @@ class StreamRefresh:
             rows=system.rows,
             features=system.features,
             factor=system.factor,
+            diagonal_form=pb.DIAGONAL_FORM_UPPER if system.form == UPPER else pb.DIAGONAL_FORM_WRAPPED,
         )
         if rhs is not None:
             request.right_hand_side.CopyFrom(

@@ -23,6 +23,12 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_SUCCEEDED: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_CANCELLED: _ClassVar[JobState]
+
+class DiagonalForm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DIAGONAL_FORM_UNSPECIFIED: _ClassVar[DiagonalForm]
+    DIAGONAL_FORM_WRAPPED: _ClassVar[DiagonalForm]
+    DIAGONAL_FORM_UPPER: _ClassVar[DiagonalForm]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -30,6 +36,9 @@ JOB_STATE_PAUSED: JobState
 JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
+DIAGONAL_FORM_UNSPECIFIED: DiagonalForm
+DIAGONAL_FORM_WRAPPED: DiagonalForm
+DIAGONAL_FORM_UPPER: DiagonalForm
 
 class JobSpec(_message.Message):
     __slots__ = ("dataset_id", "algorithm", "hyperparameters", "pool_id")
@@ -155,7 +164,7 @@ class PoolReleaseRequest(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., release: _Optional[_Union[_pool_service_pb2.PoolRelease, _Mapping]] = ..., weight_tile_rows: _Optional[int] = ..., weight_tile_cols: _Optional[int] = ...) -> None: ...
 
 class NormalSystemRequest(_message.Message):
-    __slots__ = ("request_id", "gram_diagonals", "gram_column", "rows", "features", "factor", "right_hand_side", "preconditioner")
+    __slots__ = ("request_id", "gram_diagonals", "gram_column", "rows", "features", "factor", "right_hand_side", "preconditioner", "diagonal_form")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     GRAM_DIAGONALS_FIELD_NUMBER: _ClassVar[int]
     GRAM_COLUMN_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +173,7 @@ class NormalSystemRequest(_message.Message):
     FACTOR_FIELD_NUMBER: _ClassVar[int]
     RIGHT_HAND_SIDE_FIELD_NUMBER: _ClassVar[int]
     PRECONDITIONER_FIELD_NUMBER: _ClassVar[int]
+    DIAGONAL_FORM_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     gram_diagonals: _types_pb2.EncryptedMatrix
     gram_column: _types_pb2.EncryptedMatrix
@@ -172,7 +182,8 @@ class NormalSystemRequest(_message.Message):
     factor: float
     right_hand_side: RightHandSide
     preconditioner: Preconditioner
-    def __init__(self, request_id: _Optional[int] = ..., gram_diagonals: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., gram_column: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., rows: _Optional[int] = ..., features: _Optional[int] = ..., factor: _Optional[float] = ..., right_hand_side: _Optional[_Union[RightHandSide, _Mapping]] = ..., preconditioner: _Optional[_Union[Preconditioner, _Mapping]] = ...) -> None: ...
+    diagonal_form: DiagonalForm
+    def __init__(self, request_id: _Optional[int] = ..., gram_diagonals: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., gram_column: _Optional[_Union[_types_pb2.EncryptedMatrix, _Mapping]] = ..., rows: _Optional[int] = ..., features: _Optional[int] = ..., factor: _Optional[float] = ..., right_hand_side: _Optional[_Union[RightHandSide, _Mapping]] = ..., preconditioner: _Optional[_Union[Preconditioner, _Mapping]] = ..., diagonal_form: _Optional[_Union[DiagonalForm, str]] = ...) -> None: ...
 
 class Preconditioner(_message.Message):
     __slots__ = ("system_ridge", "l2", "intercept_column", "weight_scale", "tile_rows", "tile_cols")
