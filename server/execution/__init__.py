@@ -24,6 +24,14 @@ store, or with ``--ray-blocks path`` lets its workers read them on a shared disk
   (the files' bytes through the object store, whole, or their paths): an upload's checks parse every
   ciphertext, so with Ray the server process loads no context and parses no ciphertext for them. ``check``
   returns something small and picklable (not a matrix); what it raises reaches the caller as raised.
+- ``run_files(context, paths, function, engine, operands=..., counts=...)``: ``function(engine, [open files],
+  **operands)`` of a request's spooled files (a prediction or query batch; the metrics input) where the
+  session's context is loaded: in this process (with ``engine()``), or on Ray on one pool worker (a holder of
+  the context first), the files' and operands' bytes through the object store or their paths. ``function``
+  parses and checks the files itself (``server.rpc.uploads.answer_batch``) and returns something picklable,
+  serialized results as bytes, which the server streams back unparsed: with Ray the server process loads no
+  context and parses no ciphertext for the request. Operands are parsed where ``function`` runs; ``counts``
+  gets a remote call's operations (in this process ``engine()``'s counters have them already).
 - ``column_sums(table, engine, squares, ...)``: ``X.sum(axis=0)`` (of ``X * X``, or of any row-local
   ``function`` of the rows), added up over ranges (Describe's means and variances come from these,
   ``core.stats.*_from_sums``; Metrics' sums of squared residuals and of targets likewise).
@@ -62,6 +70,7 @@ BlockFunction = Callable[..., EncryptedMatrix]  # f(X_rows[, y_rows], **operands
 MatrixSource = Path | bytes | EncryptedMatrix  # a stored or scratch matrix file, its bytes, or the matrix itself
 NO_OPERANDS: Mapping[str, MatrixSource] = {}
 FileCheck = Callable[[Engine, BinaryIO, int], Any]  # check(engine, an open file, its index) -> a small result
+FilesFunction = Callable[..., Any]  # f(engine, [open files], **operands) -> picklable (serialized results)
 
 
 @dataclass
@@ -110,6 +119,9 @@ class Executor(Protocol):
 
     def check_files(self, context: Path, paths: Sequence[Path], check: FileCheck,
                     engine: Callable[[], Engine]) -> list[Any]: ...
+
+    def run_files(self, context: Path, paths: Sequence[Path], function: FilesFunction, engine: Callable[[], Engine],
+                  *, operands: Mapping[str, MatrixSource] = NO_OPERANDS, counts: OpCounts | None = None) -> Any: ...
 
     def close(self) -> None: ...
 
