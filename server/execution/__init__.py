@@ -11,10 +11,10 @@ store, or with ``--ray-blocks path`` lets its workers read them on a shared disk
 - ``gram_partial(table, engine)``: the one-pass Gram statistics of ``core.gram`` summed over shards.
 - ``map_blocks(table, function, engine, ...)``: a row-local function (prediction, per-row metrics terms)
   over ranges of row blocks, results stacked back in row order.
-- ``map_batches(context, batches, function, engine, ...)``: ``function`` of each matrix of a request's
-  stream (prediction or query batches, each whole), several in flight at once, results in input order.
-- ``apply(executor, context, batch, ...)``: ``map_batches`` of one batch (a servicer's per-batch body; the
-  server's request streams keep ``parallelism`` such calls in flight, ``server.rpc.work.Work.ordered``).
+- ``map_batches(context, batches, function, engine, ...)``: ``function`` of each matrix of a stream (each
+  whole, already checked), several in flight at once, results parsed back in input order. The servicers'
+  request streams use ``run_files`` instead, which also parses and checks each batch where it runs; they keep
+  ``parallelism`` such calls in flight (``server.rpc.work.Work.ordered``).
 - ``warm(context)``: load a session's public context where the work will run, ahead of its first job.
 - ``inspect_context(context, final)``: load a received public context where the work runs (refusing a
   secret key or garbage, as ``Engine.from_public_context``) and return its parameters; Ray keeps it loaded
@@ -144,13 +144,6 @@ def open_executor(kind: str, address: str = "", num_cpus: int | None = None, *, 
             f"--executor ray needs the ray extra (pip install 'ciphergrad[ray]'): {exc}"
         ) from exc
     return RayExecutor(address or None, num_cpus=num_cpus, blocks=blocks, object_store_mb=object_store_mb)
-
-
-def apply(executor: Executor, context: Path, batch: MatrixSource, function: BlockFunction, engine: Engine,
-          operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> EncryptedMatrix:
-    """``function(batch, **operands)`` on ``executor``: ``map_batches`` of one batch."""
-    (result,) = executor.map_batches(context, [batch], function, engine, operands=operands)
-    return result
 
 
 def square(X: EncryptedMatrix) -> EncryptedMatrix:
