@@ -248,6 +248,44 @@ def test_prediction_with_an_encrypted_model_operand(engine, enc, dec, public_con
 
 
 @pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
+def test_run_files_answers_a_spooled_batch_where_the_context_is(engine, enc, dec, public_context, ames,
+                                                                ray_executor, tmp_path):
+    """``run_files``: a request's batch and an encrypted model operand as files, parsed, checked and answered
+    by ``uploads.answer_batch`` in this process or on a worker (bytes through the object store, or paths);
+    serialized answers equal, the worker's operations added to ``counts``, a check's error the caller's."""
+    from ciphergrad.core.engine import OpCounts
+    from ciphergrad.server.rpc.uploads import answer_batch
+    from ciphergrad.server.services.models import _fits
+
+    X, _ = ames
+    Xe = enc(X)
+    table = store(tmp_path, public_context, Xe, None)
+    model = np.linspace(-1, 1, X.shape[1]).reshape(1, -1)
+    (tmp_path / "model.bin").write_bytes(enc(model, tile=Xe.tile).to_bytes())
+    answer = functools.partial(answer_batch, what="a batch", function=predict_linear_encrypted, check=_fits)
+    operands = {"weights": tmp_path / "model.bin"}
+    results, counts = {}, OpCounts()
+    for name, executor, mode in (("local", LocalExecutor(), ""), ("ray", ray_executor, "object-store"),
+                                 ("path", ray_executor, "path")):
+        if mode:
+            executor.set_blocks(mode)
+        try:
+            data = executor.run_files(table.context, [table.features], answer, lambda: engine, operands=operands,
+                                      counts=counts)
+        finally:
+            ray_executor.set_blocks("object-store")
+        results[name] = dec(EncryptedMatrix.from_bytes(engine, data))[:, 0]
+    assert np.max(np.abs(results["ray"] - results["local"])) < 1e-6
+    assert np.max(np.abs(results["path"] - results["local"])) < 1e-6
+    assert np.max(np.abs(results["ray"] - X @ model[0])) < 1e-4
+    assert counts.multiplications + counts.plain_multiplications > 0  # the workers' operations, counted here
+    narrow = enc(X[:, :-1], tile=Xe.tile)
+    (tmp_path / "narrow.bin").write_bytes(narrow.to_bytes())
+    with pytest.raises(ShapeError, match="do not fit the model"):
+        ray_executor.run_files(table.context, [tmp_path / "narrow.bin"], answer, lambda: engine, operands=operands)
+
+
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_distance_batches_stream_back_in_order(engine, enc, dec, public_context, ames, ray_executor, tmp_path):
     """Query batches (one tile each) go to the workers in turn and come back in the order they were sent."""
     X, _ = ames

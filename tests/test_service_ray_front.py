@@ -6,21 +6,26 @@ per-row ("gd") job on a table of one shard: its whole trainer runs on the worker
 
 One in-process server on a local 2-CPU Ray for the module (~10 s with Ray's start). In this process a guard
 counts every context load (``Engine.from_public_context``) and every ciphertext parsed
-(``Engine.ciphertext_from_bytes``) while a session is created and an Ames-sized table uploaded: both stay 0
-(the Ray workers are processes of their own, unguarded). Bad uploads still get INVALID_ARGUMENT with a
-human message from the worker (a corrupt ciphertext: SEAL's refusal; a scale the session cannot take: the
-validation layer's ``ServiceError``, pickled with its code) and leave nothing behind. The one-pass jobs give
-their twins' results within 1e-6 (the gram solver's weights and losses, and after a pause and a resume from
-the job's checkpoints; the normal solver's least squares) with no context loaded in the server process; a
-"gd" job run whole on a worker gives the weights and losses of the same job on the executor's shards (driven
-from the server, as larger tables are) within 1e-6; the one-pass logistic solver ("quadratic", a normal system
-with a right-hand side) on the pool gives the local server's coefficients within 1e-6. About 60 s in all;
-the default suite runs the upload tests (about 15 s), ``make test-slow`` the jobs too.
+(``Engine.ciphertext_from_bytes``) by the server's threads while a session is created and an Ames-sized table
+uploaded, and through Predict (a plaintext and an encrypted model), Metrics and Distances: both stay 0 (the
+Ray workers are processes of their own, unguarded), and the answers equal a local server's (1e-6) and
+plaintext. Bad uploads and bad request batches still get INVALID_ARGUMENT with a human message from the
+worker (a corrupt ciphertext: SEAL's refusal; a scale the session cannot take: the validation layer's
+``ServiceError``, pickled with its code; rows the model cannot take: its ``ShapeError``) and leave nothing
+behind. The one-pass jobs give their twins' results within 1e-6 (the gram solver's weights and losses, and
+after a pause and a resume from the job's checkpoints; the normal solver's least squares) with no context
+loaded in the server process; a "gd" job run whole on a worker gives the weights and losses of the same job
+on the executor's shards (driven from the server, as larger tables are) within 1e-6; the one-pass logistic
+solver ("quadratic", a normal system with a right-hand side) on the pool gives the local server's
+coefficients within 1e-6. About 70 s in all; the default suite runs the upload and request tests (about 15 s),
+``make test-slow`` the jobs too.
 """
 
 from __future__ import annotations
 
 import io
+import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -31,14 +36,22 @@ from service_support import ames, leave_mid_job, local_server, session_client
 from ciphergrad.client.estimator import EncryptedLogisticRegression
 from ciphergrad.client.sdk import Client, default_parameters, training_layout
 from ciphergrad.client.training import TrainingCalls
-from ciphergrad.core import flat
+from ciphergrad.core import flat, plan
 from ciphergrad.core.conditioning import Standardizer
 from ciphergrad.core.data import load_ames, with_intercept
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.gram_training import fit_torch_gram
 from ciphergrad.core.linear import LinearRegressionConfig
+from ciphergrad.server.store.records import ModelRecord
+from ciphergrad.server.store.store import new_id
 from ciphergrad.wire import chunks
-from ciphergrad.wire.proto_gen.ciphergrad.v1 import dataset_service_pb2, training_service_pb2
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import (
+    compute_service_pb2,
+    dataset_service_pb2,
+    model_service_pb2,
+    training_service_pb2,
+    types_pb2,
+)
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.timeout(300)
@@ -53,16 +66,20 @@ def ray_server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def guard(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """Counts context loads and ciphertext parses in this (the server's) process."""
+    """Counts context loads and ciphertext parses in this (the server's) process, by the server's threads: the
+    test's client runs in the main thread (it decrypts the answers), the server's gRPC loop and pools in others."""
     counts = {"contexts": 0, "ciphertexts": 0}
     load, parse = Engine.from_public_context.__func__, Engine.ciphertext_from_bytes
 
+    def server_side() -> bool:
+        return threading.current_thread() is not threading.main_thread()
+
     def counted_load(cls: type, data: bytes) -> Engine:
-        counts["contexts"] += 1
+        counts["contexts"] += server_side()
         return load(cls, data)
 
     def counted_parse(self: Engine, data: bytes) -> object:
-        counts["ciphertexts"] += 1
+        counts["ciphertexts"] += server_side()
         return parse(self, data)
 
     monkeypatch.setattr(Engine, "from_public_context", classmethod(counted_load))
@@ -227,3 +244,123 @@ def test_the_quadratic_logistic_solver_on_the_pool_equals_local(ray_server, tmp_
             model = EncryptedLogisticRegression(server=address, progress=False).fit(X, labels)
             coefficients.append(np.r_[model.coef_.ravel(), model.intercept_])
     assert np.max(np.abs(coefficients[0] - coefficients[1])) < 1e-6
+
+
+# -- Predict, Metrics and Distances: batches parsed and answered on the pool ---------------------------------
+def _encrypted_model(server, client: Client, weights: np.ndarray, tile) -> str:
+    """A client-owned linear model stored as a job would store it (its encrypted weights as the blob)."""
+    model = ModelRecord(id=new_id(), session_id=client.session_id, job_id="", dataset_id="",
+                        algorithm=types_pb2.ALGORITHM_LINEAR_REGRESSION, weight_scale=1.0, metadata={},
+                        column_names=(), created=time.time())
+    server.store.add_model(model, client.key_holder.encrypt(weights[None, :], tile=tile).to_bytes())
+    return model.id
+
+
+def _answers(server) -> dict[str, np.ndarray]:
+    """Predict (a plaintext and an encrypted model), Metrics (targets sent, and a stored dataset's) and
+    Distances (a plaintext and an encrypted reference set) of one fixed input through ``server``."""
+    X, y, _ = ames()
+    features = (X[:, 1:] - X[:, 1:].mean(axis=0)) / X[:, 1:].std(axis=0)
+    rng = np.random.default_rng(7)
+    W, b, w = rng.normal(0, 0.3, size=(features.shape[1], 2)), np.array([0.25, -1.0]), rng.normal(size=X.shape[1])
+    target = (y - y.mean()) / y.std()
+    predictions = features @ W[:, 0] + 0.1 * rng.normal(size=len(features))
+    out: dict[str, np.ndarray] = {}
+    with Client(server.address) as client:
+        client.create_session(plan(3))  # every power-of-two rotation key: any tile works
+        out["predict"] = client.predict(client.upload_model(W, b), features, batch_rows=128)  # 4 batches
+        tile = client.tile_for(X.shape)
+        model = client.get_model(_encrypted_model(server, client, w, tile))
+        out["predict_encrypted"] = client.predict(model, X, batch_rows=256)  # 2 batches, the weights an operand
+        metrics = client.metrics(predictions, target, mae_bound=8.0)
+        out |= {f"metrics_{name}": np.asarray(metrics[name]) for name in ("mse", "r2", "mae")}
+        dataset = client.upload(features, target)
+        out["metrics_dataset_mse"] = np.asarray(client.metrics(predictions, dataset=dataset)["mse"])
+        reference, queries = features[:40], features[100:137]
+        out["distances"] = client.distances(client.upload_reference(reference), queries, batch_rows=16)
+        encrypted = client.upload_encrypted_reference(reference, query_rows=16)
+        out["distances_encrypted"] = client.distances(encrypted, queries)
+    out["want_predict"], out["want_predict_encrypted"] = features @ W + b, X @ w
+    out["want_mse"] = np.asarray(np.mean((predictions - target) ** 2))
+    out["want_distances"] = ((reference[:, None, :] - queries[None, :, :]) ** 2).sum(axis=2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def local_answers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    with local_server(Path(tmp_path_factory.mktemp("local-answers"))) as server:
+        return _answers(server)
+
+
+def test_predict_metrics_and_distances_parse_nothing_in_the_server(ray_server, local_answers, guard) -> None:
+    """Every batch, the model's weights, the reference set and the metrics input are parsed and checked on the
+    worker holding the session's context: no context load and no ciphertext parse in the server process, and
+    the answers equal the local executor's (1e-6; the MAE's degree-6 polynomial amplifies the two sessions'
+    fresh noise: 1e-5, as tests/test_service_ray.py) and plaintext (that file's tolerances)."""
+    server, data_dir = ray_server
+    ray = _answers(server)
+    assert guard == {"contexts": 0, "ciphertexts": 0}
+    assert server.engines._engines == {}
+    for name in [name for name in ray if not name.startswith("want")]:
+        assert ray[name].shape == local_answers[name].shape, name
+        tolerance = 1e-5 if name == "metrics_mae" else 1e-6
+        assert np.max(np.abs(ray[name] - local_answers[name])) < tolerance, name
+    np.testing.assert_allclose(ray["predict"], ray["want_predict"], atol=1e-3)
+    np.testing.assert_allclose(ray["predict_encrypted"], ray["want_predict_encrypted"], atol=1e-3)
+    assert abs(float(ray["metrics_mse"]) - float(ray["want_mse"])) < 1e-6
+    assert abs(float(ray["metrics_dataset_mse"]) - float(ray["want_mse"])) < 1e-6
+    want = ray["want_distances"]
+    for name in ("distances", "distances_encrypted"):
+        np.testing.assert_allclose(ray[name], want, atol=1e-4 * (1 + want.max()))
+    assert list((data_dir / "tmp").iterdir()) == []  # every spooled batch removed
+
+
+def _corrupt(matrix: bytes) -> bytes:
+    header, blobs = flat.read(io.BytesIO(matrix))
+    blobs = list(blobs)
+    blobs[0] = bytes(len(blobs[0]))  # one ciphertext zeroed: SEAL refuses it on load
+    return b"".join(flat.pieces(header, blobs))
+
+
+def test_a_bad_batch_is_invalid_argument_from_the_worker(ray_server, guard) -> None:
+    """A corrupt ciphertext or a foreign scale in a Predict batch or a Metrics input: INVALID_ARGUMENT with
+    the validation layer's message naming the input, raised on the worker; nothing parsed here."""
+    server, data_dir = ray_server
+    X, y, _ = ames()
+    client = session_client(server.address, X.shape)
+    try:
+        holder, tile = client.key_holder, client.tile_for(X.shape)
+        model = client.get_model(_encrypted_model(server, client, np.ones(X.shape[1]), tile))
+        rows = holder.encrypt(X, tile=tile)
+
+        def predict(batch: bytes) -> None:
+            first = model_service_pb2.PredictRequest(model_id=model.model_id)
+            requests = [first, *chunks.send(model_service_pb2.PredictRequest, "rows", [batch])]
+            list(client.models.Predict(iter(requests), metadata=client.metadata))
+
+        error = _refused(lambda: predict(_corrupt(rows.to_bytes())))
+        assert "ciphertext" in error.details()
+        foreign = holder.encrypt(X, tile=tile)
+        for ct in foreign.ciphertexts:
+            ct.scale = 2.0**150
+        error = _refused(lambda: predict(foreign.to_bytes()))
+        assert "a prediction batch" in error.details() and "2**150" in error.details()
+        narrow = holder.encrypt(X[:, :-1], tile=tile)
+        error = _refused(lambda: predict(narrow.to_bytes()))
+        assert "do not fit the model" in error.details()
+
+        def metrics(predictions: bytes) -> None:
+            spec = compute_service_pb2.MetricsSpec()
+            targets = holder.encrypt(y, tile=tile).to_bytes()
+            requests = [compute_service_pb2.MetricsRequest(spec=spec),
+                        *chunks.send(compute_service_pb2.MetricsRequest, "chunk", [predictions, targets])]
+            list(client.compute.Metrics(iter(requests), metadata=client.metadata))
+
+        error = _refused(lambda: metrics(_corrupt(holder.encrypt(y, tile=tile).to_bytes())))
+        assert "ciphertext" in error.details()
+        error = _refused(lambda: metrics(foreign.to_bytes()))
+        assert "the metrics input" in error.details() and "2**150" in error.details()
+    finally:
+        client.close()
+    assert guard == {"contexts": 0, "ciphertexts": 0}
+    assert list((data_dir / "tmp").iterdir()) == []

@@ -11,10 +11,10 @@ store, or with ``--ray-blocks path`` lets its workers read them on a shared disk
 - ``gram_partial(table, engine)``: the one-pass Gram statistics of ``core.gram`` summed over shards.
 - ``map_blocks(table, function, engine, ...)``: a row-local function (prediction, per-row metrics terms)
   over ranges of row blocks, results stacked back in row order.
-- ``map_batches(context, batches, function, engine, ...)``: ``function`` of each matrix of a request's
-  stream (prediction or query batches, each whole), several in flight at once, results in input order.
-- ``apply(executor, context, batch, ...)``: ``map_batches`` of one batch (a servicer's per-batch body; the
-  server's request streams keep ``parallelism`` such calls in flight, ``server.rpc.work.Work.ordered``).
+- ``map_batches(context, batches, function, engine, ...)``: ``function`` of each matrix of a stream (each
+  whole, already checked), several in flight at once, results parsed back in input order. The servicers'
+  request streams use ``run_files`` instead, which also parses and checks each batch where it runs; they keep
+  ``parallelism`` such calls in flight (``server.rpc.work.Work.ordered``).
 - ``warm(context)``: load a session's public context where the work will run, ahead of its first job.
 - ``inspect_context(context, final)``: load a received public context where the work runs (refusing a
   secret key or garbage, as ``Engine.from_public_context``) and return its parameters; Ray keeps it loaded
@@ -24,6 +24,14 @@ store, or with ``--ray-blocks path`` lets its workers read them on a shared disk
   (the files' bytes through the object store, whole, or their paths): an upload's checks parse every
   ciphertext, so with Ray the server process loads no context and parses no ciphertext for them. ``check``
   returns something small and picklable (not a matrix); what it raises reaches the caller as raised.
+- ``run_files(context, paths, function, engine, operands=..., counts=...)``: ``function(engine, [open files],
+  **operands)`` of a request's spooled files (a prediction or query batch; the metrics input) where the
+  session's context is loaded: in this process (with ``engine()``), or on Ray on one pool worker (a holder of
+  the context first), the files' and operands' bytes through the object store or their paths. ``function``
+  parses and checks the files itself (``server.rpc.uploads.answer_batch``) and returns something picklable,
+  serialized results as bytes, which the server streams back unparsed: with Ray the server process loads no
+  context and parses no ciphertext for the request. Operands are parsed where ``function`` runs; ``counts``
+  gets a remote call's operations (in this process ``engine()``'s counters have them already).
 - ``column_sums(table, engine, squares, ...)``: ``X.sum(axis=0)`` (of ``X * X``, or of any row-local
   ``function`` of the rows), added up over ranges (Describe's means and variances come from these,
   ``core.stats.*_from_sums``; Metrics' sums of squared residuals and of targets likewise).
@@ -62,6 +70,7 @@ BlockFunction = Callable[..., EncryptedMatrix]  # f(X_rows[, y_rows], **operands
 MatrixSource = Path | bytes | EncryptedMatrix  # a stored or scratch matrix file, its bytes, or the matrix itself
 NO_OPERANDS: Mapping[str, MatrixSource] = {}
 FileCheck = Callable[[Engine, BinaryIO, int], Any]  # check(engine, an open file, its index) -> a small result
+FilesFunction = Callable[..., Any]  # f(engine, [open files], **operands) -> picklable (serialized results)
 
 
 @dataclass
@@ -111,6 +120,9 @@ class Executor(Protocol):
     def check_files(self, context: Path, paths: Sequence[Path], check: FileCheck,
                     engine: Callable[[], Engine]) -> list[Any]: ...
 
+    def run_files(self, context: Path, paths: Sequence[Path], function: FilesFunction, engine: Callable[[], Engine],
+                  *, operands: Mapping[str, MatrixSource] = NO_OPERANDS, counts: OpCounts | None = None) -> Any: ...
+
     def close(self) -> None: ...
 
 
@@ -132,13 +144,6 @@ def open_executor(kind: str, address: str = "", num_cpus: int | None = None, *, 
             f"--executor ray needs the ray extra (pip install 'ciphergrad[ray]'): {exc}"
         ) from exc
     return RayExecutor(address or None, num_cpus=num_cpus, blocks=blocks, object_store_mb=object_store_mb)
-
-
-def apply(executor: Executor, context: Path, batch: MatrixSource, function: BlockFunction, engine: Engine,
-          operands: Mapping[str, MatrixSource] = NO_OPERANDS) -> EncryptedMatrix:
-    """``function(batch, **operands)`` on ``executor``: ``map_batches`` of one batch."""
-    (result,) = executor.map_batches(context, [batch], function, engine, operands=operands)
-    return result
 
 
 def square(X: EncryptedMatrix) -> EncryptedMatrix:

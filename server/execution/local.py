@@ -7,11 +7,11 @@ them for the job.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from ciphergrad.core.engine import Engine
+from ciphergrad.core.engine import Engine, OpCounts
 from ciphergrad.core.gram import GramPartial, accumulate
 from ciphergrad.core.params import CKKSParameters
 from ciphergrad.core.shards import InMemoryShards, ShardSource
@@ -21,6 +21,7 @@ from ciphergrad.server.execution import (
     BlockFunction,
     ExecutionError,
     FileCheck,
+    FilesFunction,
     MatrixSource,
     StoredTable,
     rows_function,
@@ -73,6 +74,15 @@ class LocalExecutor:
             with open(path, "rb") as handle:
                 results.append(check(loaded, handle, index))
         return results
+
+    def run_files(self, context: Path, paths: Sequence[Path], function: FilesFunction, engine: Callable[[], Engine],
+                  *, operands: Mapping[str, MatrixSource] = NO_OPERANDS, counts: OpCounts | None = None) -> Any:
+        """``function`` here, on ``engine()`` (whose counters count its operations: ``counts`` is not used)."""
+        loaded = engine()
+        whole = {name: _read(loaded, source) for name, source in operands.items()}
+        with ExitStack() as stack:
+            files = [stack.enter_context(open(path, "rb")) for path in paths]
+            return function(loaded, files, **whole)
 
     def close(self) -> None:
         pass

@@ -61,6 +61,7 @@ from ciphergrad.server.execution import (
     BlockFunction,
     ExecutionError,
     FileCheck,
+    FilesFunction,
     MatrixSource,
     StoredTable,
     Tally,
@@ -265,6 +266,19 @@ class RayExecutor:
         return self.feeder.feed_files(
             paths, lambda index, source: worker.check_file.remote(handle, source, check, index), self.get,
             "checking an upload")
+
+    def run_files(self, context: Path, paths: Sequence[Path], function: FilesFunction, engine: Callable[[], Engine],
+                  *, operands: Mapping[str, MatrixSource] = NO_OPERANDS, counts: OpCounts | None = None) -> Any:
+        """``function`` on one worker, a holder of the session's context first (``engine`` is not called: this
+        process loads no context and parses no ciphertext); its operations added to ``counts``."""
+        (worker,) = self.pool.least_busy(1, self.holders(context))
+        self.hold(context, [worker])
+        sources = [self._source(path) for path in paths]
+        ref = worker.run_files.remote(self.contexts.handle(context), function, self._sources(operands), *sources)
+        result, done = self.get([ref], "a request's batch")[0]
+        if counts is not None:
+            _count(Tally(counts), [done])
+        return result
 
     def gram_partial(self, table: StoredTable, engine: Engine) -> GramPartial:
         """Each range's pieces added up on its worker (``gram_add``), one partial per worker back."""

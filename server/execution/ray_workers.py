@@ -25,6 +25,7 @@ a worker: contexts that carry one are refused by ``Engine.from_public_context``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
@@ -241,6 +242,18 @@ class BlockWorker:
             return check(engine, io.BytesIO(source), index)
         with open(str(source), "rb") as handle:
             return check(engine, handle, index)
+
+    def run_files(self, context: ContextHandle, function: Callable[..., Any], whole: dict[str, MatrixSource],
+                  *sources: MatrixSource) -> tuple[Any, dict]:
+        """``function(engine, [files], **whole matrices)`` (``server.execution.run_files``: a request's spooled
+        files, each its bytes or in path mode its path; ``function`` parses and checks them), and the
+        operations it took."""
+        engine = self.contexts.engine(context)
+        operands = {name: read_source(engine, source) for name, source in whole.items()}
+        with contextlib.ExitStack() as stack:
+            files = [io.BytesIO(source) if isinstance(source, bytes) else stack.enter_context(open(str(source), "rb"))
+                     for source in sources]
+            return function(engine, files, **operands), engine.counts.to_dict()
 
     def gram_add(self, key: str, context: ContextHandle, X: MatrixSource, y: MatrixSource) -> None:
         """Add one piece's Gram products to the partial kept under ``key`` (``gram_take`` returns it)."""

@@ -1,14 +1,16 @@
 """Receiving client streams under a size limit (``Budget``, naming the flag that sets it).
 
 Invariant: no stream is ever held in memory as bytes. Uploads go to disk as their chunks arrive (and are
-checked from there, ``server.rpc.validation.scan_file``); prediction, query and metrics batches are spooled to a
-scratch file one matrix at a time and parsed from it one ciphertext at a time (``load_matrix``), under the
-server-wide memory cap (``server.rpc.work.Limits.memory``, --max-inflight-mb). The chunk protocol itself is
-``wire.chunks``.
+checked from there, ``server.rpc.validation.scan``); prediction, query and metrics batches are spooled to a
+scratch file one matrix at a time, under the server-wide memory cap (``server.rpc.work.Limits.memory``,
+--max-inflight-mb) while they are answered, and parsed one ciphertext's bytes at a time (``read_matrix``) where
+the executor keeps the session's context (``Executor.run_files`` with ``answer_batch``): in this process, or
+on a Ray worker, in which case this process only spools, routes and streams bytes. The chunk protocol itself
+is ``wire.chunks``.
 
 The ``grpc.aio`` servicers read on the event loop with the async twins (``receive_matrix_async``,
-``spool_matrices``) and parse in a sync body on the HE pool (``load_matrix``); ``receive_matrix`` reads a
-plain iterator (a servicer not yet converted to that pattern)."""
+``spool_matrices``) and answer in a sync body on the HE pool; ``receive_matrix`` reads a plain iterator (a
+servicer not yet converted to that pattern)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import grpc
 
@@ -24,7 +26,7 @@ from ciphergrad.core.engine import Engine
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.server.rpc import validation
 from ciphergrad.server.rpc.errors import ServiceError
-from ciphergrad.server.rpc.work import Inbound, Limits, Work
+from ciphergrad.server.rpc.work import Inbound, Work
 from ciphergrad.wire import chunks
 
 
@@ -82,17 +84,22 @@ async def spool_matrices(
         yield path
 
 
-@contextlib.contextmanager
-def load_matrix(engine: Engine, path: Path, what: str, limits: Limits) -> Iterator[EncryptedMatrix]:
-    """The spooled matrix at ``path``, parsed and checked (``validation.inbound``), held in memory under
-    ``limits.memory`` (--max-inflight-mb) while the caller's ``with`` block runs; the file is removed once
-    parsed."""
-    with limits.memory(path.stat().st_size, what):
-        with open(path, "rb") as handle:
-            matrix = EncryptedMatrix.from_file(engine, handle)
-        path.unlink()
-        yield validation.inbound(matrix, what)
+def read_matrix(engine: Engine, handle: BinaryIO, what: str) -> EncryptedMatrix:
+    """A client's serialized matrix from an open file (or bytes in a ``BytesIO``), read one ciphertext's bytes
+    at a time, every ciphertext checked (``validation.inbound``)."""
+    return validation.inbound(EncryptedMatrix.from_file(engine, handle), what)
 
+
+def answer_batch(engine: Engine, files: list[BinaryIO], *, what: str, function: Callable[..., EncryptedMatrix],
+                 check: Callable[..., None], **operands: EncryptedMatrix) -> bytes:
+    """A request batch's answer, serialized (``Executor.run_files``'s function for Predict and Distances: where
+    the session's context is loaded): the one spooled matrix in ``files`` parsed and checked (``read_matrix``),
+    ``check(batch, **operands)`` (the layout the model or reference set takes: ShapeError naming the fix), then
+    ``function(batch, **operands)``. Module-level and picklable (``functools.partial`` of it ships to a worker)."""
+    (handle,) = files
+    batch = read_matrix(engine, handle, what)
+    check(batch, **operands)
+    return function(batch, **operands).to_bytes()
 
 
 async def answer_batches(

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import grpc
 import numpy as np
@@ -21,14 +22,15 @@ import numpy as np
 from ciphergrad.core import stats
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.errors import ShapeError
+from ciphergrad.core.flat import FlatMatrix
 from ciphergrad.core.neighbors import check_reference, squared_distances
 from ciphergrad.core.tensor import EncryptedMatrix
-from ciphergrad.server.execution import BlockFunction, Executor, StoredTable, apply
+from ciphergrad.server.execution import BlockFunction, Executor, MatrixSource
 from ciphergrad.server.execution.engines import EngineCache
 from ciphergrad.server.rpc import validation
 from ciphergrad.server.rpc.access import Access, Metadata
 from ciphergrad.server.rpc.errors import invalid, rpc
-from ciphergrad.server.rpc.uploads import Budget, answer_batches, load_matrix, spool_matrices
+from ciphergrad.server.rpc.uploads import Budget, answer_batch, answer_batches, spool_matrices
 from ciphergrad.server.rpc.work import Work
 from ciphergrad.server.store import plainmodels
 from ciphergrad.server.store.records import SessionRecord
@@ -44,6 +46,7 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                  work: Work, executor: Executor) -> None:
         self.store, self.access, self.engines = store, access, engines
         self.max_upload, self.max_batch, self.work, self.executor = max_upload, max_batch, work, executor
+        self.counts = engines.tally()  # operations of the calls the executor ran elsewhere (Ray's workers)
 
     @rpc
     async def Describe(
@@ -97,7 +100,8 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                     yield response
 
     def metrics(self, spec: pb.MetricsSpec, session: SessionRecord, paths: list[Path]) -> list[pb.MetricsResponse]:
-        """The encrypted metrics of the predictions (and targets) spooled at ``paths``."""
+        """The encrypted metrics of the predictions (and targets) spooled at ``paths``: checked and computed
+        where the executor keeps the session's context (``metrics_of``); this process relays their bytes."""
         dataset = self.access.dataset(spec.dataset_id, session) if spec.dataset_id else None
         if dataset is not None and dataset.layout.features_only:
             raise invalid(f"dataset {dataset.id} has no targets (uploaded features_only)")
@@ -107,26 +111,15 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
             raise invalid("Metrics: without a dataset_id the targets must follow the predictions")
         if len(paths) > (1 if dataset is not None else 2):
             raise invalid("Metrics: more matrices than the predictions and targets")
-        engine = self.engines.get(session.id)
-        # Checked one ciphertext at a time (validation.scan_file); the executor reads them where it runs.
-        predictions = validation.scan_file(engine, paths[0], "the metrics input")
         if dataset is not None:
-            targets_path, what = self.store.matrix_path(dataset, 1), f"the targets of dataset {dataset.id}"
+            targets, what = self.store.matrix_path(dataset, 1), f"the targets of dataset {dataset.id}"
         else:
-            targets_path, what = paths[1], "the targets"
-        targets = validation.scan_file(engine, targets_path, what)
-        if predictions.shape != targets.shape or predictions.tile != targets.tile:
-            raise ShapeError(
-                f"predictions of shape {predictions.shape} in tile {predictions.tile.rows}x{predictions.tile.cols} "
-                f"do not match {what}: shape {targets.shape} in tile {targets.tile.rows}x{targets.tile.cols}; "
-                "encrypt the predictions with that shape and tile"
-            )
-        if targets.shape[1] != 1:
-            raise ShapeError(f"R² takes one target column, got {targets.shape[1]}")
-        size = paths[0].stat().st_size + targets_path.stat().st_size
-        with self.work.limits.memory(size, "the metrics input"):
+            targets, what = paths[1], "the targets"
+        compute = functools.partial(metrics_of, what=what, mae_bound=spec.mae_bound, mae_degree=spec.mae_degree)
+        with self.work.limits.memory(paths[0].stat().st_size + targets.stat().st_size, "the metrics input"):
             try:
-                return self._metrics(spec, engine, session.id, paths[0], targets_path, targets)
+                values = self.executor.run_files(self.store.context_path(session.id), [paths[0], targets], compute,
+                                                 functools.partial(self.engines.get, session.id), counts=self.counts)
             except RuntimeError as exc:
                 if "transparent" not in str(exc):
                     raise
@@ -135,28 +128,8 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                     f"the predictions are the very ciphertexts of {what}, so their difference is not a "
                     "ciphertext: encrypt the predictions afresh (KeyHolder.encrypt) and send those"
                 ) from exc
-
-    def _metrics(self, spec: pb.MetricsSpec, engine: Engine, session_id: str, predictions: Path, targets: Path,
-                 shape: validation.ScannedMatrix) -> list[pb.MetricsResponse]:
-        """MSE, the targets' variance (R² = 1 - their ratio) and the MAE as column sums over row blocks on the
-        executor, finished here (``core.stats.*_from_sums``)."""
-        (n, cols), tile_rows = shape.shape, shape.tile.rows
-        context, sums = self.store.context_path(session_id), self.executor.column_sums
-        pair = StoredTable(context, predictions, targets, n, tile_rows)
-        target = StoredTable(context, targets, None, n, tile_rows)
-        mse = stats.mse_from_sums(sums(pair, engine, function=stats.squared_residuals, with_targets=True), n)
-        target_variance = stats.variance_from_sums(sums(target, engine), sums(target, engine, squares=True), n)
-        responses = [
-            pb.MetricsResponse(metric="mse", value=codec.matrix_to_proto(mse)),
-            pb.MetricsResponse(metric="target_variance", value=codec.matrix_to_proto(target_variance)),
-        ]
-        if spec.mae_bound:
-            poly, averaged = stats.mae_polynomials(n * cols, bound=spec.mae_bound, degree=spec.mae_degree or 6)
-            absolute = functools.partial(stats.absolute_residuals, polynomial=averaged)
-            mae = sums(pair, engine, function=absolute, with_targets=True).sum(axis=1)
-            responses.append(pb.MetricsResponse(metric="mae", value=codec.matrix_to_proto(mae),
-                                                max_error=poly.max_error))
-        return responses
+        return [pb.MetricsResponse(metric=name, value=codec.matrix_to_proto(FlatMatrix(data)), max_error=max_error)
+                for name, data, max_error in values]
 
     @rpc
     async def Distances(
@@ -179,25 +152,26 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
 
     def reference(self, first: pb.DistancesRequest, session: SessionRecord) -> Queries:
         """What every query batch of the stream runs: the distances to the reference set the first message
-        names (an encrypted one is an operand, read and checked here once)."""
-        engine, context = self.engines.get(session.id), self.store.context_path(session.id)
+        names (an encrypted one is an operand: its stored file, parsed only where the batches are)."""
+        engine, context = functools.partial(self.engines.get, session.id), self.store.context_path(session.id)
         if first.WhichOneof("kind") == "reference_dataset_id":
             reference = self._encrypted_reference(first.reference_dataset_id, session)
             return Queries(engine, context, functools.partial(squared_distances, projection=None),
-                           {"reference": reference})
+                           _queries_and_reference, {"reference": reference})
         plain, projection = self._plain_reference(first.model_id, session)
-        return Queries(engine, context, functools.partial(squared_distances, reference=plain, projection=projection))
+        return Queries(engine, context, functools.partial(squared_distances, reference=plain, projection=projection),
+                       _column_packed)
 
     def distances(self, queries: Queries, path: Path) -> bytes:
-        """The serialized squared distances of the query batch spooled at ``path``."""
-        with load_matrix(queries.engine, path, "a query batch", self.work.limits) as batch:
-            if batch.tile.cols != 1:
-                raise ShapeError(
-                    f"queries must be column-packed: encrypt them with packing='columns' (tile=Tile(q, 1)); "
-                    f"got tile {batch.tile.rows}x{batch.tile.cols}"
-                )
-            return apply(self.executor, queries.context, batch, queries.function, queries.engine,
-                         queries.operands).to_bytes()
+        """The serialized squared distances of the query batch spooled at ``path``, parsed, checked and computed
+        where the executor keeps the session's context (``uploads.answer_batch``)."""
+        answer = functools.partial(answer_batch, what="a query batch", function=queries.function, check=queries.check)
+        try:
+            with self.work.limits.memory(path.stat().st_size, "a query batch"):
+                return self.executor.run_files(queries.context, [path], answer, queries.engine,
+                                               operands=queries.operands, counts=self.counts)
+        finally:
+            path.unlink(missing_ok=True)
 
     def _plain_reference(self, model_id: str, session: SessionRecord) -> tuple[np.ndarray, np.ndarray | None]:
         model = self.access.model(model_id, session)
@@ -208,23 +182,68 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         projection = np.asarray(plain["projection"], dtype=np.float64) if "projection" in plain else None
         return reference, projection
 
-    def _encrypted_reference(self, dataset_id: str, session: SessionRecord) -> EncryptedMatrix:
+    def _encrypted_reference(self, dataset_id: str, session: SessionRecord) -> Path:
         dataset = self.access.dataset(dataset_id, session)
         if not dataset.layout.reference_set:
             raise invalid(
                 f"dataset {dataset.id} is not an encrypted reference set: upload one with "
                 "Client.upload_encrypted_reference (DatasetManifest.reference_set, core.neighbors.encrypt_reference)"
             )
-        reference = self.store.read_matrix(dataset, 0, self.engines.get(dataset.session_id))
-        check_reference(reference)
-        return reference
+        return self.store.matrix_path(dataset, 0)  # its layout is checked with each batch (_queries_and_reference)
 
 
 @dataclass(frozen=True)
 class Queries:
-    """A Distances stream's work: ``function(queries, **operands)`` on the executor for each batch."""
+    """A Distances stream's work: ``check(queries, **operands)`` then ``function(queries, **operands)`` for each
+    batch, where the executor keeps the session's context; ``engine()`` loads it here (local executor only)."""
 
-    engine: Engine
+    engine: Callable[[], Engine]
     context: Path
     function: BlockFunction
-    operands: Mapping[str, EncryptedMatrix] = field(default_factory=dict)
+    check: Callable[..., None]
+    operands: Mapping[str, MatrixSource] = field(default_factory=dict)
+
+
+def _column_packed(batch: EncryptedMatrix, **operands: EncryptedMatrix) -> None:
+    if batch.tile.cols != 1:
+        raise ShapeError(
+            f"queries must be column-packed: encrypt them with packing='columns' (tile=Tile(q, 1)); "
+            f"got tile {batch.tile.rows}x{batch.tile.cols}"
+        )
+
+
+def _queries_and_reference(batch: EncryptedMatrix, reference: EncryptedMatrix) -> None:
+    _column_packed(batch)
+    check_reference(reference)
+
+
+def metrics_of(engine: Engine, files: list[BinaryIO], *, what: str, mae_bound: float, mae_degree: int
+               ) -> list[tuple[str, bytes, float]]:
+    """Metrics' body where the session's context is (``Executor.run_files``): the predictions and targets in
+    ``files`` each checked one ciphertext at a time (``validation.scan``) and against each other, then parsed
+    and reduced to the MSE, the targets' variance (R² = 1 - their ratio) and, with ``mae_bound``, the MAE:
+    ``(metric, serialized matrix, max_error)`` each."""
+    predictions_file, targets_file = files
+    predictions = validation.scan(engine, predictions_file, "the metrics input")
+    targets = validation.scan(engine, targets_file, what)
+    if predictions.shape != targets.shape or predictions.tile != targets.tile:
+        raise ShapeError(
+            f"predictions of shape {predictions.shape} in tile {predictions.tile.rows}x{predictions.tile.cols} "
+            f"do not match {what}: shape {targets.shape} in tile {targets.tile.rows}x{targets.tile.cols}; "
+            "encrypt the predictions with that shape and tile"
+        )
+    if targets.shape[1] != 1:
+        raise ShapeError(f"R² takes one target column, got {targets.shape[1]}")
+    (n, cols), matrices = targets.shape, []
+    for handle in files:
+        handle.seek(0)
+        matrices.append(EncryptedMatrix.from_file(engine, handle))
+    P, y = matrices
+    mse = stats.mse_from_sums(stats.squared_residuals(P, y).sum(axis=0), n)
+    target_variance = stats.variance_from_sums(y.sum(axis=0), (y * y).sum(axis=0), n)
+    values = [("mse", mse.to_bytes(), 0.0), ("target_variance", target_variance.to_bytes(), 0.0)]
+    if mae_bound:
+        poly, averaged = stats.mae_polynomials(n * cols, bound=mae_bound, degree=mae_degree or 6)
+        mae = stats.absolute_residuals(P, y, polynomial=averaged).sum(axis=0).sum(axis=1)
+        values.append(("mae", mae.to_bytes(), poly.max_error))
+    return values

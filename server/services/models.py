@@ -1,7 +1,9 @@
 """ModelService: encrypted (client-owned) and plaintext (server-owned) models, batched encrypted inference
-(async shells, sync bodies: ``server.rpc.work``). Each prediction batch is checked here and computed on the
+(async shells, sync bodies: ``server.rpc.work``). Each prediction batch is checked and computed on the
 server's executor (``server.execution``: in this process, or on the Ray pool, up to one batch per worker in
-flight), answers in the order of the batches."""
+flight), answers in the order of the batches. Invariant: with Ray this process loads no context and parses no
+ciphertext for Predict (the batch, the model's weights and their checks all go to the worker,
+``Executor.run_files``); it parses protobuf, spools, routes and streams bytes."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.errors import LevelError, ShapeError
+from ciphergrad.core.flat import FlatMatrix
 from ciphergrad.core.inference import (
     predict_linear,
     predict_linear_encrypted,
@@ -26,11 +29,11 @@ from ciphergrad.core.inference import (
     predict_mlp,
 )
 from ciphergrad.core.tensor import EncryptedMatrix
-from ciphergrad.server.execution import BlockFunction, Executor, apply
+from ciphergrad.server.execution import BlockFunction, Executor, MatrixSource
 from ciphergrad.server.execution.engines import EngineCache
 from ciphergrad.server.rpc.access import Access, Metadata
 from ciphergrad.server.rpc.errors import invalid, precondition, rpc
-from ciphergrad.server.rpc.uploads import answer_batches, load_matrix
+from ciphergrad.server.rpc.uploads import answer_batch, answer_batches
 from ciphergrad.server.rpc.work import Work
 from ciphergrad.server.store import plainmodels
 from ciphergrad.server.store.records import ModelRecord, SessionRecord
@@ -55,15 +58,17 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                  executor: Executor) -> None:
         self.store, self.access, self.engines, self.max_batch = store, access, engines, max_batch
         self.work, self.executor = work, executor
+        self.counts = engines.tally()  # operations of the batches the executor ran elsewhere (Ray's workers)
 
-    def _weights(self, model: ModelRecord) -> EncryptedMatrix | None:
+    def _weights(self, model: ModelRecord) -> FlatMatrix | None:
+        """The stored encrypted weights as flat bytes (never parsed: no context loaded for them)."""
         if model.server_owned:
             return None  # the server's plaintext model is never sent out
-        return EncryptedMatrix.from_bytes(self.engines.get(model.session_id), self.store.model_blob(model))
+        return FlatMatrix(self.store.model_blob(model))
 
     @rpc
     async def GetModel(self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> pb.GetModelResponse:
-        return await self.work.he(self.get_model, request, context.invocation_metadata())  # may load a context
+        return await self.work.io(self.get_model, request, context.invocation_metadata())
 
     def get_model(self, request: pb.GetModelRequest, metadata: Metadata) -> pb.GetModelResponse:
         model = self.access.model(request.model_id, self.access.session(metadata))
@@ -138,29 +143,35 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                     yield message
 
     def predict_batch(self, predictor: Predictor, path: Path) -> bytes:
-        """The serialized predictions for the batch of rows spooled at ``path``, computed on the executor."""
-        with load_matrix(predictor.engine, path, "a prediction batch", self.work.limits) as rows:
-            predictor.check(rows)
-            try:
-                predictions = apply(self.executor, predictor.context, rows, predictor.function, predictor.engine,
-                                    predictor.operands)
-            except LevelError as exc:
-                if not predictor.sigmoid_depth:
-                    raise
-                raise precondition(
-                    f"the server-side sigmoid needs {predictor.sigmoid_depth} levels after the encrypted-model "
-                    f"logit and these parameters leave fewer ({exc}); apply the sigmoid on the client after "
-                    "decryption (Client.predict_proba) or use a deeper plan"
-                ) from exc
-            return predictions.to_bytes()
+        """The serialized predictions for the batch of rows spooled at ``path``: parsed, checked and computed
+        where the executor keeps the session's context (``uploads.answer_batch``); this process streams the
+        bytes back (with Ray it parses none of them)."""
+        answer = functools.partial(answer_batch, what="a prediction batch", function=predictor.function,
+                                   check=predictor.check)
+        try:
+            with self.work.limits.memory(path.stat().st_size, "a prediction batch"):
+                return self.executor.run_files(predictor.context, [path], answer, predictor.engine,
+                                               operands=predictor.operands, counts=self.counts)
+        except LevelError as exc:
+            if not predictor.sigmoid_depth:
+                raise
+            raise precondition(
+                f"the server-side sigmoid needs {predictor.sigmoid_depth} levels after the encrypted-model "
+                f"logit and these parameters leave fewer ({exc}); apply the sigmoid on the client after "
+                "decryption (Client.predict_proba) or use a deeper plan"
+            ) from exc
+        finally:
+            path.unlink(missing_ok=True)
 
     def predictor(self, options: pb.PredictOptions, session: SessionRecord) -> Predictor:
-        """What the batches of a Predict stream run: the model's function of an encrypted batch of rows."""
+        """What the batches of a Predict stream run: the model's function of an encrypted batch of rows. An
+        encrypted model's weights go to the executor as the stored file, parsed only where the batches are."""
         model = self.access.model(options.model_id, session)
         logistic = model.algorithm == types_pb2.ALGORITHM_LOGISTIC_REGRESSION
         if options.server_sigmoid and not logistic:
             raise invalid("server_sigmoid applies to logistic models only")
-        engine, context = self.engines.get(model.session_id), self.store.context_path(model.session_id)
+        engine = functools.partial(self.engines.get, model.session_id)
+        context = self.store.context_path(model.session_id)
         if model.server_owned:
             function, check = _plain_model(plainmodels.loads(self.store.model_blob(model)), options)
             return Predictor(engine, context, function, check)
@@ -169,34 +180,35 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                 f"model {model.id} is one-vs-rest over {model.metadata['classes']} classes: decrypt it and predict "
                 "on the key holder's side (EncryptedLogisticRegression.predict); encrypted Predict serves one output"
             )
-        weights = self._weights(model)
-        assert weights is not None
-
-        def fits(rows: EncryptedMatrix) -> None:
-            if rows.shape[1] != weights.shape[1] or rows.tile != weights.tile:
-                raise ShapeError(
-                    f"rows of shape {rows.shape} in tile {rows.tile.rows}x{rows.tile.cols} do not fit the "
-                    f"model: expected {weights.shape[1]} columns in tile {weights.tile.rows}x{weights.tile.cols}"
-                )
-
+        weights = {"weights": self.store.model_path(model.session_id, model.id)}
         if not options.server_sigmoid:  # the linear prediction or logit, still times the model's weight_scale
-            return Predictor(engine, context, predict_linear_encrypted, fits, {"weights": weights})
+            return Predictor(engine, context, predict_linear_encrypted, _fits, weights)
         sigmoid = plainmodels.polynomial(model.metadata["sigmoid"])
         function = functools.partial(predict_logistic_encrypted, sigmoid=sigmoid, input_scale=model.weight_scale)
-        return Predictor(engine, context, function, fits, {"weights": weights}, sigmoid.depth)
+        return Predictor(engine, context, function, _fits, weights, sigmoid.depth)
 
 
 @dataclass(frozen=True)
 class Predictor:
-    """A Predict stream's model: ``function(rows, **operands)`` runs on the executor (picklable, row-local),
-    ``check(rows)`` in the servicer first (a layout the model cannot take is INVALID_ARGUMENT)."""
+    """A Predict stream's model: ``check(rows, **operands)``, then ``function(rows, **operands)``, both run
+    where the executor keeps the session's context (picklable, row-local; a layout the model cannot take is
+    INVALID_ARGUMENT). ``engine()`` loads that context in this process, for the local executor only."""
 
-    engine: Engine
+    engine: Callable[[], Engine]
     context: Path
     function: BlockFunction
-    check: Callable[[EncryptedMatrix], None]
-    operands: Mapping[str, EncryptedMatrix] = field(default_factory=dict)
+    check: Callable[..., None]
+    operands: Mapping[str, MatrixSource] = field(default_factory=dict)
     sigmoid_depth: int = 0  # levels a server-side sigmoid takes after an encrypted model's logit (0: none)
+
+
+def _fits(rows: EncryptedMatrix, weights: EncryptedMatrix) -> None:
+    """Rows an encrypted model takes: its columns, in its tile."""
+    if rows.shape[1] != weights.shape[1] or rows.tile != weights.tile:
+        raise ShapeError(
+            f"rows of shape {rows.shape} in tile {rows.tile.rows}x{rows.tile.cols} do not fit the "
+            f"model: expected {weights.shape[1]} columns in tile {weights.tile.rows}x{weights.tile.cols}"
+        )
 
 
 def _plain_model(model: dict[str, Any], options: pb.PredictOptions
