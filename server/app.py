@@ -127,7 +127,8 @@ class CipherGradServer:
             PoolServicer(self.store, self.access, self.engines, self.executor, work), self.server
         )
         pool_service_pb2_grpc.add_ContributionServiceServicer_to_server(
-            ContributionServicer(self.store, self.access, self.engines, max_upload, work), self.server
+            ContributionServicer(self.store, self.access, self.engines, max_upload, work, self.executor),
+            self.server
         )
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

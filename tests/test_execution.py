@@ -286,6 +286,46 @@ def test_run_files_answers_a_spooled_batch_where_the_context_is(engine, enc, dec
 
 
 @pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
+def test_finish_sums_finishes_the_ranges_sums_where_the_context_is(engine, enc, dec, public_context, ames,
+                                                                   ray_executor, tmp_path):
+    """``finish_sums`` (Describe's body, ``compute.describe_of``): the column sums of X and X * X over two
+    ranges (four row blocks), added up and finished with the covariance of the whole table on one worker,
+    by object store and by path; this process gets bytes (``engine`` never called); equal to the local
+    executor's within 1e-6, the workers' operations added to ``counts``."""
+    from ciphergrad.core.engine import OpCounts
+    from ciphergrad.server.execution import square
+    from ciphergrad.server.services.compute import describe_of
+
+    X = ames[0][:, 1:7]
+    table = store(tmp_path, public_context, enc(X, tile=Tile(128, 1)), None)
+    assert len(ray_executor.ranges(table)) == 2
+    finish = functools.partial(describe_of, rows=len(X), ddof=1, covariance=True)
+
+    def unused() -> None:
+        raise AssertionError("the Ray executor loads no engine in this process")
+
+    results, counts = {}, OpCounts()
+    for name, executor, mode, loaded in (("local", LocalExecutor(), "", lambda: engine),
+                                         ("ray", ray_executor, "object-store", unused),
+                                         ("path", ray_executor, "path", unused)):
+        if mode:
+            executor.set_blocks(mode)
+        try:
+            values = executor.finish_sums(table, finish, loaded, sums=(None, square), files=[table.features],
+                                          counts=counts)
+        finally:
+            ray_executor.set_blocks("object-store")
+        results[name] = {key: dec(EncryptedMatrix.from_bytes(engine, data)) for key, data in values}
+    for name in ("ray", "path"):
+        for key, value in results[name].items():
+            assert np.max(np.abs(value - results["local"][key])) < 1e-6, (name, key)
+    assert np.max(np.abs(results["ray"]["mean"][0] - X.mean(axis=0))) < 1e-6
+    assert np.max(np.abs(results["ray"]["variance"][0] - X.var(axis=0, ddof=1))) < 1e-4
+    assert np.max(np.abs(results["ray"]["covariance"] - np.cov(X, rowvar=False))) < 1e-4
+    assert counts.multiplications > 0 and counts.rotations > 0  # the workers' operations, counted here
+
+
+@pytest.mark.slow  # minutes-scale suite: runs in make test-slow (and CI after make test)
 def test_distance_batches_stream_back_in_order(engine, enc, dec, public_context, ames, ray_executor, tmp_path):
     """Query batches (one tile each) go to the workers in turn and come back in the order they were sent."""
     X, _ = ames

@@ -236,10 +236,10 @@ def serve_all(address: str) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, ray_server) -> dict[str, dict[str, np.ndarray]]:
     """The same calls through a local server and through the Ray server, whose executor records the
-    request work it ran (``run_files``: one call per batch and per Metrics call, ``column_sums``)."""
+    request work it ran (``run_files``: one call per batch and per Metrics call; ``finish_sums``: Describe)."""
     executor = ray_server.runner.executor
     calls: list[str] = []
-    real_batches, real_sums = executor.run_files, executor.column_sums
+    real_batches, real_sums = executor.run_files, executor.finish_sums
 
     def counting_batches(*args, **kwargs):
         calls.append("batch")
@@ -251,11 +251,11 @@ def served(tmp_path_factory: pytest.TempPathFactory, ray_server) -> dict[str, di
 
     with local_server(Path(tmp_path_factory.mktemp("local-compute"))) as server:
         local = serve_all(server.address)
-    executor.run_files, executor.column_sums = counting_batches, counting_sums
+    executor.run_files, executor.finish_sums = counting_batches, counting_sums
     try:
         ray = serve_all(ray_server.address)
     finally:
-        del executor.run_files, executor.column_sums
+        del executor.run_files, executor.finish_sums
     return {"local": local, "ray": ray, "calls": {"batch": np.asarray(calls.count("batch")),
                                                   "sums": np.asarray(calls.count("sums"))}}
 
@@ -269,9 +269,10 @@ def test_predict_and_compute_on_ray_equal_local(served) -> None:
         # degree-6 polynomial (coefficients up to ~10 on [-8, 8]) amplifies it: 1.1-2.2e-6 seen between the two
         # servers, so 1e-5 there; each server's MAE is held to its twin in the test below.
         assert np.max(np.abs(ray[name] - local[name])) < (10 * TOL if name == "metrics_mae" else TOL), name
-    # 4 Predict batches, 5 + 3 query batches, 2 Metrics calls (each whole on a worker); Describe 2 column sums.
+    # 4 Predict batches, 5 + 3 query batches, 2 Metrics calls (each whole on a worker); Describe one call (its
+    # two column sums fanned out, finished on a worker).
     assert int(served["calls"]["batch"]) == 4 + 5 + 3 + 2
-    assert int(served["calls"]["sums"]) == 2
+    assert int(served["calls"]["sums"]) == 1
 
 
 def test_predict_and_compute_on_ray_equal_the_twins(served) -> None:

@@ -17,22 +17,26 @@ after a pause and a resume from the job's checkpoints; the normal solver's least
 loaded in the server process; a "gd" job run whole on a worker gives the weights and losses of the same job
 on the executor's shards (driven from the server, as larger tables are) within 1e-6; the one-pass logistic
 solver ("quadratic", a normal system with a right-hand side) on the pool gives the local server's
-coefficients within 1e-6. About 70 s in all; the default suite runs the upload and request tests (about 15 s),
-``make test-slow`` the jobs too.
+coefficients within 1e-6. Describe (its sums finished and its covariance computed on a worker) and a pool's
+contributions (checked on one) parse nothing here either; their statistics and the sealed release equal a
+local server's, and a bad contribution is INVALID_ARGUMENT from the worker. About 90 s in all; the default
+suite runs the upload, request, Describe and contribution tests (about 35 s), ``make test-slow`` the jobs too.
 """
 
 from __future__ import annotations
 
 import io
-import threading
 import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
+from ray_front_support import corrupt, count_server_parses, refused
 from service_support import ames, leave_mid_job, local_server, session_client
+from sklearn.datasets import load_wine
 
+from ciphergrad.client.contributor import Contributor
+from ciphergrad.client.datasets import encrypted_pieces
 from ciphergrad.client.estimator import EncryptedLogisticRegression
 from ciphergrad.client.sdk import Client, default_parameters, training_layout
 from ciphergrad.client.training import TrainingCalls
@@ -41,7 +45,9 @@ from ciphergrad.core.conditioning import Standardizer
 from ciphergrad.core.data import load_ames, with_intercept
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.gram_training import fit_torch_gram
+from ciphergrad.core.keys import KeyHolder
 from ciphergrad.core.linear import LinearRegressionConfig
+from ciphergrad.core.release import moment_tile
 from ciphergrad.server.store.records import ModelRecord
 from ciphergrad.server.store.store import new_id
 from ciphergrad.wire import chunks
@@ -49,6 +55,7 @@ from ciphergrad.wire.proto_gen.ciphergrad.v1 import (
     compute_service_pb2,
     dataset_service_pb2,
     model_service_pb2,
+    pool_service_pb2,
     training_service_pb2,
     types_pb2,
 )
@@ -66,25 +73,7 @@ def ray_server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def guard(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """Counts context loads and ciphertext parses in this (the server's) process, by the server's threads: the
-    test's client runs in the main thread (it decrypts the answers), the server's gRPC loop and pools in others."""
-    counts = {"contexts": 0, "ciphertexts": 0}
-    load, parse = Engine.from_public_context.__func__, Engine.ciphertext_from_bytes
-
-    def server_side() -> bool:
-        return threading.current_thread() is not threading.main_thread()
-
-    def counted_load(cls: type, data: bytes) -> Engine:
-        counts["contexts"] += server_side()
-        return load(cls, data)
-
-    def counted_parse(self: Engine, data: bytes) -> object:
-        counts["ciphertexts"] += server_side()
-        return parse(self, data)
-
-    monkeypatch.setattr(Engine, "from_public_context", classmethod(counted_load))
-    monkeypatch.setattr(Engine, "ciphertext_from_bytes", counted_parse)
-    return counts
+    return count_server_parses(monkeypatch)
 
 
 def _send(client, matrices: list[bytes]) -> None:
@@ -92,13 +81,6 @@ def _send(client, matrices: list[bytes]) -> None:
     requests = [dataset_service_pb2.UploadDatasetRequest(manifest=manifest)]
     requests += chunks.send(dataset_service_pb2.UploadDatasetRequest, "chunk", matrices)
     client.datasets.UploadDataset(iter(requests), metadata=client.metadata)
-
-
-def _refused(call) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
-    return caught.value
 
 
 def test_the_server_process_loads_no_context_for_an_upload(ray_server, guard) -> None:
@@ -125,12 +107,12 @@ def test_a_bad_upload_is_invalid_argument_from_the_worker(ray_server, guard) -> 
         blobs = list(blobs)
         blobs[1] = bytes(len(blobs[1]))  # one ciphertext zeroed: SEAL refuses it on load
         corrupt = b"".join(flat.pieces(header, blobs))
-        error = _refused(lambda: _send(client, [corrupt, good_y]))
+        error = refused(lambda: _send(client, [corrupt, good_y]))
         assert "ciphertext" in error.details()
 
         for ct in good_X.ciphertexts:
             ct.scale = 2.0**150
-        error = _refused(lambda: _send(client, [good_X.to_bytes(), good_y]))
+        error = refused(lambda: _send(client, [good_X.to_bytes(), good_y]))
         assert "2**150" in error.details() and "matrix #0" in error.details()
         assert client.datasets.ListDatasets(dataset_service_pb2.ListDatasetsRequest(),
                                             metadata=client.metadata).datasets == []
@@ -199,7 +181,7 @@ def test_a_bad_refresh_reply_fails_the_job_with_invalid_argument(ray_server, mon
     try:
         client.create_session(params, tiles=[tile], rotations=rotations)
         dataset_id = client.upload(X, y, tile=tile).dataset_id
-        error = _refused(lambda: client.train(dataset_id, GRAM))
+        error = refused(lambda: client.train(dataset_id, GRAM))
         assert "refreshed matrix" in error.details() or "ciphertext" in error.details()
     finally:
         client.close()
@@ -315,13 +297,6 @@ def test_predict_metrics_and_distances_parse_nothing_in_the_server(ray_server, l
     assert list((data_dir / "tmp").iterdir()) == []  # every spooled batch removed
 
 
-def _corrupt(matrix: bytes) -> bytes:
-    header, blobs = flat.read(io.BytesIO(matrix))
-    blobs = list(blobs)
-    blobs[0] = bytes(len(blobs[0]))  # one ciphertext zeroed: SEAL refuses it on load
-    return b"".join(flat.pieces(header, blobs))
-
-
 def test_a_bad_batch_is_invalid_argument_from_the_worker(ray_server, guard) -> None:
     """A corrupt ciphertext or a foreign scale in a Predict batch or a Metrics input: INVALID_ARGUMENT with
     the validation layer's message naming the input, raised on the worker; nothing parsed here."""
@@ -338,15 +313,15 @@ def test_a_bad_batch_is_invalid_argument_from_the_worker(ray_server, guard) -> N
             requests = [first, *chunks.send(model_service_pb2.PredictRequest, "rows", [batch])]
             list(client.models.Predict(iter(requests), metadata=client.metadata))
 
-        error = _refused(lambda: predict(_corrupt(rows.to_bytes())))
+        error = refused(lambda: predict(corrupt(rows.to_bytes())))
         assert "ciphertext" in error.details()
         foreign = holder.encrypt(X, tile=tile)
         for ct in foreign.ciphertexts:
             ct.scale = 2.0**150
-        error = _refused(lambda: predict(foreign.to_bytes()))
+        error = refused(lambda: predict(foreign.to_bytes()))
         assert "a prediction batch" in error.details() and "2**150" in error.details()
         narrow = holder.encrypt(X[:, :-1], tile=tile)
-        error = _refused(lambda: predict(narrow.to_bytes()))
+        error = refused(lambda: predict(narrow.to_bytes()))
         assert "do not fit the model" in error.details()
 
         def metrics(predictions: bytes) -> None:
@@ -356,11 +331,117 @@ def test_a_bad_batch_is_invalid_argument_from_the_worker(ray_server, guard) -> N
                         *chunks.send(compute_service_pb2.MetricsRequest, "chunk", [predictions, targets])]
             list(client.compute.Metrics(iter(requests), metadata=client.metadata))
 
-        error = _refused(lambda: metrics(_corrupt(holder.encrypt(y, tile=tile).to_bytes())))
+        error = refused(lambda: metrics(corrupt(holder.encrypt(y, tile=tile).to_bytes())))
         assert "ciphertext" in error.details()
-        error = _refused(lambda: metrics(foreign.to_bytes()))
+        error = refused(lambda: metrics(foreign.to_bytes()))
         assert "the metrics input" in error.details() and "2**150" in error.details()
     finally:
         client.close()
+    assert guard == {"contexts": 0, "ciphertexts": 0}
+    assert list((data_dir / "tmp").iterdir()) == []
+
+
+# -- Describe and a pool's contributions: finished and checked on the pool --------------------------------------
+def _describe_and_contribute(server) -> tuple[dict[str, np.ndarray], dict[str, list[int]], Client, str]:
+    """Describe (a row-packed table's means and variances; a column-packed one's with the covariance) and two
+    contributions to a pool (its release still unsealed) through ``server``: the statistics, the contributions'
+    records, and the analyst and pool to seal."""
+    X = load_wine().data[:, :6]
+    X = X / X.std(axis=0)
+    out: dict[str, np.ndarray] = {}
+    with Client(server.address) as client:
+        client.create_session(plan(3))
+        rows = client.describe(client.upload(X, X[:, 0]), ddof=0)
+        columns = client.describe(client.upload(X, packing="columns"))
+    out |= {f"rows_{name}": rows[name] for name in ("mean", "variance")}
+    out |= {f"columns_{name}": columns[name] for name in ("mean", "variance", "covariance")}
+    analyst = Client(server.address)
+    pool = analyst.create_pool("ray pool", [f"x{i}" for i in range(3)], "target", min_contributors=1)
+    records = [Contributor(analyst.invite(pool.pool_id).code).upload(X[k::2, :3], X[k::2, 3], progress=False)
+               for k in (0, 1)]
+    kept = server.store.pools.contributions(pool.pool_id)  # as recorded: rows, size and the checked level
+    assert sorted(c.id for c in kept) == sorted(r.contribution_id for r in records)
+    return out, {"rows": sorted(c.rows for c in kept), "levels": [c.level for c in kept]}, analyst, pool.pool_id
+
+
+def _release(analyst: Client, pool_id: str) -> dict[str, np.ndarray]:
+    """The pool sealed (SealPool adds the contributions in the server process) and its release decrypted."""
+    try:
+        analyst.seal_pool(pool_id)
+        release = analyst.pool_statistics(pool_id)
+        return {"release_mean": release.mean, "release_variance": release.variance}
+    finally:
+        analyst.close()
+
+
+@pytest.fixture(scope="module")
+def local_statistics(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
+    with local_server(Path(tmp_path_factory.mktemp("local-statistics"))) as server:
+        out, records, analyst, pool_id = _describe_and_contribute(server)
+        return out | _release(analyst, pool_id), records
+
+
+def test_describe_and_contributions_parse_nothing_in_the_server(ray_server, local_statistics, guard) -> None:
+    """Describe's column sums are added up and finished, and its covariance computed, on a worker holding the
+    session's context (``Executor.finish_sums``); a contribution's statistics are checked on one
+    (``Executor.check_files``): no context load and no ciphertext parse in the server process. The statistics
+    equal the local executor's (1e-6) and numpy's (tests/test_service_compute.py's tolerances); the pool's
+    release (sealed afterwards, still in the server process) equals the local server's."""
+    server, data_dir = ray_server
+    out, records, analyst, pool_id = _describe_and_contribute(server)
+    assert guard == {"contexts": 0, "ciphertexts": 0}
+    assert server.engines._engines == {}
+    local, local_records = local_statistics
+    assert records == local_records
+    out |= _release(analyst, pool_id)
+    for name, value in out.items():
+        assert value.shape == local[name].shape, name
+        assert np.max(np.abs(value - local[name])) < 1e-6, name
+    X = load_wine().data[:, :6]
+    X = X / X.std(axis=0)
+    tolerance = 1e-6 * float(np.max(np.mean(X**2, axis=0)))
+    np.testing.assert_allclose(out["rows_mean"], X.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(out["rows_variance"], X.var(axis=0), atol=tolerance)
+    np.testing.assert_allclose(out["columns_variance"], X.var(axis=0, ddof=1), atol=tolerance)
+    np.testing.assert_allclose(out["columns_covariance"], np.cov(X, rowvar=False), atol=tolerance)
+    np.testing.assert_allclose(out["release_mean"], X[:, :3].mean(axis=0), atol=1e-6)
+    assert list((data_dir / "tmp").iterdir()) == []
+
+
+def _contribute(contributor: Contributor, moments: np.ndarray, rows: int, broken: bool = False) -> None:
+    """``moments`` (any length) encrypted in the pool's tile and contributed as ``rows`` rows, a ciphertext
+    zeroed if ``broken``: what a broken or hostile contributor could send."""
+    engine = contributor._engine
+    data = b"".join(encrypted_pieces(engine, moments[:, None], moment_tile(engine.params.slots)))
+    manifest = pool_service_pb2.ContributionManifest(rows=rows, feature_names=list(contributor.schema.feature_names),
+                                                     total_size_bytes=len(data))
+    requests = [pool_service_pb2.ContributeRequest(manifest=manifest),
+                *chunks.send(pool_service_pb2.ContributeRequest, "chunk", [corrupt(data) if broken else data])]
+    contributor.stub.Contribute(iter(requests), metadata=contributor._metadata)
+
+
+def test_a_bad_contribution_is_invalid_argument_from_the_worker(ray_server, guard) -> None:
+    """Statistics with a corrupt ciphertext, of the wrong length, or encrypted under another context:
+    INVALID_ARGUMENT with the validation layer's or the pool's message (``check_statistics``), raised on the
+    worker; nothing of them kept, nothing parsed here."""
+    server, data_dir = ray_server
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(40, 3)), rng.normal(size=40)
+    analyst = Client(server.address)
+    try:
+        pool = analyst.create_pool("bad contributions", [f"x{i}" for i in range(3)], "target")
+        contributor = Contributor(analyst.invite(pool.pool_id).code)
+        rows, moments = contributor.statistics(X, y)
+        error = refused(lambda: _contribute(contributor, moments, rows, broken=True))
+        assert "ciphertext" in error.details()
+        error = refused(lambda: _contribute(contributor, moments[:-1], rows))
+        assert f"statistics have shape ({len(moments) - 1}, 1)" in error.details(), error.details()
+        contributor._engine = Engine.for_encryption(KeyHolder(plan(2)).encryption_context())
+        error = refused(lambda: contributor.upload(X, y, progress=False))
+        assert "statistics" in error.details() or "ciphertext" in error.details(), error.details()
+        assert analyst.pool(pool.pool_id).rows == 0
+        assert contributor.contributions() == []
+    finally:
+        analyst.close()
     assert guard == {"contexts": 0, "ciphertexts": 0}
     assert list((data_dir / "tmp").iterdir()) == []

@@ -33,8 +33,14 @@ store, or with ``--ray-blocks path`` lets its workers read them on a shared disk
   context and parses no ciphertext for the request. Operands are parsed where ``function`` runs; ``counts``
   gets a remote call's operations (in this process ``engine()``'s counters have them already).
 - ``column_sums(table, engine, squares, ...)``: ``X.sum(axis=0)`` (of ``X * X``, or of any row-local
-  ``function`` of the rows), added up over ranges (Describe's means and variances come from these,
-  ``core.stats.*_from_sums``; Metrics' sums of squared residuals and of targets likewise).
+  ``function`` of the rows), added up over ranges (Metrics' sums of squared residuals and of targets).
+- ``finish_sums(table, finish, engine, sums=..., files=..., counts=...)``: ``finish(engine, [open files],
+  [column sums])`` where the session's context is loaded: the column sums of ``X`` (``None``) or of a row-local
+  function of it (``square``) for each of ``sums``, over ranges of row blocks as ``column_sums``, then added up
+  and passed to ``finish`` with ``files`` (the stored table itself, for work on every row at once) on one
+  worker, a holder of the context (Describe: ``core.stats.*_from_sums`` and the covariance). ``finish``
+  returns something picklable (serialized results); with Ray this process relays the ranges' partial sums as
+  bytes and parses none of them, and ``engine`` is not called; ``counts`` gets the workers' operations.
 
 ``map_blocks`` and ``column_sums`` call ``function(X_rows)``, or ``function(X_rows, y_rows)`` with
 ``with_targets=True`` (the table's second matrix split into the same row blocks: predictions and targets),
@@ -71,6 +77,7 @@ MatrixSource = Path | bytes | EncryptedMatrix  # a stored or scratch matrix file
 NO_OPERANDS: Mapping[str, MatrixSource] = {}
 FileCheck = Callable[[Engine, BinaryIO, int], Any]  # check(engine, an open file, its index) -> a small result
 FilesFunction = Callable[..., Any]  # f(engine, [open files], **operands) -> picklable (serialized results)
+SumsFunction = Callable[..., Any]  # f(engine, [open files], [column sums]) -> picklable (serialized results)
 
 
 @dataclass
@@ -122,6 +129,10 @@ class Executor(Protocol):
 
     def run_files(self, context: Path, paths: Sequence[Path], function: FilesFunction, engine: Callable[[], Engine],
                   *, operands: Mapping[str, MatrixSource] = NO_OPERANDS, counts: OpCounts | None = None) -> Any: ...
+
+    def finish_sums(self, table: StoredTable, finish: SumsFunction, engine: Callable[[], Engine], *,
+                    sums: Sequence[BlockFunction | None] = (None,), files: Sequence[Path] = (),
+                    counts: OpCounts | None = None) -> Any: ...
 
     def close(self) -> None: ...
 

@@ -24,6 +24,7 @@ from ciphergrad.server.execution import (
     FilesFunction,
     MatrixSource,
     StoredTable,
+    SumsFunction,
     rows_function,
 )
 
@@ -83,6 +84,15 @@ class LocalExecutor:
         with ExitStack() as stack:
             files = [stack.enter_context(open(path, "rb")) for path in paths]
             return function(loaded, files, **whole)
+
+    def finish_sums(self, table: StoredTable, finish: SumsFunction, engine: Callable[[], Engine], *,
+                    sums: Sequence[BlockFunction | None] = (None,), files: Sequence[Path] = (),
+                    counts: OpCounts | None = None) -> Any:
+        """``finish`` here, on ``engine()`` (whose counters count its operations: ``counts`` is not used)."""
+        loaded = engine()
+        totals = [self.column_sums(table, loaded, function=function) for function in sums]
+        with ExitStack() as stack:
+            return finish(loaded, [stack.enter_context(open(path, "rb")) for path in files], totals)
 
     def close(self) -> None:
         pass

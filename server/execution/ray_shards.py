@@ -27,7 +27,6 @@ from __future__ import annotations
 import collections
 import functools
 import itertools
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -64,10 +63,12 @@ from ciphergrad.server.execution import (
     FilesFunction,
     MatrixSource,
     StoredTable,
+    SumsFunction,
     Tally,
     rows_function,
 )
 from ciphergrad.server.execution.ray_blocks import BUDGET_MB, BlockFeeder, ContextRefs
+from ciphergrad.server.execution.ray_cluster import check_reachable, start_ray
 from ciphergrad.server.execution.ray_trainers import RemoteTrainer
 from ciphergrad.server.execution.ray_workers import WorkerPool
 
@@ -131,23 +132,6 @@ class RayShards:
         self.executor.pool.release(self.indices)
 
 
-def _start_ray(address: str | None, num_cpus: int | None) -> None:
-    """Joins ``address`` or starts a local Ray. A local start is tried twice: Ray gives a new node a fixed 30 s
-    to register (``ray._private.node``), which a loaded machine can miss once, and says so with a bare
-    ``Exception``; a second miss is an ``ExecutionError`` naming it."""
-    for attempt in (1, 2):
-        try:
-            ray.init(address=address or None, num_cpus=None if address else num_cpus, include_dashboard=False,
-                     logging_level="ERROR", log_to_driver=False, ignore_reinit_error=True)
-            return
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ExecutionError(f"cannot join the Ray cluster at {address or 'local'}: {exc}") from exc
-        except Exception as exc:  # Ray's own start-up timeout is a bare Exception
-            if address or attempt == 2 or "timed out during startup" not in str(exc):
-                raise ExecutionError(f"cannot start Ray ({address or 'local'}): {exc}") from exc
-            ray.shutdown()
-
-
 class RayExecutor:
     """Connects to Ray (``address`` None: a local Ray on this machine's cores, capped by ``num_cpus``;
     ``"auto"`` or ``host:port``: an existing cluster) and starts the worker pool. ``shards``: the pool's
@@ -162,8 +146,8 @@ class RayExecutor:
         self.set_blocks(blocks, object_store_mb)  # first: a bad mode or budget fails before any Ray starts
         self.address, self.timeout, self.min_shard_rows = address or "local", timeout, max(1, min_shard_rows)
         if address and address != "auto":
-            _check_reachable(address, connect_timeout)
-        _start_ray(address, num_cpus)
+            check_reachable(address, connect_timeout)
+        start_ray(address, num_cpus)
         self.max_shards = shards or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.pool = WorkerPool(self.max_shards, **({"contexts": contexts} if contexts else {}))
         self.parallelism = len(self.pool)
@@ -280,6 +264,24 @@ class RayExecutor:
             _count(Tally(counts), [done])
         return result
 
+    def finish_sums(self, table: StoredTable, finish: SumsFunction, engine: Callable[[], Engine], *,
+                    sums: Sequence[BlockFunction | None] = (None,), files: Sequence[Path] = (),
+                    counts: OpCounts | None = None) -> Any:
+        """Each of ``sums``' partial column sums over the table's ranges (``column_sums``' fan-out), relayed as
+        bytes to one worker, a holder of the context, which adds them up and runs ``finish`` on them and on
+        ``files`` (``BlockWorker.finish_sums``): ``engine`` is not called, this process parses nothing."""
+        tally = Tally(OpCounts() if counts is None else counts)
+        parts = [[ray.put(data) for data in self._replies(table, functools.partial(_column_sum, function=function),
+                                                          tally, False, NO_OPERANDS, "column sums")]
+                 for function in sums]
+        (worker,) = self.pool.least_busy(1, self.holders(table.context))
+        self.hold(table.context, [worker])
+        ref = worker.finish_sums.remote(self.contexts.handle(table.context), finish, parts, table.rows,
+                                        *[self._source(path) for path in files])
+        result, done = self.get([ref], "finishing column sums")[0]
+        _count(tally, [done])
+        return result
+
     def gram_partial(self, table: StoredTable, engine: Engine) -> GramPartial:
         """Each range's pieces added up on its worker (``gram_add``), one partial per worker back."""
         replies = self.get(self._gram_states(table), "the Gram pass")
@@ -386,6 +388,12 @@ class RayExecutor:
              operands: Mapping[str, MatrixSource], what: str) -> list[EncryptedMatrix]:
         """``function`` of every piece of every range (a range: one worker's; its pieces, several when the
         table passes the object-store budget, run there in order), results in row order."""
+        replies = self._replies(table, function, engine, with_targets, operands, what)
+        return [EncryptedMatrix.from_bytes(engine, data) for data in replies]
+
+    def _replies(self, table: StoredTable, function: BlockFunction, engine: Engine | Tally, with_targets: bool,
+                 operands: Mapping[str, MatrixSource], what: str) -> list[bytes]:
+        """``_map``'s results serialized, unparsed; their operations added to ``engine``'s counts."""
         paths = [table.features] + ([_targets(table)] if with_targets else [])
         ranges, context, whole = self.ranges(table), self.contexts.handle(table.context), self._sources(operands)
         workers = self.pool.least_busy(len(ranges), self.holders(table.context))
@@ -395,7 +403,7 @@ class RayExecutor:
             self.get, what, _one_row_last(table))
         flat = [reply for per_range in replies for reply in per_range]
         _count(engine, [counts for _, counts in flat])
-        return [EncryptedMatrix.from_bytes(engine, data) for data, _ in flat]
+        return [data for data, _ in flat]
 
     def _source(self, source: MatrixSource) -> Any:
         """What a worker reads: bytes (a matrix serialized, or a file's contents in object-store mode) through
@@ -424,16 +432,6 @@ def _count(engine: Engine | Tally, deltas: list[dict[str, int]]) -> None:
     for delta in deltas:
         for name, value in OpCounts(**delta).to_dict().items():
             setattr(engine.counts, name, getattr(engine.counts, name) + value)
-
-
-def _check_reachable(address: str, timeout: float) -> None:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ExecutionError(f"Ray address {address!r} is not 'auto' or host:port (e.g. 127.0.0.1:6379)")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise ExecutionError(f"no Ray cluster answers at {address}: {exc}") from exc
 
 
 def _one_row_last(table: StoredTable) -> bool:

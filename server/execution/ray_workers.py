@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import os
 import sys
@@ -43,7 +44,7 @@ from ray.exceptions import RayActorError
 from ciphergrad.core.blocks import read_block_range
 from ciphergrad.core.engine import Engine, OpCounts
 from ciphergrad.core.gram import GramPartial, accumulate, row_blocks
-from ciphergrad.core.shards import Batch, RowStep, StepPartial, stack_blocks
+from ciphergrad.core.shards import Batch, RowStep, StepPartial, add_pending, finish_pending, stack_blocks
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.server.execution.ray_trainers import TrainerHost
 
@@ -254,6 +255,19 @@ class BlockWorker:
             files = [io.BytesIO(source) if isinstance(source, bytes) else stack.enter_context(open(str(source), "rb"))
                      for source in sources]
             return function(engine, files, **operands), engine.counts.to_dict()
+
+    def finish_sums(self, context: ContextHandle, finish: Callable[..., Any], parts: list[list[MatrixSource]],
+                    rows: int, *sources: MatrixSource) -> tuple[Any, dict]:
+        """``finish(engine, [files], [column sums])`` (``server.execution.finish_sums``): each sum the ranges'
+        partial sums in ``parts`` (``pending_row_sum``'s, serialized) added up and finished over ``rows`` rows;
+        the files are whole (their bytes, or in path mode their paths). With the operations it took."""
+        engine = self.contexts.engine(context)
+        totals = [finish_pending(functools.reduce(add_pending, [read_source(engine, part) for part in sums]), rows)
+                  for sums in parts]
+        with contextlib.ExitStack() as stack:
+            files = [io.BytesIO(source) if isinstance(source, bytes) else stack.enter_context(open(str(source), "rb"))
+                     for source in sources]
+            return finish(engine, files, totals), engine.counts.to_dict()
 
     def gram_add(self, key: str, context: ContextHandle, X: MatrixSource, y: MatrixSource) -> None:
         """Add one piece's Gram products to the partial kept under ``key`` (``gram_take`` returns it)."""

@@ -3,8 +3,9 @@
 Results stay encrypted; the client decrypts them and finishes square roots, divisions and the top-k.
 Async shells, sync bodies (``server.rpc.work``); the homomorphic work runs on the server's executor
 (``server.execution``: in this process, or on the Ray pool): each query batch a call of its own, Describe's
-and Metrics' column sums over row blocks. The tables and batches a call parses count against
---max-inflight-mb.
+column sums over row blocks, finished with its covariance on one worker, and Metrics whole on one; with Ray
+this process parses no ciphertext and loads no context for them (it relays serialized results,
+``core.flat.FlatMatrix``). The tables and batches a call parses count against --max-inflight-mb.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ciphergrad.core.errors import ShapeError
 from ciphergrad.core.flat import FlatMatrix
 from ciphergrad.core.neighbors import check_reference, squared_distances
 from ciphergrad.core.tensor import EncryptedMatrix
-from ciphergrad.server.execution import BlockFunction, Executor, MatrixSource
+from ciphergrad.server.execution import BlockFunction, Executor, MatrixSource, square
 from ciphergrad.server.execution.engines import EngineCache
 from ciphergrad.server.rpc import validation
 from ciphergrad.server.rpc.access import Access, Metadata
@@ -65,22 +66,17 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                 f"dataset {dataset.id} is packed by rows (tile {tile[0]}x{tile[1]}): upload it again "
                 "with Client.upload(X, packing='columns')"
             )
-        engine = self.engines.get(dataset.session_id)
+        table = self.store.table(dataset, targets=False)
+        # Column sums of X and of X * X over row blocks, finished (and the covariance computed on the whole
+        # table) where the executor keeps the session's context: this process relays the results' bytes.
+        finish = functools.partial(describe_of, rows=dataset.rows, ddof=request.ddof, covariance=request.covariance)
         with self.work.limits.memory(self.store.matrix_size(dataset, 0), f"dataset {dataset.id}"):
-            # Column sums of X and of X * X over row blocks (on the executor's workers), finished here.
-            table = self.store.table(dataset, targets=False)
-            total = self.executor.column_sums(table, engine)
-            squares = self.executor.column_sums(table, engine, squares=True)
-            mean = stats.mean_from_sums(total, dataset.rows)
-            variance = stats.variance_from_sums(total, squares, dataset.rows, request.ddof)
-            responses = [
-                pb.DescribeResponse(statistic="mean", value=codec.matrix_to_proto(mean)),
-                pb.DescribeResponse(statistic="variance", value=codec.matrix_to_proto(variance)),
-            ]
-            if request.covariance:  # every pair of columns: in this process, on the whole table
-                cov = stats.covariance(self.store.read_matrix(dataset, 0, engine), ddof=request.ddof)
-                responses.append(pb.DescribeResponse(statistic="covariance", value=codec.matrix_to_proto(cov)))
-        return responses
+            engine = functools.partial(self.engines.get, dataset.session_id)
+            values = self.executor.finish_sums(table, finish, engine, sums=(None, square),
+                                               files=[table.features] if request.covariance else [],
+                                               counts=self.counts)
+        return [pb.DescribeResponse(statistic=name, value=codec.matrix_to_proto(FlatMatrix(data)))
+                for name, data in values]
 
     @rpc
     async def Metrics(
@@ -215,6 +211,22 @@ def _column_packed(batch: EncryptedMatrix, **operands: EncryptedMatrix) -> None:
 def _queries_and_reference(batch: EncryptedMatrix, reference: EncryptedMatrix) -> None:
     _column_packed(batch)
     check_reference(reference)
+
+
+def describe_of(engine: Engine, files: list[BinaryIO], sums: list[EncryptedMatrix], *, rows: int, ddof: int,
+                covariance: bool) -> list[tuple[str, bytes]]:
+    """Describe's body where the session's context is (``Executor.finish_sums``): the means and variances from
+    the column sums of X and of X * X over ``rows`` rows (``core.stats.*_from_sums``) and, with ``covariance``,
+    every pair of columns' covariance of the stored table in ``files`` (checked at its upload, so parsed as
+    is): ``(statistic, serialized matrix)`` each."""
+    total, squares = sums
+    values = [("mean", stats.mean_from_sums(total, rows).to_bytes()),
+              ("variance", stats.variance_from_sums(total, squares, rows, ddof).to_bytes())]
+    if covariance:
+        (handle,) = files
+        cov = stats.covariance(EncryptedMatrix.from_file(engine, handle), ddof=ddof)
+        values.append(("covariance", cov.to_bytes()))
+    return values
 
 
 def metrics_of(engine: Engine, files: list[BinaryIO], *, what: str, mae_bound: float, mae_degree: int

@@ -10,26 +10,34 @@ A contribution is the encrypted sufficient statistics of the contributor's rows 
 (``record_contribution``): the names equal the schema, the pool is open, the rows reach the policy's
 ``min_rows``, the matrix has the pool's entries in tile ``(slots, 1)`` at the context's top level, the size is
 within ``--max-upload-mb`` and the invitation's row cap holds (the cap and the open state are checked again in
-the locked insert, so concurrent contributions cannot pass the cap, nor land after the seal). A failure at any
+the locked insert, so concurrent contributions cannot pass the cap, nor land after the seal). The ciphertext
+checks (``check_statistics``) run where the executor keeps the analyst session's context
+(``Executor.check_files``): in this process with the local executor, on a pool worker with Ray, so that a Ray
+server's process loads no context and parses no ciphertext for a contribution. A failure at any
 point, a cancelled stream or a killed contributor leaves nothing: the scratch directory is removed, and a
 published directory whose row was refused is removed before the error is returned.
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import grpc
 
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.release import moment_tile
+from ciphergrad.server.execution import Executor
 from ciphergrad.server.execution.engines import EngineCache
+from ciphergrad.server.execution.local import LocalExecutor
 from ciphergrad.server.rpc import validation
 from ciphergrad.server.rpc.access import Access, Metadata
 from ciphergrad.server.rpc.errors import ServiceError, invalid, precondition, rpc
 from ciphergrad.server.rpc.uploads import Budget, receive_matrix_async
+from ciphergrad.server.rpc.validation import ScannedMatrix
 from ciphergrad.server.rpc.work import Inbound, Work
 from ciphergrad.server.store.pool_records import ContributionRecord, InvitationRecord, PoolRecord
 from ciphergrad.server.store.pool_tables import PoolSealed, RowCapExceeded
@@ -78,15 +86,14 @@ async def receive_contribution(requests: Inbound, scratch: Path, budget: Budget)
         raise invalid("Contribute: send one manifest, then exactly one matrix (the encrypted statistics)")
 
 
-def record_contribution(
-    store: Store, engine: Engine, scratch: Path, manifest: pb.ContributionManifest, invitation: InvitationRecord,
-    pool: PoolRecord, size: int,
-) -> ContributionRecord:
-    """Check the received matrices against the pool, publish them and record the contribution (atomic)."""
-    moments = validation.scan_file(engine, scratch / matrix_file(0), "statistics")
-    space, tile = pool.space, moment_tile(engine.params.slots)
-    if moments.shape != (space.entries, 1):
-        raise invalid(f"statistics have shape {moments.shape}; the pool's schema makes ({space.entries}, 1): the "
+def check_statistics(engine: Engine, handle: BinaryIO, index: int, *, entries: int) -> ScannedMatrix:
+    """The checks of a contribution's statistics matrix against the analyst session's context (run where the
+    executor keeps it: ``Executor.check_files``): every ciphertext (``validation.scan``), the pool's ``entries``
+    in one column, tile ``(slots, 1)``, the context's top level. Small and picklable back; INVALID_ARGUMENT."""
+    moments = validation.scan(engine, handle, "statistics")
+    tile = moment_tile(engine.params.slots)
+    if moments.shape != (entries, 1):
+        raise invalid(f"statistics have shape {moments.shape}; the pool's schema makes ({entries}, 1): the "
                       "mean of upper(v v^T) for v = [1, features, target] (core.release.RowSpace.moments)")
     if moments.tile != tile:
         raise invalid(f"statistics are encrypted in {moments.tile.rows}x{moments.tile.cols} tiles; a pool's are "
@@ -94,6 +101,18 @@ def record_contribution(
     if moments.level != engine.top_level:
         raise invalid(f"statistics are at level {moments.level}; encrypt fresh, at the context's top level "
                       f"{engine.top_level}")
+    return moments
+
+
+def record_contribution(
+    store: Store, executor: Executor, engine: Callable[[], Engine], scratch: Path, manifest: pb.ContributionManifest,
+    invitation: InvitationRecord, pool: PoolRecord, size: int,
+) -> ContributionRecord:
+    """Check the received matrix against the pool (``check_statistics``, where ``executor`` keeps the analyst
+    session's context: ``engine()`` loads it in this process, for the local executor only), publish it and
+    record the contribution (atomic)."""
+    check = functools.partial(check_statistics, entries=pool.space.entries)
+    (moments,) = executor.check_files(store.context_path(pool.session_id), [scratch / matrix_file(0)], check, engine)
     rows = manifest.rows
     contribution = ContributionRecord(
         id=new_id(), pool_id=pool.id, invitation_id=invitation.id, session_id=pool.session_id, rows=rows,
@@ -117,8 +136,10 @@ class ContributionServicer(pb_grpc.ContributionServiceServicer):
     """Async shells (``server.rpc.work``); a contributor's open streams count against its invitation's share of
     --max-streams-per-session."""
 
-    def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int, work: Work) -> None:
+    def __init__(self, store: Store, access: Access, engines: EngineCache, max_upload: int, work: Work,
+                 executor: Executor | None = None) -> None:
         self.store, self.access, self.engines, self.max_upload, self.work = store, access, engines, max_upload, work
+        self.executor = executor or LocalExecutor()
 
     @rpc
     async def GetPoolSchema(
@@ -165,8 +186,8 @@ class ContributionServicer(pb_grpc.ContributionServiceServicer):
         self, metadata: Metadata, scratch: Path, manifest: pb.ContributionManifest, size: int
     ) -> ContributionRecord:
         invitation, pool = self.access.contributor(metadata)  # revoked or expired during the upload?
-        engine = self.engines.get(pool.session_id)
-        return record_contribution(self.store, engine, scratch, manifest, invitation, pool, size)
+        engine = functools.partial(self.engines.get, pool.session_id)
+        return record_contribution(self.store, self.executor, engine, scratch, manifest, invitation, pool, size)
 
     @rpc
     async def ListContributions(
