@@ -11,7 +11,8 @@ TenSEAL's ``TenSEALContextProto``: field 1 the encryption parameters, field 2 ``
 * Writing. TenSEAL serializes Galois keys whole; SEAL can write them *seeded* (each key's uniformly random half
   replaced by the seed it was drawn from, expanded again on loading), half the bytes and half the time. The
   key holder (``core.keys``) serializes its context without Galois keys and puts its seeded keys in field
-  2.5 (``with_galois_keys``); TenSEAL and SEAL load that like any other public context.
+  2.5 (``with_galois_keys``); TenSEAL and SEAL load that like any other public context. A server hands pool
+  contributors the public key alone (``encryption_only``) cut the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 PARAMETERS, PUBLIC_CONTEXT, PRIVATE_CONTEXT = 1, 2, 3
-SECRET_KEY, GALOIS_KEYS = 1, 5
+SECRET_KEY, RELIN_KEYS, GALOIS_KEYS = 1, 4, 5
 LENGTH_DELIMITED = 2
 
 
@@ -41,6 +42,22 @@ def with_galois_keys(context: bytes, galois_keys: bytes) -> bytes:
         if number == PUBLIC_CONTEXT and wire == LENGTH_DELIMITED:
             public = b"".join(r for n, _, _, r in _fields(payload) if n != GALOIS_KEYS)
             out += _length_delimited(PUBLIC_CONTEXT, public + _length_delimited(GALOIS_KEYS, galois_keys))
+        else:
+            out += raw
+    return bytes(out)
+
+
+def encryption_only(context: bytes) -> bytes:
+    """``context`` (a serialized public TenSEAL context) without its evaluation keys: the encryption parameters
+    and the public key, what ``core.keys.encryption_context`` makes by loading the context (the same key
+    fingerprint), cut from the framing instead, so that a server never loads a context to hand it out."""
+    out = bytearray()
+    for number, wire, payload, raw in _fields(context):
+        if number == PRIVATE_CONTEXT:
+            raise ValueError("the context carries private members: a public context was expected")
+        if number == PUBLIC_CONTEXT and wire == LENGTH_DELIMITED:
+            kept = b"".join(r for n, _, _, r in _fields(payload) if n not in (RELIN_KEYS, GALOIS_KEYS))
+            out += _length_delimited(PUBLIC_CONTEXT, kept)
         else:
             out += raw
     return bytes(out)

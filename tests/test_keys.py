@@ -224,3 +224,22 @@ def test_a_key_holder_read_back_from_its_secret_form(kh, secret_bytes) -> None:
     assert not ts.context_from(holder.public_context()).has_galois_keys()
     x = np.linspace(-1, 1, 8)[None, :]
     np.testing.assert_allclose(kh.decrypt(holder.encrypt(x)), x, atol=1e-6)
+
+
+def test_the_public_key_alone_is_cut_from_the_framing(kh, limited, secret_bytes) -> None:
+    """``core.context_bytes.encryption_only``: what a server hands pool contributors without loading a context
+    carries the analyst's key (the same fingerprint) and no evaluation key."""
+    from ciphergrad.core.context_bytes import encryption_only
+    from ciphergrad.core.keys import encryption_context, key_fingerprint
+
+    for holder in (kh, limited):
+        cut = encryption_only(holder.public_context())
+        assert len(cut) < len(encryption_context(holder.public_context())) * 1.01
+        context = ts.context_from(cut)
+        assert context.has_public_key() and not context.has_relin_keys() and not context.has_galois_keys()
+        assert key_fingerprint(cut) == key_fingerprint(holder.public_context())
+        x = np.linspace(-1, 1, 8)[None, :]
+        encrypted = EncryptedMatrix.encrypt(Engine.for_encryption(cut), x)  # as a contributor does
+        np.testing.assert_allclose(holder.decrypt(encrypted), x, atol=1e-6)
+    with pytest.raises(ValueError, match="private"):
+        encryption_only(secret_bytes)

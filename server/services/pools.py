@@ -1,12 +1,12 @@
 """PoolService: the analyst's side of pools (create, invite, revoke, seal, inspect the release).
 
-Every call carries the session's token (a contributor's token is PERMISSION_DENIED in ``server.rpc.access``). A
-pool belongs to one session and uses its CKKS context: contributors download it stripped to the public key
-(``core.keys.encryption_context``, written once per session beside the full context). The release policy is
-the server's to enforce: ``SealPool`` refuses below ``min_contributors``, computes the one release
-(``core.release.seal``: row-weighted sum of the contributions' encrypted statistics, plus Gaussian noise from
-the CSPRNG for a differentially private pool) and stores it; ``PoolStatistics`` and training only ever read
-that release (docs/threat-model.md, Pools).
+Every call carries the session's token (a contributor's token is PERMISSION_DENIED in ``server.rpc.access``).
+A pool belongs to one session and uses its CKKS context: contributors download it stripped to the public key
+(``core.context_bytes.encryption_only``, cut from its framing without loading it, written once per session
+beside the full context). The release policy is the server's to enforce: ``SealPool`` refuses below
+``min_contributors``, computes the one release (``core.release.seal``: row-weighted sum of the contributions'
+encrypted statistics, plus Gaussian noise from the CSPRNG for a differentially private pool) and stores it;
+``PoolStatistics`` and training only ever read that release (docs/threat-model.md, Pools).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 
 import grpc
 
-from ciphergrad.core.keys import encryption_context
+from ciphergrad.core.context_bytes import encryption_only
 from ciphergrad.core.release import Bounds, RowSpace, analytic_gaussian_sigma, seal
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.server.execution import Executor
@@ -130,7 +130,7 @@ class PoolServicer(pb_grpc.PoolServiceServicer):
     def _ensure_encryption_context(self, session_id: str) -> None:
         path = self.store.pools.encryption_context_path(session_id)
         if not path.exists():
-            data = encryption_context(self.store.context_path(session_id).read_bytes())
+            data = encryption_only(self.store.context_path(session_id).read_bytes())  # no context loaded here
             self.store.write_blob(path, data)
 
     @rpc
