@@ -47,6 +47,9 @@ class OpCounts:
     def since(self, earlier: OpCounts) -> OpCounts:
         return OpCounts(**{k: v - getattr(earlier, k) for k, v in vars(self).items()})
 
+    def __add__(self, other: OpCounts) -> OpCounts:
+        return OpCounts(**{k: v + getattr(other, k) for k, v in vars(self).items()})
+
     def to_dict(self) -> dict[str, int]:
         return dict(vars(self))
 

@@ -54,12 +54,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from ciphergrad.core.engine import Ciphertext, Engine
+from ciphergrad.core.engine import Ciphertext, Engine, OpCounts
 from ciphergrad.core.errors import LevelError, ShapeError
 from ciphergrad.core.keys import KeyHolder
 from ciphergrad.core.layout import Tile, next_pow2
@@ -107,6 +107,7 @@ class GramPartial:
     features: int
     rows: int
     sums: dict[tuple[str, int, int], Ciphertext]
+    counts: OpCounts = field(default_factory=OpCounts)  # the operations that made these sums, wherever they ran
 
     def __add__(self, other: GramPartial) -> GramPartial:
         if (other.tile, other.features) != (self.tile, self.features):
@@ -115,7 +116,8 @@ class GramPartial:
                 f"{other.features} in {other.tile}: accumulate every block with the same layout"
             )
         sums = {key: self.engine.add(ct, other.sums[key]) for key, ct in self.sums.items()}
-        return GramPartial(self.engine, self.tile, self.features, self.rows + other.rows, sums)
+        return GramPartial(self.engine, self.tile, self.features, self.rows + other.rows, sums,
+                           self.counts + other.counts)
 
     def absorb(self, other: GramPartial) -> GramPartial:
         """``self + other`` in place on ``self`` (whose sums must be its own: a running total), no new sums."""
@@ -124,6 +126,7 @@ class GramPartial:
         for key, ct in other.sums.items():
             self.sums[key] = self.engine.add_into(self.sums[key], ct)
         self.rows += other.rows
+        self.counts += other.counts
         return self
 
     @property
@@ -135,12 +138,14 @@ class GramPartial:
         load back), which costs one key switch per sum and leaves ``finalize`` nothing to relinearize."""
         engine = self.engine
         return {"tile": (self.tile.rows, self.tile.cols), "features": self.features, "rows": self.rows,
-                "sums": [(key, engine.ciphertext_to_bytes(engine.relinearize(ct))) for key, ct in self.sums.items()]}
+                "sums": [(key, engine.ciphertext_to_bytes(engine.relinearize(ct))) for key, ct in self.sums.items()],
+                "counts": self.counts.to_dict()}
 
     @classmethod
     def from_state(cls, engine: Engine, state: dict[str, Any]) -> GramPartial:
         sums = {tuple(key): engine.ciphertext_from_bytes(blob) for key, blob in state["sums"]}
-        return cls(engine, Tile(*state["tile"]), int(state["features"]), int(state["rows"]), sums)  # type: ignore[misc]
+        return cls(engine, Tile(*state["tile"]), int(state["features"]), int(state["rows"]), sums,  # type: ignore[misc]
+                   OpCounts(**state.get("counts", {})))
 
 
 def accumulate(engine: Engine, blocks: Iterable[Block], into: GramPartial | None = None) -> GramPartial:
@@ -181,6 +186,8 @@ def _block_products(engine: Engine, X: EncryptedMatrix, y: EncryptedMatrix,
             "accumulate every block with the same layout"
         )
 
+    before = engine.counts.snapshot()
+
     def product(a: Ciphertext, b: Ciphertext) -> Ciphertext:
         return engine.multiply(a, b, rescale=False, relinearize=False)
 
@@ -198,10 +205,12 @@ def _block_products(engine: Engine, X: EncryptedMatrix, y: EncryptedMatrix,
         yield ("yy", 0, 0), product(yb, yb)
 
     if total is None:
-        return GramPartial(engine, tile, d, X.shape[0], dict(products()))
-    for key, ct in products():
-        total.sums[key] = engine.add_into(total.sums[key], ct)
-    total.rows += X.shape[0]
+        total = GramPartial(engine, tile, d, X.shape[0], dict(products()))
+    else:
+        for key, ct in products():
+            total.sums[key] = engine.add_into(total.sums[key], ct)
+        total.rows += X.shape[0]
+    total.counts += engine.counts.since(before)
     return total
 
 
@@ -250,6 +259,8 @@ class GramStatistics:
     features: int
     factor: float
     form: str = WRAPPED
+    # The pass's and the finalization's operations (reported with a job's first epoch; not checkpointed).
+    counts: OpCounts = field(default_factory=OpCounts, compare=False)
 
     @property
     def period(self) -> int:
@@ -304,6 +315,7 @@ def finalize(partial: GramPartial, factor: float = 1.0, transform: np.ndarray | 
     moves (``p`` to ``2p``), about half the rotations (Ames: 88 against 184; breast cancer: 224 against
     495), the same precision (the same pending rotations) and the same aggregates."""
     engine, d = partial.engine, partial.features
+    before = engine.counts.snapshot()
     if transform is not None and not partial.columns:
         raise ShapeError("standardization inside the Gram statistics needs column-packed data: upload with "
                          "packing='columns', or standardize the features before encrypting them")
@@ -352,7 +364,7 @@ def finalize(partial: GramPartial, factor: float = 1.0, transform: np.ndarray | 
         upper = [engine.rescale(fold([(("diag", s, 0), k) for k in range(d - s)])) for s in range(d)]
         return GramStatistics(EncryptedMatrix(engine, [upper], (1, d * p), tile),  # type: ignore[arg-type]
                               EncryptedMatrix(engine, [[engine.rescale(column)]], (1, m), tile),  # type: ignore[arg-type]
-                              partial.rows, d, factor, UPPER)
+                              partial.rows, d, factor, UPPER, partial.counts + engine.counts.since(before))
     baby = baby_steps(p)
     diagonals = []
     for s in range(p):
@@ -380,7 +392,7 @@ def finalize(partial: GramPartial, factor: float = 1.0, transform: np.ndarray | 
     return GramStatistics(
         EncryptedMatrix(engine, [diagonals], (1, p * p), tile),
         EncryptedMatrix(engine, [[engine.rescale(column)]], (1, m), tile),  # type: ignore[arg-type]
-        partial.rows, d, factor,
+        partial.rows, d, factor, WRAPPED, partial.counts + engine.counts.since(before),
     )
 
 

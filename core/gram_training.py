@@ -78,6 +78,7 @@ class GramTrainer:
         self.features, self.rows, self.epoch = statistics.features, statistics.rows, epoch
         self.refresh = MaskedRefresh(refresh) if mask_refreshes else refresh
         self.counts = OpCounts()
+        self._unreported = statistics.counts  # the pass and its finalization: told with the next epoch
         self._setup()
         if weights is None:
             start = np.r_[initial_weights(self.features, config), -1.0][None, :]
@@ -181,8 +182,8 @@ class GramTrainer:
         loss = self._loss(w, base - fresh)  # base - fresh is the step again, now at a fresh level
         self._previous, self._weights = w, fresh
         self.epoch += 1
-        delta = engine.counts.since(before)
-        self.counts = OpCounts(**{k: getattr(self.counts, k) + v for k, v in vars(delta).items()})
+        delta, self._unreported = engine.counts.since(before) + self._unreported, OpCounts()
+        self.counts += delta
         return EpochResult(self.epoch, delta, delta.refreshes, time.perf_counter() - start, loss,
                            1.0 / self.config.learning_rate)
 
@@ -281,7 +282,8 @@ class NormalSolver:
                 f"expected (1, {width}) in tile {tile.rows}x{tile.cols}"
             )
         self._weights = solved
-        return EpochResult(1, OpCounts(), 0, time.perf_counter() - start, None, 0.0)
+        self.counts = self.stats.counts  # the pass and the normal system: the server's whole part
+        return EpochResult(1, self.counts, 0, time.perf_counter() - start, None, 0.0)
 
     def state(self) -> dict[str, Any]:
         return {"weights": self._weights, **self.fixed_state()}

@@ -16,7 +16,7 @@ from ciphergrad.core import EncryptedMatrix, LevelError, ParameterError, ShapeEr
 from ciphergrad.core.compare import r2_score
 from ciphergrad.core.conditioning import Standardizer
 from ciphergrad.core.data import load_ames, with_intercept
-from ciphergrad.core.gram import UPPER, WRAPPED, GramStatistics, accumulate, finalize, row_blocks
+from ciphergrad.core.gram import UPPER, WRAPPED, GramPartial, GramStatistics, accumulate, finalize, row_blocks
 from ciphergrad.core.gram_training import GramTrainer, fit_torch_gram
 from ciphergrad.core.layout import Tile
 from ciphergrad.core.linear import LinearRegressionConfig, LinearTrainer
@@ -200,3 +200,21 @@ def test_bad_solver_configurations_raise(engine, enc, ames, refresh):
     stats = finalize(rows, 0.1)
     with pytest.raises(ParameterError, match=r"learning_rate=0\.5"):
         GramTrainer(engine, None, None, LinearRegressionConfig(solver="gram"), refresh, statistics=stats)
+
+
+def test_the_pass_and_its_finalization_are_counted_once(engine, enc, kh, ames):
+    """A one-pass job reports the pass's and the finalization's operations with its first epoch (what
+    ``ciphergrad demo`` prints), wherever the partials were made: they travel with the partial's state."""
+    X, y, _ = ames
+    blocks = list(row_blocks(*encrypted(enc, X, y, "rows")))
+    start = engine.counts.snapshot()
+    halves = [accumulate(engine, blocks[:1]), accumulate(engine, blocks[1:])]
+    passed = engine.counts.since(start)
+    moved = GramPartial.from_state(engine, halves[1].to_state())  # as from a Ray worker
+    partial = halves[0] + moved
+    assert partial.counts.multiplications == passed.multiplications > 0
+    assert partial.counts.rotations == passed.rotations == len(blocks) * (X.shape[1] - 1)
+    before = engine.counts.snapshot()
+    system = normal_system(partial, 0.0, 0)
+    assert system.counts == partial.counts + engine.counts.since(before)
+    assert system.counts.rotations > passed.rotations
