@@ -108,6 +108,17 @@ class JobSlot:
             self._slots.release()
 
 
+def refined_solution(engine: Any, reply: pb.NormalSolution,
+                     features: int) -> tuple[EncryptedMatrix, list[EncryptedMatrix]]:
+    """Refinement's answer checked (here, or on the Ray worker running the job's trainer): the warm start and
+    ``Enc(P)``'s ``features`` rows, each parsed against the session's context."""
+    if len(reply.preconditioner) != features:
+        raise invalid(f"normal_solution.preconditioner has {len(reply.preconditioner)} rows; expected {features} "
+                      "(a client too old for refine_steps?)")
+    rows = [validation.reply_matrix(engine, row, "a preconditioner row") for row in reply.preconditioner]
+    return validation.reply_matrix(engine, reply.weights, "the solved weights"), rows
+
+
 class StreamRefresh:
     """The trainer's line to the key holder (``core.gram_training.KeyHolderLink``): round trips to the
     attached client, masked refreshes and the normal solver's system."""
@@ -144,12 +155,7 @@ class StreamRefresh:
     def solve_refined(self, system: GramStatistics, rhs: RightHandSide,
                       spec: Preconditioner) -> tuple[EncryptedMatrix, list[EncryptedMatrix]]:
         """Refinement: the warm start and ``Enc(P)``'s rows, fresh encryptions in ``spec.tile``."""
-        reply = self.normal_reply(system, rhs, spec)
-        rows = [validation.reply_matrix(self.engine, row, "a preconditioner row") for row in reply.preconditioner]
-        if len(rows) != system.features:
-            raise invalid(f"normal_solution.preconditioner has {len(rows)} rows; expected {system.features} "
-                          "(a client too old for refine_steps?)")
-        return validation.reply_matrix(self.engine, reply.weights, "the solved weights"), rows
+        return refined_solution(self.engine, self.normal_reply(system, rhs, spec), system.features)
 
     def normal_reply(self, system: GramStatistics, rhs: RightHandSide | None = None,
                      spec: Preconditioner | None = None) -> Any:
