@@ -1,6 +1,7 @@
 """With ``--executor ray`` a refinement job (``refine_steps``, ``core.refine``) and a pool's release and job run
-their ciphertext work on the pool (``server.execution.ray_trainers``, ``server.jobs.pool_view``): a guard counts
-every context load and ciphertext parse by the server's threads in this process (``ray_front_support.count_server_parses``).
+their ciphertext work on the pool (``server.execution.ray_trainers``, ``server.jobs.pool_view``): a guard
+counts every context load and ciphertext parse by the server's threads in this process
+(``ray_front_support.count_server_parses``).
 
 Refinement: the quadratic round trip (answered with Enc(P)'s rows) and the preconditioned refreshes are
 relayed as bytes, the trainer runs on a worker holding the whole table, and the weights equal the float64
