@@ -118,7 +118,7 @@ BOUNDS["y"] = (0.0, 400.0)
 
 
 def test_a_pool_seals_and_trains_on_the_pool(ray_server, guard) -> None:
-    """Two contributions (their upload checks are not this test's), then the seal, the release and a ridge job:
+    """A pool's whole life (created, three contributions, sealed, its release read, a ridge job on it):
     nothing loaded or parsed here; the weights least squares' (1e-5 of their scale); a private pool's release
     within ten of its calibrated sigma of the exact moments, its noise drawn on the worker."""
     server, _ = ray_server
@@ -129,7 +129,6 @@ def test_a_pool_seals_and_trains_on_the_pool(ray_server, guard) -> None:
         for part in (slice(0, 200), slice(200, None)):
             Contributor(analyst.invite(exact.pool_id).code).upload(X[part], Y[part], progress=False)
         Contributor(analyst.invite(private.pool_id).code).upload(X, Y, progress=False)
-        guard.update(contexts=0, ciphertexts=0)  # from here on: the release's work
 
         assert analyst.seal_pool(exact.pool_id).sealed
         run = analyst.train(pool_id=exact.pool_id, algorithm="linear")
@@ -145,6 +144,7 @@ def test_a_pool_seals_and_trains_on_the_pool(ray_server, guard) -> None:
         n, means, _ = _space().moments(X, Y)
         assert 0 < np.max(np.abs(noisy.S - Moments.from_release(n, _space(), means).S)) < 10 * sigma
     assert guard == {"contexts": 0, "ciphertexts": 0}
+    assert server.engines._engines == {}
 
 
 def _space() -> RowSpace:
