@@ -299,9 +299,10 @@ class RayExecutor:
                 counts: OpCounts, table: StoredTable | None = None) -> Iterator[RemoteTrainer]:
         """A job's trainer on the worker holding its context, from the job's ``checkpoints`` (a one-pass
         job's statistics, then the last epoch's) and, for a per-row trainer, on ``table``'s blocks (one shard:
-        ``whole``), for the job's life (``ray_trainers``); ``relay`` carries its questions to the key holder,
-        ``counts`` gets its epochs' operations. A per-row trainer's worker counts one busy shard meanwhile, as
-        its shard would; a one-pass trainer's (light: an update per epoch) goes to a holder of the context."""
+        ``whole``; a refinement job's table whatever its size), for the job's life (``ray_trainers``); ``relay``
+        carries its questions to the key holder, ``counts`` gets its epochs' operations. A per-row trainer's
+        worker counts one busy shard meanwhile, as its shard would; a one-pass trainer's (light: an update per
+        epoch) goes to a holder of the context."""
         if table is None:
             (worker,), indices = self.pool.least_busy(1, self.holders(context)), []
         else:
@@ -315,7 +316,8 @@ class RayExecutor:
 
         try:
             if table is not None:
-                self.feeder.feed([table.features, _targets(table)], self.ranges(table),
+                ranges = self.ranges(table)  # one range: the pieces reach the one worker in row order
+                self.feeder.feed([table.features, _targets(table)], [(ranges[0][0], ranges[-1][1])],
                                  lambda _, sources: worker.load_blocks.remote(key, handle, *sources), self.get,
                                  "loading a job's blocks", _one_row_last(table))
             yield RemoteTrainer(call, relay, counts, handle, trainer_type, config, checkpoints)

@@ -38,8 +38,10 @@ from ciphergrad.core.engine import Engine, OpCounts
 from ciphergrad.core.flat import FlatMatrix
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.core.training import EpochResult
+from ciphergrad.server.jobs.links import refined_solution
 from ciphergrad.server.rpc import validation
 from ciphergrad.wire import codec
+from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2 as training_pb
 
 
 class Stopped(Exception):
@@ -70,11 +72,25 @@ class WorkerLink:
         answer = self._ask("refresh", masked.to_bytes())
         return validation.reply_matrix(self.engine, answer, "the refreshed matrix", like=masked)
 
+    def precondition(self, masked: EncryptedMatrix) -> EncryptedMatrix:
+        """Refinement (``core.refine``): a fresh encryption of ``P`` times the masked row, checked here."""
+        answer = self._ask("precondition", masked.to_bytes())
+        return validation.reply_matrix(self.engine, answer, "the refreshed matrix", like=masked)
+
     def solve_normal(self, system: Any, rhs: Any = None) -> EncryptedMatrix:
-        question = {"diagonals": system.diagonals.to_bytes(), "column": system.column.to_bytes(),
-                    "rows": system.rows, "features": system.features, "factor": system.factor,
-                    "form": system.form, "rhs": rhs}
-        return validation.reply_matrix(self.engine, self._ask("solve", question), "the solved weights")
+        answer = self._ask("solve", _system_question(system, rhs, None))
+        return validation.reply_matrix(self.engine, answer, "the solved weights")
+
+    def solve_refined(self, system: Any, rhs: Any, spec: Any) -> tuple[EncryptedMatrix, list[EncryptedMatrix]]:
+        """Refinement: the warm start and ``Enc(P)``'s rows from the client's whole ``NormalSolution`` (its
+        serialized bytes), parsed and checked here."""
+        reply = training_pb.NormalSolution.FromString(self._ask("solve", _system_question(system, rhs, spec)))
+        return refined_solution(self.engine, reply, system.features)
+
+
+def _system_question(system: Any, rhs: Any, spec: Any) -> dict[str, Any]:
+    return {"diagonals": system.diagonals.to_bytes(), "column": system.column.to_bytes(), "rows": system.rows,
+            "features": system.features, "factor": system.factor, "form": system.form, "rhs": rhs, "spec": spec}
 
 
 class TrainerHost:
@@ -136,10 +152,13 @@ class TrainerHost:
 
     def _epoch(self) -> dict[str, Any]:
         result = self.trainer.run_epoch()
+        # A fixed part that appeared in this epoch (refinement: Enc(P)'s rows after its first) goes back once.
+        fixed = {key: _portable(value) for key, value in self._fixed().items() if key not in self.constant}
+        self.constant |= set(fixed)
         changing = {key: _portable(value) for key, value in self.trainer.state().items() if key not in self.constant}
         return {"epoch": result.epoch, "counts": result.counts.to_dict(), "refreshes": result.refreshes,
                 "loss": _portable(result.loss), "loss_scale": result.loss_scale, "state": changing,
-                "done": self.trainer.done}
+                "fixed": fixed, "done": self.trainer.done}
 
     def _weights(self) -> bytes:
         return self.trainer.weights.to_bytes()
@@ -200,6 +219,7 @@ class RemoteTrainer:
         result = self._drive("epoch")
         self.epoch, self.done = result["epoch"], result["done"]
         self._changing = {key: _flat(value) for key, value in result["state"].items()}
+        self._fixed |= {key: _flat(value) for key, value in result["fixed"].items()}
         counts = OpCounts(**result["counts"])
         for name, value in counts.to_dict().items():  # the server's operation metrics see the job's work
             setattr(self.counts, name, getattr(self.counts, name) + value)
@@ -218,11 +238,13 @@ class RemoteTrainer:
     def _drive(self, action: str) -> Any:
         kind, value = self.call("trainer_step", action, None)
         while kind != "done":
-            if kind == "refresh":
-                answer = self.relay.refresh_reply(FlatMatrix(value))
+            if kind in ("refresh", "precondition"):
+                answer = self.relay.refresh_reply(FlatMatrix(value), kind == "precondition")
             else:
                 system = _System(FlatMatrix(value["diagonals"]), FlatMatrix(value["column"]), value["rows"],
                                  value["features"], value["factor"], value["form"])
-                answer = self.relay.normal_reply(system, value["rhs"]).weights
+                reply = self.relay.normal_reply(system, value["rhs"], value["spec"])
+                # Refinement's answer is the whole NormalSolution (weights and Enc(P)'s rows), else its weights.
+                answer = reply if value["spec"] is not None else reply.weights
             kind, value = self.call("trainer_step", action, answer.SerializeToString())
         return value

@@ -108,6 +108,17 @@ class JobSlot:
             self._slots.release()
 
 
+def refined_solution(engine: Any, reply: pb.NormalSolution,
+                     features: int) -> tuple[EncryptedMatrix, list[EncryptedMatrix]]:
+    """Refinement's answer checked (here, or on the Ray worker running the job's trainer): the warm start and
+    ``Enc(P)``'s ``features`` rows, each parsed against the session's context."""
+    if len(reply.preconditioner) != features:
+        raise invalid(f"normal_solution.preconditioner has {len(reply.preconditioner)} rows; expected {features} "
+                      "(a client too old for refine_steps?)")
+    rows = [validation.reply_matrix(engine, row, "a preconditioner row") for row in reply.preconditioner]
+    return validation.reply_matrix(engine, reply.weights, "the solved weights"), rows
+
+
 class StreamRefresh:
     """The trainer's line to the key holder (``core.gram_training.KeyHolderLink``): round trips to the
     attached client, masked refreshes and the normal solver's system."""
@@ -144,12 +155,7 @@ class StreamRefresh:
     def solve_refined(self, system: GramStatistics, rhs: RightHandSide,
                       spec: Preconditioner) -> tuple[EncryptedMatrix, list[EncryptedMatrix]]:
         """Refinement: the warm start and ``Enc(P)``'s rows, fresh encryptions in ``spec.tile``."""
-        reply = self.normal_reply(system, rhs, spec)
-        rows = [validation.reply_matrix(self.engine, row, "a preconditioner row") for row in reply.preconditioner]
-        if len(rows) != system.features:
-            raise invalid(f"normal_solution.preconditioner has {len(rows)} rows; expected {system.features} "
-                          "(a client too old for refine_steps?)")
-        return validation.reply_matrix(self.engine, reply.weights, "the solved weights"), rows
+        return refined_solution(self.engine, self.normal_reply(system, rhs, spec), system.features)
 
     def normal_reply(self, system: GramStatistics, rhs: RightHandSide | None = None,
                      spec: Preconditioner | None = None) -> Any:
@@ -181,8 +187,9 @@ class StreamRefresh:
             raise invalid("normal_solution.weights is empty: send a fresh encryption of the solved weights")
         return reply
 
-    def solve_release(self, release: pool_pb.PoolRelease, shape: tuple[int, int], tile: Tile) -> EncryptedMatrix:
-        """A pool job's one exchange: the sealed release out, a fresh encryption of the weights back."""
+    def release_reply(self, release: pool_pb.PoolRelease, tile: Tile) -> types_pb2.EncryptedMatrix:
+        """A pool job's one exchange: the sealed release out, the key holder's weights back as they came
+        (``server.jobs.pool_view.release_weights`` checks them where the session's context is loaded)."""
         self._next_id += 1
         request = pb.PoolReleaseRequest(request_id=self._next_id, release=release, weight_tile_rows=tile.rows,
                                         weight_tile_cols=tile.cols)
@@ -191,11 +198,7 @@ class StreamRefresh:
             raise invalid(f"normal_solution answers request {reply.request_id}; expected {self._next_id}")
         if not codec.has_matrix(reply.weights):
             raise invalid("normal_solution.weights is empty: send a fresh encryption of the solved weights")
-        weights = validation.reply_matrix(self.engine, reply.weights, "the solved weights")
-        if weights.shape != shape or weights.tile != tile:
-            raise invalid(f"the solved weights have shape {weights.shape} in tile {weights.tile.rows}x"
-                          f"{weights.tile.cols}; the pool's model is {shape} in tile {tile.rows}x{tile.cols}")
-        return weights
+        return reply.weights
 
     def _round_trip(self, event: pb.TrainResponse, expected: type) -> Any:
         self.link.check()

@@ -9,16 +9,24 @@ algorithms would need rows or per-row refreshes: they are FAILED_PRECONDITION, n
 
 A ``PoolView`` is a ``DatasetRecord`` with the pool's id and its model's columns (intercept first), so job
 records, hyperparameter validation and model records treat it like a dataset.
+
+Where the ciphertexts are touched: the seal's arithmetic (``seal_files``) and the check of the key holder's
+weights (``release_weights``) run through ``Executor.run_files``, on a pool worker holding the session's
+context with ``--executor ray`` (this process then loads no context), in this process with the local one; the
+release itself goes out as the stored bytes (``release_proto``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from ciphergrad.core.engine import Engine
-from ciphergrad.core.release import moment_tile
+from ciphergrad.core.flat import FlatMatrix
+from ciphergrad.core.layout import Tile
+from ciphergrad.core.release import moment_tile, seal
 from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.server.rpc import validation
 from ciphergrad.server.rpc.access import Access
 from ciphergrad.server.rpc.errors import invalid, precondition
 from ciphergrad.server.store.pool_records import PoolRecord
@@ -80,19 +88,39 @@ def training_source(store: Store, access: Access, spec: training_pb.JobSpec, ses
     return pool_view(pool)
 
 
-def release_proto(store: Store, engine: Engine, pool: PoolRecord) -> pool_pb.PoolRelease:
-    """The sealed release of ``pool`` as sent to the analyst (FAILED_PRECONDITION while it is open)."""
+def release_proto(store: Store, pool: PoolRecord) -> pool_pb.PoolRelease:
+    """The sealed release of ``pool`` as sent to the analyst (FAILED_PRECONDITION while it is open): the stored
+    matrix relayed as it was written at the seal (``FlatMatrix``), parsed by no one here."""
     if not pool.sealed:
         raise precondition(
             f"pool {pool.id} is open ({pool.contributors} contributor(s), {pool.rows} rows): seal it first "
             f"(SealPool; its policy needs {pool.policy.min_contributors} contributors); nothing is released before"
         )
-    matrix = EncryptedMatrix.from_bytes(engine, store.pools.release_path(pool).read_bytes())
+    matrix = FlatMatrix(store.pools.release_path(pool).read_bytes())
     return pool_pb.PoolRelease(
         pool_id=pool.id, rows=pool.rows, contributions=pool.contributions, contributors=pool.contributors,
         moments=codec.matrix_to_proto(matrix), noise_std=pool.noise_std, epsilon=pool.policy.epsilon,
         delta=pool.policy.delta, schema=pool.schema_proto(), clip_norm=pool.policy.clip_norm,
     )
+
+
+# -- where the session's context is loaded (``Executor.run_files``: a Ray worker, or this process) ----------------
+def seal_files(engine: Engine, files: list[BinaryIO], *, rows: list[int], noise_std: float) -> bytes:
+    """The one release (``core.release.seal``) of the contributions' stored matrices (``files``, with their
+    ``rows``): the sum and the Gaussian noise, drawn from ``secrets`` here, where the arithmetic runs."""
+    parts = [(count, EncryptedMatrix.from_file(engine, handle)) for count, handle in zip(rows, files, strict=True)]
+    return seal(parts, noise_std).to_bytes()
+
+
+def release_weights(engine: Engine, files: list[BinaryIO], *, reply: bytes, shape: tuple[int, int],
+                    tile: Tile) -> bytes:
+    """The key holder's solved weights (a serialized ``EncryptedMatrix`` proto) checked against the session's
+    context and the pool's model (``shape`` in ``tile``): the matrix's bytes, to store as the job's model."""
+    weights = validation.reply_matrix(engine, reply, "the solved weights")
+    if weights.shape != shape or weights.tile != tile:
+        raise invalid(f"the solved weights have shape {weights.shape} in tile {weights.tile.rows}x"
+                      f"{weights.tile.cols}; the pool's model is {shape} in tile {tile.rows}x{tile.cols}")
+    return weights.to_bytes()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -29,6 +30,7 @@ from typing import Any
 import grpc
 
 from ciphergrad.core.algorithms import ALGORITHMS
+from ciphergrad.core.flat import FlatMatrix
 from ciphergrad.core.gram import DATA_LEVELS
 from ciphergrad.core.release import moment_tile
 from ciphergrad.core.tensor import EncryptedMatrix
@@ -39,7 +41,7 @@ from ciphergrad.server.execution import (
 from ciphergrad.server.execution.engines import EngineCache
 from ciphergrad.server.execution.local import LocalExecutor
 from ciphergrad.server.jobs.links import POLL_SECONDS, Cancelled, Detached, End, JobSlot, Link, StreamRefresh
-from ciphergrad.server.jobs.pool_view import PoolView, ReleaseFit, pool_view, release_proto
+from ciphergrad.server.jobs.pool_view import PoolView, ReleaseFit, pool_view, release_proto, release_weights
 from ciphergrad.server.jobs.trainers import JobTrainers
 from ciphergrad.server.rpc import validation
 from ciphergrad.server.rpc.errors import invalid, precondition, status_for
@@ -358,16 +360,19 @@ class JobRunner:
         pool = self.store.pools.get(job.pool_id)
         if pool is None:
             raise precondition(f"pool {job.pool_id} of job {job.id} was deleted; start a new job")
-        engine = self.engines.fork(job.session_id)
         algorithm = codec.algorithm_from_proto(job.algorithm)
         assert algorithm is not None
         config = algorithm.config.from_dict(job.config)
         self._emit_job(link, self._set(job.id, S.JOB_STATE_RUNNING, epoch=0))
-        release = release_proto(self.store, engine, pool)
-        outputs = len(pool.classes) if len(pool.classes) > 2 else 1
+        release = release_proto(self.store, pool)
+        outputs, tile = len(pool.classes) if len(pool.classes) > 2 else 1, moment_tile(pool.params.slots)
         view = pool_view(pool)
-        weights = StreamRefresh(link, engine, self.refresh_timeout, slot).solve_release(
-            release, (1, outputs * pool.columns), moment_tile(pool.params.slots))
+        reply = StreamRefresh(link, None, self.refresh_timeout, slot).release_reply(release, tile)
+        # The reply checked where the session's context is loaded (a pool worker with the Ray executor).
+        check = functools.partial(release_weights, reply=reply.SerializeToString(),
+                                  shape=(1, outputs * pool.columns), tile=tile)
+        weights = FlatMatrix(self.executor.run_files(self.store.context_path(job.session_id), [], check,
+                                                     lambda: self.engines.fork(job.session_id)))
         self.store.update_job(job.id, epoch=1)
         self._finish(job, view, weights, ReleaseFit(config, pool.columns), 0, link)
 

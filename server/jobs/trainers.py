@@ -2,10 +2,10 @@
 statistics, or new) or hosted on the executor's pool worker (``server.execution.ray_trainers``).
 
 The runner (``server.jobs.runner``) decides nothing about placement: it asks ``distributed`` whether the
-executor runs the job (full-batch gradient trainers and the one-pass statistics; minibatches, shuffled
-copies and refinement stay here), gets the trainer from ``remote`` or ``local``, and runs its epochs. A
-one-pass trainer's statistics are written once (``fixed_state``) beside the checkpoint, so a resumed job
-skips the pass; ``started`` tells the runner the job is RUNNING before a pass begins.
+executor runs the job (full-batch gradient trainers and the one-pass statistics; minibatches and shuffled
+copies stay here; refinement is ``hosted`` whole on a worker), gets the trainer from ``remote`` or
+``local``, and runs its epochs. A one-pass trainer's statistics are written once (``fixed_state``) beside
+the checkpoint, so a resumed job skips the pass; ``started`` tells the runner the job is RUNNING before a pass begins.
 """
 
 from __future__ import annotations
@@ -59,9 +59,14 @@ class JobTrainers:
 
     def hosted(self, trainer_type: type, config: Any, dataset: DatasetRecord) -> bool:
         """Whether the job's whole trainer runs on a pool worker: on an executor that hosts trainers (Ray), a
-        one-pass job (its pass, statistics and trainer) or a per-row job on a table of one shard, and this
-        process loads no engine for it; a larger per-row job keeps its shards and its driver here."""
-        return self.distributed(trainer_type, config, dataset) and hasattr(self.executor, "trainer") and (
+        one-pass job (its pass, statistics and trainer), a refinement job (``core.refine``: the whole table on
+        one worker, as it was whole in this process) or a per-row job on a table of one shard, and this process
+        loads no engine for it; a larger per-row job keeps its shards and its driver here."""
+        if isinstance(self.executor, LocalExecutor) or not hasattr(self.executor, "trainer"):
+            return False
+        if getattr(trainer_type, "needs_pass", False):  # refinement: its pass and steps on one worker's whole table
+            return True
+        return self.distributed(trainer_type, config, dataset) and (
             getattr(trainer_type, "streams_rows", False)
             or self.executor.whole(self.store.table(dataset)))  # type: ignore[attr-defined]
 

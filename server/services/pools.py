@@ -11,17 +11,17 @@ encrypted statistics, plus Gaussian noise from the CSPRNG for a differentially p
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
 import grpc
 
 from ciphergrad.core.context_bytes import encryption_only
-from ciphergrad.core.release import Bounds, RowSpace, analytic_gaussian_sigma, seal
-from ciphergrad.core.tensor import EncryptedMatrix
+from ciphergrad.core.release import Bounds, RowSpace, analytic_gaussian_sigma
 from ciphergrad.server.execution import Executor
 from ciphergrad.server.execution.engines import EngineCache
-from ciphergrad.server.jobs.pool_view import release_proto
+from ciphergrad.server.jobs.pool_view import release_proto, seal_files
 from ciphergrad.server.rpc import auth
 from ciphergrad.server.rpc.access import Access, Metadata
 from ciphergrad.server.rpc.errors import invalid, precondition, rpc
@@ -226,18 +226,18 @@ class PoolServicer(pb_grpc.PoolServiceServicer):
                 f"pool {pool.id} has {pool.contributors} contributor(s); its policy releases nothing below "
                 f"min_contributors={pool.policy.min_contributors}: invite more, then seal"
             )
-        engine = self.engines.get(pool.session_id)
-        parts = []
-        for contribution in self.store.pools.contributions(pool.id):
-            path = self.store.pools.contribution_dir(contribution) / "0.bin"
-            with open(path, "rb") as handle:
-                parts.append((contribution.rows, EncryptedMatrix.from_file(engine, handle)))
+        contributions = self.store.pools.contributions(pool.id)
+        paths = [self.store.pools.contribution_dir(contribution) / "0.bin" for contribution in contributions]
         noise_std = 0.0
         if pool.policy.private:
             noise_std = analytic_gaussian_sigma(pool.policy.epsilon, pool.policy.delta, pool.space.sensitivity())
-        release = seal(parts, noise_std)
+        # The sum and its noise where the session's context is loaded (a pool worker with the Ray executor).
+        release = self.executor.run_files(
+            self.store.context_path(pool.session_id), paths,
+            functools.partial(seal_files, rows=[c.rows for c in contributions], noise_std=noise_std),
+            lambda: self.engines.get(pool.session_id))
         # A concurrent seal may have won: the first release stands, and both callers see it.
-        self.store.pools.seal(pool, release.to_bytes(), noise_std, time.time())
+        self.store.pools.seal(pool, release, noise_std, time.time())
         sealed = self.store.pools.get(pool.id)
         assert sealed is not None
         return pb.SealPoolResponse(pool=sealed.to_proto())
@@ -250,5 +250,5 @@ class PoolServicer(pb_grpc.PoolServiceServicer):
 
     def pool_statistics(self, request: pb.PoolStatisticsRequest, metadata: Metadata) -> pb.PoolStatisticsResponse:
         pool = self.access.pool(request.pool_id, self.access.session(metadata))
-        return pb.PoolStatisticsResponse(release=release_proto(self.store, self.engines.get(pool.session_id), pool))
+        return pb.PoolStatisticsResponse(release=release_proto(self.store, pool))
 
