@@ -235,22 +235,19 @@ def center_columns(partial: GramPartial, center: np.ndarray, intercept_column: i
         terms = [times(u[b], pair(a, c)), times(u[a], pair(c, b))]
         if u[a] and u[b]:
             terms.append(engine.multiply_integer(partial.sums[pair(c, c)], u[a] * u[b]))
-        for term in terms:
-            if term is not None:
-                total = engine.add(total, term)
+        for term in (t for t in terms if t is not None):
+            total = engine.add(total, term)
         sums[(kind, a, b)] = total
     return replace(partial, sums=sums)
 
 
 @dataclass(frozen=True)
 class GramStatistics:
-    """``factor / n`` times rows ``0..d-1`` of ``[X|y]^T [X|y]`` in diagonal form, and its last column.
-
-    ``diagonals`` in ``form`` WRAPPED (what the Gram trainer computes with) is ``(1, p*p)``: entry ``s*p + k``
-    is ``G[k, (k+s) mod p]`` (zero for ``k >= d``), each diagonal stored moved right by its giant step; in
-    form UPPER (statistics only the key holder reads: ``finalize(for_decryption=True)`` on row-packed data) it
-    is ``(1, d*p)``: entry ``s*p + k`` is ``G[k, k+s]`` for ``k + s < d``. ``column`` is ``(1, d+1)``:
-    ``[b, y^T y / n]``. All are row vectors of period ``p`` (tile ``slots/p x p``).
+    """``factor / n`` times rows ``0..d-1`` of ``[X|y]^T [X|y]`` in diagonal form, and its last column:
+    ``diagonals`` in ``form`` WRAPPED (the Gram trainer's) is ``(1, p*p)``: entry ``s*p + k`` is ``G[k, (k+s)
+    mod p]`` (zero for ``k >= d``), each diagonal moved right by its giant step; in form UPPER (only for the key
+    holder: ``finalize(for_decryption=True)``, row-packed) ``(1, d*p)``: ``G[k, k+s]`` for ``k + s < d``.
+    ``column`` is ``(1, d+1)``: ``[b, y^T y / n]``. All are rows of period ``p`` (tile ``slots/p x p``).
     """
 
     diagonals: EncryptedMatrix
@@ -310,10 +307,8 @@ def finalize(partial: GramPartial, factor: float = 1.0, transform: np.ndarray | 
     ``core.standardize.transform_matrix``: each entry a combination of up to four pair sums, folded into the
     plaintext masks (no extra level or rotation).
 
-    ``for_decryption``: statistics only the key holder reads (``core.normal``). Row-packed, they come in form
-    UPPER: one fold per pass product (``d``) instead of one or two per wrapped diagonal and the giant-step
-    moves (``p`` to ``2p``), about half the rotations (Ames: 88 against 184; breast cancer: 224 against
-    495), the same precision (the same pending rotations) and the same aggregates."""
+    ``for_decryption``: statistics only the key holder reads (``core.normal``); row-packed, in form UPPER
+    (module docstring: half the rotations, the same precision and aggregates)."""
     engine, d = partial.engine, partial.features
     before = engine.counts.snapshot()
     if transform is not None and not partial.columns:
@@ -443,10 +438,9 @@ def rotation_steps(period: int, slots: int) -> list[int]:
 
 
 def pass_steps(features: int, period: int, slots: int) -> list[int]:
-    """Exactly the Galois keys of the one-pass statistics of ``features`` encrypted columns (the intercept's
-    included) and y, for weights of this period: the pass's diagonal products (row packing), the finalization's
-    folds and the Gram trainer's baby and giant steps. ``rotation_steps`` adds what serving the data and the
-    model afterwards takes; a fit that keeps no session needs only these."""
+    """Exactly the Galois keys of the one-pass statistics of ``features`` encrypted columns and y, for weights
+    of this period (the pass's products, the folds, the trainer's baby and giant steps): all a fit that keeps
+    no session needs. ``rotation_steps`` adds what serving the data and the model takes."""
     baby = baby_steps(period)
     powers = [1 << k for k in range(int(math.log2(slots)))]
     return sorted({*range(1, features), *range(1, baby), *range(baby, period, baby), *powers})
