@@ -74,6 +74,7 @@ from ciphergrad.server.execution.ray_workers import WorkerPool
 
 HOLDERS_KEPT = 1024  # contexts whose holders the executor remembers (oldest forgotten: a load on demand)
 MIN_SHARD_ROWS = 1024  # a table is split only into shards of at least this many rows (see RayShards)
+_COUNTING = threading.Lock()  # ``_count``'s: a servicer's tally is shared by its threads
 
 
 class RayShards:
@@ -431,9 +432,11 @@ def _column_sum(*inputs: EncryptedMatrix, function: BlockFunction | None, **oper
 
 
 def _count(engine: Engine | Tally, deltas: list[dict[str, int]]) -> None:
-    for delta in deltas:
-        for name, value in OpCounts(**delta).to_dict().items():
-            setattr(engine.counts, name, getattr(engine.counts, name) + value)
+    """Add workers' operation counts; a servicer's tally is shared by the calls its threads run at once."""
+    with _COUNTING:
+        for delta in deltas:
+            for name, value in OpCounts(**delta).to_dict().items():
+                setattr(engine.counts, name, getattr(engine.counts, name) + value)
 
 
 def _one_row_last(table: StoredTable) -> bool:
