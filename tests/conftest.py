@@ -63,3 +63,23 @@ def refresh(kh, engine):
         return EncryptedMatrix.from_bytes(engine, answer.to_bytes())
 
     return call
+
+
+@pytest.fixture(scope="module")
+def ray_server(tmp_path_factory: pytest.TempPathFactory):
+    """A module's one server on a local Ray of two workers, and its data directory (the front-end and job
+    tests; tests/test_service_ray.py has its own, which counts the shards it opens)."""
+    from service_support import local_server
+
+    data_dir = Path(tmp_path_factory.mktemp("ray-server"))
+    with local_server(data_dir, executor="ray", ray_num_cpus=2, workers=2) as server:
+        yield server, data_dir
+
+
+@pytest.fixture
+def guard(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts the context loads and ciphertext parses of the server's threads in this process
+    (``ray_front_support.count_server_parses``)."""
+    from ray_front_support import count_server_parses
+
+    return count_server_parses(monkeypatch)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ray_front_support import corrupt, count_server_parses, refused
+from ray_front_support import corrupt, refused
 from service_support import ames, leave_mid_job, local_server, session_client
 from sklearn.datasets import load_wine
 
@@ -62,18 +62,6 @@ from ciphergrad.wire.proto_gen.ciphergrad.v1 import (
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def ray_server(tmp_path_factory: pytest.TempPathFactory):
-    data_dir = Path(tmp_path_factory.mktemp("ray-front"))
-    with local_server(data_dir, executor="ray", ray_num_cpus=2, workers=2) as server:
-        yield server, data_dir
-
-
-@pytest.fixture
-def guard(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    return count_server_parses(monkeypatch)
 
 
 def _send(client, matrices: list[bytes]) -> None:

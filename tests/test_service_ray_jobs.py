@@ -16,12 +16,10 @@ weights reach least squares within 1e-5 of their scale, a private pool's noise i
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from ray_front_support import count_server_parses, refused
-from service_support import leave_mid_job, local_server
+from ray_front_support import refused
+from service_support import leave_mid_job
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
 from ciphergrad.client import Contributor
@@ -35,18 +33,6 @@ from ciphergrad.wire.proto_gen.ciphergrad.v1 import training_service_pb2
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def ray_server(tmp_path_factory: pytest.TempPathFactory):
-    data_dir = Path(tmp_path_factory.mktemp("ray-jobs"))
-    with local_server(data_dir, executor="ray", ray_num_cpus=2, workers=2) as server:
-        yield server, data_dir
-
-
-@pytest.fixture
-def guard(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    return count_server_parses(monkeypatch)
 
 
 REFINE = LogisticRegressionConfig(solver="quadratic", refine_steps=2)

@@ -15,8 +15,10 @@ servicer not yet converted to that pattern)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,7 +28,7 @@ from ciphergrad.core.engine import Engine
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.server.rpc import validation
 from ciphergrad.server.rpc.errors import ServiceError
-from ciphergrad.server.rpc.work import Inbound, Work
+from ciphergrad.server.rpc.work import Inbound, Limits, Work
 from ciphergrad.wire import chunks
 
 
@@ -100,6 +102,32 @@ def answer_batch(engine: Engine, files: list[BinaryIO], *, what: str, function: 
     batch = read_matrix(engine, handle, what)
     check(batch, **operands)
     return function(batch, **operands).to_bytes()
+
+
+@dataclass(frozen=True)
+class BatchWork:
+    """What every batch of a Predict or Distances stream runs where the executor keeps the session's context:
+    ``check(batch, **operands)`` (the layout the model or reference set takes: INVALID_ARGUMENT), then
+    ``function(batch, **operands)`` (picklable, row-local). ``engine()`` loads that context in this process,
+    for the local executor only; operands go as their stored files, parsed only where the batches are."""
+
+    engine: Callable[[], Engine]
+    context: Path
+    function: Callable[..., EncryptedMatrix]
+    check: Callable[..., None]
+    operands: Mapping[str, Any] = field(default_factory=dict)
+
+    def answer(self, executor: Any, limits: Limits, counts: Any, what: str, path: Path) -> bytes:
+        """The serialized answer for the batch spooled at ``path`` (removed afterwards), under the memory cap:
+        parsed, checked and computed by ``answer_batch`` through ``executor.run_files`` (with Ray this process
+        parses none of it)."""
+        answer = functools.partial(answer_batch, what=what, function=self.function, check=self.check)
+        try:
+            with limits.memory(path.stat().st_size, what):
+                return executor.run_files(self.context, [path], answer, self.engine, operands=self.operands,
+                                          counts=counts)
+        finally:
+            path.unlink(missing_ok=True)
 
 
 async def answer_batches(

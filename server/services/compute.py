@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,12 +25,12 @@ from ciphergrad.core.errors import ShapeError
 from ciphergrad.core.flat import FlatMatrix
 from ciphergrad.core.neighbors import check_reference, squared_distances
 from ciphergrad.core.tensor import EncryptedMatrix
-from ciphergrad.server.execution import BlockFunction, Executor, MatrixSource, square
+from ciphergrad.server.execution import Executor, square
 from ciphergrad.server.execution.engines import EngineCache
 from ciphergrad.server.rpc import validation
 from ciphergrad.server.rpc.access import Access, Metadata
 from ciphergrad.server.rpc.errors import invalid, rpc
-from ciphergrad.server.rpc.uploads import Budget, answer_batch, answer_batches, spool_matrices
+from ciphergrad.server.rpc.uploads import BatchWork, Budget, answer_batches, spool_matrices
 from ciphergrad.server.rpc.work import Work
 from ciphergrad.server.store import plainmodels
 from ciphergrad.server.store.records import SessionRecord
@@ -146,28 +145,22 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                 async for message in replies:
                     yield message
 
-    def reference(self, first: pb.DistancesRequest, session: SessionRecord) -> Queries:
+    def reference(self, first: pb.DistancesRequest, session: SessionRecord) -> BatchWork:
         """What every query batch of the stream runs: the distances to the reference set the first message
         names (an encrypted one is an operand: its stored file, parsed only where the batches are)."""
         engine, context = functools.partial(self.engines.get, session.id), self.store.context_path(session.id)
         if first.WhichOneof("kind") == "reference_dataset_id":
             reference = self._encrypted_reference(first.reference_dataset_id, session)
-            return Queries(engine, context, functools.partial(squared_distances, projection=None),
+            return BatchWork(engine, context, functools.partial(squared_distances, projection=None),
                            _queries_and_reference, {"reference": reference})
         plain, projection = self._plain_reference(first.model_id, session)
-        return Queries(engine, context, functools.partial(squared_distances, reference=plain, projection=projection),
+        return BatchWork(engine, context, functools.partial(squared_distances, reference=plain, projection=projection),
                        _column_packed)
 
-    def distances(self, queries: Queries, path: Path) -> bytes:
+    def distances(self, queries: BatchWork, path: Path) -> bytes:
         """The serialized squared distances of the query batch spooled at ``path``, parsed, checked and computed
         where the executor keeps the session's context (``uploads.answer_batch``)."""
-        answer = functools.partial(answer_batch, what="a query batch", function=queries.function, check=queries.check)
-        try:
-            with self.work.limits.memory(path.stat().st_size, "a query batch"):
-                return self.executor.run_files(queries.context, [path], answer, queries.engine,
-                                               operands=queries.operands, counts=self.counts)
-        finally:
-            path.unlink(missing_ok=True)
+        return queries.answer(self.executor, self.work.limits, self.counts, "a query batch", path)
 
     def _plain_reference(self, model_id: str, session: SessionRecord) -> tuple[np.ndarray, np.ndarray | None]:
         model = self.access.model(model_id, session)
@@ -186,18 +179,6 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
                 "Client.upload_encrypted_reference (DatasetManifest.reference_set, core.neighbors.encrypt_reference)"
             )
         return self.store.matrix_path(dataset, 0)  # its layout is checked with each batch (_queries_and_reference)
-
-
-@dataclass(frozen=True)
-class Queries:
-    """A Distances stream's work: ``check(queries, **operands)`` then ``function(queries, **operands)`` for each
-    batch, where the executor keeps the session's context; ``engine()`` loads it here (local executor only)."""
-
-    engine: Callable[[], Engine]
-    context: Path
-    function: BlockFunction
-    check: Callable[..., None]
-    operands: Mapping[str, MatrixSource] = field(default_factory=dict)
 
 
 def _column_packed(batch: EncryptedMatrix, **operands: EncryptedMatrix) -> None:

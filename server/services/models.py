@@ -10,15 +10,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 
-from ciphergrad.core.engine import Engine
 from ciphergrad.core.errors import LevelError, ShapeError
 from ciphergrad.core.flat import FlatMatrix
 from ciphergrad.core.inference import (
@@ -29,11 +28,11 @@ from ciphergrad.core.inference import (
     predict_mlp,
 )
 from ciphergrad.core.tensor import EncryptedMatrix
-from ciphergrad.server.execution import BlockFunction, Executor, MatrixSource
+from ciphergrad.server.execution import BlockFunction, Executor
 from ciphergrad.server.execution.engines import EngineCache
 from ciphergrad.server.rpc.access import Access, Metadata
 from ciphergrad.server.rpc.errors import invalid, precondition, rpc
-from ciphergrad.server.rpc.uploads import answer_batch, answer_batches
+from ciphergrad.server.rpc.uploads import BatchWork, answer_batches
 from ciphergrad.server.rpc.work import Work
 from ciphergrad.server.store import plainmodels
 from ciphergrad.server.store.records import ModelRecord, SessionRecord
@@ -146,12 +145,8 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         """The serialized predictions for the batch of rows spooled at ``path``: parsed, checked and computed
         where the executor keeps the session's context (``uploads.answer_batch``); this process streams the
         bytes back (with Ray it parses none of them)."""
-        answer = functools.partial(answer_batch, what="a prediction batch", function=predictor.function,
-                                   check=predictor.check)
         try:
-            with self.work.limits.memory(path.stat().st_size, "a prediction batch"):
-                return self.executor.run_files(predictor.context, [path], answer, predictor.engine,
-                                               operands=predictor.operands, counts=self.counts)
+            return predictor.answer(self.executor, self.work.limits, self.counts, "a prediction batch", path)
         except LevelError as exc:
             if not predictor.sigmoid_depth:
                 raise
@@ -160,8 +155,6 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                 f"logit and these parameters leave fewer ({exc}); apply the sigmoid on the client after "
                 "decryption (Client.predict_proba) or use a deeper plan"
             ) from exc
-        finally:
-            path.unlink(missing_ok=True)
 
     def predictor(self, options: pb.PredictOptions, session: SessionRecord) -> Predictor:
         """What the batches of a Predict stream run: the model's function of an encrypted batch of rows. An
@@ -189,16 +182,9 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
 
 
 @dataclass(frozen=True)
-class Predictor:
-    """A Predict stream's model: ``check(rows, **operands)``, then ``function(rows, **operands)``, both run
-    where the executor keeps the session's context (picklable, row-local; a layout the model cannot take is
-    INVALID_ARGUMENT). ``engine()`` loads that context in this process, for the local executor only."""
+class Predictor(BatchWork):
+    """A Predict stream's model (``BatchWork``: its check of the rows' layout, then its function of them)."""
 
-    engine: Callable[[], Engine]
-    context: Path
-    function: BlockFunction
-    check: Callable[..., None]
-    operands: Mapping[str, MatrixSource] = field(default_factory=dict)
     sigmoid_depth: int = 0  # levels a server-side sigmoid takes after an encrypted model's logit (0: none)
 
 
