@@ -158,44 +158,6 @@ class LocalShards:
         return drive(self.program.partial(self.batch, weights), refresh)
 
 
-class PooledShards:
-    """A ``ShardSource`` over several tables in one layout (a pool's contributions), each with its own shards.
-
-    Every table's shards run the same ``RowStep``, built for the *total* rows (the trainer divides by
-    ``shape[0]``, the sum), and their partials add: each table's zero-padded last block contributes nothing,
-    so the step equals that of one table holding all the rows. A refresh a step asks for is answered per
-    table (one round trip each)."""
-
-    def __init__(self, sources: list[ShardSource]) -> None:
-        if not sources:
-            raise ShapeError("no tables to pool: at least one contribution is needed")
-        first = sources[0]
-        for source in sources[1:]:
-            if (source.tile, source.shape[1]) != (first.tile, first.shape[1]):
-                raise ShapeError(
-                    f"cannot pool a table of {source.shape[1]} columns in {source.tile} with one of "
-                    f"{first.shape[1]} in {first.tile}: every contribution must be encrypted in the pool's layout"
-                )
-        self.sources, self.tile = sources, first.tile
-        self.shape = (sum(source.shape[0] for source in sources), first.shape[1])
-
-    def __call__(self, program: RowStep) -> ShardSet:
-        return PooledShardSet([source(program) for source in self.sources], self.shape)
-
-
-class PooledShardSet:
-    def __init__(self, sets: list[ShardSet], shape: tuple[int, int]) -> None:
-        self.sets, self.shape = sets, shape
-
-    def step(self, weights: EncryptedMatrix, refresh: Any) -> StepPartial:
-        total: StepPartial | None = None
-        for shard_set in self.sets:
-            part = shard_set.step(weights, refresh)
-            total = part if total is None else total + part
-        assert total is not None
-        return total
-
-
 # -- row blocks --------------------------------------------------------------------------------------------
 def block_ranges(rows: int, block_rows: int, shards: int) -> list[tuple[int, int]]:
     """Consecutive ``[start, stop)`` ranges of row blocks, as even as possible, for at most ``shards`` shards.

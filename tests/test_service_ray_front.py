@@ -1,8 +1,9 @@
-"""With ``--executor ray`` the server process only routes an upload and a one-pass job: the upload's checks
-(every ciphertext parsed against the session's context) run on the pool worker holding that context
+"""With ``--executor ray`` the server process only routes uploads and jobs: the upload's checks (every
+ciphertext parsed against the session's context) run on the pool worker holding that context
 (``Executor.check_files``), and a "gram" or "normal" job's pass, statistics and trainer on the pool too
-(``server.execution.ray_trainers``): the server relays refreshes and the normal system as bytes. So does a
-per-row ("gd") job on a table of one shard: its whole trainer runs on the worker that holds its blocks.
+(``server.execution.ray_trainers``): the server relays refreshes and the normal system as bytes. So do
+per-row ("gd") jobs: on a table of one shard, and with shuffled minibatches, the whole trainer runs on the
+worker that holds the table's blocks (and its shuffled copies); over several shards, on the pool's driver.
 
 One in-process server on a local 2-CPU Ray for the module (~10 s with Ray's start). In this process a guard
 counts every context load (``Engine.from_public_context``) and every ciphertext parsed
@@ -15,7 +16,8 @@ worker (a corrupt ciphertext: SEAL's refusal; a scale the session cannot take: t
 behind. The one-pass jobs give their twins' results within 1e-6 (the gram solver's weights and losses, and
 after a pause and a resume from the job's checkpoints; the normal solver's least squares) with no context
 loaded in the server process; a "gd" job run whole on a worker gives the weights and losses of the same job
-on the executor's shards (driven from the server, as larger tables are) within 1e-6; the one-pass logistic
+over two shards driven by the pool's driver within 1e-6, and a shuffled minibatch job its float64 twin's
+(1e-3), none of them parsing anything in the server process; the one-pass logistic
 solver ("quadratic", a normal system with a right-hand side) on the pool gives the local server's
 coefficients within 1e-6. Describe (its sums finished and its covariance computed on a worker) and a pool's
 contributions (checked on one) parse nothing here either; their statistics and the sealed release equal a
@@ -33,7 +35,7 @@ import numpy as np
 import pytest
 from ray_front_support import corrupt, refused
 from service_support import ames, leave_mid_job, local_server, session_client
-from sklearn.datasets import load_wine
+from sklearn.datasets import load_breast_cancer, load_wine
 
 from ciphergrad.client.contributor import Contributor
 from ciphergrad.client.datasets import encrypted_pieces
@@ -46,7 +48,11 @@ from ciphergrad.core.data import load_ames, with_intercept
 from ciphergrad.core.engine import Engine
 from ciphergrad.core.gram_training import fit_torch_gram
 from ciphergrad.core.keys import KeyHolder
+from ciphergrad.core.layout import Tile
 from ciphergrad.core.linear import LinearRegressionConfig
+from ciphergrad.core.logistic import LogisticRegressionConfig
+from ciphergrad.core.logistic import fit_torch as fit_torch_logistic
+from ciphergrad.core.randomness import shuffle_orders
 from ciphergrad.core.release import moment_tile
 from ciphergrad.server.store.records import ModelRecord
 from ciphergrad.server.store.store import new_id
@@ -176,7 +182,7 @@ def test_a_bad_refresh_reply_fails_the_job_with_invalid_argument(ray_server, mon
 
 
 @pytest.mark.slow  # a job each on the pool: make test-slow
-def test_a_per_row_job_on_one_shard_runs_whole_on_the_pool(ray_server, guard, monkeypatch) -> None:
+def test_per_row_jobs_run_on_the_pool_whole_or_over_shards(ray_server, guard, monkeypatch) -> None:
     server, _ = ray_server
     data = load_ames()
     X, y = with_intercept(Standardizer.fit(data.X).transform(data.X)), data.y
@@ -190,16 +196,39 @@ def test_a_per_row_job_on_one_shard_runs_whole_on_the_pool(ray_server, guard, mo
         assert job.state == training_service_pb2.JOB_STATE_PAUSED
         resumed = client.train(job_id=job.job_id)
         assert np.max(np.abs(client.weights(resumed.model) - client.weights(hosted.model))) < 1e-6
-        assert guard["contexts"] == 0  # the jobs' trainers ran on a worker: no context in this process
-        monkeypatch.setattr(server.runner.executor, "whole", lambda table: False)  # the driver here, one shard
+        # Two shards of 256 and 254 rows, the trainer on the pool's driver: nothing loaded here either.
+        monkeypatch.setattr(server.runner.executor, "min_shard_rows", 128)
         sharded = client.train(dataset_id, config)
-        assert guard["contexts"] == 1
+        assert guard == {"contexts": 0, "ciphertexts": 0}
+        assert server.runner.executor.pool._driver is not None  # started for the sharded job
         assert hosted.refreshes == sharded.refreshes > 0
         assert np.max(np.abs(client.weights(hosted.model) - client.weights(sharded.model))) < 1e-6
         assert np.max(np.abs(np.asarray(hosted.losses) - sharded.losses) / np.asarray(sharded.losses)) < 1e-6
     finally:
         client.close()
-        server.engines._engines.clear()  # the engine the driver loaded: the module's later tests count from none
+
+
+@pytest.mark.slow  # a job each on the pool: make test-slow
+def test_a_minibatch_job_over_shuffles_runs_whole_on_a_worker(ray_server, guard) -> None:
+    """Shuffled minibatches (logistic, Nesterov momentum): the table and the key holder's two shuffled copies
+    load on one worker, whose trainer steps through the copies' row blocks; the server parses nothing, and the
+    weights and losses are the float64 twin's replaying the same orders (test_service_logistic's tolerances)."""
+    server, _ = ray_server
+    features, target = load_breast_cancer(return_X_y=True)
+    X = with_intercept(Standardizer.fit(features[:256]).transform(features[:256]))
+    y = target[:256].astype(float)
+    config = LogisticRegressionConfig(learning_rate=0.5, epochs=2, batch_size=128, momentum=0.5)
+    orders = shuffle_orders(len(X), 2)
+    with Client(server.address) as client:
+        tile = Tile(128, 32)
+        client.create_session(plan(3), tiles=[tile])
+        run = client.train(client.upload(X, y, tile=tile, shuffle_orders=orders).dataset_id, config)
+        weights = client.weights(run.model)
+    assert guard == {"contexts": 0, "ciphertexts": 0}
+    twin = fit_torch_logistic(X, y, config, orders)
+    np.testing.assert_allclose(weights, twin.weights, atol=1e-3)
+    np.testing.assert_allclose(run.losses, twin.losses, rtol=1e-4)
+    assert run.refreshes >= 2 * len(X) // 128 - 1  # a refresh each step but the first
 
 
 @pytest.mark.slow  # a job each on the pool: make test-slow

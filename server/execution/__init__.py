@@ -52,8 +52,8 @@ inputs only. The secret key never exists here: workers load the session's public
 refused to store if it carried one. Every wait on a worker has a timeout; a worker or cluster that goes away
 is an ``ExecutionError`` naming the Ray address, never a hang.
 
-Several tables with one layout (a pool's contributions) combine generically over any executor:
-``pooled_shards`` adds the step partials of each table's shards, ``pooled_gram_partial`` the Gram partials.
+Several tables with one layout combine generically over any executor: ``pooled_gram_partial`` adds their
+Gram partials.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -69,7 +69,7 @@ from typing import Any, BinaryIO, Protocol
 from ciphergrad.core.engine import Engine, OpCounts
 from ciphergrad.core.gram import GramPartial
 from ciphergrad.core.params import CKKSParameters
-from ciphergrad.core.shards import PooledShards, ShardSource
+from ciphergrad.core.shards import ShardSource
 from ciphergrad.core.tensor import EncryptedMatrix
 
 BlockFunction = Callable[..., EncryptedMatrix]  # f(X_rows[, y_rows], **operands), row-local
@@ -101,6 +101,7 @@ class StoredTable:
     targets: Path | None  # y (None for prediction and statistics)
     rows: int
     tile_rows: int
+    copies: tuple[Path, ...] = ()  # the key holder's shuffled copies, X and y of each in turn (minibatches)
 
 
 class Executor(Protocol):
@@ -167,15 +168,6 @@ def rows_function(function: BlockFunction | None, squares: bool) -> BlockFunctio
     if function is not None and squares:
         raise ValueError("column_sums takes squares=True or a function, not both: square inside the function")
     return square if squares else function
-
-
-@contextmanager
-def pooled_shards(executor: Executor, tables: Sequence[StoredTable], engine: Engine) -> Iterator[ShardSource]:
-    """One ``ShardSource`` over several tables with one layout (a pool's contributions): each table's shards
-    from ``executor``, their step partials added (``core.shards.PooledShards``); all closed on exit."""
-    with ExitStack() as stack:
-        sources = [stack.enter_context(executor.shards(table, engine)) for table in tables]
-        yield sources[0] if len(sources) == 1 else PooledShards(sources)
 
 
 def pooled_gram_partial(executor: Executor, tables: Sequence[StoredTable], engine: Engine) -> GramPartial:

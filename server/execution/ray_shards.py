@@ -4,15 +4,15 @@
   spread over its nodes, started with the executor and alive as long as it. Each keeps the public contexts it
   loaded (LRU), so a session's context is loaded once per worker, not once per job, and no job pays for
   starting a worker process.
-- Training (``shards``): the job's row blocks (``core.shards.block_ranges``) go to the least busy workers,
-  one range each, read from the blob store once per job and sent through Ray's object store (by default;
-  within a memory budget, in pieces past it; or, with ``blocks="path"``, read by the workers from a data
-  directory every node mounts: ``ray_blocks``), with their pre-scaled copies prepared once per job; per step each
-  returns its pending sums. A table is split only into shards of ``min_shard_rows`` rows or more: a small
-  table's fan-out costs more in round trips and driver work than it saves, and jobs running at once already
-  keep the workers busy. The step's weights go into the object store once (``ray.put``) and every shard reads
-  that one object. A refresh a step asks for mid-way (the logistic logit) is stacked over shards, refreshed
-  once by the driver's ``refresh`` (the key holder's masked round trip) and split back.
+- Training (``trainer``, ``shards``: ``ray_jobs``): the job's row blocks (``core.shards.block_ranges``) go to
+  the least busy workers, one range each, read from the blob store once per job and sent through Ray's object
+  store (by default; within a memory budget, in pieces past it; or, with ``blocks="path"``, read by the
+  workers from a data directory every node mounts: ``ray_blocks``), with their pre-scaled copies prepared
+  once per job; per step each returns its pending sums. A table is split only into shards of
+  ``min_shard_rows`` rows or more: a small table's fan-out costs more in round trips and driver work than it
+  saves, and jobs running at once already keep the workers busy. The job's trainer runs on the pool too
+  (``ray_jobs.job_trainer``: on a worker, or on the pool's driver for a table of several shards), so the
+  server process computes nothing for it.
 - Fan-out (``map_blocks``, ``column_sums``, ``gram_partial``): one call per range of row blocks on the pool's
   workers (one per piece past the budget; the Gram pass adds its pieces up on the worker); whole-matrix
   operands go into the object store once per call.
@@ -30,35 +30,27 @@ import itertools
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
 from ciphergrad.core.context_bytes import carries_secret_key
 from ciphergrad.core.engine import Engine, OpCounts
 from ciphergrad.core.errors import SecretKeyError
 from ciphergrad.core.gram import GramPartial
-from ciphergrad.core.layout import Tile
 from ciphergrad.core.params import CKKSParameters
-from ciphergrad.core.refresh import Refresh
 from ciphergrad.core.shards import (
-    RowStep,
-    StepPartial,
     add_pending,
     block_ranges,
     finish_pending,
     pending_row_sum,
-    split_blocks,
     stack_blocks,
 )
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.server.execution import (
     NO_OPERANDS,
     BlockFunction,
-    ExecutionError,
     FileCheck,
     FilesFunction,
     MatrixSource,
@@ -68,69 +60,13 @@ from ciphergrad.server.execution import (
     rows_function,
 )
 from ciphergrad.server.execution.ray_blocks import BUDGET_MB, BlockFeeder, ContextRefs
-from ciphergrad.server.execution.ray_cluster import check_reachable, start_ray
-from ciphergrad.server.execution.ray_trainers import RemoteTrainer
+from ciphergrad.server.execution.ray_cluster import WorkerLost, check_reachable, start_ray, wait
+from ciphergrad.server.execution.ray_jobs import job_shards, job_trainer, one_row_last, targets
 from ciphergrad.server.execution.ray_workers import WorkerPool
 
 HOLDERS_KEPT = 1024  # contexts whose holders the executor remembers (oldest forgotten: a load on demand)
-MIN_SHARD_ROWS = 1024  # a table is split only into shards of at least this many rows (see RayShards)
+MIN_SHARD_ROWS = 1024  # a table is split only into shards of at least this many rows (see ray_jobs)
 _COUNTING = threading.Lock()  # ``_count``'s: a servicer's tally is shared by its threads
-
-
-class RayShards:
-    """The ``core.shards.ShardSet`` of one job: its shards on pool workers, and the driver's side of a step."""
-
-    def __init__(self, executor: RayExecutor, table: StoredTable) -> None:
-        self.executor, self.table = executor, table
-        self.ranges = executor.ranges(table)
-        self.keys = [f"{uuid.uuid4().hex}-{index}" for index in range(len(self.ranges))]
-        self.indices = executor.pool.acquire(len(self.ranges), executor.holders(table.context))
-        self.actors = [executor.pool.workers[index] for index in self.indices]
-        executor.hold(table.context, self.actors)
-        try:
-            context = executor.contexts.handle(table.context)
-            executor.feeder.feed(
-                [table.features, _targets(table)], self.ranges,
-                lambda index, sources: self.actors[index].load_blocks.remote(self.keys[index], context, *sources),
-                executor.get, "loading the shards", _one_row_last(table))
-            self.placement = executor.get([a.open_shard.remote(key) for a, key in self._shards()],
-                                          "opening the shards")
-        except BaseException:
-            self.close()
-            raise
-        self.rows = [place["rows"] for place in self.placement]
-        self.shape, self.tile = (table.rows, self.placement[0]["columns"]), Tile(*self.placement[0]["tile"])
-
-    def __call__(self, program: RowStep) -> RayShards:
-        self.executor.get([a.prepare.remote(key, program) for a, key in self._shards()], "preparing the shards")
-        return self
-
-    def step(self, weights: EncryptedMatrix, refresh: Refresh) -> StepPartial:
-        engine, get = weights.engine, self.executor.get
-        weights_ref = ray.put(weights.to_bytes())
-        replies = get([a.begin.remote(key, weights_ref) for a, key in self._shards()], "a training step")
-        while replies[0][0] == "refresh":
-            if any(kind != "refresh" for kind, _ in replies):
-                raise ExecutionError("shards disagree about a refresh: were they loaded at different levels?")
-            stacked = stack_blocks([EncryptedMatrix.from_bytes(engine, data) for _, data in replies])
-            fresh = split_blocks(refresh(stacked), self.rows)
-            replies = get([a.resume.remote(key, part.to_bytes()) for (a, key), part in zip(self._shards(), fresh,
-                                                                                          strict=True)],
-                          "a training step after a refresh")
-        partials = [StepPartial.from_state(engine, state) for _, state in replies]
-        return functools.reduce(lambda a, b: a + b, partials)
-
-    def usage(self) -> list[dict[str, float]]:
-        return self.executor.get([a.usage.remote() for a in self.actors], "reading worker usage")
-
-    def _shards(self) -> list[tuple[Any, str]]:
-        return list(zip(self.actors, self.keys, strict=True))
-
-    def close(self) -> None:
-        # Fire and forget: a worker that died with the job has nothing to release.
-        for actor, key in self._shards():
-            actor.release.remote(key)
-        self.executor.pool.release(self.indices)
 
 
 class RayExecutor:
@@ -175,29 +111,13 @@ class RayExecutor:
         self.feeder, self.blocks, self.contexts = BlockFeeder(blocks, budget), blocks, ContextRefs(blocks)
 
     def get(self, refs: list[Any], what: str) -> list[Any]:
+        """``ray_cluster.wait``: a function's own exception as raised, Ray's failures an ``ExecutionError``; a
+        dead worker (here or under a job's driver) has the pool replace it before the next job."""
         try:
-            return ray.get(refs, timeout=self.timeout)
-        except GetTimeoutError as exc:
-            raise ExecutionError(
-                f"Ray at {self.address}: no answer from the workers within {self.timeout:g} s during {what}; "
-                "is the cluster overloaded or gone? (raise the executor's timeout for very large shards)"
-            ) from exc
-        except RayTaskError as exc:
-            # The function itself raised (bad input: core's ValueErrors, SEAL's refusals): the caller gets
-            # that exception, as from the local executor. Only Ray's own failures become ExecutionError.
-            if isinstance(exc.cause, Exception) and not isinstance(exc.cause, RayError):
-                raise exc.cause from None
-            raise self._failed(exc, what) from exc
-        except RayError as exc:
-            raise self._failed(exc, what) from exc
-
-    def _failed(self, exc: RayError, what: str) -> ExecutionError:
-        if isinstance(exc, RayActorError):
+            return wait(refs, what, self.timeout, self.address)
+        except WorkerLost:
             self.pool.suspect()
-        return ExecutionError(
-            f"Ray at {self.address}: a worker failed during {what} ({type(exc).__name__}): "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}"
-        )
+            raise
 
     def ranges(self, table: StoredTable) -> list[tuple[int, int]]:
         """Ranges of row blocks, one per shard (or fan-out call): at most the pool's size, and each of at
@@ -205,13 +125,8 @@ class RayExecutor:
         count = max(1, min(self.max_shards, table.rows // self.min_shard_rows))
         return block_ranges(table.rows, table.tile_rows, count)
 
-    @contextmanager
-    def shards(self, table: StoredTable, engine: Engine) -> Iterator[RayShards]:
-        shards = RayShards(self, table)
-        try:
-            yield shards
-        finally:
-            shards.close()
+    shards = job_shards
+    trainer = job_trainer
 
     def warm(self, context: Path) -> None:
         """Load a session's public context on one worker now (the least busy) unless one holds it already,
@@ -295,37 +210,6 @@ class RayExecutor:
         worker (``trainer(..., table=table)``) instead of driving the shard from this process."""
         return len(self.ranges(table)) == 1
 
-    @contextmanager
-    def trainer(self, context: Path, trainer_type: Any, config: Any, checkpoints: list[bytes], relay: Any,
-                counts: OpCounts, table: StoredTable | None = None) -> Iterator[RemoteTrainer]:
-        """A job's trainer on the worker holding its context, from the job's ``checkpoints`` (a one-pass
-        job's statistics, then the last epoch's) and, for a per-row trainer, on ``table``'s blocks (one shard:
-        ``whole``; a refinement job's table whatever its size), for the job's life (``ray_trainers``); ``relay``
-        carries its questions to the key holder, ``counts`` gets its epochs' operations. A per-row trainer's
-        worker counts one busy shard meanwhile, as its shard would; a one-pass trainer's (light: an update per
-        epoch) goes to a holder of the context."""
-        if table is None:
-            (worker,), indices = self.pool.least_busy(1, self.holders(context)), []
-        else:
-            indices = self.pool.acquire(1, self.holders(context), affinity=1)
-            worker = self.pool.workers[indices[0]]
-        self.hold(context, [worker])
-        key, handle = uuid.uuid4().hex, self.contexts.handle(context)
-
-        def call(method: str, *args: Any) -> Any:
-            return self.get([getattr(worker, method).remote(key, *args)], f"a training job's {method}")[0]
-
-        try:
-            if table is not None:
-                ranges = self.ranges(table)  # one range: the pieces reach the one worker in row order
-                self.feeder.feed([table.features, _targets(table)], [(ranges[0][0], ranges[-1][1])],
-                                 lambda _, sources: worker.load_blocks.remote(key, handle, *sources), self.get,
-                                 "loading a job's blocks", _one_row_last(table))
-            yield RemoteTrainer(call, relay, counts, handle, trainer_type, config, checkpoints)
-        finally:
-            worker.release.remote(key)  # fire and forget, as a job's shards
-            self.pool.release(indices)
-
     def gram_finish(self, tables: list[StoredTable], engine: Engine | Tally,
                     finish: Callable[[GramPartial], dict[str, Any]]) -> dict[str, Any]:
         """``finish`` of the tables' summed Gram partial, on a worker: the partials stay in the object store
@@ -345,9 +229,9 @@ class RayExecutor:
         self.hold(table.context, workers)
         key = uuid.uuid4().hex
         try:
-            self.feeder.feed([table.features, _targets(table)], ranges,
+            self.feeder.feed([table.features, targets(table)], ranges,
                              lambda index, sources: workers[index].gram_add.remote(f"{key}-{index}", context, *sources),
-                             self.get, "the Gram pass", _one_row_last(table))
+                             self.get, "the Gram pass", one_row_last(table))
         except BaseException:
             for index, worker in enumerate(workers):
                 worker.release.remote(f"{key}-{index}")
@@ -397,13 +281,13 @@ class RayExecutor:
     def _replies(self, table: StoredTable, function: BlockFunction, engine: Engine | Tally, with_targets: bool,
                  operands: Mapping[str, MatrixSource], what: str) -> list[bytes]:
         """``_map``'s results serialized, unparsed; their operations added to ``engine``'s counts."""
-        paths = [table.features] + ([_targets(table)] if with_targets else [])
+        paths = [table.features] + ([targets(table)] if with_targets else [])
         ranges, context, whole = self.ranges(table), self.contexts.handle(table.context), self._sources(operands)
         workers = self.pool.least_busy(len(ranges), self.holders(table.context))
         self.hold(table.context, workers)
         replies = self.feeder.feed(
             paths, ranges, lambda index, sources: workers[index].map_range.remote(context, sources, function, whole),
-            self.get, what, _one_row_last(table))
+            self.get, what, one_row_last(table))
         flat = [reply for per_range in replies for reply in per_range]
         _count(engine, [counts for _, counts in flat])
         return [data for data, _ in flat]
@@ -437,13 +321,3 @@ def _count(engine: Engine | Tally, deltas: list[dict[str, int]]) -> None:
         for delta in deltas:
             for name, value in OpCounts(**delta).to_dict().items():
                 setattr(engine.counts, name, getattr(engine.counts, name) + value)
-
-
-def _one_row_last(table: StoredTable) -> bool:
-    return table.rows > 1 and table.rows % table.tile_rows == 1
-
-
-def _targets(table: StoredTable) -> Path:
-    if table.targets is None:
-        raise ExecutionError("this table has no second matrix: training, the Gram pass and with_targets need y")
-    return table.targets

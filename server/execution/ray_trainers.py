@@ -1,15 +1,15 @@
 """A job's trainer on a Ray pool worker: the epochs' updates, the masked refreshes' arithmetic and the checks
 of the key holder's replies run there, next to the session's loaded context, and the server process relays.
 
-Which jobs: one-pass trainers (``streams_rows``: ``core.gram_training.GramTrainer``, ``NormalSolver`` and its
-subclasses), which need the data only through their statistics, which the pass leaves on a worker anyway
-(``RayExecutor.gram_finish``); and full-batch per-row trainers (linear "gd", logistic) on a table that is
-one shard (``RayExecutor.whole``: fewer rows than two shards' minimum), whose blocks go to the worker that
-then runs the whole trainer in-process there (larger tables keep their shards, and the driver's side stays
-in the server). With the Ray executor such a job's trainer lives on a worker for the job
-(state across steps: a ``TrainerHost`` inside the ``BlockWorker`` actor, by key) and the job runner drives a
-``RemoteTrainer``, which has the runner's trainer interface but holds no context and parses no ciphertext:
-its matrices are ``core.flat.FlatMatrix`` bytes (checkpoints, losses, the final weights).
+Which jobs: all of them (``ray_jobs.job_trainer`` says where each runs). One-pass trainers (``streams_rows``:
+``core.gram_training.GramTrainer``, ``NormalSolver`` and its subclasses) need the data only through their
+statistics, which the pass leaves on a worker anyway (``RayExecutor.gram_finish``); per-row trainers get the
+job's whole table loaded on their worker (minibatches, shuffles, refinement, a table of one shard), or the
+job's shards on other workers when the host is the pool's driver (full batch over several shards). Such a
+job's trainer lives on a worker for the job (state across steps: a ``TrainerHost`` inside the
+``BlockWorker`` actor, by key) and the job runner drives a ``RemoteTrainer``, which has the runner's trainer
+interface but holds no context and parses no ciphertext: its matrices are ``core.flat.FlatMatrix`` bytes
+(checkpoints, losses, the final weights).
 
 How an epoch runs: the host runs ``trainer.run_epoch()`` on a thread of its own, whose key-holder link
 (``WorkerLink``) turns each question into an event: ``("refresh", masked bytes)`` or ``("solve", the normal
@@ -19,8 +19,9 @@ check ids and presence only) and answers with the client's reply as serialized p
 parses and checks (``server.rpc.validation.reply_matrix``) before the trainer sees it. A bad reply fails the
 job with the validation layer's status, as in-process.
 
-Invariants: the actor runs one call at a time, and while a call runs the trainer thread is the only one
-computing (the call waits for its next event), so a worker still never runs two HE computations at once;
+Invariants: a pool worker runs one call at a time, and while a call runs the trainer thread is the only one
+computing (the call waits for its next event), so a worker still never runs two HE computations at once (the
+driver runs its jobs' calls on threads, which take turns under its GIL);
 the masks of masked refreshes are drawn and removed on the worker and never leave it (the server relays only
 masked ciphertexts, as before); no secret key exists here (the worker's context is public); a job that ends
 any way (done, failed, paused, cancelled) releases its host, which stops a thread still waiting for a reply.
@@ -95,19 +96,22 @@ def _system_question(system: Any, rhs: Any, spec: Any) -> dict[str, Any]:
 
 class TrainerHost:
     """One job's trainer on a worker, from its checkpoints (the statistics, then the last epoch's state) and,
-    for a per-row trainer, the job's whole table (``data``: X and y, loaded on this worker)."""
+    for a per-row trainer, the job's whole table (``data``: X, y, then each shuffled copy's X and y, loaded on
+    this worker) or its ``shards`` elsewhere (a ``ray_jobs.ShardGroup``: this worker is the pool's driver)."""
 
     def __init__(self, engine: Engine, trainer_type: Any, config: Any, checkpoints: list[bytes],
-                 data: tuple[EncryptedMatrix, EncryptedMatrix] | None = None) -> None:
+                 data: tuple[EncryptedMatrix, ...] = (), shards: Any = None) -> None:
         state: dict[str, Any] = {}
         for blob in checkpoints:
             state |= codec.checkpoint_from_bytes(engine, blob)
         self.link = WorkerLink(engine)
-        X, y = data if data is not None else (None, None)
-        if state or data is None:
-            self.trainer = trainer_type.resume(engine, X, y, config, self.link, state)
+        X, y = data[:2] if data else (None, None)
+        shuffles = tuple(zip(data[2::2], data[3::2], strict=True))
+        more = ((shuffles,) if shuffles else ()), ({"shards": shards} if shards is not None else {})
+        if state:
+            self.trainer = trainer_type.resume(engine, X, y, config, self.link, state, *more[0], **more[1])
         else:
-            self.trainer = trainer_type(engine, X, y, config, self.link)
+            self.trainer = trainer_type(engine, X, y, config, self.link, *more[0], **more[1])
         self.constant = set(self._fixed())
         self._thread: threading.Thread | None = None
 

@@ -14,6 +14,9 @@ Ray worker process a second or more: paid per job, they dominated small jobs (a 
   path mode, as ranges of a blob file the worker reads. A worker serves one call at a time
   (TenSEAL holds the GIL anyway), so jobs sharing a worker take turns step by step and the cluster's cores
   are never oversubscribed by our own processes.
+- The pool's *driver* (``WorkerPool.driver``) is one more ``BlockWorker``, started on first use, that serves
+  no shard and runs calls on threads (``DRIVER_JOBS``): it drives full-batch trainers over shards
+  (``ray_jobs``), each job's trainer on a thread of its own waiting on the job's shards.
 - Fan-out calls (``map_range``; ``gram_add`` per piece, then ``gram_take``) run on the same workers and
   reuse their engines. Inputs are ``MatrixSource``s: bytes already in Ray's object store, or (path mode) a
   path every node can read.
@@ -50,6 +53,7 @@ from ciphergrad.server.execution.ray_trainers import TrainerHost
 
 SHARD_CPU = 0.001  # what a worker reserves (see WorkerPool)
 CONTEXTS_PER_WORKER = 8  # engines a worker keeps (each holds its Galois keys: ~25 MB for an Ames session)
+DRIVER_JOBS = 256  # calls a driver runs at once: a job's trainer holds one while its step waits on shards
 PING_SECONDS = 5.0  # how long the pool waits to learn whether a worker it suspects is dead
 
 # A matrix a worker can read: EncryptedMatrix.to_bytes() bytes (usually an object ref, which Ray resolves to the
@@ -69,6 +73,7 @@ class ContextCache:
     def __init__(self, size: int = CONTEXTS_PER_WORKER) -> None:
         self.size, self.loads = size, 0
         self._engines: OrderedDict[tuple[str, int, int], Engine] = OrderedDict()
+        self._lock = threading.Lock()  # a driver (WorkerPool.driver) serves several jobs' threads at once
 
     def engine(self, context: ContextHandle) -> Engine:
         """A fork of the cached engine: shares the loaded keys, counts its own operations."""
@@ -77,15 +82,16 @@ class ContextCache:
             key: tuple[str, int, int] = (context, stat.st_size, stat.st_mtime_ns)
         else:
             key = tuple(context[0])  # type: ignore[assignment]
-        if key in self._engines:
-            self._engines.move_to_end(key)
-        else:
-            data = Path(context).read_bytes() if isinstance(context, str) else ray.get(context[1][0])
-            self._engines[key] = Engine.from_public_context(data)
-            self.loads += 1
-            while len(self._engines) > self.size:
-                self._engines.popitem(last=False)
-        return dataclasses.replace(self._engines[key], counts=OpCounts())
+        with self._lock:
+            if key in self._engines:
+                self._engines.move_to_end(key)
+            else:
+                data = Path(context).read_bytes() if isinstance(context, str) else ray.get(context[1][0])
+                self._engines[key] = Engine.from_public_context(data)
+                self.loads += 1
+                while len(self._engines) > self.size:
+                    self._engines.popitem(last=False)
+            return dataclasses.replace(self._engines[key], counts=OpCounts())
 
 
 def read_source(engine: Engine, source: MatrixSource) -> EncryptedMatrix:
@@ -132,8 +138,8 @@ class BlockWorker:
     def __init__(self, contexts: int = CONTEXTS_PER_WORKER) -> None:
         self.contexts = ContextCache(contexts)
         self.shards: dict[str, _Shard] = {}
-        # shards being loaded: their engine and pieces (X, y)
-        self.loading: dict[str, tuple[Engine, list[tuple[EncryptedMatrix, EncryptedMatrix]]]] = {}
+        # shards and whole tables being loaded: their engine and pieces (X, y, then any shuffled copies' X, y)
+        self.loading: dict[str, tuple[Engine, list[tuple[EncryptedMatrix, ...]]]] = {}
         self.grams: dict[str, tuple[GramPartial, OpCounts]] = {}  # Gram partials being added up
         self.trainers: dict[str, TrainerHost] = {}  # one-pass jobs' trainers (ray_trainers)
         self.forbidden_opens = 0
@@ -152,11 +158,12 @@ class BlockWorker:
         return self.contexts.engine(context).params
 
     # -- a job's shard ---------------------------------------------------------------------------------
-    def load_blocks(self, key: str, context: ContextHandle, X: MatrixSource, y: MatrixSource) -> None:
-        """One piece of a shard's rows (pieces arrive in row order: calls from one caller run in order). The
-        shard's pieces share one engine fork, whose counters then report the job's operations."""
+    def load_blocks(self, key: str, context: ContextHandle, *matrices: MatrixSource) -> None:
+        """One piece of the rows of a shard (X, y) or of a job's whole table (X, y and its shuffled copies),
+        the same rows of each matrix (pieces arrive in row order: calls from one caller run in order). The
+        pieces share one engine fork, whose counters then report the job's operations."""
         engine, pieces = self.loading.setdefault(key, (self.contexts.engine(context), []))
-        pieces.append((read_source(engine, X), read_source(engine, y)))
+        pieces.append(tuple(read_source(engine, matrix) for matrix in matrices))
 
     def open_shard(self, key: str) -> dict[str, Any]:
         """The shard of the pieces loaded under ``key``, kept for the job (until ``release``)."""
@@ -192,15 +199,17 @@ class BlockWorker:
 
     # -- a one-pass job's trainer (ray_trainers) ------------------------------------------------------------
     def trainer_open(self, key: str, context: ContextHandle, trainer_type: Any, config: Any,
-                     checkpoints: list[bytes]) -> dict[str, Any]:
+                     checkpoints: list[bytes], shards: Any = None) -> dict[str, Any]:
         """The job's trainer from its checkpoints and, if blocks were loaded under ``key`` (``load_blocks``: a
-        per-row trainer's whole table), on them; kept under ``key`` until ``release``."""
+        per-row trainer's whole table), on them, or on ``shards`` (a ``ray_jobs.ShardGroup``: this worker is
+        the pool's driver); kept under ``key`` until ``release``."""
         if key in self.loading:
             engine, pieces = self.loading.pop(key)
-            data = (stack_blocks([piece[0] for piece in pieces]), stack_blocks([piece[1] for piece in pieces]))
+            data = tuple(stack_blocks([piece[k] for piece in pieces]) for k in range(len(pieces[0])))
             self.trainers[key] = TrainerHost(engine, trainer_type, config, checkpoints, data)
         else:
-            self.trainers[key] = TrainerHost(self.contexts.engine(context), trainer_type, config, checkpoints)
+            self.trainers[key] = TrainerHost(self.contexts.engine(context), trainer_type, config, checkpoints,
+                                             shards=shards)
         return self.trainers[key].summary()
 
     def trainer_step(self, key: str, action: str, answer: bytes | None) -> tuple[str, Any]:
@@ -335,12 +344,24 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._suspect = False
         self._turn = 0  # which of equally busy workers least_busy() names first
+        self._driver: Any = None
 
     def _start(self) -> Any:
         return BlockWorker.options(scheduling_strategy="SPREAD", num_cpus=SHARD_CPU).remote(self.contexts)
 
     def __len__(self) -> int:
         return len(self.workers)
+
+    def driver(self) -> Any:
+        """The pool's driver (started now if none runs): a ``BlockWorker`` outside ``workers`` that runs
+        ``DRIVER_JOBS`` calls at once and is never given a shard, so a trainer it drives can wait on any
+        worker's shard without ever waiting on itself (``ray_jobs``)."""
+        self._replace_dead()
+        with self._lock:
+            if self._driver is None:
+                self._driver = BlockWorker.options(num_cpus=SHARD_CPU, max_concurrency=DRIVER_JOBS).remote(
+                    self.contexts)
+            return self._driver
 
     def suspect(self) -> None:
         """A call failed: check the workers before handing any out again."""
@@ -382,6 +403,8 @@ class WorkerPool:
         with self._lock:
             self._suspect = False
             pings = {worker.where.remote(): index for index, worker in enumerate(self.workers)}
+            if self._driver is not None:
+                pings[self._driver.where.remote()] = -1
             # A busy worker answers late but is alive; a dead one's ping fails at once.
             ready, _ = ray.wait(list(pings), num_returns=len(pings), timeout=PING_SECONDS)
             for ref in ready:
@@ -389,8 +412,11 @@ class WorkerPool:
                     ray.get(ref)
                 except RayActorError:
                     index = pings[ref]
-                    self.workers[index], self.busy[index] = self._start(), 0
+                    if index < 0:
+                        self._driver = None  # the next job that needs one starts it
+                    else:
+                        self.workers[index], self.busy[index] = self._start(), 0
 
     def shutdown(self) -> None:
-        for worker in self.workers:
+        for worker in self.workers + ([self._driver] if self._driver is not None else []):
             ray.kill(worker)

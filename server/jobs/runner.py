@@ -36,7 +36,6 @@ from ciphergrad.core.release import moment_tile
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.server.execution import (
     Executor,
-    pooled_shards,
 )
 from ciphergrad.server.execution.engines import EngineCache
 from ciphergrad.server.execution.local import LocalExecutor
@@ -286,8 +285,7 @@ class JobRunner:
         config = algorithm.config.from_dict(job.config)
         trainer_type = algorithm.trainer_for(config)
         streams = getattr(trainer_type, "streams_rows", False)
-        distributed = self.trainers.distributed(trainer_type, config, dataset)
-        remote = self.trainers.hosted(trainer_type, config, dataset)
+        remote = self.trainers.hosted()
         engine = None if remote else self.engines.fork(job.session_id)  # own counters: exact per-epoch counts
         refresh = StreamRefresh(link, engine, self.refresh_timeout, slot)
 
@@ -295,15 +293,13 @@ class JobRunner:
             self._emit_job(link, self._set(job.id, S.JOB_STATE_RUNNING, epoch=0))
 
         with contextlib.ExitStack() as stack:
-            # The executor's shards (Ray actors holding their row blocks) live for the job, closed on any exit;
-            # so does a remote trainer.
-            shards = stack.enter_context(pooled_shards(self.executor, self.trainers.tables(dataset), engine)) \
-                if distributed and not streams else None
+            # A remote trainer (and its shards: Ray actors holding their row blocks) lives for the job, closed
+            # on any exit.
             made = self.trainers
             if remote:
                 trainer = stack.enter_context(made.remote(job, dataset, config, trainer_type, refresh, started))
             else:
-                trainer = made.local(job, dataset, engine, config, trainer_type, refresh, link, shards, started)
+                trainer = made.local(job, dataset, engine, config, trainer_type, refresh, link, started)
             self._run_trainer(job, dataset, trainer, streams, link)
 
     def _run_trainer(self, job: JobRecord, dataset: DatasetRecord, trainer: Any, streams: bool, link: Link) -> None:

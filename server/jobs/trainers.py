@@ -1,11 +1,11 @@
-"""Where a training job's trainer comes from: in the server process (from its checkpoints, after the one-pass
-statistics, or new) or hosted on the executor's pool worker (``server.execution.ray_trainers``).
+"""Where a training job's trainer comes from: in the server process (the local executor: from its checkpoints,
+after the one-pass statistics, or new) or hosted on the executor's pool (Ray: every job, on a worker or the
+pool's driver, ``server.execution.ray_jobs``; this process then loads no context for it).
 
-The runner (``server.jobs.runner``) decides nothing about placement: it asks ``distributed`` whether the
-executor runs the job (full-batch gradient trainers and the one-pass statistics; minibatches and shuffled
-copies stay here; refinement is ``hosted`` whole on a worker), gets the trainer from ``remote`` or
-``local``, and runs its epochs. A one-pass trainer's statistics are written once (``fixed_state``) beside
-the checkpoint, so a resumed job skips the pass; ``started`` tells the runner the job is RUNNING before a pass begins.
+The runner (``server.jobs.runner``) decides nothing about placement: it asks ``hosted``, gets the trainer from
+``remote`` or ``local``, and runs its epochs. A one-pass trainer's statistics are written once
+(``fixed_state``) beside the checkpoint, so a resumed job skips the pass; ``started`` tells the runner the job
+is RUNNING before a pass begins.
 """
 
 from __future__ import annotations
@@ -45,30 +45,18 @@ class JobTrainers:
     def __init__(self, store: Store, engines: EngineCache, executor: Executor) -> None:
         self.store, self.engines, self.executor = store, engines, executor
 
-    def distributed(self, trainer_type: type, config: Any, dataset: DatasetRecord) -> bool:
-        """Whether the executor runs this job: full-batch gradient trainers and the one-pass Gram statistics.
-        Minibatches and shuffled copies stay in this process (and everything with the local executor)."""
-        if isinstance(self.executor, LocalExecutor):
-            return False
-        if getattr(trainer_type, "streams_rows", False):
-            return True
-        if not getattr(trainer_type, "shardable", True):  # e.g. refinement: its pass and steps run here
-            return False
-        full_batch = getattr(config, "batch_size", None) is None and not dataset.shuffle_count
-        return issubclass(trainer_type, GradientTrainer) and full_batch
+    def hosted(self) -> bool:
+        """Whether jobs' trainers run on the executor's pool (an executor that hosts trainers: Ray), so that
+        this process loads no engine for them."""
+        return not isinstance(self.executor, LocalExecutor) and hasattr(self.executor, "trainer")
 
-    def hosted(self, trainer_type: type, config: Any, dataset: DatasetRecord) -> bool:
-        """Whether the job's whole trainer runs on a pool worker: on an executor that hosts trainers (Ray), a
-        one-pass job (its pass, statistics and trainer), a refinement job (``core.refine``: the whole table on
-        one worker, as it was whole in this process) or a per-row job on a table of one shard, and this process
-        loads no engine for it; a larger per-row job keeps its shards and its driver here."""
-        if isinstance(self.executor, LocalExecutor) or not hasattr(self.executor, "trainer"):
-            return False
-        if getattr(trainer_type, "needs_pass", False):  # refinement: its pass and steps on one worker's whole table
-            return True
-        return self.distributed(trainer_type, config, dataset) and (
-            getattr(trainer_type, "streams_rows", False)
-            or self.executor.whole(self.store.table(dataset)))  # type: ignore[attr-defined]
+    def sharded(self, trainer_type: type, config: Any, table: StoredTable) -> bool:
+        """Whether a hosted per-row job runs over its table's shards (its trainer on the pool's driver): a
+        full-batch gradient trainer on a table of several shards. Minibatches and shuffled copies, refinement
+        (its pass and steps on the whole table) and a table of one shard run whole on one worker."""
+        full_batch = getattr(config, "batch_size", None) is None and not table.copies
+        return (issubclass(trainer_type, GradientTrainer) and getattr(trainer_type, "shardable", True)
+                and full_batch and not self.executor.whole(table))  # type: ignore[attr-defined]
 
     def tables(self, dataset: DatasetRecord) -> list[StoredTable]:
         """The stored tables a job reads."""
@@ -90,16 +78,17 @@ class JobTrainers:
             self.store.write_blob(fixed, codec.checkpoint_to_bytes(flat_state(state)))
         checkpoints = [path.read_bytes() for path in (fixed, checkpoint) if path.exists()]
         table = None if streams else self.store.table(dataset)
+        sharded = table is not None and self.sharded(trainer_type, config, table)
         return self.executor.trainer(self.store.context_path(job.session_id), trainer_type,  # type: ignore[attr-defined]
-                                     config, checkpoints, refresh, tally.counts, table)
+                                     config, checkpoints, refresh, tally.counts, table, sharded=sharded)
 
     def local(self, job: JobRecord, dataset: DatasetRecord, engine: Any, config: Any, trainer_type: Any,
-              refresh: StreamRefresh, link: Link, shards: Any, started: Callable[[], None]) -> Any:
+              refresh: StreamRefresh, link: Link, started: Callable[[], None]) -> Any:
         """The job's trainer in this process: from its checkpoints, after the one-pass statistics, or new."""
         streams = getattr(trainer_type, "streams_rows", False)
         X = y = None
         shuffles: tuple = ()
-        if not streams and shards is None:
+        if not streams:
             matrices = self.store.read_matrices(dataset, engine)
             X, y = matrices[0], matrices[1]
             shuffles = tuple((matrices[k], matrices[k + 1]) for k in range(2, len(matrices), 2))
@@ -109,19 +98,12 @@ class JobTrainers:
         for path in (fixed, checkpoint):  # the pass's statistics (written once), then the last epoch's state
             if path.exists():
                 state |= codec.checkpoint_from_bytes(engine, path.read_bytes())
-        sharded = {"shards": shards} if shards is not None else {}
         if state:
-            return trainer_type.resume(engine, X, y, config, refresh, state, shuffles, **sharded)
+            return trainer_type.resume(engine, X, y, config, refresh, state, shuffles)
         if not streams:
-            return trainer_type(engine, X, y, config, refresh, shuffles, **sharded)
+            return trainer_type(engine, X, y, config, refresh, shuffles)
         started()
-        if self.distributed(trainer_type, config, dataset):
-            # The pass and the statistics' rotations on the executor (its workers, not this process).
-            finish = functools.partial(one_pass_state, trainer_type=trainer_type, config=config)
-            fixed_state = pooled_gram_state(self.executor, self.tables(dataset), engine, finish)
-            trainer = trainer_type.resume(engine, None, None, config, refresh, fixed_state)
-        else:
-            partial = accumulate(engine, row_blocks(self.store, dataset, engine, link))
-            trainer = trainer_type.from_partial(engine, partial, config, refresh)
+        partial = accumulate(engine, row_blocks(self.store, dataset, engine, link))
+        trainer = trainer_type.from_partial(engine, partial, config, refresh)
         self.store.write_blob(fixed, codec.checkpoint_to_bytes(trainer.fixed_state()))
         return trainer

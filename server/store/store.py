@@ -214,9 +214,12 @@ class Store:
         return self.matrix_path(dataset, index).stat().st_size
 
     def table(self, dataset: DatasetRecord, targets: bool = True) -> StoredTable:
-        """The dataset as an executor reads it: its features (and targets) where they are stored."""
+        """The dataset as an executor reads it: its features (and targets, and shuffled copies) where they are
+        stored."""
+        copies = tuple(self.matrix_path(dataset, index) for index in range(2, dataset.matrices)) if targets else ()
         return StoredTable(self.context_path(dataset.session_id), self.matrix_path(dataset, 0),
-                           self.matrix_path(dataset, 1) if targets else None, dataset.rows, dataset.layout.tile[0])
+                           self.matrix_path(dataset, 1) if targets else None, dataset.rows, dataset.layout.tile[0],
+                           copies)
 
     def read_matrices(self, dataset: DatasetRecord, engine: Engine) -> list[EncryptedMatrix]:
         return [self.read_matrix(dataset, index, engine) for index in range(dataset.matrices)]
