@@ -56,7 +56,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from processes import cpu_seconds, tree_cpu_seconds
+from processes import cpu_seconds, tree_cpu_seconds, wait_until_quiet
 from targets import finish
 
 from ciphergrad.client.local import ServerProcess
@@ -129,9 +129,11 @@ def concurrency(clients: int, epochs: int, workers: int | None = None) -> dict:
                 return time.perf_counter() - start, client.weights(model)
 
             run(0)  # warm-up: the first job also starts Ray's worker processes
+            wait_until_quiet()
             readings = [(cpu_seconds(server.pid), tree_cpu_seconds(server.pid), time.process_time())]
             singles = [run(0) for _ in range(SINGLE_RUNS)]
             wall_1, alone = float(np.median([wall for wall, _ in singles])), singles[0][1]
+            wait_until_quiet()
             readings.append((cpu_seconds(server.pid), tree_cpu_seconds(server.pid), time.process_time()))
             start = time.perf_counter()
             with ThreadPoolExecutor(clients) as pool:
@@ -186,6 +188,7 @@ def lifecycles(clients: int, epochs: int, blocks: str) -> dict:
         root = Path(directory)
         server = ServerProcess(root / "data", "--executor", "ray", "--ray-num-cpus", str(os.cpu_count()),
                                "--ray-blocks", blocks, "--workers", str(clients), startup_seconds=180)
+        busy: dict[str, float] = {}
         try:
             address = server.address
 
@@ -199,7 +202,7 @@ def lifecycles(clients: int, epochs: int, blocks: str) -> dict:
                     if time.monotonic() > deadline or any(child.poll() is not None for child in children):
                         raise RuntimeError("lifecycle clients did not get ready:\n" + server.log)
                     time.sleep(0.05)
-                time.sleep(1.0)  # the children's import work settles before the clock starts
+                busy[tag] = wait_until_quiet()  # the children's imports, an earlier server's Ray: settled first
                 go.touch()
                 lines = [_result_line(child) for child in children]
                 Path(f"{go}.done").touch()  # every lifecycle is over: now the processes may exit
@@ -231,6 +234,7 @@ def lifecycles(clients: int, epochs: int, blocks: str) -> dict:
             "lifecycle_cpu_floor_ratio": clients * (tree_single + float(np.median([r["cpu_s"] for r in singles])))
             / (os.cpu_count() or 1) / wall_1,
             "client_cpu_s_per_lifecycle_concurrent": float(np.mean([r["cpu_s"] for r in together])),
+            "lifecycle_busy_before": max(busy.values()),  # the machine's busy share as the clocks started
             "lifecycle_max_abs_coef_diff": max(float(np.max(np.abs(np.array(r["coef"]) - alone))) for r in together)}
 
 
