@@ -1,7 +1,9 @@
 """The server with ``--executor ray`` (a local 2-CPU Ray in this process) against ``--executor local``:
 Ames linear ("gd", full batch) and logistic trained through gRPC give weights within 1e-6 of each other
 (only the shards' summation order and the refreshes' fresh encryptions differ), and the Ray server's jobs
-really ran on its executor's shards. A bad ``--ray-address`` is a one-line startup error, exit code 2."""
+really ran on its executor's shards, their trainers on the pool's driver (a dead shard worker or driver fails
+the job UNAVAILABLE, and the pool replaces it). A bad ``--ray-address`` is a one-line startup error, exit
+code 2."""
 
 from __future__ import annotations
 
@@ -200,6 +202,35 @@ def test_workers_gone_mid_job_fail_the_job_naming_the_address(ray_server, result
         assert "Ray at local" in job.error_message, job.error_message
         # The pool replaces its dead workers: the next job trains to the uninterrupted weights.
         again = client.train(client.upload(X, y).dataset_id, LINEAR)
+        assert np.max(np.abs(client.weights(again.model) - results["local"]["linear"])) < TOL
+    finally:
+        client.close()
+
+
+def test_a_driver_gone_mid_job_fails_the_job_and_the_pool_starts_another(ray_server, results) -> None:
+    """The pool's driver (where a job over shards runs its trainer) dies between two steps: the stream ends
+    UNAVAILABLE naming the Ray address, the job is FAILED, and the next job runs on a new driver to the
+    uninterrupted weights."""
+    import ray
+
+    X, y, _ = standardized_ames()
+    pool = ray_server.runner.executor.pool
+    client = session_client(ray_server.address, X.shape)
+
+    def kill_the_driver(values: np.ndarray) -> None:
+        if not getattr(kill_the_driver, "done", False):
+            kill_the_driver.done = True
+            ray.kill(pool.driver())
+
+    try:
+        with pytest.raises(grpc.RpcError) as error:
+            client.train(client.upload(X, y).dataset_id, LINEAR, on_refresh=kill_the_driver)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE, error.value.details()
+        assert "Ray at local" in error.value.details()
+        assert client.list_jobs()[0].state == training_service_pb2.JOB_STATE_FAILED
+        dead = pool._driver
+        again = client.train(client.upload(X, y).dataset_id, LINEAR)
+        assert pool._driver is not dead
         assert np.max(np.abs(client.weights(again.model) - results["local"]["linear"])) < TOL
     finally:
         client.close()
