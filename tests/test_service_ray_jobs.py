@@ -90,9 +90,10 @@ def test_a_bad_preconditioned_refresh_reply_fails_the_job(ray_server, monkeypatc
     client, dataset_id, _, _ = _cancer_client(server)
     try:
         error = refused(lambda: client.train(dataset_id, REFINE))
-        assert "refreshed matrix" in error.details() or "ciphertext" in error.details()
+        assert error.details().startswith("the preconditioned refresh: not a ciphertext"), error.details()
         job = client.list_jobs()[-1]
-        assert job.state == training_service_pb2.JOB_STATE_FAILED and "ciphertext" in job.error_message
+        assert job.state == training_service_pb2.JOB_STATE_FAILED
+        assert job.error_message.startswith("the preconditioned refresh: not a ciphertext"), job.error_message
     finally:
         client.close()
 

@@ -168,7 +168,7 @@ def job_trainer(executor: RayExecutor, context: Path, trainer_type: Any, config:
         elif table is None:
             (worker,) = pool.least_busy(1, executor.holders(context))
         else:
-            indices = pool.acquire(1, executor.holders(context), affinity=1)
+            indices = pool.acquire(1, executor.holders(context))
             stack.callback(pool.release, indices)
             worker = pool.workers[indices[0]]
             ranges = executor.ranges(table)  # one range: the pieces reach the one worker in row order

@@ -76,7 +76,7 @@ class WorkerLink:
     def precondition(self, masked: EncryptedMatrix) -> EncryptedMatrix:
         """Refinement (``core.refine``): a fresh encryption of ``P`` times the masked row, checked here."""
         answer = self._ask("precondition", masked.to_bytes())
-        return validation.reply_matrix(self.engine, answer, "the refreshed matrix", like=masked)
+        return validation.reply_matrix(self.engine, answer, "the preconditioned refresh", like=masked)
 
     def solve_normal(self, system: Any, rhs: Any = None) -> EncryptedMatrix:
         answer = self._ask("solve", _system_question(system, rhs, None))

@@ -367,15 +367,15 @@ class WorkerPool:
         """A call failed: check the workers before handing any out again."""
         self._suspect = True
 
-    def acquire(self, count: int, prefer: Collection[int] = (), affinity: int = 0) -> list[int]:
+    def acquire(self, count: int, prefer: Collection[int] = ()) -> list[int]:
         """Indices of ``count`` distinct workers, least busy first (of equally busy ones, those in ``prefer``:
-        they hold the job's context), counted busy until ``release``. ``affinity``: a worker in ``prefer`` still
-        comes first with up to this many more busy shards than another (a whole job's trainer: a context load
-        elsewhere, ~0.45 CPU s, costs more than waiting behind one more job's step)."""
+        they hold the job's context), counted busy until ``release``. A holder one job busier loses to another
+        worker: a context load there (~0.5 CPU s) costs less than one worker running one whole job more than
+        the others (an Ames job is ~1.3 CPU s; eight at once could split 5 : 3 over two workers when holders
+        could be one job busier, and the busier worker sets the wall: B11)."""
         self._replace_dead()
         with self._lock:
-            chosen = sorted(range(len(self.workers)),
-                            key=lambda i: (self.busy[i] - (affinity if i in prefer else 0), i not in prefer, i))[:count]
+            chosen = sorted(range(len(self.workers)), key=lambda i: (self.busy[i], i not in prefer, i))[:count]
             for index in chosen:
                 self.busy[index] += 1
             return chosen

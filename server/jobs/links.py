@@ -136,7 +136,8 @@ class StreamRefresh:
 
     def _refresh(self, masked: EncryptedMatrix, precondition: bool) -> EncryptedMatrix:
         reply = self.refresh_reply(masked, precondition)
-        return validation.reply_matrix(self.engine, reply, "the refreshed matrix", like=masked)
+        what = "the preconditioned refresh" if precondition else "the refreshed matrix"
+        return validation.reply_matrix(self.engine, reply, what, like=masked)
 
     def refresh_reply(self, masked: Any, precondition: bool = False) -> types_pb2.EncryptedMatrix:
         """The round trip of a refresh: the client's refreshed matrix as it came (its caller checks it, here or

@@ -24,7 +24,7 @@ from google.protobuf import json_format, struct_pb2
 
 from ciphergrad.core import flat
 from ciphergrad.core.engine import Engine
-from ciphergrad.core.errors import ParameterError, ShapeError
+from ciphergrad.core.errors import MalformedInputError, ParameterError, ShapeError
 from ciphergrad.core.layout import Tile
 from ciphergrad.core.tensor import EncryptedMatrix, parse_header
 from ciphergrad.server.rpc.errors import invalid
@@ -218,7 +218,11 @@ def reply_matrix(engine: Engine, message: types_pb2.EncryptedMatrix | bytes, wha
     matrix sent out), in its shape and tile."""
     if isinstance(message, bytes):
         message = types_pb2.EncryptedMatrix.FromString(message)
-    matrix = inbound(codec.matrix_from_proto(engine, message), what)
+    try:
+        parsed = codec.matrix_from_proto(engine, message)
+    except MalformedInputError as exc:  # SEAL's refusal says what was wrong, not which reply it was
+        raise MalformedInputError(f"{what}: {exc}") from exc
+    matrix = inbound(parsed, what)
     if like is not None and (matrix.shape != like.shape or matrix.tile != like.tile):
         raise invalid(f"{what} has shape {matrix.shape}; expected {like.shape} in the same tile")
     return matrix
