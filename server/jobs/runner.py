@@ -34,9 +34,7 @@ from ciphergrad.core.flat import FlatMatrix
 from ciphergrad.core.gram import DATA_LEVELS
 from ciphergrad.core.release import moment_tile
 from ciphergrad.core.tensor import EncryptedMatrix
-from ciphergrad.server.execution import (
-    Executor,
-)
+from ciphergrad.server.execution import Executor
 from ciphergrad.server.execution.engines import EngineCache
 from ciphergrad.server.execution.local import LocalExecutor
 from ciphergrad.server.jobs.links import POLL_SECONDS, Cancelled, Detached, End, JobSlot, Link, StreamRefresh
