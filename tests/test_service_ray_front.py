@@ -403,8 +403,8 @@ def test_describe_and_contributions_parse_nothing_in_the_server(ray_server, loca
     """Describe's column sums are added up and finished, and its covariance computed, on a worker holding the
     session's context (``Executor.finish_sums``); a contribution's statistics are checked on one
     (``Executor.check_files``): no context load and no ciphertext parse in the server process. The statistics
-    equal the local executor's (1e-6) and numpy's (tests/test_service_compute.py's tolerances); the pool's
-    release (sealed afterwards, still in the server process) equals the local server's."""
+    equal numpy's (tests/test_service_compute.py's tolerances) and the local executor's within twice those
+    (two independent encryptions); so does the pool's release (sealed afterwards, on a worker)."""
     server, data_dir = ray_server
     out, records, analyst, pool_id = _describe_and_contribute(server)
     assert guard == {"contexts": 0, "ciphertexts": 0}
@@ -412,12 +412,16 @@ def test_describe_and_contributions_parse_nothing_in_the_server(ray_server, loca
     local, local_records = local_statistics
     assert records == local_records
     out |= _release(analyst, pool_id)
-    for name, value in out.items():
-        assert value.shape == local[name].shape, name
-        assert np.max(np.abs(value - local[name])) < 1e-6, name
     X = load_wine().data[:, :6]
     X = X / X.std(axis=0)
+    # A variance is E[x^2] - E[x]^2: CKKS's error scales with E[x^2] (up to ~300 here), not with the variance.
     tolerance = 1e-6 * float(np.max(np.mean(X**2, axis=0)))
+    for name, value in out.items():
+        # Two servers, two sessions: independent encryptions, each within its bound of numpy, so within
+        # twice that of each other (a variance read 1.1e-6 apart once in ten runs).
+        bound = 2 * (tolerance if "variance" in name else 1e-6)
+        assert value.shape == local[name].shape, name
+        assert np.max(np.abs(value - local[name])) < bound, name
     np.testing.assert_allclose(out["rows_mean"], X.mean(axis=0), atol=1e-6)
     np.testing.assert_allclose(out["rows_variance"], X.var(axis=0), atol=tolerance)
     np.testing.assert_allclose(out["columns_variance"], X.var(axis=0, ddof=1), atol=tolerance)

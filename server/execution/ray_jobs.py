@@ -115,13 +115,14 @@ class RayShards:
         self.shape, self.tile, self.actors = self.group.shape, self.group.tile, actors
 
     def __call__(self, program: RowStep) -> RayShards:
-        self._lost(self.group, program)
+        self._replacing_dead(self.group, program)
         return self
 
     def step(self, weights: EncryptedMatrix, refresh: Refresh) -> StepPartial:
-        return self._lost(self.group.step, weights, refresh)
+        return self._replacing_dead(self.group.step, weights, refresh)
 
-    def _lost(self, call: Any, *args: Any) -> Any:
+    def _replacing_dead(self, call: Any, *args: Any) -> Any:
+        """``call(*args)``; a worker that died meanwhile is replaced before the pool's next job."""
         try:
             return call(*args)
         except WorkerLost:

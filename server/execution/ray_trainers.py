@@ -107,11 +107,13 @@ class TrainerHost:
         self.link = WorkerLink(engine)
         X, y = data[:2] if data else (None, None)
         shuffles = tuple(zip(data[2::2], data[3::2], strict=True))
-        more = ((shuffles,) if shuffles else ()), ({"shards": shards} if shards is not None else {})
+        # Only what the trainer takes: one-pass trainers have no shuffles, nor a shard source.
+        args = (shuffles,) if shuffles else ()
+        kwargs = {"shards": shards} if shards is not None else {}
         if state:
-            self.trainer = trainer_type.resume(engine, X, y, config, self.link, state, *more[0], **more[1])
+            self.trainer = trainer_type.resume(engine, X, y, config, self.link, state, *args, **kwargs)
         else:
-            self.trainer = trainer_type(engine, X, y, config, self.link, *more[0], **more[1])
+            self.trainer = trainer_type(engine, X, y, config, self.link, *args, **kwargs)
         self.constant = set(self._fixed())
         self._thread: threading.Thread | None = None
 
