@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ Ciphertext = sealapi.Ciphertext
 # Two scales within this relative distance are treated as equal when adding (the cost is an error of
 # that relative size on the smaller-scale operand; products of ~40-bit primes differ by ~1e-7).
 _SCALE_TOLERANCE = 1e-4
+
+
+_ABSORBING = threading.Lock()  # OpCounts.absorb's
 
 
 @dataclass
@@ -49,6 +53,13 @@ class OpCounts:
 
     def __add__(self, other: OpCounts) -> OpCounts:
         return OpCounts(**{k: v + getattr(other, k) for k, v in vars(self).items()})
+
+    def absorb(self, other: OpCounts) -> None:
+        """Add ``other``'s counts into these, in place: a tally shared by threads (a servicer's, which its
+        calls add their remote operations to) loses none of them."""
+        with _ABSORBING:
+            for name, value in vars(other).items():
+                setattr(self, name, getattr(self, name) + value)
 
     def to_dict(self) -> dict[str, int]:
         return dict(vars(self))

@@ -60,7 +60,7 @@ class StepPartial:
     def __add__(self, other: StepPartial) -> StepPartial:
         counts = None
         if self.counts is not None and other.counts is not None:
-            counts = OpCounts(**{k: v + getattr(other.counts, k) for k, v in vars(self.counts).items()})
+            counts = self.counts + other.counts
         return StepPartial(add_pending(self.loss, other.loss), add_pending(self.gradient, other.gradient), counts)
 
     def finish(self, rows: int) -> tuple[EncryptedMatrix, EncryptedMatrix]:

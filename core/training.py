@@ -189,8 +189,7 @@ class GradientTrainer(ABC):
         self._before_step()
         partial = shards.step(self.weights, self.refresh)
         if partial.counts is not None:  # operations that ran in other processes
-            for name, value in vars(partial.counts).items():
-                setattr(self.engine.counts, name, getattr(self.engine.counts, name) + value)
+            self.engine.counts.absorb(partial.counts)
         loss, step = partial.finish(shards.shape[0])
         self._update(step)
         return loss

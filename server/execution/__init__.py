@@ -51,15 +51,10 @@ parsed and checked: used as is in this process, serialized once per call for Ray
 inputs only. The secret key never exists here: workers load the session's public context, which the server
 refused to store if it carried one. Every wait on a worker has a timeout; a worker or cluster that goes away
 is an ``ExecutionError`` naming the Ray address, never a hang.
-
-Several tables with one layout combine generically over any executor: ``pooled_gram_partial`` adds their
-Gram partials.
 """
 
 from __future__ import annotations
 
-import functools
-import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -83,7 +78,7 @@ SumsFunction = Callable[..., Any]  # f(engine, [open files], [column sums]) -> p
 @dataclass
 class Tally:
     """Where the operation counts of a call go when this process loads no engine for it (a Ray server's
-    one-pass jobs, ``pooled_gram_state``): ``counts`` as an ``Engine``'s."""
+    one-pass jobs, ``RayExecutor.gram_finish``): ``counts`` as an ``Engine``'s."""
 
     counts: OpCounts
 
@@ -168,25 +163,6 @@ def rows_function(function: BlockFunction | None, squares: bool) -> BlockFunctio
     if function is not None and squares:
         raise ValueError("column_sums takes squares=True or a function, not both: square inside the function")
     return square if squares else function
-
-
-def pooled_gram_partial(executor: Executor, tables: Sequence[StoredTable], engine: Engine) -> GramPartial:
-    """The Gram statistics' partial sums of several tables with one layout, added (rows add up too)."""
-    partials = [executor.gram_partial(table, engine) for table in tables]
-    return functools.reduce(operator.add, partials)
-
-
-def pooled_gram_state(executor: Executor, tables: Sequence[StoredTable], engine: Engine | Tally,
-                      finish: Callable[[GramPartial], dict[str, Any]]) -> dict[str, Any]:
-    """``finish`` of the tables' summed Gram partial: what a one-pass trainer keeps (``one_pass_state``; the
-    ``core.gram.finalize`` rotations, ~1.5 s on Ames). An executor with ``gram_finish`` (Ray) runs it on a
-    worker, next to the partials, and returns the state with matrices as bytes (``engine`` may then be a
-    ``Tally``: only its counts are used); else it runs here."""
-    remote = getattr(executor, "gram_finish", None)
-    if remote is not None:
-        return remote(tables, engine, finish)
-    assert isinstance(engine, Engine), "a Tally serves executors with gram_finish only"
-    return finish(pooled_gram_partial(executor, tables, engine))
 
 
 def one_pass_state(partial: GramPartial, *, trainer_type: Any, config: Any) -> dict[str, Any]:

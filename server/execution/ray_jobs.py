@@ -167,7 +167,7 @@ def job_trainer(executor: RayExecutor, context: Path, trainer_type: Any, config:
             group = stack.enter_context(executor.shards(table, None)).group
             worker = pool.driver()
         elif table is None:
-            (worker,) = pool.least_busy(1, executor.holders(context))
+            worker = executor.holder(context)
         else:
             indices = pool.acquire(1, executor.holders(context))
             stack.callback(pool.release, indices)

@@ -66,7 +66,6 @@ from ciphergrad.server.execution.ray_workers import WorkerPool
 
 HOLDERS_KEPT = 1024  # contexts whose holders the executor remembers (oldest forgotten: a load on demand)
 MIN_SHARD_ROWS = 1024  # a table is split only into shards of at least this many rows (see ray_jobs)
-_COUNTING = threading.Lock()  # ``_count``'s: a servicer's tally is shared by its threads
 
 
 class RayExecutor:
@@ -97,6 +96,13 @@ class RayExecutor:
     def holders(self, context: Path) -> set[int]:
         with self._holders_lock:
             return set(self._holders.get(str(context), ()))
+
+    def holder(self, context: Path) -> Any:
+        """One worker for a call on ``context``: the least busy, a holder of the context among equals (a worker
+        without it loads it once, and holds it from then on)."""
+        (worker,) = self.pool.least_busy(1, self.holders(context))
+        self.hold(context, [worker])
+        return worker
 
     def hold(self, context: Path, workers: Iterable[Any]) -> None:
         indices = {self.pool.workers.index(worker) for worker in workers if worker in self.pool.workers}
@@ -160,9 +166,7 @@ class RayExecutor:
                     engine: Callable[[], Engine]) -> list[Any]:
         """``check`` of each file on one worker holding the session's context (calls to one worker run in
         order): this process loads no context and parses no ciphertext (``engine`` is not called)."""
-        (worker,) = self.pool.least_busy(1, self.holders(context))
-        self.hold(context, [worker])
-        handle = self.contexts.handle(context)
+        worker, handle = self.holder(context), self.contexts.handle(context)
         return self.feeder.feed_files(
             paths, lambda index, source: worker.check_file.remote(handle, source, check, index), self.get,
             "checking an upload")
@@ -171,9 +175,7 @@ class RayExecutor:
                   *, operands: Mapping[str, MatrixSource] = NO_OPERANDS, counts: OpCounts | None = None) -> Any:
         """``function`` on one worker, a holder of the session's context first (``engine`` is not called: this
         process loads no context and parses no ciphertext); its operations added to ``counts``."""
-        (worker,) = self.pool.least_busy(1, self.holders(context))
-        self.hold(context, [worker])
-        sources = [self._source(path) for path in paths]
+        worker, sources = self.holder(context), [self._source(path) for path in paths]
         ref = worker.run_files.remote(self.contexts.handle(context), function, self._sources(operands), *sources)
         result, done = self.get([ref], "a request's batch")[0]
         if counts is not None:
@@ -190,10 +192,9 @@ class RayExecutor:
         parts = [[ray.put(data) for data in self._replies(table, functools.partial(_column_sum, function=function),
                                                           tally, False, NO_OPERANDS, "column sums")]
                  for function in sums]
-        (worker,) = self.pool.least_busy(1, self.holders(table.context))
-        self.hold(table.context, [worker])
-        ref = worker.finish_sums.remote(self.contexts.handle(table.context), finish, parts, table.rows,
-                                        *[self._source(path) for path in files])
+        sources = [self._source(path) for path in files]
+        ref = self.holder(table.context).finish_sums.remote(self.contexts.handle(table.context), finish, parts,
+                                                            table.rows, *sources)
         result, done = self.get([ref], "finishing column sums")[0]
         _count(tally, [done])
         return result
@@ -210,14 +211,14 @@ class RayExecutor:
         worker (``trainer(..., table=table)``) instead of driving the shard from this process."""
         return len(self.ranges(table)) == 1
 
-    def gram_finish(self, tables: list[StoredTable], engine: Engine | Tally,
+    def gram_finish(self, table: StoredTable, engine: Engine | Tally,
                     finish: Callable[[GramPartial], dict[str, Any]]) -> dict[str, Any]:
-        """``finish`` of the tables' summed Gram partial, on a worker: the partials stay in the object store
-        and go to that worker by reference; only ``finish``'s result (matrices as bytes) comes back."""
-        states = [ref for table in tables for ref in self._gram_states(table)]
-        (worker,) = self.pool.least_busy(1, self.holders(tables[0].context))
-        self.hold(tables[0].context, [worker])
-        ref = worker.gram_finish.remote(self.contexts.handle(tables[0].context), states, finish)
+        """``finish`` of the table's Gram partial (its ranges' summed) on a worker holding the context, e.g. a
+        one-pass trainer's statistics (``one_pass_state``: ``core.gram.finalize``'s rotations, ~1.5 s on Ames):
+        the ranges' partials stay in the object store and go to that worker by reference; only ``finish``'s
+        result (matrices as bytes) comes back, its operations added to ``engine``'s counts."""
+        states = self._gram_states(table)
+        ref = self.holder(table.context).gram_finish.remote(self.contexts.handle(table.context), states, finish)
         state, counts = self.get([ref], "the Gram statistics")[0]
         _count(engine, [counts])
         return state
@@ -316,8 +317,6 @@ def _column_sum(*inputs: EncryptedMatrix, function: BlockFunction | None, **oper
 
 
 def _count(engine: Engine | Tally, deltas: list[dict[str, int]]) -> None:
-    """Add workers' operation counts; a servicer's tally is shared by the calls its threads run at once."""
-    with _COUNTING:
-        for delta in deltas:
-            for name, value in OpCounts(**delta).to_dict().items():
-                setattr(engine.counts, name, getattr(engine.counts, name) + value)
+    """Add workers' operation counts (``OpCounts.absorb``: a servicer's tally is shared by its threads)."""
+    for delta in deltas:
+        engine.counts.absorb(OpCounts(**delta))

@@ -227,8 +227,7 @@ class RemoteTrainer:
         self._changing = {key: _flat(value) for key, value in result["state"].items()}
         self._fixed |= {key: _flat(value) for key, value in result["fixed"].items()}
         counts = OpCounts(**result["counts"])
-        for name, value in counts.to_dict().items():  # the server's operation metrics see the job's work
-            setattr(self.counts, name, getattr(self.counts, name) + value)
+        self.counts.absorb(counts)  # the server's operation metrics see the job's work
         return EpochResult(result["epoch"], counts, result["refreshes"], 0.0, _flat(result["loss"]),
                            result["loss_scale"])
 

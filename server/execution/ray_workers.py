@@ -37,9 +37,9 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import ray
 from ray.exceptions import RayActorError
@@ -107,9 +107,11 @@ def read_source(engine: Engine, source: MatrixSource) -> EncryptedMatrix:
     return EncryptedMatrix.from_bytes(engine, Path(source).read_bytes())
 
 
-def _add_counts(counts: OpCounts, more: OpCounts) -> None:
-    for name, value in more.to_dict().items():
-        setattr(counts, name, getattr(counts, name) + value)
+def _open_files(stack: contextlib.ExitStack, sources: Iterable[MatrixSource]) -> list[BinaryIO]:
+    """Each whole file a call was given, readable: its bytes (Ray resolved the ref), or in path mode its path,
+    opened on ``stack``."""
+    return [io.BytesIO(source) if isinstance(source, bytes) else stack.enter_context(open(str(source), "rb"))
+            for source in sources]
 
 
 def _peak_rss_mb() -> float:
@@ -141,7 +143,7 @@ class BlockWorker:
         # shards and whole tables being loaded: their engine and pieces (X, y, then any shuffled copies' X, y)
         self.loading: dict[str, tuple[Engine, list[tuple[EncryptedMatrix, ...]]]] = {}
         self.grams: dict[str, tuple[GramPartial, OpCounts]] = {}  # Gram partials being added up
-        self.trainers: dict[str, TrainerHost] = {}  # one-pass jobs' trainers (ray_trainers)
+        self.trainers: dict[str, TrainerHost] = {}  # the trainers of the jobs it hosts (ray_trainers)
         self.forbidden_opens = 0
 
     def where(self) -> dict[str, Any]:
@@ -197,7 +199,7 @@ class BlockWorker:
         if host is not None:
             host.stop()
 
-    # -- a one-pass job's trainer (ray_trainers) ------------------------------------------------------------
+    # -- a job's trainer (ray_trainers, ray_jobs) ------------------------------------------------------------
     def trainer_open(self, key: str, context: ContextHandle, trainer_type: Any, config: Any,
                      checkpoints: list[bytes], shards: Any = None) -> dict[str, Any]:
         """The job's trainer from its checkpoints and, if blocks were loaded under ``key`` (``load_blocks``: a
@@ -248,9 +250,8 @@ class BlockWorker:
         """``check(engine, file, index)`` of a whole file (its bytes, or in path mode its path): an upload's
         checks (``server.execution.check_files``), on the worker that holds the session's context."""
         engine = self.contexts.engine(context)
-        if isinstance(source, bytes):
-            return check(engine, io.BytesIO(source), index)
-        with open(str(source), "rb") as handle:
+        with contextlib.ExitStack() as stack:
+            (handle,) = _open_files(stack, [source])
             return check(engine, handle, index)
 
     def run_files(self, context: ContextHandle, function: Callable[..., Any], whole: dict[str, MatrixSource],
@@ -261,9 +262,7 @@ class BlockWorker:
         engine = self.contexts.engine(context)
         operands = {name: read_source(engine, source) for name, source in whole.items()}
         with contextlib.ExitStack() as stack:
-            files = [io.BytesIO(source) if isinstance(source, bytes) else stack.enter_context(open(str(source), "rb"))
-                     for source in sources]
-            return function(engine, files, **operands), engine.counts.to_dict()
+            return function(engine, _open_files(stack, sources), **operands), engine.counts.to_dict()
 
     def finish_sums(self, context: ContextHandle, finish: Callable[..., Any], parts: list[list[MatrixSource]],
                     rows: int, *sources: MatrixSource) -> tuple[Any, dict]:
@@ -274,9 +273,7 @@ class BlockWorker:
         totals = [finish_pending(functools.reduce(add_pending, [read_source(engine, part) for part in sums]), rows)
                   for sums in parts]
         with contextlib.ExitStack() as stack:
-            files = [io.BytesIO(source) if isinstance(source, bytes) else stack.enter_context(open(str(source), "rb"))
-                     for source in sources]
-            return finish(engine, files, totals), engine.counts.to_dict()
+            return finish(engine, _open_files(stack, sources), totals), engine.counts.to_dict()
 
     def gram_add(self, key: str, context: ContextHandle, X: MatrixSource, y: MatrixSource) -> None:
         """Add one piece's Gram products to the partial kept under ``key`` (``gram_take`` returns it)."""
@@ -285,7 +282,7 @@ class BlockWorker:
         part = accumulate(engine, row_blocks(read_source(engine, X), read_source(engine, y)),
                           into=before[0] if before is not None else None)  # in place on the kept partial
         if before is not None:
-            _add_counts(engine.counts, before[1])
+            engine.counts.absorb(before[1])
         self.grams[key] = (part, engine.counts)
 
     def gram_take(self, key: str) -> tuple[dict[str, Any], dict]:
@@ -299,7 +296,7 @@ class BlockWorker:
         engine = self.contexts.engine(context)
         replies = ray.get(states)
         for _, counts in replies:
-            _add_counts(engine.counts, OpCounts(**counts))
+            engine.counts.absorb(OpCounts(**counts))
         partials = [GramPartial.from_state(engine, state) for state, _ in replies]
         total = partials[0]
         for partial in partials[1:]:

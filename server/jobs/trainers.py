@@ -18,7 +18,7 @@ from typing import Any
 from ciphergrad.core.gram import accumulate
 from ciphergrad.core.tensor import EncryptedMatrix
 from ciphergrad.core.training import GradientTrainer
-from ciphergrad.server.execution import Executor, StoredTable, Tally, one_pass_state, pooled_gram_state
+from ciphergrad.server.execution import Executor, StoredTable, Tally, one_pass_state
 from ciphergrad.server.execution.engines import EngineCache
 from ciphergrad.server.execution.local import LocalExecutor
 from ciphergrad.server.execution.ray_trainers import flat_state
@@ -58,10 +58,6 @@ class JobTrainers:
         return (issubclass(trainer_type, GradientTrainer) and getattr(trainer_type, "shardable", True)
                 and full_batch and not self.executor.whole(table))  # type: ignore[attr-defined]
 
-    def tables(self, dataset: DatasetRecord) -> list[StoredTable]:
-        """The stored tables a job reads."""
-        return [self.store.table(dataset)]
-
     def remote(self, job: JobRecord, dataset: DatasetRecord, config: Any, trainer_type: Any,
                refresh: StreamRefresh, started: Callable[[], None]) -> contextlib.AbstractContextManager[Any]:
         """The job's trainer on the executor, from its checkpoints (and a per-row trainer on its table's
@@ -74,7 +70,7 @@ class JobTrainers:
         if streams and not fixed.exists():
             started()
             finish = functools.partial(one_pass_state, trainer_type=trainer_type, config=config)
-            state = pooled_gram_state(self.executor, self.tables(dataset), tally, finish)
+            state = self.executor.gram_finish(self.store.table(dataset), tally, finish)  # type: ignore[attr-defined]
             self.store.write_blob(fixed, codec.checkpoint_to_bytes(flat_state(state)))
         checkpoints = [path.read_bytes() for path in (fixed, checkpoint) if path.exists()]
         table = None if streams else self.store.table(dataset)

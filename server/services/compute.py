@@ -152,10 +152,10 @@ class ComputeServicer(pb_grpc.ComputeServiceServicer):
         if first.WhichOneof("kind") == "reference_dataset_id":
             reference = self._encrypted_reference(first.reference_dataset_id, session)
             return BatchWork(engine, context, functools.partial(squared_distances, projection=None),
-                           _queries_and_reference, {"reference": reference})
+                             _queries_and_reference, {"reference": reference})
         plain, projection = self._plain_reference(first.model_id, session)
-        return BatchWork(engine, context, functools.partial(squared_distances, reference=plain, projection=projection),
-                       _column_packed)
+        distances = functools.partial(squared_distances, reference=plain, projection=projection)
+        return BatchWork(engine, context, distances, _column_packed)
 
     def distances(self, queries: BatchWork, path: Path) -> bytes:
         """The serialized squared distances of the query batch spooled at ``path``, parsed, checked and computed
